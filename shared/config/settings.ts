@@ -1,0 +1,257 @@
+/**
+ * Configuration, read and validated once. A missing or malformed setting fails at start-up
+ * with one message naming every bad setting. Secrets are never echoed in that message.
+ *
+ * Connections follow the Azure Functions conventions: a connection string in `<Name>`, or an
+ * identity-based connection in `<Name>__blobServiceUri` / `<Name>__accountEndpoint` /
+ * `<Name>__topicEndpoint` (managed identity; `<Name>__clientId` picks a user-assigned one).
+ */
+import { ErrorCodes, PipelineError } from '../errors';
+
+export type StorageConnection =
+  | { kind: 'connectionString'; connectionString: string; blobEndpoint: string }
+  | { kind: 'identity'; blobServiceUri: string; clientId?: string };
+
+export type CosmosConnection =
+  | { kind: 'key'; endpoint: string; key: string }
+  | { kind: 'identity'; endpoint: string; clientId?: string };
+
+export interface EventGridTopic {
+  endpoint: string;
+  /** Access key; absent means managed identity. */
+  key?: string;
+  clientId?: string;
+}
+
+export interface Settings {
+  sourceStorage: StorageConnection;
+  researchStorage: StorageConnection;
+  /** Landing containers the archive replicates into; events for other containers are ignored. */
+  sourceContainers: string[];
+  researchContainer: string;
+  quarantineContainer: string;
+  cosmos: CosmosConnection;
+  cosmosDatabase: string;
+  /** Restricted, identified index: one document per source file. */
+  indexContainer: string;
+  /** Research catalog: study, series and instance documents, de-identified values only. */
+  researchCatalogContainer: string;
+  /** Topic that receives VNA.Catalog.InstanceCataloged events; absent: no publishing. */
+  eventGridTopic?: EventGridTopic;
+  /** HMAC key for research UIDs, pseudonyms and date shifts. */
+  deidKey: Buffer;
+  /** Identifier of deidKey, recorded in every output so keys can be rotated. */
+  deidKeyId: string;
+  /** Path of a de-identification profile file; absent: the built-in default research profile. */
+  deidProfilePath?: string;
+  appInsightsConnectionString?: string;
+  /** Ingestions running at once in one instance. */
+  maxConcurrentIngestions: number;
+  /** Largest header (everything but the pixel data) held in memory for one file. */
+  maxHeaderBytes: number;
+  /** Source files whose pixel data may hold burned-in text: 'quarantine' (default) or 'allow'. */
+  burnedInPolicy: 'quarantine' | 'allow';
+}
+
+/** The Azurite development account: a published, well-known key, not a secret. */
+export const AZURITE_ACCOUNT = 'devstoreaccount1';
+export const AZURITE_KEY =
+  'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+/** The Cosmos DB emulator's published, well-known key, not a secret. */
+export const COSMOS_EMULATOR_KEY =
+  'C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XyJ6Ej8g==';
+
+export function azuriteConnectionString(blobPort = 10000, queuePort = 10001, host = '127.0.0.1'): string {
+  return (
+    `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};` +
+    `BlobEndpoint=http://${host}:${blobPort}/${AZURITE_ACCOUNT};QueueEndpoint=http://${host}:${queuePort}/${AZURITE_ACCOUNT};`
+  );
+}
+
+export function cosmosEmulatorConnectionString(port = 8081, host = '127.0.0.1'): string {
+  return `AccountEndpoint=http://${host}:${port}/;AccountKey=${COSMOS_EMULATOR_KEY};`;
+}
+
+type Env = Record<string, string | undefined>;
+
+function parseConnectionString(cs: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of cs.split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0) out[part.slice(0, i).trim().toLowerCase()] = part.slice(i + 1).trim();
+  }
+  return out;
+}
+
+/** Blob endpoint of a storage connection string (explicit BlobEndpoint, development storage, or account name). */
+export function blobEndpointOf(cs: string): string | undefined {
+  if (cs.trim() === 'UseDevelopmentStorage=true') return `http://127.0.0.1:10000/${AZURITE_ACCOUNT}`;
+  const p = parseConnectionString(cs);
+  if (p.blobendpoint) return p.blobendpoint.replace(/\/+$/, '');
+  if (p.accountname) {
+    return `${p.defaultendpointsprotocol ?? 'https'}://${p.accountname}.blob.${p.endpointsuffix ?? 'core.windows.net'}`;
+  }
+  return undefined;
+}
+
+class Collector {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  str(name: string, fallback?: string): string {
+    const v = this.env[name]?.trim();
+    if (v) return v;
+    if (fallback !== undefined) return fallback;
+    this.problems.push(`${name} is required`);
+    return '';
+  }
+
+  optional(name: string): string | undefined {
+    const v = this.env[name]?.trim();
+    return v ? v : undefined;
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.env[name]?.trim();
+    if (!raw) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.problems.push(`${name} must be a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  url(name: string, value: string): string {
+    try {
+      const u = new URL(value);
+      if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('scheme');
+      return value.replace(/\/+$/, '');
+    } catch {
+      this.problems.push(`${name} must be an http(s) URL`);
+      return '';
+    }
+  }
+
+  storage(name: string, fallbackName?: string): StorageConnection {
+    const cs = this.optional(name);
+    if (cs) {
+      const blobEndpoint = blobEndpointOf(cs);
+      if (!blobEndpoint) {
+        this.problems.push(`${name} is not a storage connection string (needs AccountName or BlobEndpoint)`);
+        return { kind: 'connectionString', connectionString: '', blobEndpoint: '' };
+      }
+      return { kind: 'connectionString', connectionString: cs, blobEndpoint };
+    }
+    const uri = this.optional(`${name}__blobServiceUri`);
+    if (uri) {
+      return { kind: 'identity', blobServiceUri: this.url(`${name}__blobServiceUri`, uri), clientId: this.optional(`${name}__clientId`) };
+    }
+    if (fallbackName) return this.storage(fallbackName);
+    this.problems.push(`${name} (connection string) or ${name}__blobServiceUri (managed identity) is required`);
+    return { kind: 'connectionString', connectionString: '', blobEndpoint: '' };
+  }
+
+  cosmos(name: string): CosmosConnection {
+    const cs = this.optional(name);
+    if (cs) {
+      const p = parseConnectionString(cs);
+      if (!p.accountendpoint || !p.accountkey) {
+        this.problems.push(`${name} must hold AccountEndpoint and AccountKey`);
+        return { kind: 'key', endpoint: '', key: '' };
+      }
+      return { kind: 'key', endpoint: this.url(`${name} AccountEndpoint`, p.accountendpoint), key: p.accountkey };
+    }
+    const endpoint = this.optional(`${name}__accountEndpoint`);
+    if (endpoint) {
+      return { kind: 'identity', endpoint: this.url(`${name}__accountEndpoint`, endpoint), clientId: this.optional(`${name}__clientId`) };
+    }
+    this.problems.push(`${name} (connection string) or ${name}__accountEndpoint (managed identity) is required`);
+    return { kind: 'key', endpoint: '', key: '' };
+  }
+
+  containerName(name: string, fallback: string): string {
+    const v = this.str(name, fallback);
+    if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(v)) {
+      this.problems.push(`${name} must be a valid blob container name (3-63 lower-case letters, digits and single hyphens)`);
+    }
+    return v;
+  }
+}
+
+/**
+ * Reads and validates the settings. Throws one PipelineError (CONFIG_INVALID) naming every
+ * bad setting; never includes a secret's value.
+ */
+export function loadSettings(env: Env = process.env): Settings {
+  const c = new Collector(env);
+  const sourceStorage = c.storage('SourceStorage', 'AzureWebJobsStorage');
+  const researchStorage = c.optional('ResearchStorage') || c.optional('ResearchStorage__blobServiceUri')
+    ? c.storage('ResearchStorage')
+    : sourceStorage;
+  const sourceContainers = c.str('SOURCE_CONTAINERS', 'anq-replica').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const name of sourceContainers) {
+    if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(name)) c.problems.push(`SOURCE_CONTAINERS: "${name}" is not a valid container name`);
+  }
+  const researchContainer = c.containerName('RESEARCH_CONTAINER', 'research');
+  const quarantineContainer = c.containerName('QUARANTINE_CONTAINER', 'quarantine');
+  const cosmos = c.cosmos('CosmosDb');
+  const cosmosDatabase = c.str('COSMOS_DATABASE', 'vna');
+  const indexContainer = c.str('COSMOS_INDEX_CONTAINER', 'ingestions');
+  const researchCatalogContainer = c.str('COSMOS_RESEARCH_CONTAINER', 'research-catalog');
+
+  let eventGridTopic: EventGridTopic | undefined;
+  const topic = c.optional('EVENTGRID_TOPIC_ENDPOINT');
+  if (topic) {
+    eventGridTopic = { endpoint: c.url('EVENTGRID_TOPIC_ENDPOINT', topic), key: c.optional('EVENTGRID_TOPIC_KEY'), clientId: c.optional('EVENTGRID_TOPIC_CLIENT_ID') };
+  }
+
+  const keyText = c.str('DEID_KEY');
+  let deidKey = Buffer.alloc(0);
+  if (keyText) {
+    deidKey = /^base64:/.test(keyText) ? Buffer.from(keyText.slice(7), 'base64') : Buffer.from(keyText, 'utf8');
+    if (deidKey.length < 32) c.problems.push('DEID_KEY must hold at least 32 bytes (text, or base64:...)');
+  }
+  const deidKeyId = c.str('DEID_KEY_ID', 'k1');
+  if (!/^[A-Za-z0-9._-]{1,32}$/.test(deidKeyId)) c.problems.push('DEID_KEY_ID must be 1-32 letters, digits, dots, underscores or hyphens');
+
+  const burned = c.str('BURNED_IN_POLICY', 'quarantine');
+  if (burned !== 'quarantine' && burned !== 'allow') c.problems.push('BURNED_IN_POLICY must be "quarantine" or "allow"');
+
+  const settings: Settings = {
+    sourceStorage,
+    researchStorage,
+    sourceContainers,
+    researchContainer,
+    quarantineContainer,
+    cosmos,
+    cosmosDatabase,
+    indexContainer,
+    researchCatalogContainer,
+    eventGridTopic,
+    deidKey,
+    deidKeyId,
+    deidProfilePath: c.optional('DEID_PROFILE'),
+    appInsightsConnectionString: c.optional('APPLICATIONINSIGHTS_CONNECTION_STRING'),
+    maxConcurrentIngestions: c.int('MAX_CONCURRENT_INGESTIONS', 8, 1, 256),
+    maxHeaderBytes: c.int('MAX_HEADER_BYTES', 64 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
+    burnedInPolicy: burned as 'quarantine' | 'allow',
+  };
+  if (c.problems.length > 0) {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${c.problems.join('; ')}`);
+  }
+  return settings;
+}
+
+let cached: Settings | undefined;
+
+/** The process-wide settings, loaded on first use. */
+export function settings(): Settings {
+  cached ??= loadSettings();
+  return cached;
+}
+
+/** For tests and the local host, which set the environment before the first use. */
+export function resetSettingsForTests(): void {
+  cached = undefined;
+}

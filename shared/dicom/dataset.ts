@@ -1,0 +1,101 @@
+/**
+ * The in-memory model of a DICOM data set header: everything before the pixel data, and
+ * the (small) elements after it. Values are kept as the raw bytes of the file, in the
+ * file's byte order, so that what is not touched is written back exactly as it came.
+ * Text is decoded on demand with the data set's Specific Character Set (see charset.ts).
+ */
+
+export interface DicomElement {
+  /** (group << 16 | element), unsigned. */
+  tag: number;
+  /** Two-letter VR: explicit in the file, or from the dictionary for implicit VR ('UN' when unknown). */
+  vr: string;
+  /** Raw value bytes (not for SQ). Text values keep their padding. */
+  value?: Uint8Array;
+  /** Items of a sequence (SQ only). */
+  items?: DicomDataset[];
+}
+
+/** Elements of one data set (or sequence item), kept in ascending tag order when written. */
+export type DicomDataset = Map<number, DicomElement>;
+
+/** How the data set is encoded, from the transfer syntax. */
+export interface Encoding {
+  explicitVR: boolean;
+  littleEndian: boolean;
+}
+
+/** Well-known transfer syntax UIDs. */
+export const TransferSyntax = {
+  ImplicitVRLittleEndian: '1.2.840.10008.1.2',
+  ExplicitVRLittleEndian: '1.2.840.10008.1.2.1',
+  DeflatedExplicitVRLittleEndian: '1.2.840.10008.1.2.1.99',
+  ExplicitVRBigEndian: '1.2.840.10008.1.2.2',
+} as const;
+
+export function encodingOf(transferSyntaxUid: string): Encoding {
+  if (transferSyntaxUid === TransferSyntax.ImplicitVRLittleEndian) return { explicitVR: false, littleEndian: true };
+  if (transferSyntaxUid === TransferSyntax.ExplicitVRBigEndian) return { explicitVR: true, littleEndian: false };
+  return { explicitVR: true, littleEndian: true };
+}
+
+/** VRs whose value is text (bytes in the Specific Character Set, or ASCII). */
+export const TEXT_VRS: ReadonlySet<string> = new Set([
+  'AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT',
+]);
+
+/** Text VRs that use the Specific Character Set (the rest are always ASCII). */
+export const CHARSET_VRS: ReadonlySet<string> = new Set(['LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT']);
+
+/** VRs with a 4-byte length (and 2 reserved bytes) in explicit VR encoding. */
+export const LONG_VRS: ReadonlySet<string> = new Set([
+  'OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV',
+]);
+
+export const Tags = {
+  FileMetaInformationGroupLength: 0x00020000,
+  MediaStorageSOPClassUID: 0x00020002,
+  MediaStorageSOPInstanceUID: 0x00020003,
+  TransferSyntaxUID: 0x00020010,
+  ImplementationClassUID: 0x00020012,
+  ImplementationVersionName: 0x00020013,
+  SourceApplicationEntityTitle: 0x00020016,
+  SpecificCharacterSet: 0x00080005,
+  SOPClassUID: 0x00080016,
+  SOPInstanceUID: 0x00080018,
+  StudyInstanceUID: 0x0020000d,
+  SeriesInstanceUID: 0x0020000e,
+  PixelData: 0x7fe00010,
+  FloatPixelData: 0x7fe00008,
+  DoubleFloatPixelData: 0x7fe00009,
+  Item: 0xfffee000,
+  ItemDelimitationItem: 0xfffee00d,
+  SequenceDelimitationItem: 0xfffee0dd,
+} as const;
+
+/** Raw bytes of a text value as a latin1 string with trailing padding (spaces, NULs) removed. */
+export function asciiValue(el: DicomElement | undefined): string | undefined {
+  if (!el?.value) return undefined;
+  return Buffer.from(el.value.buffer, el.value.byteOffset, el.value.byteLength)
+    .toString('latin1')
+    .replace(/[\0 ]+$/, '')
+    .replace(/^ +/, '');
+}
+
+/** Encodes text as an even-length value: UI pads with NUL, other text VRs with a space. */
+export function encodeAsciiValue(text: string, vr: string): Uint8Array {
+  const buf = Buffer.from(text, 'latin1');
+  if (buf.length % 2 === 0) return buf;
+  return Buffer.concat([buf, Buffer.from(vr === 'UI' ? [0] : [0x20])]);
+}
+
+/** Reads an unsigned integer (US/UL) value in the given byte order. */
+export function uintValue(el: DicomElement | undefined, littleEndian: boolean): number | undefined {
+  const v = el?.value;
+  if (!v || v.length < 2) return undefined;
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  if (el.vr === 'UL' || (v.length === 4 && el.vr !== 'US' && el.vr !== 'SS')) return dv.getUint32(0, littleEndian);
+  if (el.vr === 'SS') return dv.getInt16(0, littleEndian);
+  if (el.vr === 'SL') return dv.getInt32(0, littleEndian);
+  return dv.getUint16(0, littleEndian);
+}
