@@ -1,0 +1,113 @@
+/**
+ * Cosmos DB documents.
+ *
+ * Research catalog container (`research-catalog`), partition key `/studyInstanceUid`: one
+ * partition per research study holds its study document, its series documents and its
+ * instance documents, so that a study's summary is recomputed inside one partition and
+ * instance-level QIDO within a study is a single-partition query. Every value here is
+ * de-identified: documents are built only from the de-identified data set.
+ *
+ * Index container (`ingestions`), partition key `/id`: one document per source file (id = a
+ * hash of its URL), restricted, identified (it holds the source URL and the original UIDs).
+ */
+
+/** One attribute in the DICOM JSON model (PS3.18 F.2). */
+export interface DicomJsonAttribute {
+  vr: string;
+  Value?: unknown[];
+  InlineBinary?: string;
+  BulkDataURI?: string;
+}
+
+/** A data set in the DICOM JSON model, keyed by "GGGGEEEE". */
+export type DicomJson = Record<string, DicomJsonAttribute>;
+
+interface ResearchDocumentBase {
+  /** study: the study UID; series: "series:<uid>"; instance: "instance:<uid>". */
+  id: string;
+  /** Partition key: the research StudyInstanceUID. */
+  studyInstanceUid: string;
+  /**
+   * De-identified attributes of this level and the levels above it (patient, study, series),
+   * as DICOM JSON, for QIDO matching (`c.dicom["00080060"].Value[0]`) and responses.
+   * Only attributes with text or numeric values are stored; no bulk data.
+   */
+  dicom: DicomJson;
+  updatedAt: string;
+}
+
+export interface StudyDocument extends ResearchDocumentBase {
+  type: 'study';
+  /** Distinct modalities of the study's series, sorted; also in dicom["00080061"]. */
+  modalitiesInStudy: string[];
+  sopClassesInStudy: string[];
+  numberOfStudyRelatedSeries: number;
+  numberOfStudyRelatedInstances: number;
+}
+
+export interface SeriesDocument extends ResearchDocumentBase {
+  type: 'series';
+  seriesInstanceUid: string;
+  modality: string;
+  numberOfSeriesRelatedInstances: number;
+}
+
+export interface InstanceDocument extends ResearchDocumentBase {
+  type: 'instance';
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  modality: string;
+  transferSyntaxUid: string;
+  /** Bytes of the de-identified copy. */
+  size: number;
+  /** Name of the de-identified copy in the research container. */
+  researchBlob: string;
+  /**
+   * Orders two different source files that carry the same SOP instance: the higher rank is
+   * kept on the research side. A keyed hash, never the source URL or content hash itself.
+   */
+  sourceRank: string;
+  /** Keyed hash of the source URL that this instance came from (not reversible without the key). */
+  sourceKey: string;
+  deidentification: { profile: string; profileVersion: string; keyId: string };
+}
+
+export type ResearchDocument = StudyDocument | SeriesDocument | InstanceDocument;
+
+export type IngestionStatus = 'processing' | 'cataloged' | 'failed' | 'quarantined' | 'deleted';
+
+/** The restricted operations record of one source file. */
+export interface IngestionDocument {
+  /** sha256 of the source URL (hex); also the partition key. */
+  id: string;
+  sourceUrl: string;
+  container: string;
+  blobName: string;
+  status: IngestionStatus;
+  eTag?: string;
+  size?: number;
+  sha256?: string;
+  lastModified?: string;
+  errorCode?: string;
+  errorMessage?: string;
+  /** Where the source was copied for review, when quarantined or failed. */
+  quarantineBlob?: string;
+  original?: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string; sopClassUid?: string };
+  research?: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string; blob: string };
+  /**
+   * Set when another source file carries the same SOP instance: which one the research side
+   * kept ('this' or the other's source URL), and the others seen.
+   */
+  duplicateOf?: string;
+  deidentification?: { profile: string; profileVersion: string; keyId: string; actions: Record<string, number>; gate: 'passed' | 'failed' };
+  transferSyntaxUid?: string;
+  modality?: string;
+  /** Event ids that led to this state, newest last (bounded). */
+  eventIds: string[];
+  attempts: number;
+  firstSeenAt: string;
+  updatedAt: string;
+  catalogedAt?: string;
+  deletedAt?: string;
+}
