@@ -14,6 +14,12 @@ export interface DicomElement {
   value?: Uint8Array;
   /** Items of a sequence (SQ only). */
   items?: DicomDataset[];
+  /**
+   * Encapsulated content of an undefined-length OB/OW element inside the header (for example
+   * the pixel data of an icon image): `value` then holds the items and their sequence
+   * delimiter as they were in the file, written back verbatim after a 0xFFFFFFFF length.
+   */
+  encapsulated?: boolean;
 }
 
 /** Elements of one data set (or sequence item), kept in ascending tag order when written. */

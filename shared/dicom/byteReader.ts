@@ -1,0 +1,164 @@
+import { createHash, Hash } from 'node:crypto';
+
+import { ErrorCodes, PipelineError } from '../errors';
+
+/** Where output bytes go. `write` resolves when the sink can take more (backpressure). */
+export interface ChunkSink {
+  write(chunk: Uint8Array): Promise<void> | void;
+}
+
+/**
+ * Pull-based reader over a stream of chunks (a Node Readable, a blob download, a file).
+ * Holds only what the caller asked for plus one chunk, so memory does not grow with the
+ * size of what flows through `pipe`. Optionally hashes every byte it consumes.
+ */
+export class ByteReader {
+  private readonly iterator: AsyncIterator<Uint8Array>;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private ended = false;
+  private consumed = 0;
+  private readonly hash?: Hash;
+
+  constructor(source: AsyncIterable<Uint8Array>, options: { sha256?: boolean } = {}) {
+    this.iterator = source[Symbol.asyncIterator]();
+    if (options.sha256) this.hash = createHash('sha256');
+  }
+
+  /** Bytes handed out so far (read, skipped or piped). */
+  get position(): number {
+    return this.consumed;
+  }
+
+  /** Bytes held in memory now. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  private async pull(): Promise<boolean> {
+    if (this.ended) return false;
+    const next = await this.iterator.next();
+    if (next.done) {
+      this.ended = true;
+      return false;
+    }
+    const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    return true;
+  }
+
+  /** Buffers at least n bytes if the source has them; returns how many are buffered. */
+  async fill(n: number): Promise<number> {
+    while (this.buffered < n && (await this.pull()));
+    return this.buffered;
+  }
+
+  /** True once the source is exhausted and everything buffered was consumed. */
+  async atEnd(): Promise<boolean> {
+    return (await this.fill(1)) === 0;
+  }
+
+  /** The buffered bytes as one contiguous Buffer, without consuming them. */
+  peekAll(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+    return this.chunks[0] ?? Buffer.alloc(0);
+  }
+
+  /** Returns up to n buffered bytes without consuming them (fills first). */
+  async peek(n: number): Promise<Buffer> {
+    await this.fill(n);
+    const all = this.peekAll();
+    return all.subarray(0, Math.min(n, all.length));
+  }
+
+  /** Consumes exactly n bytes; throws DICOM_TRUNCATED when the source ends first. */
+  async read(n: number): Promise<Buffer> {
+    if ((await this.fill(n)) < n) {
+      throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${n - this.buffered} bytes before the end of an element`);
+    }
+    const all = this.peekAll();
+    const out = Buffer.from(all.subarray(0, n));
+    this.consume(n);
+    return out;
+  }
+
+  /** Drops n buffered bytes (they must be buffered). */
+  consume(n: number): void {
+    let left = n;
+    while (left > 0) {
+      const first = this.chunks[0];
+      if (!first) throw new Error('consume past buffered data');
+      if (first.length <= left) {
+        this.hash?.update(first);
+        this.chunks.shift();
+        left -= first.length;
+      } else {
+        this.hash?.update(first.subarray(0, left));
+        this.chunks[0] = first.subarray(left);
+        left = 0;
+      }
+    }
+    this.buffered -= n;
+    this.consumed += n;
+  }
+
+  /**
+   * Copies exactly n bytes to the sink chunk by chunk, awaiting the sink's backpressure.
+   * Throws DICOM_TRUNCATED when the source ends first.
+   */
+  async pipe(n: number, sink: ChunkSink): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      if (this.buffered === 0 && !(await this.pull())) {
+        throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${left} bytes before the end of the pixel data`);
+      }
+      const first = this.chunks[0];
+      if (!first) continue;
+      const take = Math.min(left, first.length);
+      const part = first.subarray(0, take);
+      this.consume(take);
+      await sink.write(part);
+      left -= take;
+    }
+  }
+
+  /** Consumes everything left, passing it to the sink (or dropping it). Returns the byte count. */
+  async drain(sink?: ChunkSink): Promise<number> {
+    let total = 0;
+    for (;;) {
+      if (this.buffered === 0 && !(await this.pull())) return total;
+      const first = this.chunks[0];
+      if (!first) continue;
+      this.consume(first.length);
+      total += first.length;
+      if (sink) await sink.write(first);
+    }
+  }
+
+  /** The rest of the source as an async iterable (for an inflater); consumes as it goes. */
+  async *rest(): AsyncGenerator<Buffer> {
+    for (;;) {
+      if (this.buffered === 0 && !(await this.pull())) return;
+      const first = this.chunks[0];
+      if (!first) continue;
+      this.consume(first.length);
+      yield first;
+    }
+  }
+
+  /** SHA-256 (hex) of every byte consumed so far; call after draining for the whole source. */
+  sha256(): string | undefined {
+    return this.hash?.digest('hex');
+  }
+}
+
+/** A ByteReader over one in-memory buffer. */
+export function bufferReader(buf: Uint8Array, options: { sha256?: boolean } = {}): ByteReader {
+  async function* one(): AsyncGenerator<Uint8Array> {
+    yield buf;
+  }
+  return new ByteReader(one(), options);
+}

@@ -1,0 +1,472 @@
+/**
+ * DICOM parsing for a pipeline that must not hold pixel data in memory.
+ *
+ * The header (file meta and every element before the top-level pixel data) is parsed into
+ * the data set model from a growing in-memory prefix of the stream; the pixel data is not
+ * read here: `readHeader` stops at its element header and leaves the reader positioned at
+ * its value, which the caller pipes to the output untouched.
+ */
+import { createInflateRaw } from 'node:zlib';
+
+import { ErrorCodes, PipelineError } from '../errors';
+import { ByteReader, bufferReader } from './byteReader';
+import {
+  asciiValue,
+  DicomDataset,
+  DicomElement,
+  Encoding,
+  encodingOf,
+  LONG_VRS,
+  Tags,
+  TransferSyntax,
+} from './dataset';
+import { lookupTag } from './dictionary';
+
+const UNDEFINED_LENGTH = 0xffffffff;
+const PIXEL_TAGS: ReadonlySet<number> = new Set([Tags.PixelData, Tags.FloatPixelData, Tags.DoubleFloatPixelData]);
+
+/** Thrown by the synchronous parser when the buffered prefix ends inside an element. */
+class NeedMoreData extends Error {
+  constructor(readonly needed: number) {
+    super('need more data');
+  }
+}
+
+export interface ParseLimits {
+  /** Largest header held in memory (bytes); larger: DICOM_HEADER_TOO_LARGE. */
+  maxHeaderBytes: number;
+  /** Size of the whole file when known: a declared length past it is DICOM_ELEMENT_TOO_LARGE. */
+  totalSize?: number;
+}
+
+export interface PixelDataHeader {
+  tag: number;
+  vr: string;
+  /** Value length, or undefined for encapsulated (undefined length) pixel data. */
+  length: number | undefined;
+}
+
+export interface DicomHeader {
+  /** True when the file had the 128-byte preamble and "DICM". */
+  part10: boolean;
+  /** File meta information (group 0002); empty for a bare data set. */
+  meta: DicomDataset;
+  transferSyntaxUid: string;
+  /** The encoding of `dataset` as read (deflated files are inflated: explicit VR little endian). */
+  encoding: Encoding;
+  deflated: boolean;
+  /** Every element before the top-level pixel data. */
+  dataset: DicomDataset;
+  /** The top-level pixel data element, when there is one; the reader stands at its value. */
+  pixelData?: PixelDataHeader;
+  /** The reader to continue from: the source itself, or an inflating reader for deflated files. */
+  body: ByteReader;
+}
+
+function vrIsValid(a: number, b: number): boolean {
+  return a >= 0x41 && a <= 0x5a && b >= 0x41 && b <= 0x5a;
+}
+
+/**
+ * Synchronous element parser over a buffer. Offsets are relative to `buf`.
+ * `final` says the buffer holds the rest of the source: running out is then a truncated file.
+ */
+class SyncParser {
+  constructor(
+    private readonly buf: Buffer,
+    private readonly enc: Encoding,
+    private readonly final: boolean,
+    private readonly limits: ParseLimits,
+    /** Offset of buf[0] in the file, for limit checks against totalSize. */
+    private readonly base: number,
+  ) {}
+
+  private need(offset: number, n: number): void {
+    if (offset + n > this.buf.length) {
+      if (this.final) {
+        throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends inside an element at byte ${this.base + offset}`);
+      }
+      throw new NeedMoreData(offset + n);
+    }
+  }
+
+  private u16(o: number, le = this.enc.littleEndian): number {
+    return le ? this.buf.readUInt16LE(o) : this.buf.readUInt16BE(o);
+  }
+
+  private u32(o: number, le = this.enc.littleEndian): number {
+    return le ? this.buf.readUInt32LE(o) : this.buf.readUInt32BE(o);
+  }
+
+  private checkLength(length: number, offset: number, tag: number): void {
+    if (length === UNDEFINED_LENGTH) return;
+    if (this.limits.totalSize !== undefined && this.base + offset + length > this.limits.totalSize) {
+      throw new PipelineError(
+        ErrorCodes.DICOM_ELEMENT_TOO_LARGE,
+        `element ${tagText(tag)} declares ${length} bytes, more than the ${this.limits.totalSize - this.base - offset} left in the file`,
+      );
+    }
+    if (this.base + offset + length > this.limits.maxHeaderBytes && !PIXEL_TAGS.has(tag)) {
+      throw new PipelineError(
+        ErrorCodes.DICOM_HEADER_TOO_LARGE,
+        `element ${tagText(tag)} would take the header past the ${this.limits.maxHeaderBytes}-byte limit`,
+      );
+    }
+  }
+
+  /** Reads an element header at `o`: tag, vr, length and where the value starts. */
+  elementHeader(o: number, explicit = this.enc.explicitVR, le = this.enc.littleEndian): { tag: number; vr: string; length: number; valueOffset: number } {
+    this.need(o, 8);
+    const tag = ((this.u16(o, le) << 16) | this.u16(o + 2, le)) >>> 0;
+    // Item and delimitation tags never carry a VR, whatever the transfer syntax.
+    if ((tag >>> 16) === 0xfffe) return { tag, vr: '', length: this.u32(o + 4, le), valueOffset: o + 8 };
+    if (explicit && vrIsValid(this.buf[o + 4] ?? 0, this.buf[o + 5] ?? 0)) {
+      const vr = String.fromCharCode(this.buf[o + 4] ?? 0, this.buf[o + 5] ?? 0);
+      if (LONG_VRS.has(vr)) {
+        this.need(o, 12);
+        return { tag, vr, length: this.u32(o + 8, le), valueOffset: o + 12 };
+      }
+      return { tag, vr, length: this.u16(o + 6, le), valueOffset: o + 8 };
+    }
+    const vr = lookupTag(tag)?.vr ?? 'UN';
+    if (explicit) {
+      // A broken VR in an explicit-VR file: writers that emit one use either a 2-byte length
+      // (as if the VR were valid) or an implicit-VR header. Take the reading after which the
+      // next element header is plausible (ascending tag, valid VR).
+      const shortLength = this.u16(o + 6, le);
+      const next = o + 8 + shortLength;
+      if (next + 6 <= this.buf.length) {
+        const nextTag = ((this.u16(next, le) << 16) | this.u16(next + 2, le)) >>> 0;
+        if (nextTag > tag && (vrIsValid(this.buf[next + 4] ?? 0, this.buf[next + 5] ?? 0) || nextTag >>> 16 === 0xfffe)) {
+          return { tag, vr, length: shortLength, valueOffset: o + 8 };
+        }
+      } else if (!this.final) {
+        throw new NeedMoreData(next + 6);
+      }
+    }
+    return { tag, vr, length: this.u32(o + 4, le), valueOffset: o + 8 };
+  }
+
+  /**
+   * Parses elements from `o` up to `end` (or a delimiter when end is undefined) into `ds`.
+   * Stops before a top-level pixel data element when `stopAtPixel`. Returns the offset reached
+   * and, if it stopped there, the pixel data header.
+   */
+  parseDataset(
+    ds: DicomDataset,
+    o: number,
+    end: number | undefined,
+    stopAtPixel: boolean,
+    explicit = this.enc.explicitVR,
+    le = this.enc.littleEndian,
+  ): { offset: number; pixel?: PixelDataHeader & { valueOffset: number }; delimited: boolean } {
+    let offset = o;
+    for (;;) {
+      if (end !== undefined && offset >= end) return { offset, delimited: false };
+      if (end === undefined && offset >= this.buf.length && this.final) return { offset, delimited: false };
+      const h = this.elementHeader(offset, explicit, le);
+      if (h.tag === Tags.ItemDelimitationItem) return { offset: h.valueOffset, delimited: true };
+      if (h.tag === Tags.SequenceDelimitationItem) return { offset: h.valueOffset, delimited: true };
+      if (stopAtPixel && PIXEL_TAGS.has(h.tag)) {
+        return {
+          offset,
+          pixel: { tag: h.tag, vr: h.vr, length: h.length === UNDEFINED_LENGTH ? undefined : h.length, valueOffset: h.valueOffset },
+          delimited: false,
+        };
+      }
+      this.checkLength(h.length, h.valueOffset, h.tag);
+      const el: DicomElement = { tag: h.tag, vr: h.vr };
+      // An undefined-length UN is a sequence encoded in implicit VR little endian (PS3.5 6.2.2).
+      const asSequence = h.vr === 'SQ' || (h.length === UNDEFINED_LENGTH && (h.vr === 'UN' || (!explicit && lookupTag(h.tag) === undefined)));
+      if (asSequence) {
+        const seqExplicit = h.vr === 'UN' && explicit ? false : explicit;
+        const seqLe = h.vr === 'UN' && explicit ? true : le;
+        el.vr = 'SQ';
+        el.items = [];
+        offset = this.parseItems(el.items, h.valueOffset, h.length, seqExplicit, seqLe);
+      } else if (h.length === UNDEFINED_LENGTH) {
+        // Encapsulated OB/OW inside the header (an icon's pixel data): keep items verbatim.
+        const start = h.valueOffset;
+        let p = start;
+        for (;;) {
+          const item = this.elementHeader(p, false, le);
+          if (item.tag === Tags.SequenceDelimitationItem) {
+            p = item.valueOffset;
+            break;
+          }
+          if (item.tag !== Tags.Item) {
+            throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated element ${tagText(h.tag)} holds something other than items`);
+          }
+          this.checkLength(item.length, item.valueOffset, h.tag);
+          this.need(item.valueOffset, item.length);
+          p = item.valueOffset + item.length;
+        }
+        el.value = this.buf.subarray(start, p);
+        el.encapsulated = true;
+        offset = p;
+      } else {
+        this.need(h.valueOffset, h.length);
+        el.value = this.buf.subarray(h.valueOffset, h.valueOffset + h.length);
+        offset = h.valueOffset + h.length;
+        if (el.vr === 'UN' && explicit === false && h.tag !== 0) el.vr = lookupTag(h.tag)?.vr ?? 'UN';
+      }
+      if (end !== undefined && offset > end) {
+        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `element ${tagText(h.tag)} runs past the end of its item`);
+      }
+      ds.set(h.tag, el);
+    }
+  }
+
+  private parseItems(items: DicomDataset[], start: number, length: number, explicit: boolean, le: boolean): number {
+    const end = length === UNDEFINED_LENGTH ? undefined : start + length;
+    let o = start;
+    for (;;) {
+      if (end !== undefined && o >= end) return o;
+      const h = this.elementHeader(o, false, le);
+      if (h.tag === Tags.SequenceDelimitationItem) return h.valueOffset;
+      if (h.tag !== Tags.Item) {
+        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `sequence holds ${tagText(h.tag)} where an item belongs`);
+      }
+      const item: DicomDataset = new Map();
+      if (h.length === UNDEFINED_LENGTH) {
+        const r = this.parseDataset(item, h.valueOffset, undefined, false, explicit, le);
+        if (!r.delimited) throw new NeedMoreData(r.offset + 8);
+        o = r.offset;
+      } else {
+        this.checkLength(h.length, h.valueOffset, Tags.Item);
+        this.need(h.valueOffset, h.length);
+        const r = this.parseDataset(item, h.valueOffset, h.valueOffset + h.length, false, explicit, le);
+        o = r.offset;
+      }
+      items.push(item);
+    }
+  }
+}
+
+export function tagText(tag: number): string {
+  const h = (tag >>> 0).toString(16).toUpperCase().padStart(8, '0');
+  return `(${h.slice(0, 4)},${h.slice(4)})`;
+}
+
+/** Works out how a file without preamble starts: a bare data set in some encoding, or not DICOM. */
+function sniffBareDataset(head: Buffer): Encoding | undefined {
+  if (head.length < 8) return undefined;
+  const groupLe = head.readUInt16LE(0);
+  const groupBe = head.readUInt16BE(0);
+  const explicit = vrIsValid(head[4] ?? 0, head[5] ?? 0);
+  const plausible = (g: number) => g >= 0x0002 && g <= 0x0010;
+  if (plausible(groupLe)) return { explicitVR: explicit, littleEndian: true };
+  if (plausible(groupBe)) return { explicitVR: explicit, littleEndian: false };
+  return undefined;
+}
+
+/**
+ * Reads the file meta and the data set up to the top-level pixel data, growing an in-memory
+ * prefix as needed (at most `maxHeaderBytes`). Leaves `body` positioned at the pixel data
+ * value, or at the end of the data set when there is none.
+ *
+ * Throws PipelineError DICOM_NOT_DICOM, DICOM_TRUNCATED, DICOM_ELEMENT_TOO_LARGE,
+ * DICOM_HEADER_TOO_LARGE, DICOM_MALFORMED.
+ */
+export async function readHeader(reader: ByteReader, limits: ParseLimits): Promise<DicomHeader> {
+  const head = await reader.peek(132);
+  let part10 = false;
+  let meta: DicomDataset = new Map();
+  let transferSyntaxUid: string = TransferSyntax.ExplicitVRLittleEndian;
+  let encoding: Encoding;
+
+  if (head.length >= 132 && head.toString('latin1', 128, 132) === 'DICM') {
+    part10 = true;
+    reader.consume(132);
+    meta = await readMeta(reader, limits);
+    const ts = asciiValue(meta.get(Tags.TransferSyntaxUID));
+    if (!ts) throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'file meta information has no TransferSyntaxUID');
+    transferSyntaxUid = ts;
+    encoding = encodingOf(ts);
+  } else {
+    const sniffed = sniffBareDataset(head);
+    if (!sniffed) {
+      throw new PipelineError(ErrorCodes.DICOM_NOT_DICOM, 'not a DICOM file: no "DICM" prefix and no data set at the start');
+    }
+    // A bare data set may still start with a file meta group (written without preamble).
+    encoding = sniffed;
+    if (head.readUInt16LE(0) === 0x0002) {
+      meta = await readMeta(reader, limits);
+      const ts = asciiValue(meta.get(Tags.TransferSyntaxUID));
+      if (ts) {
+        transferSyntaxUid = ts;
+        encoding = encodingOf(ts);
+      }
+    } else {
+      transferSyntaxUid = !sniffed.littleEndian
+        ? TransferSyntax.ExplicitVRBigEndian
+        : sniffed.explicitVR
+          ? TransferSyntax.ExplicitVRLittleEndian
+          : TransferSyntax.ImplicitVRLittleEndian;
+    }
+  }
+
+  let body = reader;
+  const deflated = transferSyntaxUid === TransferSyntax.DeflatedExplicitVRLittleEndian;
+  let bodyLimits = limits;
+  if (deflated) {
+    // Inflated size is unknown up front, so the total-size check cannot apply.
+    const inflater = createInflateRaw();
+    const source = reader.rest();
+    void (async () => {
+      try {
+        for await (const chunk of source) {
+          if (!inflater.write(chunk)) await new Promise((r) => inflater.once('drain', r));
+        }
+        inflater.end();
+      } catch (e) {
+        inflater.destroy(e as Error);
+      }
+    })();
+    body = new ByteReader(inflater);
+    bodyLimits = { maxHeaderBytes: limits.maxHeaderBytes };
+    encoding = { explicitVR: true, littleEndian: true };
+  }
+
+  const dataset: DicomDataset = new Map();
+  const pixelData = await parseIncrementally(body, encoding, bodyLimits, dataset, true);
+  return { part10, meta, transferSyntaxUid, encoding, deflated, dataset, pixelData, body };
+}
+
+async function readMeta(reader: ByteReader, limits: ParseLimits): Promise<DicomDataset> {
+  // The meta group is always explicit VR little endian; read element by element until the group ends.
+  const meta: DicomDataset = new Map();
+  const enc = { explicitVR: true, littleEndian: true };
+  for (;;) {
+    const peek = await reader.peek(8);
+    if (peek.length < 8 || peek.readUInt16LE(0) !== 0x0002) return meta;
+    await reader.fill(Math.min(reader.bufferedBytes + 4096, limits.maxHeaderBytes));
+    const buf = reader.peekAll();
+    const p = new SyncParser(buf, enc, false, { maxHeaderBytes: Math.min(limits.maxHeaderBytes, 1 << 20) }, reader.position);
+    try {
+      const h = p.elementHeader(0);
+      if (h.length === UNDEFINED_LENGTH || h.valueOffset + h.length > buf.length) {
+        if (h.valueOffset + h.length > (1 << 20)) throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'file meta element too large');
+        await reader.fill(h.valueOffset + h.length);
+        if (reader.bufferedBytes < h.valueOffset + h.length) throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, 'file ends inside the file meta information');
+        continue;
+      }
+      meta.set(h.tag, { tag: h.tag, vr: h.vr, value: Buffer.from(buf.subarray(h.valueOffset, h.valueOffset + h.length)) });
+      reader.consume(h.valueOffset + h.length);
+    } catch (e) {
+      if (e instanceof NeedMoreData) {
+        if ((await reader.fill(e.needed)) < e.needed) throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, 'file ends inside the file meta information');
+        continue;
+      }
+      throw e;
+    }
+  }
+}
+
+/**
+ * Parses the data set from the reader's buffered prefix, pulling more (doubling) until the
+ * parse completes. Consumes what it parsed; the reader then stands at the pixel data value.
+ */
+async function parseIncrementally(
+  reader: ByteReader,
+  encoding: Encoding,
+  limits: ParseLimits,
+  into: DicomDataset,
+  stopAtPixel: boolean,
+): Promise<PixelDataHeader | undefined> {
+  const base = reader.position;
+  let want = 64 * 1024;
+  for (;;) {
+    const have = await reader.fill(want);
+    const final = have < want;
+    const buf = reader.peekAll();
+    const parser = new SyncParser(buf, encoding, final, limits, base);
+    const ds: DicomDataset = new Map();
+    try {
+      const r = parser.parseDataset(ds, 0, undefined, stopAtPixel);
+      // Values are views into `buf`; copy them out so the reader can release its chunks.
+      detach(ds);
+      for (const [k, v] of ds) into.set(k, v);
+      if (r.pixel) {
+        reader.consume(r.pixel.valueOffset);
+        return { tag: r.pixel.tag, vr: r.pixel.vr, length: r.pixel.length };
+      }
+      reader.consume(r.offset);
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof NeedMoreData)) throw e;
+      if (final) throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, 'file ends inside the header');
+      if (want >= limits.maxHeaderBytes) {
+        throw new PipelineError(ErrorCodes.DICOM_HEADER_TOO_LARGE, `header is larger than the ${limits.maxHeaderBytes}-byte limit`);
+      }
+      want = Math.min(Math.max(want * 2, e.needed + 1), limits.maxHeaderBytes);
+    }
+  }
+}
+
+function detach(ds: DicomDataset): void {
+  for (const el of ds.values()) {
+    if (el.value) el.value = Buffer.from(el.value);
+    if (el.items) for (const item of el.items) detach(item);
+  }
+}
+
+/**
+ * Parses what follows the pixel data (digital signatures, padding, private groups): small,
+ * held in memory up to the header limit.
+ */
+export async function readTrailing(body: ByteReader, encoding: Encoding, limits: ParseLimits): Promise<DicomDataset> {
+  const ds: DicomDataset = new Map();
+  if (await body.atEnd()) return ds;
+  await parseIncrementally(body, encoding, { maxHeaderBytes: limits.maxHeaderBytes }, ds, false);
+  return ds;
+}
+
+/**
+ * Skips over encapsulated pixel data (items up to the sequence delimiter), handing each item
+ * header and fragment to `onBytes` without holding a fragment in memory.
+ */
+export async function pipeEncapsulated(
+  body: ByteReader,
+  littleEndian: boolean,
+  sink: { write(chunk: Uint8Array): Promise<void> | void },
+  totalSize?: number,
+): Promise<void> {
+  for (;;) {
+    const h = await body.read(8);
+    const tag = (((littleEndian ? h.readUInt16LE(0) : h.readUInt16BE(0)) << 16) | (littleEndian ? h.readUInt16LE(2) : h.readUInt16BE(2))) >>> 0;
+    const length = littleEndian ? h.readUInt32LE(4) : h.readUInt32BE(4);
+    await sink.write(h);
+    if (tag === Tags.SequenceDelimitationItem) return;
+    if (tag !== Tags.Item || length === UNDEFINED_LENGTH) {
+      throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated pixel data holds ${tagText(tag)} where a fragment belongs`);
+    }
+    if (totalSize !== undefined && body.position + length > totalSize) {
+      throw new PipelineError(ErrorCodes.DICOM_ELEMENT_TOO_LARGE, `pixel data fragment declares ${length} bytes, more than the file holds`);
+    }
+    await body.pipe(length, sink);
+  }
+}
+
+/** Everything of a file held in memory: for tests, the verification gate and small files. */
+export interface ParsedDicom extends Omit<DicomHeader, 'body'> {
+  /** The raw pixel data value (fragments with their item headers when encapsulated). */
+  pixelValue?: Buffer;
+  trailing: DicomDataset;
+}
+
+/** Parses a whole file held in memory. Same errors as readHeader. */
+export async function parseDicomBuffer(buf: Uint8Array, limits: Partial<ParseLimits> = {}): Promise<ParsedDicom> {
+  const full: ParseLimits = { maxHeaderBytes: limits.maxHeaderBytes ?? 1024 * 1024 * 1024, totalSize: limits.totalSize ?? buf.length };
+  const reader = bufferReader(buf);
+  const header = await readHeader(reader, full);
+  const chunks: Buffer[] = [];
+  const sink = { write: (c: Uint8Array) => void chunks.push(Buffer.from(c)) };
+  if (header.pixelData) {
+    if (header.pixelData.length === undefined) await pipeEncapsulated(header.body, header.encoding.littleEndian, sink);
+    else await header.body.pipe(header.pixelData.length, sink);
+  }
+  const trailing = await readTrailing(header.body, header.encoding, full);
+  const { body: _body, ...rest } = header;
+  return { ...rest, pixelValue: header.pixelData ? Buffer.concat(chunks) : undefined, trailing };
+}
