@@ -118,6 +118,8 @@ export function fromServiceError(e: unknown, what: string): PipelineError {
     return new PipelineError(ErrorCodes.SERVICE_TIMEOUT, `${what}: timed out`, { cause: e });
   }
   if (status === 404) return new PipelineError(ErrorCodes.NOT_FOUND, `${what}: not found (404)`, { cause: e });
+  // A request the service rejects as malformed is our bug: no retry can fix it.
+  if (status === 400) return new PipelineError(ErrorCodes.INTERNAL, `${what}: request rejected (400)`, { cause: e });
   if (status === 409) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: conflict (409)`, { cause: e });
   if (status === 412) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: precondition failed (412)`, { cause: e });
   return new PipelineError(

@@ -23,7 +23,7 @@ export interface DicomJsonAttribute {
 export type DicomJson = Record<string, DicomJsonAttribute>;
 
 interface ResearchDocumentBase {
-  /** study: the study UID; series: "series:<uid>"; instance: "instance:<uid>". */
+  /** "study:<uid>", "series:<uid>" or "instance:<uid>" (unique within the study partition). */
   id: string;
   /** Partition key: the research StudyInstanceUID. */
   studyInstanceUid: string;
@@ -50,6 +50,7 @@ export interface SeriesDocument extends ResearchDocumentBase {
   seriesInstanceUid: string;
   modality: string;
   numberOfSeriesRelatedInstances: number;
+  sopClassesInSeries: string[];
 }
 
 export interface InstanceDocument extends ResearchDocumentBase {
@@ -71,6 +72,8 @@ export interface InstanceDocument extends ResearchDocumentBase {
   /** Keyed hash of the source URL that this instance came from (not reversible without the key). */
   sourceKey: string;
   deidentification: { profile: string; profileVersion: string; keyId: string };
+  /** SHA-256 of the de-identified copy (not of the identified source). */
+  sha256: string;
 }
 
 export type ResearchDocument = StudyDocument | SeriesDocument | InstanceDocument;
@@ -95,11 +98,8 @@ export interface IngestionDocument {
   quarantineBlob?: string;
   original?: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string; sopClassUid?: string };
   research?: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string; blob: string };
-  /**
-   * Set when another source file carries the same SOP instance: which one the research side
-   * kept ('this' or the other's source URL), and the others seen.
-   */
-  duplicateOf?: string;
+  /** Rank of this source among files carrying the same SOP instance (see InstanceDocument.sourceRank). */
+  sourceRank?: string;
   deidentification?: { profile: string; profileVersion: string; keyId: string; actions: Record<string, number>; gate: 'passed' | 'failed' };
   transferSyntaxUid?: string;
   modality?: string;

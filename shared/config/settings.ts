@@ -45,6 +45,8 @@ export interface Settings {
   /** Path of a de-identification profile file; absent: the built-in default research profile. */
   deidProfilePath?: string;
   appInsightsConnectionString?: string;
+  /** Local runs and tests: telemetry records appended to this file as JSON lines. */
+  telemetryCaptureFile?: string;
   /** Ingestions running at once in one instance. */
   maxConcurrentIngestions: number;
   /** Largest header (everything but the pixel data) held in memory for one file. */
@@ -233,6 +235,7 @@ export function loadSettings(env: Env = process.env): Settings {
     deidKeyId,
     deidProfilePath: c.optional('DEID_PROFILE'),
     appInsightsConnectionString: c.optional('APPLICATIONINSIGHTS_CONNECTION_STRING'),
+    telemetryCaptureFile: c.optional('TELEMETRY_CAPTURE_FILE'),
     maxConcurrentIngestions: c.int('MAX_CONCURRENT_INGESTIONS', 8, 1, 256),
     maxHeaderBytes: c.int('MAX_HEADER_BYTES', 64 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
     burnedInPolicy: burned as 'quarantine' | 'allow',

@@ -110,6 +110,11 @@ export class ByteReader {
    * Throws DICOM_TRUNCATED when the source ends first.
    */
   async pipe(n: number, sink: ChunkSink): Promise<void> {
+    for await (const part of this.take(n)) await sink.write(part);
+  }
+
+  /** Consumes exactly n bytes as a sequence of chunks; throws DICOM_TRUNCATED when the source ends first. */
+  async *take(n: number): AsyncGenerator<Buffer> {
     let left = n;
     while (left > 0) {
       if (this.buffered === 0 && !(await this.pull())) {
@@ -120,8 +125,8 @@ export class ByteReader {
       const take = Math.min(left, first.length);
       const part = first.subarray(0, take);
       this.consume(take);
-      await sink.write(part);
       left -= take;
+      yield part;
     }
   }
 

@@ -323,7 +323,7 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
         inflater.destroy(e as Error);
       }
     })();
-    body = new ByteReader(inflater);
+    body = new ByteReader(inflateErrorsAsMalformed(inflater));
     bodyLimits = { maxHeaderBytes: limits.maxHeaderBytes };
     encoding = { explicitVR: true, littleEndian: true };
   }
@@ -331,6 +331,15 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
   const dataset: DicomDataset = new Map();
   const pixelData = await parseIncrementally(body, encoding, bodyLimits, dataset, true);
   return { part10, meta, transferSyntaxUid, encoding, deflated, dataset, pixelData, body };
+}
+
+async function* inflateErrorsAsMalformed(stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  try {
+    for await (const chunk of stream) yield chunk;
+  } catch (e) {
+    if (e instanceof PipelineError) throw e;
+    throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'deflated data set cannot be inflated', { cause: e });
+  }
 }
 
 async function readMeta(reader: ByteReader, limits: ParseLimits): Promise<DicomDataset> {
@@ -423,20 +432,15 @@ export async function readTrailing(body: ByteReader, encoding: Encoding, limits:
 }
 
 /**
- * Skips over encapsulated pixel data (items up to the sequence delimiter), handing each item
- * header and fragment to `onBytes` without holding a fragment in memory.
+ * The encapsulated pixel data value (item headers and fragments, through the sequence
+ * delimiter) as a sequence of chunks, without holding a whole fragment in memory.
  */
-export async function pipeEncapsulated(
-  body: ByteReader,
-  littleEndian: boolean,
-  sink: { write(chunk: Uint8Array): Promise<void> | void },
-  totalSize?: number,
-): Promise<void> {
+export async function* encapsulatedPixelData(body: ByteReader, littleEndian: boolean, totalSize?: number): AsyncGenerator<Buffer> {
   for (;;) {
     const h = await body.read(8);
     const tag = (((littleEndian ? h.readUInt16LE(0) : h.readUInt16BE(0)) << 16) | (littleEndian ? h.readUInt16LE(2) : h.readUInt16BE(2))) >>> 0;
     const length = littleEndian ? h.readUInt32LE(4) : h.readUInt32BE(4);
-    await sink.write(h);
+    yield h;
     if (tag === Tags.SequenceDelimitationItem) return;
     if (tag !== Tags.Item || length === UNDEFINED_LENGTH) {
       throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated pixel data holds ${tagText(tag)} where a fragment belongs`);
@@ -444,8 +448,17 @@ export async function pipeEncapsulated(
     if (totalSize !== undefined && body.position + length > totalSize) {
       throw new PipelineError(ErrorCodes.DICOM_ELEMENT_TOO_LARGE, `pixel data fragment declares ${length} bytes, more than the file holds`);
     }
-    await body.pipe(length, sink);
+    yield* body.take(length);
   }
+}
+
+/** The pixel data value as chunks, whichever its encoding. */
+export function pixelDataChunks(header: DicomHeader, totalSize?: number): AsyncGenerator<Buffer> {
+  const pixel = header.pixelData;
+  if (!pixel) throw new Error('no pixel data');
+  return pixel.length === undefined
+    ? encapsulatedPixelData(header.body, header.encoding.littleEndian, header.deflated ? undefined : totalSize)
+    : header.body.take(pixel.length);
 }
 
 /** Everything of a file held in memory: for tests, the verification gate and small files. */
@@ -461,11 +474,7 @@ export async function parseDicomBuffer(buf: Uint8Array, limits: Partial<ParseLim
   const reader = bufferReader(buf);
   const header = await readHeader(reader, full);
   const chunks: Buffer[] = [];
-  const sink = { write: (c: Uint8Array) => void chunks.push(Buffer.from(c)) };
-  if (header.pixelData) {
-    if (header.pixelData.length === undefined) await pipeEncapsulated(header.body, header.encoding.littleEndian, sink);
-    else await header.body.pipe(header.pixelData.length, sink);
-  }
+  if (header.pixelData) for await (const c of pixelDataChunks(header)) chunks.push(Buffer.from(c));
   const trailing = await readTrailing(header.body, header.encoding, full);
   const { body: _body, ...rest } = header;
   return { ...rest, pixelValue: header.pixelData ? Buffer.concat(chunks) : undefined, trailing };

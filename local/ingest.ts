@@ -1,0 +1,71 @@
+/**
+ * `npm run ingest -- <folder> [--prefix <p>] [--concurrency <n>]`: uploads every file of a folder
+ * (recursively) into the landing container of a running local stack; blob names keep the
+ * relative path. The event source then delivers a BlobCreated for each, as Event Grid would.
+ */
+import { BlobServiceClient } from '@azure/storage-blob';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { azuriteConnectionString } from '../shared/config/settings';
+import { applyLocalSettings, DEFAULT_PORTS } from './stack';
+import { listFolder, uploadFiles } from './upload';
+
+function usage(message?: string): never {
+  if (message) console.error(message);
+  console.error('usage: npm run ingest -- <folder> [--prefix <blob name prefix>] [--concurrency <n>]');
+  process.exit(2);
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  let folder: string | undefined;
+  let prefix = '';
+  let concurrency = 8;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === '--prefix') prefix = args[++i] ?? usage('--prefix needs a value');
+    else if (a === '--concurrency') concurrency = Number(args[++i]);
+    else if (a.startsWith('--')) usage(`unknown option ${a}`);
+    else folder = a;
+  }
+  if (!folder) usage();
+  if (!Number.isInteger(concurrency) || concurrency < 1) usage('--concurrency must be a positive whole number');
+  const root = path.resolve(folder);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) usage(`not a folder: ${folder}`);
+  if (prefix && !prefix.endsWith('/')) prefix += '/';
+
+  applyLocalSettings(path.resolve(__dirname, '..', '..', 'local.settings.json'));
+  const connection =
+    process.env.SourceStorage ??
+    azuriteConnectionString(Number(process.env.LOCAL_BLOB_PORT ?? DEFAULT_PORTS.blob), Number(process.env.LOCAL_QUEUE_PORT ?? DEFAULT_PORTS.queue));
+  const containerName = (process.env.SOURCE_CONTAINERS ?? 'anq-replica').split(',')[0]?.trim() || 'anq-replica';
+  const container = BlobServiceClient.fromConnectionString(connection).getContainerClient(containerName);
+  try {
+    if (!(await container.exists())) usage(`container ${containerName} does not exist: is the local stack running (npm start)?`);
+  } catch (err) {
+    usage(`cannot reach the blob service (${(err as Error).message}): is the local stack running (npm start)?`);
+  }
+
+  const files = listFolder(root);
+  const started = Date.now();
+  const tty = process.stdout.isTTY === true;
+  const result = await uploadFiles(container, files, {
+    prefix,
+    concurrency,
+    onProgress: (p) => {
+      const line = `uploaded ${p.done}/${p.total}${p.failed ? `, failed ${p.failed}` : ''} (${(p.bytes / 1048576).toFixed(1)} MB)`;
+      if (tty) process.stdout.write(`\r\x1b[2K${line}`);
+      else if (p.done + p.failed === p.total || (p.done + p.failed) % 50 === 0) console.log(line);
+    },
+  });
+  if (tty) process.stdout.write('\n');
+  for (const f of result.failures) console.error(`failed: ${f.relative}: ${f.message}`);
+  console.log(`${result.done} file(s) into ${containerName} in ${((Date.now() - started) / 1000).toFixed(1)} s; the local event source delivers them to the ingestion`);
+  if (result.failed > 0) process.exit(1);
+}
+
+main().catch((err: unknown) => {
+  console.error(`ingest failed: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,84 @@
+/**
+ * Small network helpers shared by the local services: free ports, waiting for a listener,
+ * closing servers without waiting for idle keep-alive clients.
+ */
+import * as http from 'http';
+import * as net from 'net';
+
+/** Asks the OS for a port that is free right now (used where a child process cannot report its own). */
+export async function findFreePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once a TCP connection to host:port succeeds; rejects after timeoutMs. */
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 15000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ port, host });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing answered on ${host}:${port} within ${timeoutMs} ms`);
+    await delay(100);
+  }
+}
+
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Listens and returns the bound port; a busy port fails with a message naming it. */
+export async function listen(server: http.Server | net.Server, port: number, host: string, what: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(new Error(`${what} cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (!address || typeof address !== 'object') throw new Error(`${what} has no TCP address`);
+  return address.port;
+}
+
+/**
+ * Closes a server and its open connections: `close()` alone waits for keep-alive clients
+ * (SDK agents keep sockets open), which would make every stop take seconds.
+ */
+export async function closeServer(server: http.Server): Promise<void> {
+  if (!server.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const force = setTimeout(() => server.closeAllConnections(), 2000);
+  force.unref();
+  await closed;
+  clearTimeout(force);
+}

@@ -1,0 +1,149 @@
+/**
+ * `npm start`: the whole pipeline on embedded local services. On the first start the bundled
+ * sample files are uploaded into the landing container (so that events flow as in Azure); on a
+ * later start the blobs are still there (Azurite keeps them in .local-data/azurite) but the
+ * Cosmos DB server starts empty, so a reconciliation scan re-emits them. Ctrl+C stops cleanly.
+ */
+import { CosmosClient } from '@azure/cosmos';
+import { BlobServiceClient } from '@azure/storage-blob';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { COSMOS_EMULATOR_KEY } from '../shared/config/settings';
+import type { LogLevel } from './host';
+import { LocalStack, startStack } from './stack';
+import { listFolder, uploadFiles } from './upload';
+
+const projectRoot = path.resolve(__dirname, '..', '..');
+const dataDir = path.join(projectRoot, '.local-data');
+const logFile = path.join(dataDir, 'host.log');
+const samplesDir = path.join(projectRoot, 'test', 'fixtures', 'dicom');
+const interactive = process.stdout.isTTY === true;
+
+function status(line: string, final = false): void {
+  if (interactive) process.stdout.write(`\r\x1b[2K${line}${final ? '\n' : ''}`);
+  else if (final) process.stdout.write(`${line}\n`);
+}
+
+const LOUD: ReadonlySet<LogLevel> = new Set<LogLevel>(['warning', 'error', 'critical']);
+
+async function waitForProcessing(stack: LocalStack, uploading: () => string | undefined): Promise<void> {
+  for (;;) {
+    const s = stack.events.stats();
+    const upload = uploading();
+    status(`${upload ? `${upload}, ` : ''}processed ${s.delivered + s.deadLettered}/${s.emitted} events (retries ${s.retried}, dead-lettered ${s.deadLettered})`);
+    if (!upload && s.pending === 0) break;
+    await new Promise((r) => setTimeout(r, interactive ? 250 : 2000));
+  }
+  const s = stack.events.stats();
+  status(`processed ${s.delivered + s.deadLettered}/${s.emitted} events (retries ${s.retried}, dead-lettered ${s.deadLettered})`, true);
+}
+
+function countBy<T>(items: T[], key: (t: T) => string): string {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
+}
+
+async function printSummary(stack: LocalStack): Promise<string | undefined> {
+  const client = new CosmosClient({ endpoint: stack.cosmosEndpoint, key: COSMOS_EMULATOR_KEY, connectionPolicy: { enableEndpointDiscovery: false } });
+  try {
+    const container = client.database(stack.settings.cosmosDatabase).container(stack.settings.indexContainer);
+    const { resources } = await container.items
+      .query<{ status?: string; errorCode?: string; modality?: string; sourceUrl?: string }>('SELECT c.status, c.errorCode, c.modality, c.sourceUrl FROM c')
+      .fetchAll();
+    console.log(`ingestions: ${resources.length}`);
+    console.log(`  by status:     ${countBy(resources, (r) => r.status ?? 'unknown')}`);
+    console.log(`  by modality:   ${countBy(resources.filter((r) => r.status === 'cataloged'), (r) => r.modality ?? 'none')}`);
+    console.log(`  by error code: ${countBy(resources.filter((r) => r.errorCode), (r) => r.errorCode as string)}`);
+    return resources.find((r) => r.status === 'cataloged')?.sourceUrl ?? resources[0]?.sourceUrl;
+  } catch (err) {
+    const code = (err as { code?: number }).code;
+    console.log(code === 404 ? 'no ingestions index in Cosmos DB yet (the catalog was not created)' : `could not read the ingestions index: ${(err as Error).message}`);
+    return undefined;
+  } finally {
+    client.dispose();
+  }
+}
+
+async function main(): Promise<void> {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const log = fs.createWriteStream(logFile, { flags: 'a' });
+  const stack = await startStack({
+    projectRoot,
+    dataDir,
+    persistence: { location: path.join(dataDir, 'azurite') },
+    logSink: (level, functionName, message) => {
+      const line = `${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}`;
+      log.write(`${line}\n`);
+      if (LOUD.has(level)) {
+        if (interactive) process.stdout.write('\r\x1b[2K');
+        process.stdout.write(`${line}\n`);
+      }
+    },
+  });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    status(`${signal}: stopping...`, true);
+    await stack.stop();
+    log.end();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+  console.log(`blob (Azurite, with events) ${stack.blobEndpoint}`);
+  console.log(`queue (Azurite)             http://127.0.0.1:${stack.queuePort}/devstoreaccount1`);
+  console.log(`Cosmos DB emulator server   ${stack.cosmosEndpoint}`);
+  console.log(`function host               ${stack.hostUrl} (${stack.host.functions.map((f) => f.name).join(', ') || 'no functions'})`);
+  console.log(`host log                    ${path.relative(process.cwd(), logFile)}`);
+
+  const landingName = stack.settings.sourceContainers[0] as string;
+  const landing = BlobServiceClient.fromConnectionString(stack.env.SourceStorage as string).getContainerClient(landingName);
+  let hasBlobs = false;
+  for await (const _blob of landing.listBlobsFlat()) {
+    hasBlobs = true;
+    break;
+  }
+
+  if (!hasBlobs) {
+    const files = listFolder(samplesDir, (rel) => rel === 'MANIFEST.tsv' || rel.endsWith('README.md'));
+    console.log(`first start: uploading ${files.length} sample files into ${landingName}`);
+    let uploaded = 0;
+    let failed = 0;
+    let uploadDone = false;
+    const upload = uploadFiles(landing, files, {
+      prefix: 'samples/',
+      onProgress: (p) => {
+        uploaded = p.done;
+        failed = p.failed;
+      },
+    }).then((r) => {
+      uploadDone = true;
+      for (const f of r.failures) console.log(`upload failed: ${f.relative}: ${f.message}`);
+    });
+    await waitForProcessing(stack, () => (uploadDone ? undefined : `uploaded ${uploaded + failed}/${files.length}`));
+    await upload;
+  } else {
+    const n = await stack.reconcile();
+    console.log(`${landingName} already holds ${n} blob(s): re-emitting BlobCreated for each (the Cosmos DB server starts empty)`);
+    await waitForProcessing(stack, () => undefined);
+  }
+
+  const example = await printSummary(stack);
+  console.log('\ntry:');
+  console.log(`  ${stack.hostUrl}/api/health`);
+  console.log(`  ${stack.hostUrl}/api/dicomweb/studies`);
+  console.log(`  ${stack.hostUrl}/api/dicomweb/studies?ModalitiesInStudy=CT&includefield=all`);
+  console.log(`  ${stack.hostUrl}/api/ingestions?source=${encodeURIComponent(example ?? `${stack.blobEndpoint}/${landingName}/<blob>`)}`);
+  console.log(`  npm run ingest -- <folder>   (uploads into ${landingName})`);
+  console.log('\nserving; Ctrl+C stops');
+}
+
+main().catch((err: unknown) => {
+  console.error(`\nnpm start failed: ${(err as Error).message}`);
+  process.exit(1);
+});

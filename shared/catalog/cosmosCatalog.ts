@@ -1,0 +1,264 @@
+/**
+ * Cosmos DB adapter for the index and the research catalog.
+ *
+ * Partitioning (see README "Catalog design"): the index is partitioned by /id (a hash of the
+ * source URL: point reads and writes only); the research catalog by /studyInstanceUid, so a
+ * study with its series and instances is one logical partition (summaries and instance
+ * queries within a study stay in one partition; study-level QIDO fans out).
+ */
+import { Container, CosmosClient, Database, IndexingPolicy } from '@azure/cosmos';
+import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identity';
+
+import type { CosmosConnection, Settings } from '../config/settings';
+import { tagToHex } from '../dicom/dictionary';
+import { levelOf } from '../dicom/metadata';
+import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
+import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
+import type { DicomJson, IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
+
+export function createCosmosClient(conn: CosmosConnection): CosmosClient {
+  // Over plain HTTP (the local emulator server) endpoint discovery would redirect to the
+  // https locations the server advertises.
+  const connectionPolicy = conn.endpoint.startsWith('http:') ? { enableEndpointDiscovery: false } : undefined;
+  if (conn.kind === 'key') return new CosmosClient({ endpoint: conn.endpoint, key: conn.key, connectionPolicy });
+  const aadCredentials = conn.clientId ? new ManagedIdentityCredential({ clientId: conn.clientId }) : new DefaultAzureCredential();
+  return new CosmosClient({ endpoint: conn.endpoint, aadCredentials, connectionPolicy });
+}
+
+/**
+ * Research catalog indexing: only the paths QIDO filters or sorts on are indexed, which keeps
+ * the write cost of an instance document flat however many attributes it carries.
+ */
+export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
+  indexingMode: 'consistent',
+  automatic: true,
+  includedPaths: [
+    { path: '/type/?' },
+    { path: '/studyInstanceUid/?' },
+    { path: '/seriesInstanceUid/?' },
+    { path: '/sopInstanceUid/?' },
+    { path: '/sopClassUid/?' },
+    { path: '/modality/?' },
+    { path: '/modalitiesInStudy/[]/?' },
+    { path: '/updatedAt/?' },
+    ...[
+      0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x00080020, 0x00080030, 0x00080050, 0x00081030, 0x00200010, 0x00080090,
+      0x00080060, 0x0008103e, 0x00200011, 0x00180015, 0x00080070, 0x00081090, 0x00200013, 0x00080016,
+    ].map((t) => ({ path: `/dicom/"${tagToHex(t)}"/Value/[]/?` })),
+    { path: '/dicom/"00100010"/Value/[]/Alphabetic/?' },
+  ],
+  excludedPaths: [{ path: '/*' }],
+  compositeIndexes: [
+    [{ path: '/type', order: 'ascending' }, { path: '/id', order: 'ascending' }],
+  ],
+};
+
+/** Creates the database and containers when missing. Idempotent; run at start-up and by deployment. */
+export async function ensureCatalog(s: Settings, client = createCosmosClient(s.cosmos)): Promise<{ database: Database; index: Container; research: Container }> {
+  try {
+    const { database } = await client.databases.createIfNotExists({ id: s.cosmosDatabase });
+    const { container: index } = await database.containers.createIfNotExists({ id: s.indexContainer, partitionKey: { paths: ['/id'] } });
+    const { container: research } = await database.containers.createIfNotExists({
+      id: s.researchCatalogContainer,
+      partitionKey: { paths: ['/studyInstanceUid'] },
+      indexingPolicy: RESEARCH_INDEXING_POLICY,
+    });
+    return { database, index, research };
+  } catch (e) {
+    throw fromServiceError(e, 'preparing the catalog');
+  }
+}
+
+function statusOf(e: unknown): number | undefined {
+  const c = (e as { code?: unknown; statusCode?: unknown } | null);
+  return typeof c?.code === 'number' ? c.code : typeof c?.statusCode === 'number' ? c.statusCode : undefined;
+}
+
+function conflict(e: unknown, what: string): PipelineError {
+  const status = statusOf(e);
+  if (status === 409 || status === 412) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: changed by another writer`, { cause: e });
+  return fromServiceError(e, what);
+}
+
+async function readDoc<T>(container: Container, id: string, pk: string): Promise<Versioned<T> | undefined> {
+  try {
+    const r = await container.item(id, pk).read<T & { _etag: string }>();
+    if (!r.resource) return undefined;
+    return { doc: r.resource, etag: r.resource._etag };
+  } catch (e) {
+    if (statusOf(e) === 404) return undefined;
+    throw fromServiceError(e, 'reading the catalog');
+  }
+}
+
+async function writeDoc<T extends { id: string }>(container: Container, doc: T, etag: string | undefined, what: string): Promise<string> {
+  try {
+    const r = etag === undefined
+      ? await container.items.create(doc)
+      : await container.item(doc.id, partitionKeyOf(doc)).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } });
+    return r.etag ?? '';
+  } catch (e) {
+    throw conflict(e, what);
+  }
+}
+
+function partitionKeyOf(doc: { id: string; studyInstanceUid?: string }): string {
+  return doc.studyInstanceUid ?? doc.id;
+}
+
+async function deleteDoc(container: Container, id: string, pk: string, etag: string | undefined): Promise<void> {
+  try {
+    await container.item(id, pk).delete(etag ? { accessCondition: { type: 'IfMatch', condition: etag } } : undefined);
+  } catch (e) {
+    const status = statusOf(e);
+    if (status === 404) return;
+    throw conflict(e, 'deleting from the catalog');
+  }
+}
+
+async function queryAll<T>(container: Container, query: string, parameters: { name: string; value: string }[], partitionKey?: string): Promise<T[]> {
+  try {
+    const { resources } = await container.items.query<T>({ query, parameters }, partitionKey ? { partitionKey } : {}).fetchAll();
+    return resources;
+  } catch (e) {
+    throw fromServiceError(e, 'querying the catalog');
+  }
+}
+
+/** Strips Cosmos system properties before a document is written back. */
+function clean<T extends object>(doc: T): T {
+  const out = { ...doc } as Record<string, unknown>;
+  for (const k of ['_rid', '_self', '_etag', '_attachments', '_ts']) delete out[k];
+  return out as T;
+}
+
+export class CosmosIndexStore implements IndexStore {
+  constructor(private readonly container: Container) {}
+
+  get(id: string): Promise<Versioned<IngestionDocument> | undefined> {
+    return readDoc<IngestionDocument>(this.container, id, id);
+  }
+
+  async put(doc: IngestionDocument, etag: string | undefined): Promise<void> {
+    await writeDoc(this.container, clean(doc), etag, 'writing the ingestion record');
+  }
+
+  findByResearchInstance(sopInstanceUid: string): Promise<IngestionDocument[]> {
+    return queryAll<IngestionDocument>(this.container, 'SELECT * FROM c WHERE c.research.sopInstanceUid = @sop', [{ name: '@sop', value: sopInstanceUid }]);
+  }
+}
+
+/** Attempts of one optimistic-concurrency loop before giving up (Event Grid then retries). */
+const MAX_ATTEMPTS = 50;
+
+function studyLevel(json: DicomJson): DicomJson {
+  return Object.fromEntries(Object.entries(json).filter(([k]) => {
+    const level = levelOf(parseInt(k, 16) >>> 0);
+    return level === 'patient' || level === 'study';
+  }));
+}
+
+export class CosmosResearchCatalog implements ResearchCatalogWriter {
+  constructor(private readonly container: Container) {}
+
+  getInstance(studyInstanceUid: string, sopInstanceUid: string): Promise<Versioned<InstanceDocument> | undefined> {
+    return readDoc<InstanceDocument>(this.container, instanceDocId(sopInstanceUid), studyInstanceUid);
+  }
+
+  async putInstance(doc: InstanceDocument, etag: string | undefined): Promise<void> {
+    await writeDoc(this.container, clean(doc), etag, 'writing the instance');
+  }
+
+  deleteInstance(studyInstanceUid: string, sopInstanceUid: string, etag: string): Promise<void> {
+    return deleteDoc(this.container, instanceDocId(sopInstanceUid), studyInstanceUid, etag);
+  }
+
+  async refreshSummaries(studyInstanceUid: string, seriesInstanceUid: string): Promise<void> {
+    await this.retrying(() => this.refreshSeries(studyInstanceUid, seriesInstanceUid));
+    await this.retrying(() => this.refreshStudy(studyInstanceUid));
+  }
+
+  private async retrying(step: () => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await step();
+      } catch (e) {
+        if (!(e instanceof PipelineError && e.code === ErrorCodes.CATALOG_CONFLICT) || attempt >= MAX_ATTEMPTS) throw e;
+        // Jitter spreads a burst of refreshes of one study apart.
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * attempt)));
+      }
+    }
+  }
+
+  private async refreshSeries(study: string, series: string): Promise<void> {
+    const id = seriesDocId(series);
+    const existing = await readDoc<SeriesDocument>(this.container, id, study);
+    const params = [{ name: '@s', value: series }];
+    // Only small projections are read per instance; the representative attributes come from
+    // one point read of the newest instance.
+    const rows = await queryAll<{ id: string; sopClassUid: string; updatedAt: string }>(
+      this.container,
+      "SELECT c.id, c.sopClassUid, c.updatedAt FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s",
+      params,
+      study,
+    );
+    if (rows.length === 0) {
+      if (existing) await deleteDoc(this.container, id, study, existing.etag);
+      return;
+    }
+    const newest = rows.reduce((a, b) => (b.updatedAt > a.updatedAt || (b.updatedAt === a.updatedAt && b.id > a.id) ? b : a));
+    const latest = (await readDoc<InstanceDocument>(this.container, newest.id, study))?.doc;
+    if (!latest) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'instance removed during a summary refresh');
+    const sopClasses = [...new Set(rows.map((r) => r.sopClassUid))].sort();
+    const seriesJson = Object.fromEntries(Object.entries(latest.dicom).filter(([k]) => levelOf(parseInt(k, 16) >>> 0) !== 'instance'));
+    const doc: SeriesDocument = {
+      id,
+      type: 'series',
+      studyInstanceUid: study,
+      seriesInstanceUid: series,
+      modality: latest.modality,
+      numberOfSeriesRelatedInstances: rows.length,
+      sopClassesInSeries: sopClasses,
+      dicom: { ...seriesJson, '00201209': { vr: 'IS', Value: [rows.length] } },
+      updatedAt: new Date().toISOString(),
+    };
+    if (existing && existing.doc.numberOfSeriesRelatedInstances === doc.numberOfSeriesRelatedInstances &&
+      JSON.stringify(existing.doc.sopClassesInSeries) === JSON.stringify(sopClasses) && JSON.stringify(existing.doc.dicom) === JSON.stringify(doc.dicom)) {
+      return;
+    }
+    await writeDoc(this.container, doc, existing?.etag, 'writing the series summary');
+  }
+
+  private async refreshStudy(study: string): Promise<void> {
+    const id = `study:${study}`;
+    const existing = await readDoc<StudyDocument>(this.container, id, study);
+    const series = await queryAll<SeriesDocument>(this.container, "SELECT * FROM c WHERE c.type = 'series'", [], study);
+    if (series.length === 0) {
+      if (existing) await deleteDoc(this.container, id, study, existing.etag);
+      return;
+    }
+    const latest = series.reduce((a, b) => (b.updatedAt > a.updatedAt ? b : a));
+    const modalities = [...new Set(series.map((s) => s.modality).filter(Boolean))].sort();
+    const sopClasses = [...new Set(series.flatMap((s) => s.sopClassesInSeries ?? []))].sort();
+    const instances = series.reduce((n, s) => n + s.numberOfSeriesRelatedInstances, 0);
+    const doc: StudyDocument = {
+      id,
+      type: 'study',
+      studyInstanceUid: study,
+      modalitiesInStudy: modalities,
+      sopClassesInStudy: sopClasses,
+      numberOfStudyRelatedSeries: series.length,
+      numberOfStudyRelatedInstances: instances,
+      dicom: {
+        ...studyLevel(latest.dicom),
+        '00080061': modalities.length ? { vr: 'CS', Value: modalities } : { vr: 'CS' },
+        '00080062': { vr: 'UI', Value: sopClasses },
+        '00201206': { vr: 'IS', Value: [series.length] },
+        '00201208': { vr: 'IS', Value: [instances] },
+      },
+      updatedAt: new Date().toISOString(),
+    };
+    if (existing && JSON.stringify({ ...existing.doc.dicom }) === JSON.stringify(doc.dicom)) return;
+    await writeDoc(this.container, doc, existing?.etag, 'writing the study summary');
+  }
+}

@@ -1,0 +1,457 @@
+/**
+ * Applies a de-identification profile to one data set, in place. Stateless and keyed: every
+ * replacement (UID, pseudonym, date shift) is derived from the key and the source value, so
+ * files de-identified separately, in any order or process, stay consistent with each other.
+ */
+import { encodeText } from '../charset';
+import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags, TEXT_VRS } from '../dataset';
+import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
+import {
+  charsetsOf,
+  collectSourceFacts,
+  DUMMY_DATE,
+  DUMMY_DATE_TIME,
+  DUMMY_TEXT,
+  DUMMY_TIME,
+  effectiveVr,
+  identifyingMatchers,
+  privateCreatorOf,
+  scrubText,
+  textOf,
+} from './identifying';
+import { Profile, ProfileOption } from './profile';
+import { dateShiftDays, pseudonym, researchUid, shiftDate, shiftDateTime } from './pseudonyms';
+import { resolveAction } from './resolve';
+
+export interface DeidContext {
+  profile: Profile;
+  /** The HMAC key of every derivation; the same key gives the same research identifiers. */
+  key: Buffer;
+  /** Names the key in De-identification Method, so outputs can be traced to a key version. */
+  keyId: string;
+}
+
+export type DeidCounter =
+  | 'removed'
+  | 'emptied'
+  | 'dummied'
+  | 'replacedUid'
+  | 'cleaned'
+  | 'kept'
+  | 'shifted'
+  | 'pseudonymized'
+  | 'privateRemoved'
+  | 'privateKept';
+
+export interface DeidReport {
+  /** Elements per action, sequence items included. */
+  actions: Record<DeidCounter, number>;
+  /** PHI of the source (see identifying.ts), for the verification gate only: never log it. */
+  identifyingValues: string[];
+  /** Digests of the source values that had to disappear (see identifying.ts valueDigest). */
+  sourceValueDigests: string[];
+  research: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string };
+  /** Source UIDs: PHI-adjacent, for the catalog's private mapping only, never logs. */
+  original: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string; sopClassUid?: string };
+}
+
+export const DeidTags = {
+  PatientName: 0x00100010,
+  PatientID: 0x00100020,
+  IssuerOfPatientID: 0x00100021,
+  AccessionNumber: 0x00080050,
+  StudyID: 0x00200010,
+  PatientIdentityRemoved: 0x00120062,
+  DeidentificationMethod: 0x00120063,
+  DeidentificationMethodCodeSequence: 0x00120064,
+  LongitudinalTemporalInformationModified: 0x00280303,
+  CodeValue: 0x00080100,
+  CodingSchemeDesignator: 0x00080102,
+  CodeMeaning: 0x00080104,
+} as const;
+
+/** PS3.16 CID 7050 De-identification Method codes (DCM). */
+export const DEID_METHOD_CODES: readonly { option?: ProfileOption; code: string; meaning: string }[] = [
+  { code: '113100', meaning: 'Basic Application Confidentiality Profile' },
+  { option: 'cleanPixelData', code: '113101', meaning: 'Clean Pixel Data Option' },
+  { option: 'cleanGraphics', code: '113103', meaning: 'Clean Graphics Option' },
+  { option: 'cleanStructuredContent', code: '113104', meaning: 'Clean Structured Content Option' },
+  { option: 'cleanDescriptors', code: '113105', meaning: 'Clean Descriptors Option' },
+  { option: 'retainLongitudinalFullDates', code: '113106', meaning: 'Retain Longitudinal Temporal Information Full Dates Option' },
+  { option: 'retainLongitudinalModifiedDates', code: '113107', meaning: 'Retain Longitudinal Temporal Information Modified Dates Option' },
+  { option: 'retainPatientCharacteristics', code: '113108', meaning: 'Retain Patient Characteristics Option' },
+  { option: 'retainDeviceIdentity', code: '113109', meaning: 'Retain Device Identity Option' },
+  { option: 'retainUids', code: '113110', meaning: 'Retain UIDs Option' },
+  { option: 'retainSafePrivate', code: '113111', meaning: 'Retain Safe Private Option' },
+  { option: 'retainInstitutionIdentity', code: '113112', meaning: 'Retain Institution Identity Option' },
+];
+
+const FREE_TEXT_VRS = new Set(['LO', 'SH', 'UC', 'LT', 'ST', 'UT']);
+const PSEUDONYM_KINDS: ReadonlySet<number> = new Set([DeidTags.PatientID, DeidTags.PatientName, DeidTags.AccessionNumber, DeidTags.StudyID]);
+const BINARY_WIDTH: Record<string, number> = { US: 2, SS: 2, UL: 4, SL: 4, FL: 4, FD: 8, AT: 4, SV: 8, UV: 8 };
+
+interface FileState {
+  ctx: DeidContext;
+  counts: Record<DeidCounter, number>;
+  matchers: RegExp[];
+  patientId: string;
+  issuer: string;
+  shiftDays?: number;
+}
+
+interface Scope {
+  charsets: string[];
+  /** Inside a sequence being cleaned: every free-text value is scrubbed too. */
+  cleanAll: boolean;
+}
+
+function newCounts(): Record<DeidCounter, number> {
+  return { removed: 0, emptied: 0, dummied: 0, replacedUid: 0, cleaned: 0, kept: 0, shifted: 0, pseudonymized: 0, privateRemoved: 0, privateKept: 0 };
+}
+
+function setText(el: DicomElement, text: string, charsets: string[]): boolean {
+  const vr = effectiveVr(el);
+  let bytes: Uint8Array | undefined;
+  if (TEXT_VRS.has(vr) && !FREE_TEXT_VRS.has(vr) && vr !== 'PN') bytes = encodeAsciiValue(text, vr);
+  else bytes = encodeText(text, charsets);
+  if (!bytes) return false;
+  if (bytes.length % 2 === 1) bytes = Buffer.concat([bytes, Buffer.from([vr === 'UI' ? 0 : 0x20])]);
+  el.value = bytes;
+  delete el.items;
+  delete el.encapsulated;
+  return true;
+}
+
+function setEmpty(el: DicomElement): void {
+  if (el.items) el.items = [];
+  else el.value = new Uint8Array(0);
+  delete el.encapsulated;
+}
+
+function mapUids(text: string, key: Buffer): string {
+  return text
+    .split('\\')
+    .map((u) => {
+      const uid = u.trim();
+      // Standard UIDs (SOP classes, transfer syntaxes, coding schemes) are structural, not
+      // instance-related (PS3.15 E.3.9 Note 4): replacing them would only break the file.
+      if (uid === '' || uid.startsWith('1.2.840.10008.')) return uid;
+      return researchUid(key, uid);
+    })
+    .join('\\');
+}
+
+function dummyText(vr: string): string {
+  switch (vr) {
+    case 'DA':
+      return DUMMY_DATE;
+    case 'TM':
+      return DUMMY_TIME;
+    case 'DT':
+      return DUMMY_DATE_TIME;
+    case 'DS':
+    case 'IS':
+      return '0';
+    case 'AS':
+      return '000Y';
+    case 'UR':
+      return 'urn:anonymized';
+    default:
+      return DUMMY_TEXT;
+  }
+}
+
+function applyDummy(el: DicomElement, st: FileState, scope: Scope): void {
+  const vr = effectiveVr(el);
+  if (vr === 'SQ') {
+    // A sequence dummy: one empty item, the least a Type 1 sequence can hold.
+    el.items = [new Map()];
+    delete el.value;
+    return;
+  }
+  if (vr === 'UI') {
+    const source = textOf(el, scope.charsets);
+    setText(el, mapUids(source === '' ? `dummy:${tagToHex(el.tag)}` : source, st.ctx.key), scope.charsets);
+    return;
+  }
+  if (TEXT_VRS.has(vr) || vr === 'PN') {
+    setText(el, dummyText(vr), scope.charsets);
+    return;
+  }
+  const width = BINARY_WIDTH[vr] ?? 2;
+  const length = Math.max(width, el.value?.length ?? 0);
+  el.value = new Uint8Array(length + (length % 2));
+  delete el.encapsulated;
+}
+
+function shiftDaysOf(st: FileState): number {
+  st.shiftDays ??= dateShiftDays(st.ctx.key, st.patientId, st.issuer);
+  return st.shiftDays;
+}
+
+/** Shifts a DA or DT; a TM is kept, since whole-day shifts leave the time of day alone. */
+function applyShift(el: DicomElement, st: FileState, scope: Scope): 'shifted' | 'emptied' | 'removed' {
+  const vr = effectiveVr(el);
+  const text = textOf(el, scope.charsets);
+  if (vr === 'TM' || text === '') return 'shifted';
+  let shifted: string | undefined;
+  if (vr === 'DA') shifted = shiftDate(text, shiftDaysOf(st));
+  else if (vr === 'DT') shifted = shiftDateTime(text, shiftDaysOf(st));
+  else if (TEXT_VRS.has(vr)) return cleanValue(el, st, scope) ? 'shifted' : 'emptied';
+  else return 'removed'; // binary timestamps (OB) cannot be shifted safely
+  if (shifted === undefined) {
+    // Not a parsable date: the original must not survive, and there is nothing to shift.
+    setEmpty(el);
+    return 'emptied';
+  }
+  setText(el, shifted, scope.charsets);
+  return 'shifted';
+}
+
+/** Scrubs a text value; false when the value had to be emptied instead. */
+function cleanValue(el: DicomElement, st: FileState, scope: Scope): boolean {
+  const vr = effectiveVr(el);
+  if (!el.value || el.value.length === 0) return true;
+  // ISO 2022 escapes switch character sets mid-value; substring surgery could cut one in half.
+  if (el.value.includes(0x1b)) {
+    setEmpty(el);
+    return false;
+  }
+  const text = textOf(el, scope.charsets);
+  if (vr === 'PN') return setText(el, DUMMY_TEXT, scope.charsets);
+  if (vr === 'UI') return setText(el, mapUids(text, st.ctx.key), scope.charsets);
+  if (vr === 'DS' || vr === 'IS') {
+    if (/^[\s0-9+\-.eE\\]*$/.test(text)) return true;
+    setEmpty(el);
+    return false;
+  }
+  if (vr === 'CS') {
+    if (/^[A-Z0-9 _\\]*$/.test(text) && scrubText(text, st.matchers) === text) return true;
+    setEmpty(el);
+    return false;
+  }
+  if (vr === 'AS') {
+    if (/^\d{3}[DWMY]$/.test(text)) return true;
+    setEmpty(el);
+    return false;
+  }
+  const scrubbed = scrubText(text, st.matchers);
+  if (scrubbed === text) return true;
+  if (scrubbed === undefined || !setText(el, scrubbed, scope.charsets)) {
+    setEmpty(el);
+    return false;
+  }
+  return true;
+}
+
+function pseudonymFor(el: DicomElement, own: DicomDataset, st: FileState, scope: Scope, fromOverride: boolean): string {
+  const value = textOf(el, scope.charsets);
+  if (value === '') return '';
+  const ownText = (tag: number) => {
+    const e = own.get(tag);
+    return e ? textOf(e, scope.charsets) : undefined;
+  };
+  // An item without its own issuer belongs to the file's issuer.
+  const issuer = ownText(DeidTags.IssuerOfPatientID) ?? st.issuer;
+  if (fromOverride && !PSEUDONYM_KINDS.has(el.tag)) return pseudonym(st.ctx.key, 'other', value, tagToHex(el.tag));
+  switch (el.tag) {
+    case DeidTags.PatientID:
+      return pseudonym(st.ctx.key, 'patient', value, issuer);
+    case DeidTags.PatientName: {
+      // The patient's pseudonym doubles as the name, so research keeps one label per patient.
+      const id = ownText(DeidTags.PatientID) ?? st.patientId;
+      return id === '' ? '' : pseudonym(st.ctx.key, 'patient', id, issuer);
+    }
+    case DeidTags.AccessionNumber:
+      return pseudonym(st.ctx.key, 'accession', value);
+    case DeidTags.StudyID:
+      // Study IDs are small numbers unique within a patient at best: scope them by the patient.
+      return pseudonym(st.ctx.key, 'study-id', value, `${st.issuer}\0${st.patientId}`);
+    default:
+      return pseudonym(st.ctx.key, 'other', value, tagToHex(el.tag));
+  }
+}
+
+function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): void {
+  const scope: Scope = { charsets: charsetsOf(ds, parentScope.charsets), cleanAll: parentScope.cleanAll };
+  // Read before anything changes: pseudonyms of this item depend on its own identifiers.
+  const snapshot: DicomDataset = new Map();
+  for (const t of [DeidTags.PatientID, DeidTags.IssuerOfPatientID]) {
+    const el = ds.get(t);
+    if (el) snapshot.set(t, { ...el });
+  }
+  const pendingCreators: number[] = [];
+  const tags = [...ds.keys()].sort((a, b) => a - b);
+  for (const tag of tags) {
+    const el = ds.get(tag);
+    if (!el) continue;
+    const isPrivate = isPrivateTag(tag);
+    const vr = effectiveVr(el);
+    const resolved = resolveAction(tag, st.ctx.profile, { vr, privateCreator: privateCreatorOf(ds, tag, scope.charsets) });
+    const count = (c: DeidCounter) => {
+      st.counts[isPrivate ? (c === 'removed' ? 'privateRemoved' : 'privateKept') : c]++;
+    };
+    switch (resolved.action) {
+      case 'keepIfBlockKept':
+        pendingCreators.push(tag);
+        break;
+      case 'keep':
+        if (el.items) {
+          for (const item of el.items) processDataset(item, st, scope);
+          count('kept');
+        } else if (scope.cleanAll && !isPrivate && (FREE_TEXT_VRS.has(vr) || vr === 'PN')) {
+          const before = el.value;
+          if (!cleanValue(el, st, scope)) count('emptied');
+          else count(before === el.value ? 'kept' : 'cleaned');
+        } else {
+          count('kept');
+        }
+        break;
+      case 'remove':
+        ds.delete(tag);
+        count('removed');
+        break;
+      case 'empty':
+        setEmpty(el);
+        count('emptied');
+        break;
+      case 'dummy':
+        applyDummy(el, st, scope);
+        count('dummied');
+        break;
+      case 'replaceUid':
+        if (el.items) {
+          for (const item of el.items) processDataset(item, st, scope);
+        } else {
+          const text = textOf(el, scope.charsets);
+          if (text !== '') setText(el, mapUids(text, st.ctx.key), scope.charsets);
+        }
+        count(isPrivate ? 'kept' : 'replacedUid');
+        break;
+      case 'clean':
+        if (el.items) {
+          // PS3.15 E.1.1: cleaning a sequence applies the profile to every item recursively;
+          // free text inside it is scrubbed as well.
+          for (const item of el.items) processDataset(item, st, { ...scope, cleanAll: true });
+          count('cleaned');
+        } else if (TEXT_VRS.has(vr) || vr === 'PN') {
+          count(cleanValue(el, st, scope) ? 'cleaned' : 'emptied');
+        } else {
+          // Bitmaps and binary data (overlays, curves) cannot be cleaned without looking at them.
+          ds.delete(tag);
+          count('removed');
+        }
+        break;
+      case 'shift': {
+        const outcome = applyShift(el, st, scope);
+        if (outcome === 'removed') ds.delete(tag);
+        count(outcome);
+        break;
+      }
+      case 'pseudonymize': {
+        const p = pseudonymFor(el, snapshot, st, scope, resolved.source === 'override');
+        if (p === '') {
+          setEmpty(el);
+          count('emptied');
+        } else {
+          setText(el, p, scope.charsets);
+          count('pseudonymized');
+        }
+        break;
+      }
+      case 'replace':
+        if (!setText(el, resolved.value ?? '', scope.charsets)) setEmpty(el);
+        count('dummied');
+        break;
+    }
+  }
+  for (const creatorTag of pendingCreators) {
+    const group = creatorTag >>> 16;
+    const block = creatorTag & 0xff;
+    let used = false;
+    for (const t of ds.keys()) {
+      if (t >>> 16 === group && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000 && ((t >>> 8) & 0xff) === block) {
+        used = true;
+        break;
+      }
+    }
+    if (used) {
+      st.counts.privateKept++;
+    } else {
+      ds.delete(creatorTag);
+      st.counts.privateRemoved++;
+    }
+  }
+}
+
+function textElement(tag: number, vr: string, text: string): DicomElement {
+  return { tag, vr, value: encodeAsciiValue(text, vr) };
+}
+
+/** PS3.15 E.1.1 items 6 and E.3.6: what was done, written into the data set itself. */
+function mark(ds: DicomDataset, ctx: DeidContext): void {
+  const { profile } = ctx;
+  ds.set(DeidTags.PatientIdentityRemoved, textElement(DeidTags.PatientIdentityRemoved, 'CS', 'YES'));
+  const method = `${profile.name} ${profile.version}; key ${ctx.keyId}`.replace(/[\\\0]/g, ' ').slice(0, 64);
+  ds.set(DeidTags.DeidentificationMethod, textElement(DeidTags.DeidentificationMethod, 'LO', method));
+  const items = DEID_METHOD_CODES.filter((c) => c.option === undefined || profile.options.has(c.option)).map((c) => {
+    const item: DicomDataset = new Map();
+    item.set(DeidTags.CodeValue, textElement(DeidTags.CodeValue, 'SH', c.code));
+    item.set(DeidTags.CodingSchemeDesignator, textElement(DeidTags.CodingSchemeDesignator, 'SH', 'DCM'));
+    item.set(DeidTags.CodeMeaning, textElement(DeidTags.CodeMeaning, 'LO', c.meaning));
+    return item;
+  });
+  ds.set(DeidTags.DeidentificationMethodCodeSequence, { tag: DeidTags.DeidentificationMethodCodeSequence, vr: 'SQ', items });
+  const ltim = DeidTags.LongitudinalTemporalInformationModified;
+  if (profile.options.has('retainLongitudinalModifiedDates')) ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
+  else if (profile.options.has('retainLongitudinalFullDates')) ds.set(ltim, textElement(ltim, 'CS', 'UNMODIFIED'));
+  // Without a date option the dates are gone; a value left from the source would claim otherwise.
+  else ds.delete(ltim);
+}
+
+function uidOf(ds: DicomDataset, tag: number): string | undefined {
+  const v = asciiValue(ds.get(tag));
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/**
+ * De-identifies one data set in place (the caller hands in its own copy) and reports what
+ * was done. The file meta group is not part of `dataset`: the writer rebuilds it from the
+ * research SOP Class and Instance UIDs.
+ *
+ * Deterministic and idempotent for a given key and source: the same source always yields
+ * the same output. Does not throw for content; a value that cannot be processed safely is
+ * emptied or removed instead.
+ */
+export function deidentifyDataset(dataset: DicomDataset, ctx: DeidContext): DeidReport {
+  const original = {
+    studyInstanceUid: uidOf(dataset, Tags.StudyInstanceUID),
+    seriesInstanceUid: uidOf(dataset, Tags.SeriesInstanceUID),
+    sopInstanceUid: uidOf(dataset, Tags.SOPInstanceUID),
+    sopClassUid: uidOf(dataset, Tags.SOPClassUID),
+  };
+  const charsets = charsetsOf(dataset);
+  const facts = collectSourceFacts(dataset, ctx.profile);
+  const idEl = dataset.get(DeidTags.PatientID);
+  const issuerEl = dataset.get(DeidTags.IssuerOfPatientID);
+  const st: FileState = {
+    ctx,
+    counts: newCounts(),
+    matchers: identifyingMatchers(facts.identifyingValues),
+    patientId: idEl ? textOf(idEl, charsets) : '',
+    issuer: issuerEl ? textOf(issuerEl, charsets) : '',
+  };
+  processDataset(dataset, st, { charsets, cleanAll: false });
+  mark(dataset, ctx);
+  return {
+    actions: st.counts,
+    identifyingValues: facts.identifyingValues,
+    sourceValueDigests: facts.sourceValueDigests,
+    research: {
+      studyInstanceUid: uidOf(dataset, Tags.StudyInstanceUID),
+      seriesInstanceUid: uidOf(dataset, Tags.SeriesInstanceUID),
+      sopInstanceUid: uidOf(dataset, Tags.SOPInstanceUID),
+    },
+    original,
+  };
+}

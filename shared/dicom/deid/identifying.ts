@@ -1,0 +1,248 @@
+/**
+ * The source's identifying values: collected before de-identification, used to clean free
+ * text (Clean Descriptors and the other C actions) and by the verification gate, which checks
+ * that none of them is left anywhere in the output. They are PHI: held in memory, never logged.
+ *
+ * What counts (public attributes whose value the profile makes disappear, including
+ * everything inside a sequence that is removed, emptied or replaced):
+ * - PN values, each whole name and each name component of 3 characters or more (honorifics
+ *   and suffixes such as DR, MR, JR, III excepted);
+ * - DA values and the date part of DT values;
+ * - non-standard UIDs that are replaced or removed;
+ * - LO, SH, UC, LT, ST, UT values of identifier-like attributes: IDs, numbers, names of
+ *   people, institutions, stations and devices, addresses, telephone numbers.
+ * Values shorter than 3 characters, all-digit values shorter than 5 digits (other than
+ * dates), and values equal to the engine's own dummy values are left out, because they
+ * would match by chance ("M", "1", "123" are everywhere) and prove nothing. Station,
+ * institution and device values that also occur in an attribute the profile keeps are left
+ * out too (see collectSourceFacts).
+ * Matching is case-insensitive and at word boundaries: a value starting with a letter is not
+ * matched after a letter, one starting with a digit not after a digit, and likewise at the
+ * end, so "ANN" does not match inside "SCANNER" and "12345" not inside "0.123456".
+ */
+import { createHash } from 'node:crypto';
+
+import { decodeText, parseSpecificCharacterSet } from '../charset';
+import { asciiValue, DicomDataset, DicomElement, Tags } from '../dataset';
+import { isPrivateTag, lookupTag, tagToHex } from '../dictionary';
+import { Profile } from './profile';
+import { DeidAction, resolveAction } from './resolve';
+
+/** Text the engine writes in place of a value; never counted as identifying. */
+export const DUMMY_TEXT = 'ANONYMIZED';
+export const DUMMY_DATE = '19000101';
+export const DUMMY_TIME = '000000';
+export const DUMMY_DATE_TIME = '19000101000000';
+const DUMMIES = new Set([DUMMY_TEXT, DUMMY_DATE, DUMMY_TIME, DUMMY_DATE_TIME, 'YES', 'NO', 'MODIFIED', 'UNMODIFIED']);
+
+const NAME_STOP_WORDS = new Set(['DR', 'DR.', 'MR', 'MR.', 'MRS', 'MRS.', 'MS', 'MS.', 'PROF', 'PROF.', 'JR', 'JR.', 'SR', 'SR.', 'II', 'III', 'IV', 'MD', 'PHD']);
+
+const FREE_TEXT_VRS = new Set(['LO', 'SH', 'UC', 'LT', 'ST', 'UT']);
+const IDENTIFIER_KEYWORD = /(?:ID|IDs|Number|Numbers|Name|Names|Address|Identifier|Telephone|TelephoneNumbers|Locator|Residence|Organization|Institution|Department)$/;
+const NOT_IDENTIFIER_KEYWORD = /Protocol|Coil|Description|Code|Sequence|Label|Type|Manufacturer|Model/;
+
+/** Actions after which the source value must not be seen again. */
+const DISAPPEARING: ReadonlySet<DeidAction> = new Set(['remove', 'empty', 'dummy', 'replaceUid', 'shift', 'pseudonymize', 'replace']);
+
+/** The Specific Character Set terms that apply to a data set (inherited into items without one). */
+export function charsetsOf(ds: DicomDataset, inherited: string[] = []): string[] {
+  const el = ds.get(Tags.SpecificCharacterSet);
+  return el ? parseSpecificCharacterSet(asciiValue(el)) : inherited;
+}
+
+/** The value as Unicode text with DICOM padding removed. */
+export function textOf(el: DicomElement, charsets: string[]): string {
+  if (!el.value || el.value.length === 0) return '';
+  return decodeText(el.value, charsets, el.vr).replace(/[\0 ]+$/, '').replace(/^ +/, '');
+}
+
+/** The VR the rules should see: the dictionary's for public elements the file left as UN. */
+export function effectiveVr(el: DicomElement): string {
+  if (el.items) return 'SQ';
+  if (el.vr === 'UN' && !isPrivateTag(el.tag)) return lookupTag(el.tag)?.vr ?? 'UN';
+  return el.vr;
+}
+
+/** The Private Creator of a private element's block in the same data set. */
+export function privateCreatorOf(ds: DicomDataset, tag: number, charsets: string[]): string | undefined {
+  const el = tag & 0xffff;
+  if (!isPrivateTag(tag) || el < 0x1000) return undefined;
+  const creatorTag = ((tag & 0xffff0000) | (el >>> 8)) >>> 0;
+  const creator = ds.get(creatorTag);
+  return creator ? textOf(creator, charsets) : undefined;
+}
+
+function isStandardUid(uid: string): boolean {
+  return uid.startsWith('1.2.840.10008.');
+}
+
+function isWorthMatching(v: string): boolean {
+  if (v.length < 3 || DUMMIES.has(v.toUpperCase())) return false;
+  if (/^\d+$/.test(v) && v.length < 5) return false;
+  return /[\p{L}\p{N}]/u.test(v);
+}
+
+/** Identifiers of the patient and the visit: never excused by a kept attribute (see collectSourceFacts). */
+const PATIENT_IDENTIFIER_KEYWORD = /^(?:Patient|OtherPatient|Accession|StudyID|Admission|MedicalRecord|Issuer|Military|Insurance)/;
+
+function addValuesOf(el: DicomElement, text: string, out: Set<string>, weak: Set<string>): void {
+  const vr = effectiveVr(el);
+  for (const v of text.split('\\').map((s) => s.trim())) {
+    if (v === '') continue;
+    if (vr === 'PN') {
+      for (const group of v.split('=')) {
+        const whole = group.replace(/\^+$/, '');
+        if (isWorthMatching(whole)) out.add(whole);
+        const spaced = whole.split('^').filter((c) => c.trim() !== '').join(' ');
+        if (spaced !== whole && isWorthMatching(spaced)) out.add(spaced);
+        for (const part of whole.split(/[\^ ,]+/)) {
+          if (isWorthMatching(part) && !NAME_STOP_WORDS.has(part.toUpperCase())) out.add(part);
+        }
+      }
+    } else if (vr === 'DA') {
+      if (/^\d{8}$/.test(v) && !DUMMIES.has(v)) out.add(v);
+    } else if (vr === 'DT') {
+      const date = v.slice(0, 8);
+      if (/^\d{8}$/.test(date) && !DUMMIES.has(date)) out.add(date);
+    } else if (vr === 'UI') {
+      if (!isStandardUid(v) && v.length >= 3) out.add(v);
+    } else if (FREE_TEXT_VRS.has(vr)) {
+      const keyword = lookupTag(el.tag)?.keyword ?? '';
+      if (IDENTIFIER_KEYWORD.test(keyword) && !NOT_IDENTIFIER_KEYWORD.test(keyword) && isWorthMatching(v)) {
+        (PATIENT_IDENTIFIER_KEYWORD.test(keyword) ? out : weak).add(v);
+      }
+    }
+  }
+}
+
+/** A stable digest of one source value at one tag path, so the gate can spot a kept value without holding it. */
+export function valueDigest(path: string, value: string): string {
+  return createHash('sha256').update(`${path}\0${value}`, 'utf8').digest('hex');
+}
+
+export interface SourceFacts {
+  identifyingValues: string[];
+  /** valueDigest(path, value) of each public text value the profile makes disappear. */
+  sourceValueDigests: string[];
+}
+
+const BINARY_TEXTLESS = new Set(['OB', 'OW', 'OF', 'OD', 'OL', 'OV', 'UN', 'SQ', 'US', 'SS', 'UL', 'SL', 'FL', 'FD', 'AT', 'SV', 'UV']);
+
+/** Walks the source (before any change) and collects what must not survive. */
+export function collectSourceFacts(dataset: DicomDataset, profile: Profile): SourceFacts {
+  const values = new Set<string>();
+  const weak = new Set<string>();
+  const keptTexts: string[] = [];
+  const digests = new Set<string>();
+  const walk = (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean) => {
+    const cs = charsetsOf(ds, charsets);
+    for (const el of ds.values()) {
+      if (isPrivateTag(el.tag)) continue;
+      const vr = effectiveVr(el);
+      const resolved = resolveAction(el.tag, profile, { vr });
+      const away = goingAway || DISAPPEARING.has(resolved.action);
+      const here = path === '' ? tagToHex(el.tag) : `${path}.${tagToHex(el.tag)}`;
+      if (el.items) {
+        // A removed, emptied or replaced sequence takes its whole content with it.
+        const itemsGo = away && resolved.action !== 'replaceUid';
+        for (const item of el.items) walk(item, cs, here, itemsGo);
+        continue;
+      }
+      if (BINARY_TEXTLESS.has(vr)) continue;
+      if (!away) {
+        if (vr !== 'PN') keptTexts.push(textOf(el, cs));
+        continue;
+      }
+      const text = textOf(el, cs);
+      if (text === '') continue;
+      addValuesOf(el, text, values, weak);
+      if (DISAPPEARING.has(resolved.action)) digests.add(valueDigest(here, text));
+    }
+  };
+  walk(dataset, [], '', false);
+  // A station or institution name that the profile keeps elsewhere in the file (a station
+  // called "MRT" next to a kept code meaning "MRT Oberbauch", an institution named like the
+  // manufacturer) is not something the profile asked to hide: counting it would fail every
+  // such file. Names of people, patient identifiers, dates and UIDs are never excused.
+  for (const v of weak) {
+    const re = valueMatcher(v);
+    if (!keptTexts.some((t) => {
+      re.lastIndex = 0;
+      return re.test(t);
+    })) values.add(v);
+  }
+  return {
+    identifyingValues: [...values].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)),
+    sourceValueDigests: [...digests],
+  };
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function edge(ch: string | undefined, side: 'before' | 'after'): string {
+  if (ch === undefined) return '';
+  const cls = /\p{L}/u.test(ch) ? '\\p{L}' : /\p{N}/u.test(ch) ? '\\p{N}' : '';
+  if (cls === '') return '';
+  return side === 'before' ? `(?<!${cls})` : `(?!${cls})`;
+}
+
+/** One case-insensitive, boundary-aware pattern per value (global, Unicode). */
+export function valueMatcher(value: string): RegExp {
+  const chars = [...value];
+  return new RegExp(`${edge(chars[0], 'before')}${escapeRegExp(value)}${edge(chars[chars.length - 1], 'after')}`, 'giu');
+}
+
+/** Common ways of writing a DA value (YYYYMMDD) in free text. */
+export function dateSpellings(da: string): string[] {
+  const y = da.slice(0, 4);
+  const m = da.slice(4, 6);
+  const d = da.slice(6, 8);
+  return [da, `${y}-${m}-${d}`, `${y}/${m}/${d}`, `${y}.${m}.${d}`, `${d}/${m}/${y}`, `${m}/${d}/${y}`, `${d}.${m}.${y}`, `${d}-${m}-${y}`];
+}
+
+/** Every pattern for a list of identifying values (dates in their common spellings). */
+export function identifyingMatchers(values: readonly string[]): RegExp[] {
+  const spelled = new Set<string>();
+  for (const v of values) {
+    if (/^\d{8}$/.test(v)) dateSpellings(v).forEach((s) => spelled.add(s));
+    else spelled.add(v);
+  }
+  return [...spelled].sort((a, b) => b.length - a.length).map(valueMatcher);
+}
+
+/** Dates in free text whatever they belong to: YYYYMMDD / YYYY-MM-DD and DD.MM.YYYY / MM/DD/YYYY forms. */
+const FREE_TEXT_DATES: readonly RegExp[] = [
+  /(?<!\d)(?:1[89]|20)\d{2}([-/.]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)/g,
+  /(?<!\d)\d{1,2}([-/.])\d{1,2}\1(?:1[89]|20)\d{2}(?!\d)/g,
+];
+
+// A private-use character: it cannot come from a DICOM character set, so it marks removals safely.
+const MARK = '\uE000';
+
+/**
+ * Removes every identifying value and every date from free text. Undefined when nothing
+ * meaningful is left (fewer than two letters or digits in a row), so the caller empties it.
+ */
+export function scrubText(text: string, matchers: readonly RegExp[]): string | undefined {
+  let out = text;
+  for (const re of matchers) out = out.replace(re, MARK);
+  for (const re of FREE_TEXT_DATES) out = out.replace(re, MARK);
+  if (out === text) return text;
+  // An honorific before a removed name would only say that a name was there.
+  out = out.replace(/(?<!\p{L})(?:dr|mr|mrs|ms|prof)\.?\s*\uE000/giu, MARK);
+  out = out
+    .replace(/[\s^,;:]*\uE000[\s^,;:]*/gu, ' ')
+    .replace(/\s{2,}/g, ' ')
+    .replace(/^[\s\-–,;:/^]+|[\s\-–,;:/^]+$/gu, '');
+  return /[\p{L}\p{N}]{2,}/u.test(out) ? out : undefined;
+}
+
+/** True when the text holds any identifying value. */
+export function containsIdentifying(text: string, matchers: readonly RegExp[]): boolean {
+  return matchers.some((re) => {
+    re.lastIndex = 0;
+    return re.test(text);
+  });
+}

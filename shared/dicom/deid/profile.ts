@@ -1,0 +1,258 @@
+/**
+ * The de-identification profile as configuration: PS3.15 Annex E Basic Application Level
+ * Confidentiality Profile, the options switched on, per-attribute overrides and additions to
+ * the safe private list. Profiles are versioned JSON files (see profiles/); the version and
+ * name are written into every output's De-identification Method (0012,0063).
+ */
+import { ErrorCodes, PipelineError } from '../../errors';
+import { isPrivateTag, lookupTag, parseTagOrKeyword, tagToHex } from '../dictionary';
+import basicJson from './profiles/basic.json';
+import researchDefaultJson from './profiles/research-default.json';
+
+/** PS3.15 E.3 options, by the names profile files use. */
+export const PROFILE_OPTIONS = [
+  'cleanPixelData',
+  'cleanGraphics',
+  'cleanStructuredContent',
+  'cleanDescriptors',
+  'retainLongitudinalFullDates',
+  'retainLongitudinalModifiedDates',
+  'retainPatientCharacteristics',
+  'retainDeviceIdentity',
+  'retainUids',
+  'retainSafePrivate',
+  'retainInstitutionIdentity',
+] as const;
+
+export type ProfileOption = (typeof PROFILE_OPTIONS)[number];
+
+export const OVERRIDE_ACTIONS = ['keep', 'remove', 'empty', 'replace', 'hash', 'shift'] as const;
+
+/**
+ * keep: the value stays; remove: the attribute goes; empty: zero length; replace: `value`;
+ * hash: a keyed pseudonym (text) or research UID (UI); shift: the patient's date shift (DA, DT, TM).
+ */
+export type OverrideAction = (typeof OVERRIDE_ACTIONS)[number];
+
+export interface AttributeOverride {
+  action: OverrideAction;
+  /** The replacement text, for `replace` only. */
+  value?: string;
+}
+
+/** A private attribute known to be safe: a PS3.15 Table E.3.10-1 row or a profile addition. */
+export interface SafePrivateAttribute {
+  /** Private Creator value, compared after trimming padding, case-sensitively as PS3.5 7.8.1 asks. */
+  creator: string;
+  /** Four hex digits of an odd group, or with `x` wildcards ("00x9"). */
+  group: string;
+  /** "xxEE": the element offset inside the creator's block. */
+  element: string;
+  /** When given, an element whose explicit VR differs (UN aside) is not taken as this attribute. */
+  vr?: string;
+}
+
+export interface Profile {
+  readonly name: string;
+  readonly version: string;
+  readonly options: ReadonlySet<ProfileOption>;
+  /** Exact public tags to their override. */
+  readonly overrides: ReadonlyMap<number, AttributeOverride>;
+  /** Overrides keyed with masks ("60xx3000"), tried after the exact ones, in file order. */
+  readonly maskOverrides: readonly { mask: number; value: number; override: AttributeOverride }[];
+  /** Profile additions to the built-in safe private list. */
+  readonly safePrivate: readonly SafePrivateAttribute[];
+  /** Burned-in annotation handling: opaque here, interpreted by the pipeline. */
+  readonly burnedIn?: Readonly<Record<string, unknown>>;
+}
+
+const TOP_LEVEL_KEYS = new Set(['name', 'version', 'description', 'options', 'overrides', 'safePrivate', 'burnedIn']);
+const DATE_VRS = new Set(['DA', 'DT', 'TM']);
+/** VRs a keyed pseudonym can be written into (13 upper-case characters). */
+const HASHABLE_VRS = new Set(['AE', 'CS', 'LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT', 'UI']);
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseOverrideKey(key: string): { tag: number } | { mask: number; value: number } | undefined {
+  const hex = key.replace(/[(),\s]/g, '');
+  if (/^[0-9A-Fa-f]{8}$/.test(hex) || !/^[0-9A-Fa-fxX]{8}$/.test(hex)) {
+    const tag = parseTagOrKeyword(key);
+    return tag === undefined ? undefined : { tag };
+  }
+  const mask = parseInt(hex.replace(/[0-9A-Fa-f]/g, 'F').replace(/[xX]/g, '0'), 16) >>> 0;
+  const value = parseInt(hex.replace(/[xX]/g, '0'), 16) >>> 0;
+  return { mask, value };
+}
+
+function checkOverride(key: string, raw: unknown, vr: string | undefined, faults: string[]): AttributeOverride | undefined {
+  if (!isRecord(raw)) {
+    faults.push(`overrides.${key}: must be an object with an action`);
+    return undefined;
+  }
+  for (const k of Object.keys(raw)) if (k !== 'action' && k !== 'value') faults.push(`overrides.${key}: unknown field "${k}"`);
+  const action = raw.action;
+  if (typeof action !== 'string' || !(OVERRIDE_ACTIONS as readonly string[]).includes(action)) {
+    faults.push(`overrides.${key}: action must be one of ${OVERRIDE_ACTIONS.join(', ')}`);
+    return undefined;
+  }
+  const a = action as OverrideAction;
+  if (a === 'replace') {
+    if (typeof raw.value !== 'string') {
+      faults.push(`overrides.${key}: replace needs a string value`);
+      return undefined;
+    }
+    if (vr === 'UI' && !/^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$/.test(raw.value)) faults.push(`overrides.${key}: value is not a valid UID`);
+    if (vr === 'SQ') faults.push(`overrides.${key}: a sequence cannot be replaced by text`);
+    return { action: a, value: raw.value };
+  }
+  if (raw.value !== undefined) faults.push(`overrides.${key}: value is only allowed with replace`);
+  if (a === 'shift' && vr !== undefined && !DATE_VRS.has(vr)) faults.push(`overrides.${key}: shift applies to DA, DT and TM attributes only`);
+  if (a === 'hash' && vr !== undefined && !HASHABLE_VRS.has(vr)) faults.push(`overrides.${key}: hash applies to text and UI attributes only`);
+  return { action: a };
+}
+
+function checkSafePrivate(raw: unknown, i: number, faults: string[]): SafePrivateAttribute | undefined {
+  const where = `safePrivate[${i}]`;
+  if (!isRecord(raw)) {
+    faults.push(`${where}: must be an object with creator, group and element`);
+    return undefined;
+  }
+  for (const k of Object.keys(raw)) if (!['creator', 'group', 'element', 'vr'].includes(k)) faults.push(`${where}: unknown field "${k}"`);
+  const { creator, group, element, vr } = raw;
+  let ok = true;
+  if (typeof creator !== 'string' || creator.trim() === '' || creator.length > 64) {
+    faults.push(`${where}: creator must be a non-empty string of at most 64 characters`);
+    ok = false;
+  }
+  // The last hex digit decides whether a group is odd (private); a wildcard there is allowed.
+  if (typeof group !== 'string' || !/^[0-9A-Fa-fxX]{3}[13579BbDdFfxX]$/.test(group)) {
+    faults.push(`${where}: group must be four hex digits (x for any) of an odd group`);
+    ok = false;
+  }
+  if (typeof element !== 'string' || !/^[xX]{2}[0-9A-Fa-f]{2}$/.test(element)) {
+    faults.push(`${where}: element must be "xxEE", the offset inside the creator's block`);
+    ok = false;
+  }
+  if (vr !== undefined && (typeof vr !== 'string' || !/^[A-Z]{2}$/.test(vr))) {
+    faults.push(`${where}: vr must be a two-letter VR`);
+    ok = false;
+  }
+  if (!ok) return undefined;
+  return {
+    creator: (creator as string).trim(),
+    group: (group as string).toUpperCase().replace(/X/g, 'x'),
+    element: `xx${(element as string).slice(2).toUpperCase()}`,
+    ...(vr === undefined ? {} : { vr: vr as string }),
+  };
+}
+
+/**
+ * Validates a parsed profile file and returns the profile.
+ *
+ * @throws PipelineError PROFILE_INVALID with one message naming every fault (missing name or
+ *   version, unknown option, conflicting options, unknown attribute, bad action or value,
+ *   malformed safe private entry, unknown field). Pure: no I/O.
+ */
+export function loadProfile(json: unknown): Profile {
+  const faults: string[] = [];
+  if (!isRecord(json)) throw new PipelineError(ErrorCodes.PROFILE_INVALID, 'profile: must be a JSON object');
+  for (const k of Object.keys(json)) if (!TOP_LEVEL_KEYS.has(k)) faults.push(`unknown field "${k}"`);
+
+  const name = json.name;
+  if (typeof name !== 'string' || name.trim() === '') faults.push('name: missing or empty');
+  const version = json.version;
+  if (typeof version !== 'string' || !/^\d+\.\d+\.\d+$/.test(version)) faults.push('version: missing or not MAJOR.MINOR.PATCH');
+  if (json.description !== undefined && typeof json.description !== 'string') faults.push('description: must be a string');
+
+  const options = new Set<ProfileOption>();
+  if (!Array.isArray(json.options)) {
+    faults.push('options: missing or not an array (use [] for the Basic profile alone)');
+  } else {
+    for (const o of json.options) {
+      if (typeof o !== 'string' || !(PROFILE_OPTIONS as readonly string[]).includes(o)) faults.push(`options: unknown option ${JSON.stringify(o)}`);
+      else if (options.has(o as ProfileOption)) faults.push(`options: ${o} listed twice`);
+      else options.add(o as ProfileOption);
+    }
+    // E.3.6 defines the two as alternatives: dates cannot be both kept and modified.
+    if (options.has('retainLongitudinalFullDates') && options.has('retainLongitudinalModifiedDates')) {
+      faults.push('options: retainLongitudinalFullDates and retainLongitudinalModifiedDates exclude each other');
+    }
+  }
+
+  const overrides = new Map<number, AttributeOverride>();
+  const maskOverrides: { mask: number; value: number; override: AttributeOverride }[] = [];
+  if (json.overrides !== undefined) {
+    if (!isRecord(json.overrides)) {
+      faults.push('overrides: must be an object keyed by keyword or GGGGEEEE');
+    } else {
+      for (const [key, raw] of Object.entries(json.overrides)) {
+        const parsed = parseOverrideKey(key);
+        if (!parsed) {
+          faults.push(`overrides: unknown attribute "${key}"`);
+          continue;
+        }
+        const tag = 'tag' in parsed ? parsed.tag : parsed.value;
+        if (isPrivateTag(tag)) {
+          faults.push(`overrides.${key}: private attributes are configured in safePrivate`);
+          continue;
+        }
+        if ('tag' in parsed && lookupTag(parsed.tag) === undefined) {
+          faults.push(`overrides.${key}: ${tagToHex(parsed.tag)} is not in the DICOM dictionary`);
+          continue;
+        }
+        const o = checkOverride(key, raw, lookupTag(tag)?.vr, faults);
+        if (!o) continue;
+        if ('tag' in parsed) {
+          if (overrides.has(parsed.tag)) faults.push(`overrides.${key}: the same attribute is overridden twice`);
+          overrides.set(parsed.tag, o);
+        } else {
+          maskOverrides.push({ mask: parsed.mask, value: parsed.value, override: o });
+        }
+      }
+    }
+  }
+
+  const safePrivate: SafePrivateAttribute[] = [];
+  if (json.safePrivate !== undefined) {
+    if (!Array.isArray(json.safePrivate)) faults.push('safePrivate: must be an array');
+    else json.safePrivate.forEach((raw, i) => {
+      const s = checkSafePrivate(raw, i, faults);
+      if (s) safePrivate.push(s);
+    });
+    if (Array.isArray(json.safePrivate) && json.safePrivate.length > 0 && !options.has('retainSafePrivate')) {
+      faults.push('safePrivate: entries have no effect without the retainSafePrivate option');
+    }
+  }
+
+  if (json.burnedIn !== undefined && !isRecord(json.burnedIn)) faults.push('burnedIn: must be an object');
+
+  if (faults.length > 0) {
+    const label = typeof name === 'string' && name.trim() !== '' ? `profile "${name}"` : 'profile';
+    throw new PipelineError(ErrorCodes.PROFILE_INVALID, `${label}: ${faults.join('; ')}`);
+  }
+  return {
+    name: (name as string).trim(),
+    version: version as string,
+    options,
+    overrides,
+    maskOverrides,
+    safePrivate,
+    ...(json.burnedIn === undefined ? {} : { burnedIn: json.burnedIn as Record<string, unknown> }),
+  };
+}
+
+/** The Basic Application Level Confidentiality Profile with no option (profiles/basic.json). */
+export function basicProfile(): Profile {
+  return loadProfile(basicJson);
+}
+
+/**
+ * The research default (profiles/research-default.json): Basic with Retain Longitudinal
+ * Temporal Information with Modified Dates, Retain Patient Characteristics, Retain Device
+ * Identity, Retain Safe Private and Clean Descriptors.
+ */
+export function defaultProfile(): Profile {
+  return loadProfile(researchDefaultJson);
+}

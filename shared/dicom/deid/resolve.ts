@@ -1,0 +1,309 @@
+/**
+ * Which action the profile asks for, attribute by attribute: PS3.15 Table E.1-1 (data), the
+ * options switched on, the safe private list and the profile's overrides.
+ */
+import tableRows from '../data/confidentiality-profile-table-e1-1.json';
+import { isPrivateCreatorTag, isPrivateTag, lookupTag, tagToHex } from '../dictionary';
+import safePrivateData from './data/safe-private-attributes.json';
+import { AttributeOverride, Profile, ProfileOption, SafePrivateAttribute } from './profile';
+
+/**
+ * keep: unchanged (a sequence is kept and its items are processed);
+ * remove (X); empty (Z); dummy (D); replaceUid (U); clean (C, free text and sequences);
+ * shift: dates moved by the patient's shift (C of the modified-dates option);
+ * pseudonymize: a keyed pseudonym (Patient ID, Patient's Name, Accession Number, Study ID);
+ * replace: the override's fixed value;
+ * keepIfBlockKept: a private creator, kept only when an element of its block is kept.
+ */
+export type DeidAction =
+  | 'keep'
+  | 'remove'
+  | 'empty'
+  | 'dummy'
+  | 'replaceUid'
+  | 'clean'
+  | 'shift'
+  | 'pseudonymize'
+  | 'replace'
+  | 'keepIfBlockKept';
+
+/** Where a resolved action came from, for reports and verification findings. */
+export type ActionSource = 'override' | 'option' | 'basic' | 'private' | 'date-vr' | 'not-listed';
+
+export interface ResolvedAction {
+  action: DeidAction;
+  source: ActionSource;
+  /** The Table E.1-1 code that applied ("X/Z/D", "K", ...), when one did. */
+  code?: string;
+  /** The option whose column applied, when one did. */
+  option?: ProfileOption;
+  /** The fixed value of a `replace` override. */
+  value?: string;
+}
+
+export interface ResolveContext {
+  /** The element's VR in the file (falls back to the dictionary's). */
+  vr?: string;
+  /** For a private element: its block's Private Creator value, if the data set has one. */
+  privateCreator?: string;
+}
+
+type Row = Record<string, string | undefined> & { id: string; basicProfile: string };
+
+/** Table E.1-1 option columns, by option. */
+const OPTION_COLUMNS: readonly [ProfileOption, string][] = [
+  ['retainSafePrivate', 'rtnSafePrivOpt'],
+  ['retainUids', 'rtnUIDsOpt'],
+  ['retainDeviceIdentity', 'rtnDevIdOpt'],
+  ['retainInstitutionIdentity', 'rtnInstIdOpt'],
+  ['retainPatientCharacteristics', 'rtnPatCharsOpt'],
+  ['retainLongitudinalFullDates', 'rtnLongFullDatesOpt'],
+  ['retainLongitudinalModifiedDates', 'rtnLongModifDatesOpt'],
+  ['cleanDescriptors', 'cleanDescOpt'],
+  ['cleanStructuredContent', 'cleanStructContOpt'],
+  ['cleanGraphics', 'cleanGraphOpt'],
+];
+
+const exactRows = new Map<number, Row>();
+const maskedRows: { mask: number; value: number; row: Row }[] = [];
+for (const row of tableRows as unknown as Row[]) {
+  if (!/^[0-9a-fx]{8}$/i.test(row.id)) continue; // the "private attributes" row: handled by privateAction
+  if (/x/i.test(row.id)) {
+    const mask = parseInt(row.id.replace(/[0-9a-f]/gi, 'F').replace(/x/gi, '0'), 16) >>> 0;
+    const value = parseInt(row.id.replace(/x/gi, '0'), 16) >>> 0;
+    maskedRows.push({ mask, value, row });
+  } else {
+    exactRows.set(parseInt(row.id, 16) >>> 0, row);
+  }
+}
+
+/** The Table E.1-1 row of a public tag, masks ("50xxxxxx", "60xx3000") included. */
+export function tableRowOf(tag: number): Row | undefined {
+  const exact = exactRows.get(tag >>> 0);
+  if (exact) return exact;
+  for (const m of maskedRows) if (((tag & m.mask) >>> 0) === m.value) return m.row;
+  return undefined;
+}
+
+const Tag = {
+  PatientName: 0x00100010,
+  PatientID: 0x00100020,
+  PatientBirthDate: 0x00100030,
+  AccessionNumber: 0x00080050,
+  StudyID: 0x00200010,
+} as const;
+
+/** Identifiers that research needs grouped: a keyed pseudonym stands in for Z or D. */
+const PSEUDONYMIZED: ReadonlySet<number> = new Set([Tag.PatientName, Tag.PatientID, Tag.AccessionNumber, Tag.StudyID]);
+
+/**
+ * Combined codes (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) depend on the attribute's Type in the IOD of
+ * the instance. Without the IOD module tables, the rule is: the first (most protective)
+ * action, except for the attributes below, which are Type 1 or Type 2 in the IODs this
+ * pipeline mostly sees, so that removing them would break conformance:
+ * Type 1 takes D (or U for a sequence of references) when offered, else the last action;
+ * Type 2 takes Z when offered, else D.
+ */
+const IOD_TYPE: ReadonlyMap<number, 1 | 2> = new Map<number, 1 | 2>([
+  [0x00080020, 2], // Study Date (General Study)
+  [0x00080030, 2], // Study Time (General Study)
+  [0x00100010, 2], // Patient's Name (Patient)
+  [0x00100020, 2], // Patient ID (Patient)
+  [0x00100030, 2], // Patient's Birth Date (Patient)
+  [0x00100040, 2], // Patient's Sex (Patient)
+  [0x00080050, 2], // Accession Number (General Study)
+  [0x00080090, 2], // Referring Physician's Name (General Study)
+  [0x00200010, 2], // Study ID (General Study)
+  [0x00080023, 1], // Content Date: Type 1 in SR Document General, 2C in General Image; D fits both
+  [0x00080033, 1], // Content Time: as Content Date
+  [0x0008002a, 1], // Acquisition DateTime: Type 1C in the enhanced multi-frame image modules
+  [0x00400555, 2], // Acquisition Context Sequence: Type 2 in the Acquisition Context module
+  [0x00700084, 2], // Content Creator's Name: Type 2 in Presentation State Identification
+  [0x00180010, 2], // Contrast/Bolus Agent: Type 2 in the Contrast/Bolus module
+  [0x300a00b2, 2], // Treatment Machine Name: Type 2 in RT Beams
+  [0x300e0008, 2], // Reviewer Name: Type 2C in RT approval modules
+]);
+
+/** Picks one action of a combined code (see IOD_TYPE). */
+export function resolveCombinedCode(code: string, tag: number): 'X' | 'Z' | 'D' | 'U' {
+  const parts = code.split('/').map((p) => p.replace('*', '')) as ('X' | 'Z' | 'D' | 'U')[];
+  const type = IOD_TYPE.get(tag >>> 0);
+  const first = parts[0] ?? 'X';
+  if (type === 1) {
+    if (parts.includes('D')) return 'D';
+    if (parts.includes('U')) return 'U';
+    return parts[parts.length - 1] ?? first;
+  }
+  if (type === 2) {
+    if (parts.includes('Z')) return 'Z';
+    if (parts.includes('D')) return 'D';
+  }
+  return first;
+}
+
+const DATE_VRS = new Set(['DA', 'DT', 'TM']);
+
+function codeToAction(code: string, tag: number, vr: string | undefined, option?: ProfileOption): DeidAction {
+  switch (code) {
+    case 'K':
+      return 'keep';
+    case 'C':
+      // The modified-dates option's C means "modify the date", which this pipeline does by shifting.
+      if (option === 'retainLongitudinalModifiedDates' && vr !== undefined && DATE_VRS.has(vr)) return 'shift';
+      return 'clean';
+    case 'X':
+      return 'remove';
+    case 'Z':
+      return 'empty';
+    case 'D':
+      return 'dummy';
+    case 'U':
+      // X/Z/U* picks U for a sequence: kept, and its references replaced when its items are processed.
+      return vr === 'SQ' ? 'keep' : 'replaceUid';
+    default:
+      return codeToAction(resolveCombinedCode(code, tag), tag, vr, option);
+  }
+}
+
+function fromOverride(o: AttributeOverride, vr: string | undefined): ResolvedAction {
+  const base = { source: 'override' as const };
+  switch (o.action) {
+    case 'keep':
+      return { ...base, action: 'keep' };
+    case 'remove':
+      return { ...base, action: 'remove' };
+    case 'empty':
+      return { ...base, action: 'empty' };
+    case 'replace':
+      return { ...base, action: 'replace', value: o.value ?? '' };
+    case 'hash':
+      return { ...base, action: vr === 'UI' ? 'replaceUid' : 'pseudonymize' };
+    case 'shift':
+      return { ...base, action: 'shift' };
+  }
+}
+
+function overrideOf(tag: number, profile: Profile): AttributeOverride | undefined {
+  const exact = profile.overrides.get(tag >>> 0);
+  if (exact) return exact;
+  for (const m of profile.maskOverrides) if (((tag & m.mask) >>> 0) === m.value) return m.override;
+  return undefined;
+}
+
+interface SafeEntry {
+  groupMask: number;
+  groupValue: number;
+  offset: number;
+  creator: string;
+  vr?: string;
+}
+
+function compileSafe(a: SafePrivateAttribute): SafeEntry {
+  const g = a.group.toUpperCase();
+  return {
+    groupMask: parseInt(g.replace(/[0-9A-F]/g, 'F').replace(/X/g, '0'), 16),
+    groupValue: parseInt(g.replace(/X/g, '0'), 16),
+    offset: parseInt(a.element.slice(2), 16),
+    creator: a.creator.trim(),
+    ...(a.vr ? { vr: a.vr } : {}),
+  };
+}
+
+const BUILT_IN_SAFE: readonly SafeEntry[] = (safePrivateData.attributes as SafePrivateAttribute[]).map(compileSafe);
+const profileSafeCache = new WeakMap<Profile, readonly SafeEntry[]>();
+
+/** True when (creator, group, element offset) is on the built-in or the profile's safe list. */
+export function isSafePrivate(tag: number, creator: string | undefined, vr: string | undefined, profile: Profile): boolean {
+  if (creator === undefined) return false;
+  let extra = profileSafeCache.get(profile);
+  if (!extra) {
+    extra = profile.safePrivate.map(compileSafe);
+    profileSafeCache.set(profile, extra);
+  }
+  const group = tag >>> 16;
+  const offset = tag & 0xff;
+  const c = creator.trim();
+  const matches = (e: SafeEntry) =>
+    (group & e.groupMask) === e.groupValue &&
+    offset === e.offset &&
+    c === e.creator &&
+    // A VR read from the file that contradicts the list means a different attribute; UN says nothing.
+    (e.vr === undefined || vr === undefined || vr === 'UN' || vr === e.vr);
+  return BUILT_IN_SAFE.some(matches) || extra.some(matches);
+}
+
+function privateAction(tag: number, profile: Profile, ctx: ResolveContext): ResolvedAction {
+  const group = tag >>> 16;
+  const el = tag & 0xffff;
+  const retain = profile.options.has('retainSafePrivate');
+  // Groups 0001, 0003, 0005, 0007 and FFFF are not allowed to carry private data (PS3.5 7.8.1).
+  const illegal = group <= 0x0007 || group === 0xffff;
+  if (!retain || illegal || el < 0x0010) return { action: 'remove', source: 'private', code: 'X' };
+  if (isPrivateCreatorTag(tag)) return { action: 'keepIfBlockKept', source: 'private', code: 'C', option: 'retainSafePrivate' };
+  if (!isSafePrivate(tag, ctx.privateCreator, ctx.vr, profile)) return { action: 'remove', source: 'private', code: 'X' };
+  // A safe private UID still points at source instances (e.g. an analysed series): remap it.
+  if (ctx.vr === 'UI' && !profile.options.has('retainUids')) {
+    return { action: 'replaceUid', source: 'private', code: 'C', option: 'retainSafePrivate' };
+  }
+  return { action: 'keep', source: 'private', code: 'C', option: 'retainSafePrivate' };
+}
+
+/**
+ * The action for one attribute.
+ *
+ * Order: a profile override wins over everything; private attributes follow the safe private
+ * rules; otherwise the Table E.1-1 row, where an option column of an option that is on
+ * replaces the Basic Profile code (PS3.15 E.1.1: "A requirement for an Option, when
+ * implemented, overrides any requirement for the underlying Profile"). PS3.15 does not rank
+ * options against each other; where two enabled options disagree (Retain Device Identity K
+ * against Retain Longitudinal Modified Dates C on calibration dates), C wins: keeping a real
+ * date next to shifted ones would give the shift away, while a cleaned value still honours
+ * the other option's intent. Public attributes that are not in the table are kept, except
+ * dates and times (DA, DT, TM), which are handled like the table's dates (PS3.15 E.1.1 Note 4).
+ */
+export function resolveAction(tag: number, profile: Profile, context: ResolveContext = {}): ResolvedAction {
+  tag = tag >>> 0;
+  const vr = context.vr ?? lookupTag(tag)?.vr;
+  if (isPrivateTag(tag)) return privateAction(tag, profile, { ...context, vr });
+
+  const override = overrideOf(tag, profile);
+  if (override) return fromOverride(override, vr);
+
+  const row = tableRowOf(tag);
+  if (!row) {
+    if (vr !== undefined && DATE_VRS.has(vr) && tag >>> 16 !== 0x0002) {
+      if (profile.options.has('retainLongitudinalFullDates')) return { action: 'keep', source: 'date-vr', code: 'K', option: 'retainLongitudinalFullDates' };
+      if (profile.options.has('retainLongitudinalModifiedDates')) return { action: 'shift', source: 'date-vr', code: 'C', option: 'retainLongitudinalModifiedDates' };
+      return { action: 'remove', source: 'date-vr', code: 'X' };
+    }
+    return { action: 'keep', source: 'not-listed' };
+  }
+
+  let chosen: { code: string; option: ProfileOption } | undefined;
+  for (const [option, column] of OPTION_COLUMNS) {
+    const code = row[column];
+    if (!code || !profile.options.has(option)) continue;
+    if (!chosen || (chosen.code === 'K' && code === 'C')) chosen = { code, option };
+  }
+  if (chosen) {
+    return { action: codeToAction(chosen.code, tag, vr, chosen.option), source: 'option', code: chosen.code, option: chosen.option };
+  }
+
+  const code = row.basicProfile;
+  let action = codeToAction(code, tag, vr);
+  if (tag === Tag.PatientBirthDate && profile.options.has('retainLongitudinalModifiedDates') && profile.options.has('retainPatientCharacteristics')) {
+    // The table empties the birth date under every option; shifted with the patient's other
+    // dates it reveals only the age, which Retain Patient Characteristics keeps anyway.
+    action = 'shift';
+  } else if (PSEUDONYMIZED.has(tag) && (action === 'empty' || action === 'dummy')) {
+    action = 'pseudonymize';
+  }
+  return { action, source: 'basic', code };
+}
+
+/** "(GGGG,EEEE)" for findings; private tags keep their block byte, which says nothing about the source. */
+export function describeTag(tag: number): string {
+  const h = tagToHex(tag);
+  const keyword = isPrivateTag(tag) ? 'private' : (lookupTag(tag)?.keyword ?? 'unknown');
+  return `(${h.slice(0, 4)},${h.slice(4)}) ${keyword}`;
+}

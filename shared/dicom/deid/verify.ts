@@ -1,0 +1,198 @@
+/**
+ * The verification gate: an independent check of a de-identified output against the profile
+ * and the source's identifying values, run before anything leaves the identified zone.
+ * Findings name tags and rules, never values.
+ */
+import { DicomDataset, DicomElement, Tags, TEXT_VRS } from '../dataset';
+import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
+import { parseDicomBuffer } from '../parser';
+import { DEID_METHOD_CODES, DeidReport, DeidTags } from './engine';
+import {
+  charsetsOf,
+  containsIdentifying,
+  DUMMY_DATE,
+  DUMMY_DATE_TIME,
+  DUMMY_TEXT,
+  DUMMY_TIME,
+  effectiveVr,
+  identifyingMatchers,
+  privateCreatorOf,
+  textOf,
+  valueDigest,
+} from './identifying';
+import { Profile } from './profile';
+import { describeTag, resolveAction } from './resolve';
+
+export interface VerificationResult {
+  passed: boolean;
+  /** One line per fault: the tag path and the rule, never a value. */
+  findings: string[];
+}
+
+const PIXEL_TAGS: ReadonlySet<number> = new Set([Tags.PixelData, Tags.FloatPixelData, Tags.DoubleFloatPixelData]);
+/** Binary VRs that hold numbers only: a name cannot hide in them readably. */
+const NUMERIC_BINARY = new Set(['US', 'SS', 'UL', 'SL', 'FL', 'FD', 'AT', 'SV', 'UV', 'OF', 'OD', 'OL', 'OV']);
+/**
+ * In opaque bytes (OB, OW, UN) short values match by chance; only values of this length or
+ * more are looked for there.
+ */
+const MIN_BINARY_MATCH = 5;
+const UID_PATTERN = /^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$/;
+
+function pathOf(path: string, tag: number): string {
+  return path === '' ? tagToHex(tag) : `${path}.${tagToHex(tag)}`;
+}
+
+function where(path: string, tag: number): string {
+  return path === '' ? describeTag(tag) : `${path}.${describeTag(tag)}`;
+}
+
+interface GateState {
+  profile: Profile;
+  digests: ReadonlySet<string>;
+  matchers: RegExp[];
+  binaryMatchers: RegExp[];
+  findings: string[];
+}
+
+function checkIdentifyingText(el: DicomElement, text: string, st: GateState, at: string): void {
+  if (containsIdentifying(text, st.matchers)) st.findings.push(`${at}: holds an identifying value of the source (identifying-value search)`);
+}
+
+function checkBytes(bytes: Uint8Array, st: GateState, at: string): void {
+  if (st.binaryMatchers.length === 0 || bytes.length === 0) return;
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // latin1 covers single-byte character sets byte for byte; UTF-8 covers ISO_IR 192 text.
+  if (containsIdentifying(buf.toString('latin1'), st.binaryMatchers) || containsIdentifying(buf.toString('utf8'), st.binaryMatchers)) {
+    st.findings.push(`${at}: holds an identifying value of the source in its bytes (identifying-value search)`);
+  }
+}
+
+function isOwnDummy(vr: string, text: string): boolean {
+  return text === DUMMY_TEXT || text === DUMMY_DATE || text === DUMMY_TIME || text === DUMMY_DATE_TIME || (vr === 'DS' && text === '0') || (vr === 'IS' && text === '0') || text === '000Y';
+}
+
+function walk(ds: DicomDataset, st: GateState, charsets: string[], path: string, label: string): void {
+  const cs = charsetsOf(ds, charsets);
+  for (const el of ds.values()) {
+    const tag = el.tag;
+    const at = label === '' ? describeTag(tag) : `${label}.${describeTag(tag)}`;
+    const here = pathOf(path, tag);
+    const vr = effectiveVr(el);
+    if (PIXEL_TAGS.has(tag)) continue;
+    const marking = tag === DeidTags.PatientIdentityRemoved || tag === DeidTags.DeidentificationMethod ||
+      tag === DeidTags.DeidentificationMethodCodeSequence || tag === DeidTags.LongitudinalTemporalInformationModified;
+    if (path === '' && marking) continue;
+
+    const resolved = resolveAction(tag, st.profile, { vr, privateCreator: privateCreatorOf(ds, tag, cs) });
+    if (isPrivateTag(tag)) {
+      if (resolved.action === 'remove') st.findings.push(`${at}: private attribute not on the safe list (rule: private X)`);
+      if (resolved.action === 'keepIfBlockKept') {
+        const block = tag & 0xff;
+        const used = [...ds.keys()].some((t) => t >>> 16 === tag >>> 16 && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000 && ((t >>> 8) & 0xff) === block);
+        if (!used) st.findings.push(`${at}: private creator without a retained element (rule: private creator)`);
+      }
+    } else if (resolved.action === 'remove') {
+      st.findings.push(`${at}: present, but the profile removes it (rule ${resolved.code ?? 'X'}, ${resolved.source})`);
+    }
+
+    if (el.items) {
+      if (resolved.action === 'empty' && el.items.length > 0) st.findings.push(`${at}: sequence not emptied (rule ${resolved.code ?? 'Z'})`);
+      if (resolved.action === 'dummy' && el.items.some((i) => i.size > 0)) st.findings.push(`${at}: sequence not replaced by a dummy (rule ${resolved.code ?? 'D'})`);
+      el.items.forEach((item, i) => walk(item, st, cs, here, `${at.replace(/ \S+$/, '')}[${i}]`));
+      continue;
+    }
+    if (!el.value || el.value.length === 0) continue;
+
+    if (TEXT_VRS.has(vr) || vr === 'PN') {
+      const text = textOf(el, cs);
+      if (text === '') continue;
+      if (resolved.action === 'empty' || resolved.action === 'dummy' || resolved.action === 'replaceUid' || resolved.action === 'pseudonymize' ||
+        (resolved.action === 'shift' && vr !== 'TM') || resolved.action === 'replace') {
+        const exempt = isOwnDummy(vr, text) || (resolved.action === 'replace' && text === resolved.value);
+        if (!exempt && st.digests.has(valueDigest(here, text))) {
+          st.findings.push(`${at}: keeps its source value (rule ${resolved.code ?? resolved.action}, ${resolved.source})`);
+        }
+      }
+      if (resolved.action === 'replaceUid' || (vr === 'UI' && resolved.action === 'dummy')) {
+        for (const uid of text.split('\\')) {
+          if (!UID_PATTERN.test(uid) || uid.length > 64) st.findings.push(`${at}: replacement UID is not a valid UID (rule U)`);
+        }
+      }
+      checkIdentifyingText(el, text, st, at);
+    } else if (!NUMERIC_BINARY.has(vr)) {
+      checkBytes(el.value, st, at);
+    }
+  }
+}
+
+function checkMarking(ds: DicomDataset, profile: Profile, findings: string[]): void {
+  const text = (tag: number) => {
+    const el = ds.get(tag);
+    return el ? textOf(el, []) : undefined;
+  };
+  if (text(DeidTags.PatientIdentityRemoved) !== 'YES') findings.push(`${describeTag(DeidTags.PatientIdentityRemoved)}: not YES (rule E.1.1 item 6)`);
+  const seq = ds.get(DeidTags.DeidentificationMethodCodeSequence);
+  const codes = new Set((seq?.items ?? []).map((item) => {
+    const cv = item.get(DeidTags.CodeValue);
+    return cv ? textOf(cv, []) : '';
+  }));
+  for (const c of DEID_METHOD_CODES) {
+    const expected = c.option === undefined || profile.options.has(c.option);
+    if (expected && !codes.has(c.code)) findings.push(`${describeTag(DeidTags.DeidentificationMethodCodeSequence)}: code ${c.code} missing (rule E.1.1 item 6)`);
+    if (!expected && codes.has(c.code)) findings.push(`${describeTag(DeidTags.DeidentificationMethodCodeSequence)}: code ${c.code} claims an option the profile does not have`);
+  }
+  const ltim = text(DeidTags.LongitudinalTemporalInformationModified);
+  const want = profile.options.has('retainLongitudinalModifiedDates') ? 'MODIFIED' : profile.options.has('retainLongitudinalFullDates') ? 'UNMODIFIED' : undefined;
+  if (ltim !== want) findings.push(`${describeTag(DeidTags.LongitudinalTemporalInformationModified)}: ${want ?? 'absent'} expected (rule E.3.6)`);
+}
+
+/**
+ * Checks a de-identified data set (and, when given, the file's meta group, trailing elements
+ * and preamble). Pure and synchronous; pixel data is not searched (burned-in text is the
+ * pixel pipeline's concern).
+ */
+export function verifyDeidentifiedDataset(
+  dataset: DicomDataset,
+  report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
+  profile: Profile,
+  extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array } = {},
+): VerificationResult {
+  const matchers = identifyingMatchers(report.identifyingValues);
+  const st: GateState = {
+    profile,
+    digests: new Set(report.sourceValueDigests),
+    matchers,
+    binaryMatchers: identifyingMatchers(report.identifyingValues.filter((v) => v.length >= MIN_BINARY_MATCH)),
+    findings: [],
+  };
+  checkMarking(dataset, profile, st.findings);
+  walk(dataset, st, [], '', '');
+  if (extra.trailing) walk(extra.trailing, st, charsetsOf(dataset), '', 'trailing');
+  if (extra.meta) {
+    for (const el of extra.meta.values()) {
+      if (el.value && containsIdentifying(textOf(el, []), matchers)) st.findings.push(`meta ${where('', el.tag)}: holds an identifying value of the source (identifying-value search)`);
+    }
+  }
+  if (extra.preamble) checkBytes(extra.preamble, st, 'preamble');
+  return { passed: st.findings.length === 0, findings: st.findings };
+}
+
+/**
+ * The gate over an output: a data set, or the bytes of the written file (parsed here, so that
+ * what is checked is what was written). Rejects (DICOM_* PipelineError) only when the bytes
+ * cannot be parsed; otherwise resolves with the findings.
+ */
+export async function verifyDeidentified(
+  output: Uint8Array | DicomDataset,
+  report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
+  profile: Profile,
+): Promise<VerificationResult> {
+  if (output instanceof Map) return verifyDeidentifiedDataset(output, report, profile);
+  const parsed = await parseDicomBuffer(output);
+  return verifyDeidentifiedDataset(parsed.dataset, report, profile, {
+    meta: parsed.meta,
+    trailing: parsed.trailing,
+    preamble: parsed.part10 ? output.subarray(0, 128) : undefined,
+  });
+}

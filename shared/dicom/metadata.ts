@@ -1,0 +1,209 @@
+/**
+ * What the catalog keeps of a data set: DICOM JSON (PS3.18 F.2) of the attributes research
+ * queries need, split by level (patient, study, series, instance), decoded to Unicode by the
+ * data set's Specific Character Set.
+ *
+ * Called on the de-identified data set only: nothing here ever sees the identified source.
+ */
+import type { DicomJson, DicomJsonAttribute } from '../catalog/documents';
+import { decodeText, parseSpecificCharacterSet } from './charset';
+import { asciiValue, CHARSET_VRS, DicomDataset, DicomElement, Tags, TEXT_VRS } from './dataset';
+import { tagToHex } from './dictionary';
+
+export type Level = 'patient' | 'study' | 'series' | 'instance';
+
+/** Attributes that belong to the patient, study and series levels; everything else is instance level. */
+const LEVEL_TAGS: Record<Exclude<Level, 'instance'>, number[]> = {
+  patient: [
+    0x00100010, // PatientName
+    0x00100020, // PatientID
+    0x00100021, // IssuerOfPatientID
+    0x00100030, // PatientBirthDate
+    0x00100040, // PatientSex
+    0x00101010, // PatientAge
+    0x00101020, // PatientSize
+    0x00101030, // PatientWeight
+    0x00120062, // PatientIdentityRemoved
+    0x00120063, // DeidentificationMethod
+    0x00280303, // LongitudinalTemporalInformationModified
+  ],
+  study: [
+    0x00080005, // SpecificCharacterSet
+    0x0020000d, // StudyInstanceUID
+    0x00080020, // StudyDate
+    0x00080030, // StudyTime
+    0x00080050, // AccessionNumber
+    0x00080090, // ReferringPhysicianName
+    0x00081030, // StudyDescription
+    0x00200010, // StudyID
+  ],
+  series: [
+    0x0020000e, // SeriesInstanceUID
+    0x00080060, // Modality
+    0x00200011, // SeriesNumber
+    0x0008103e, // SeriesDescription
+    0x00180015, // BodyPartExamined
+    0x00080021, // SeriesDate
+    0x00080031, // SeriesTime
+    0x00080070, // Manufacturer
+    0x00081090, // ManufacturerModelName
+    0x00181030, // ProtocolName
+    0x00200060, // Laterality
+    0x00400244, // PerformedProcedureStepStartDate
+    0x00400245, // PerformedProcedureStepStartTime
+    0x00081010, // StationName
+    0x00080080, // InstitutionName
+  ],
+};
+
+const LEVEL_OF = new Map<number, Level>();
+for (const [level, tags] of Object.entries(LEVEL_TAGS) as [Level, number[]][]) for (const t of tags) LEVEL_OF.set(t, level);
+
+export function levelOf(tag: number): Level {
+  return LEVEL_OF.get(tag) ?? 'instance';
+}
+
+/** Values longer than this are left out of the catalog (they are in the research copy). */
+const MAX_CATALOG_VALUE_BYTES = 1024;
+
+function numbers(el: DicomElement, littleEndian: boolean): number[] {
+  const v = el.value;
+  if (!v || v.length === 0) return [];
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  const out: number[] = [];
+  const size = { US: 2, SS: 2, UL: 4, SL: 4, FL: 4, FD: 8, SV: 8, UV: 8 }[el.vr] ?? 0;
+  for (let o = 0; size > 0 && o + size <= v.length; o += size) {
+    switch (el.vr) {
+      case 'US': out.push(dv.getUint16(o, littleEndian)); break;
+      case 'SS': out.push(dv.getInt16(o, littleEndian)); break;
+      case 'UL': out.push(dv.getUint32(o, littleEndian)); break;
+      case 'SL': out.push(dv.getInt32(o, littleEndian)); break;
+      case 'FL': out.push(dv.getFloat32(o, littleEndian)); break;
+      case 'FD': out.push(dv.getFloat64(o, littleEndian)); break;
+      case 'SV': out.push(Number(dv.getBigInt64(o, littleEndian))); break;
+      case 'UV': out.push(Number(dv.getBigUint64(o, littleEndian))); break;
+    }
+  }
+  return out;
+}
+
+function textOf(el: DicomElement, charsets: string[]): string {
+  if (!el.value) return '';
+  if (CHARSET_VRS.has(el.vr)) return decodeText(el.value, charsets, el.vr);
+  return Buffer.from(el.value.buffer, el.value.byteOffset, el.value.byteLength).toString('latin1');
+}
+
+/** One element as a DICOM JSON attribute, or undefined for what the catalog does not hold (bulk data). */
+export function elementToJson(el: DicomElement, charsets: string[], littleEndian: boolean, depth = 0): DicomJsonAttribute | undefined {
+  if (el.items) {
+    if (depth >= 2) return undefined;
+    const items = el.items.map((item) => datasetToJson(item, charsets, littleEndian, depth + 1));
+    return items.length ? { vr: 'SQ', Value: items } : { vr: 'SQ' };
+  }
+  if (el.value && el.value.length > MAX_CATALOG_VALUE_BYTES) return undefined;
+  const vr = el.vr;
+  if (vr === 'AT') {
+    const v = el.value ?? new Uint8Array();
+    const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+    const vals: string[] = [];
+    for (let o = 0; o + 4 <= v.length; o += 4) vals.push(tagToHex(((dv.getUint16(o, littleEndian) << 16) | dv.getUint16(o + 2, littleEndian)) >>> 0));
+    return vals.length ? { vr, Value: vals } : { vr };
+  }
+  if (['US', 'SS', 'UL', 'SL', 'FL', 'FD', 'SV', 'UV'].includes(vr)) {
+    const vals = numbers(el, littleEndian).map((n) => (Number.isFinite(n) ? n : null));
+    return vals.length ? { vr, Value: vals } : { vr };
+  }
+  if (!TEXT_VRS.has(vr)) return undefined;
+  const text = textOf(el, charsets);
+  const single = vr === 'LT' || vr === 'ST' || vr === 'UT' || vr === 'UR';
+  const raw = single ? [text] : text.split('\\');
+  const trimmed = raw.map((s) => (vr === 'UI' ? s.replace(/[\0 ]+$/g, '') : s.replace(/[\0 ]+$/g, '').replace(/^ +/, '')));
+  if (trimmed.every((s) => s === '')) return { vr };
+  if (vr === 'PN') {
+    return {
+      vr,
+      Value: trimmed.map((s) => {
+        const [alphabetic, ideographic, phonetic] = s.split('=');
+        const pn: Record<string, string> = {};
+        if (alphabetic) pn.Alphabetic = alphabetic;
+        if (ideographic) pn.Ideographic = ideographic;
+        if (phonetic) pn.Phonetic = phonetic;
+        return pn;
+      }),
+    };
+  }
+  if (vr === 'DS' || vr === 'IS') {
+    const vals = trimmed.map((s) => (s === '' ? null : Number(s)));
+    if (vals.some((n) => n !== null && !Number.isFinite(n))) return { vr, Value: trimmed };
+    return { vr, Value: vals };
+  }
+  return { vr, Value: trimmed.map((s) => (s === '' ? null : s)) };
+}
+
+/** A data set (or item) as DICOM JSON. */
+export function datasetToJson(ds: DicomDataset, charsets: string[], littleEndian: boolean, depth = 0, filter?: (tag: number) => boolean): DicomJson {
+  const out: DicomJson = {};
+  const tags = [...ds.keys()].sort((a, b) => a - b);
+  for (const tag of tags) {
+    if (filter && !filter(tag)) continue;
+    if ((tag & 0xffff) === 0) continue;
+    const el = ds.get(tag);
+    if (!el) continue;
+    const json = elementToJson(el, charsets, littleEndian, depth);
+    if (json) out[tagToHex(tag)] = json;
+  }
+  return out;
+}
+
+export interface CatalogMetadata {
+  /** Patient and study attributes. */
+  study: DicomJson;
+  /** Patient, study and series attributes. */
+  series: DicomJson;
+  /** Every cataloged attribute of the instance (all levels). */
+  instance: DicomJson;
+  studyInstanceUid: string;
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  modality: string;
+}
+
+/** Splits a (de-identified) data set into the DICOM JSON of each catalog level. */
+export function catalogMetadata(ds: DicomDataset, littleEndian: boolean, extra: DicomJson = {}): CatalogMetadata {
+  const charsets = parseSpecificCharacterSet(asciiValue(ds.get(Tags.SpecificCharacterSet)));
+  const instance = { ...datasetToJson(ds, charsets, littleEndian, 1), ...extra };
+  const study: DicomJson = {};
+  const series: DicomJson = {};
+  for (const [key, value] of Object.entries(instance)) {
+    const level = levelOf(parseInt(key, 16) >>> 0);
+    if (level === 'patient' || level === 'study') {
+      study[key] = value;
+      series[key] = value;
+    } else if (level === 'series') {
+      series[key] = value;
+    }
+  }
+  return {
+    study,
+    series,
+    instance: sortJson(instance),
+    studyInstanceUid: asciiValue(ds.get(Tags.StudyInstanceUID)) ?? '',
+    seriesInstanceUid: asciiValue(ds.get(Tags.SeriesInstanceUID)) ?? '',
+    sopInstanceUid: asciiValue(ds.get(Tags.SOPInstanceUID)) ?? '',
+    sopClassUid: asciiValue(ds.get(Tags.SOPClassUID)) ?? '',
+    modality: asciiValue(ds.get(0x00080060)) ?? '',
+  };
+}
+
+export function sortJson(json: DicomJson): DicomJson {
+  return Object.fromEntries(Object.entries(json).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** First value of an attribute in DICOM JSON as a string ('' when absent). */
+export function jsonString(json: DicomJson, tag: number): string {
+  const v = json[tagToHex(tag)]?.Value?.[0];
+  if (v === undefined || v === null) return '';
+  if (typeof v === 'object') return (v as { Alphabetic?: string }).Alphabetic ?? '';
+  return String(v);
+}

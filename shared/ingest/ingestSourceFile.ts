@@ -1,0 +1,478 @@
+/**
+ * The ingestion use case: one source blob becomes a cataloged, de-identified research
+ * instance, or a recorded failure.
+ *
+ * Level-triggered: whatever the event said, the blob's current state decides. A created
+ * event for a blob that is gone is handled as a deletion; a deleted event for a blob that
+ * exists again as a creation; an event for a version already recorded changes nothing. That
+ * makes duplicate, reordered and concurrent deliveries end in the state exactly-once
+ * delivery would reach.
+ */
+import { createHash, createHmac } from 'node:crypto';
+
+import type { IndexStore, ResearchCatalogWriter } from '../catalog/catalogStore';
+import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
+import { ByteReader } from '../dicom/byteReader';
+import { asciiValue, DicomDataset, Encoding, Tags, TransferSyntax } from '../dicom/dataset';
+import { deidentifyDataset, DeidReport } from '../dicom/deid/engine';
+import type { Profile } from '../dicom/deid/profile';
+import { resolveAction } from '../dicom/deid/resolve';
+import { verifyDeidentified } from '../dicom/deid/verify';
+import { catalogMetadata } from '../dicom/metadata';
+import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
+import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
+import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
+import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
+import type { EventPublisher } from '../events/publisher';
+import { QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
+import type { Telemetry } from '../telemetry/telemetry';
+import { BurnedInPolicy, burnedInRisk } from './burnedIn';
+
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface IngestDeps {
+  source: SourceStore;
+  research: ResearchStore;
+  quarantine: QuarantineStore;
+  index: IndexStore;
+  catalog: ResearchCatalogWriter;
+  publisher: EventPublisher;
+  telemetry: Telemetry;
+  log: Logger;
+  deid: { profile: Profile; key: Buffer; keyId: string };
+  limits: { maxHeaderBytes: number };
+  burnedIn: BurnedInPolicy;
+  now?: () => Date;
+}
+
+export type IngestStatus = 'cataloged' | 'superseded' | 'failed' | 'quarantined' | 'deleted' | 'unchanged';
+
+export interface IngestOutcome {
+  status: IngestStatus;
+  errorCode?: string;
+  research?: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string };
+}
+
+/** Bytes of the first ranged read: enough for almost every header. */
+const HEADER_RANGE = 64 * 1024;
+/** Reads of one source version that found it changed, before giving up to Event Grid's retry. */
+const MAX_SOURCE_ATTEMPTS = 3;
+/** Optimistic-concurrency attempts on one document or blob. */
+const MAX_CAS_ATTEMPTS = 20;
+const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
+const MAX_EVENT_IDS = 10;
+
+export function sourceId(canonicalUrl: string): string {
+  return createHash('sha256').update(canonicalUrl).digest('hex');
+}
+
+function keyed(key: Buffer, purpose: string, value: string): string {
+  return createHmac('sha256', key).update(`${purpose}\0${value}`).digest('hex');
+}
+
+/**
+ * Orders files that carry the same SOP instance. Rule: the most recently written source
+ * (blob Last-Modified) wins, ties broken by a keyed hash of the URL, so every instance of the
+ * function agrees whatever order the events come in.
+ */
+export function sourceRank(key: Buffer, canonicalUrl: string, lastModified: Date): string {
+  return `${lastModified.toISOString()}|${keyed(key, 'rank', canonicalUrl).slice(0, 32)}`;
+}
+
+export function researchBlobName(r: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string }): string {
+  return `${r.studyInstanceUid}/${r.seriesInstanceUid}/${r.sopInstanceUid}.dcm`;
+}
+
+/** A ranged read of the header, then one stream for the rest, all of one ETag. */
+async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: SourceProperties): AsyncGenerator<Uint8Array> {
+  const first = Math.min(HEADER_RANGE, props.size);
+  if (first > 0) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, 0, first);
+  if (props.size > first) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, first, undefined);
+}
+
+/**
+ * Handles one request. Resolves with what happened; rejects only with a transient error
+ * (a retry may fix it), so that Event Grid redelivers.
+ */
+export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, depth = 0): Promise<IngestOutcome> {
+  const started = Date.now();
+  const id = sourceId(loc.canonicalUrl);
+  const props = await deps.source.getProperties(loc.container, loc.blobName);
+  if (!props) return handleGone(deps, request, loc, id, depth);
+
+  const existing = await deps.index.get(id);
+  if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
+    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
+    return { status: 'unchanged' };
+  }
+
+  let outcome: IngestOutcome;
+  let current = props;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      outcome = await processVersion(deps, request, loc, id, current);
+      break;
+    } catch (e) {
+      if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && attempt < MAX_SOURCE_ATTEMPTS) {
+        const next = await deps.source.getProperties(loc.container, loc.blobName);
+        if (!next) return handleGone(deps, request, loc, id, depth);
+        current = next;
+        continue;
+      }
+      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(deps, request, loc, id, depth);
+      if (isPipelineError(e) && e.transient) {
+        deps.telemetry.trackFailure(e.code, 'ingest');
+        throw e;
+      }
+      outcome = await recordFailure(deps, request, loc, id, current, e);
+      break;
+    }
+  }
+  deps.telemetry.trackIngestion({ status: outcome.status, errorCode: outcome.errorCode, durationMs: Date.now() - started, bytes: current.size });
+  return outcome;
+}
+
+interface Processed {
+  header: DicomHeader;
+  report: DeidReport;
+  outputTs: string;
+}
+
+async function processVersion(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, props: SourceProperties): Promise<IngestOutcome> {
+  const now = deps.now ?? (() => new Date());
+  const reader = new ByteReader(sourceChunks(deps, loc, props), { sha256: true });
+  const header = await readHeader(reader, { maxHeaderBytes: deps.limits.maxHeaderBytes, totalSize: props.size });
+  const ds = header.dataset;
+  const original = {
+    studyInstanceUid: asciiValue(ds.get(Tags.StudyInstanceUID)),
+    seriesInstanceUid: asciiValue(ds.get(Tags.SeriesInstanceUID)),
+    sopInstanceUid: asciiValue(ds.get(Tags.SOPInstanceUID)) ?? asciiValue(header.meta.get(Tags.MediaStorageSOPInstanceUID)),
+    sopClassUid: asciiValue(ds.get(Tags.SOPClassUID)) ?? asciiValue(header.meta.get(Tags.MediaStorageSOPClassUID)),
+  };
+  if (original.sopClassUid === DICOMDIR_SOP_CLASS || asciiValue(header.meta.get(Tags.MediaStorageSOPClassUID)) === DICOMDIR_SOP_CLASS) {
+    throw new PipelineError(ErrorCodes.DICOM_DICOMDIR, 'file is a DICOMDIR (a media directory), not an instance');
+  }
+  const missing = (['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid'] as const).filter((k) => !original[k]);
+  if (missing.length) {
+    throw new PipelineError(ErrorCodes.DICOM_MISSING_UID, `file lacks ${missing.join(', ')}`);
+  }
+  const modality = asciiValue(ds.get(0x00080060)) ?? '';
+  const risk = burnedInRisk(ds, original.sopClassUid ?? '', modality);
+  if (risk && deps.burnedIn.mode === 'quarantine') {
+    throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${risk}); held for review`);
+  }
+
+  // De-identify the header in place (the parse is this invocation's own copy).
+  const report = deidentifyDataset(ds, deps.deid);
+  const research = {
+    studyInstanceUid: report.research.studyInstanceUid ?? '',
+    seriesInstanceUid: report.research.seriesInstanceUid ?? '',
+    sopInstanceUid: report.research.sopInstanceUid ?? '',
+  };
+  const sopClassUid = asciiValue(ds.get(Tags.SOPClassUID)) ?? original.sopClassUid ?? '';
+  // A deflated source is written inflated: the output stays streamable and readable by every tool.
+  const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
+  const enc: Encoding = header.deflated ? { explicitVR: true, littleEndian: true } : header.encoding;
+  const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), encodeDataset(ds, enc)]);
+
+  // The gate: what is about to be written, re-parsed and checked, before anything is published.
+  const gate = await verifyDeidentified(headerBytes, report, deps.deid.profile);
+  if (!gate.passed) {
+    throw Object.assign(
+      new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
+      { audit: auditOf(deps, report, 'failed') },
+    );
+  }
+
+  const blobName = researchBlobName(research);
+  const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
+  const outHash = createHash('sha256');
+  let trailingBytes = 0;
+  async function* output(): AsyncGenerator<Uint8Array> {
+    outHash.update(headerBytes);
+    yield headerBytes;
+    if (header.pixelData) {
+      const ph = encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc);
+      outHash.update(ph);
+      yield ph;
+      for await (const chunk of pixelDataChunks(header, props.size)) {
+        outHash.update(chunk);
+        yield chunk;
+      }
+    }
+    const trailing = await readTrailing(header.body, header.encoding, { maxHeaderBytes: deps.limits.maxHeaderBytes });
+    const kept = keepTrailing(trailing, deps.deid.profile);
+    if (kept.size) {
+      const bytes = encodeDataset(kept, enc);
+      trailingBytes = bytes.length;
+      outHash.update(bytes);
+      yield bytes;
+    }
+  }
+
+  const decision = await writeResearchCopy(deps, blobName, rank, output);
+  // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
+  await reader.drain();
+  const sha256 = reader.sha256() ?? '';
+  void trailingBytes;
+
+  const metadata = catalogMetadata(ds, enc.littleEndian);
+  const instance: InstanceDocument = {
+    id: `instance:${research.sopInstanceUid}`,
+    type: 'instance',
+    studyInstanceUid: research.studyInstanceUid,
+    seriesInstanceUid: research.seriesInstanceUid,
+    sopInstanceUid: research.sopInstanceUid,
+    sopClassUid,
+    modality: metadata.modality,
+    transferSyntaxUid: outputTs,
+    size: decision.size,
+    researchBlob: blobName,
+    sourceRank: rank,
+    sourceKey: keyed(deps.deid.key, 'source', loc.canonicalUrl).slice(0, 32),
+    deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
+    sha256: decision.kept ? outHash.digest('hex') : '',
+    dicom: {
+      ...metadata.instance,
+      '00020010': { vr: 'UI', Value: [outputTs] },
+    },
+    updatedAt: now().toISOString(),
+  };
+  if (decision.kept) await putInstance(deps, instance);
+
+  // A new version of this source may carry another SOP instance than the last one did.
+  const previous = (await deps.index.get(id))?.doc;
+  if (previous?.research && previous.research.sopInstanceUid !== research.sopInstanceUid) {
+    await removeResearchInstance(deps, previous, loc.canonicalUrl);
+  }
+
+  await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
+
+  await writeIndex(deps, id, loc, props, request, {
+    status: 'cataloged',
+    sha256,
+    sourceRank: rank,
+    original,
+    research: { ...research, blob: blobName },
+    deidentification: auditOf(deps, report, 'passed'),
+    transferSyntaxUid: header.transferSyntaxUid,
+    modality: metadata.modality,
+    catalogedAt: now().toISOString(),
+  });
+
+  if (decision.kept) {
+    await deps.publisher.instanceCataloged(
+      { ...research, sopClassUid, modality: metadata.modality, researchBlob: blobName, size: decision.size },
+      keyed(deps.deid.key, 'event', `${loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
+    );
+  }
+  deps.log.info(`event ${request.eventId}: ${decision.kept ? 'cataloged' : 'superseded by another source of the same instance'} as ${research.sopInstanceUid}`);
+  return { status: decision.kept ? 'cataloged' : 'superseded', research };
+}
+
+function auditOf(deps: IngestDeps, report: DeidReport, gate: 'passed' | 'failed'): NonNullable<IngestionDocument['deidentification']> {
+  return {
+    profile: deps.deid.profile.name,
+    profileVersion: deps.deid.profile.version,
+    keyId: deps.deid.keyId,
+    actions: { ...report.actions },
+    gate,
+  };
+}
+
+/** Elements after the pixel data survive only where the profile keeps them (signatures and private groups go). */
+function keepTrailing(trailing: DicomDataset, profile: Profile): DicomDataset {
+  const kept: DicomDataset = new Map();
+  for (const [tag, el] of trailing) {
+    if (resolveAction(tag, profile, { vr: el.vr }).action === 'keep' && !el.items) kept.set(tag, el);
+  }
+  return kept;
+}
+
+/**
+ * Writes the research copy unless a higher-ranked source already holds it. The decision and
+ * the commit are tied by the blob's ETag, so two writers of one instance cannot both win.
+ */
+async function writeResearchCopy(
+  deps: IngestDeps,
+  blobName: string,
+  rank: string,
+  output: () => AsyncGenerator<Uint8Array>,
+): Promise<{ kept: boolean; size: number }> {
+  let expected: ResearchBlobVersion | undefined = await deps.research.getVersion(blobName);
+  if (expected && expected.rank > rank) return { kept: false, size: 0 };
+  let staged;
+  try {
+    staged = await deps.research.write(blobName, output(), { rank, keyId: deps.deid.keyId, expected });
+    return { kept: true, size: staged.size };
+  } catch (e) {
+    staged = stagedWriteOf(e);
+    if (!staged) throw e;
+  }
+  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+    expected = await deps.research.getVersion(blobName);
+    if (expected && expected.rank > rank) return { kept: false, size: 0 };
+    try {
+      await staged.recommit(expected);
+      return { kept: true, size: staged.size };
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research copy kept changing while it was written');
+}
+
+/** Creates or replaces the instance document unless a higher-ranked source holds it. */
+async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<void> {
+  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+    const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
+    if (existing && existing.doc.sourceRank > doc.sourceRank) return;
+    if (existing && existing.doc.sourceRank === doc.sourceRank && existing.doc.sha256 === doc.sha256) return;
+    try {
+      await deps.catalog.putInstance(doc, existing?.etag);
+      return;
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'instance document kept changing while it was written');
+}
+
+type IndexFields = Partial<Omit<IngestionDocument, 'id' | 'sourceUrl' | 'container' | 'blobName' | 'eventIds' | 'attempts' | 'firstSeenAt' | 'updatedAt'>> &
+  Pick<IngestionDocument, 'status'>;
+
+/**
+ * Writes the index record for a source version. A record of a newer version (later
+ * Last-Modified) is never overwritten by an older one that finished later.
+ */
+async function writeIndex(deps: IngestDeps, id: string, loc: SourceLocation, props: SourceProperties | undefined, request: IngestRequest, fields: IndexFields): Promise<void> {
+  const now = (deps.now ?? (() => new Date()))().toISOString();
+  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+    const existing = await deps.index.get(id);
+    const prev = existing?.doc;
+    if (prev && props && prev.lastModified && prev.lastModified > props.lastModified.toISOString() && prev.status !== 'deleted') return;
+    const doc: IngestionDocument = {
+      id,
+      sourceUrl: loc.canonicalUrl,
+      container: loc.container,
+      blobName: loc.blobName,
+      eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== request.eventId), request.eventId].slice(-MAX_EVENT_IDS),
+      attempts: (prev?.attempts ?? 0) + 1,
+      firstSeenAt: prev?.firstSeenAt ?? now,
+      updatedAt: now,
+      ...(props ? { eTag: props.etag, size: props.size, lastModified: props.lastModified.toISOString() } : {
+        eTag: prev?.eTag, size: prev?.size, lastModified: prev?.lastModified,
+      }),
+      ...fields,
+    };
+    // A failure clears what a previous version had cataloged; a deletion keeps it for the record.
+    if (fields.status !== 'deleted') {
+      if (!('errorCode' in fields)) {
+        delete doc.errorCode;
+        delete doc.errorMessage;
+      }
+    } else {
+      doc.original = prev?.original;
+      doc.research = prev?.research;
+      doc.sha256 = prev?.sha256;
+      doc.deidentification = prev?.deidentification;
+      doc.modality = prev?.modality;
+    }
+    try {
+      await deps.index.put(doc, existing?.etag);
+      return;
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'ingestion record kept changing while it was written');
+}
+
+async function recordFailure(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, props: SourceProperties, e: unknown): Promise<IngestOutcome> {
+  const code = isPipelineError(e) ? e.code : ErrorCodes.INTERNAL;
+  // Our own messages carry no PHI; a foreign error's message might, so it is not kept.
+  const message = isPipelineError(e) ? e.message : 'unexpected error while processing the file';
+  const quarantined = code === ErrorCodes.DEID_VERIFICATION_FAILED || code === ErrorCodes.DEID_BURNED_IN_ANNOTATION;
+  if (!isPipelineError(e)) deps.log.error(`event ${request.eventId}: unexpected ${(e as Error | null)?.name ?? 'error'} while processing source ${id.slice(0, 12)}`);
+  let quarantineBlob: string | undefined;
+  try {
+    quarantineBlob = await deps.quarantine.quarantine(loc.container, loc.blobName, props.etag, { errorCode: code, eventId: request.eventId });
+  } catch (qe) {
+    // When the failed version is already gone, the event for the new state is handled on its own.
+    if (!isPipelineError(qe, ErrorCodes.SOURCE_CHANGED) && !isPipelineError(qe, ErrorCodes.SOURCE_NOT_FOUND)) throw qe;
+  }
+  // A failed new version must not leave the research copy of an older version of this source behind.
+  const previous = (await deps.index.get(id))?.doc;
+  if (previous?.research) await removeResearchInstance(deps, previous, loc.canonicalUrl);
+  await writeIndex(deps, id, loc, props, request, {
+    status: quarantined ? 'quarantined' : 'failed',
+    errorCode: code,
+    errorMessage: message,
+    quarantineBlob,
+    deidentification: (e as { audit?: IngestionDocument['deidentification'] }).audit,
+    research: undefined,
+  });
+  deps.log.warn(`event ${request.eventId}: source ${id.slice(0, 12)} ${quarantined ? 'quarantined' : 'failed'}: ${code}`);
+  deps.telemetry.trackFailure(code, 'ingest');
+  return { status: quarantined ? 'quarantined' : 'failed', errorCode: code };
+}
+
+/**
+ * Removes the research instance that a source produced, if that source is still the one the
+ * research side holds it from, and refreshes the summaries.
+ */
+async function removeResearchInstance(deps: IngestDeps, record: IngestionDocument, canonicalUrl: string): Promise<boolean> {
+  const r = record.research;
+  if (!r) return false;
+  const sourceKey = keyed(deps.deid.key, 'source', canonicalUrl).slice(0, 32);
+  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+    const inst = await deps.catalog.getInstance(r.studyInstanceUid, r.sopInstanceUid);
+    if (!inst || inst.doc.sourceKey !== sourceKey) return false;
+    const version = await deps.research.getVersion(r.blob);
+    if (version && version.rank === inst.doc.sourceRank) await deps.research.delete(r.blob, version.etag);
+    try {
+      await deps.catalog.deleteInstance(r.studyInstanceUid, r.sopInstanceUid, inst.etag);
+      await deps.catalog.refreshSummaries(r.studyInstanceUid, r.seriesInstanceUid);
+      return true;
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research instance kept changing while it was removed');
+}
+
+/** The blob is gone: record the deletion and withdraw what it contributed to the research side. */
+async function handleGone(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, depth: number): Promise<IngestOutcome> {
+  const existing = await deps.index.get(id);
+  if (existing?.doc.status === 'deleted') return { status: 'unchanged' };
+  const removed = existing ? await removeResearchInstance(deps, existing.doc, loc.canonicalUrl) : false;
+  await writeIndex(deps, id, loc, undefined, request, { status: 'deleted', deletedAt: (deps.now ?? (() => new Date()))().toISOString() });
+  deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} deleted${removed ? '; its research instance withdrawn' : ''}`);
+  // Another source of the same instance, if one is still cataloged, now provides it.
+  const sop = existing?.doc.research?.sopInstanceUid;
+  if (removed && sop && depth < 2) {
+    const others = (await deps.index.findByResearchInstance(sop)).filter((d) => d.id !== id && d.status === 'cataloged');
+    others.sort((a, b) => ((b.sourceRank ?? '') > (a.sourceRank ?? '') ? 1 : -1));
+    const next = others[0];
+    if (next) {
+      await writeIndexForReprocess(deps, next);
+      await ingestSourceFile(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, depth + 1);
+    }
+  }
+  return { status: 'deleted' };
+}
+
+/** Marks a record so that the next ingestion of it is not skipped as already done. */
+async function writeIndexForReprocess(deps: IngestDeps, record: IngestionDocument): Promise<void> {
+  const current = await deps.index.get(record.id);
+  if (!current) return;
+  try {
+    await deps.index.put({ ...current.doc, status: 'processing' }, current.etag);
+  } catch (e) {
+    if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+  }
+}

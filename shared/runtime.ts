@@ -1,0 +1,114 @@
+/**
+ * The composition root: builds the adapters from the settings once per process and hands
+ * the use cases their dependencies. Function files call `runtime()`; tests build their own deps.
+ */
+import { readFileSync } from 'node:fs';
+
+import type { IndexStore } from './catalog/catalogStore';
+import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog } from './catalog/cosmosCatalog';
+import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
+import type { ResearchCatalogReader } from './catalog/researchCatalog';
+import { loadSettings, Settings, StorageConnection } from './config/settings';
+import { defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
+import { ErrorCodes, PipelineError } from './errors';
+import { EventGridPublisher, noopPublisher } from './events/publisher';
+import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
+import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
+import { createTelemetry, Telemetry } from './telemetry/telemetry';
+
+export interface Runtime {
+  settings: Settings;
+  /** Blob endpoints of the source account(s): event URLs must point inside them. */
+  sourceBlobEndpoints: string[];
+  ingestDeps(log: Logger): IngestDeps;
+  researchCatalogReader: ResearchCatalogReader;
+  index: IndexStore;
+  telemetry: Telemetry;
+  /** Checks every dependency; resolves with one entry per dependency. */
+  health(): Promise<Record<string, 'ok' | 'unavailable'>>;
+}
+
+function endpointOf(conn: StorageConnection): string {
+  return conn.kind === 'connectionString' ? conn.blobEndpoint : conn.blobServiceUri;
+}
+
+export function loadDeidProfile(path: string | undefined): Profile {
+  if (!path) return defaultProfile();
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new PipelineError(ErrorCodes.PROFILE_INVALID, `DEID_PROFILE: the profile file cannot be read as JSON (${(e as Error).message})`);
+  }
+  return loadProfile(json);
+}
+
+async function build(): Promise<Runtime> {
+  const settings = loadSettings();
+  const profile = loadDeidProfile(settings.deidProfilePath);
+  const sourceService = blobServiceClient(settings.sourceStorage);
+  const researchService = settings.researchStorage === settings.sourceStorage ? sourceService : blobServiceClient(settings.researchStorage);
+  const cosmos = createCosmosClient(settings.cosmos);
+  const { index: indexContainer, research: researchContainer } = await ensureCatalog(settings, cosmos);
+  const index = new CosmosIndexStore(indexContainer);
+  const catalog = new CosmosResearchCatalog(researchContainer);
+  const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
+  const publisher = settings.eventGridTopic ? new EventGridPublisher(settings.eventGridTopic) : noopPublisher;
+  const source = new AzureSourceStore(sourceService);
+  const research = new AzureResearchStore(researchService, settings.researchContainer);
+  const quarantine = new AzureQuarantineStore(sourceService, sourceService.getContainerClient(settings.quarantineContainer));
+  const sourceBlobEndpoints = [endpointOf(settings.sourceStorage)];
+
+  return {
+    settings,
+    sourceBlobEndpoints,
+    index,
+    telemetry,
+    researchCatalogReader: new CosmosResearchCatalogReader(researchContainer),
+    ingestDeps: (log) => ({
+      source,
+      research,
+      quarantine,
+      index,
+      catalog,
+      publisher,
+      telemetry,
+      log,
+      deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId },
+      limits: { maxHeaderBytes: settings.maxHeaderBytes },
+      burnedIn: { mode: settings.burnedInPolicy },
+    }),
+    async health() {
+      const check = async (f: () => Promise<unknown>) => {
+        try {
+          await f();
+          return 'ok' as const;
+        } catch {
+          return 'unavailable' as const;
+        }
+      };
+      const [storage, researchStorage, catalogDb] = await Promise.all([
+        check(() => sourceService.getContainerClient(settings.sourceContainers[0] ?? '').getProperties()),
+        check(() => researchService.getContainerClient(settings.researchContainer).getProperties()),
+        check(() => researchContainer.read()),
+      ]);
+      return { sourceStorage: storage, researchStorage, catalog: catalogDb };
+    },
+  };
+}
+
+let instance: Promise<Runtime> | undefined;
+
+/** The process-wide runtime, built on first use. A failed build is retried on the next call. */
+export function runtime(): Promise<Runtime> {
+  instance ??= build().catch((e) => {
+    instance = undefined;
+    throw e;
+  });
+  return instance;
+}
+
+/** For tests that change the environment between runs. */
+export function resetRuntimeForTests(): void {
+  instance = undefined;
+}

@@ -1,0 +1,74 @@
+/**
+ * Starts the whole local stack once for the integration project, on free ports, in memory, with
+ * a fixed test key, and tells the test workers where it is: process.env (inherited by workers)
+ * and a JSON file read by stackEnv.ts. A service that cannot start fails the run with its reason.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { LocalStack, startStack } from '../../local/stack';
+import type { TestStackInfo } from './stackEnv';
+
+/** Test-only key (32+ bytes); research identifiers made with it mean nothing elsewhere. */
+export const TEST_DEID_KEY = 'integration-test-deid-key-0123456789abcdef';
+
+const projectRoot = path.resolve(__dirname, '..', '..');
+
+export default async function globalSetup(): Promise<void> {
+  const functionsDir = path.join(projectRoot, 'dist', 'functions');
+  const built = fs.existsSync(functionsDir) && fs.readdirSync(functionsDir).some((f) => f.endsWith('.js'));
+  if (!built) {
+    throw new Error(`integration tests need the built functions in ${path.relative(projectRoot, functionsDir)}: run "npm run build" first (npm test does)`);
+  }
+
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-test-stack-'));
+  const logFile = path.join(runDir, 'host.log');
+  fs.writeFileSync(logFile, '');
+  let stack: LocalStack;
+  try {
+    stack = await startStack({
+      projectRoot,
+      ports: { blob: 0, queue: 0, cosmos: 0, functions: 0 },
+      persistence: { inMemory: true },
+      // A developer's local.settings.json may point at real resources; tests never read it.
+      localSettings: false,
+      dataDir: runDir,
+      deidKey: TEST_DEID_KEY,
+      deidKeyId: 'test',
+      eventSource: { maxBackoffMs: 1000 },
+      logSink: (level, functionName, message) => {
+        fs.appendFileSync(logFile, `${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}\n`);
+      },
+    });
+  } catch (err) {
+    throw new Error(`the local stack for integration tests did not start: ${(err as Error).message}`, { cause: err });
+  }
+
+  const info: TestStackInfo = {
+    blobEndpoint: stack.blobEndpoint,
+    blobPort: stack.blobPort,
+    queuePort: stack.queuePort,
+    cosmosEndpoint: stack.cosmosEndpoint,
+    cosmosPort: stack.cosmosPort,
+    hostUrl: stack.hostUrl,
+    hostPort: stack.hostPort,
+    logFile,
+    deadLetterFile: stack.deadLetterFile,
+    eventsUrl: `http://127.0.0.1:${stack.blobPort}/_local/events`,
+    env: stack.env,
+  };
+  const stackFile = path.join(runDir, 'stack.json');
+  fs.writeFileSync(stackFile, JSON.stringify(info, null, 2));
+  Object.assign(process.env, {
+    TEST_STACK_FILE: stackFile,
+    TEST_STACK_BLOB_URL: info.blobEndpoint,
+    TEST_STACK_HOST_URL: info.hostUrl,
+    TEST_STACK_COSMOS_ENDPOINT: info.cosmosEndpoint,
+    TEST_STACK_LOG_FILE: info.logFile,
+    TEST_STACK_DEADLETTER_FILE: info.deadLetterFile,
+    TEST_STACK_EVENTS_URL: info.eventsUrl,
+    TEST_STACK_DIR: runDir,
+  });
+  (globalThis as Record<string, unknown>).__LOCAL_TEST_STACK__ = stack;
+}

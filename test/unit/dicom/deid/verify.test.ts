@@ -1,0 +1,61 @@
+import { deidentifyDataset } from '../../../../shared/dicom/deid/engine';
+import { basicProfile, defaultProfile } from '../../../../shared/dicom/deid/profile';
+import { verifyDeidentified, verifyDeidentifiedDataset } from '../../../../shared/dicom/deid/verify';
+import { el, priv, sampleDataset, tagOf } from './helpers';
+
+const key = Buffer.from('unit test key for the deid gate..');
+
+function deidentified(profile = defaultProfile()) {
+  const ds = sampleDataset();
+  const report = deidentifyDataset(ds, { profile, key, keyId: 'k1' });
+  return { ds, report, profile };
+}
+
+describe('verifyDeidentified', () => {
+  it('given the engine output, then it passes', async () => {
+    const { ds, report, profile } = deidentified();
+    await expect(verifyDeidentified(ds, report, profile)).resolves.toEqual({ passed: true, findings: [] });
+  });
+
+  it('given an attribute the profile removes, then a finding names the tag and rule but not the value', () => {
+    const { ds, report, profile } = deidentified(basicProfile());
+    ds.set(tagOf('PatientAge'), el('PatientAge', '051Y'));
+    const r = verifyDeidentifiedDataset(ds, report, profile);
+    expect(r.passed).toBe(false);
+    expect(r.findings).toEqual([expect.stringMatching(/^\(0010,1010\) PatientAge: present, but the profile removes it \(rule X, basic\)$/)]);
+  });
+
+  it('given a source value left in a replaced attribute, then found by digest', () => {
+    const { ds, report, profile } = deidentified();
+    ds.set(tagOf('SOPInstanceUID'), el('SOPInstanceUID', '1.2.826.0.1.3680043.99.1.3'));
+    const r = verifyDeidentifiedDataset(ds, report, profile);
+    expect(r.findings.some((f) => f.startsWith('(0008,0018) SOPInstanceUID: keeps its source value'))).toBe(true);
+    expect(r.findings.join(' ')).not.toContain('1.2.826');
+  });
+
+  it('given a name hidden in a kept attribute, then the identifying-value search finds it, case-insensitively', () => {
+    const { ds, report, profile } = deidentified();
+    // Manufacturer is not in Table E.1-1, so nothing would have cleaned it.
+    ds.set(tagOf('Manufacturer'), el('Manufacturer', 'smithers'));
+    const r = verifyDeidentifiedDataset(ds, report, profile);
+    expect(r.findings).toEqual(expect.arrayContaining([expect.stringMatching(/^\(0008,0070\) Manufacturer: holds an identifying value/)]));
+    expect(r.findings.join(' ')).not.toMatch(/smithers/i);
+  });
+
+  it('given short or embedded values, then no false positive: "M", "42", and a name inside a longer word', () => {
+    const { ds, report, profile } = deidentified();
+    ds.set(tagOf('Manufacturer'), el('Manufacturer', 'M 42 HOUSEHOLD'));
+    expect(verifyDeidentifiedDataset(ds, report, profile).passed).toBe(true);
+  });
+
+  it('given a private attribute off the safe list or a missing marking, then findings', () => {
+    const { ds, report, profile } = deidentified();
+    ds.set(0x00291001, priv(0x00291001, 'LO', 'x'));
+    ds.delete(tagOf('PatientIdentityRemoved'));
+    const r = verifyDeidentifiedDataset(ds, report, profile);
+    expect(r.findings).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^\(0029,1001\) private: private attribute not on the safe list/),
+      expect.stringMatching(/^\(0012,0062\) PatientIdentityRemoved: not YES/),
+    ]));
+  });
+});
