@@ -1,7 +1,7 @@
 /** Two projects: unit tests run on in-memory fakes; integration tests run against the real
  * local services (Azurite, the Cosmos DB emulator server, the local function host), which
  * test/integration/globalSetup.ts starts itself. */
-const transform = { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json', isolatedModules: true }] };
+const transform = { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }] };
 
 module.exports = {
   projects: [

@@ -34,7 +34,8 @@ export interface CoreRegistrar {
 const MODULE_NAME = '@azure/functions-core';
 // Not a path on disk: only a key in the module cache that the resolver hook points at.
 const CACHE_KEY = '\0local-functions-core';
-const STATE_KEY = Symbol.for('vna.local.functionsCore');
+const STATE_KEY = Symbol.for('vna.local.functionsCore.state');
+const INSTALLED_KEY = Symbol.for('vna.local.functionsCore.installed');
 
 interface ShimState {
   registrar?: CoreRegistrar;
@@ -55,10 +56,14 @@ class Disposable {
   }
 }
 
+/**
+ * Kept on Node's Module class rather than globalThis: under a test runner, code loaded by the
+ * runner (its own realm) and code loaded natively share that class but not their globals.
+ */
 function state(): ShimState {
-  const g = globalThis as unknown as Record<symbol, ShimState | undefined>;
-  g[STATE_KEY] ??= {};
-  return g[STATE_KEY];
+  const holder = nativeModule() as unknown as Record<symbol, ShimState | undefined>;
+  holder[STATE_KEY] ??= {};
+  return holder[STATE_KEY];
 }
 
 function activeRegistrar(): CoreRegistrar {
@@ -114,8 +119,8 @@ export function nativeRequire(fromFile: string): NodeJS.Require {
 export function installFunctionsCore(registrar: CoreRegistrar): void {
   state().registrar = registrar;
   const RealModule = nativeModule();
-  const internals = RealModule as unknown as ModuleInternals & { [STATE_KEY]?: true };
-  if (internals[STATE_KEY]) return;
+  const internals = RealModule as unknown as ModuleInternals & { [INSTALLED_KEY]?: true };
+  if (internals[INSTALLED_KEY]) return;
   const cached = new RealModule(CACHE_KEY);
   cached.filename = CACHE_KEY;
   cached.loaded = true;
@@ -126,5 +131,5 @@ export function installFunctionsCore(registrar: CoreRegistrar): void {
     if (request === MODULE_NAME) return CACHE_KEY;
     return resolve.call(this, request, parent, ...rest);
   };
-  internals[STATE_KEY] = true;
+  internals[INSTALLED_KEY] = true;
 }

@@ -57,10 +57,8 @@ export async function uploadFiles(container: ContainerClient, files: FolderFile[
       const item = files[next++];
       if (!item) return;
       try {
-        await container.getBlockBlobClient(`${options.prefix ?? ''}${item.relative}`).uploadFile(item.file, {
-          abortSignal: options.abortSignal,
-          blobHTTPHeaders: { blobContentType: 'application/dicom' },
-        });
+        // No content type: the archive's replication does not set one either.
+        await container.getBlockBlobClient(`${options.prefix ?? ''}${item.relative}`).uploadFile(item.file, { abortSignal: options.abortSignal });
         progress.done += 1;
         progress.bytes += item.size;
       } catch (err) {

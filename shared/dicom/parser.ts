@@ -9,7 +9,7 @@
 import { createInflateRaw } from 'node:zlib';
 
 import { ErrorCodes, PipelineError } from '../errors';
-import { ByteReader, bufferReader } from './byteReader';
+import { bufferReader,ByteReader } from './byteReader';
 import {
   asciiValue,
   DicomDataset,

@@ -3,7 +3,7 @@
  * (valid in every transfer syntax, and it lets an item be encoded without measuring it
  * first); other values are written as they are held, padded to even length.
  */
-import { DicomDataset, DicomElement, Encoding, encodeAsciiValue, LONG_VRS, Tags } from './dataset';
+import { DicomDataset, DicomElement, encodeAsciiValue, Encoding, LONG_VRS, Tags } from './dataset';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 

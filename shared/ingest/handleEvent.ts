@@ -6,7 +6,7 @@
 import { isPipelineError } from '../errors';
 import { parseIncomingEvent, resolveSourceUrl } from '../events/ingestEvents';
 import type { Runtime } from '../runtime';
-import { ingestSourceFile, IngestOutcome, Logger } from './ingestSourceFile';
+import { IngestOutcome, ingestSourceFile, Logger } from './ingestSourceFile';
 import { Limiter } from './limiter';
 
 export type EventOutcome = IngestOutcome | { status: 'ignored' | 'refused' | 'invalid'; reason: string };

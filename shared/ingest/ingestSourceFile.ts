@@ -13,20 +13,16 @@ import { createHash, createHmac } from 'node:crypto';
 import type { IndexStore, ResearchCatalogWriter } from '../catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
-import { asciiValue, DicomDataset, Encoding, Tags, TransferSyntax } from '../dicom/dataset';
-import { deidentifyDataset, DeidReport } from '../dicom/deid/engine';
+import type { DeidReport } from '../dicom/deid/engine';
 import type { Profile } from '../dicom/deid/profile';
-import { resolveAction } from '../dicom/deid/resolve';
-import { verifyDeidentified } from '../dicom/deid/verify';
 import { catalogMetadata } from '../dicom/metadata';
-import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
-import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
 import { QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
 import type { Telemetry } from '../telemetry/telemetry';
-import { BurnedInPolicy, burnedInRisk } from './burnedIn';
+import type { BurnedInPolicy } from './burnedIn';
+import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';
 
 export interface Logger {
   info(message: string): void;
@@ -63,7 +59,6 @@ const HEADER_RANGE = 64 * 1024;
 const MAX_SOURCE_ATTEMPTS = 3;
 /** Optimistic-concurrency attempts on one document or blob. */
 const MAX_CAS_ATTEMPTS = 20;
-const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
 const MAX_EVENT_IDS = 10;
 
 export function sourceId(canonicalUrl: string): string {
@@ -136,81 +131,23 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   return outcome;
 }
 
-interface Processed {
-  header: DicomHeader;
-  report: DeidReport;
-  outputTs: string;
-}
-
 async function processVersion(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, props: SourceProperties): Promise<IngestOutcome> {
   const now = deps.now ?? (() => new Date());
   const reader = new ByteReader(sourceChunks(deps, loc, props), { sha256: true });
-  const header = await readHeader(reader, { maxHeaderBytes: deps.limits.maxHeaderBytes, totalSize: props.size });
-  const ds = header.dataset;
-  const original = {
-    studyInstanceUid: asciiValue(ds.get(Tags.StudyInstanceUID)),
-    seriesInstanceUid: asciiValue(ds.get(Tags.SeriesInstanceUID)),
-    sopInstanceUid: asciiValue(ds.get(Tags.SOPInstanceUID)) ?? asciiValue(header.meta.get(Tags.MediaStorageSOPInstanceUID)),
-    sopClassUid: asciiValue(ds.get(Tags.SOPClassUID)) ?? asciiValue(header.meta.get(Tags.MediaStorageSOPClassUID)),
-  };
-  if (original.sopClassUid === DICOMDIR_SOP_CLASS || asciiValue(header.meta.get(Tags.MediaStorageSOPClassUID)) === DICOMDIR_SOP_CLASS) {
-    throw new PipelineError(ErrorCodes.DICOM_DICOMDIR, 'file is a DICOMDIR (a media directory), not an instance');
-  }
-  const missing = (['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid'] as const).filter((k) => !original[k]);
-  if (missing.length) {
-    throw new PipelineError(ErrorCodes.DICOM_MISSING_UID, `file lacks ${missing.join(', ')}`);
-  }
-  const modality = asciiValue(ds.get(0x00080060)) ?? '';
-  const risk = burnedInRisk(ds, original.sopClassUid ?? '', modality);
-  if (risk && deps.burnedIn.mode === 'quarantine') {
-    throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${risk}); held for review`);
-  }
-
-  // De-identify the header in place (the parse is this invocation's own copy).
-  const report = deidentifyDataset(ds, deps.deid);
-  const research = {
-    studyInstanceUid: report.research.studyInstanceUid ?? '',
-    seriesInstanceUid: report.research.seriesInstanceUid ?? '',
-    sopInstanceUid: report.research.sopInstanceUid ?? '',
-  };
-  const sopClassUid = asciiValue(ds.get(Tags.SOPClassUID)) ?? original.sopClassUid ?? '';
-  // A deflated source is written inflated: the output stays streamable and readable by every tool.
-  const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
-  const enc: Encoding = header.deflated ? { explicitVR: true, littleEndian: true } : header.encoding;
-  const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), encodeDataset(ds, enc)]);
-
-  // The gate: what is about to be written, re-parsed and checked, before anything is published.
-  const gate = await verifyDeidentified(headerBytes, report, deps.deid.profile);
-  if (!gate.passed) {
-    throw Object.assign(
-      new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
-      { audit: auditOf(deps, report, 'failed') },
-    );
-  }
-
+  const prepared = await prepareDeidentifiedInstance(reader, {
+    deid: deps.deid,
+    maxHeaderBytes: deps.limits.maxHeaderBytes,
+    totalSize: props.size,
+    burnedIn: deps.burnedIn,
+  });
+  const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;
   const blobName = researchBlobName(research);
   const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
   const outHash = createHash('sha256');
-  let trailingBytes = 0;
   async function* output(): AsyncGenerator<Uint8Array> {
-    outHash.update(headerBytes);
-    yield headerBytes;
-    if (header.pixelData) {
-      const ph = encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc);
-      outHash.update(ph);
-      yield ph;
-      for await (const chunk of pixelDataChunks(header, props.size)) {
-        outHash.update(chunk);
-        yield chunk;
-      }
-    }
-    const trailing = await readTrailing(header.body, header.encoding, { maxHeaderBytes: deps.limits.maxHeaderBytes });
-    const kept = keepTrailing(trailing, deps.deid.profile);
-    if (kept.size) {
-      const bytes = encodeDataset(kept, enc);
-      trailingBytes = bytes.length;
-      outHash.update(bytes);
-      yield bytes;
+    for await (const chunk of prepared.output()) {
+      outHash.update(chunk);
+      yield chunk;
     }
   }
 
@@ -218,7 +155,6 @@ async function processVersion(deps: IngestDeps, request: IngestRequest, loc: Sou
   // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
   await reader.drain();
   const sha256 = reader.sha256() ?? '';
-  void trailingBytes;
 
   const metadata = catalogMetadata(ds, enc.littleEndian);
   const instance: InstanceDocument = {
@@ -275,22 +211,7 @@ async function processVersion(deps: IngestDeps, request: IngestRequest, loc: Sou
 }
 
 function auditOf(deps: IngestDeps, report: DeidReport, gate: 'passed' | 'failed'): NonNullable<IngestionDocument['deidentification']> {
-  return {
-    profile: deps.deid.profile.name,
-    profileVersion: deps.deid.profile.version,
-    keyId: deps.deid.keyId,
-    actions: { ...report.actions },
-    gate,
-  };
-}
-
-/** Elements after the pixel data survive only where the profile keeps them (signatures and private groups go). */
-function keepTrailing(trailing: DicomDataset, profile: Profile): DicomDataset {
-  const kept: DicomDataset = new Map();
-  for (const [tag, el] of trailing) {
-    if (resolveAction(tag, profile, { vr: el.vr }).action === 'keep' && !el.items) kept.set(tag, el);
-  }
-  return kept;
+  return auditRecord(deps.deid, report, gate);
 }
 
 /**

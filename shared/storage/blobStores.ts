@@ -8,8 +8,8 @@ import { Readable } from 'node:stream';
 import { DefaultAzureCredential, ManagedIdentityCredential, TokenCredential } from '@azure/identity';
 import { BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
 
-import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import type { StorageConnection } from '../config/settings';
+import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 
 export interface SourceProperties {
   etag: string;

@@ -1,0 +1,120 @@
+/**
+ * The pipeline core, storage-agnostic: parse the header from a byte stream, de-identify it,
+ * verify the result, and produce the output as a stream: the new header, then the pixel data
+ * straight from the source, then what follows it as the profile allows. Memory holds the
+ * header and one chunk of pixel data, whatever the file's size.
+ */
+import type { IngestionDocument } from '../catalog/documents';
+import { ByteReader } from '../dicom/byteReader';
+import { asciiValue, DicomDataset, Encoding, Tags, TransferSyntax } from '../dicom/dataset';
+import { DeidContext, deidentifyDataset, DeidReport } from '../dicom/deid/engine';
+import type { Profile } from '../dicom/deid/profile';
+import { resolveAction } from '../dicom/deid/resolve';
+import { verifyDeidentified } from '../dicom/deid/verify';
+import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
+import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
+import { ErrorCodes, PipelineError } from '../errors';
+import { BurnedInPolicy, burnedInRisk } from './burnedIn';
+
+const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
+
+export interface UidSet {
+  studyInstanceUid: string;
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+}
+
+export interface PreparedInstance {
+  header: DicomHeader;
+  /** The de-identified data set (before the pixel data). */
+  dataset: DicomDataset;
+  report: DeidReport;
+  original: UidSet & { sopClassUid: string };
+  research: UidSet;
+  sopClassUid: string;
+  outputTs: string;
+  enc: Encoding;
+  /** The whole de-identified file; consumes the source. Call once. */
+  output(): AsyncGenerator<Uint8Array>;
+}
+
+export interface PrepareOptions {
+  deid: DeidContext;
+  maxHeaderBytes: number;
+  /** Size of the source, when known: declared lengths beyond it fail early. */
+  totalSize?: number;
+  burnedIn: BurnedInPolicy;
+}
+
+export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed' | 'failed'): NonNullable<IngestionDocument['deidentification']> {
+  return { profile: deid.profile.name, profileVersion: deid.profile.version, keyId: deid.keyId, actions: { ...report.actions }, gate };
+}
+
+/** Elements after the pixel data survive only where the profile keeps them (signatures and private groups go). */
+function keepTrailing(trailing: DicomDataset, profile: Profile): DicomDataset {
+  const kept: DicomDataset = new Map();
+  for (const [tag, el] of trailing) {
+    if (!el.items && resolveAction(tag, profile, { vr: el.vr }).action === 'keep') kept.set(tag, el);
+  }
+  return kept;
+}
+
+/**
+ * Reads and de-identifies the header. Throws PipelineError DICOM_* for a file that can never
+ * be ingested, DEID_BURNED_IN_ANNOTATION under the quarantine policy, and
+ * DEID_VERIFICATION_FAILED when the output fails the gate (with `audit` attached).
+ */
+export async function prepareDeidentifiedInstance(reader: ByteReader, options: PrepareOptions): Promise<PreparedInstance> {
+  const header = await readHeader(reader, { maxHeaderBytes: options.maxHeaderBytes, totalSize: options.totalSize });
+  const ds = header.dataset;
+  const mediaClass = asciiValue(header.meta.get(Tags.MediaStorageSOPClassUID));
+  const original = {
+    studyInstanceUid: asciiValue(ds.get(Tags.StudyInstanceUID)) ?? '',
+    seriesInstanceUid: asciiValue(ds.get(Tags.SeriesInstanceUID)) ?? '',
+    sopInstanceUid: asciiValue(ds.get(Tags.SOPInstanceUID)) ?? asciiValue(header.meta.get(Tags.MediaStorageSOPInstanceUID)) ?? '',
+    sopClassUid: asciiValue(ds.get(Tags.SOPClassUID)) ?? mediaClass ?? '',
+  };
+  if (original.sopClassUid === DICOMDIR_SOP_CLASS || mediaClass === DICOMDIR_SOP_CLASS) {
+    throw new PipelineError(ErrorCodes.DICOM_DICOMDIR, 'file is a DICOMDIR (a media directory), not an instance');
+  }
+  const names = { studyInstanceUid: 'StudyInstanceUID', seriesInstanceUid: 'SeriesInstanceUID', sopInstanceUid: 'SOPInstanceUID', sopClassUid: 'SOPClassUID' } as const;
+  const missing = (Object.keys(names) as (keyof typeof names)[]).filter((k) => !original[k]).map((k) => names[k]);
+  if (missing.length) throw new PipelineError(ErrorCodes.DICOM_MISSING_UID, `file lacks ${missing.join(', ')}`);
+  const risk = burnedInRisk(ds, original.sopClassUid, asciiValue(ds.get(0x00080060)) ?? '');
+  if (risk && options.burnedIn.mode === 'quarantine') {
+    throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${risk}); held for review`);
+  }
+
+  const report = deidentifyDataset(ds, options.deid);
+  const research = {
+    studyInstanceUid: report.research.studyInstanceUid ?? '',
+    seriesInstanceUid: report.research.seriesInstanceUid ?? '',
+    sopInstanceUid: report.research.sopInstanceUid ?? '',
+  };
+  const sopClassUid = asciiValue(ds.get(Tags.SOPClassUID)) ?? original.sopClassUid;
+  // A deflated source is written inflated: the output stays streamable and readable by every tool.
+  const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
+  const enc: Encoding = header.deflated ? { explicitVR: true, littleEndian: true } : header.encoding;
+  const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), encodeDataset(ds, enc)]);
+
+  // The gate: what is about to be written, re-parsed and checked, before anything is published.
+  const gate = await verifyDeidentified(headerBytes, report, options.deid.profile);
+  if (!gate.passed) {
+    throw Object.assign(
+      new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
+      { audit: auditRecord(options.deid, report, 'failed') },
+    );
+  }
+
+  async function* output(): AsyncGenerator<Uint8Array> {
+    yield headerBytes;
+    if (header.pixelData) {
+      yield encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc);
+      yield* pixelDataChunks(header, header.deflated ? undefined : options.totalSize);
+    }
+    const trailing = keepTrailing(await readTrailing(header.body, header.encoding, { maxHeaderBytes: options.maxHeaderBytes }), options.deid.profile);
+    if (trailing.size) yield encodeDataset(trailing, enc);
+  }
+
+  return { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output };
+}

@@ -1,0 +1,243 @@
+/**
+ * In-memory stand-ins for the storage and catalog interfaces, for unit tests only. They keep
+ * the same contracts as the Azure adapters: ETags change on every write, conditional writes
+ * fail with CATALOG_CONFLICT, reads of a changed version fail with SOURCE_CHANGED.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+
+import type { IndexStore, ResearchCatalogWriter, Versioned } from '../../shared/catalog/catalogStore';
+import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
+import { ErrorCodes, PipelineError } from '../../shared/errors';
+import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
+import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
+import type { QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, StagedWrite } from '../../shared/storage/blobStores';
+import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
+
+const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
+const etag = () => `"${randomUUID()}"`;
+const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
+
+export class MemorySourceStore implements SourceStore {
+  readonly blobs = new Map<string, { data: Buffer; props: SourceProperties }>();
+  /** Fault to throw on the next read, once. */
+  failNextRead?: PipelineError;
+  reads = 0;
+
+  put(container: string, name: string, data: Buffer, lastModified = new Date()): SourceProperties {
+    const props = { etag: etag(), size: data.length, lastModified };
+    this.blobs.set(`${container}/${name}`, { data, props });
+    return props;
+  }
+
+  delete(container: string, name: string): void {
+    this.blobs.delete(`${container}/${name}`);
+  }
+
+  async getProperties(container: string, name: string): Promise<SourceProperties | undefined> {
+    const b = this.blobs.get(`${container}/${name}`);
+    return b ? { ...b.props } : undefined;
+  }
+
+  async readRange(container: string, name: string, tag: string, offset: number, count: number | undefined): Promise<AsyncIterable<Uint8Array>> {
+    this.reads++;
+    if (this.failNextRead) {
+      const e = this.failNextRead;
+      this.failNextRead = undefined;
+      throw e;
+    }
+    const b = this.blobs.get(`${container}/${name}`);
+    if (!b) throw new PipelineError(ErrorCodes.SOURCE_NOT_FOUND, 'gone');
+    if (b.props.etag !== tag) throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'changed');
+    const slice = b.data.subarray(offset, count === undefined ? undefined : offset + count);
+    return (async function* () {
+      for (let o = 0; o < slice.length; o += 7919) yield slice.subarray(o, o + 7919);
+    })();
+  }
+}
+
+export class MemoryResearchStore implements ResearchStore {
+  readonly blobs = new Map<string, { data: Buffer; version: ResearchBlobVersion }>();
+
+  async getVersion(name: string): Promise<ResearchBlobVersion | undefined> {
+    const b = this.blobs.get(name);
+    return b ? { ...b.version } : undefined;
+  }
+
+  async write(name: string, data: AsyncIterable<Uint8Array>, options: { rank: string; expected?: ResearchBlobVersion }): Promise<StagedWrite> {
+    const parts: Buffer[] = [];
+    for await (const c of data) parts.push(Buffer.from(c));
+    const body = Buffer.concat(parts);
+    const commit = async (expected: ResearchBlobVersion | undefined) => {
+      const current = this.blobs.get(name);
+      if ((expected === undefined && current) || (expected && current?.version.etag !== expected.etag)) throw conflict();
+      const version = { etag: etag(), rank: options.rank };
+      this.blobs.set(name, { data: body, version });
+      return version.etag;
+    };
+    const staged: StagedWrite = { size: body.length, recommit: commit };
+    try {
+      staged.etag = await commit(options.expected);
+    } catch (e) {
+      throw Object.assign(e as Error, { staged });
+    }
+    return staged;
+  }
+
+  async delete(name: string, tag?: string): Promise<void> {
+    const b = this.blobs.get(name);
+    if (b && (!tag || b.version.etag === tag)) this.blobs.delete(name);
+  }
+}
+
+export class MemoryQuarantineStore implements QuarantineStore {
+  readonly copies = new Map<string, { errorCode: string }>();
+  constructor(private readonly source: MemorySourceStore) {}
+
+  async quarantine(container: string, blob: string, tag: string, metadata: { errorCode: string }): Promise<string> {
+    const b = this.source.blobs.get(`${container}/${blob}`);
+    if (!b) throw new PipelineError(ErrorCodes.SOURCE_NOT_FOUND, 'gone');
+    if (b.props.etag !== tag) throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'changed');
+    const name = `${container}/${blob}`;
+    this.copies.set(name, { errorCode: metadata.errorCode });
+    return name;
+  }
+}
+
+class VersionedMap<T> {
+  readonly docs = new Map<string, Versioned<T>>();
+  get(key: string): Versioned<T> | undefined {
+    const v = this.docs.get(key);
+    return v ? { doc: clone(v.doc), etag: v.etag } : undefined;
+  }
+  put(key: string, doc: T, tag: string | undefined): void {
+    const current = this.docs.get(key);
+    if ((tag === undefined && current) || (tag !== undefined && current?.etag !== tag)) throw conflict();
+    this.docs.set(key, { doc: clone(doc), etag: etag() });
+  }
+  delete(key: string, tag: string | undefined): void {
+    const current = this.docs.get(key);
+    if (current && tag !== undefined && current.etag !== tag) throw conflict();
+    this.docs.delete(key);
+  }
+}
+
+export class MemoryIndexStore implements IndexStore {
+  readonly map = new VersionedMap<IngestionDocument>();
+  async get(id: string) {
+    return this.map.get(id);
+  }
+  async put(doc: IngestionDocument, tag: string | undefined) {
+    this.map.put(doc.id, doc, tag);
+  }
+  async findByResearchInstance(sop: string) {
+    return [...this.map.docs.values()].map((v) => clone(v.doc)).filter((d) => d.research?.sopInstanceUid === sop);
+  }
+  all(): IngestionDocument[] {
+    return [...this.map.docs.values()].map((v) => v.doc);
+  }
+}
+
+export class MemoryResearchCatalog implements ResearchCatalogWriter {
+  readonly instances = new VersionedMap<InstanceDocument>();
+  readonly series = new Map<string, SeriesDocument>();
+  readonly studies = new Map<string, StudyDocument>();
+
+  async getInstance(study: string, sop: string) {
+    return this.instances.get(`${study}/${sop}`);
+  }
+  async putInstance(doc: InstanceDocument, tag: string | undefined) {
+    this.instances.put(`${doc.studyInstanceUid}/${doc.sopInstanceUid}`, doc, tag);
+  }
+  async deleteInstance(study: string, sop: string, tag: string) {
+    this.instances.delete(`${study}/${sop}`, tag);
+  }
+  async refreshSummaries(study: string, seriesUid: string) {
+    const all = [...this.instances.docs.values()].map((v) => v.doc).filter((d) => d.studyInstanceUid === study);
+    const inSeries = all.filter((d) => d.seriesInstanceUid === seriesUid);
+    if (inSeries.length === 0) this.series.delete(seriesUid);
+    else {
+      this.series.set(seriesUid, {
+        id: `series:${seriesUid}`, type: 'series', studyInstanceUid: study, seriesInstanceUid: seriesUid,
+        modality: inSeries[0]?.modality ?? '', numberOfSeriesRelatedInstances: inSeries.length,
+        sopClassesInSeries: [...new Set(inSeries.map((d) => d.sopClassUid))], dicom: {}, updatedAt: '',
+      });
+    }
+    if (all.length === 0) this.studies.delete(study);
+    else {
+      const series = [...this.series.values()].filter((s) => s.studyInstanceUid === study);
+      this.studies.set(study, {
+        id: `study:${study}`, type: 'study', studyInstanceUid: study,
+        modalitiesInStudy: [...new Set(series.map((s) => s.modality))].sort(), sopClassesInStudy: [],
+        numberOfStudyRelatedSeries: series.length, numberOfStudyRelatedInstances: all.length, dicom: {}, updatedAt: '',
+      });
+    }
+  }
+}
+
+export class CapturingPublisher implements EventPublisher {
+  readonly events: { data: InstanceCatalogedData; id: string }[] = [];
+  async instanceCataloged(data: InstanceCatalogedData, id: string) {
+    this.events.push({ data, id });
+  }
+}
+
+export class CapturingTelemetry implements Telemetry {
+  readonly records: unknown[] = [];
+  trackIngestion(t: IngestionTelemetry) {
+    this.records.push({ kind: 'ingestion', ...t });
+  }
+  trackMetric(name: string, value: number, properties?: Record<string, string>) {
+    this.records.push({ kind: 'metric', name, value, properties });
+  }
+  trackFailure(code: string, operation: string) {
+    this.records.push({ kind: 'failure', code, operation });
+  }
+  async flush() {}
+}
+
+export class CapturingLogger implements Logger {
+  readonly lines: string[] = [];
+  info(m: string) {
+    this.lines.push(`info ${m}`);
+  }
+  warn(m: string) {
+    this.lines.push(`warn ${m}`);
+  }
+  error(m: string) {
+    this.lines.push(`error ${m}`);
+  }
+}
+
+export interface MemoryWorld {
+  deps: IngestDeps;
+  source: MemorySourceStore;
+  research: MemoryResearchStore;
+  quarantine: MemoryQuarantineStore;
+  index: MemoryIndexStore;
+  catalog: MemoryResearchCatalog;
+  publisher: CapturingPublisher;
+  telemetry: CapturingTelemetry;
+  log: CapturingLogger;
+}
+
+export function memoryWorld(profile: IngestDeps['deid']['profile'], key = Buffer.from('unit-test-key-0123456789abcdefghijklmnop')): MemoryWorld {
+  const source = new MemorySourceStore();
+  const research = new MemoryResearchStore();
+  const quarantine = new MemoryQuarantineStore(source);
+  const index = new MemoryIndexStore();
+  const catalog = new MemoryResearchCatalog();
+  const publisher = new CapturingPublisher();
+  const telemetry = new CapturingTelemetry();
+  const log = new CapturingLogger();
+  const deps: IngestDeps = {
+    source, research, quarantine, index, catalog, publisher, telemetry, log,
+    deid: { profile, key, keyId: 'k-test' },
+    limits: { maxHeaderBytes: 16 * 1024 * 1024 },
+    burnedIn: { mode: 'allow' },
+  };
+  return { deps, source, research, quarantine, index, catalog, publisher, telemetry, log };
+}
+
+export function sha256(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
