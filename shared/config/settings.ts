@@ -149,8 +149,10 @@ class Collector {
     if (uri) {
       return { kind: 'identity', blobServiceUri: this.url(`${name}__blobServiceUri`, uri), clientId: this.optional(`${name}__clientId`) };
     }
-    if (fallbackName) return this.storage(fallbackName);
-    this.problems.push(`${name} (connection string) or ${name}__blobServiceUri (managed identity) is required`);
+    if (fallbackName && (this.optional(fallbackName) || this.optional(`${fallbackName}__blobServiceUri`))) return this.storage(fallbackName);
+    this.problems.push(
+      `${name} (connection string) or ${name}__blobServiceUri (managed identity) is required${fallbackName ? ` (${fallbackName} is used when neither is set)` : ''}`,
+    );
     return { kind: 'connectionString', connectionString: '', blobEndpoint: '' };
   }
 

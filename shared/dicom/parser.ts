@@ -106,7 +106,8 @@ class SyncParser {
         `element ${tagText(tag)} declares ${length} bytes, more than the ${this.limits.totalSize - this.base - offset} left in the file`,
       );
     }
-    if (this.base + offset + length > this.limits.maxHeaderBytes && !PIXEL_TAGS.has(tag)) {
+    // The header limit counts from where this parse started (the buffer's start), not the file's.
+    if (offset + length > this.limits.maxHeaderBytes && !PIXEL_TAGS.has(tag)) {
       throw new PipelineError(
         ErrorCodes.DICOM_HEADER_TOO_LARGE,
         `element ${tagText(tag)} would take the header past the ${this.limits.maxHeaderBytes}-byte limit`,

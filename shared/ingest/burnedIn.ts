@@ -3,10 +3,18 @@
  * (BurnedInAnnotation YES), or says nothing on SOP classes and modalities where captured
  * screens, scanned documents and ultrasound overlays are the norm.
  */
-import { asciiValue, DicomDataset } from '../dicom/dataset';
+import { asciiValue, DicomDataset, encodeAsciiValue, uintValue } from '../dicom/dataset';
+import type { Profile } from '../dicom/deid/profile';
+import type { PixelDataHeader } from '../dicom/parser';
+import { PixelGeometry,pixelGeometry } from '../dicom/pixels/blackout';
+import { Box, boxesFor, parseBurnedInConfig } from '../dicom/pixels/regions';
 
 export interface BurnedInPolicy {
-  /** quarantine: hold for review (default); allow: ingest as is (for sources known to be clean). */
+  /**
+   * quarantine: hold for review (default), unless the profile has the Clean Pixel Data option
+   * and a region set for the device, in which case the regions are blacked out; allow: ingest
+   * as is (for sources known to be clean).
+   */
   mode: 'quarantine' | 'allow';
 }
 
@@ -36,4 +44,56 @@ export function burnedInRisk(ds: DicomDataset, sopClassUid: string, modality: st
   if (byClass) return `${byClass.what} without BurnedInAnnotation`;
   if (RISKY_MODALITIES.has(modality)) return `modality ${modality} without BurnedInAnnotation`;
   return undefined;
+}
+
+const MANUFACTURER = 0x00080070;
+const MANUFACTURER_MODEL_NAME = 0x00081090;
+const ROWS = 0x00280010;
+const COLUMNS = 0x00280011;
+
+/** What to do with an instance's pixel data before it is written. */
+export type BurnedInDecision =
+  | { action: 'pass' }
+  | { action: 'quarantine'; reason: string }
+  | { action: 'clean'; geometry: PixelGeometry; boxes: Box[] };
+
+export interface BurnedInInput {
+  dataset: DicomDataset;
+  littleEndian: boolean;
+  pixelData: PixelDataHeader | undefined;
+  sopClassUid: string;
+  modality: string;
+}
+
+/**
+ * Applies the policy to one instance. Cleaning needs all of: the profile's Clean Pixel Data
+ * option, a region set matching the device (and image size), and native pixel data whose
+ * bytes map to pixels; short of any, a risky instance is quarantined. Reasons name
+ * categories, never values.
+ */
+export function decideBurnedIn(input: BurnedInInput, policy: BurnedInPolicy, profile: Profile): BurnedInDecision {
+  if (policy.mode === 'allow') return { action: 'pass' };
+  const risk = burnedInRisk(input.dataset, input.sopClassUid, input.modality);
+  if (!risk) return { action: 'pass' };
+  const hold = (why: string): BurnedInDecision => ({ action: 'quarantine', reason: `pixel data may hold burned-in text (${risk}); held for review: ${why}` });
+  if (!profile.options.has('cleanPixelData')) return hold('the profile has no Clean Pixel Data option');
+  if (!input.pixelData) return hold('no pixel data to clean');
+  const { config } = parseBurnedInConfig(profile.burnedIn);
+  const le = input.littleEndian;
+  const image = {
+    manufacturer: asciiValue(input.dataset.get(MANUFACTURER)) ?? '',
+    model: asciiValue(input.dataset.get(MANUFACTURER_MODEL_NAME)) ?? '',
+    rows: uintValue(input.dataset.get(ROWS), le) ?? 0,
+    columns: uintValue(input.dataset.get(COLUMNS), le) ?? 0,
+  };
+  const boxes = image.manufacturer === '' ? [] : boxesFor(config, image);
+  if (boxes.length === 0) return hold('no burned-in region configured for this device and image size');
+  const layout = pixelGeometry(input.dataset, le, input.pixelData);
+  if ('reason' in layout) return hold(`cannot clean ${layout.reason}`);
+  return { action: 'clean', geometry: layout.geometry, boxes };
+}
+
+/** After cleaning, the header must stop claiming (or leaving open) that text is burned in. */
+export function markBurnedInRemoved(ds: DicomDataset): void {
+  ds.set(BURNED_IN_ANNOTATION, { tag: BURNED_IN_ANNOTATION, vr: 'CS', value: encodeAsciiValue('NO', 'CS') });
 }

@@ -12,9 +12,10 @@ import type { Profile } from '../dicom/deid/profile';
 import { resolveAction } from '../dicom/deid/resolve';
 import { verifyDeidentified } from '../dicom/deid/verify';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
+import { blackOutBoxes } from '../dicom/pixels/blackout';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, PipelineError } from '../errors';
-import { BurnedInPolicy, burnedInRisk } from './burnedIn';
+import { BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
 
 const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
 
@@ -36,6 +37,8 @@ export interface PreparedInstance {
   enc: Encoding;
   /** The whole de-identified file; consumes the source. Call once. */
   output(): AsyncGenerator<Uint8Array>;
+  /** Set when burned-in regions are blacked out: boxes per frame, and frames. */
+  pixelsCleaned?: { boxes: number; frames: number };
 }
 
 export interface PrepareOptions {
@@ -80,10 +83,15 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   const names = { studyInstanceUid: 'StudyInstanceUID', seriesInstanceUid: 'SeriesInstanceUID', sopInstanceUid: 'SOPInstanceUID', sopClassUid: 'SOPClassUID' } as const;
   const missing = (Object.keys(names) as (keyof typeof names)[]).filter((k) => !original[k]).map((k) => names[k]);
   if (missing.length) throw new PipelineError(ErrorCodes.DICOM_MISSING_UID, `file lacks ${missing.join(', ')}`);
-  const risk = burnedInRisk(ds, original.sopClassUid, asciiValue(ds.get(0x00080060)) ?? '');
-  if (risk && options.burnedIn.mode === 'quarantine') {
-    throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${risk}); held for review`);
-  }
+  const burnedIn = decideBurnedIn(
+    { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(0x00080060)) ?? '' },
+    options.burnedIn,
+    options.deid.profile,
+  );
+  if (burnedIn.action === 'quarantine') throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, burnedIn.reason);
+  // Marked before de-identification, so the gate checks the header that is actually written.
+  if (burnedIn.action === 'clean') markBurnedInRemoved(ds);
+  const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : undefined;
 
   const report = deidentifyDataset(ds, options.deid);
   const research = {
@@ -110,11 +118,12 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
     yield headerBytes;
     if (header.pixelData) {
       yield encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc);
-      yield* pixelDataChunks(header, header.deflated ? undefined : options.totalSize);
+      const chunks = pixelDataChunks(header, header.deflated ? undefined : options.totalSize);
+      yield* burnedIn.action === 'clean' ? blackOutBoxes(chunks, burnedIn.geometry, burnedIn.boxes) : chunks;
     }
     const trailing = keepTrailing(await readTrailing(header.body, header.encoding, { maxHeaderBytes: options.maxHeaderBytes }), options.deid.profile);
     if (trailing.size) yield encodeDataset(trailing, enc);
   }
 
-  return { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output };
+  return { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, ...(pixelsCleaned ? { pixelsCleaned } : {}) };
 }

@@ -6,6 +6,7 @@
  */
 import { ErrorCodes, PipelineError } from '../../errors';
 import { isPrivateTag, lookupTag, parseTagOrKeyword, tagToHex } from '../dictionary';
+import { parseBurnedInConfig } from '../pixels/regions';
 import basicJson from './profiles/basic.json';
 import researchDefaultJson from './profiles/research-default.json';
 
@@ -62,7 +63,7 @@ export interface Profile {
   readonly maskOverrides: readonly { mask: number; value: number; override: AttributeOverride }[];
   /** Profile additions to the built-in safe private list. */
   readonly safePrivate: readonly SafePrivateAttribute[];
-  /** Burned-in annotation handling: opaque here, interpreted by the pipeline. */
+  /** Burned-in regions per device (validated by pixels/regions.ts), applied by the pipeline with Clean Pixel Data. */
   readonly burnedIn?: Readonly<Record<string, unknown>>;
 }
 
@@ -226,7 +227,7 @@ export function loadProfile(json: unknown): Profile {
     }
   }
 
-  if (json.burnedIn !== undefined && !isRecord(json.burnedIn)) faults.push('burnedIn: must be an object');
+  faults.push(...parseBurnedInConfig(json.burnedIn).faults);
 
   if (faults.length > 0) {
     const label = typeof name === 'string' && name.trim() !== '' ? `profile "${name}"` : 'profile';

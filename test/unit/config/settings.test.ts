@@ -1,0 +1,77 @@
+import { azuriteConnectionString, cosmosEmulatorConnectionString, loadSettings } from '../../../shared/config/settings';
+import { ErrorCodes, httpErrorBody, httpStatusFor, isTransient, PipelineError } from '../../../shared/errors';
+
+const valid = {
+  SourceStorage: azuriteConnectionString(),
+  CosmosDb: cosmosEmulatorConnectionString(),
+  DEID_KEY: 'a-development-key-of-at-least-32-bytes!!',
+};
+
+describe('loadSettings', () => {
+  it('given the local defaults, then every container and database name has its default', () => {
+    const s = loadSettings(valid);
+    expect(s.sourceContainers).toEqual(['anq-replica']);
+    expect(s.researchContainer).toBe('research');
+    expect(s.quarantineContainer).toBe('quarantine');
+    expect(s.cosmosDatabase).toBe('vna');
+    expect(s.sourceStorage).toMatchObject({ kind: 'connectionString', blobEndpoint: 'http://127.0.0.1:10000/devstoreaccount1' });
+    expect(s.researchStorage).toBe(s.sourceStorage);
+    expect(s.burnedInPolicy).toBe('quarantine');
+  });
+
+  it('given identity-based connections, then no secret is needed for storage and Cosmos DB', () => {
+    const s = loadSettings({
+      SourceStorage__blobServiceUri: 'https://acct.blob.core.windows.net',
+      CosmosDb__accountEndpoint: 'https://acct.documents.azure.com:443/',
+      DEID_KEY: valid.DEID_KEY,
+    });
+    expect(s.sourceStorage).toEqual({ kind: 'identity', blobServiceUri: 'https://acct.blob.core.windows.net', clientId: undefined });
+    expect(s.cosmos.kind).toBe('identity');
+  });
+
+  it('given several bad settings, then one error names every one of them and echoes no secret', () => {
+    let error: unknown;
+    try {
+      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', BURNED_IN_POLICY: 'maybe' });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(PipelineError);
+    const message = (error as Error).message;
+    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'BURNED_IN_POLICY']) expect(message).toContain(name);
+    expect(message).not.toContain('short-secret');
+    expect((error as PipelineError).code).toBe(ErrorCodes.CONFIG_INVALID);
+  });
+
+  it('given a base64 key, then it is decoded', () => {
+    const key = Buffer.alloc(32, 9);
+    expect(loadSettings({ ...valid, DEID_KEY: `base64:${key.toString('base64')}` }).deidKey.equals(key)).toBe(true);
+  });
+});
+
+describe('error mapping', () => {
+  it.each([
+    [ErrorCodes.QUERY_INVALID, 400],
+    [ErrorCodes.NOT_FOUND, 404],
+    [ErrorCodes.CATALOG_CONFLICT, 409],
+    [ErrorCodes.DICOM_ELEMENT_TOO_LARGE, 413],
+    [ErrorCodes.SERVICE_UNAVAILABLE, 503],
+    [ErrorCodes.SERVICE_THROTTLED, 503],
+    [ErrorCodes.INTERNAL, 500],
+  ])('maps %s to HTTP %i', (code, status) => {
+    expect(httpStatusFor(new PipelineError(code, 'x'))).toBe(status);
+  });
+
+  it('given a foreign error, then a 500 that says nothing internal', () => {
+    const e = new Error('connection to 10.1.2.3 failed for patient Doe');
+    expect(httpStatusFor(e)).toBe(500);
+    expect(JSON.stringify(httpErrorBody(e))).not.toContain('Doe');
+  });
+
+  it('treats service faults as transient and file faults as final', () => {
+    expect(isTransient(new PipelineError(ErrorCodes.SERVICE_THROTTLED, 'x'))).toBe(true);
+    expect(isTransient(new PipelineError(ErrorCodes.SOURCE_CHANGED, 'x'))).toBe(true);
+    expect(isTransient(new PipelineError(ErrorCodes.DICOM_TRUNCATED, 'x'))).toBe(false);
+    expect(isTransient(new Error('x'))).toBe(false);
+  });
+});
