@@ -116,9 +116,17 @@ async function deleteDoc(container: Container, id: string, pk: string, etag: str
   }
 }
 
-async function queryAll<T>(container: Container, query: string, parameters: { name: string; value: string }[], partitionKey?: string): Promise<T[]> {
+/**
+ * Runs a query, scoped to one study partition when `studyInstanceUid` is given. The scope is
+ * also written into the WHERE clause: the local emulator server ignores the partition key
+ * option of a query, and on the real service the predicate costs nothing.
+ */
+async function queryAll<T>(container: Container, query: string, parameters: { name: string; value: string }[], studyInstanceUid?: string): Promise<T[]> {
+  const scoped = studyInstanceUid === undefined
+    ? { query, parameters }
+    : { query: `${query} AND c.studyInstanceUid = @pk`, parameters: [...parameters, { name: '@pk', value: studyInstanceUid }] };
   try {
-    const { resources } = await container.items.query<T>({ query, parameters }, partitionKey ? { partitionKey } : {}).fetchAll();
+    const { resources } = await container.items.query<T>(scoped, studyInstanceUid === undefined ? {} : { partitionKey: studyInstanceUid }).fetchAll();
     return resources;
   } catch (e) {
     throw fromServiceError(e, 'querying the catalog');

@@ -178,7 +178,11 @@ class SyncParser {
       this.checkLength(h.length, h.valueOffset, h.tag);
       const el: DicomElement = { tag: h.tag, vr: h.vr };
       // An undefined-length UN is a sequence encoded in implicit VR little endian (PS3.5 6.2.2).
-      const asSequence = h.vr === 'SQ' || (h.length === UNDEFINED_LENGTH && (h.vr === 'UN' || (!explicit && lookupTag(h.tag) === undefined)));
+      const known = (h.tag >>> 16) % 2 === 0 ? lookupTag(h.tag)?.vr : undefined;
+      const asSequence =
+        h.vr === 'SQ' ||
+        (h.vr === 'UN' && known === 'SQ') ||
+        (h.length === UNDEFINED_LENGTH && (h.vr === 'UN' || (!explicit && lookupTag(h.tag) === undefined)));
       if (asSequence) {
         const seqExplicit = h.vr === 'UN' && explicit ? false : explicit;
         const seqLe = h.vr === 'UN' && explicit ? true : le;
@@ -209,7 +213,9 @@ class SyncParser {
         this.need(h.valueOffset, h.length);
         el.value = this.buf.subarray(h.valueOffset, h.valueOffset + h.length);
         offset = h.valueOffset + h.length;
-        if (el.vr === 'UN' && explicit === false && h.tag !== 0) el.vr = lookupTag(h.tag)?.vr ?? 'UN';
+        // A public attribute written as UN (by a converter that did not know it) is read as
+        // its dictionary VR, so that de-identification and the catalog see its real type.
+        if (el.vr === 'UN' && known !== undefined && known !== 'UN') el.vr = known;
       }
       if (end !== undefined && offset > end) {
         throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `element ${tagText(h.tag)} runs past the end of its item`);

@@ -36,6 +36,8 @@ export default async function globalSetup(): Promise<void> {
       dataDir: runDir,
       deidKey: TEST_DEID_KEY,
       deidKeyId: 'test',
+      // Telemetry is written to a file so that tests can scan what the code emits for PHI.
+      env: { TELEMETRY_CAPTURE_FILE: path.join(runDir, 'telemetry.jsonl') },
       eventSource: { maxBackoffMs: 1000 },
       logSink: (level, functionName, message) => {
         fs.appendFileSync(logFile, `${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}\n`);

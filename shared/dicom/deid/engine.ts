@@ -21,7 +21,7 @@ import {
 } from './identifying';
 import { Profile, ProfileOption } from './profile';
 import { dateShiftDays, pseudonym, researchUid, shiftDate, shiftDateTime } from './pseudonyms';
-import { resolveAction } from './resolve';
+import { resolveAction, tableRowOf } from './resolve';
 
 export interface DeidContext {
   profile: Profile;
@@ -335,7 +335,13 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
           for (const item of el.items) processDataset(item, st, { ...scope, cleanAll: true });
           count('cleaned');
         } else if (TEXT_VRS.has(vr) || vr === 'PN') {
-          count(cleanValue(el, st, scope) ? 'cleaned' : 'emptied');
+          if (cleanValue(el, st, scope)) count('cleaned');
+          else if (tableRowOf(tag)?.basicProfile === 'D') {
+            // Basic asks for a dummy where the attribute must keep a value (Type 1, such as
+            // Structure Set Label); a clean that leaves nothing must not do worse than Basic.
+            applyDummy(el, st, scope);
+            count('dummied');
+          } else count('emptied');
         } else {
           // Bitmaps and binary data (overlays, curves) cannot be cleaned without looking at them.
           ds.delete(tag);

@@ -122,6 +122,11 @@ const IOD_TYPE: ReadonlyMap<number, 1 | 2> = new Map<number, 1 | 2>([
   [0x00180010, 2], // Contrast/Bolus Agent: Type 2 in the Contrast/Bolus module
   [0x300a00b2, 2], // Treatment Machine Name: Type 2 in RT Beams
   [0x300e0008, 2], // Reviewer Name: Type 2C in RT approval modules
+  [0x00081070, 2], // Operators' Name: Type 2 in RT Series
+  // Source Image Sequence: Type 2 in the Derivation Image macro, and what Common Instance
+  // Reference points at; emptying it leaves that module referring to nothing. U keeps the
+  // references, replaced like every other UID.
+  [0x00082112, 1],
 ]);
 
 /** Picks one action of a combined code (see IOD_TYPE). */

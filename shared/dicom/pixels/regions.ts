@@ -43,9 +43,14 @@ function parseRegion(raw: unknown, where: string, faults: string[]): RegionSet |
     faults.push(`${where}: must be an object with manufacturer and boxes`);
     return undefined;
   }
-  for (const k of Object.keys(raw)) if (!REGION_KEYS.has(k)) faults.push(`${where}: unknown field "${k}"`);
   const { manufacturer, model, rows, columns, boxes } = raw;
   let ok = true;
+  for (const k of Object.keys(raw)) {
+    if (REGION_KEYS.has(k)) continue;
+    // A misspelt "model" or "rows" would otherwise widen the set to every device.
+    faults.push(`${where}: unknown field "${k}"`);
+    ok = false;
+  }
   if (typeof manufacturer !== 'string' || manufacturer.trim() === '') {
     faults.push(`${where}: manufacturer must be a non-empty string`);
     ok = false;

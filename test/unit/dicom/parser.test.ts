@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 
-import { ByteReader, bufferReader } from '../../../shared/dicom/byteReader';
+import { bufferReader,ByteReader } from '../../../shared/dicom/byteReader';
 import { asciiValue, DicomDataset, encodeAsciiValue, Tags, TransferSyntax } from '../../../shared/dicom/dataset';
 import { parseDicomBuffer, pixelDataChunks, readHeader, readTrailing } from '../../../shared/dicom/parser';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';

@@ -7,7 +7,7 @@ import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile, researchBlobName, sourceId } from '../../../shared/ingest/ingestSourceFile';
-import { memoryWorld, MemoryWorld } from '../fakes';
+import { MemoryWorld,memoryWorld } from '../fakes';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const fixture = (p: string) => readFileSync(join(FIXTURES, p));

@@ -1,0 +1,382 @@
+/**
+ * `npm run bench`: generates the scenarios, measures the pipeline core against `cat` and a
+ * naive dcmjs read-modify-write of the same bytes, runs the whole local stack under a burst,
+ * prints one table and writes bench/results.json.
+ *
+ * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack picks parts;
+ * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_KEEP=1 keeps the temp files.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
+import type { ChildReport } from './modes';
+import type { StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
+import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
+
+const PROJECT_ROOT = path.resolve(__dirname, '..', '..');
+const RESULTS_FILE = path.join(PROJECT_ROOT, 'bench', 'results.json');
+const RESULT_PREFIX = 'BENCH_RESULT ';
+const SEED = 20240611;
+const MiB = 1024 * 1024;
+
+type ScenarioName = 'ct-1000' | 'mf-200mb' | 'mf-2gb';
+
+interface ScenarioResult {
+  name: ScenarioName;
+  bytes: number;
+  files: number;
+  core: ModeResult | null;
+  cat: ModeResult | null;
+  naiveDcmjs: ModeResult | null;
+  ratios: { coreToCatMBps: number | null; coreToNaiveMBps: number | null };
+  notes: string[];
+}
+
+interface TargetResult {
+  target: string;
+  measured: string;
+  pass: boolean | null;
+}
+
+interface ChildOutcome<T> {
+  ok: boolean;
+  result?: T;
+  reason?: string;
+  wallSeconds: number;
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+function freeBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
+}
+
+/** Lets the kernel write back the previous run's output, so that it does not slow the next one. */
+async function settleDisk(): Promise<void> {
+  await new Promise<void>((resolve) => spawn('sync', [], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve()));
+}
+
+function cleanDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+}
+
+/** Runs one mode in a fresh Node process and reads its one result line. */
+function runChild<T>(mode: string, job: unknown, jobDir: string, options: { nodeArgs?: string[]; timeoutMs: number }): Promise<ChildOutcome<T>> {
+  const jobFile = path.join(jobDir, `job-${mode}.json`);
+  fs.writeFileSync(jobFile, JSON.stringify(job));
+  const started = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), path.join(__dirname, 'worker.js'), mode, jobFile], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: PROJECT_ROOT,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4000)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const line = stdout.split('\n').find((l) => l.startsWith(RESULT_PREFIX));
+      if (code === 0 && line) {
+        resolve({ ok: true, result: JSON.parse(line.slice(RESULT_PREFIX.length)) as T, wallSeconds });
+        return;
+      }
+      const lastError = stderr.split('\n').map((l) => l.trim()).filter((l) => /Error|error:|heap|memory/i.test(l))[0] ?? stderr.trim().split('\n').pop() ?? '';
+      const why = signal === 'SIGKILL' && wallSeconds * 1000 >= options.timeoutMs ? `timed out after ${options.timeoutMs / 1000} s` : signal ? `killed by ${signal}` : `exited with ${code}`;
+      resolve({ ok: false, reason: `${why}${lastError ? `: ${lastError.slice(0, 200)}` : ''}`, wallSeconds });
+    });
+  });
+}
+
+/**
+ * `cat` of the same files into one output file on the same disk, under /usr/bin/time for the
+ * peak RSS; without it, /proc/<pid>/status is polled (cat's RSS is flat, so polling sees it).
+ */
+async function runCat(files: string[], outFile: string, timeFile: string): Promise<{ seconds: number; maxRssKB: number }> {
+  const haveTime = fs.existsSync('/usr/bin/time');
+  const out = fs.openSync(outFile, 'w');
+  const started = process.hrtime.bigint();
+  try {
+    const child = haveTime
+      ? spawn('/usr/bin/time', ['-f', '%M', '-o', timeFile, 'cat', ...files], { stdio: ['ignore', out, 'inherit'] })
+      : spawn('cat', files, { stdio: ['ignore', out, 'inherit'] });
+    let polled = 0;
+    const poll = haveTime
+      ? undefined
+      : setInterval(() => {
+          try {
+            const m = /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+            if (m?.[1]) polled = Math.max(polled, Number(m[1]));
+          } catch {
+            // Gone already.
+          }
+        }, 2);
+    const code = await new Promise<number | null>((resolve, reject) => child.on('close', resolve).on('error', reject));
+    if (poll) clearInterval(poll);
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (code !== 0) throw new Error(`cat exited with ${code}`);
+    const maxRssKB = haveTime ? Number(fs.readFileSync(timeFile, 'utf8').trim().split('\n').pop()) : polled;
+    return { seconds, maxRssKB };
+  } finally {
+    fs.closeSync(out);
+  }
+}
+
+let coreutilsCat: boolean | undefined;
+function catUsesCopyFileRange(): boolean {
+  if (coreutilsCat === undefined) {
+    const version = /GNU coreutils\) (\d+)/.exec(spawnSync('cat', ['--version'], { encoding: 'utf8' }).stdout ?? '');
+    coreutilsCat = os.platform() === 'linux' && Number(version?.[1] ?? 0) >= 9;
+  }
+  return coreutilsCat;
+}
+
+interface ScenarioPlan {
+  name: ScenarioName;
+  files: string[];
+  bytes: number;
+  /** Why naive dcmjs is not attempted, when it is not. */
+  naiveSkip?: string;
+  naiveNodeArgs: string[];
+  timeoutMs: number;
+}
+
+async function measureScenario(plan: ScenarioPlan, workDir: string): Promise<ScenarioResult> {
+  const outDir = path.join(workDir, 'out');
+  const notes: string[] = [];
+  const n = plan.files.length;
+
+  cleanDir(outDir);
+  await settleDisk();
+  log(`${plan.name}: cat`);
+  const catRun = await runCat(plan.files, path.join(outDir, 'cat.out'), path.join(workDir, 'time.txt'));
+  const cat = modeResult(plan.bytes, n, catRun.seconds, catRun.maxRssKB);
+  if (n > 1) notes.push('cat: one process over all files into one output file');
+  if (catUsesCopyFileRange()) notes.push('cat: GNU coreutils >= 9 copies file to file with copy_file_range (in the kernel, no user-space buffers)');
+
+  cleanDir(outDir);
+  await settleDisk();
+  log(`${plan.name}: core`);
+  const coreRun = await runChild<ChildReport>('core', { files: plan.files, outDir }, workDir, { timeoutMs: plan.timeoutMs });
+  let core: ModeResult | null = null;
+  if (coreRun.ok && coreRun.result) core = modeResult(plan.bytes, n, coreRun.result.seconds, coreRun.result.maxRssKB);
+  else notes.push(`core failed: ${coreRun.reason ?? 'unknown'}`);
+
+  cleanDir(outDir);
+  await settleDisk();
+  let naiveDcmjs: ModeResult | null = null;
+  if (plan.naiveSkip) {
+    notes.push(`naive dcmjs not run: ${plan.naiveSkip}`);
+  } else {
+    log(`${plan.name}: naive dcmjs`);
+    const naiveRun = await runChild<ChildReport>('naive', { files: plan.files, outDir }, workDir, { nodeArgs: plan.naiveNodeArgs, timeoutMs: plan.timeoutMs });
+    if (naiveRun.ok && naiveRun.result) naiveDcmjs = modeResult(plan.bytes, n, naiveRun.result.seconds, naiveRun.result.maxRssKB);
+    else notes.push(`naive dcmjs failed: ${naiveRun.reason ?? 'unknown'}`);
+  }
+  cleanDir(outDir);
+
+  return {
+    name: plan.name,
+    bytes: plan.bytes,
+    files: n,
+    core,
+    cat,
+    naiveDcmjs,
+    ratios: {
+      coreToCatMBps: roundOrNull(ratio(core?.MBps, cat.MBps), 3),
+      coreToNaiveMBps: roundOrNull(ratio(core?.MBps, naiveDcmjs?.MBps), 2),
+    },
+    notes,
+  };
+}
+
+function roundOrNull(v: number | null, digits: number): number | null {
+  return v === null ? null : round(v, digits);
+}
+
+function skippedScenario(name: ScenarioName, bytes: number, files: number, reason: string): ScenarioResult {
+  return { name, bytes, files, core: null, cat: null, naiveDcmjs: null, ratios: { coreToCatMBps: null, coreToNaiveMBps: null }, notes: [`skipped: ${reason}`] };
+}
+
+function evaluateTargets(scenarios: ScenarioResult[], stack: StackResult | null): TargetResult[] {
+  const by = (name: ScenarioName) => scenarios.find((s) => s.name === name);
+  const targets: TargetResult[] = [];
+  const mf200 = by('mf-200mb');
+  const r1 = mf200?.ratios.coreToCatMBps ?? null;
+  targets.push({ target: 'mf-200mb: core throughput >= 0.25x cat', measured: r1 === null ? 'not measured' : `${r1.toFixed(2)}x`, pass: r1 === null ? null : r1 >= 0.25 });
+  const r2 = mf200?.ratios.coreToNaiveMBps ?? null;
+  targets.push({ target: 'mf-200mb: core throughput >= 5x naive dcmjs', measured: r2 === null ? 'not measured' : `${r2.toFixed(1)}x`, pass: r2 === null ? null : r2 >= 5 });
+  const rss = by('mf-2gb')?.core?.peakRssMB ?? null;
+  targets.push({ target: 'mf-2gb: core peak RSS < 200 MB', measured: rss === null ? 'not measured' : `${rss} MiB`, pass: rss === null ? null : rss < 200 });
+  const fps = by('ct-1000')?.core?.filesPerSecond ?? null;
+  targets.push({ target: 'ct-1000: core >= 400 files/s on one core', measured: fps === null ? 'not measured' : `${fps} files/s`, pass: fps === null ? null : fps >= 400 });
+  targets.push({
+    target: 'stack: >= 100 instances/s',
+    measured: stack ? `${stack.instancesPerSecond}/s` : 'not measured',
+    pass: stack ? stack.instancesPerSecond >= 100 : null,
+  });
+  targets.push({ target: 'stack: p99 < 2 s', measured: stack ? `${stack.p99Ms} ms` : 'not measured', pass: stack ? stack.p99Ms < 2000 : null });
+  targets.push({
+    target: 'stack: cataloged = events sent',
+    measured: stack ? `${stack.cataloged} of ${stack.events}` : 'not measured',
+    pass: stack ? stack.cataloged === stack.events : null,
+  });
+  return targets;
+}
+
+function printReport(scenarios: ScenarioResult[], stack: StackResult | null, details: StackDetails | null, stackNote: string | undefined, targets: TargetResult[]): void {
+  const rows: string[][] = [['scenario', 'mode', 'seconds', 'MB/s', 'files/s', 'peak RSS MiB', 'core vs this']];
+  for (const s of scenarios) {
+    const label = `${s.name} (${s.files} file${s.files === 1 ? '' : 's'}, ${(s.bytes / 1e6).toFixed(0)} MB)`;
+    const row = (mode: string, r: ModeResult | null, vs: string) =>
+      rows.push([label, mode, fmt(r?.seconds, 3), fmt(r?.MBps), fmt(r?.filesPerSecond), fmt(r?.peakRssMB), vs]);
+    row('core', s.core, '');
+    row('cat', s.cat, s.ratios.coreToCatMBps === null ? '-' : `${s.ratios.coreToCatMBps.toFixed(2)}x`);
+    row('naive dcmjs', s.naiveDcmjs, s.ratios.coreToNaiveMBps === null ? '-' : `${s.ratios.coreToNaiveMBps.toFixed(1)}x`);
+  }
+  const lines = [formatTable(rows)];
+  for (const s of scenarios) for (const note of s.notes) lines.push(`  ${s.name}: ${note}`);
+  lines.push('');
+  if (stack && details) {
+    lines.push(
+      formatTable([
+        ['stack', 'events', 'cataloged', 'instances/s', 'p50 ms', 'p95 ms', 'p99 ms'],
+        ['local stack', String(stack.events), String(stack.cataloged), fmt(stack.instancesPerSecond), String(stack.p50Ms), String(stack.p95Ms), String(stack.p99Ms)],
+      ]),
+    );
+    const b = details.perInstance.blob;
+    const c = details.perInstance.cosmos;
+    lines.push(`  per instance: blob reads ${b.read}, writes ${b.write}, other ${b.other}, deletes ${b.delete}; Cosmos reads ${c.read}, writes ${c.write}, queries ${c.query}, metadata ${c.metadata}`);
+    const d = details.averageDocumentBytes;
+    lines.push(`  average document bytes: instance ${d.instance}, series ${d.series}, study ${d.study}, index ${d.index}`);
+    lines.push(`  upload ${details.uploadSeconds} s, total ${details.totalSeconds} s, failed ${details.failed}, event retries ${details.eventDelivery.retried}, dead-lettered ${details.eventDelivery.deadLettered}`);
+    if (details.note) lines.push(`  ${details.note}`);
+  } else if (stackNote) {
+    lines.push(`stack: ${stackNote}`);
+  }
+  lines.push('');
+  lines.push(formatTable([['target', 'measured', 'result'], ...targets.map((t) => [t.target, t.measured, t.pass === null ? 'n/a' : t.pass ? 'PASS' : 'FAIL'])]));
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+async function main(): Promise<void> {
+  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack').split(',').map((s) => s.trim()).filter(Boolean));
+  const stackEvents = Number(process.env.BENCH_STACK_EVENTS ?? 1000);
+  if (!Number.isInteger(stackEvents) || stackEvents < 1 || stackEvents > 1000) throw new Error('BENCH_STACK_EVENTS must be a whole number from 1 to 1000');
+  if (!fs.existsSync(path.join(PROJECT_ROOT, 'dist', 'functions'))) throw new Error('the functions are not built: run "npm run bench" (it builds first)');
+
+  const workDir = path.join(os.tmpdir(), `vna-bench-${process.pid}`);
+  fs.mkdirSync(workDir, { recursive: true });
+  const scenarios: ScenarioResult[] = [];
+  let stack: StackResult | null = null;
+  let details: StackDetails | null = null;
+  let stackNote: string | undefined;
+  const totalMem = os.totalmem();
+  const naiveNodeArgs = [`--max-old-space-size=${Math.max(4096, Math.floor((totalMem * 0.75) / MiB))}`];
+  const started = Date.now();
+
+  try {
+    const ctDir = path.join(workDir, 'ct');
+    let ct: { files: string[]; bytes: number } | undefined;
+    const needCt = only.has('ct-1000') || only.has('stack');
+    if (needCt) {
+      log('generating 1000 CT slices (4 studies x 250)');
+      ct = writeCtSeries(ctDir, { seed: SEED, count: 1000, studies: 4 });
+    }
+    if (only.has('ct-1000') && ct) {
+      scenarios.push(await measureScenario({ name: 'ct-1000', files: ct.files, bytes: ct.bytes, naiveNodeArgs, timeoutMs: 300_000 }, workDir));
+    }
+
+    for (const [name, frames] of [['mf-200mb', 400], ['mf-2gb', 4000]] as const) {
+      if (!only.has(name)) continue;
+      const approx = frames * FRAME_BYTES;
+      // Source and one output at a time, plus headroom for the page cache to write back.
+      const need = approx * 2 + 512 * MiB;
+      const free = freeBytes(workDir);
+      if (free < need) {
+        log(`${name}: skipped, ${(free / 1e9).toFixed(1)} GB free, ${(need / 1e9).toFixed(1)} GB needed`);
+        scenarios.push(skippedScenario(name, approx, 1, `not enough disk (${(free / 1e9).toFixed(1)} GB free in the temp dir, ${(need / 1e9).toFixed(1)} GB needed)`));
+        continue;
+      }
+      log(`generating ${name} (${frames} frames)`);
+      const file = path.join(workDir, `${name}.dcm`);
+      const bytes = writeMultiFrame(file, { seed: SEED + frames, frames });
+      // dcmjs holds the file, its parsed copy and a growing output buffer at once. Tried on a
+      // 24 GB machine: after 4.5 minutes it held 11 GB and had not finished.
+      const naiveSkip =
+        frames >= 4000
+          ? 'dcmjs reads and writes the whole file in memory: a tried run held 11 GB RSS and had not finished after 4.5 min (at the 200 MB rate it would need several minutes); not run to keep the bench under 15 min'
+          : totalMem < bytes * 6
+            ? `needs about 6x the file in memory (${((bytes * 6) / 1e9).toFixed(1)} GB); this machine has ${(totalMem / 1e9).toFixed(1)} GB`
+            : undefined;
+      scenarios.push(await measureScenario({ name, files: [file], bytes, naiveSkip, naiveNodeArgs, timeoutMs: 600_000 }, workDir));
+      fs.rmSync(file, { force: true });
+    }
+
+    if (only.has('stack') && ct) {
+      log(`stack: ${stackEvents} events`);
+      const stackDir = path.join(workDir, 'stack');
+      fs.mkdirSync(stackDir, { recursive: true });
+      const job: StackScenarioOptions = {
+        projectRoot: PROJECT_ROOT,
+        files: ct.files.slice(0, stackEvents),
+        root: ctDir,
+        workDir: stackDir,
+        uploadConcurrency: 32,
+        stallTimeoutMs: 60_000,
+        deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789',
+      };
+      const run = await runChild<{ stack: StackResult; details: StackDetails }>('stack', job, workDir, { timeoutMs: 480_000 });
+      if (run.ok && run.result) ({ stack, details } = run.result);
+      else stackNote = `failed: ${run.reason ?? 'unknown'}`;
+    }
+  } finally {
+    if (process.env.BENCH_KEEP !== '1') fs.rmSync(workDir, { recursive: true, force: true });
+    else log(`kept ${workDir}`);
+  }
+
+  const targets = evaluateTargets(scenarios, stack);
+  const results = {
+    scenarios,
+    stack,
+    costModel: details
+      ? {
+          note: 'Per cataloged instance, counted at the functions\' HTTP client: blob requests by Azure billing class and REST operation, Cosmos DB requests by kind (RU charges are not emulated).',
+          perInstance: details.perInstance,
+          averageDocumentBytes: details.averageDocumentBytes,
+          documentCounts: details.documentCounts,
+        }
+      : null,
+    stackDetails: details
+      ? { failed: details.failed, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
+      : stackNote ? { note: stackNote } : null,
+    targets,
+    environment: {
+      node: process.version,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      platform: `${os.platform()} ${os.release()}`,
+      totalMemoryMB: Math.round(totalMem / MiB),
+      loadAverage: os.loadavg().map((l) => round(l, 2)),
+      benchSeconds: Math.round((Date.now() - started) / 1000),
+    },
+  };
+  printReport(scenarios, stack, details, stackNote, targets);
+  fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
+  fs.writeFileSync(RESULTS_FILE, `${JSON.stringify(results, null, 2)}\n`);
+  log(`wrote ${path.relative(PROJECT_ROOT, RESULTS_FILE)}`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,372 @@
+/**
+ * The pipeline end to end on the real local services that globalSetup started: Azurite
+ * behind the event source, the Cosmos DB emulator server, and the local function host that
+ * loaded dist/functions. Files are uploaded with the storage SDK; events flow as in Azure.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+
+import { Container } from '@azure/cosmos';
+import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
+
+import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import type { IngestionDocument, InstanceDocument, StudyDocument } from '../../shared/catalog/documents';
+import { loadSettings, Settings } from '../../shared/config/settings';
+import { asciiValue, DicomDataset, Tags } from '../../shared/dicom/dataset';
+import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { encodeBlobName } from '../../shared/events/ingestEvents';
+import { hostLog, testStack, waitForEvents } from './stackEnv';
+
+const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');
+/** A path segment that looks like a patient's name, as real archive paths often do. */
+const PHI_PATH = 'site-7/Fictitious^Patientname 1931';
+
+function fixtureFiles(dir = FIXTURES): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) return fixtureFiles(p);
+    return /\.(tsv|md)$/.test(name) ? [] : [p];
+  });
+}
+
+function dcmdump(file: string): string | undefined {
+  try {
+    return execFileSync('dcmdump', ['-q', '-Un', '+L', file], { encoding: 'latin1', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 * 1024 * 1024 });
+  } catch {
+    return undefined;
+  }
+}
+
+/** One attribute's value as dcmdump prints it (the text between brackets), or undefined. */
+function dumped(dump: string, tag: string): string | undefined {
+  const line = dump.split('\n').find((l) => l.startsWith(`(${tag})`));
+  if (!line) return undefined;
+  const m = /\[([^\]]*)\]/.exec(line);
+  if (m) return m[1]!.trim();
+  if (line.includes('(no value available)')) return '';
+  const n = /^\([0-9a-f,]+\) [A-Z]{2} ([0-9.\\-]+)/.exec(line);
+  return n?.[1];
+}
+
+let settings: Settings;
+let landing: ContainerClient;
+let research: ContainerClient;
+let index: Container;
+let catalog: Container;
+
+async function allIndexDocs(): Promise<IngestionDocument[]> {
+  return (await index.items.query<IngestionDocument>('SELECT * FROM c').fetchAll()).resources;
+}
+
+async function indexDoc(blobName: string): Promise<IngestionDocument | undefined> {
+  const url = `${testStack().blobEndpoint}/${settings.sourceContainers[0]}/${encodeBlobName(blobName)}`;
+  const { resources } = await index.items.query<IngestionDocument>({ query: 'SELECT * FROM c WHERE c.sourceUrl = @u', parameters: [{ name: '@u', value: url }] }).fetchAll();
+  return resources[0];
+}
+
+async function upload(name: string, data: Buffer): Promise<void> {
+  await landing.getBlockBlobClient(name).uploadData(data);
+}
+
+beforeAll(async () => {
+  const stack = testStack();
+  settings = loadSettings(stack.env);
+  const blobs = BlobServiceClient.fromConnectionString(stack.env.SourceStorage!);
+  landing = blobs.getContainerClient(settings.sourceContainers[0]!);
+  research = blobs.getContainerClient(settings.researchContainer);
+  const db = createCosmosClient(settings.cosmos).database(settings.cosmosDatabase);
+  index = db.container(settings.indexContainer);
+  catalog = db.container(settings.researchCatalogContainer);
+});
+
+describe('every fixture through the running stack', () => {
+  const files = fixtureFiles();
+  const names = new Map<string, string>();
+
+  beforeAll(async () => {
+    for (const f of files) names.set(`${PHI_PATH}/${relative(FIXTURES, f)}`, f);
+    const queue = [...names.entries()];
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      for (let next = queue.shift(); next; next = queue.shift()) await upload(next[0], readFileSync(next[1]));
+    }));
+    await waitForEvents(240_000);
+  }, 300_000);
+
+  it('given every fixture uploaded, then each ends cataloged, failed with a code, or quarantined: none lost', async () => {
+    const docs = await allIndexDocs();
+    const byName = new Map(docs.map((d) => [d.blobName, d]));
+    const counts: Record<string, number> = {};
+    for (const name of names.keys()) {
+      const d = byName.get(name);
+      expect(d).toBeDefined();
+      expect(['cataloged', 'failed', 'quarantined']).toContain(d!.status);
+      if (d!.status !== 'cataloged') {
+        expect(d!.errorCode).toMatch(/^[A-Z_]+$/);
+        expect(d!.errorMessage).toBeTruthy();
+        expect(d!.quarantineBlob).toBeTruthy();
+      }
+      const key = d!.status === 'cataloged' ? 'cataloged' : `${d!.status}:${d!.errorCode}`;
+      counts[key] = (counts[key] ?? 0) + 1;
+    }
+    console.log(`fixtures by outcome: ${JSON.stringify(counts)}`);
+    expect(counts.cataloged).toBeGreaterThan(names.size / 2);
+    // Every failure was copied to quarantine, so nothing is lost.
+    const quarantined = new Set<string>();
+    for await (const b of BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!).getContainerClient(settings.quarantineContainer).listBlobsFlat()) quarantined.add(b.name);
+    for (const d of docs.filter((x) => x.status !== 'cataloged' && names.has(x.blobName))) expect(quarantined.has(d.quarantineBlob!)).toBe(true);
+  });
+
+  it('given cataloged instances, then Modality, SOP class, rows, columns and frames agree with dcmdump of the source, and dcmdump reads every research copy', async () => {
+    const docs = (await allIndexDocs()).filter((d) => d.status === 'cataloged' && names.has(d.blobName));
+    const outDir = mkdtempSync(join(tmpdir(), 'vna-research-'));
+    let checked = 0;
+    for (const d of docs) {
+      const source = names.get(d.blobName)!;
+      const dump = dcmdump(source);
+      const r = d.research!;
+      const { resource: inst } = await catalog.item(`instance:${r.sopInstanceUid}`, r.studyInstanceUid).read<InstanceDocument>();
+      if (!inst) continue; // superseded by another file with the same SOP instance
+      const first = (tag: string) => {
+        const v = inst.dicom[tag]?.Value?.[0];
+        return v === undefined || v === null ? undefined : String(v);
+      };
+      if (dump) {
+        expect(first('00080060')).toBe(dumped(dump, '0008,0060'));
+        expect(inst.sopClassUid).toBe(dumped(dump, '0008,0016'));
+        expect(first('00280010')).toBe(dumped(dump, '0028,0010'));
+        expect(first('00280011')).toBe(dumped(dump, '0028,0011'));
+        const frames = dumped(dump, '0028,0008');
+        if (frames !== undefined) expect(Number(first('00280008'))).toBe(Number(frames));
+        const copy = join(outDir, `${checked}.dcm`);
+        writeFileSync(copy, await research.getBlobClient(r.blob).downloadToBuffer());
+        expect(dcmdump(copy)).toBeDefined();
+        checked++;
+      }
+    }
+    console.log(`metadata checked against dcmdump on ${checked} cataloged instances`);
+    expect(checked).toBeGreaterThan(50);
+  });
+
+  it('given the research side, then QIDO-RS lists exactly the cataloged studies', async () => {
+    const studies = (await catalog.items.query<StudyDocument>("SELECT * FROM c WHERE c.type = 'study'").fetchAll()).resources;
+    const res = await fetch(`${testStack().hostUrl}/api/dicomweb/studies?limit=1000`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('application/dicom+json');
+    const body = (await res.json()) as Record<string, { Value?: unknown[] }>[];
+    expect(body.length).toBe(studies.length);
+    const uids = new Set(body.map((s) => s['0020000D']?.Value?.[0]));
+    const known = new Set(studies.map((s) => s.studyInstanceUid));
+    expect({ missing: studies.filter((s) => !uids.has(s.studyInstanceUid)).map((s) => s.studyInstanceUid), extra: [...uids].filter((u) => !known.has(u as string)) }).toEqual({ missing: [], extra: [] });
+  });
+
+  it('finds no identifying value of any source in logs, telemetry, research documents, research blob names or de-identified files', async () => {
+    const values = new Set<string>(['Fictitious', 'Patientname', 'site-7']);
+    const parsedSources: DicomDataset[] = [];
+    for (const f of names.values()) {
+      try {
+        parsedSources.push((await parseDicomBuffer(readFileSync(f))).dataset);
+      } catch {
+        // unparseable sources have no attributes to leak
+      }
+    }
+    const collect = (ds: DicomDataset) => {
+      for (const tag of [0x00100010, 0x00100020, 0x00100030, 0x00080050, 0x00080090, Tags.StudyInstanceUID, Tags.SeriesInstanceUID, Tags.SOPInstanceUID]) {
+        const v = asciiValue(ds.get(tag));
+        if (!v) continue;
+        if (tag === 0x00100010 || tag === 0x00080090) for (const part of v.split(/[\^=]/)) if (part.trim().length >= 4) values.add(part.trim());
+        // Short or generic IDs ("1", "123") and anonymised placeholders occur everywhere by chance.
+        if (v.length >= 6 && !/^(anonymous|anonymized|unknown|none)$/i.test(v)) values.add(v);
+      }
+    };
+    parsedSources.forEach(collect);
+
+    const researchDocs = JSON.stringify((await catalog.items.query('SELECT * FROM c').fetchAll()).resources);
+    const blobNames: string[] = [];
+    for await (const b of research.listBlobsFlat()) blobNames.push(b.name);
+    const telemetryFile = testStack().env.TELEMETRY_CAPTURE_FILE;
+    const emitted = {
+      log: hostLog(),
+      telemetry: telemetryFile ? readFileSync(telemetryFile, 'utf8') : '',
+      researchDocs,
+      blobNames: blobNames.join('\n'),
+    };
+    expect(emitted.log.length).toBeGreaterThan(0);
+    expect(emitted.telemetry.length).toBeGreaterThan(0);
+    const leaks: string[] = [];
+    for (const [where, text] of Object.entries(emitted)) {
+      const lower = text.toLowerCase();
+      for (const v of values) if (lower.includes(v.toLowerCase())) leaks.push(`${where}: a source value of ${v.length} characters` + (process.env.DEBUG_PHI ? ` ${v}` : ''));
+    }
+    // Research copies: their bytes, latin1, for the same values (case-sensitive: bytes are as written).
+    for (const name of blobNames.slice(0, 400)) {
+      const bytes = (await research.getBlobClient(name).downloadToBuffer()).toString('latin1');
+      for (const v of values) if (v.length >= 6 && bytes.includes(v)) leaks.push(`research copy: a source value of ${v.length} characters` + (process.env.DEBUG_PHI ? ` ${v} ${name}` : ''));
+    }
+    console.log(`PHI scan: ${values.size} identifying values of ${parsedSources.length} sources, searched in ${blobNames.length} research copies, the host log, telemetry and the research catalog`);
+    expect(leaks).toEqual([]);
+  });
+});
+
+describe('at-least-once delivery', () => {
+  const base = readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small.dcm'));
+
+  async function variantOf(seriesSuffix: string, i: number): Promise<Buffer> {
+    // Same study; series and SOP instance UIDs changed in place (same length).
+    const p = await parseDicomBuffer(base);
+    const out = Buffer.from(base);
+    const replace = (uid: string, next: string) => {
+      const at = out.indexOf(Buffer.from(uid, 'latin1'), 132);
+      out.write(next, at, 'latin1');
+      const again = out.indexOf(Buffer.from(uid, 'latin1'), at + 1);
+      if (again > 0) out.write(next, again, 'latin1');
+    };
+    const sop = asciiValue(p.dataset.get(Tags.SOPInstanceUID))!;
+    const series = asciiValue(p.dataset.get(Tags.SeriesInstanceUID))!;
+    replace(sop, `${sop.slice(0, sop.length - 4)}${String(i).padStart(4, '0')}`);
+    replace(series, `${series.slice(0, series.length - seriesSuffix.length)}${seriesSuffix}`);
+    return out;
+  }
+
+  async function webhook(body: unknown): Promise<number> {
+    const res = await fetch(`${testStack().hostUrl}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'aeg-event-type': 'Notification' },
+      body: JSON.stringify(body),
+    });
+    return res.status;
+  }
+
+  function blobEvent(type: 'Microsoft.Storage.BlobCreated' | 'Microsoft.Storage.BlobDeleted', name: string) {
+    return {
+      id: randomUUID(),
+      topic: '/subscriptions/x/resourceGroups/local/providers/Microsoft.Storage/storageAccounts/devstoreaccount1',
+      subject: `/blobServices/default/containers/${settings.sourceContainers[0]}/blobs/${name}`,
+      eventType: type,
+      eventTime: new Date().toISOString(),
+      dataVersion: '',
+      metadataVersion: '1',
+      data: { api: 'PutBlob', url: `${testStack().blobEndpoint}/${settings.sourceContainers[0]}/${encodeBlobName(name)}` },
+    };
+  }
+
+  it('given a burst of 200 events for one study, then 200 instances, one study, no lost summary update', async () => {
+    const names = Array.from({ length: 200 }, (_, i) => `burst/${i}.dcm`);
+    const data = await Promise.all(names.map((_, i) => variantOf('9001', i)));
+    await Promise.all(names.map((n, i) => upload(n, data[i]!)));
+    await waitForEvents(240_000);
+    const docs = await Promise.all(names.map(indexDoc));
+    expect(docs.every((d) => d?.status === 'cataloged')).toBe(true);
+    const study = docs[0]!.research!.studyInstanceUid;
+    const series = docs[0]!.research!.seriesInstanceUid;
+    expect(new Set(docs.map((d) => d!.research!.sopInstanceUid)).size).toBe(200);
+    const { resource: seriesDoc } = await catalog.item(`series:${series}`, study).read();
+    expect(seriesDoc.numberOfSeriesRelatedInstances).toBe(200);
+    const { resources: count } = await catalog.items.query({ query: "SELECT VALUE COUNT(1) FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s", parameters: [{ name: '@s', value: series }] }, { partitionKey: study }).fetchAll();
+    expect(count[0]).toBe(200);
+    const { resource: studyDoc } = await catalog.item(`study:${study}`, study).read<StudyDocument>();
+    const { resources: seriesInStudy } = await catalog.items.query("SELECT VALUE COUNT(1) FROM c WHERE c.type = 'series'", { partitionKey: study }).fetchAll();
+    expect(studyDoc!.numberOfStudyRelatedSeries).toBe(seriesInStudy[0]);
+    const { resources: instancesInStudy } = await catalog.items.query("SELECT VALUE COUNT(1) FROM c WHERE c.type = 'instance'", { partitionKey: study }).fetchAll();
+    expect(studyDoc!.numberOfStudyRelatedInstances).toBe(instancesInStudy[0]);
+  }, 300_000);
+
+  it('given the same event delivered twice and a second event for the same blob, then one record and one instance', async () => {
+    const name = `dup/${randomUUID()}.dcm`;
+    await upload(name, await variantOf('9002', 1001));
+    await waitForEvents();
+    const before = await indexDoc(name);
+    const event = blobEvent('Microsoft.Storage.BlobCreated', name);
+    expect(await webhook([event])).toBe(200);
+    expect(await webhook([event, blobEvent('Microsoft.Storage.BlobCreated', name)])).toBe(200);
+    const after = await indexDoc(name);
+    expect(after?.status).toBe('cataloged');
+    expect(after?.eTag).toBe(before?.eTag);
+    expect(after?.attempts).toBe(before?.attempts);
+    const { resources } = await catalog.items.query({ query: 'SELECT VALUE COUNT(1) FROM c WHERE c.sopInstanceUid = @s', parameters: [{ name: '@s', value: after!.research!.sopInstanceUid }] }).fetchAll();
+    expect(resources[0]).toBe(1);
+  });
+
+  it('given a blob overwritten with another instance, then the record follows the new ETag and the old research instance goes', async () => {
+    const name = `overwrite/${randomUUID()}.dcm`;
+    await upload(name, await variantOf('9003', 2001));
+    await waitForEvents();
+    const first = await indexDoc(name);
+    await upload(name, await variantOf('9003', 2002));
+    await waitForEvents();
+    const second = await indexDoc(name);
+    expect(second?.eTag).not.toBe(first?.eTag);
+    expect(second?.research?.sopInstanceUid).not.toBe(first?.research?.sopInstanceUid);
+    expect(await research.getBlobClient(first!.research!.blob).exists()).toBe(false);
+    expect(await research.getBlobClient(second!.research!.blob).exists()).toBe(true);
+  });
+
+  it('given a deleted blob, then the record says deleted and the research copy is removed', async () => {
+    const name = `delete/${randomUUID()}.dcm`;
+    await upload(name, await variantOf('9004', 3001));
+    await waitForEvents();
+    const first = await indexDoc(name);
+    await landing.getBlobClient(name).delete();
+    await waitForEvents();
+    const after = await indexDoc(name);
+    expect(after?.status).toBe('deleted');
+    expect(await research.getBlobClient(first!.research!.blob).exists()).toBe(false);
+    const { resource } = await catalog.item(`instance:${first!.research!.sopInstanceUid}`, first!.research!.studyInstanceUid).read();
+    expect(resource).toBeUndefined();
+  });
+
+  it('given a delete event delivered before the create event of a blob that is gone, then it ends deleted', async () => {
+    const name = `ooo/${randomUUID()}.dcm`;
+    expect(await webhook([blobEvent('Microsoft.Storage.BlobDeleted', name)])).toBe(200);
+    expect(await webhook([blobEvent('Microsoft.Storage.BlobCreated', name)])).toBe(200);
+    expect((await indexDoc(name))?.status).toBe('deleted');
+  });
+
+  it('given an event whose URL points outside the storage account, then it is refused without any fetch', async () => {
+    const event = { ...blobEvent('Microsoft.Storage.BlobCreated', 'x.dcm'), data: { url: 'http://127.0.0.1:1/devstoreaccount1/anq-replica/x.dcm' } };
+    expect(await webhook([event])).toBe(200);
+    expect(hostLog()).toContain(`event ${event.id} refused`);
+  });
+
+  it('given two files with the same SOP instance, then both are recorded and the operations view shows which one is kept', async () => {
+    const a = `same-sop/${randomUUID()}-implicit.dcm`;
+    const b = `same-sop/${randomUUID()}-bigendian.dcm`;
+    await upload(a, readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small.dcm')));
+    await new Promise((r) => setTimeout(r, 1100));
+    await upload(b, readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small_bigendian.dcm')));
+    await waitForEvents();
+    const url = `${testStack().blobEndpoint}/${settings.sourceContainers[0]}/${encodeBlobName(a)}`;
+    const res = await fetch(`${testStack().hostUrl}/api/ingestions?source=${encodeURIComponent(url)}`);
+    expect(res.status).toBe(200);
+    const view = (await res.json()) as { status: string; duplicates?: { thisSourceKept: boolean; keptSource: string; sources: unknown[] } };
+    expect(view.status).toBe('cataloged');
+    expect(view.duplicates?.thisSourceKept).toBe(false);
+    expect(view.duplicates?.keptSource).toContain('-bigendian.dcm');
+    expect(view.duplicates?.sources.length).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('operations endpoints', () => {
+  it('GET /api/health answers ok once every dependency answers', async () => {
+    const res = await fetch(`${testStack().hostUrl}/api/health`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'ok' });
+  });
+
+  it('GET /api/ingestions without a source is a 400 with a clear message; an unknown source is a 404', async () => {
+    const bad = await fetch(`${testStack().hostUrl}/api/ingestions`);
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/source/);
+    const url = `${testStack().blobEndpoint}/${settings.sourceContainers[0]}/never-uploaded.dcm`;
+    const missing = await fetch(`${testStack().hostUrl}/api/ingestions?source=${encodeURIComponent(url)}`);
+    expect(missing.status).toBe(404);
+  });
+
+  it('GET /api/dicomweb/studies with a bad query is a 400 naming the fault', async () => {
+    const res = await fetch(`${testStack().hostUrl}/api/dicomweb/studies?NoSuchKeyword=1`);
+    expect(res.status).toBe(400);
+    expect(JSON.stringify(await res.json())).toContain('NoSuchKeyword');
+  });
+});

@@ -1,0 +1,119 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multiFrameHeader, writeCtSeries, writeMultiFrame } from '../../../bench/generate';
+import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
+import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
+import { asciiValue, Tags } from '../../../shared/dicom/dataset';
+import { parseDicomBuffer } from '../../../shared/dicom/parser';
+
+const MF_NUMBER_OF_FRAMES = 0x00280008;
+
+describe('bench generator', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-bench-test-'));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('given a seed, then the same sequence every time, and another seed gives another', () => {
+    const a = mulberry32(42);
+    const b = mulberry32(42);
+    const c = mulberry32(43);
+    const first = [a(), a(), a()];
+    expect([b(), b(), b()]).toEqual(first);
+    expect([c(), c(), c()]).not.toEqual(first);
+  });
+
+  it('given a CT slice, then it parses as 512x512 16-bit CT with 512 KB of pixel data', async () => {
+    const bytes = ctSliceBytes({ seed: 1, study: 0, instance: 7 });
+    const parsed = await parseDicomBuffer(bytes);
+    expect(parsed.part10).toBe(true);
+    expect(asciiValue(parsed.dataset.get(Tags.SOPClassUID))).toBe('1.2.840.10008.5.1.4.1.1.2');
+    expect(asciiValue(parsed.dataset.get(0x00080060))).toBe('CT');
+    expect(asciiValue(parsed.dataset.get(0x00100010))).toMatch(/^[A-Z]+\^[A-Z]+$/);
+    expect(Buffer.from(parsed.dataset.get(0x00280010)?.value ?? []).readUInt16LE(0)).toBe(512);
+    expect(parsed.pixelValue?.length).toBe(FRAME_BYTES);
+  });
+
+  it('given the same options, then byte-identical slices; another instance gets another SOP Instance UID', () => {
+    const a = ctSliceBytes({ seed: 5, study: 1, instance: 2 });
+    expect(ctSliceBytes({ seed: 5, study: 1, instance: 2 }).equals(a)).toBe(true);
+    expect(ctSliceBytes({ seed: 5, study: 1, instance: 3 }).equals(a)).toBe(false);
+  });
+
+  it('given a series request, then the files are spread over the studies and their sizes add up', async () => {
+    const set = writeCtSeries(path.join(dir, 'ct'), { seed: 3, count: 6, studies: 2 });
+    expect(set.files).toHaveLength(6);
+    expect(set.files.reduce((n, f) => n + fs.statSync(f).size, 0)).toBe(set.bytes);
+    const studyOf = async (f: string) => asciiValue((await parseDicomBuffer(fs.readFileSync(f))).dataset.get(Tags.StudyInstanceUID));
+    const studies = new Set(await Promise.all(set.files.map(studyOf)));
+    expect(studies.size).toBe(2);
+  });
+
+  it('given a frame count, then the multi-frame file has that many frames and the size it reports', async () => {
+    const file = path.join(dir, 'mf.dcm');
+    const size = writeMultiFrame(file, { seed: 9, frames: 3 });
+    expect(fs.statSync(file).size).toBe(size);
+    const parsed = await parseDicomBuffer(fs.readFileSync(file));
+    expect(asciiValue(parsed.dataset.get(Tags.SOPClassUID))).toBe(ENHANCED_CT_IMAGE_STORAGE);
+    expect(asciiValue(parsed.dataset.get(MF_NUMBER_OF_FRAMES))).toBe('3');
+    expect(parsed.dataset.get(0x52009230)?.items).toHaveLength(3);
+    expect(parsed.pixelValue?.length).toBe(3 * FRAME_BYTES);
+  });
+
+  it('given 400 frames, then the header stays small next to the ~200 MB of pixel data', () => {
+    expect(multiFrameHeader(1, 400).length).toBeLessThan(256 * 1024);
+  });
+});
+
+describe('bench arithmetic', () => {
+  it('given 100 values, then nearest-rank percentiles pick observed values', () => {
+    const values = Array.from({ length: 100 }, (_, i) => 100 - i);
+    expect(percentile(values, 50)).toBe(50);
+    expect(percentile(values, 95)).toBe(95);
+    expect(percentile(values, 99)).toBe(99);
+    expect(percentile(values, 100)).toBe(100);
+    expect(percentile([7], 99)).toBe(7);
+  });
+
+  it('given no values or an out-of-range p, then percentile throws', () => {
+    expect(() => percentile([], 50)).toThrow('no values');
+    expect(() => percentile([1], 101)).toThrow('0..100');
+  });
+
+  it('given a missing side or a zero baseline, then the ratio is null', () => {
+    expect(ratio(50, 200)).toBe(0.25);
+    expect(ratio(null, 200)).toBeNull();
+    expect(ratio(50, undefined)).toBeNull();
+    expect(ratio(50, 0)).toBeNull();
+  });
+
+  it('given bytes, files, seconds and KiB, then MB/s, files/s and MiB', () => {
+    expect(modeResult(200e6, 2, 0.5, 2048)).toEqual({ seconds: 0.5, MBps: 400, filesPerSecond: 4, peakRssMB: 2 });
+  });
+
+  it('given rows, then aligned columns', () => {
+    expect(formatTable([['a', 'bb'], ['ccc', 'd']])).toBe('a    bb\nccc   d');
+  });
+});
+
+describe('bench request classification', () => {
+  it('given blob REST calls, then Azure billing classes', () => {
+    expect(classifyBlobRequest('GET', '/devstoreaccount1/c/b.dcm?timeout=60')).toEqual({ operation: 'GetBlob', cls: 'read' });
+    expect(classifyBlobRequest('HEAD', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'GetBlobProperties', cls: 'other' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=block&blockid=x')).toEqual({ operation: 'PutBlock', cls: 'write' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=blocklist')).toEqual({ operation: 'PutBlockList', cls: 'write' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'PutBlob', cls: 'write' });
+    expect(classifyBlobRequest('DELETE', '/devstoreaccount1/c/b.dcm').cls).toBe('delete');
+  });
+
+  it('given Cosmos REST calls, then point reads, writes, queries and metadata', () => {
+    expect(classifyCosmosRequest('GET', '/dbs/vna/colls/ingestions/docs/abc', false)).toEqual({ container: 'ingestions', cls: 'read' });
+    expect(classifyCosmosRequest('POST', '/dbs/vna/colls/ingestions/docs', false)).toEqual({ container: 'ingestions', cls: 'write' });
+    expect(classifyCosmosRequest('PUT', '/dbs/vna/colls/research-catalog/docs/x', false).cls).toBe('write');
+    expect(classifyCosmosRequest('POST', '/dbs/vna/colls/research-catalog/docs', true).cls).toBe('query');
+    expect(classifyCosmosRequest('GET', '/dbs/vna/colls/research-catalog', false).cls).toBe('metadata');
+  });
+});
