@@ -258,7 +258,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
     lines.push(`  per instance: blob reads ${b.read}, writes ${b.write}, other ${b.other}, deletes ${b.delete}; Cosmos reads ${c.read}, writes ${c.write}, queries ${c.query}, metadata ${c.metadata}`);
     const d = details.averageDocumentBytes;
     lines.push(`  average document bytes: instance ${d.instance}, series ${d.series}, study ${d.study}, index ${d.index}`);
-    lines.push(`  upload ${details.uploadSeconds} s, total ${details.totalSeconds} s, failed ${details.failed}, event retries ${details.eventDelivery.retried}, dead-lettered ${details.eventDelivery.deadLettered}`);
+    lines.push(`  upload ${details.uploadSeconds} s (${details.uploadRetries} retried), total ${details.totalSeconds} s, failed ${details.failed}, event retries ${details.eventDelivery.retried}, dead-lettered ${details.eventDelivery.deadLettered}`);
     if (details.note) lines.push(`  ${details.note}`);
   } else if (stackNote) {
     lines.push(`stack: ${stackNote}`);
@@ -357,7 +357,7 @@ async function main(): Promise<void> {
         }
       : null,
     stackDetails: details
-      ? { failed: details.failed, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
+      ? { failed: details.failed, uploadRetries: details.uploadRetries, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
       : stackNote ? { note: stackNote } : null,
     targets,
     environment: {

@@ -39,6 +39,8 @@ export interface StackResult {
 
 export interface StackDetails {
   failed: number;
+  /** Uploads the blob proxy answered with an error and the bench sent again. */
+  uploadRetries: number;
   uploadSeconds: number;
   totalSeconds: number;
   eventDelivery: { concurrency: string; maxConcurrentIngestions: string; retried: number; deadLettered: number };
@@ -119,13 +121,25 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     const names = options.files.map((f) => path.relative(options.root, f).split(path.sep).join('/'));
     const started = Date.now();
     let next = 0;
+    let uploadRetries = 0;
     const uploader = async () => {
       for (;;) {
         const i = next++;
         const file = options.files[i];
         const name = names[i];
         if (file === undefined || name === undefined) return;
-        await landing.getBlockBlobClient(name).uploadData(await fs.promises.readFile(file));
+        const data = await fs.promises.readFile(file);
+        // The blob proxy answers 502 when Azurite drops a kept-alive socket under load; the
+        // archive's replication would retry such a write, so the bench does too (and counts it).
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await landing.getBlockBlobClient(name).uploadData(data);
+            break;
+          } catch (err) {
+            if (attempt >= 5) throw err;
+            uploadRetries += 1;
+          }
+        }
         uploadedAt.set(name, Date.now());
       }
     };
@@ -189,6 +203,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       },
       details: {
         failed,
+        uploadRetries,
         uploadSeconds: round(uploadSeconds, 2),
         totalSeconds: round(totalSeconds, 2),
         eventDelivery: {
