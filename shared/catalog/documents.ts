@@ -100,7 +100,16 @@ export interface IngestionDocument {
   research?: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string; blob: string };
   /** Rank of this source among files carrying the same SOP instance (see InstanceDocument.sourceRank). */
   sourceRank?: string;
-  deidentification?: { profile: string; profileVersion: string; keyId: string; actions: Record<string, number>; gate: 'passed' | 'failed' };
+  /** The audit of the de-identification: no PHI, only the profile, key id and counts. */
+  deidentification?: {
+    profile: string;
+    profileVersion: string;
+    keyId: string;
+    actions: Record<string, number>;
+    gate: 'passed' | 'failed';
+    /** Burned-in text blacked out under Clean Pixel Data: boxes per frame and frames. */
+    pixelsCleaned?: { boxes: number; frames: number };
+  };
   transferSyntaxUid?: string;
   modality?: string;
   /** Event ids that led to this state, newest last (bounded). */

@@ -356,7 +356,8 @@ async function readMeta(reader: ByteReader, limits: ParseLimits): Promise<DicomD
   for (;;) {
     const peek = await reader.peek(8);
     if (peek.length < 8 || peek.readUInt16LE(0) !== 0x0002) return meta;
-    await reader.fill(Math.min(reader.bufferedBytes + 4096, limits.maxHeaderBytes));
+    // One meta element rarely exceeds a few hundred bytes; fill() keeps what is already buffered.
+    await reader.fill(Math.min(4096, limits.maxHeaderBytes));
     const buf = reader.peekAll();
     const p = new SyncParser(buf, enc, false, { maxHeaderBytes: Math.min(limits.maxHeaderBytes, 1 << 20) }, reader.position);
     try {

@@ -194,7 +194,7 @@ async function processVersion(deps: IngestDeps, request: IngestRequest, loc: Sou
     sourceRank: rank,
     original,
     research: { ...research, blob: blobName },
-    deidentification: auditOf(deps, report, 'passed'),
+    deidentification: { ...auditOf(deps, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
     transferSyntaxUid: header.transferSyntaxUid,
     modality: metadata.modality,
     catalogedAt: now().toISOString(),

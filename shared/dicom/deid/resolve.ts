@@ -77,6 +77,21 @@ for (const row of tableRows as unknown as Row[]) {
   }
 }
 
+/**
+ * Issuer sequences the table leaves out, although it removes the same facts in their other
+ * forms (Issuer of Patient ID X, Issuer of Admission ID Sequence X, Issuer of the Specimen
+ * Identifier Sequence Z): their Universal Entity ID and assigning facility name the
+ * institution whose patient or accession numbers they qualify. Both are Type 3.
+ */
+const SUPPLEMENT_ROWS: readonly Row[] = [
+  { id: '00080051', name: 'Issuer of Accession Number Sequence', basicProfile: 'X' },
+  { id: '00100024', name: 'Issuer of Patient ID Qualifiers Sequence', basicProfile: 'X' },
+];
+for (const row of SUPPLEMENT_ROWS) {
+  const tag = parseInt(row.id, 16) >>> 0;
+  if (!exactRows.has(tag)) exactRows.set(tag, row);
+}
+
 /** The Table E.1-1 row of a public tag, masks ("50xxxxxx", "60xx3000") included. */
 export function tableRowOf(tag: number): Row | undefined {
   const exact = exactRows.get(tag >>> 0);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { asciiValue, Tags } from '../../../shared/dicom/dataset';
-import { defaultProfile } from '../../../shared/dicom/deid/profile';
+import { defaultProfile, loadProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
@@ -165,6 +165,25 @@ describe('ingestSourceFile', () => {
     const out = await ingestSourceFile(w.deps, created('us.dcm'), loc('us.dcm'));
     expect(out).toEqual({ status: 'quarantined', errorCode: ErrorCodes.DEID_BURNED_IN_ANNOTATION });
     expect(w.quarantine.copies.has('anq-replica/us.dcm')).toBe(true);
+  });
+
+  it('given Clean Pixel Data with a region set for the device, then the burned-in text is blacked out and the audit records it', async () => {
+    w.deps.burnedIn = { mode: 'quarantine' };
+    w.deps.deid = {
+      ...w.deps.deid,
+      profile: loadProfile({
+        name: 'clean-pixels',
+        version: '1.0.0',
+        options: ['cleanPixelData', 'retainDeviceIdentity'],
+        burnedIn: { regions: [{ manufacturer: 'Philips Medical Systems', model: 'EPIQ 5G', boxes: [[0, 0, 1024, 60]] }] },
+      }),
+    };
+    w.source.put('anq-replica', 'us.dcm', fixture('deid/ultrasounds__GREYSCALE_IMAGE.dcm'));
+    const out = await ingestSourceFile(w.deps, created('us.dcm'), loc('us.dcm'));
+    expect(out.status).toBe('cataloged');
+    expect(w.index.all()[0]?.deidentification?.pixelsCleaned).toEqual({ boxes: 1, frames: 1 });
+    const copy = await parseDicomBuffer(w.research.blobs.get(researchBlobName(out.research!))!.data);
+    expect(asciiValue(copy.dataset.get(0x00280301))).toBe('NO');
   });
 
   it('given 50 concurrent events for files of one study, then every instance is counted once in the summaries', async () => {
