@@ -5,7 +5,9 @@
  * https locations in its account document, so clients must turn endpoint discovery off:
  * `connectionPolicy: { enableEndpointDiscovery: false }`. Data lives in memory only.
  */
+import { spawn } from 'child_process';
 import type * as http from 'http';
+import * as path from 'path';
 
 import { cosmosEmulatorConnectionString } from '../../shared/config/settings';
 import { closeServer, listen } from '../net';
@@ -26,8 +28,53 @@ export interface CosmosServerHandle {
   stop(): Promise<void>;
 }
 
-/** Throws with the port in the message when it is in use. */
-export async function startCosmosServer(options: CosmosServerOptions = {}): Promise<CosmosServerHandle> {
+/**
+ * Starts the server in a child process (the default: it then has a core of its own), or in
+ * this process with `inProcess`. Throws with the port in the message when it is in use.
+ */
+export async function startCosmosServer(options: CosmosServerOptions & { inProcess?: boolean } = {}): Promise<CosmosServerHandle> {
+  if (options.inProcess) return startCosmosServerInProcess(options);
+  const host = options.host ?? '127.0.0.1';
+  const script = path.join(__dirname, `cosmosProcess${path.extname(__filename)}`);
+  // From TypeScript sources (ts-jest) the child needs the compiled script.
+  const runnable = script.endsWith('.ts') ? script.replace(`${path.sep}local${path.sep}`, `${path.sep}dist${path.sep}local${path.sep}`).replace(/\.ts$/, '.js') : script;
+  const child = spawn(process.execPath, [runnable, host, String(options.port ?? 8081)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line) {
+        try {
+          resolve((JSON.parse(line) as { port: number }).port);
+        } catch {
+          reject(new Error(`Cosmos DB emulator server printed an unexpected line: ${line}`));
+        }
+      }
+    });
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('exit', (code) => reject(new Error(`Cosmos DB emulator server exited (${code}) before listening: ${err.trim()}`)));
+    child.once('error', reject);
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    endpoint: `http://${host}:${port}/`,
+    connectionString: cosmosEmulatorConnectionString(port, host),
+    stop() {
+      stopping ??= new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      });
+      return stopping;
+    },
+  };
+}
+
+/** The server in this process. */
+export async function startCosmosServerInProcess(options: CosmosServerOptions = {}): Promise<CosmosServerHandle> {
   const host = options.host ?? '127.0.0.1';
   // Loaded lazily: only the stack needs it, and it costs a few hundred ms.
   // eslint-disable-next-line @typescript-eslint/no-require-imports

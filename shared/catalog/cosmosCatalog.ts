@@ -14,6 +14,7 @@ import { tagToHex } from '../dicom/dictionary';
 import { levelOf } from '../dicom/metadata';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
+import { Coalescer } from './coalesce';
 import type { DicomJson, IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
 
 export function createCosmosClient(conn: CosmosConnection): CosmosClient {
@@ -167,6 +168,9 @@ function studyLevel(json: DicomJson): DicomJson {
 }
 
 export class CosmosResearchCatalog implements ResearchCatalogWriter {
+  /** Refreshes of one series (or study) requested together in this process run as one. */
+  private readonly refreshes = new Coalescer();
+
   constructor(private readonly container: Container) {}
 
   getInstance(studyInstanceUid: string, sopInstanceUid: string): Promise<Versioned<InstanceDocument> | undefined> {
@@ -182,8 +186,8 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
   }
 
   async refreshSummaries(studyInstanceUid: string, seriesInstanceUid: string): Promise<void> {
-    await this.retrying(() => this.refreshSeries(studyInstanceUid, seriesInstanceUid));
-    await this.retrying(() => this.refreshStudy(studyInstanceUid));
+    await this.refreshes.run(`series:${seriesInstanceUid}`, () => this.retrying(() => this.refreshSeries(studyInstanceUid, seriesInstanceUid)));
+    await this.refreshes.run(`study:${studyInstanceUid}`, () => this.retrying(() => this.refreshStudy(studyInstanceUid)));
   }
 
   private async retrying(step: () => Promise<void>): Promise<void> {

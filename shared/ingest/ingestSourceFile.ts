@@ -10,7 +10,7 @@
  */
 import { createHash, createHmac } from 'node:crypto';
 
-import type { IndexStore, ResearchCatalogWriter } from '../catalog/catalogStore';
+import type { IndexStore, ResearchCatalogWriter, Versioned } from '../catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
 import type { DeidReport } from '../dicom/deid/engine';
@@ -109,7 +109,7 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   let current = props;
   for (let attempt = 1; ; attempt++) {
     try {
-      outcome = await processVersion(deps, request, loc, id, current);
+      outcome = await processVersion(deps, request, loc, id, current, existing);
       break;
     } catch (e) {
       if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && attempt < MAX_SOURCE_ATTEMPTS) {
@@ -123,7 +123,7 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
         deps.telemetry.trackFailure(e.code, 'ingest');
         throw e;
       }
-      outcome = await recordFailure(deps, request, loc, id, current, e);
+      outcome = await recordFailure(deps, request, loc, id, current, existing, e);
       break;
     }
   }
@@ -131,7 +131,14 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   return outcome;
 }
 
-async function processVersion(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, props: SourceProperties): Promise<IngestOutcome> {
+async function processVersion(
+  deps: IngestDeps,
+  request: IngestRequest,
+  loc: SourceLocation,
+  id: string,
+  props: SourceProperties,
+  existing: Versioned<IngestionDocument> | undefined,
+): Promise<IngestOutcome> {
   const now = deps.now ?? (() => new Date());
   const reader = new ByteReader(sourceChunks(deps, loc, props), { sha256: true });
   const prepared = await prepareDeidentifiedInstance(reader, {
@@ -181,14 +188,14 @@ async function processVersion(deps: IngestDeps, request: IngestRequest, loc: Sou
   if (decision.kept) await putInstance(deps, instance);
 
   // A new version of this source may carry another SOP instance than the last one did.
-  const previous = (await deps.index.get(id))?.doc;
+  const previous = existing?.doc;
   if (previous?.research && previous.research.sopInstanceUid !== research.sopInstanceUid) {
     await removeResearchInstance(deps, previous, loc.canonicalUrl);
   }
 
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
-  await writeIndex(deps, id, loc, props, request, {
+  await writeIndex(deps, id, loc, props, request, existing, {
     status: 'cataloged',
     sha256,
     sourceRank: rank,
@@ -270,10 +277,19 @@ type IndexFields = Partial<Omit<IngestionDocument, 'id' | 'sourceUrl' | 'contain
  * Writes the index record for a source version. A record of a newer version (later
  * Last-Modified) is never overwritten by an older one that finished later.
  */
-async function writeIndex(deps: IngestDeps, id: string, loc: SourceLocation, props: SourceProperties | undefined, request: IngestRequest, fields: IndexFields): Promise<void> {
+async function writeIndex(
+  deps: IngestDeps,
+  id: string,
+  loc: SourceLocation,
+  props: SourceProperties | undefined,
+  request: IngestRequest,
+  known: Versioned<IngestionDocument> | undefined,
+  fields: IndexFields,
+): Promise<void> {
   const now = (deps.now ?? (() => new Date()))().toISOString();
   for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
-    const existing = await deps.index.get(id);
+    // The record read at the start serves the first attempt; a conflict means it moved on.
+    const existing = attempt === 1 ? known : await deps.index.get(id);
     const prev = existing?.doc;
     if (prev && props && prev.lastModified && prev.lastModified > props.lastModified.toISOString() && prev.status !== 'deleted') return;
     const doc: IngestionDocument = {
@@ -313,7 +329,15 @@ async function writeIndex(deps: IngestDeps, id: string, loc: SourceLocation, pro
   throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'ingestion record kept changing while it was written');
 }
 
-async function recordFailure(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, props: SourceProperties, e: unknown): Promise<IngestOutcome> {
+async function recordFailure(
+  deps: IngestDeps,
+  request: IngestRequest,
+  loc: SourceLocation,
+  id: string,
+  props: SourceProperties,
+  existing: Versioned<IngestionDocument> | undefined,
+  e: unknown,
+): Promise<IngestOutcome> {
   const code = isPipelineError(e) ? e.code : ErrorCodes.INTERNAL;
   // Our own messages carry no PHI; a foreign error's message might, so it is not kept.
   const message = isPipelineError(e) ? e.message : 'unexpected error while processing the file';
@@ -327,9 +351,8 @@ async function recordFailure(deps: IngestDeps, request: IngestRequest, loc: Sour
     if (!isPipelineError(qe, ErrorCodes.SOURCE_CHANGED) && !isPipelineError(qe, ErrorCodes.SOURCE_NOT_FOUND)) throw qe;
   }
   // A failed new version must not leave the research copy of an older version of this source behind.
-  const previous = (await deps.index.get(id))?.doc;
-  if (previous?.research) await removeResearchInstance(deps, previous, loc.canonicalUrl);
-  await writeIndex(deps, id, loc, props, request, {
+  if (existing?.doc.research) await removeResearchInstance(deps, existing.doc, loc.canonicalUrl);
+  await writeIndex(deps, id, loc, props, request, existing, {
     status: quarantined ? 'quarantined' : 'failed',
     errorCode: code,
     errorMessage: message,
@@ -371,7 +394,7 @@ async function handleGone(deps: IngestDeps, request: IngestRequest, loc: SourceL
   const existing = await deps.index.get(id);
   if (existing?.doc.status === 'deleted') return { status: 'unchanged' };
   const removed = existing ? await removeResearchInstance(deps, existing.doc, loc.canonicalUrl) : false;
-  await writeIndex(deps, id, loc, undefined, request, { status: 'deleted', deletedAt: (deps.now ?? (() => new Date()))().toISOString() });
+  await writeIndex(deps, id, loc, undefined, request, existing, { status: 'deleted', deletedAt: (deps.now ?? (() => new Date()))().toISOString() });
   deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} deleted${removed ? '; its research instance withdrawn' : ''}`);
   // Another source of the same instance, if one is still cataloged, now provides it.
   const sop = existing?.doc.research?.sopInstanceUid;

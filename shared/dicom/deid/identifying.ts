@@ -6,19 +6,31 @@
  * What counts (public attributes whose value the profile makes disappear, including
  * everything inside a sequence that is removed, emptied or replaced):
  * - PN values, each whole name and each name component of 3 characters or more (honorifics
- *   and suffixes such as DR, MR, JR, III excepted);
+ *   and suffixes such as DR, MR, JR, III, and words that mark a name as a placeholder, such
+ *   as TEST or PATIENT, excepted: "Test^Patient" names nobody, and the whole name is still
+ *   searched);
  * - DA values and the date part of DT values;
- * - non-standard UIDs that are replaced or removed;
+ * - non-standard UIDs that are replaced or removed, except those naming a vocabulary (Coding
+ *   Scheme UID and its kin: a registered scheme is the same in every file, and a code taken
+ *   from a removed sequence is kept unchanged wherever else the file uses it);
  * - LO, SH, UC, LT, ST, UT values of identifier-like attributes: IDs, numbers, names of
  *   people, institutions, stations and devices, addresses, telephone numbers.
  * Values shorter than 3 characters, all-digit values shorter than 5 digits (other than
  * dates), and values equal to the engine's own dummy values are left out, because they
- * would match by chance ("M", "1", "123" are everywhere) and prove nothing. Station,
- * institution and device values that also occur in an attribute the profile keeps are left
- * out too (see collectSourceFacts).
+ * would match by chance ("M", "1", "123" are everywhere) and prove nothing.
+ *
+ * Strict and excusable values: the patient's own identity (the patient's names, patient
+ * and other patient IDs, issuers, accession numbers, Study ID, admission and insurance
+ * numbers), every date and every UID always count. Everything else (names of staff and other
+ * people, institutions, stations, devices) does not count when the same text also occurs in
+ * an attribute the profile keeps as is: the profile itself puts that text into the output
+ * (an institution named like the manufacturer, a content creator named in the manufacturer's
+ * URL), so finding it there says nothing about the engine and would fail every such file.
+ *
  * Matching is case-insensitive and at word boundaries: a value starting with a letter is not
  * matched after a letter, one starting with a digit not after a digit, and likewise at the
- * end, so "ANN" does not match inside "SCANNER" and "12345" not inside "0.123456".
+ * end, so "ANN" does not match inside "SCANNER" and "12345" not inside "0.123456". A dotted
+ * number (a UID) is matched only whole, so "1.1" is not found inside "1.2.840.10008.5.1.4.1.1.6.1".
  */
 import { createHash } from 'node:crypto';
 
@@ -36,6 +48,15 @@ export const DUMMY_DATE_TIME = '19000101000000';
 const DUMMIES = new Set([DUMMY_TEXT, DUMMY_DATE, DUMMY_TIME, DUMMY_DATE_TIME, 'YES', 'NO', 'MODIFIED', 'UNMODIFIED']);
 
 const NAME_STOP_WORDS = new Set(['DR', 'DR.', 'MR', 'MR.', 'MRS', 'MRS.', 'MS', 'MS.', 'PROF', 'PROF.', 'JR', 'JR.', 'SR', 'SR.', 'II', 'III', 'IV', 'MD', 'PHD']);
+/**
+ * Words that stand in for a name rather than being one (test data, phantoms, unknown
+ * patients); on their own they name nobody and occur in kept device and software values
+ * ("Test Manufacturer"). Only single components are skipped, never a whole name.
+ */
+const PLACEHOLDER_NAME_WORDS = new Set(['TEST', 'PATIENT', 'PHANTOM', 'ANONYMOUS', 'UNKNOWN']);
+
+/** UIDs that name a coding scheme, context group or mapping resource: vocabulary, not instances. */
+const VOCABULARY_UID_KEYWORDS = new Set(['CodingSchemeUID', 'ContextGroupExtensionCreatorUID', 'ContextUID', 'MappingResourceUID']);
 
 const FREE_TEXT_VRS = new Set(['LO', 'SH', 'UC', 'LT', 'ST', 'UT']);
 const IDENTIFIER_KEYWORD = /(?:ID|IDs|Number|Numbers|Name|Names|Address|Identifier|Telephone|TelephoneNumbers|Locator|Residence|Organization|Institution|Department)$/;
@@ -84,19 +105,24 @@ function isWorthMatching(v: string): boolean {
 
 /** Identifiers of the patient and the visit: never excused by a kept attribute (see collectSourceFacts). */
 const PATIENT_IDENTIFIER_KEYWORD = /^(?:Patient|OtherPatient|Accession|StudyID|Admission|MedicalRecord|Issuer|Military|Insurance)/;
+/** The patient's own names (and the responsible person's, which names the patient's family): never excused. */
+const PATIENT_NAME_KEYWORD = /^(?:Patient|OtherPatient|ResponsiblePerson)/;
 
 function addValuesOf(el: DicomElement, text: string, out: Set<string>, weak: Set<string>): void {
   const vr = effectiveVr(el);
+  const keyword = lookupTag(el.tag)?.keyword ?? '';
   for (const v of text.split('\\').map((s) => s.trim())) {
     if (v === '') continue;
     if (vr === 'PN') {
+      const names = PATIENT_NAME_KEYWORD.test(keyword) ? out : weak;
       for (const group of v.split('=')) {
         const whole = group.replace(/\^+$/, '');
-        if (isWorthMatching(whole)) out.add(whole);
+        if (isWorthMatching(whole)) names.add(whole);
         const spaced = whole.split('^').filter((c) => c.trim() !== '').join(' ');
-        if (spaced !== whole && isWorthMatching(spaced)) out.add(spaced);
+        if (spaced !== whole && isWorthMatching(spaced)) names.add(spaced);
         for (const part of whole.split(/[\^ ,]+/)) {
-          if (isWorthMatching(part) && !NAME_STOP_WORDS.has(part.toUpperCase())) out.add(part);
+          const upper = part.toUpperCase();
+          if (isWorthMatching(part) && !NAME_STOP_WORDS.has(upper) && !PLACEHOLDER_NAME_WORDS.has(upper)) names.add(part);
         }
       }
     } else if (vr === 'DA') {
@@ -105,9 +131,8 @@ function addValuesOf(el: DicomElement, text: string, out: Set<string>, weak: Set
       const date = v.slice(0, 8);
       if (/^\d{8}$/.test(date) && !DUMMIES.has(date)) out.add(date);
     } else if (vr === 'UI') {
-      if (!isStandardUid(v) && v.length >= 3) out.add(v);
+      if (!isStandardUid(v) && v.length >= 3 && !VOCABULARY_UID_KEYWORDS.has(keyword)) out.add(v);
     } else if (FREE_TEXT_VRS.has(vr)) {
-      const keyword = lookupTag(el.tag)?.keyword ?? '';
       if (IDENTIFIER_KEYWORD.test(keyword) && !NOT_IDENTIFIER_KEYWORD.test(keyword) && isWorthMatching(v)) {
         (PATIENT_IDENTIFIER_KEYWORD.test(keyword) ? out : weak).add(v);
       }
@@ -134,7 +159,8 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
   const weak = new Set<string>();
   const keptTexts: string[] = [];
   const digests = new Set<string>();
-  const walk = (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean) => {
+  // cleaned: inside a sequence being cleaned, where the engine scrubs every free text.
+  const walk = (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean, cleaned: boolean) => {
     const cs = charsetsOf(ds, charsets);
     for (const el of ds.values()) {
       if (isPrivateTag(el.tag)) continue;
@@ -145,12 +171,14 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
       if (el.items) {
         // A removed, emptied or replaced sequence takes its whole content with it.
         const itemsGo = away && resolved.action !== 'replaceUid';
-        for (const item of el.items) walk(item, cs, here, itemsGo);
+        for (const item of el.items) walk(item, cs, here, itemsGo, cleaned || resolved.action === 'clean');
         continue;
       }
       if (BINARY_TEXTLESS.has(vr)) continue;
       if (!away) {
-        if (vr !== 'PN') keptTexts.push(textOf(el, cs));
+        // Only what the output keeps verbatim excuses a value: a cleaned text is scrubbed of
+        // the very values it would otherwise excuse.
+        if (vr !== 'PN' && resolved.action === 'keep' && !cleaned) keptTexts.push(textOf(el, cs));
         continue;
       }
       const text = textOf(el, cs);
@@ -159,11 +187,11 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
       if (DISAPPEARING.has(resolved.action)) digests.add(valueDigest(here, text));
     }
   };
-  walk(dataset, [], '', false);
-  // A station or institution name that the profile keeps elsewhere in the file (a station
-  // called "MRT" next to a kept code meaning "MRT Oberbauch", an institution named like the
-  // manufacturer) is not something the profile asked to hide: counting it would fail every
-  // such file. Names of people, patient identifiers, dates and UIDs are never excused.
+  walk(dataset, [], '', false, false);
+  // A station, institution or staff name that the profile keeps elsewhere in the file (a
+  // station called "MRT" next to a kept code meaning "MRT Oberbauch", an institution named
+  // like the manufacturer) is not something the profile asked to hide: counting it would fail
+  // every such file. The patient's names and identifiers, dates and UIDs are never excused.
   for (const v of weak) {
     const re = valueMatcher(v);
     if (!keptTexts.some((t) => {
@@ -191,7 +219,11 @@ function edge(ch: string | undefined, side: 'before' | 'after'): string {
 /** One case-insensitive, boundary-aware pattern per value (global, Unicode). */
 export function valueMatcher(value: string): RegExp {
   const chars = [...value];
-  return new RegExp(`${edge(chars[0], 'before')}${escapeRegExp(value)}${edge(chars[chars.length - 1], 'after')}`, 'giu');
+  // A dotted number continues across a dot followed by a digit: a UID matches only whole.
+  const dotted = /^\d+(?:\.\d+)+$/.test(value);
+  const before = `${edge(chars[0], 'before')}${dotted ? '(?<!\\p{N}\\.)' : ''}`;
+  const after = `${edge(chars[chars.length - 1], 'after')}${dotted ? '(?!\\.\\p{N})' : ''}`;
+  return new RegExp(`${before}${escapeRegExp(value)}${after}`, 'giu');
 }
 
 /** Common ways of writing a DA value (YYYYMMDD) in free text. */

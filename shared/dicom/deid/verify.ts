@@ -3,7 +3,7 @@
  * and the source's identifying values, run before anything leaves the identified zone.
  * Findings name tags and rules, never values.
  */
-import { DicomDataset, DicomElement, Tags, TEXT_VRS } from '../dataset';
+import { DicomDataset, Tags, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
 import { parseDicomBuffer } from '../parser';
 import { DEID_METHOD_CODES, DeidReport, DeidTags } from './engine';
@@ -55,7 +55,16 @@ interface GateState {
   findings: string[];
 }
 
-function checkIdentifyingText(el: DicomElement, text: string, st: GateState, at: string): void {
+/**
+ * Number strings: a count or a measurement, whatever digits it shares with an ID (a Series
+ * Number 123456 next to a Patient ID 123456). Only all-digit values could match there, and
+ * the attribute gives them their meaning; a number the profile changes is still checked
+ * against its source value (the digest check).
+ */
+const NUMBER_STRING_VRS = new Set(['IS', 'DS']);
+
+function checkIdentifyingText(vr: string, text: string, st: GateState, at: string): void {
+  if (NUMBER_STRING_VRS.has(vr)) return;
   if (containsIdentifying(text, st.matchers)) st.findings.push(`${at}: holds an identifying value of the source (identifying-value search)`);
 }
 
@@ -119,7 +128,7 @@ function walk(ds: DicomDataset, st: GateState, charsets: string[], path: string,
           if (!UID_PATTERN.test(uid) || uid.length > 64) st.findings.push(`${at}: replacement UID is not a valid UID (rule U)`);
         }
       }
-      checkIdentifyingText(el, text, st, at);
+      checkIdentifyingText(vr, text, st, at);
     } else if (!NUMERIC_BINARY.has(vr)) {
       checkBytes(el.value, st, at);
     }
