@@ -335,7 +335,9 @@ async function main(): Promise<void> {
         stallTimeoutMs: 60_000,
         deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789',
       };
-      const run = await runChild<{ stack: StackResult; details: StackDetails }>('stack', job, workDir, { timeoutMs: 480_000 });
+      // BENCH_PROFILE=<folder> writes a CPU profile of the stack process there.
+      const nodeArgs = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+      const run = await runChild<{ stack: StackResult; details: StackDetails }>('stack', job, workDir, { timeoutMs: 480_000, nodeArgs });
       if (run.ok && run.result) ({ stack, details } = run.result);
       else stackNote = `failed: ${run.reason ?? 'unknown'}`;
     }

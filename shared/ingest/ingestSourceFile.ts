@@ -53,8 +53,10 @@ export interface IngestOutcome {
   research?: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string };
 }
 
-/** Bytes of the first ranged read: enough for almost every header. */
+/** Bytes of the first ranged read of a large file: enough for almost every header. */
 const HEADER_RANGE = 64 * 1024;
+/** Files up to this size are read in one request (a second round trip would cost more than it saves). */
+const SINGLE_READ_MAX = 4 * 1024 * 1024;
 /** Reads of one source version that found it changed, before giving up to Event Grid's retry. */
 const MAX_SOURCE_ATTEMPTS = 3;
 /** Optimistic-concurrency attempts on one document or blob. */
@@ -84,7 +86,7 @@ export function researchBlobName(r: { studyInstanceUid: string; seriesInstanceUi
 
 /** A ranged read of the header, then one stream for the rest, all of one ETag. */
 async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: SourceProperties): AsyncGenerator<Uint8Array> {
-  const first = Math.min(HEADER_RANGE, props.size);
+  const first = props.size <= SINGLE_READ_MAX ? props.size : HEADER_RANGE;
   if (first > 0) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, 0, first);
   if (props.size > first) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, first, undefined);
 }
