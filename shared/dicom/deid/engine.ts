@@ -96,6 +96,7 @@ interface FileState {
   matchers: RegExp[];
   patientId: string;
   issuer: string;
+  sopClassUid?: string;
   shiftDays?: number;
 }
 
@@ -161,11 +162,39 @@ function dummyText(vr: string): string {
   }
 }
 
+const CONTENT_SEQUENCE = 0x0040a730;
+
+/** CONTAINS TEXT (DCM 121106 "Comment") = "ANONYMIZED": a minimal valid SR content item. */
+function dummyContentItem(charsets: string[]): DicomDataset {
+  const item: DicomDataset = new Map();
+  const text = (tag: number, vr: string, value: string) => {
+    const e: DicomElement = { tag, vr };
+    setText(e, value, charsets);
+    item.set(tag, e);
+  };
+  text(0x0040a010, 'CS', 'CONTAINS');
+  text(0x0040a040, 'CS', 'TEXT');
+  const code: DicomDataset = new Map();
+  const codeText = (tag: number, vr: string, value: string) => {
+    const e: DicomElement = { tag, vr };
+    setText(e, value, charsets);
+    code.set(tag, e);
+  };
+  codeText(0x00080100, 'SH', '121106');
+  codeText(0x00080102, 'SH', 'DCM');
+  codeText(0x00080104, 'LO', 'Comment');
+  item.set(0x0040a043, { tag: 0x0040a043, vr: 'SQ', items: [code] });
+  text(0x0040a160, 'UT', DUMMY_TEXT);
+  return item;
+}
+
 function applyDummy(el: DicomElement, st: FileState, scope: Scope): void {
   const vr = effectiveVr(el);
   if (vr === 'SQ') {
-    // A sequence dummy: one empty item, the least a Type 1 sequence can hold.
-    el.items = [new Map()];
+    // A sequence dummy: one item, the least a Type 1 sequence can hold. For SR content the
+    // item is a complete TEXT content item (its Type 1 attributes present), so the document
+    // stays valid while none of its content survives.
+    el.items = [el.tag === CONTENT_SEQUENCE ? dummyContentItem(scope.charsets) : new Map()];
     delete el.value;
     return;
   }
@@ -287,7 +316,7 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
     if (!el) continue;
     const isPrivate = isPrivateTag(tag);
     const vr = effectiveVr(el);
-    const resolved = resolveAction(tag, st.ctx.profile, { vr, privateCreator: privateCreatorOf(ds, tag, scope.charsets) });
+    const resolved = resolveAction(tag, st.ctx.profile, { vr, privateCreator: privateCreatorOf(ds, tag, scope.charsets), sopClassUid: st.sopClassUid });
     const count = (c: DeidCounter) => {
       st.counts[isPrivate ? (c === 'removed' ? 'privateRemoved' : 'privateKept') : c]++;
     };
@@ -446,6 +475,7 @@ export function deidentifyDataset(dataset: DicomDataset, ctx: DeidContext): Deid
     matchers: identifyingMatchers(facts.identifyingValues),
     patientId: idEl ? textOf(idEl, charsets) : '',
     issuer: issuerEl ? textOf(issuerEl, charsets) : '',
+    sopClassUid: original.sopClassUid,
   };
   processDataset(dataset, st, { charsets, cleanAll: false });
   mark(dataset, ctx);

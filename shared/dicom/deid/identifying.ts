@@ -53,7 +53,7 @@ const NAME_STOP_WORDS = new Set(['DR', 'DR.', 'MR', 'MR.', 'MRS', 'MRS.', 'MS', 
  * patients); on their own they name nobody and occur in kept device and software values
  * ("Test Manufacturer"). Only single components are skipped, never a whole name.
  */
-const PLACEHOLDER_NAME_WORDS = new Set(['TEST', 'PATIENT', 'PHANTOM', 'ANONYMOUS', 'UNKNOWN']);
+const PLACEHOLDER_NAME_WORDS = new Set(['TEST', 'PATIENT', 'PHANTOM', 'ANONYMOUS', 'UNKNOWN', 'NAME', 'FIRST', 'LAST', 'MIDDLE']);
 
 /** UIDs that name a coding scheme, context group or mapping resource: vocabulary, not instances. */
 const VOCABULARY_UID_KEYWORDS = new Set(['CodingSchemeUID', 'ContextGroupExtensionCreatorUID', 'ContextUID', 'MappingResourceUID']);
@@ -155,6 +155,7 @@ const BINARY_TEXTLESS = new Set(['OB', 'OW', 'OF', 'OD', 'OL', 'OV', 'UN', 'SQ',
 
 /** Walks the source (before any change) and collects what must not survive. */
 export function collectSourceFacts(dataset: DicomDataset, profile: Profile): SourceFacts {
+  const sopClassUid = asciiValue(dataset.get(Tags.SOPClassUID));
   const values = new Set<string>();
   const weak = new Set<string>();
   const keptTexts: string[] = [];
@@ -165,7 +166,7 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
     for (const el of ds.values()) {
       if (isPrivateTag(el.tag)) continue;
       const vr = effectiveVr(el);
-      const resolved = resolveAction(el.tag, profile, { vr });
+      const resolved = resolveAction(el.tag, profile, { vr, sopClassUid });
       const away = goingAway || DISAPPEARING.has(resolved.action);
       const here = path === '' ? tagToHex(el.tag) : `${path}.${tagToHex(el.tag)}`;
       if (el.items) {

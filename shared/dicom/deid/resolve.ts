@@ -44,6 +44,8 @@ export interface ResolvedAction {
 export interface ResolveContext {
   /** The element's VR in the file (falls back to the dictionary's). */
   vr?: string;
+  /** The instance's SOP Class UID: some attributes' type (and so their action) depends on the IOD. */
+  sopClassUid?: string;
   /** For a private element: its block's Private Creator value, if the data set has one. */
   privateCreator?: string;
 }
@@ -144,14 +146,26 @@ const IOD_TYPE: ReadonlyMap<number, 1 | 2> = new Map<number, 1 | 2>([
   [0x00082112, 1],
 ]);
 
+/**
+ * Types that differ by IOD for attributes with a combined code: the SOP class prefix and the
+ * type there (Referenced Performed Procedure Step Sequence is Type 2 in the SR Document
+ * Series module, Type 3 elsewhere, where an empty sequence would be an error).
+ */
+const IOD_TYPE_BY_CLASS: readonly { tag: number; sopClassPrefix: string; type: 1 | 2 }[] = [
+  { tag: 0x00081111, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.88.', type: 2 },
+];
+
 /** Picks one action of a combined code (see IOD_TYPE). */
-export function resolveCombinedCode(code: string, tag: number): 'X' | 'Z' | 'D' | 'U' {
+export function resolveCombinedCode(code: string, tag: number, sopClassUid?: string): 'X' | 'Z' | 'D' | 'U' {
   const parts = code.split('/').map((p) => p.replace('*', '')) as ('X' | 'Z' | 'D' | 'U')[];
-  const type = IOD_TYPE.get(tag >>> 0);
+  // X/Z/U* (reference sequences): keeping the references with their UIDs replaced is what
+  // every IOD that requires them needs, and their items are de-identified like the rest.
+  if (parts.includes('U')) return 'U';
+  const byClass = sopClassUid ? IOD_TYPE_BY_CLASS.find((t) => t.tag === tag >>> 0 && sopClassUid.startsWith(t.sopClassPrefix)) : undefined;
+  const type = byClass?.type ?? IOD_TYPE.get(tag >>> 0);
   const first = parts[0] ?? 'X';
   if (type === 1) {
     if (parts.includes('D')) return 'D';
-    if (parts.includes('U')) return 'U';
     return parts[parts.length - 1] ?? first;
   }
   if (type === 2) {
@@ -163,7 +177,7 @@ export function resolveCombinedCode(code: string, tag: number): 'X' | 'Z' | 'D' 
 
 const DATE_VRS = new Set(['DA', 'DT', 'TM']);
 
-function codeToAction(code: string, tag: number, vr: string | undefined, option?: ProfileOption): DeidAction {
+function codeToAction(code: string, tag: number, vr: string | undefined, option?: ProfileOption, sopClassUid?: string): DeidAction {
   switch (code) {
     case 'K':
       return 'keep';
@@ -181,7 +195,7 @@ function codeToAction(code: string, tag: number, vr: string | undefined, option?
       // X/Z/U* picks U for a sequence: kept, and its references replaced when its items are processed.
       return vr === 'SQ' ? 'keep' : 'replaceUid';
     default:
-      return codeToAction(resolveCombinedCode(code, tag), tag, vr, option);
+      return codeToAction(resolveCombinedCode(code, tag, sopClassUid), tag, vr, option);
   }
 }
 
@@ -306,11 +320,11 @@ export function resolveAction(tag: number, profile: Profile, context: ResolveCon
     if (!chosen || (chosen.code === 'K' && code === 'C')) chosen = { code, option };
   }
   if (chosen) {
-    return { action: codeToAction(chosen.code, tag, vr, chosen.option), source: 'option', code: chosen.code, option: chosen.option };
+    return { action: codeToAction(chosen.code, tag, vr, chosen.option, context.sopClassUid), source: 'option', code: chosen.code, option: chosen.option };
   }
 
   const code = row.basicProfile;
-  let action = codeToAction(code, tag, vr);
+  let action = codeToAction(code, tag, vr, undefined, context.sopClassUid);
   if (tag === Tag.PatientBirthDate && profile.options.has('retainLongitudinalModifiedDates') && profile.options.has('retainPatientCharacteristics')) {
     // The table empties the birth date under every option; shifted with the patient's other
     // dates it reveals only the age, which Retain Patient Characteristics keeps anyway.

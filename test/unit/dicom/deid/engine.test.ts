@@ -187,9 +187,18 @@ describe('deidentifyDataset options', () => {
       dataset(el('ValueType', 'UIDREF'), el('UID', '1.2.826.0.1.3680043.99.7')),
     ]);
     const basic = sampleDataset();
-    basic.set(content.tag, structuredClone(content));
+    basic.set(content.tag, seq('ContentSequence', [
+      dataset(el('ValueType', 'TEXT'), el('TextValue', 'Patient Smithers seen 20210315, stable')),
+      dataset(el('ValueType', 'PNAME'), el('PersonName', 'Smithers^Johnathan')),
+    ]));
     run(basic, ctxWith([]));
-    expect(basic.get(content.tag)?.items).toEqual([new Map()]); // D: one empty item
+    // Basic's D on the sequence: no content survives, and the dummy is one valid content item.
+    const dummy = basic.get(content.tag)?.items as DicomDataset[];
+    expect(dummy).toHaveLength(1);
+    expect(text(dummy[0] as DicomDataset, 'RelationshipType')).toBe('CONTAINS');
+    expect(text(dummy[0] as DicomDataset, 'ValueType')).toBe('TEXT');
+    expect(text(dummy[0] as DicomDataset, 'TextValue')).toBe('ANONYMIZED');
+    expect(text(dummy[0] as DicomDataset, 'TextValue')).not.toContain('Smithers');
 
     const ds = sampleDataset();
     ds.set(content.tag, content);

@@ -32,7 +32,7 @@ const PATIENT_BIRTH_DATE = 0x00100030;
  * Name components that are not names (test data's "Test^Patient"): kept device values such
  * as "Test Manufacturer" hold them too. The whole name is still looked for.
  */
-const PLACEHOLDERS = new Set(['test', 'patient', 'phantom', 'anonymous', 'unknown']);
+const PLACEHOLDERS = new Set(['test', 'patient', 'phantom', 'anonymous', 'unknown', 'name', 'first', 'last', 'middle']);
 /** The engine's own dummies: a source that already held one shows it again where Basic asks for a dummy. */
 const DUMMIES = new Set(['ANONYMIZED', '19000101']);
 /** Number strings hold counts and measurements; an all-digit ID equal to one is a coincidence. */

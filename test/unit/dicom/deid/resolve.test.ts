@@ -49,9 +49,13 @@ describe('resolveAction', () => {
     expect(resolveCombinedCode('Z/D', tagOf('ContentDate'))).toBe('D'); // Type 1 in SR
     expect(resolveCombinedCode('Z/D', tagOf('ContrastBolusAgent'))).toBe('Z'); // Type 2
     expect(resolveCombinedCode('X/Z', tagOf('AcquisitionContextSequence'))).toBe('Z');
-    expect(resolveCombinedCode('X/Z/U*', tagOf('ReferencedImageSequence'))).toBe('X');
+    // Reference sequences keep their references, with the UIDs replaced (IOD conformance).
+    expect(resolveCombinedCode('X/Z/U*', tagOf('ReferencedImageSequence'))).toBe('U');
     expect(action('ContentDate')).toBe('dummy');
-    expect(action('ReferencedImageSequence')).toBe('remove');
+    expect(action('ReferencedImageSequence')).toBe('keep');
+    // Type 2 in the SR Document Series only: emptied in SR, removed elsewhere.
+    expect(resolveCombinedCode('X/Z/D', tagOf('ReferencedPerformedProcedureStepSequence'), '1.2.840.10008.5.1.4.1.1.88.11')).toBe('Z');
+    expect(resolveCombinedCode('X/Z/D', tagOf('ReferencedPerformedProcedureStepSequence'), '1.2.840.10008.5.1.4.1.1.2')).toBe('X');
   });
 
   it('given mask rows, then overlay data, overlay comments and curves of any group follow the table', () => {
