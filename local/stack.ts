@@ -193,8 +193,8 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       SourceStorage: storage,
       AzureWebJobsStorage: storage,
       CosmosDb: cosmos.connectionString,
-      DEID_KEY: options.deidKey ?? process.env.DEID_KEY ?? localDeidKey(dataDir),
-      DEID_KEY_ID: options.deidKeyId ?? process.env.DEID_KEY_ID ?? 'local',
+      DEID_KEY: options.deidKey || process.env.DEID_KEY || localDeidKey(dataDir),
+      DEID_KEY_ID: options.deidKeyId || process.env.DEID_KEY_ID || 'local',
       ...options.env,
     };
     for (const [k, v] of Object.entries(env)) process.env[k] = v;

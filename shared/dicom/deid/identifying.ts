@@ -219,12 +219,37 @@ function edge(ch: string | undefined, side: 'before' | 'after'): string {
 
 /** One case-insensitive, boundary-aware pattern per value (global, Unicode). */
 export function valueMatcher(value: string): RegExp {
+  const cached = matcherCache.get(value);
+  if (cached) return cached;
   const chars = [...value];
   // A dotted number continues across a dot followed by a digit: a UID matches only whole.
   const dotted = /^\d+(?:\.\d+)+$/.test(value);
   const before = `${edge(chars[0], 'before')}${dotted ? '(?<!\\p{N}\\.)' : ''}`;
   const after = `${edge(chars[chars.length - 1], 'after')}${dotted ? '(?!\\.\\p{N})' : ''}`;
-  return new RegExp(`${before}${escapeRegExp(value)}${after}`, 'giu');
+  const re = new RegExp(`${before}${escapeRegExp(value)}${after}`, 'giu');
+  // Compiling is most of the cost for small files, and a study's files share their values.
+  if (matcherCache.size >= MATCHER_CACHE_SIZE) matcherCache.clear();
+  matcherCache.set(value, re);
+  // A pure-ASCII value can only match text that holds it under ASCII case folding (the one
+  // non-ASCII letter that folds onto ASCII, long s, is folded by foldForSearch too), so a
+  // substring test can rule a text out before the regular expression runs.
+  if (/^[\x20-\x7e]+$/.test(value)) needles.set(re, foldForSearch(value));
+  return re;
+}
+
+const MATCHER_CACHE_SIZE = 5000;
+const matcherCache = new Map<string, RegExp>();
+const needles = new WeakMap<RegExp, string>();
+
+/** Lower case, with U+017F (long s, which case-folds to "s" in a /iu expression) as "s". */
+function foldForSearch(text: string): string {
+  return text.toLowerCase().replace(/\u017f/g, 's');
+}
+
+/** False when the matcher cannot match the (folded) text; true when it may. */
+function mayMatch(re: RegExp, folded: string): boolean {
+  const needle = needles.get(re);
+  return needle === undefined || folded.includes(needle);
 }
 
 /** Common ways of writing a DA value (YYYYMMDD) in free text. */
@@ -260,7 +285,8 @@ const MARK = '\uE000';
  */
 export function scrubText(text: string, matchers: readonly RegExp[]): string | undefined {
   let out = text;
-  for (const re of matchers) out = out.replace(re, MARK);
+  const folded = foldForSearch(text);
+  for (const re of matchers) if (mayMatch(re, folded)) out = out.replace(re, MARK);
   for (const re of FREE_TEXT_DATES) out = out.replace(re, MARK);
   if (out === text) return text;
   // An honorific before a removed name would only say that a name was there.
@@ -274,7 +300,9 @@ export function scrubText(text: string, matchers: readonly RegExp[]): string | u
 
 /** True when the text holds any identifying value. */
 export function containsIdentifying(text: string, matchers: readonly RegExp[]): boolean {
+  const folded = foldForSearch(text);
   return matchers.some((re) => {
+    if (!mayMatch(re, folded)) return false;
     re.lastIndex = 0;
     return re.test(text);
   });
