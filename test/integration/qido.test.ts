@@ -292,11 +292,11 @@ describe('CosmosResearchCatalogReader', () => {
     expect(ids).toHaveLength(1 + 2 + 4);
   });
 
-  test('given a query the service rejects, then a PipelineError, not the SDK error', async () => {
+  test('given a query the service rejects as malformed, then a PipelineError that is not retried (our bug, a 500)', async () => {
     const iterate = async () => {
       for await (const _ of reader.query({ query: 'SELECT * FROM c GROUP BY c.type', parameters: [] })) void _;
     };
-    await expect(iterate()).rejects.toMatchObject({ name: 'PipelineError', code: 'SERVICE_UNAVAILABLE' });
+    await expect(iterate()).rejects.toMatchObject({ name: 'PipelineError', code: 'INTERNAL', transient: false });
   });
 });
 
