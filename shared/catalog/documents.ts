@@ -72,8 +72,6 @@ export interface InstanceDocument extends ResearchDocumentBase {
   /** Keyed hash of the source URL that this instance came from (not reversible without the key). */
   sourceKey: string;
   deidentification: { profile: string; profileVersion: string; keyId: string };
-  /** SHA-256 of the de-identified copy (not of the identified source). */
-  sha256: string;
 }
 
 export type ResearchDocument = StudyDocument | SeriesDocument | InstanceDocument;

@@ -365,6 +365,9 @@ function decodeIso2022(bytes: Uint8Array, initial: InitialState, vr: string): st
  * with 8-bit bytes read as latin1 (see unsupportedCharsets to report them).
  */
 export function decodeText(bytes: Uint8Array, charsets: string[], vr: string): string {
+  // Seven-bit text without escapes reads the same in every DICOM character set (G0 is ASCII
+  // unless an escape changes it): the common case, and a cheap one.
+  if (isAsciiOnly(bytes)) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
   // PS3.5 6.1.2.3: AE, CS, DA, UI etc. use the default repertoire whatever the data set says.
   if (TEXT_VRS.has(vr) && !CHARSET_VRS.has(vr)) return decodeIso2022(bytes, { g0: ASCII }, vr);
   const standAlone = STAND_ALONE.get(termKey(charsets[0] ?? ''));

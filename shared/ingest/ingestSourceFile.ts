@@ -152,15 +152,8 @@ async function processVersion(
   const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;
   const blobName = researchBlobName(research);
   const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
-  const outHash = createHash('sha256');
-  async function* output(): AsyncGenerator<Uint8Array> {
-    for await (const chunk of prepared.output()) {
-      outHash.update(chunk);
-      yield chunk;
-    }
-  }
 
-  const decision = await writeResearchCopy(deps, blobName, rank, output);
+  const decision = await writeResearchCopy(deps, blobName, rank, prepared.output);
   // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
   await reader.drain();
   const sha256 = reader.sha256() ?? '';
@@ -180,7 +173,6 @@ async function processVersion(
     sourceRank: rank,
     sourceKey: keyed(deps.deid.key, 'source', loc.canonicalUrl).slice(0, 32),
     deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
-    sha256: decision.kept ? outHash.digest('hex') : '',
     dicom: {
       ...metadata.instance,
       '00020010': { vr: 'UI', Value: [outputTs] },
@@ -261,7 +253,8 @@ async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<voi
   for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
     const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
     if (existing && existing.doc.sourceRank > doc.sourceRank) return;
-    if (existing && existing.doc.sourceRank === doc.sourceRank && existing.doc.sha256 === doc.sha256) return;
+    // The same source version always gives the same output: nothing to write.
+    if (existing && existing.doc.sourceRank === doc.sourceRank) return;
     try {
       await deps.catalog.putInstance(doc, existing?.etag);
       return;

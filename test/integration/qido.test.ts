@@ -102,7 +102,6 @@ function documentsOf(spec: StudySpec): ResearchDocument[] {
         sourceRank: 'rank-hash',
         sourceKey: 'source-key-hash',
         deidentification: { profile: 'basic', profileVersion: '1', keyId: 'k1' },
-        sha256: 'de-identified-copy-hash',
       };
       docs.push(instance);
     }

@@ -3,7 +3,7 @@
  * the same contracts as the Azure adapters: ETags change on every write, conditional writes
  * fail with CATALOG_CONFLICT, reads of a changed version fail with SOURCE_CHANGED.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../../shared/catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
@@ -236,8 +236,4 @@ export function memoryWorld(profile: IngestDeps['deid']['profile'], key = Buffer
     burnedIn: { mode: 'allow' },
   };
   return { deps, source, research, quarantine, index, catalog, publisher, telemetry, log };
-}
-
-export function sha256(b: Uint8Array): string {
-  return createHash('sha256').update(b).digest('hex');
 }
