@@ -101,6 +101,15 @@ function withoutMarking(text: string): string {
   return out;
 }
 
+/**
+ * Attributes whose values the gate does not search for identifying values, for the same
+ * reasons (verify.ts): code strings hold defined terms (ImageType ORIGINAL, ValueType TEXT),
+ * number strings hold counts (a Series Number 123456 beside a Patient ID 123456), and the
+ * implementation's own name in the file meta is a constant of the writing tool.
+ */
+const NOT_SEARCHED_VRS = new Set(['CS', 'IS', 'DS']);
+const NOT_SEARCHED_TAGS = new Set([0x00020012, 0x00020013]);
+
 /** Where in the output a value sits: attribute keywords, "private", or "other bytes". */
 function locate(output: DicomDataset[], matchers: RegExp[]): Set<string> {
   const found = new Set<string>();
@@ -114,6 +123,7 @@ function locate(output: DicomDataset[], matchers: RegExp[]): Set<string> {
       if (!el.value || el.value.length === 0) continue;
       if (el.tag === 0x00080104 && MARKING_TEXTS.includes(textOf(el, cs))) continue;
       const vr = el.vr === 'UN' && !isPrivateTag(el.tag) ? (lookupTag(el.tag)?.vr ?? 'UN') : el.vr;
+      if (NOT_SEARCHED_VRS.has(vr) || NOT_SEARCHED_TAGS.has(el.tag)) continue;
       const buf = Buffer.from(el.value);
       const texts = TEXT_VRS.has(vr) || vr === 'PN' ? [textOf({ ...el, vr }, cs)] : [buf.toString('latin1'), buf.toString('utf8')];
       if (texts.some((t) => matchers.some((re) => matches(re, t)))) {
@@ -125,21 +135,32 @@ function locate(output: DicomDataset[], matchers: RegExp[]): Set<string> {
   return found;
 }
 
-/** Searches an output for the source's values with the gate's matchers (identifying.ts). */
+/**
+ * Searches an output for the source's values with the gate's matchers (identifying.ts), by
+ * attribute (so that the gate's exemptions apply to both tools alike), or over the bytes when
+ * the output cannot be parsed.
+ */
 async function scanOutput(bytes: Buffer, values: readonly string[]): Promise<{ leakedValues: number; leakedIn: Set<string> }> {
-  const searchable = await searchableBytes(bytes);
-  const texts = [searchable.toString('latin1'), searchable.toString('utf8')].map(withoutMarking);
-  const leaked = values.filter((v) => identifyingMatchers([v]).some((re) => texts.some((t) => matches(re, t))));
   const leakedIn = new Set<string>();
-  if (leaked.length > 0) {
-    const matchers = identifyingMatchers(leaked);
-    try {
-      const parsed = await parseDicomBuffer(bytes, LIMITS);
-      for (const where of locate([parsed.meta, parsed.dataset, parsed.trailing], matchers)) leakedIn.add(where);
-    } catch {
-      // An output our parser cannot read still counts; only the attribute stays unknown.
-    }
-    if (leakedIn.size === 0) leakedIn.add('other bytes');
+  let parsed: Awaited<ReturnType<typeof parseDicomBuffer>> | undefined;
+  try {
+    parsed = await parseDicomBuffer(bytes, LIMITS);
+  } catch {
+    parsed = undefined;
+  }
+  let leaked: string[];
+  if (parsed) {
+    const sets = [parsed.meta, parsed.dataset, parsed.trailing];
+    leaked = values.filter((v) => {
+      const where = locate(sets, identifyingMatchers([v]));
+      where.forEach((w) => leakedIn.add(w));
+      return where.size > 0;
+    });
+  } else {
+    const searchable = await searchableBytes(bytes);
+    const texts = [searchable.toString('latin1'), searchable.toString('utf8')].map(withoutMarking);
+    leaked = values.filter((v) => identifyingMatchers([v]).some((re) => texts.some((t) => matches(re, t))));
+    if (leaked.length > 0) leakedIn.add('other bytes');
   }
   return { leakedValues: leaked.length, leakedIn };
 }
@@ -340,7 +361,7 @@ async function main(): Promise<void> {
     '',
     '- Ours: `prepareDeidentifiedInstance` with a fixed test key and the burned-in policy `allow`, so that every file the engine accepts is written.',
     '- gdcmanon: `gdcmanon -e -c <certificate> -i <source> -o <output>`, its PS3.15 E.1.1 Basic profile. It refuses to run without a certificate (the removed values go, encrypted, into Encrypted Attributes Sequence); the tool generates a throwaway self-signed one with `openssl req -x509 -newkey rsa:2048 -nodes` and discards the key. The same gdcmanon output is compared under both of our profiles.',
-    "- Identifying values: each source's values as the verification gate defines them for the profile (shared/dicom/deid/identifying.ts `collectSourceFacts`); both outputs are searched with the gate's matchers (`identifyingMatchers`: case-insensitive, at word boundaries, dates in their common spellings), over the file's bytes read as latin1 and as UTF-8, deflated data sets inflated, the top-level pixel data value left out (neither tool changes pixels, and megabytes of pixels match short values by chance), and the texts of our De-identification Method Code Sequence masked (constants, which the gate skips too: a source name \"PATIENT\" matched inside \"Retain Patient Characteristics Option\"). A value counts once per file. Where it sits is found by re-parsing the output.",
+    "- Identifying values: each source's values as the verification gate defines them for the profile (shared/dicom/deid/identifying.ts `collectSourceFacts`); both outputs are searched with the gate's matchers (`identifyingMatchers`: case-insensitive, at word boundaries, dates in their common spellings), over the file's bytes read as latin1 and as UTF-8, deflated data sets inflated, the top-level pixel data value left out (neither tool changes pixels, and megabytes of pixels match short values by chance), and the texts of our De-identification Method Code Sequence masked (constants, which the gate skips too: a source name \"PATIENT\" matched inside \"Retain Patient Characteristics Option\"). Outputs are searched attribute by attribute after re-parsing (the bytes when they cannot be parsed), skipping what the gate skips for both tools alike: code strings (defined terms), number strings (counts) and the writing tool's implementation name in the file meta. A value counts once per file.",
     '- dciodvfy: lines starting with "Error" (it writes to stderr), counted for the source and each output.',
     '',
     ...profiles.flatMap((p) => [section(p, perFile.map((m) => m.get(p) as FileResult)), '']),

@@ -226,7 +226,12 @@ async function writeResearchCopy(
   output: () => AsyncGenerator<Uint8Array>,
 ): Promise<{ kept: boolean; size: number }> {
   let expected: ResearchBlobVersion | undefined = await deps.research.getVersion(blobName);
-  if (expected && expected.rank > rank) return { kept: false, size: 0 };
+  if (expected && expected.rank > rank) {
+    // Not written, but read through all the same: a broken file must fail whether or not
+    // another source of its instance was ingested first.
+    for await (const chunk of output()) void chunk;
+    return { kept: false, size: 0 };
+  }
   let staged;
   try {
     staged = await deps.research.write(blobName, output(), { rank, keyId: deps.deid.keyId, expected });

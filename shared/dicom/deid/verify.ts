@@ -199,6 +199,8 @@ export function verifyDeidentifiedDataset(
   if (extra.trailing) walk(extra.trailing, st, charsetsOf(dataset), '', 'trailing');
   if (extra.meta) {
     for (const el of extra.meta.values()) {
+      // This implementation's own identification (constants written by the writer) names no one.
+      if (el.tag === Tags.ImplementationClassUID || el.tag === Tags.ImplementationVersionName) continue;
       if (el.value && containsIdentifying(textOf(el, []), matchers)) st.findings.push(`meta ${where('', el.tag)}: holds an identifying value of the source (identifying-value search)`);
     }
   }

@@ -120,6 +120,14 @@ describe('ingestSourceFile', () => {
     expect(w.catalog.instances.docs.size).toBe(1);
   });
 
+  it('given a truncated copy of an instance already kept from a newer source, then it still fails as truncated', async () => {
+    w.source.put('anq-replica', 'good.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'), new Date('2024-02-01T00:00:00Z'));
+    w.source.put('anq-replica', 'truncated.dcm', fixture('pydicom-deb/test_files__MR_truncated.dcm'), new Date('2024-01-01T00:00:00Z'));
+    expect((await ingestSourceFile(w.deps, created('good.dcm'), loc('good.dcm'))).status).toBe('cataloged');
+    const out = await ingestSourceFile(w.deps, created('truncated.dcm'), loc('truncated.dcm'));
+    expect(out).toEqual({ status: 'failed', errorCode: ErrorCodes.DICOM_TRUNCATED });
+  });
+
   it.each([
     ['pydicom-deb/test_files__MR_truncated.dcm', ErrorCodes.DICOM_TRUNCATED],
     ['pydicom-deb/test_files__SC_rgb_jpeg.dcm', ErrorCodes.DICOM_ELEMENT_TOO_LARGE],
