@@ -105,10 +105,11 @@ function withoutMarking(text: string): string {
  * Attributes whose values the gate does not search for identifying values, for the same
  * reasons (verify.ts): code strings hold defined terms (ImageType ORIGINAL, ValueType TEXT),
  * number strings hold counts (a Series Number 123456 beside a Patient ID 123456), and the
- * implementation's own name in the file meta is a constant of the writing tool.
+ * implementation's own name in the file meta and De-identification Method are constants of
+ * the writing tool.
  */
 const NOT_SEARCHED_VRS = new Set(['CS', 'IS', 'DS']);
-const NOT_SEARCHED_TAGS = new Set([0x00020012, 0x00020013]);
+const NOT_SEARCHED_TAGS = new Set([0x00020012, 0x00020013, 0x00120063]);
 
 /** Where in the output a value sits: attribute keywords, "private", or "other bytes". */
 function locate(output: DicomDataset[], matchers: RegExp[]): Set<string> {

@@ -20,47 +20,24 @@ class Out {
 
 function header(tag: number, vr: string, length: number, enc: Encoding): Buffer {
   const le = enc.littleEndian;
+  const u16 = (b: Buffer, v: number, at: number) => (le ? b.writeUInt16LE(v, at) : b.writeUInt16BE(v, at));
+  const u32 = (b: Buffer, v: number, at: number) => (le ? b.writeUInt32LE(v >>> 0, at) : b.writeUInt32BE(v >>> 0, at));
   const group = tag >>> 16;
-  const element = tag & 0xffff;
-  if (group === 0xfffe || !enc.explicitVR) {
-    const b = Buffer.allocUnsafe(8);
-    if (le) {
-      b.writeUInt16LE(group, 0);
-      b.writeUInt16LE(element, 2);
-      b.writeUInt32LE(length >>> 0, 4);
-    } else {
-      b.writeUInt16BE(group, 0);
-      b.writeUInt16BE(element, 2);
-      b.writeUInt32BE(length >>> 0, 4);
-    }
-    return b;
-  }
-  if (LONG_VRS.has(vr)) {
-    const b = Buffer.allocUnsafe(12);
-    if (le) {
-      b.writeUInt16LE(group, 0);
-      b.writeUInt16LE(element, 2);
-    } else {
-      b.writeUInt16BE(group, 0);
-      b.writeUInt16BE(element, 2);
-    }
+  const implicit = group === 0xfffe || !enc.explicitVR;
+  const long = !implicit && LONG_VRS.has(vr);
+  const b = Buffer.allocUnsafe(long ? 12 : 8);
+  u16(b, group, 0);
+  u16(b, tag & 0xffff, 2);
+  if (implicit) {
+    u32(b, length, 4);
+  } else if (long) {
     b.write(vr, 4, 'latin1');
     b.writeUInt16LE(0, 6);
-    if (le) b.writeUInt32LE(length >>> 0, 8);
-    else b.writeUInt32BE(length >>> 0, 8);
-    return b;
-  }
-  const b = Buffer.allocUnsafe(8);
-  if (le) {
-    b.writeUInt16LE(group, 0);
-    b.writeUInt16LE(element, 2);
+    u32(b, length, 8);
   } else {
-    b.writeUInt16BE(group, 0);
-    b.writeUInt16BE(element, 2);
+    b.write(vr, 4, 'latin1');
+    u16(b, length, 6);
   }
-  b.write(vr, 4, 'latin1');
-  if (le) b.writeUInt16LE(length, 6);
-  else b.writeUInt16BE(length, 6);
   return b;
 }
 

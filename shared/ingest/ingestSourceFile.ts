@@ -61,6 +61,22 @@ const SINGLE_READ_MAX = 4 * 1024 * 1024;
 const MAX_SOURCE_ATTEMPTS = 3;
 /** Optimistic-concurrency attempts on one document or blob. */
 const MAX_CAS_ATTEMPTS = 20;
+
+/**
+ * Runs one read-decide-write step until it is not outrun by another writer: a conditional
+ * write that fails with CATALOG_CONFLICT is decided again on fresh reads. Gives up (still
+ * CATALOG_CONFLICT, so Event Grid retries later) after MAX_CAS_ATTEMPTS.
+ */
+async function untilNotOutrun<T>(what: string, step: (attempt: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+    try {
+      return await step(attempt);
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what} kept changing while it was written`);
+}
 const MAX_EVENT_IDS = 10;
 
 export function sourceId(canonicalUrl: string): string {
@@ -225,7 +241,7 @@ async function writeResearchCopy(
   rank: string,
   output: () => AsyncGenerator<Uint8Array>,
 ): Promise<{ kept: boolean; size: number }> {
-  let expected: ResearchBlobVersion | undefined = await deps.research.getVersion(blobName);
+  const expected: ResearchBlobVersion | undefined = await deps.research.getVersion(blobName);
   if (expected && expected.rank > rank) {
     // Not written, but read through all the same: a broken file must fail whether or not
     // another source of its instance was ingested first.
@@ -240,34 +256,23 @@ async function writeResearchCopy(
     staged = stagedWriteOf(e);
     if (!staged) throw e;
   }
-  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
-    expected = await deps.research.getVersion(blobName);
-    if (expected && expected.rank > rank) return { kept: false, size: 0 };
-    try {
-      await staged.recommit(expected);
-      return { kept: true, size: staged.size };
-    } catch (e) {
-      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
-    }
-  }
-  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research copy kept changing while it was written');
+  const pending = staged;
+  return untilNotOutrun('research copy', async () => {
+    const current = await deps.research.getVersion(blobName);
+    if (current && current.rank > rank) return { kept: false, size: 0 };
+    await pending.recommit(current);
+    return { kept: true, size: pending.size };
+  });
 }
 
 /** Creates or replaces the instance document unless a higher-ranked source holds it. */
 async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<void> {
-  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+  await untilNotOutrun('instance document', async () => {
     const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
-    if (existing && existing.doc.sourceRank > doc.sourceRank) return;
-    // The same source version always gives the same output: nothing to write.
-    if (existing && existing.doc.sourceRank === doc.sourceRank) return;
-    try {
-      await deps.catalog.putInstance(doc, existing?.etag);
-      return;
-    } catch (e) {
-      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
-    }
-  }
-  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'instance document kept changing while it was written');
+    // A higher rank is another source's; the same rank is this source version, whose output is the same.
+    if (existing && existing.doc.sourceRank >= doc.sourceRank) return;
+    await deps.catalog.putInstance(doc, existing?.etag);
+  });
 }
 
 type IndexFields = Partial<Omit<IngestionDocument, 'id' | 'sourceUrl' | 'container' | 'blobName' | 'eventIds' | 'attempts' | 'firstSeenAt' | 'updatedAt'>> &
@@ -287,7 +292,7 @@ async function writeIndex(
   fields: IndexFields,
 ): Promise<void> {
   const now = (deps.now ?? (() => new Date()))().toISOString();
-  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+  await untilNotOutrun('ingestion record', async (attempt) => {
     // The record read at the start serves the first attempt; a conflict means it moved on.
     const existing = attempt === 1 ? known : await deps.index.get(id);
     const prev = existing?.doc;
@@ -319,14 +324,8 @@ async function writeIndex(
       doc.deidentification = prev?.deidentification;
       doc.modality = prev?.modality;
     }
-    try {
-      await deps.index.put(doc, existing?.etag);
-      return;
-    } catch (e) {
-      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
-    }
-  }
-  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'ingestion record kept changing while it was written');
+    await deps.index.put(doc, existing?.etag);
+  });
 }
 
 async function recordFailure(
@@ -373,20 +372,15 @@ async function removeResearchInstance(deps: IngestDeps, record: IngestionDocumen
   const r = record.research;
   if (!r) return false;
   const sourceKey = keyed(deps.deid.key, 'source', canonicalUrl).slice(0, 32);
-  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
+  return untilNotOutrun('research instance', async () => {
     const inst = await deps.catalog.getInstance(r.studyInstanceUid, r.sopInstanceUid);
     if (!inst || inst.doc.sourceKey !== sourceKey) return false;
     const version = await deps.research.getVersion(r.blob);
     if (version && version.rank === inst.doc.sourceRank) await deps.research.delete(r.blob, version.etag);
-    try {
-      await deps.catalog.deleteInstance(r.studyInstanceUid, r.sopInstanceUid, inst.etag);
-      await deps.catalog.refreshSummaries(r.studyInstanceUid, r.seriesInstanceUid);
-      return true;
-    } catch (e) {
-      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
-    }
-  }
-  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research instance kept changing while it was removed');
+    await deps.catalog.deleteInstance(r.studyInstanceUid, r.sopInstanceUid, inst.etag);
+    await deps.catalog.refreshSummaries(r.studyInstanceUid, r.seriesInstanceUid);
+    return true;
+  });
 }
 
 /** The blob is gone: record the deletion and withdraw what it contributed to the research side. */

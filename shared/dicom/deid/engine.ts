@@ -166,25 +166,20 @@ const CONTENT_SEQUENCE = 0x0040a730;
 
 /** CONTAINS TEXT (DCM 121106 "Comment") = "ANONYMIZED": a minimal valid SR content item. */
 function dummyContentItem(charsets: string[]): DicomDataset {
-  const item: DicomDataset = new Map();
-  const text = (tag: number, vr: string, value: string) => {
+  const put = (ds: DicomDataset, tag: number, vr: string, value: string) => {
     const e: DicomElement = { tag, vr };
     setText(e, value, charsets);
-    item.set(tag, e);
+    ds.set(tag, e);
   };
-  text(0x0040a010, 'CS', 'CONTAINS');
-  text(0x0040a040, 'CS', 'TEXT');
   const code: DicomDataset = new Map();
-  const codeText = (tag: number, vr: string, value: string) => {
-    const e: DicomElement = { tag, vr };
-    setText(e, value, charsets);
-    code.set(tag, e);
-  };
-  codeText(0x00080100, 'SH', '121106');
-  codeText(0x00080102, 'SH', 'DCM');
-  codeText(0x00080104, 'LO', 'Comment');
+  put(code, 0x00080100, 'SH', '121106');
+  put(code, 0x00080102, 'SH', 'DCM');
+  put(code, 0x00080104, 'LO', 'Comment');
+  const item: DicomDataset = new Map();
+  put(item, 0x0040a010, 'CS', 'CONTAINS');
+  put(item, 0x0040a040, 'CS', 'TEXT');
   item.set(0x0040a043, { tag: 0x0040a043, vr: 'SQ', items: [code] });
-  text(0x0040a160, 'UT', DUMMY_TEXT);
+  put(item, 0x0040a160, 'UT', DUMMY_TEXT);
   return item;
 }
 

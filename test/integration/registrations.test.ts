@@ -1,0 +1,52 @@
+/**
+ * The project's own function files, loaded as the Node.js worker loads them (the package.json
+ * `main` glob over dist), register exactly the triggers, routes, methods and auth levels that
+ * Azure must expose: a missing, renamed or extra function, or a route or auth level that
+ * drifts, changes what is public.
+ */
+import * as path from 'path';
+
+import { FunctionHost, RegisteredFunction, startHost } from '../../local/host';
+
+const projectRoot = path.resolve(__dirname, '..', '..');
+
+const anonymousGet = (name: string, route: string): RegisteredFunction => ({ name, trigger: 'httpTrigger', route, methods: ['GET'], authLevel: 'anonymous' });
+
+const EXPECTED: RegisteredFunction[] = [
+  { name: 'ingestReplicatedFile', trigger: 'eventGridTrigger' },
+  anonymousGet('health', 'health'),
+  // Identified data (source paths, errors): never anonymous, unlike the research routes.
+  { name: 'ingestions', trigger: 'httpTrigger', route: 'ingestions', methods: ['GET'], authLevel: 'admin' },
+  anonymousGet('qidoStudies', 'dicomweb/studies'),
+  anonymousGet('qidoStudySeries', 'dicomweb/studies/{study}/series'),
+  anonymousGet('qidoSeries', 'dicomweb/series'),
+  anonymousGet('qidoStudySeriesInstances', 'dicomweb/studies/{study}/series/{series}/instances'),
+  anonymousGet('qidoStudyInstances', 'dicomweb/studies/{study}/instances'),
+  anonymousGet('qidoInstances', 'dicomweb/instances'),
+];
+
+const byName = (a: RegisteredFunction, b: RegisteredFunction) => a.name.localeCompare(b.name);
+
+let host: FunctionHost;
+
+beforeAll(async () => {
+  // A second host in this worker: the functions-core shim then routes registrations here, and
+  // the stack's host (started by globalSetup in the parent process) is unaffected.
+  host = await startHost({ projectRoot, port: 0, logSink: () => undefined });
+});
+
+afterAll(async () => {
+  await host?.stop();
+});
+
+describe('registrations of the built function app', () => {
+  test('given dist/functions loaded through the main glob, then exactly the expected functions are registered and no other', () => {
+    expect([...host.functions].sort(byName)).toEqual([...EXPECTED].sort(byName));
+  });
+
+  test('given the running host, then its admin listing reports the same registrations', async () => {
+    const res = await fetch(`${host.url}/admin/functions`);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as RegisteredFunction[]).sort(byName)).toEqual([...EXPECTED].sort(byName));
+  });
+});
