@@ -57,17 +57,24 @@ export async function startCosmosServer(options: CosmosServerOptions & { inProce
     child.once('exit', (code) => reject(new Error(`Cosmos DB emulator server exited (${code}) before listening: ${err.trim()}`)));
     child.once('error', reject);
   });
+  return handle(host, port, () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    }),
+  );
+}
+
+/** The handle of a server on host:port; `stop` runs once, however often it is called. */
+function handle(host: string, port: number, stop: () => Promise<void>): CosmosServerHandle {
   let stopping: Promise<void> | undefined;
   return {
     port,
     endpoint: `http://${host}:${port}/`,
     connectionString: cosmosEmulatorConnectionString(port, host),
     stop() {
-      stopping ??= new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      });
+      stopping ??= stop();
       return stopping;
     },
   };
@@ -81,14 +88,5 @@ export async function startCosmosServerInProcess(options: CosmosServerOptions = 
   const { createHttpServer } = require('@vercel/cosmosdb-server') as { createHttpServer(opts?: http.ServerOptions): http.Server };
   const server = createHttpServer();
   const port = await listen(server, options.port ?? 8081, host, 'Cosmos DB emulator server');
-  let stopping: Promise<void> | undefined;
-  return {
-    port,
-    endpoint: `http://${host}:${port}/`,
-    connectionString: cosmosEmulatorConnectionString(port, host),
-    stop() {
-      stopping ??= closeServer(server);
-      return stopping;
-    },
-  };
+  return handle(host, port, () => closeServer(server));
 }
