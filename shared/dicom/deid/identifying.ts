@@ -21,11 +21,31 @@
  *
  * Strict and excusable values: the patient's own identity (the patient's names, patient
  * and other patient IDs, issuers, accession numbers, Study ID, admission and insurance
- * numbers), every date and every UID always count. Everything else (names of staff and other
- * people, institutions, stations, devices) does not count when the same text also occurs in
- * an attribute the profile keeps as is: the profile itself puts that text into the output
+ * numbers), every date and every UID always count, unless an option retains them (below).
+ * Everything else (names of staff and other people, institutions, stations, devices) does
+ * not count when the same text also occurs in an attribute the profile keeps as is: the
+ * profile itself puts that text into the output
  * (an institution named like the manufacturer, a content creator named in the manufacturer's
  * URL), so finding it there says nothing about the engine and would fail every such file.
+ *
+ * Retained categories: an option that retains a category keeps its values as they are
+ * (Retain UIDs: UIDs; Retain Longitudinal Temporal Information Full Dates: dates and times;
+ * Retain Institution Identity: institution names, departments, addresses and the issuers that
+ * name the institution). A strict source value of that category (a UID, a date, an issuer or
+ * institution value) does not count when it occurs verbatim as, or inside, a value the
+ * profile keeps for that option: a whole UID of a UID attribute kept by Retain UIDs, the date
+ * of a DA or DT kept by Full Dates, a word or phrase of a text kept by Retain Institution
+ * Identity. Under Retain UIDs the same holds for an all-digit accession number, Study ID or
+ * admission ID that is a whole component of a kept UID (UID generators build study UIDs from
+ * them). The profile chose to put that value into the output, so its copy in a removed
+ * sequence or an emptied attribute reveals nothing more. The attribute the table empties or
+ * removes is still checked for its own source value (the digest check), and a value the
+ * source also holds in an attribute of another category (a patient ID equal to an issuer)
+ * stays strict. Patient names and IDs are never excused; a birth date only under Full Dates
+ * and only when it equals a date the option keeps: the birth date itself is still emptied as
+ * the table asks, and what is excused is the coincidence of a kept date with the same value.
+ * Under Retain UIDs the verification gate also does not look for dates inside a UID the option
+ * keeps (UIDs often embed the date they were made): the option keeps the UID as is.
  *
  * Matching is case-insensitive and at word boundaries: a value starting with a letter is not
  * matched after a letter, one starting with a digit not after a digit, and likewise at the
@@ -37,8 +57,8 @@ import { createHash } from 'node:crypto';
 import { decodeText, parseSpecificCharacterSet } from '../charset';
 import { asciiValue, DicomDataset, DicomElement, Tags } from '../dataset';
 import { isPrivateTag, lookupTag, tagToHex } from '../dictionary';
-import { Profile } from './profile';
-import { DeidAction, resolveAction } from './resolve';
+import { Profile, ProfileOption } from './profile';
+import { DeidAction, resolveAction, ResolvedAction } from './resolve';
 
 /** Text the engine writes in place of a value; never counted as identifying. */
 export const DUMMY_TEXT = 'ANONYMIZED';
@@ -108,33 +128,85 @@ const PATIENT_IDENTIFIER_KEYWORD = /^(?:Patient|OtherPatient|Accession|StudyID|A
 /** The patient's own names (and the responsible person's, which names the patient's family): never excused. */
 const PATIENT_NAME_KEYWORD = /^(?:Patient|OtherPatient|ResponsiblePerson)/;
 
-function addValuesOf(el: DicomElement, text: string, out: Set<string>, weak: Set<string>): void {
+/** What an option retains as is: the categories of values it may excuse (see the header). */
+type RetainedCategory = 'uid' | 'date' | 'institution';
+/**
+ * Numbers of the visit (accession number, Study ID, admission ID) that UID generators build
+ * study UIDs from: under Retain UIDs, one that is a whole component of a kept UID is in the
+ * output as part of that UID, whatever else happens to it.
+ */
+type ValueCategory = RetainedCategory | 'visit' | 'other';
+const VISIT_NUMBER_KEYWORD = /^(?:AccessionNumber|StudyID|AdmissionID)$/;
+const RETAINED_CATEGORY: ReadonlyMap<ProfileOption, RetainedCategory> = new Map<ProfileOption, RetainedCategory>([
+  ['retainUids', 'uid'],
+  ['retainLongitudinalFullDates', 'date'],
+  ['retainInstitutionIdentity', 'institution'],
+]);
+const INSTITUTION_KEYWORD = /^(?:Institution|Issuer)|Department/;
+
+/** The category of a value collected from an attribute; 'other' is never excused by a retain option. */
+function categoryOf(vr: string, keyword: string): ValueCategory {
+  if (vr === 'UI') return 'uid';
+  if (FREE_TEXT_VRS.has(vr) && VISIT_NUMBER_KEYWORD.test(keyword)) return 'visit';
+  if (vr === 'DA' || vr === 'DT') return 'date';
+  if (FREE_TEXT_VRS.has(vr) && INSTITUTION_KEYWORD.test(keyword)) return 'institution';
+  return 'other';
+}
+
+/**
+ * The option under which the profile keeps this attribute as is, when that option retains a
+ * category and the attribute is of it (a sequence the option keeps passes its option on).
+ */
+function retainingOption(resolved: ResolvedAction, vr: string, inherited: ProfileOption | undefined): ProfileOption | undefined {
+  if (resolved.action !== 'keep') return undefined;
+  const option = resolved.option !== undefined && RETAINED_CATEGORY.has(resolved.option) ? resolved.option : inherited;
+  const category = option === undefined ? undefined : RETAINED_CATEGORY.get(option);
+  if (category === 'uid') return vr === 'UI' ? option : undefined;
+  if (category === 'date') return vr === 'DA' || vr === 'DT' ? option : undefined;
+  return category === 'institution' && (FREE_TEXT_VRS.has(vr) || vr === 'SQ') ? option : undefined;
+}
+
+/** True for an eight-digit value that reads as a calendar date of the last two centuries. */
+export function isPlausibleDate(v: string): boolean {
+  return /^(?:1[89]|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])$/.test(v);
+}
+
+function addValuesOf(el: DicomElement, text: string, out: Set<string>, weak: Set<string>, categories: Map<string, Set<ValueCategory>>): void {
   const vr = effectiveVr(el);
   const keyword = lookupTag(el.tag)?.keyword ?? '';
+  const category = categoryOf(vr, keyword);
+  const add = (set: Set<string>, v: string) => {
+    set.add(v);
+    // Only strict values can be excused by category; weak ones have their own excuse.
+    if (set !== out) return;
+    const seen = categories.get(v);
+    if (seen) seen.add(category);
+    else categories.set(v, new Set([category]));
+  };
   for (const v of text.split('\\').map((s) => s.trim())) {
     if (v === '') continue;
     if (vr === 'PN') {
       const names = PATIENT_NAME_KEYWORD.test(keyword) ? out : weak;
       for (const group of v.split('=')) {
         const whole = group.replace(/\^+$/, '');
-        if (isWorthMatching(whole)) names.add(whole);
+        if (isWorthMatching(whole)) add(names, whole);
         const spaced = whole.split('^').filter((c) => c.trim() !== '').join(' ');
-        if (spaced !== whole && isWorthMatching(spaced)) names.add(spaced);
+        if (spaced !== whole && isWorthMatching(spaced)) add(names, spaced);
         for (const part of whole.split(/[\^ ,]+/)) {
           const upper = part.toUpperCase();
-          if (isWorthMatching(part) && !NAME_STOP_WORDS.has(upper) && !PLACEHOLDER_NAME_WORDS.has(upper)) names.add(part);
+          if (isWorthMatching(part) && !NAME_STOP_WORDS.has(upper) && !PLACEHOLDER_NAME_WORDS.has(upper)) add(names, part);
         }
       }
     } else if (vr === 'DA') {
-      if (/^\d{8}$/.test(v) && !DUMMIES.has(v)) out.add(v);
+      if (/^\d{8}$/.test(v) && !DUMMIES.has(v)) add(out, v);
     } else if (vr === 'DT') {
       const date = v.slice(0, 8);
-      if (/^\d{8}$/.test(date) && !DUMMIES.has(date)) out.add(date);
+      if (/^\d{8}$/.test(date) && !DUMMIES.has(date)) add(out, date);
     } else if (vr === 'UI') {
-      if (!isStandardUid(v) && v.length >= 3 && !VOCABULARY_UID_KEYWORDS.has(keyword)) out.add(v);
+      if (!isStandardUid(v) && v.length >= 3 && !VOCABULARY_UID_KEYWORDS.has(keyword)) add(out, v);
     } else if (FREE_TEXT_VRS.has(vr)) {
       if (IDENTIFIER_KEYWORD.test(keyword) && !NOT_IDENTIFIER_KEYWORD.test(keyword) && isWorthMatching(v)) {
-        (PATIENT_IDENTIFIER_KEYWORD.test(keyword) ? out : weak).add(v);
+        add(PATIENT_IDENTIFIER_KEYWORD.test(keyword) ? out : weak, v);
       }
     }
   }
@@ -158,10 +230,16 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
   const sopClassUid = asciiValue(dataset.get(Tags.SOPClassUID));
   const values = new Set<string>();
   const weak = new Set<string>();
+  const categories = new Map<string, Set<ValueCategory>>();
   const keptTexts: string[] = [];
+  // What each retain option keeps verbatim: whole UIDs, dates, and institution texts.
+  const retainedUids = new Set<string>();
+  const retainedDates = new Set<string>();
+  const retainedInstitutionTexts: string[] = [];
   const digests = new Set<string>();
   // cleaned: inside a sequence being cleaned, where the engine scrubs every free text.
-  const walk = (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean, cleaned: boolean) => {
+  // retaining: the retain option that keeps the enclosing sequence, which its items keep too.
+  const walk = (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean, cleaned: boolean, retaining: ProfileOption | undefined) => {
     const cs = charsetsOf(ds, charsets);
     for (const el of ds.values()) {
       if (isPrivateTag(el.tag)) continue;
@@ -172,7 +250,9 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
       if (el.items) {
         // A removed, emptied or replaced sequence takes its whole content with it.
         const itemsGo = away && resolved.action !== 'replaceUid';
-        for (const item of el.items) walk(item, cs, here, itemsGo, cleaned || resolved.action === 'clean');
+        const itemsCleaned = cleaned || resolved.action === 'clean';
+        const itemsRetaining = itemsGo || itemsCleaned ? undefined : retainingOption(resolved, vr, retaining);
+        for (const item of el.items) walk(item, cs, here, itemsGo, itemsCleaned, itemsRetaining);
         continue;
       }
       if (BINARY_TEXTLESS.has(vr)) continue;
@@ -180,30 +260,56 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
         // Only what the output keeps verbatim excuses a value: a cleaned text is scrubbed of
         // the very values it would otherwise excuse.
         if (vr !== 'PN' && resolved.action === 'keep' && !cleaned) keptTexts.push(textOf(el, cs));
+        const option = cleaned ? undefined : retainingOption(resolved, vr, retaining);
+        if (option !== undefined) {
+          const kept = textOf(el, cs).split('\\').map((v) => v.trim()).filter((v) => v !== '');
+          const category = RETAINED_CATEGORY.get(option);
+          if (category === 'uid') kept.forEach((v) => retainedUids.add(v));
+          else if (category === 'date') kept.forEach((v) => /^\d{8}/.test(v) && retainedDates.add(v.slice(0, 8)));
+          else retainedInstitutionTexts.push(...kept);
+        }
         continue;
       }
       const text = textOf(el, cs);
       if (text === '') continue;
-      addValuesOf(el, text, values, weak);
+      addValuesOf(el, text, values, weak, categories);
       if (DISAPPEARING.has(resolved.action)) digests.add(valueDigest(here, text));
     }
   };
-  walk(dataset, [], '', false, false);
+  walk(dataset, [], '', false, false, undefined);
+  const retainedUidComponents = new Set([...retainedUids].flatMap((u) => u.split('.')));
+  // A UID, date or issuer that a retain option keeps verbatim (see the header): the value
+  // counts again as soon as the source also holds it in an attribute of another category.
+  for (const v of [...values]) {
+    const seen = categories.get(v);
+    if (seen?.size !== 1) continue;
+    const category = [...seen][0];
+    const excused =
+      (category === 'uid' && retainedUids.has(v)) ||
+      (category === 'visit' && /^\d+$/.test(v) && retainedUidComponents.has(v)) ||
+      (category === 'date' && retainedDates.has(v)) ||
+      (category === 'institution' && occursIn(v, retainedInstitutionTexts));
+    if (excused) values.delete(v);
+  }
   // A station, institution or staff name that the profile keeps elsewhere in the file (a
   // station called "MRT" next to a kept code meaning "MRT Oberbauch", an institution named
   // like the manufacturer) is not something the profile asked to hide: counting it would fail
-  // every such file. The patient's names and identifiers, dates and UIDs are never excused.
-  for (const v of weak) {
-    const re = valueMatcher(v);
-    if (!keptTexts.some((t) => {
-      re.lastIndex = 0;
-      return re.test(t);
-    })) values.add(v);
-  }
+  // every such file. The patient's names and identifiers, dates and UIDs are never excused
+  // this way.
+  for (const v of weak) if (!occursIn(v, keptTexts)) values.add(v);
   return {
     identifyingValues: [...values].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)),
     sourceValueDigests: [...digests],
   };
+}
+
+/** True when the value occurs, at word boundaries, in one of the texts. */
+function occursIn(value: string, texts: readonly string[]): boolean {
+  const re = valueMatcher(value);
+  return texts.some((t) => {
+    re.lastIndex = 0;
+    return re.test(t);
+  });
 }
 
 function escapeRegExp(s: string): string {

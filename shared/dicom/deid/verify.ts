@@ -16,12 +16,13 @@ import {
   DUMMY_TIME,
   effectiveVr,
   identifyingMatchers,
+  isPlausibleDate,
   privateCreatorOf,
   textOf,
   valueDigest,
 } from './identifying';
 import { Profile } from './profile';
-import { describeTag, resolveAction } from './resolve';
+import { describeTag, resolveAction, ResolvedAction } from './resolve';
 
 export interface VerificationResult {
   passed: boolean;
@@ -62,6 +63,8 @@ interface GateState {
   sopClassUid?: string;
   digests: ReadonlySet<string>;
   matchers: RegExp[];
+  /** The matchers without the source's dates, for UIDs that Retain UIDs keeps as they are. */
+  retainedUidMatchers: RegExp[];
   binaryMatchers: RegExp[];
   findings: string[];
 }
@@ -81,9 +84,18 @@ const NUMBER_STRING_VRS = new Set(['IS', 'DS']);
  */
 const CODED_VRS = new Set(['CS']);
 
-function checkIdentifyingText(vr: string, text: string, st: GateState, at: string): void {
+/**
+ * A UID kept under Retain UIDs: the option keeps it as is, and a UID often embeds the date it
+ * was made (a study date the table empties elsewhere), which is then no finding there.
+ */
+function isRetainedUid(vr: string, resolved: ResolvedAction, profile: Profile): boolean {
+  return vr === 'UI' && resolved.action === 'keep' && profile.options.has('retainUids') && (resolved.option === 'retainUids' || resolved.option === 'retainSafePrivate');
+}
+
+function checkIdentifyingText(vr: string, text: string, st: GateState, at: string, resolved: ResolvedAction): void {
   if (NUMBER_STRING_VRS.has(vr) || CODED_VRS.has(vr)) return;
-  if (containsIdentifying(text, st.matchers)) st.findings.push(`${at}: holds an identifying value of the source (identifying-value search)`);
+  const matchers = isRetainedUid(vr, resolved, st.profile) ? st.retainedUidMatchers : st.matchers;
+  if (containsIdentifying(text, matchers)) st.findings.push(`${at}: holds an identifying value of the source (identifying-value search)`);
 }
 
 function checkBytes(bytes: Uint8Array, st: GateState, at: string): void {
@@ -146,7 +158,7 @@ function walk(ds: DicomDataset, st: GateState, charsets: string[], path: string,
           if (!UID_PATTERN.test(uid) || uid.length > 64) st.findings.push(`${at}: replacement UID is not a valid UID (rule U)`);
         }
       }
-      checkIdentifyingText(vr, text, st, at);
+      checkIdentifyingText(vr, text, st, at, resolved);
     } else if (!NUMERIC_BINARY.has(vr)) {
       checkBytes(el.value, st, at);
     }
@@ -191,6 +203,7 @@ export function verifyDeidentifiedDataset(
     sopClassUid: asciiValue(dataset.get(Tags.SOPClassUID)),
     digests: new Set(report.sourceValueDigests),
     matchers,
+    retainedUidMatchers: identifyingMatchers(report.identifyingValues.filter((v) => !isPlausibleDate(v))),
     binaryMatchers: identifyingMatchers(report.identifyingValues.filter((v) => v.length >= MIN_BINARY_MATCH)),
     findings: [],
   };
@@ -201,7 +214,8 @@ export function verifyDeidentifiedDataset(
     for (const el of extra.meta.values()) {
       // This implementation's own identification (constants written by the writer) names no one.
       if (el.tag === Tags.ImplementationClassUID || el.tag === Tags.ImplementationVersionName) continue;
-      if (el.value && containsIdentifying(textOf(el, []), matchers)) st.findings.push(`meta ${where('', el.tag)}: holds an identifying value of the source (identifying-value search)`);
+      const metaMatchers = isRetainedUid(el.vr, resolveAction(el.tag, profile, { vr: el.vr }), profile) ? st.retainedUidMatchers : matchers;
+      if (el.value && containsIdentifying(textOf(el, []), metaMatchers)) st.findings.push(`meta ${where('', el.tag)}: holds an identifying value of the source (identifying-value search)`);
     }
   }
   if (extra.preamble) checkBytes(extra.preamble, st, 'preamble');
