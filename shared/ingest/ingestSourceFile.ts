@@ -13,7 +13,6 @@ import { createHash, createHmac } from 'node:crypto';
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
-import type { DeidReport } from '../dicom/deid/engine';
 import type { Profile } from '../dicom/deid/profile';
 import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
@@ -197,10 +196,17 @@ async function processVersion(
   };
   if (decision.kept) await putInstance(deps, instance);
 
-  // A new version of this source may carry another SOP instance than the last one did.
+  // A new version of this source may carry another instance than the last one did.
   const previous = existing?.doc;
-  if (previous?.research && previous.research.sopInstanceUid !== research.sopInstanceUid) {
-    await removeResearchInstance(deps, previous, loc.canonicalUrl);
+  if (previous?.research && previous.research.blob !== blobName) {
+    const sameInstance = previous.research.studyInstanceUid === research.studyInstanceUid && previous.research.sopInstanceUid === research.sopInstanceUid;
+    // Same instance in another series: its document was just rewritten; only the old copy goes.
+    if (sameInstance) {
+      await deps.research.delete(previous.research.blob);
+      await deps.catalog.refreshSummaries(previous.research.studyInstanceUid, previous.research.seriesInstanceUid);
+    } else {
+      await removeResearchInstance(deps, previous, loc.canonicalUrl);
+    }
   }
 
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
@@ -211,7 +217,7 @@ async function processVersion(
     sourceRank: rank,
     original,
     research: { ...research, blob: blobName },
-    deidentification: { ...auditOf(deps, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
+    deidentification: { ...auditRecord(deps.deid, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
     transferSyntaxUid: header.transferSyntaxUid,
     modality: metadata.modality,
     catalogedAt: now().toISOString(),
@@ -225,10 +231,6 @@ async function processVersion(
   }
   deps.log.info(`event ${request.eventId}: ${decision.kept ? 'cataloged' : 'superseded by another source of the same instance'} as ${research.sopInstanceUid}`);
   return { status: decision.kept ? 'cataloged' : 'superseded', research };
-}
-
-function auditOf(deps: IngestDeps, report: DeidReport, gate: 'passed' | 'failed'): NonNullable<IngestionDocument['deidentification']> {
-  return auditRecord(deps.deid, report, gate);
 }
 
 /**

@@ -152,8 +152,7 @@ export class MemoryResearchCatalog implements ResearchCatalogWriter {
     this.instances.delete(`${study}/${sop}`, tag);
   }
   async refreshSummaries(study: string, seriesUid: string) {
-    const all = [...this.instances.docs.values()].map((v) => v.doc).filter((d) => d.studyInstanceUid === study);
-    const inSeries = all.filter((d) => d.seriesInstanceUid === seriesUid);
+    const inSeries = [...this.instances.docs.values()].map((v) => v.doc).filter((d) => d.studyInstanceUid === study && d.seriesInstanceUid === seriesUid);
     if (inSeries.length === 0) this.series.delete(seriesUid);
     else {
       this.series.set(seriesUid, {
@@ -162,13 +161,16 @@ export class MemoryResearchCatalog implements ResearchCatalogWriter {
         sopClassesInSeries: [...new Set(inSeries.map((d) => d.sopClassUid))], dicom: {}, updatedAt: '',
       });
     }
-    if (all.length === 0) this.studies.delete(study);
+    // As the Cosmos adapter does: the study summary is the sum of its series summaries.
+    const series = [...this.series.values()].filter((s) => s.studyInstanceUid === study);
+    if (series.length === 0) this.studies.delete(study);
     else {
-      const series = [...this.series.values()].filter((s) => s.studyInstanceUid === study);
       this.studies.set(study, {
         id: `study:${study}`, type: 'study', studyInstanceUid: study,
         modalitiesInStudy: [...new Set(series.map((s) => s.modality))].sort(), sopClassesInStudy: [],
-        numberOfStudyRelatedSeries: series.length, numberOfStudyRelatedInstances: all.length, dicom: {}, updatedAt: '',
+        numberOfStudyRelatedSeries: series.length,
+        numberOfStudyRelatedInstances: series.reduce((n, s) => n + s.numberOfSeriesRelatedInstances, 0),
+        dicom: {}, updatedAt: '',
       });
     }
   }

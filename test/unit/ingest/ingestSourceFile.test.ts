@@ -103,6 +103,24 @@ describe('ingestSourceFile', () => {
     expect(w.index.all()).toHaveLength(1);
   });
 
+  it('given an overwritten blob whose instance moved to another series, then only the new copy remains and the instance is counted once', async () => {
+    const base = fixture('pydicom-deb/test_files__MR_small.dcm');
+    const series = asciiValue((await parseDicomBuffer(base)).dataset.get(Tags.SeriesInstanceUID))!;
+    const moved = Buffer.from(base);
+    const at = moved.indexOf(Buffer.from(series, 'latin1'), 132);
+    moved.write(`${series.slice(0, -3)}999`, at, 'latin1');
+    w.source.put('anq-replica', 'a.dcm', base, new Date('2024-01-01T00:00:00Z'));
+    const first = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
+    w.source.put('anq-replica', 'a.dcm', moved, new Date('2024-01-02T00:00:00Z'));
+    const second = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
+    expect(second.research!.sopInstanceUid).toBe(first.research!.sopInstanceUid);
+    expect(second.research!.seriesInstanceUid).not.toBe(first.research!.seriesInstanceUid);
+    expect([...w.research.blobs.keys()]).toEqual([researchBlobName(second.research!)]);
+    expect(w.catalog.instances.docs.size).toBe(1);
+    expect(w.catalog.studies.get(second.research!.studyInstanceUid)).toMatchObject({ numberOfStudyRelatedInstances: 1, numberOfStudyRelatedSeries: 1 });
+    expect(w.catalog.series.has(first.research!.seriesInstanceUid)).toBe(false);
+  });
+
   it('given two files with the same SOP instance, then both are recorded and the newer source is kept on the research side', async () => {
     const implicitLe = fixture('pydicom-deb/test_files__MR_small.dcm');
     const bigEndian = fixture('pydicom-deb/test_files__MR_small_bigendian.dcm');
