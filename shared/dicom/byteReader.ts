@@ -2,11 +2,6 @@ import { createHash, Hash } from 'node:crypto';
 
 import { ErrorCodes, PipelineError } from '../errors';
 
-/** Where output bytes go. `write` resolves when the sink can take more (backpressure). */
-export interface ChunkSink {
-  write(chunk: Uint8Array): Promise<void> | void;
-}
-
 /**
  * Pull-based reader over a stream of chunks (a Node Readable, a blob download, a file).
  * Holds only what the caller asked for plus one chunk, so memory does not grow with the
@@ -105,14 +100,6 @@ export class ByteReader {
     this.consumed += n;
   }
 
-  /**
-   * Copies exactly n bytes to the sink chunk by chunk, awaiting the sink's backpressure.
-   * Throws DICOM_TRUNCATED when the source ends first.
-   */
-  async pipe(n: number, sink: ChunkSink): Promise<void> {
-    for await (const part of this.take(n)) await sink.write(part);
-  }
-
   /** Consumes exactly n bytes as a sequence of chunks; throws DICOM_TRUNCATED when the source ends first. */
   async *take(n: number): AsyncGenerator<Buffer> {
     let left = n;
@@ -130,8 +117,8 @@ export class ByteReader {
     }
   }
 
-  /** Consumes everything left, passing it to the sink (or dropping it). Returns the byte count. */
-  async drain(sink?: ChunkSink): Promise<number> {
+  /** Consumes everything left (so that the hash covers the whole source). Returns the byte count. */
+  async drain(): Promise<number> {
     let total = 0;
     for (;;) {
       if (this.buffered === 0 && !(await this.pull())) return total;
@@ -139,7 +126,6 @@ export class ByteReader {
       if (!first) continue;
       this.consume(first.length);
       total += first.length;
-      if (sink) await sink.write(first);
     }
   }
 

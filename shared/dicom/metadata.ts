@@ -199,11 +199,3 @@ export function catalogMetadata(ds: DicomDataset, littleEndian: boolean, extra: 
 export function sortJson(json: DicomJson): DicomJson {
   return Object.fromEntries(Object.entries(json).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
-
-/** First value of an attribute in DICOM JSON as a string ('' when absent). */
-export function jsonString(json: DicomJson, tag: number): string {
-  const v = json[tagToHex(tag)]?.Value?.[0];
-  if (v === undefined || v === null) return '';
-  if (typeof v === 'object') return (v as { Alphabetic?: string }).Alphabetic ?? '';
-  return String(v);
-}

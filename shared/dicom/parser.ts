@@ -20,7 +20,7 @@ import {
   Tags,
   TransferSyntax,
 } from './dataset';
-import { lookupTag } from './dictionary';
+import { lookupTag, tagToString } from './dictionary';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 const PIXEL_TAGS: ReadonlySet<number> = new Set([Tags.PixelData, Tags.FloatPixelData, Tags.DoubleFloatPixelData]);
@@ -103,14 +103,14 @@ class SyncParser {
     if (this.limits.totalSize !== undefined && this.base + offset + length > this.limits.totalSize) {
       throw new PipelineError(
         ErrorCodes.DICOM_ELEMENT_TOO_LARGE,
-        `element ${tagText(tag)} declares ${length} bytes, more than the ${this.limits.totalSize - this.base - offset} left in the file`,
+        `element ${tagToString(tag)} declares ${length} bytes, more than the ${this.limits.totalSize - this.base - offset} left in the file`,
       );
     }
     // The header limit counts from where this parse started (the buffer's start), not the file's.
     if (offset + length > this.limits.maxHeaderBytes && !PIXEL_TAGS.has(tag)) {
       throw new PipelineError(
         ErrorCodes.DICOM_HEADER_TOO_LARGE,
-        `element ${tagText(tag)} would take the header past the ${this.limits.maxHeaderBytes}-byte limit`,
+        `element ${tagToString(tag)} would take the header past the ${this.limits.maxHeaderBytes}-byte limit`,
       );
     }
   }
@@ -200,7 +200,7 @@ class SyncParser {
             break;
           }
           if (item.tag !== Tags.Item) {
-            throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated element ${tagText(h.tag)} holds something other than items`);
+            throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated element ${tagToString(h.tag)} holds something other than items`);
           }
           this.checkLength(item.length, item.valueOffset, h.tag);
           this.need(item.valueOffset, item.length);
@@ -218,7 +218,7 @@ class SyncParser {
         if (el.vr === 'UN' && known !== undefined && known !== 'UN') el.vr = known;
       }
       if (end !== undefined && offset > end) {
-        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `element ${tagText(h.tag)} runs past the end of its item`);
+        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `element ${tagToString(h.tag)} runs past the end of its item`);
       }
       ds.set(h.tag, el);
     }
@@ -232,7 +232,7 @@ class SyncParser {
       const h = this.elementHeader(o, false, le);
       if (h.tag === Tags.SequenceDelimitationItem) return h.valueOffset;
       if (h.tag !== Tags.Item) {
-        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `sequence holds ${tagText(h.tag)} where an item belongs`);
+        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `sequence holds ${tagToString(h.tag)} where an item belongs`);
       }
       const item: DicomDataset = new Map();
       if (h.length === UNDEFINED_LENGTH) {
@@ -248,11 +248,6 @@ class SyncParser {
       items.push(item);
     }
   }
-}
-
-export function tagText(tag: number): string {
-  const h = (tag >>> 0).toString(16).toUpperCase().padStart(8, '0');
-  return `(${h.slice(0, 4)},${h.slice(4)})`;
 }
 
 /** Works out how a file without preamble starts: a bare data set in some encoding, or not DICOM. */
@@ -451,7 +446,7 @@ export async function* encapsulatedPixelData(body: ByteReader, littleEndian: boo
     yield h;
     if (tag === Tags.SequenceDelimitationItem) return;
     if (tag !== Tags.Item || length === UNDEFINED_LENGTH) {
-      throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated pixel data holds ${tagText(tag)} where a fragment belongs`);
+      throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated pixel data holds ${tagToString(tag)} where a fragment belongs`);
     }
     if (totalSize !== undefined && body.position + length > totalSize) {
       throw new PipelineError(ErrorCodes.DICOM_ELEMENT_TOO_LARGE, `pixel data fragment declares ${length} bytes, more than the file holds`);
