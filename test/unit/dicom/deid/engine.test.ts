@@ -3,7 +3,7 @@ import { DeidContext, deidentifyDataset } from '../../../../shared/dicom/deid/en
 import { basicProfile, defaultProfile, loadProfile, ProfileOption } from '../../../../shared/dicom/deid/profile';
 import { dateShiftDays, pseudonym, researchUid, shiftDate } from '../../../../shared/dicom/deid/pseudonyms';
 import { verifyDeidentifiedDataset } from '../../../../shared/dicom/deid/verify';
-import { dataset, el, priv, sampleDataset, seq, tagOf, text } from './helpers';
+import { allText, dataset, el, priv, sampleDataset, seq, tagOf, text } from './helpers';
 
 const key = Buffer.from('unit test key for the deid engine');
 const otherKey = Buffer.from('another unit test key for deid...');
@@ -16,18 +16,6 @@ function ctxWith(options: ProfileOption[], extra: Record<string, unknown> = {}, 
 function run(ds: DicomDataset, ctx: DeidContext) {
   const report = deidentifyDataset(ds, ctx);
   return { ds, report };
-}
-
-function allText(ds: DicomDataset): string {
-  const out: string[] = [];
-  const walk = (d: DicomDataset) => {
-    for (const e of d.values()) {
-      if (e.value) out.push(Buffer.from(e.value).toString('latin1'));
-      e.items?.forEach(walk);
-    }
-  };
-  walk(ds);
-  return out.join('|');
 }
 
 describe('deidentifyDataset with the Basic profile', () => {
