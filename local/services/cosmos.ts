@@ -85,8 +85,14 @@ export async function startCosmosServerInProcess(options: CosmosServerOptions = 
   const host = options.host ?? '127.0.0.1';
   // Loaded lazily: only the stack needs it, and it costs a few hundred ms.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { createHttpServer } = require('@vercel/cosmosdb-server') as { createHttpServer(opts?: http.ServerOptions): http.Server };
-  const server = createHttpServer();
+  const { createHttpServer } = require('@vercel/cosmosdb-server') as { createHttpServer(opts?: http.ServerOptions & { keepAlive?: boolean }): http.Server };
+  // Kept-alive connections, as Cosmos DB serves them: without this the server answers every
+  // request with `Connection: close`, and each SDK request pays a new TCP connection on both ends.
+  const server = createHttpServer({ keepAlive: true });
+  // Longer than any client's idle socket, so that the server never closes a socket the client is
+  // about to reuse (the SDK's agent keeps sockets without an idle limit).
+  server.keepAliveTimeout = 120_000;
+  server.headersTimeout = 121_000;
   const port = await listen(server, options.port ?? 8081, host, 'Cosmos DB emulator server');
   return handle(host, port, () => closeServer(server));
 }

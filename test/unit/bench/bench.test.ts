@@ -3,10 +3,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multiFrameHeader, writeCtSeries, writeMultiFrame } from '../../../bench/generate';
+import { BENCH_DEID_KEY, runCore } from '../../../bench/modes';
 import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { asciiValue, Tags } from '../../../shared/dicom/dataset';
+import { bufferReader } from '../../../shared/dicom/byteReader';
+import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 
 const MF_NUMBER_OF_FRAMES = 0x00280008;
 
@@ -65,6 +69,50 @@ describe('bench generator', () => {
 
   it('given 400 frames, then the header stays small next to the ~200 MB of pixel data', () => {
     expect(multiFrameHeader(1, 400).length).toBeLessThan(256 * 1024);
+  });
+});
+
+describe('bench core', () => {
+  /** The de-identified output of one file, computed in memory from the whole file. */
+  async function inMemoryOutput(file: string): Promise<Buffer> {
+    const buf = fs.readFileSync(file);
+    const prepared = await prepareDeidentifiedInstance(bufferReader(buf), {
+      deid: { profile: defaultProfile(), key: BENCH_DEID_KEY, keyId: 'bench' },
+      maxHeaderBytes: 64 * 1024 * 1024,
+      totalSize: buf.length,
+      burnedIn: { mode: 'allow' },
+    });
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of prepared.output()) chunks.push(chunk);
+    return Buffer.concat(chunks);
+  }
+
+  it('given small and multi-chunk files, then every output equals the in-memory pipeline output, read buffers reused or not', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-bench-core-'));
+    try {
+      const ct = writeCtSeries(path.join(dir, 'ct'), { seed: 5, count: 6, studies: 2 });
+      // 30 frames: 15 MB, several 4 MiB read chunks, the last one partial.
+      const mfA = path.join(dir, 'mf-a.dcm');
+      const mfB = path.join(dir, 'mf-b.dcm');
+      writeMultiFrame(mfA, { seed: 11, frames: 30 });
+      writeMultiFrame(mfB, { seed: 12, frames: 17 });
+      const files = [...ct.files, mfA, mfB, mfA];
+      const outDir = path.join(dir, 'out');
+      fs.mkdirSync(outDir);
+      const report = await runCore({ files, outDir });
+      expect(report.files).toBe(files.length);
+      const outputs = fs.readdirSync(outDir).sort();
+      expect(outputs).toHaveLength(files.length);
+      let bytesOut = 0;
+      for (const [i, name] of outputs.entries()) {
+        const got = fs.readFileSync(path.join(outDir, name));
+        bytesOut += got.length;
+        expect(got.equals(await inMemoryOutput(files[i] as string))).toBe(true);
+      }
+      expect(report.bytesOut).toBe(bytesOut);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
