@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { ByteReader, bufferReader } from '../shared/dicom/byteReader';
+import { bufferReader,ByteReader } from '../shared/dicom/byteReader';
 import type { DeidContext } from '../shared/dicom/deid/engine';
 import { defaultProfile } from '../shared/dicom/deid/profile';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';

@@ -6,8 +6,8 @@ import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multi
 import { BENCH_DEID_KEY, runCore } from '../../../bench/modes';
 import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
-import { asciiValue, Tags } from '../../../shared/dicom/dataset';
 import { bufferReader } from '../../../shared/dicom/byteReader';
+import { asciiValue, Tags } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
