@@ -99,6 +99,8 @@ async function writeDoc<T extends { id: string }>(container: Container, doc: T, 
       : await container.item(doc.id, partitionKeyOf(doc)).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } });
     return r.etag ?? '';
   } catch (e) {
+    // A replace of a document another writer deleted meanwhile is a lost race like any other.
+    if (etag !== undefined && statusOf(e) === 404) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: removed by another writer`, { cause: e });
     throw conflict(e, what);
   }
 }
@@ -167,9 +169,37 @@ function studyLevel(json: DicomJson): DicomJson {
   }));
 }
 
+/** A map that forgets its oldest entries beyond a size. */
+class Recent<V> {
+  private readonly map = new Map<string, V>();
+  constructor(private readonly max: number) {}
+  get(key: string): V | undefined {
+    return this.map.get(key);
+  }
+  set(key: string, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as string);
+  }
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+}
+
+/** Summary documents and instance documents this process wrote last, kept to save reads. */
+const RECENT_DOCUMENTS = 4096;
+
 export class CosmosResearchCatalog implements ResearchCatalogWriter {
   /** Refreshes of one series (or study) requested together in this process run as one. */
   private readonly refreshes = new Coalescer();
+  /**
+   * The summary documents as this process last wrote them, with their ETags. A summary written
+   * from the cache is always a conditional replace, so a copy made stale by another instance
+   * of the function fails with a conflict and the retry reads the document.
+   */
+  private readonly summaries = new Recent<Versioned<SeriesDocument | StudyDocument>>(RECENT_DOCUMENTS);
+  /** Instance documents this process wrote, for the newest-instance read of a series refresh. */
+  private readonly instances = new Recent<InstanceDocument>(RECENT_DOCUMENTS);
 
   constructor(private readonly container: Container) {}
 
@@ -178,11 +208,15 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
   }
 
   async putInstance(doc: InstanceDocument, etag: string | undefined): Promise<void> {
-    await writeDoc(this.container, clean(doc), etag, 'writing the instance');
+    const written = clean(doc);
+    this.instances.delete(written.id);
+    await writeDoc(this.container, written, etag, 'writing the instance');
+    this.instances.set(written.id, written);
   }
 
-  deleteInstance(studyInstanceUid: string, sopInstanceUid: string, etag: string): Promise<void> {
-    return deleteDoc(this.container, instanceDocId(sopInstanceUid), studyInstanceUid, etag);
+  async deleteInstance(studyInstanceUid: string, sopInstanceUid: string, etag: string): Promise<void> {
+    this.instances.delete(instanceDocId(sopInstanceUid));
+    await deleteDoc(this.container, instanceDocId(sopInstanceUid), studyInstanceUid, etag);
   }
 
   async refreshSummaries(studyInstanceUid: string, seriesInstanceUid: string): Promise<void> {
@@ -202,24 +236,46 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
     }
   }
 
+  /** The summary document: this process's last written copy, or a read. */
+  private async summary<T extends SeriesDocument | StudyDocument>(id: string, study: string): Promise<{ current?: Versioned<T>; cached: boolean }> {
+    const cached = this.summaries.get(id) as Versioned<T> | undefined;
+    if (cached) return { current: cached, cached: true };
+    return { current: await readDoc<T>(this.container, id, study), cached: false };
+  }
+
+  /**
+   * Writes a summary unless a document just read says the same; a cached copy is never trusted
+   * to say "unchanged" (another instance may have written since), so it is always replaced
+   * conditionally. Removes the cache entry first, so a failure leaves nothing stale behind.
+   */
+  private async writeSummary<T extends SeriesDocument | StudyDocument>(doc: T, existing: { current?: Versioned<T>; cached: boolean }, same: (a: T) => boolean, what: string): Promise<void> {
+    this.summaries.delete(doc.id);
+    if (existing.current && !existing.cached && same(existing.current.doc)) return;
+    const etag = await writeDoc(this.container, doc, existing.current?.etag, what);
+    this.summaries.set(doc.id, { doc, etag });
+  }
+
+  private async removeSummary(id: string, study: string, existing: { current?: Versioned<unknown> }): Promise<void> {
+    this.summaries.delete(id);
+    if (existing.current) await deleteDoc(this.container, id, study, existing.current.etag);
+  }
+
   private async refreshSeries(study: string, series: string): Promise<void> {
     const id = seriesDocId(series);
-    const existing = await readDoc<SeriesDocument>(this.container, id, study);
+    const existing = await this.summary<SeriesDocument>(id, study);
     const params = [{ name: '@s', value: series }];
     // Only small projections are read per instance; the representative attributes come from
-    // one point read of the newest instance.
+    // the newest instance (this process's copy of it when it wrote it, else one point read).
     const rows = await queryAll<{ id: string; sopClassUid: string; updatedAt: string }>(
       this.container,
       "SELECT c.id, c.sopClassUid, c.updatedAt FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s",
       params,
       study,
     );
-    if (rows.length === 0) {
-      if (existing) await deleteDoc(this.container, id, study, existing.etag);
-      return;
-    }
+    if (rows.length === 0) return this.removeSummary(id, study, existing);
     const newest = rows.reduce((a, b) => (b.updatedAt > a.updatedAt || (b.updatedAt === a.updatedAt && b.id > a.id) ? b : a));
-    const latest = (await readDoc<InstanceDocument>(this.container, newest.id, study))?.doc;
+    const known = this.instances.get(newest.id);
+    const latest = known && known.updatedAt === newest.updatedAt ? known : (await readDoc<InstanceDocument>(this.container, newest.id, study))?.doc;
     if (!latest) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'instance removed during a summary refresh');
     const sopClasses = [...new Set(rows.map((r) => r.sopClassUid))].sort();
     const seriesJson = Object.fromEntries(Object.entries(latest.dicom).filter(([k]) => levelOf(parseInt(k, 16) >>> 0) !== 'instance'));
@@ -234,21 +290,17 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       dicom: { ...seriesJson, '00201209': { vr: 'IS', Value: [rows.length] } },
       updatedAt: new Date().toISOString(),
     };
-    if (existing && existing.doc.numberOfSeriesRelatedInstances === doc.numberOfSeriesRelatedInstances &&
-      JSON.stringify(existing.doc.sopClassesInSeries) === JSON.stringify(sopClasses) && JSON.stringify(existing.doc.dicom) === JSON.stringify(doc.dicom)) {
-      return;
-    }
-    await writeDoc(this.container, doc, existing?.etag, 'writing the series summary');
+    await this.writeSummary(doc, existing, (old) =>
+      old.numberOfSeriesRelatedInstances === doc.numberOfSeriesRelatedInstances &&
+      JSON.stringify(old.sopClassesInSeries) === JSON.stringify(sopClasses) &&
+      JSON.stringify(old.dicom) === JSON.stringify(doc.dicom), 'writing the series summary');
   }
 
   private async refreshStudy(study: string): Promise<void> {
     const id = `study:${study}`;
-    const existing = await readDoc<StudyDocument>(this.container, id, study);
+    const existing = await this.summary<StudyDocument>(id, study);
     const series = await queryAll<SeriesDocument>(this.container, "SELECT * FROM c WHERE c.type = 'series'", [], study);
-    if (series.length === 0) {
-      if (existing) await deleteDoc(this.container, id, study, existing.etag);
-      return;
-    }
+    if (series.length === 0) return this.removeSummary(id, study, existing);
     const latest = series.reduce((a, b) => (b.updatedAt > a.updatedAt ? b : a));
     const modalities = [...new Set(series.map((s) => s.modality).filter(Boolean))].sort();
     const sopClasses = [...new Set(series.flatMap((s) => s.sopClassesInSeries ?? []))].sort();
@@ -270,7 +322,6 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       },
       updatedAt: new Date().toISOString(),
     };
-    if (existing && JSON.stringify({ ...existing.doc.dicom }) === JSON.stringify(doc.dicom)) return;
-    await writeDoc(this.container, doc, existing?.etag, 'writing the study summary');
+    await this.writeSummary(doc, existing, (old) => JSON.stringify({ ...old.dicom }) === JSON.stringify(doc.dicom), 'writing the study summary');
   }
 }

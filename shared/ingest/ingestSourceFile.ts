@@ -236,6 +236,9 @@ async function processVersion(
 /**
  * Writes the research copy unless a higher-ranked source already holds it. The decision and
  * the commit are tied by the blob's ETag, so two writers of one instance cannot both win.
+ * The first attempt creates the blob only if it does not exist: a new instance, the common
+ * case, costs one request. When a copy exists, its rank decides and the staged data is
+ * committed over it (or dropped) without reading the source again.
  */
 async function writeResearchCopy(
   deps: IngestDeps,
@@ -243,16 +246,11 @@ async function writeResearchCopy(
   rank: string,
   output: () => AsyncGenerator<Uint8Array>,
 ): Promise<{ kept: boolean; size: number }> {
-  const expected: ResearchBlobVersion | undefined = await deps.research.getVersion(blobName);
-  if (expected && expected.rank > rank) {
-    // Not written, but read through all the same: a broken file must fail whether or not
-    // another source of its instance was ingested first.
-    for await (const chunk of output()) void chunk;
-    return { kept: false, size: 0 };
-  }
   let staged;
   try {
-    staged = await deps.research.write(blobName, output(), { rank, keyId: deps.deid.keyId, expected });
+    // Read through whatever happens next: a broken file must fail whether or not another
+    // source of its instance was ingested first.
+    staged = await deps.research.write(blobName, output(), { rank, keyId: deps.deid.keyId, expected: undefined });
     return { kept: true, size: staged.size };
   } catch (e) {
     staged = stagedWriteOf(e);
@@ -267,9 +265,14 @@ async function writeResearchCopy(
   });
 }
 
-/** Creates or replaces the instance document unless a higher-ranked source holds it. */
+/**
+ * Creates or replaces the instance document unless a higher-ranked source holds it. The first
+ * attempt only creates (a new instance costs one request); an existing document is read and
+ * its rank decides.
+ */
 async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<void> {
-  await untilNotOutrun('instance document', async () => {
+  await untilNotOutrun('instance document', async (attempt) => {
+    if (attempt === 1) return deps.catalog.putInstance(doc, undefined);
     const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
     // A higher rank is another source's; the same rank is this source version, whose output is the same.
     if (existing && existing.doc.sourceRank >= doc.sourceRank) return;

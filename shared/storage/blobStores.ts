@@ -202,7 +202,13 @@ export class AzureResearchStore implements ResearchStore {
         }
       };
       const staged: StagedWrite = { size, recommit: put };
-      staged.etag = await put(options.expected);
+      try {
+        staged.etag = await put(options.expected);
+      } catch (e) {
+        // The body is still in memory: the caller can commit it under another expectation.
+        if (e instanceof PipelineError && e.code === ErrorCodes.CATALOG_CONFLICT) throw Object.assign(e, { staged });
+        throw e;
+      }
       return staged;
     }
 
