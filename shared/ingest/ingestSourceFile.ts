@@ -18,7 +18,7 @@ import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
-import { QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
+import { QuarantineStore, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';
