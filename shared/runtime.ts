@@ -51,7 +51,7 @@ async function build(): Promise<Runtime> {
   const cosmos = createCosmosClient(settings.cosmos);
   const { index: indexContainer, research: researchContainer } = await ensureCatalog(settings, cosmos);
   const index = new CosmosIndexStore(indexContainer);
-  const catalog = new CosmosResearchCatalog(researchContainer);
+  const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
   const publisher = settings.eventGridTopic ? new EventGridPublisher(settings.eventGridTopic) : noopPublisher;
   const source = new AzureSourceStore(sourceService);

@@ -191,7 +191,7 @@ const RECENT_DOCUMENTS = 4096;
 
 export class CosmosResearchCatalog implements ResearchCatalogWriter {
   /** Refreshes of one series (or study) requested together in this process run as one. */
-  private readonly refreshes = new Coalescer();
+  private readonly refreshes: Coalescer;
   /**
    * The summary documents as this process last wrote them, with their ETags. A summary written
    * from the cache is always a conditional replace, so a copy made stale by another instance
@@ -201,7 +201,12 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
   /** Instance documents this process wrote, for the newest-instance read of a series refresh. */
   private readonly instances = new Recent<InstanceDocument>(RECENT_DOCUMENTS);
 
-  constructor(private readonly container: Container) {}
+  constructor(
+    private readonly container: Container,
+    options: { summarySettleMs?: number } = {},
+  ) {
+    this.refreshes = new Coalescer(options.summarySettleMs ?? 0);
+  }
 
   getInstance(studyInstanceUid: string, sopInstanceUid: string): Promise<Versioned<InstanceDocument> | undefined> {
     return readDoc<InstanceDocument>(this.container, instanceDocId(sopInstanceUid), studyInstanceUid);

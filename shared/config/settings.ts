@@ -49,6 +49,11 @@ export interface Settings {
   telemetryCaptureFile?: string;
   /** Ingestions running at once in one instance. */
   maxConcurrentIngestions: number;
+  /**
+   * How long a series or study summary refresh waits, on an idle series, for more instances of
+   * it to arrive, so that a burst of one series refreshes once per interval, not once per instance.
+   */
+  summarySettleMs: number;
   /** Largest header (everything but the pixel data) held in memory for one file. */
   maxHeaderBytes: number;
   /** Source files whose pixel data may hold burned-in text: 'quarantine' (default) or 'allow'. */
@@ -239,6 +244,7 @@ export function loadSettings(env: Env = process.env): Settings {
     appInsightsConnectionString: c.optional('APPLICATIONINSIGHTS_CONNECTION_STRING'),
     telemetryCaptureFile: c.optional('TELEMETRY_CAPTURE_FILE'),
     maxConcurrentIngestions: c.int('MAX_CONCURRENT_INGESTIONS', 8, 1, 256),
+    summarySettleMs: c.int('SUMMARY_SETTLE_MS', 50, 0, 5000),
     maxHeaderBytes: c.int('MAX_HEADER_BYTES', 64 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
     burnedInPolicy: burned as 'quarantine' | 'allow',
   };

@@ -36,5 +36,5 @@ export async function handleIngestEvent(event: unknown, rt: Runtime, log: Logger
     return { status: resolved.kind, reason: resolved.reason };
   }
   limiter ??= new Limiter(rt.settings.maxConcurrentIngestions);
-  return limiter.run(() => ingestSourceFile(rt.ingestDeps(log), request, resolved.location));
+  return limiter.run((release) => ingestSourceFile({ ...rt.ingestDeps(log), fileDone: release }, request, resolved.location));
 }

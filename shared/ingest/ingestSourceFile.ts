@@ -42,6 +42,12 @@ export interface IngestDeps {
   limits: { maxHeaderBytes: number };
   burnedIn: BurnedInPolicy;
   now?: () => Date;
+  /**
+   * Called once the file's bytes are no longer held (research copy written, source read to
+   * the end): the catalog updates that follow wait on the service, not on memory, so the
+   * concurrency slot (see Limiter) can go to the next file.
+   */
+  fileDone?: () => void;
 }
 
 export type IngestStatus = 'cataloged' | 'superseded' | 'failed' | 'quarantined' | 'deleted' | 'unchanged';
@@ -172,6 +178,7 @@ async function processVersion(
   // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
   await reader.drain();
   const sha256 = reader.sha256() ?? '';
+  deps.fileDone?.();
 
   const metadata = catalogMetadata(ds, enc.littleEndian);
   const instance: InstanceDocument = {

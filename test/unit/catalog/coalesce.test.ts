@@ -54,4 +54,41 @@ describe('Coalescer', () => {
     await c.run('k', async () => void (ran = true));
     expect(ran).toBe(true);
   });
+
+  it('given a settle time, then requests until it passes share one run that starts after it', async () => {
+    const c = new Coalescer(40);
+    let runs = 0;
+    let startedAt = 0;
+    const t0 = Date.now();
+    const work = async () => {
+      runs++;
+      startedAt = Date.now();
+    };
+    const first = c.run('k', work);
+    await new Promise((r) => setTimeout(r, 10));
+    const later = Array.from({ length: 5 }, () => c.run('k', work));
+    await Promise.all([first, ...later]);
+    expect(runs).toBe(1);
+    expect(startedAt - t0).toBeGreaterThanOrEqual(35);
+    // A request after that run ended starts (after the settle time) a run of its own.
+    await c.run('k', work);
+    expect(runs).toBe(2);
+  });
+
+  it('given a settle time and a request during a run, then that request gets a run that starts after its call', async () => {
+    const c = new Coalescer(5);
+    const hold = deferred();
+    const seen: number[] = [];
+    let value = 0;
+    const first = c.run('k', () => {
+      const atStart = value;
+      return hold.promise.then(() => void seen.push(atStart));
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    value = 1;
+    const second = c.run('k', async () => void seen.push(value));
+    hold.resolve();
+    await Promise.all([first, second]);
+    expect(seen).toEqual([0, 1]);
+  });
 });

@@ -32,15 +32,20 @@ describe('loadSettings', () => {
   it('given several bad settings, then one error names every one of them and echoes no secret', () => {
     let error: unknown;
     try {
-      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', BURNED_IN_POLICY: 'maybe' });
+      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', BURNED_IN_POLICY: 'maybe' });
     } catch (e) {
       error = e;
     }
     expect(error).toBeInstanceOf(PipelineError);
     const message = (error as Error).message;
-    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'BURNED_IN_POLICY']) expect(message).toContain(name);
+    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'BURNED_IN_POLICY']) expect(message).toContain(name);
     expect(message).not.toContain('short-secret');
     expect((error as PipelineError).code).toBe(ErrorCodes.CONFIG_INVALID);
+  });
+
+  it('given no summary settle time, then 50 ms; a given one is taken', () => {
+    expect(loadSettings(valid).summarySettleMs).toBe(50);
+    expect(loadSettings({ ...valid, SUMMARY_SETTLE_MS: '0' }).summarySettleMs).toBe(0);
   });
 
   it('given a base64 key, then it is decoded', () => {
