@@ -20,6 +20,11 @@ const PROJECT_ROOT = path.resolve(__dirname, '..', '..');
 const RESULTS_FILE = path.join(PROJECT_ROOT, 'bench', 'results.json');
 const RESULT_PREFIX = 'BENCH_RESULT ';
 const SEED = 20240611;
+/** Paced runs after the burst: at the target rate, and at half of the rate the burst reached. */
+const PACED_RUNS = [{ ratePerSecond: 100 }, { capacityShare: 0.5 }];
+const PACED_EVENTS = 500;
+/** Instances of the storage floor measurement. */
+const FLOOR_EVENTS = 500;
 const MiB = 1024 * 1024;
 
 type ScenarioName = 'ct-1000' | 'mf-200mb' | 'mf-2gb';
@@ -252,11 +257,25 @@ function evaluateTargets(scenarios: ScenarioResult[], stack: StackResult | null)
     measured: stack ? `${stack.instancesPerSecond}/s` : 'not measured',
     pass: stack ? stack.instancesPerSecond >= 100 : null,
   });
-  targets.push({ target: 'stack: p99 < 2 s', measured: stack ? `${stack.p99Ms} ms` : 'not measured', pass: stack ? stack.p99Ms < 2000 : null });
+  // "100/s sustained with p99 < 2 s": the paced run at the target rate decides; a burst's p99 is
+  // its queue (the last of N events waits for the N-1 before it) and is shown for information.
+  const atTarget = stack?.paced.find((p) => p.offeredPerSecond === 100);
   targets.push({
-    target: 'stack: cataloged = events sent',
-    measured: stack ? `${stack.cataloged} of ${stack.events}` : 'not measured',
-    pass: stack ? stack.cataloged === stack.events : null,
+    target: 'stack: p99 < 2 s at 100 events/s offered',
+    measured: atTarget ? `${atTarget.p99Ms} ms (${atTarget.instancesPerSecond}/s cataloged)` : 'not measured',
+    pass: atTarget ? atTarget.p99Ms < 2000 && atTarget.instancesPerSecond >= 95 : null,
+  });
+  const half = stack?.paced.find((p) => p.offeredPerSecond !== 100);
+  if (half) targets.push({ target: `stack: latency at ${half.offeredPerSecond}/s offered (half the burst rate)`, measured: `p50 ${half.p50Ms} ms, p99 ${half.p99Ms} ms`, pass: null });
+  if (stack) targets.push({ target: 'stack: burst p99 (queueing of 1000 at once)', measured: `${stack.p99Ms} ms`, pass: null });
+  if (stack?.storageFloor) targets.push({ target: 'storage floor: Azurite alone, 3 blob transfers per instance', measured: `${stack.storageFloor.instancesPerSecond}/s`, pass: null });
+  const runs = stack ? [stack, ...stack.paced] : [];
+  const sent = runs.reduce((n, r) => n + r.events, 0);
+  const cataloged = runs.reduce((n, r) => n + r.cataloged, 0);
+  targets.push({
+    target: 'stack: cataloged = events sent (burst and paced runs)',
+    measured: stack ? `${cataloged} of ${sent}` : 'not measured',
+    pass: stack ? cataloged === sent : null,
   });
   return targets;
 }
@@ -278,7 +297,9 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
     lines.push(
       formatTable([
         ['stack', 'events', 'cataloged', 'instances/s', 'p50 ms', 'p95 ms', 'p99 ms'],
-        ['local stack', String(stack.events), String(stack.cataloged), fmt(stack.instancesPerSecond), String(stack.p50Ms), String(stack.p95Ms), String(stack.p99Ms)],
+        ['local stack, burst', String(stack.events), String(stack.cataloged), fmt(stack.instancesPerSecond), String(stack.p50Ms), String(stack.p95Ms), String(stack.p99Ms)],
+        ...stack.paced.map((p) => [`paced at ${p.offeredPerSecond}/s (uploads ${p.uploadedPerSecond}/s)`, String(p.events), String(p.cataloged), fmt(p.instancesPerSecond), String(p.p50Ms), String(p.p95Ms), String(p.p99Ms)]),
+        ...(stack.storageFloor ? [['storage floor (Azurite alone)', String(stack.storageFloor.instances), '-', fmt(stack.storageFloor.instancesPerSecond), '-', '-', '-']] : []),
       ]),
     );
     const b = details.perInstance.blob;
@@ -354,6 +375,10 @@ async function main(): Promise<void> {
       log(`stack: ${stackEvents} events`);
       const stackDir = path.join(workDir, 'stack');
       fs.mkdirSync(stackDir, { recursive: true });
+      // Other instances for the paced runs (a second scanner's studies), so that they are new work.
+      const pacedDir = path.join(workDir, 'ct-paced');
+      const pacedCount = Math.min(PACED_EVENTS, stackEvents);
+      const pacedSet = writeCtSeries(pacedDir, { seed: SEED + 1, count: pacedCount * PACED_RUNS.length, studies: 4 });
       const job: StackScenarioOptions = {
         projectRoot: PROJECT_ROOT,
         files: ct.files.slice(0, stackEvents),
@@ -362,6 +387,8 @@ async function main(): Promise<void> {
         uploadConcurrency: 32,
         stallTimeoutMs: 60_000,
         deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789',
+        paced: { files: pacedSet.files, root: pacedDir, runs: PACED_RUNS, count: pacedCount },
+        floorFiles: ct.files.slice(0, Math.min(FLOOR_EVENTS, stackEvents)),
       };
       // BENCH_PROFILE=<folder> writes a CPU profile of the stack process there.
       const nodeArgs = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];

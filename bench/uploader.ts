@@ -1,0 +1,76 @@
+/**
+ * The archive's side of the stack scenario, in a process of its own (as replication is another
+ * system): uploads files into the landing container, all at once with bounded concurrency or
+ * paced at a fixed rate, and reports when each upload completed.
+ * Usage: node dist/bench/uploader.js <job.json>; prints one `UPLOADED <json>` line.
+ */
+import * as fs from 'node:fs';
+
+import { BlobServiceClient } from '@azure/storage-blob';
+
+export interface UploadJob {
+  connectionString: string;
+  container: string;
+  files: { file: string; name: string }[];
+  /** Uploads in flight at most. */
+  concurrency: number;
+  /** Starts this many uploads per second, evenly spaced; absent: as fast as `concurrency` allows. */
+  ratePerSecond?: number;
+}
+
+export interface UploadReport {
+  /** Blob name to the time (ms since the epoch) its upload completed. */
+  uploadedAt: Record<string, number>;
+  retries: number;
+  seconds: number;
+}
+
+export const UPLOADED_PREFIX = 'UPLOADED ';
+
+async function main(): Promise<void> {
+  const job = JSON.parse(fs.readFileSync(process.argv[2] ?? '', 'utf8')) as UploadJob;
+  const landing = BlobServiceClient.fromConnectionString(job.connectionString).getContainerClient(job.container);
+  const report: UploadReport = { uploadedAt: {}, retries: 0, seconds: 0 };
+  const started = Date.now();
+  let active = 0;
+  const slots: (() => void)[] = [];
+  const upload = async (file: string, name: string) => {
+    const data = await fs.promises.readFile(file);
+    // The blob proxy answers 502 when Azurite drops a kept-alive socket under load; the
+    // archive's replication would retry such a write, so the bench does too (and counts it).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await landing.getBlockBlobClient(name).uploadData(data);
+        break;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+        report.retries += 1;
+      }
+    }
+    report.uploadedAt[name] = Date.now();
+  };
+  const pending: Promise<void>[] = [];
+  for (const [i, { file, name }] of job.files.entries()) {
+    if (job.ratePerSecond) {
+      const due = started + (i * 1000) / job.ratePerSecond;
+      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+    }
+    if (active >= job.concurrency) await new Promise<void>((r) => slots.push(r));
+    active++;
+    pending.push(upload(file, name).finally(() => {
+      active--;
+      slots.shift()?.();
+    }));
+  }
+  await Promise.all(pending);
+  report.seconds = (Date.now() - started) / 1000;
+  process.stdout.write(`${UPLOADED_PREFIX}${JSON.stringify(report)}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);
