@@ -239,3 +239,10 @@ export function memoryWorld(profile: IngestDeps['deid']['profile'], key = Buffer
   };
   return { deps, source, research, quarantine, index, catalog, publisher, telemetry, log };
 }
+
+/** A promise with its resolve function outside, for tests that hold work until they let it go. */
+export function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}

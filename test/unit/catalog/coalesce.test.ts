@@ -1,10 +1,5 @@
 import { Coalescer } from '../../../shared/catalog/coalesce';
-
-function deferred() {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
+import { deferred } from '../fakes';
 
 describe('Coalescer', () => {
   it('given a burst of requests during a run, then one more run serves them all, after the first', async () => {

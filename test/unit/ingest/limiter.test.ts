@@ -1,10 +1,5 @@
 import { Limiter } from '../../../shared/ingest/limiter';
-
-function deferred() {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
+import { deferred } from '../fakes';
 
 describe('Limiter', () => {
   it('given more tasks than slots, then no more than the limit run at once and all finish', async () => {
