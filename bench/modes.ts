@@ -89,9 +89,9 @@ const READ_AHEAD = 2;
 /** A file as 4 MiB chunks read ahead into pooled buffers; each lent buffer is recorded in `lent`. */
 async function* pooledFileChunks(file: string, pool: BufferPool, lent: Lent): AsyncGenerator<Uint8Array> {
   const fh = await fs.promises.open(file, 'r');
+  const reads: Promise<Buffer>[] = [];
   try {
     let position = 0;
-    const reads: Promise<Buffer>[] = [];
     const issue = () => {
       const buf = pool.take(CHUNK);
       reads.push(fh.read(buf, 0, CHUNK, position).then(({ bytesRead }) => (bytesRead > 0 ? buf.subarray(0, bytesRead) : (pool.give(buf), Buffer.alloc(0)))));
@@ -106,6 +106,8 @@ async function* pooledFileChunks(file: string, pool: BufferPool, lent: Lent): As
       yield chunk;
     }
   } finally {
+    // Reads issued ahead (past the end, or when the consumer stopped early) finish first.
+    await Promise.allSettled(reads);
     await fh.close();
   }
 }
