@@ -191,46 +191,32 @@ export class AzureResearchStore implements ResearchStore {
       }
     }
 
-    if (blockIds.length === 0) {
-      const body = Buffer.concat(pending, pendingBytes);
-      const put = async (expected: ResearchBlobVersion | undefined) => {
+    // One conditional commit, kept with what it commits (the body, or the staged blocks) so
+    // that after a conflict the caller can commit the same data under another expectation.
+    const commitOnce = async (send: (conditions: ReturnType<typeof conditionsFor>) => Promise<{ etag?: string }>): Promise<StagedWrite> => {
+      const commit = async (expected: ResearchBlobVersion | undefined) => {
         try {
-          const r = await blob.upload(body, body.length, { metadata, blobHTTPHeaders: headers, conditions: conditionsFor(expected) });
-          return r.etag ?? '';
+          return (await send(conditionsFor(expected))).etag ?? '';
         } catch (e) {
           throw commitError(e);
         }
       };
-      const staged: StagedWrite = { size, recommit: put };
+      const staged: StagedWrite = { size, recommit: commit };
       try {
-        staged.etag = await put(options.expected);
+        staged.etag = await commit(options.expected);
       } catch (e) {
-        // The body is still in memory: the caller can commit it under another expectation.
         if (e instanceof PipelineError && e.code === ErrorCodes.CATALOG_CONFLICT) throw Object.assign(e, { staged });
         throw e;
       }
       return staged;
-    }
-
-    if (pendingBytes) await stage(Buffer.concat(pending, pendingBytes));
-    const commit = async (expected: ResearchBlobVersion | undefined) => {
-      try {
-        const r = await blob.commitBlockList(blockIds, { metadata, blobHTTPHeaders: headers, conditions: conditionsFor(expected) });
-        return r.etag ?? '';
-      } catch (e) {
-        throw commitError(e);
-      }
     };
-    const staged: StagedWrite = { size, recommit: commit };
-    try {
-      staged.etag = await commit(options.expected);
-    } catch (e) {
-      if (e instanceof PipelineError && e.code === ErrorCodes.CATALOG_CONFLICT) {
-        throw Object.assign(e, { staged });
-      }
-      throw e;
+
+    if (blockIds.length === 0) {
+      const body = Buffer.concat(pending, pendingBytes);
+      return commitOnce((conditions) => blob.upload(body, body.length, { metadata, blobHTTPHeaders: headers, conditions }));
     }
-    return staged;
+    if (pendingBytes) await stage(Buffer.concat(pending, pendingBytes));
+    return commitOnce((conditions) => blob.commitBlockList(blockIds, { metadata, blobHTTPHeaders: headers, conditions }));
   }
 
   async delete(blobName: string, etag?: string): Promise<void> {
