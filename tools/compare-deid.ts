@@ -16,7 +16,7 @@ import { inflateRawSync } from 'node:zlib';
 import { bufferReader } from '../shared/dicom/byteReader';
 import { asciiValue, DicomDataset, TEXT_VRS } from '../shared/dicom/dataset';
 import { DEID_METHOD_CODES } from '../shared/dicom/deid/engine';
-import { charsetsOf, collectSourceFacts, identifyingMatchers, textOf } from '../shared/dicom/deid/identifying';
+import { charsetsOf, collectSourceFacts, identifyingMatchers, textOf, ValueMatcher } from '../shared/dicom/deid/identifying';
 import { basicProfile, defaultProfile, Profile } from '../shared/dicom/deid/profile';
 import { isPrivateTag, lookupTag, tagToHex } from '../shared/dicom/dictionary';
 import { parseDicomBuffer, pixelDataChunks, readHeader } from '../shared/dicom/parser';
@@ -83,9 +83,8 @@ async function searchableBytes(bytes: Buffer): Promise<Buffer> {
   }
 }
 
-function matches(re: RegExp, text: string): boolean {
-  re.lastIndex = 0;
-  return re.test(text);
+function matches(m: ValueMatcher, text: string): boolean {
+  return m.test(text);
 }
 
 /**
@@ -112,7 +111,7 @@ const NOT_SEARCHED_VRS = new Set(['CS', 'IS', 'DS']);
 const NOT_SEARCHED_TAGS = new Set([0x00020012, 0x00020013, 0x00120063]);
 
 /** Where in the output a value sits: attribute keywords, "private", or "other bytes". */
-function locate(output: DicomDataset[], matchers: RegExp[]): Set<string> {
+function locate(output: DicomDataset[], matchers: ValueMatcher[]): Set<string> {
   const found = new Set<string>();
   const walk = (ds: DicomDataset, charsets: string[]) => {
     const cs = charsetsOf(ds, charsets);

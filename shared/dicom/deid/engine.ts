@@ -18,6 +18,7 @@ import {
   privateCreatorOf,
   scrubText,
   textOf,
+  ValueMatcher,
 } from './identifying';
 import { Profile, ProfileOption } from './profile';
 import { dateShiftDays, pseudonym, researchUid, shiftDate, shiftDateTime } from './pseudonyms';
@@ -93,7 +94,7 @@ const BINARY_WIDTH: Record<string, number> = { US: 2, SS: 2, UL: 4, SL: 4, FL: 4
 interface FileState {
   ctx: DeidContext;
   counts: Record<DeidCounter, number>;
-  matchers: RegExp[];
+  matchers: ValueMatcher[];
   patientId: string;
   issuer: string;
   sopClassUid?: string;

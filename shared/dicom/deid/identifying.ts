@@ -305,11 +305,8 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
 
 /** True when the value occurs, at word boundaries, in one of the texts. */
 function occursIn(value: string, texts: readonly string[]): boolean {
-  const re = valueMatcher(value);
-  return texts.some((t) => {
-    re.lastIndex = 0;
-    return re.test(t);
-  });
+  const m = valueMatcher(value);
+  return texts.some((t) => m.test(t));
 }
 
 function escapeRegExp(s: string): string {
@@ -323,39 +320,69 @@ function edge(ch: string | undefined, side: 'before' | 'after'): string {
   return side === 'before' ? `(?<!${cls})` : `(?!${cls})`;
 }
 
-/** One case-insensitive, boundary-aware pattern per value (global, Unicode). */
-export function valueMatcher(value: string): RegExp {
-  const cached = matcherCache.get(value);
-  if (cached) return cached;
+/**
+ * A case-insensitive, boundary-aware search for one value (a global, Unicode expression).
+ * Compiling such an expression costs 50-100 µs (\p{L} and \p{N} under case folding), and most
+ * values of a file (its own UIDs, say) are searched for and never found: a pure-ASCII value
+ * first looks for its lower-cased text with a plain substring search and compiles the
+ * expression only when that finds something.
+ */
+export class ValueMatcher {
+  private compiled: RegExp | undefined;
+  /**
+   * A pure-ASCII value can only match text that holds it under ASCII case folding (the one
+   * non-ASCII letter that folds onto ASCII, long s, is folded by foldForSearch too).
+   */
+  private readonly needle: string | undefined;
+
+  constructor(readonly value: string) {
+    this.needle = /^[\x20-\x7e]+$/.test(value) ? foldForSearch(value) : undefined;
+  }
+
+  /** The expression (global: callers reset lastIndex or use it with replace). */
+  get regex(): RegExp {
+    return (this.compiled ??= compileValuePattern(this.value));
+  }
+
+  /** False when the value cannot occur in the text, given the text's foldForSearch form. */
+  mayMatch(folded: string): boolean {
+    return this.needle === undefined || folded.includes(this.needle);
+  }
+
+  /** True when the value occurs in the text at word boundaries. */
+  test(text: string, folded: string = foldForSearch(text)): boolean {
+    if (!this.mayMatch(folded)) return false;
+    const re = this.regex;
+    re.lastIndex = 0;
+    return re.test(text);
+  }
+}
+
+function compileValuePattern(value: string): RegExp {
   const chars = [...value];
   // A dotted number continues across a dot followed by a digit: a UID matches only whole.
   const dotted = /^\d+(?:\.\d+)+$/.test(value);
   const before = `${edge(chars[0], 'before')}${dotted ? '(?<!\\p{N}\\.)' : ''}`;
   const after = `${edge(chars[chars.length - 1], 'after')}${dotted ? '(?!\\.\\p{N})' : ''}`;
-  const re = new RegExp(`${before}${escapeRegExp(value)}${after}`, 'giu');
-  // Compiling is most of the cost for small files, and a study's files share their values.
+  return new RegExp(`${before}${escapeRegExp(value)}${after}`, 'giu');
+}
+
+/** The matcher of a value; a study's files share their values, so matchers are kept for reuse. */
+export function valueMatcher(value: string): ValueMatcher {
+  const cached = matcherCache.get(value);
+  if (cached) return cached;
+  const matcher = new ValueMatcher(value);
   if (matcherCache.size >= MATCHER_CACHE_SIZE) matcherCache.clear();
-  matcherCache.set(value, re);
-  // A pure-ASCII value can only match text that holds it under ASCII case folding (the one
-  // non-ASCII letter that folds onto ASCII, long s, is folded by foldForSearch too), so a
-  // substring test can rule a text out before the regular expression runs.
-  if (/^[\x20-\x7e]+$/.test(value)) needles.set(re, foldForSearch(value));
-  return re;
+  matcherCache.set(value, matcher);
+  return matcher;
 }
 
 const MATCHER_CACHE_SIZE = 5000;
-const matcherCache = new Map<string, RegExp>();
-const needles = new WeakMap<RegExp, string>();
+const matcherCache = new Map<string, ValueMatcher>();
 
 /** Lower case, with U+017F (long s, which case-folds to "s" in a /iu expression) as "s". */
-function foldForSearch(text: string): string {
+export function foldForSearch(text: string): string {
   return text.toLowerCase().replace(/\u017f/g, 's');
-}
-
-/** False when the matcher cannot match the (folded) text; true when it may. */
-function mayMatch(re: RegExp, folded: string): boolean {
-  const needle = needles.get(re);
-  return needle === undefined || folded.includes(needle);
 }
 
 /** Common ways of writing a DA value (YYYYMMDD) in free text. */
@@ -367,7 +394,7 @@ export function dateSpellings(da: string): string[] {
 }
 
 /** Every pattern for a list of identifying values (dates in their common spellings). */
-export function identifyingMatchers(values: readonly string[]): RegExp[] {
+export function identifyingMatchers(values: readonly string[]): ValueMatcher[] {
   const spelled = new Set<string>();
   for (const v of values) {
     if (/^\d{8}$/.test(v)) dateSpellings(v).forEach((s) => spelled.add(s));
@@ -389,10 +416,10 @@ const MARK = '\uE000';
  * Removes every identifying value and every date from free text. Undefined when nothing
  * meaningful is left (fewer than two letters or digits in a row), so the caller empties it.
  */
-export function scrubText(text: string, matchers: readonly RegExp[]): string | undefined {
+export function scrubText(text: string, matchers: readonly ValueMatcher[]): string | undefined {
   let out = text;
   const folded = foldForSearch(text);
-  for (const re of matchers) if (mayMatch(re, folded)) out = out.replace(re, MARK);
+  for (const m of matchers) if (m.mayMatch(folded)) out = out.replace(m.regex, MARK);
   for (const re of FREE_TEXT_DATES) out = out.replace(re, MARK);
   if (out === text) return text;
   // An honorific before a removed name would only say that a name was there.
@@ -405,11 +432,7 @@ export function scrubText(text: string, matchers: readonly RegExp[]): string | u
 }
 
 /** True when the text holds any identifying value. */
-export function containsIdentifying(text: string, matchers: readonly RegExp[]): boolean {
+export function containsIdentifying(text: string, matchers: readonly ValueMatcher[]): boolean {
   const folded = foldForSearch(text);
-  return matchers.some((re) => {
-    if (!mayMatch(re, folded)) return false;
-    re.lastIndex = 0;
-    return re.test(text);
-  });
+  return matchers.some((m) => m.test(text, folded));
 }

@@ -20,6 +20,7 @@ import {
   privateCreatorOf,
   textOf,
   valueDigest,
+  ValueMatcher,
 } from './identifying';
 import { Profile } from './profile';
 import { describeTag, resolveAction, ResolvedAction } from './resolve';
@@ -62,10 +63,10 @@ interface GateState {
   profile: Profile;
   sopClassUid?: string;
   digests: ReadonlySet<string>;
-  matchers: RegExp[];
+  matchers: ValueMatcher[];
   /** The matchers without the source's dates, for UIDs that Retain UIDs keeps as they are. */
-  retainedUidMatchers: RegExp[];
-  binaryMatchers: RegExp[];
+  retainedUidMatchers: ValueMatcher[];
+  binaryMatchers: ValueMatcher[];
   findings: string[];
 }
 
