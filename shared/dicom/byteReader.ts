@@ -1,6 +1,5 @@
-import { createHash, Hash } from 'node:crypto';
-
 import { ErrorCodes, PipelineError } from '../errors';
+import { ChunkHasher, InlineSha256 } from './chunkHasher';
 
 /**
  * Pull-based reader over a stream of chunks (a Node Readable, a blob download, a file).
@@ -13,11 +12,13 @@ export class ByteReader {
   private buffered = 0;
   private ended = false;
   private consumed = 0;
-  private readonly hash?: Hash;
+  private readonly hash?: ChunkHasher;
+  private hashTaken = false;
 
-  constructor(source: AsyncIterable<Uint8Array>, options: { sha256?: boolean } = {}) {
+  /** `sha256: true` hashes on this thread; `hasher` takes any ChunkHasher (see chunkHasher.ts). */
+  constructor(source: AsyncIterable<Uint8Array>, options: { sha256?: boolean; hasher?: ChunkHasher } = {}) {
     this.iterator = source[Symbol.asyncIterator]();
-    if (options.sha256) this.hash = createHash('sha256');
+    this.hash = options.hasher ?? (options.sha256 ? new InlineSha256() : undefined);
   }
 
   /** Bytes handed out so far (read, skipped or piped). */
@@ -32,6 +33,9 @@ export class ByteReader {
 
   private async pull(): Promise<boolean> {
     if (this.ended) return false;
+    // An off-thread hash that has fallen behind holds the reading back, so memory stays bounded.
+    const behind = this.hash?.ready();
+    if (behind) await behind;
     const next = await this.iterator.next();
     if (next.done) {
       this.ended = true;
@@ -140,14 +144,29 @@ export class ByteReader {
     }
   }
 
-  /** SHA-256 (hex) of every byte consumed so far; call after draining for the whole source. */
-  sha256(): string | undefined {
-    return this.hash?.digest('hex');
+  /** SHA-256 (hex) of every byte consumed so far; call once, after draining for the whole source. */
+  async sha256(): Promise<string | undefined> {
+    if (!this.hash) return undefined;
+    this.hashTaken = true;
+    return this.hash.digest();
+  }
+
+  /** Resolves once every byte consumed so far is hashed (memory passed to the hasher may then be reused). */
+  hashed(): Promise<void> {
+    return this.hash?.settled() ?? Promise.resolve();
+  }
+
+  /** Gives up the hash when the reading stops before sha256() (a failed ingestion). */
+  abandon(): void {
+    if (this.hash && !this.hashTaken) {
+      this.hashTaken = true;
+      this.hash.abort?.();
+    }
   }
 }
 
 /** A ByteReader over one in-memory buffer. */
-export function bufferReader(buf: Uint8Array, options: { sha256?: boolean } = {}): ByteReader {
+export function bufferReader(buf: Uint8Array, options: { sha256?: boolean; hasher?: ChunkHasher } = {}): ByteReader {
   async function* one(): AsyncGenerator<Uint8Array> {
     yield buf;
   }

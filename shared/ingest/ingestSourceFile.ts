@@ -13,6 +13,7 @@ import { createHash, createHmac } from 'node:crypto';
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
+import { sha256For } from '../dicom/chunkHasher';
 import type { Profile } from '../dicom/deid/profile';
 import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
@@ -163,21 +164,28 @@ async function processVersion(
   existing: Versioned<IngestionDocument> | undefined,
 ): Promise<IngestOutcome> {
   const now = deps.now ?? (() => new Date());
-  const reader = new ByteReader(sourceChunks(deps, loc, props), { sha256: true });
-  const prepared = await prepareDeidentifiedInstance(reader, {
-    deid: deps.deid,
-    maxHeaderBytes: deps.limits.maxHeaderBytes,
-    totalSize: props.size,
-    burnedIn: deps.burnedIn,
-  });
+  // A large source is hashed on the hashing thread while this one parses and uploads.
+  const reader = new ByteReader(sourceChunks(deps, loc, props), { hasher: sha256For(props.size) });
+  const { prepared, decision, sha256 } = await (async () => {
+    try {
+      const prepared = await prepareDeidentifiedInstance(reader, {
+        deid: deps.deid,
+        maxHeaderBytes: deps.limits.maxHeaderBytes,
+        totalSize: props.size,
+        burnedIn: deps.burnedIn,
+      });
+      const decision = await writeResearchCopy(deps, researchBlobName(prepared.research), sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified), prepared.output);
+      // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
+      await reader.drain();
+      const sha256 = (await reader.sha256()) ?? '';
+      return { prepared, decision, sha256 };
+    } finally {
+      reader.abandon();
+    }
+  })();
   const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;
   const blobName = researchBlobName(research);
   const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
-
-  const decision = await writeResearchCopy(deps, blobName, rank, prepared.output);
-  // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
-  await reader.drain();
-  const sha256 = reader.sha256() ?? '';
   deps.fileDone?.();
 
   const metadata = catalogMetadata(ds, enc.littleEndian);

@@ -4,7 +4,7 @@
  * loaded dist/functions. Files are uploaded with the storage SDK; events flow as in Azure.
  */
 import { execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -12,9 +12,11 @@ import { join, relative } from 'node:path';
 import { Container } from '@azure/cosmos';
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
+import { FRAME_BYTES, writeMultiFrame } from '../../bench/generate';
 import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument, InstanceDocument, StudyDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
+import { OFF_THREAD_HASH_MIN_BYTES } from '../../shared/dicom/chunkHasher';
 import { asciiValue, DicomDataset, Tags } from '../../shared/dicom/dataset';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
 import { encodeBlobName } from '../../shared/events/ingestEvents';
@@ -233,6 +235,25 @@ describe('every fixture through the running stack', () => {
     console.log(`PHI scan: ${all.size} identifying values of ${sources.size} sources; ${copies} research copies and documents checked against their own source`);
     expect(leaks).toEqual([]);
   });
+});
+
+describe('a large source', () => {
+  it('given a multi-frame file above the threaded-hash size, then it is cataloged with the SHA-256 of its bytes and its pixel data intact', async () => {
+    const frames = 40;
+    const file = join(mkdtempSync(join(tmpdir(), 'vna-large-')), 'mf.dcm');
+    writeMultiFrame(file, { seed: 4242, frames });
+    const data = readFileSync(file);
+    expect(data.length).toBeGreaterThan(OFF_THREAD_HASH_MIN_BYTES);
+    const name = `large/${randomUUID()}.dcm`;
+    await landing.getBlockBlobClient(name).uploadData(data, { blockSize: 4 * 1024 * 1024 });
+    await waitForEvents(120_000);
+    const doc = await indexDoc(name);
+    expect(doc?.status).toBe('cataloged');
+    expect(doc?.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+    const copy = await research.getBlobClient(doc!.research!.blob).downloadToBuffer();
+    const pixels = frames * FRAME_BYTES;
+    expect(copy.subarray(copy.length - pixels).equals(data.subarray(data.length - pixels))).toBe(true);
+  }, 180_000);
 });
 
 describe('at-least-once delivery', () => {

@@ -141,7 +141,7 @@ describe('readHeader / parseDicomBuffer', () => {
     expect(total).toBe(pixelBytes);
     expect(maxBuffered).toBeLessThanOrEqual(2 * chunk.length);
     expect(trailing.has(0xfffcfffc)).toBe(true);
-    expect(reader.sha256()).toMatch(/^[0-9a-f]{64}$/);
+    expect(await reader.sha256()).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('given a deflate-compressed body built here, then its elements are read back', async () => {
