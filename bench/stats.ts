@@ -7,6 +7,8 @@ export interface ModeResult {
   filesPerSecond: number;
   /** Peak resident set of the process that did the work, in MiB. */
   peakRssMB: number;
+  /** CPU time of that process over the measured work (all its threads, user and system), where measured. */
+  cpuSeconds?: number;
 }
 
 /**
@@ -29,13 +31,14 @@ export function ratio(ours: number | null | undefined, baseline: number | null |
   return ours / baseline;
 }
 
-export function modeResult(bytes: number, files: number, seconds: number, peakRssKB: number): ModeResult {
+export function modeResult(bytes: number, files: number, seconds: number, peakRssKB: number, cpuSeconds?: number): ModeResult {
   const safe = Math.max(seconds, 1e-9);
   return {
     seconds: round(seconds, 4),
     MBps: round(bytes / 1e6 / safe, 1),
     filesPerSecond: round(files / safe, 1),
     peakRssMB: round(peakRssKB / 1024, 1),
+    ...(cpuSeconds === undefined ? {} : { cpuSeconds: round(cpuSeconds, 3) }),
   };
 }
 
