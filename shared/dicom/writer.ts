@@ -7,74 +7,117 @@ import { DicomDataset, DicomElement, encodeAsciiValue, Encoding, LONG_VRS, Tags 
 
 const UNDEFINED_LENGTH = 0xffffffff;
 
-/** Collects output chunks; small element headers are batched into one buffer. */
+/**
+ * One growing buffer that headers and values are written into: a header costs no allocation
+ * of its own, and the result needs no concatenation of thousands of small pieces (a 400-frame
+ * functional group sequence has about 3,000 element headers).
+ */
 class Out {
-  readonly chunks: Buffer[] = [];
+  private buf = Buffer.allocUnsafe(16 * 1024);
   length = 0;
-  push(b: Buffer): void {
-    if (b.length === 0) return;
-    this.chunks.push(b);
-    this.length += b.length;
+
+  private ensure(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
+    this.buf.copy(next, 0, 0, this.length);
+    this.buf = next;
+  }
+
+  bytes(v: Uint8Array): void {
+    if (v.length === 0) return;
+    this.ensure(v.length);
+    this.buf.set(v, this.length);
+    this.length += v.length;
+  }
+
+  /** Appends one pad byte. */
+  pad(value: number): void {
+    this.ensure(1);
+    this.buf[this.length++] = value;
+  }
+
+  header(tag: number, vr: string, length: number, enc: Encoding): void {
+    this.ensure(12);
+    this.length += writeHeader(this.buf, this.length, tag, vr, length, enc);
+  }
+
+  /** The bytes written, in a buffer of their own size unless the slack is small. */
+  result(): Buffer {
+    const used = this.buf.subarray(0, this.length);
+    return this.buf.length - this.length > 64 * 1024 ? Buffer.from(used) : used;
   }
 }
 
-function header(tag: number, vr: string, length: number, enc: Encoding): Buffer {
+/** Writes an element header at `at`; returns its size (8 or 12 bytes). */
+function writeHeader(b: Buffer, at: number, tag: number, vr: string, length: number, enc: Encoding): number {
   const le = enc.littleEndian;
-  const u16 = (b: Buffer, v: number, at: number) => (le ? b.writeUInt16LE(v, at) : b.writeUInt16BE(v, at));
-  const u32 = (b: Buffer, v: number, at: number) => (le ? b.writeUInt32LE(v >>> 0, at) : b.writeUInt32BE(v >>> 0, at));
   const group = tag >>> 16;
   const implicit = group === 0xfffe || !enc.explicitVR;
   const long = !implicit && LONG_VRS.has(vr);
-  const b = Buffer.allocUnsafe(long ? 12 : 8);
-  u16(b, group, 0);
-  u16(b, tag & 0xffff, 2);
-  if (implicit) {
-    u32(b, length, 4);
-  } else if (long) {
-    b.write(vr, 4, 'latin1');
-    b.writeUInt16LE(0, 6);
-    u32(b, length, 8);
+  if (le) {
+    b.writeUInt16LE(group, at);
+    b.writeUInt16LE(tag & 0xffff, at + 2);
   } else {
-    b.write(vr, 4, 'latin1');
-    u16(b, length, 6);
+    b.writeUInt16BE(group, at);
+    b.writeUInt16BE(tag & 0xffff, at + 2);
   }
-  return b;
+  if (implicit) {
+    if (le) b.writeUInt32LE(length >>> 0, at + 4);
+    else b.writeUInt32BE(length >>> 0, at + 4);
+    return 8;
+  }
+  b.write(vr, at + 4, 2, 'latin1');
+  if (long) {
+    b.writeUInt16LE(0, at + 6);
+    if (le) b.writeUInt32LE(length >>> 0, at + 8);
+    else b.writeUInt32BE(length >>> 0, at + 8);
+    return 12;
+  }
+  if (le) b.writeUInt16LE(length, at + 6);
+  else b.writeUInt16BE(length, at + 6);
+  return 8;
 }
+
+function header(tag: number, vr: string, length: number, enc: Encoding): Buffer {
+  const b = Buffer.allocUnsafe(12);
+  return b.subarray(0, writeHeader(b, 0, tag, vr, length, enc));
+}
+
+const VR_SHAPE = /^[A-Z]{2}$/;
 
 /** A short-length explicit VR cannot hold more than 64 KiB - 1: such a value is written as UN. */
 function writableVr(el: DicomElement, length: number): string {
   if (!LONG_VRS.has(el.vr) && length > 0xfffe) return 'UN';
-  if (!/^[A-Z]{2}$/.test(el.vr)) return 'UN';
+  if (!VR_SHAPE.test(el.vr)) return 'UN';
   return el.vr;
-}
-
-function padded(el: DicomElement): Buffer {
-  const v = el.value ? Buffer.from(el.value.buffer, el.value.byteOffset, el.value.byteLength) : Buffer.alloc(0);
-  if (v.length % 2 === 0 || el.encapsulated) return v;
-  const pad = el.vr === 'UI' || el.vr === 'OB' || el.vr === 'UN' ? 0 : 0x20;
-  return Buffer.concat([v, Buffer.from([pad])]);
 }
 
 function encodeElement(el: DicomElement, enc: Encoding, out: Out): void {
   if (el.items !== undefined) {
-    out.push(header(el.tag, 'SQ', UNDEFINED_LENGTH, enc));
+    out.header(el.tag, 'SQ', UNDEFINED_LENGTH, enc);
     for (const item of el.items) {
-      out.push(header(Tags.Item, '', UNDEFINED_LENGTH, enc));
+      out.header(Tags.Item, '', UNDEFINED_LENGTH, enc);
       encodeInto(item, enc, out);
-      out.push(header(Tags.ItemDelimitationItem, '', 0, enc));
+      out.header(Tags.ItemDelimitationItem, '', 0, enc);
     }
-    out.push(header(Tags.SequenceDelimitationItem, '', 0, enc));
+    out.header(Tags.SequenceDelimitationItem, '', 0, enc);
     return;
   }
-  const value = padded(el);
+  const value = el.value ?? EMPTY;
   if (el.encapsulated) {
-    out.push(header(el.tag, el.vr, UNDEFINED_LENGTH, enc));
-    out.push(value);
+    out.header(el.tag, el.vr, UNDEFINED_LENGTH, enc);
+    out.bytes(value);
     return;
   }
-  out.push(header(el.tag, writableVr(el, value.length), value.length, enc));
-  out.push(value);
+  // Values are held as they are; an odd length is padded to even (NUL for UI, OB and UN, else a space).
+  const odd = value.length % 2 === 1;
+  const length = value.length + (odd ? 1 : 0);
+  out.header(el.tag, writableVr(el, length), length, enc);
+  out.bytes(value);
+  if (odd) out.pad(el.vr === 'UI' || el.vr === 'OB' || el.vr === 'UN' ? 0 : 0x20);
 }
+
+const EMPTY = new Uint8Array(0);
 
 function encodeInto(ds: DicomDataset, enc: Encoding, out: Out): void {
   const tags = [...ds.keys()].sort((a, b) => a - b);
@@ -90,7 +133,7 @@ function encodeInto(ds: DicomDataset, enc: Encoding, out: Out): void {
 export function encodeDataset(ds: DicomDataset, enc: Encoding): Buffer {
   const out = new Out();
   encodeInto(ds, enc, out);
-  return Buffer.concat(out.chunks, out.length);
+  return out.result();
 }
 
 /** The 2.25 UID identifying this implementation in file meta (ImplementationClassUID). */
