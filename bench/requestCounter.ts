@@ -3,7 +3,8 @@
  * model. The local host runs the functions in this process, so every response they receive passes
  * Node's `http.client.response.finish` diagnostics channel: no proxy in the path (the event URLs
  * must keep pointing at the real blob endpoint) and no change to the functions. The bench's own
- * uploads and polls go through a relay on another port and are not counted.
+ * polls of the catalog go through a relay on another port and are not counted; its uploads come
+ * from a process of their own, which this one does not see.
  */
 import * as diagnostics from 'node:diagnostics_channel';
 import type { ClientRequest, IncomingMessage } from 'node:http';

@@ -156,12 +156,19 @@ export class ByteReader {
     return this.hash?.settled() ?? Promise.resolve();
   }
 
-  /** Gives up the hash when the reading stops before sha256() (a failed ingestion). */
-  abandon(): void {
+  /**
+   * Ends the reading: gives up the hash if sha256() was not taken (a failed ingestion) and
+   * closes the source, so that a response left half read releases its connection.
+   */
+  async close(): Promise<void> {
     if (this.hash && !this.hashTaken) {
       this.hashTaken = true;
       this.hash.abort?.();
     }
+    this.chunks = [];
+    this.buffered = 0;
+    this.ended = true;
+    await this.iterator.return?.();
   }
 }
 

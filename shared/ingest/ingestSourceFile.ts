@@ -19,7 +19,7 @@ import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
-import { QuarantineStore, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
+import { OpenedSource, QuarantineStore, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';
@@ -106,11 +106,24 @@ export function researchBlobName(r: { studyInstanceUid: string; seriesInstanceUi
   return `${r.studyInstanceUid}/${r.seriesInstanceUid}/${r.sopInstanceUid}.dcm`;
 }
 
-/** A ranged read of the header, then one stream for the rest, all of one ETag. */
-async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: SourceProperties): AsyncGenerator<Uint8Array> {
-  const first = props.size <= SINGLE_READ_MAX ? props.size : HEADER_RANGE;
-  if (first > 0) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, 0, first);
-  if (props.size > first) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, first, undefined);
+/**
+ * The source's bytes, all of one version (ETag): the first bytes from the request that found
+ * the version when there was one, else a ranged read of the header; then one stream for the rest.
+ */
+async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: SourceProperties, opened: OpenedSource | undefined): AsyncGenerator<Uint8Array> {
+  let offset = 0;
+  if (opened) {
+    // Counted as they arrive: the rest starts where these bytes really ended.
+    for await (const chunk of opened.head) {
+      offset += chunk.byteLength;
+      yield chunk;
+    }
+  } else {
+    const first = props.size <= SINGLE_READ_MAX ? props.size : HEADER_RANGE;
+    if (first > 0) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, 0, first);
+    offset = first;
+  }
+  if (props.size > offset) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, offset, undefined);
 }
 
 /**
@@ -120,22 +133,34 @@ async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: Sourc
 export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, depth = 0): Promise<IngestOutcome> {
   const started = Date.now();
   const id = sourceId(loc.canonicalUrl);
-  const props = await deps.source.getProperties(loc.container, loc.blobName);
-  if (!props) return handleGone(deps, request, loc, id, depth);
-
-  const existing = await deps.index.get(id);
+  // One request finds the blob's current version and brings its first bytes (the whole file
+  // when it is small); the index is read meanwhile.
+  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(id)]);
+  if (openResult.status === 'rejected') throw openResult.reason;
+  const opened = openResult.value;
+  if (indexResult.status === 'rejected') {
+    opened?.discard();
+    throw indexResult.reason;
+  }
+  if (!opened) return handleGone(deps, request, loc, id, depth);
+  const props = opened.props;
+  const existing = indexResult.value;
   if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
+    opened.discard();
     deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
     return { status: 'unchanged' };
   }
 
   let outcome: IngestOutcome;
   let current = props;
+  // The opened bytes serve the first attempt only; a retry reads the version it found.
+  let head: OpenedSource | undefined = opened;
   for (let attempt = 1; ; attempt++) {
     try {
-      outcome = await processVersion(deps, request, loc, id, current, existing);
+      outcome = await processVersion(deps, request, loc, id, current, existing, head);
       break;
     } catch (e) {
+      head = undefined;
       if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && attempt < MAX_SOURCE_ATTEMPTS) {
         const next = await deps.source.getProperties(loc.container, loc.blobName);
         if (!next) return handleGone(deps, request, loc, id, depth);
@@ -162,10 +187,11 @@ async function processVersion(
   id: string,
   props: SourceProperties,
   existing: Versioned<IngestionDocument> | undefined,
+  opened: OpenedSource | undefined,
 ): Promise<IngestOutcome> {
   const now = deps.now ?? (() => new Date());
   // A large source is hashed on the hashing thread while this one parses and uploads.
-  const reader = new ByteReader(sourceChunks(deps, loc, props), { hasher: sha256For(props.size) });
+  const reader = new ByteReader(sourceChunks(deps, loc, props, opened), { hasher: sha256For(props.size) });
   const { prepared, decision, sha256 } = await (async () => {
     try {
       const prepared = await prepareDeidentifiedInstance(reader, {
@@ -180,7 +206,7 @@ async function processVersion(
       const sha256 = (await reader.sha256()) ?? '';
       return { prepared, decision, sha256 };
     } finally {
-      reader.abandon();
+      await reader.close();
     }
   })();
   const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;

@@ -18,8 +18,22 @@ export interface SourceProperties {
   contentType?: string;
 }
 
+/** A blob's current version and its first bytes, from one request. */
+export interface OpenedSource {
+  props: SourceProperties;
+  /** The first bytes of that version (as many as were asked for, or the whole blob when smaller). */
+  head: AsyncIterable<Uint8Array>;
+  /** Releases the response when the head will not be read (a duplicate event). */
+  discard(): void;
+}
+
 /** The landing container(s) the archive replicates into. Identified data: read only. */
 export interface SourceStore {
+  /**
+   * The properties of a blob's current version and a stream of its first `count` bytes, in
+   * one request; undefined when the blob does not exist. Throws SERVICE_* on faults.
+   */
+  open(container: string, blobName: string, count: number, options?: { abortSignal?: AbortSignal }): Promise<OpenedSource | undefined>;
   /**
    * Properties of a blob, or undefined when it does not exist (any more).
    * Throws PipelineError SERVICE_* on service faults. Idempotent.
@@ -98,6 +112,39 @@ export class AzureSourceStore implements SourceStore {
     }
   }
 
+  async open(container: string, blobName: string, count: number, options: { abortSignal?: AbortSignal } = {}): Promise<OpenedSource | undefined> {
+    let r;
+    try {
+      // No condition: the response's ETag names the version these bytes belong to.
+      r = await this.service.getContainerClient(container).getBlobClient(blobName).download(0, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+    } catch (e) {
+      const status = statusOf(e);
+      if (status === 404) return undefined;
+      // An empty blob has no first byte to give: its properties come from a HEAD.
+      if (status === 416) {
+        const props = await this.getProperties(container, blobName, options);
+        return props && { props, head: noBytes(), discard: () => undefined };
+      }
+      throw sourceError(e);
+    }
+    const body = r.readableStreamBody as Readable | undefined;
+    if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+    const headBytes = r.contentLength ?? 0;
+    const props: SourceProperties = {
+      etag: r.etag ?? '',
+      // "bytes 0-65535/1048576": the blob's size is after the slash.
+      size: totalOfContentRange(r.contentRange) ?? headBytes,
+      lastModified: r.lastModified ?? new Date(0),
+      contentType: r.contentType,
+    };
+    return {
+      props,
+      head: wrapStreamErrors(body),
+      // A small rest is read and dropped so that the connection can be used again.
+      discard: () => (headBytes <= DISCARD_BY_READING_MAX ? body.resume() : body.destroy()),
+    };
+  }
+
   async readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
     try {
       const r = await this.service
@@ -111,6 +158,18 @@ export class AzureSourceStore implements SourceStore {
       throw sourceError(e);
     }
   }
+}
+
+/** Responses up to this size are read to the end when dropped; larger ones close their connection. */
+const DISCARD_BY_READING_MAX = 1024 * 1024;
+
+export function totalOfContentRange(contentRange: string | undefined): number | undefined {
+  const m = /\/(\d+)\s*$/.exec(contentRange ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+async function* noBytes(): AsyncGenerator<Uint8Array> {
+  // An empty blob.
 }
 
 function sourceError(e: unknown): PipelineError {

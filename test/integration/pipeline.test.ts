@@ -256,6 +256,19 @@ describe('a large source', () => {
   }, 180_000);
 });
 
+describe('sources the first request cannot read whole', () => {
+  it('given an empty blob, then it is recorded as failed with a code and quarantined, not retried', async () => {
+    const name = `empty/${randomUUID()}.dcm`;
+    await upload(name, Buffer.alloc(0));
+    await waitForEvents();
+    const doc = await indexDoc(name);
+    expect(doc?.status).toMatch(/^(failed|quarantined)$/);
+    expect(doc?.errorCode).toMatch(/^DICOM_/);
+    expect(doc?.attempts).toBe(1);
+    expect(doc?.quarantineBlob).toBeTruthy();
+  });
+});
+
 describe('at-least-once delivery', () => {
   const base = readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small.dcm'));
 

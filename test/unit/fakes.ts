@@ -10,7 +10,7 @@ import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument
 import { ErrorCodes, PipelineError } from '../../shared/errors';
 import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
 import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
-import type { QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, StagedWrite } from '../../shared/storage/blobStores';
+import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, StagedWrite } from '../../shared/storage/blobStores';
 import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
 
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
@@ -19,9 +19,17 @@ const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 
 export class MemorySourceStore implements SourceStore {
   readonly blobs = new Map<string, { data: Buffer; props: SourceProperties }>();
-  /** Fault to throw on the next read, once. */
+  /** Fault to throw on the next read (open or range), once. */
   failNextRead?: PipelineError;
+  /** Range reads (after the first bytes that open returns). */
   reads = 0;
+  opens = 0;
+  /** Opened heads released unread. */
+  discarded = 0;
+  /** Most bytes open returns (as if the service answered with a shorter range). */
+  openLimit?: number;
+  /** A new version that replaces the blob right after the next open (a write while it is read). */
+  replaceAfterOpen?: Buffer;
 
   put(container: string, name: string, data: Buffer, lastModified = new Date()): SourceProperties {
     const props = { etag: etag(), size: data.length, lastModified };
@@ -38,6 +46,33 @@ export class MemorySourceStore implements SourceStore {
     return b ? { ...b.props } : undefined;
   }
 
+  async open(container: string, name: string, count: number): Promise<OpenedSource | undefined> {
+    this.opens++;
+    this.throwIfFailing();
+    const b = this.blobs.get(`${container}/${name}`);
+    if (!b) return undefined;
+    const head = b.data.subarray(0, Math.min(count, this.openLimit ?? count));
+    if (this.replaceAfterOpen) {
+      this.put(container, name, this.replaceAfterOpen, new Date(b.props.lastModified.getTime() + 1000));
+      this.replaceAfterOpen = undefined;
+    }
+    return {
+      props: { ...b.props },
+      head: chunked(head),
+      discard: () => {
+        this.discarded++;
+      },
+    };
+  }
+
+  private throwIfFailing(): void {
+    if (this.failNextRead) {
+      const e = this.failNextRead;
+      this.failNextRead = undefined;
+      throw e;
+    }
+  }
+
   async readRange(container: string, name: string, tag: string, offset: number, count: number | undefined): Promise<AsyncIterable<Uint8Array>> {
     this.reads++;
     if (this.failNextRead) {
@@ -48,11 +83,13 @@ export class MemorySourceStore implements SourceStore {
     const b = this.blobs.get(`${container}/${name}`);
     if (!b) throw new PipelineError(ErrorCodes.SOURCE_NOT_FOUND, 'gone');
     if (b.props.etag !== tag) throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'changed');
-    const slice = b.data.subarray(offset, count === undefined ? undefined : offset + count);
-    return (async function* () {
-      for (let o = 0; o < slice.length; o += 7919) yield slice.subarray(o, o + 7919);
-    })();
+    return chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count));
   }
+}
+
+/** Bytes in odd-sized chunks, as a network delivers them. */
+async function* chunked(data: Buffer): AsyncGenerator<Uint8Array> {
+  for (let o = 0; o < data.length; o += 7919) yield data.subarray(o, o + 7919);
 }
 
 export class MemoryResearchStore implements ResearchStore {

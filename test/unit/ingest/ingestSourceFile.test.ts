@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -57,14 +58,16 @@ describe('ingestSourceFile', () => {
     for (const name of w.research.blobs.keys()) expect(name).not.toMatch(/Doe|John|site-a/);
   });
 
-  it('given the same event twice, then the second changes nothing and reads no pixel data', async () => {
+  it('given the same event twice, then the second changes nothing and drops the bytes it was sent unread', async () => {
     w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
     const req = created('a.dcm');
     await ingestSourceFile(w.deps, req, loc('a.dcm'));
     const readsAfterFirst = w.source.reads;
     const again = await ingestSourceFile(w.deps, req, loc('a.dcm'));
     expect(again.status).toBe('unchanged');
+    // The request that found the version is released unread.
     expect(w.source.reads).toBe(readsAfterFirst);
+    expect(w.source.discarded).toBe(1);
     expect(w.catalog.instances.docs.size).toBe(1);
     expect(w.publisher.events).toHaveLength(1);
   });
@@ -179,10 +182,47 @@ describe('ingestSourceFile', () => {
   });
 
   it('given a blob that changes while it is read, then the new version is ingested', async () => {
-    w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
-    w.source.failNextRead = new PipelineError(ErrorCodes.SOURCE_CHANGED, 'changed');
+    const first = fixture('pydicom-deb/test_files__MR_small.dcm');
+    const second = fixture('pydicom-deb/test_files__MR_small_bigendian.dcm');
+    w.source.put('anq-replica', 'a.dcm', first);
+    // The first request brings only part of the file; a new version lands before the rest is read.
+    w.source.openLimit = 1000;
+    w.source.replaceAfterOpen = second;
     const out = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
     expect(out.status).toBe('cataloged');
+    const record = w.index.all()[0]!;
+    expect(record.eTag).toBe((await w.source.getProperties('anq-replica', 'a.dcm'))!.etag);
+    expect(record.sha256).toBe(createHash('sha256').update(second).digest('hex'));
+    expect(w.source.reads).toBeGreaterThanOrEqual(2);
+  });
+
+  it('given a first request that brings only part of the file, then the rest is read from where it ended and the hash covers every byte', async () => {
+    const data = fixture('pydicom-deb/test_files__MR_small.dcm');
+    w.source.put('anq-replica', 'a.dcm', data);
+    w.source.openLimit = 333;
+    const out = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
+    expect(out.status).toBe('cataloged');
+    expect(w.index.all()[0]!.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(w.source.opens).toBe(1);
+    expect(w.source.reads).toBe(1);
+  });
+
+  it('given a small file, then one request reads it whole: no properties request, no ranged read', async () => {
+    w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
+    const getProperties = jest.spyOn(w.source, 'getProperties');
+    const out = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
+    expect(out.status).toBe('cataloged');
+    expect(w.source.opens).toBe(1);
+    expect(w.source.reads).toBe(0);
+    expect(getProperties).not.toHaveBeenCalled();
+  });
+
+  it('given an empty blob, then it fails as not DICOM with a code and a quarantined copy', async () => {
+    w.source.put('anq-replica', 'empty.dcm', Buffer.alloc(0));
+    const out = await ingestSourceFile(w.deps, created('empty.dcm'), loc('empty.dcm'));
+    expect(out.status).not.toBe('cataloged');
+    expect(out.errorCode).toMatch(/^DICOM_/);
+    expect(w.index.all()[0]!.status).toBe(out.status);
   });
 
   it('given a burned-in risk under the quarantine policy, then the file is quarantined with the reason', async () => {
