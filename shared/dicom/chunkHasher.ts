@@ -165,6 +165,8 @@ export class OffThreadSha256 implements ChunkHasher {
   private readonly id: number;
   private stage: Uint8Array | undefined;
   private staged = 0;
+  /** Contiguous bytes of one shared buffer not sent yet. */
+  private shared: { buffer: SharedArrayBuffer; offset: number; length: number } | undefined;
   /** Bytes posted, and bytes the worker has answered for (it answers in order). */
   private posted = 0;
   private answered = 0;
@@ -185,10 +187,19 @@ export class OffThreadSha256 implements ChunkHasher {
     if (this.failure) throw this.failure;
     if (chunk.length === 0) return;
     if (chunk.buffer instanceof SharedArrayBuffer) {
+      // A parser consumes a header element by element: contiguous pieces of one buffer make
+      // one message (thousands of elements would otherwise be thousands of messages).
+      const run = this.shared;
+      if (run && run.buffer === chunk.buffer && run.offset + run.length === chunk.byteOffset) {
+        run.length += chunk.length;
+        if (run.length >= STAGE_BYTES) this.flush();
+        return;
+      }
       this.flush();
-      this.send({ id: this.id, op: 'update', buffer: chunk.buffer, offset: chunk.byteOffset, length: chunk.length, staged: false });
+      this.shared = { buffer: chunk.buffer, offset: chunk.byteOffset, length: chunk.length };
       return;
     }
+    this.flushShared();
     for (let at = 0; at < chunk.length; ) {
       this.stage ??= new Uint8Array(this.worker.stages.pop() ?? new ArrayBuffer(STAGE_BYTES));
       const n = Math.min(chunk.length - at, STAGE_BYTES - this.staged);
@@ -201,6 +212,8 @@ export class OffThreadSha256 implements ChunkHasher {
 
   ready(): Promise<void> | undefined {
     if (this.failure) return Promise.reject(this.failure);
+    // Asked before each read of the source: what was consumed so far goes to the thread now.
+    this.flush();
     return this.posted - this.answered > MAX_PENDING_BYTES ? this.until(() => this.posted - this.answered <= MAX_PENDING_BYTES) : undefined;
   }
 
@@ -228,7 +241,16 @@ export class OffThreadSha256 implements ChunkHasher {
     this.worker.close(this.id);
   }
 
+  private flushShared(): void {
+    const run = this.shared;
+    if (!run) return;
+    this.shared = undefined;
+    this.send({ id: this.id, op: 'update', buffer: run.buffer, offset: run.offset, length: run.length, staged: false });
+  }
+
+  /** Sends whatever waits here, in order. */
   private flush(): void {
+    this.flushShared();
     if (!this.stage || this.staged === 0) return;
     const buffer = this.stage.buffer as ArrayBuffer;
     this.send({ id: this.id, op: 'update', buffer, offset: 0, length: this.staged, staged: true }, buffer);

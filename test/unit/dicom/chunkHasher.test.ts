@@ -33,6 +33,26 @@ describe('SHA-256 on the hashing thread', () => {
     expect(await hasher.digest()).toBe(createHash('sha256').update(data).digest('hex'));
   });
 
+  it('given a shared buffer consumed in small contiguous pieces, with gaps and ordinary chunks between, then the digest is of exactly those bytes in order', async () => {
+    const data = shared(randomBytes(3 * 1024 * 1024, 14));
+    const expected = createHash('sha256');
+    const hasher = new OffThreadSha256();
+    const add = (b: Buffer) => {
+      hasher.update(b);
+      expected.update(b);
+    };
+    let at = 0;
+    for (let i = 0; at < data.length; i++) {
+      const n = Math.min(1 + ((i * 37) % 300), data.length - at);
+      add(data.subarray(at, at + n));
+      at += n;
+      if (i % 500 === 0) add(Buffer.from(`ordinary ${i}`));
+      // A gap: these bytes are skipped, so the next piece is not contiguous with the last one.
+      if (i % 777 === 0) at += 13;
+    }
+    expect(await hasher.digest()).toBe(expected.digest('hex'));
+  });
+
   it('given an ordinary chunk changed right after update, then the digest is of the bytes as they were (they were copied)', async () => {
     const data = randomBytes(300_000, 8);
     const expected = createHash('sha256').update(data).digest('hex');
