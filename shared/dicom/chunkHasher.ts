@@ -47,7 +47,7 @@ export class InlineSha256 implements ChunkHasher {
 /** Bytes copied per message for chunks that are not in shared memory. */
 const STAGE_BYTES = 1024 * 1024;
 /** Bytes that may wait for the worker before `ready()` asks the reader to wait. */
-const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+const MAX_PENDING_BYTES = 8 * 1024 * 1024;
 /** Staging buffers kept for reuse (a fresh one costs a page fault per 4 KiB when first written). */
 const KEEP_STAGES = 4;
 
