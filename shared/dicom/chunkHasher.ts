@@ -10,6 +10,8 @@
 import { createHash, Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
+import { ErrorCodes, PipelineError } from '../errors';
+
 export interface ChunkHasher {
   /** Adds the chunk's bytes. A chunk in shared memory must not change until `settled()` resolves. */
   update(chunk: Buffer): void;
@@ -115,8 +117,9 @@ class HashWorker {
       for (const s of this.streams.values()) s.fail(this.failure);
       this.streams.clear();
     };
-    this.worker.on('error', (err) => fail(new Error(`the hashing thread failed: ${err.message}`)));
-    this.worker.on('exit', (code) => fail(new Error(`the hashing thread exited (code ${code})`)));
+    // Not the file's fault: a transient error, so that the event is delivered again.
+    this.worker.on('error', (err) => fail(new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `the hashing thread failed: ${err.message}`)));
+    this.worker.on('exit', (code) => fail(new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `the hashing thread exited (code ${code})`)));
   }
 
   open(handle: StreamHandle): number {
