@@ -190,9 +190,10 @@ async function processVersion(
   opened: OpenedSource | undefined,
 ): Promise<IngestOutcome> {
   const now = deps.now ?? (() => new Date());
+  const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
   // A large source is hashed on the hashing thread while this one parses and uploads.
   const reader = new ByteReader(sourceChunks(deps, loc, props, opened), { hasher: sha256For(props.size) });
-  const { prepared, decision, sha256 } = await (async () => {
+  const { prepared, blobName, decision, sha256 } = await (async () => {
     try {
       const prepared = await prepareDeidentifiedInstance(reader, {
         deid: deps.deid,
@@ -200,18 +201,18 @@ async function processVersion(
         totalSize: props.size,
         burnedIn: deps.burnedIn,
       });
-      const decision = await writeResearchCopy(deps, researchBlobName(prepared.research), sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified), prepared.output);
+      const blobName = researchBlobName(prepared.research);
+      const decision = await writeResearchCopy(deps, blobName, rank, prepared.output);
       // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
       await reader.drain();
       const sha256 = (await reader.sha256()) ?? '';
-      return { prepared, decision, sha256 };
+      return { prepared, blobName, decision, sha256 };
     } finally {
+      // A failed read releases its source response and the hash it started.
       await reader.close();
     }
   })();
   const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;
-  const blobName = researchBlobName(research);
-  const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
   deps.fileDone?.();
 
   const metadata = catalogMetadata(ds, enc.littleEndian);
