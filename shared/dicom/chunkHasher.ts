@@ -19,7 +19,11 @@ export interface ChunkHasher {
   ready(): Promise<void> | undefined;
   /** Resolves once every byte passed before the call is hashed. */
   settled(): Promise<void>;
-  /** The hex digest of everything passed. The hasher cannot be used afterwards. */
+  /**
+   * The hex digest of everything passed. The hasher cannot be used afterwards. Rejects with
+   * PipelineError SERVICE_UNAVAILABLE (transient) when the hashing thread failed meanwhile;
+   * `ready()` and `settled()` do the same.
+   */
   digest(): Promise<string>;
   /** Gives up without a digest (frees what the hasher holds). */
   abort?(): void;

@@ -31,7 +31,9 @@ export interface OpenedSource {
 export interface SourceStore {
   /**
    * The properties of a blob's current version and a stream of its first `count` bytes, in
-   * one request; undefined when the blob does not exist. Throws SERVICE_* on faults.
+   * one request; undefined when the blob does not exist. Throws PipelineError SERVICE_* on
+   * service faults (the stream too, while it is read). Idempotent: a read. The caller reads the
+   * head or calls `discard`.
    */
   open(container: string, blobName: string, count: number, options?: { abortSignal?: AbortSignal }): Promise<OpenedSource | undefined>;
   /**
