@@ -83,10 +83,6 @@ async function searchableBytes(bytes: Buffer): Promise<Buffer> {
   }
 }
 
-function matches(m: ValueMatcher, text: string): boolean {
-  return m.test(text);
-}
-
 /**
  * The de-identification marking (E.1.1 item 6) is written from constants, so a source value
  * such as "PATIENT" inside "Retain Patient Characteristics Option" is a coincidence, not a
@@ -126,7 +122,7 @@ function locate(output: DicomDataset[], matchers: ValueMatcher[]): Set<string> {
       if (NOT_SEARCHED_VRS.has(vr) || NOT_SEARCHED_TAGS.has(el.tag)) continue;
       const buf = Buffer.from(el.value);
       const texts = TEXT_VRS.has(vr) || vr === 'PN' ? [textOf({ ...el, vr }, cs)] : [buf.toString('latin1'), buf.toString('utf8')];
-      if (texts.some((t) => matchers.some((re) => matches(re, t)))) {
+      if (texts.some((t) => matchers.some((m) => m.test(t)))) {
         found.add(isPrivateTag(el.tag) ? 'private' : (lookupTag(el.tag)?.keyword ?? tagToHex(el.tag)));
       }
     }
@@ -159,7 +155,7 @@ async function scanOutput(bytes: Buffer, values: readonly string[]): Promise<{ l
   } else {
     const searchable = await searchableBytes(bytes);
     const texts = [searchable.toString('latin1'), searchable.toString('utf8')].map(withoutMarking);
-    leaked = values.filter((v) => identifyingMatchers([v]).some((re) => texts.some((t) => matches(re, t))));
+    leaked = values.filter((v) => identifyingMatchers([v]).some((m) => texts.some((t) => m.test(t))));
     if (leaked.length > 0) leakedIn.add('other bytes');
   }
   return { leakedValues: leaked.length, leakedIn };

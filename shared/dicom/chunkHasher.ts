@@ -153,9 +153,14 @@ class HashWorker {
 let sharedWorker: HashWorker | undefined;
 
 function hashWorker(): HashWorker {
-  sharedWorker ??= new HashWorker(() => {
-    sharedWorker = undefined;
-  });
+  if (!sharedWorker) {
+    const started: HashWorker = new HashWorker(() => {
+      // Only this thread's own end clears it: a stopped thread that reports its exit late must
+      // not drop the one started after it.
+      if (sharedWorker === started) sharedWorker = undefined;
+    });
+    sharedWorker = started;
+  }
   return sharedWorker;
 }
 

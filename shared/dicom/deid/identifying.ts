@@ -381,7 +381,7 @@ const MATCHER_CACHE_SIZE = 5000;
 const matcherCache = new Map<string, ValueMatcher>();
 
 /** Lower case, with U+017F (long s, which case-folds to "s" in a /iu expression) as "s". */
-export function foldForSearch(text: string): string {
+function foldForSearch(text: string): string {
   return text.toLowerCase().replace(/\u017f/g, 's');
 }
 
