@@ -54,9 +54,19 @@ export function isPrivateCreatorTag(tag: number): boolean {
   return isPrivateTag(tag) && el >= 0x0010 && el <= 0x00ff;
 }
 
+/** Tags formatted so far: a header names the same few hundred tags again and again. */
+const hexOfTag = new Map<number, string>();
+const HEX_CACHE_MAX = 8192;
+
 /** "GGGGEEEE", upper case, as DICOM JSON keys tags. */
 export function tagToHex(tag: number): string {
-  return (tag >>> 0).toString(16).toUpperCase().padStart(8, '0');
+  const t = tag >>> 0;
+  let hex = hexOfTag.get(t);
+  if (hex === undefined) {
+    hex = t.toString(16).toUpperCase().padStart(8, '0');
+    if (hexOfTag.size < HEX_CACHE_MAX) hexOfTag.set(t, hex);
+  }
+  return hex;
 }
 
 /** "(GGGG,EEEE)", as people write tags. */

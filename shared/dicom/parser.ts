@@ -396,8 +396,9 @@ async function parseIncrementally(
     const ds: DicomDataset = new Map();
     try {
       const r = parser.parseDataset(ds, 0, undefined, stopAtPixel);
-      // Values are views into `buf`; copy them out so the reader can release its chunks.
-      detach(ds);
+      // Values are views into `buf`; move them to a copy of what was parsed, so that the
+      // reader can release (or its source reuse) its chunks.
+      detach(ds, buf, r.pixel ? r.pixel.valueOffset : r.offset);
       for (const [k, v] of ds) into.set(k, v);
       if (r.pixel) {
         reader.consume(r.pixel.valueOffset);
@@ -416,11 +417,24 @@ async function parseIncrementally(
   }
 }
 
-function detach(ds: DicomDataset): void {
-  for (const el of ds.values()) {
-    if (el.value) el.value = Buffer.from(el.value);
-    if (el.items) for (const item of el.items) detach(item);
-  }
+/**
+ * Points the values of `ds` that view `buf[0, end)` at one copy of that range (one allocation
+ * and copy for the whole header, where a copy per value costs a multi-frame header thousands);
+ * any other value is copied on its own.
+ */
+function detach(ds: DicomDataset, buf: Buffer, end: number): void {
+  const copy = Buffer.from(buf.subarray(0, end));
+  const rebase = (set: DicomDataset) => {
+    for (const el of set.values()) {
+      const v = el.value;
+      if (v) {
+        const at = v.byteOffset - buf.byteOffset;
+        el.value = v.buffer === buf.buffer && at >= 0 && at + v.byteLength <= end ? copy.subarray(at, at + v.byteLength) : Buffer.from(v);
+      }
+      if (el.items) for (const item of el.items) rebase(item);
+    }
+  };
+  rebase(ds);
 }
 
 /**

@@ -212,6 +212,11 @@ function addValuesOf(el: DicomElement, text: string, out: Set<string>, weak: Set
   }
 }
 
+/** The tag path of an element: its tags from the top, "GGGGEEEE.GGGGEEEE" (item numbers left out). */
+export function tagPath(path: string, tag: number): string {
+  return path === '' ? tagToHex(tag) : `${path}.${tagToHex(tag)}`;
+}
+
 /** A stable digest of one source value at one tag path, so the gate can spot a kept value without holding it. */
 export function valueDigest(path: string, value: string): string {
   return createHash('sha256').update(`${path}\0${value}`, 'utf8').digest('hex');
@@ -246,12 +251,12 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
       const vr = effectiveVr(el);
       const resolved = resolveAction(el.tag, profile, { vr, sopClassUid });
       const away = goingAway || DISAPPEARING.has(resolved.action);
-      const here = path === '' ? tagToHex(el.tag) : `${path}.${tagToHex(el.tag)}`;
       if (el.items) {
         // A removed, emptied or replaced sequence takes its whole content with it.
         const itemsGo = away && resolved.action !== 'replaceUid';
         const itemsCleaned = cleaned || resolved.action === 'clean';
         const itemsRetaining = itemsGo || itemsCleaned ? undefined : retainingOption(resolved, vr, retaining);
+        const here = tagPath(path, el.tag);
         for (const item of el.items) walk(item, cs, here, itemsGo, itemsCleaned, itemsRetaining);
         continue;
       }
@@ -273,7 +278,7 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
       const text = textOf(el, cs);
       if (text === '') continue;
       addValuesOf(el, text, values, weak, categories);
-      if (DISAPPEARING.has(resolved.action)) digests.add(valueDigest(here, text));
+      if (DISAPPEARING.has(resolved.action)) digests.add(valueDigest(tagPath(path, el.tag), text));
     }
   };
   walk(dataset, [], '', false, false, undefined);

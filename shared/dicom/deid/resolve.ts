@@ -295,10 +295,36 @@ function privateAction(tag: number, profile: Profile, ctx: ResolveContext): Reso
  * the other option's intent. Public attributes that are not in the table are kept, except
  * dates and times (DA, DT, TM), which are handled like the table's dates (PS3.15 E.1.1 Note 4).
  */
-export function resolveAction(tag: number, profile: Profile, context: ResolveContext = {}): ResolvedAction {
+export function resolveAction(tag: number, profile: Profile, context: ResolveContext = {}): Readonly<ResolvedAction> {
   tag = tag >>> 0;
-  const vr = context.vr ?? lookupTag(tag)?.vr;
-  if (isPrivateTag(tag)) return privateAction(tag, profile, { ...context, vr });
+  if (isPrivateTag(tag)) return privateAction(tag, profile, { ...context, vr: context.vr ?? lookupTag(tag)?.vr });
+  // The SOP class decides only a few attributes' actions; every other public action is one
+  // per profile, tag and VR, and a header asks for the same few hundred again and again.
+  if (BY_CLASS_TAGS.has(tag)) return resolvePublic(tag, profile, context.vr ?? lookupTag(tag)?.vr, context.sopClassUid);
+  let byTag = publicActions.get(profile);
+  if (!byTag) {
+    byTag = new Map();
+    publicActions.set(profile, byTag);
+  }
+  let byVr = byTag.get(tag);
+  if (!byVr) {
+    byVr = new Map();
+    byTag.set(tag, byVr);
+  }
+  const vrKey = context.vr ?? '';
+  let resolved = byVr.get(vrKey);
+  if (!resolved) {
+    resolved = Object.freeze(resolvePublic(tag, profile, context.vr ?? lookupTag(tag)?.vr, undefined));
+    byVr.set(vrKey, resolved);
+  }
+  return resolved;
+}
+
+/** Public attributes' actions by profile, tag and VR as the caller gave it ('' for none). */
+const publicActions = new WeakMap<Profile, Map<number, Map<string, Readonly<ResolvedAction>>>>();
+const BY_CLASS_TAGS: ReadonlySet<number> = new Set(IOD_TYPE_BY_CLASS.map((t) => t.tag >>> 0));
+
+function resolvePublic(tag: number, profile: Profile, vr: string | undefined, sopClassUid: string | undefined): ResolvedAction {
 
   const override = overrideOf(tag, profile);
   if (override) return fromOverride(override, vr);
@@ -320,11 +346,11 @@ export function resolveAction(tag: number, profile: Profile, context: ResolveCon
     if (!chosen || (chosen.code === 'K' && code === 'C')) chosen = { code, option };
   }
   if (chosen) {
-    return { action: codeToAction(chosen.code, tag, vr, chosen.option, context.sopClassUid), source: 'option', code: chosen.code, option: chosen.option };
+    return { action: codeToAction(chosen.code, tag, vr, chosen.option, sopClassUid), source: 'option', code: chosen.code, option: chosen.option };
   }
 
   const code = row.basicProfile;
-  let action = codeToAction(code, tag, vr, undefined, context.sopClassUid);
+  let action = codeToAction(code, tag, vr, undefined, sopClassUid);
   if (tag === Tag.PatientBirthDate && profile.options.has('retainLongitudinalModifiedDates') && profile.options.has('retainPatientCharacteristics')) {
     // The table empties the birth date under every option; shifted with the patient's other
     // dates it reveals only the age, which Retain Patient Characteristics keeps anyway.

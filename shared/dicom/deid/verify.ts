@@ -4,7 +4,7 @@
  * Findings name tags and rules, never values.
  */
 import { asciiValue, DicomDataset, DicomElement, Tags, TEXT_VRS } from '../dataset';
-import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
+import { isPrivateCreatorTag, isPrivateTag } from '../dictionary';
 import { parseDicomBuffer } from '../parser';
 import { DEID_METHOD_CODES, DeidReport, DeidTags } from './engine';
 import {
@@ -18,6 +18,7 @@ import {
   identifyingMatchers,
   isPlausibleDate,
   privateCreatorOf,
+  tagPath,
   textOf,
   valueDigest,
   ValueMatcher,
@@ -41,12 +42,39 @@ const NUMERIC_BINARY = new Set(['US', 'SS', 'UL', 'SL', 'FL', 'FD', 'AT', 'SV', 
 const MIN_BINARY_MATCH = 5;
 const UID_PATTERN = /^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$/;
 
-function pathOf(path: string, tag: number): string {
-  return path === '' ? tagToHex(tag) : `${path}.${tagToHex(tag)}`;
-}
-
 function where(path: string, tag: number): string {
   return path === '' ? describeTag(tag) : `${path}.${describeTag(tag)}`;
+}
+
+/**
+ * The data set a walk is in: `path` keys the source value digests (tags only, as the report
+ * made them), `label` names it in findings. Made only when a digest or a finding needs them:
+ * most elements need neither, and a multi-frame header has thousands.
+ */
+interface Place {
+  readonly path: string;
+  readonly label: string;
+}
+
+const TOP: Place = { path: '', label: '' };
+
+/** Item `index` of the sequence `tag` in `outer`. */
+class ItemPlace implements Place {
+  private madePath?: string;
+  private madeLabel?: string;
+  constructor(
+    private readonly outer: Place,
+    private readonly tag: number,
+    private readonly index: number,
+  ) {}
+
+  get path(): string {
+    return (this.madePath ??= tagPath(this.outer.path, this.tag));
+  }
+
+  get label(): string {
+    return (this.madeLabel ??= `${where(this.outer.label, this.tag).replace(/ \S+$/, '')}[${this.index}]`);
+  }
 }
 
 /** The engine's sequence dummies: one empty item, or for SR content one TEXT item saying ANONYMIZED. */
@@ -93,18 +121,18 @@ function isRetainedUid(vr: string, resolved: ResolvedAction, profile: Profile): 
   return vr === 'UI' && resolved.action === 'keep' && profile.options.has('retainUids') && (resolved.option === 'retainUids' || resolved.option === 'retainSafePrivate');
 }
 
-function checkIdentifyingText(vr: string, text: string, st: GateState, at: string, resolved: ResolvedAction): void {
+function checkIdentifyingText(vr: string, text: string, st: GateState, at: () => string, resolved: ResolvedAction): void {
   if (NUMBER_STRING_VRS.has(vr) || CODED_VRS.has(vr)) return;
   const matchers = isRetainedUid(vr, resolved, st.profile) ? st.retainedUidMatchers : st.matchers;
-  if (containsIdentifying(text, matchers)) st.findings.push(`${at}: holds an identifying value of the source (identifying-value search)`);
+  if (containsIdentifying(text, matchers)) st.findings.push(`${at()}: holds an identifying value of the source (identifying-value search)`);
 }
 
-function checkBytes(bytes: Uint8Array, st: GateState, at: string): void {
+function checkBytes(bytes: Uint8Array, st: GateState, at: () => string): void {
   if (st.binaryMatchers.length === 0 || bytes.length === 0) return;
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // latin1 covers single-byte character sets byte for byte; UTF-8 covers ISO_IR 192 text.
   if (containsIdentifying(buf.toString('latin1'), st.binaryMatchers) || containsIdentifying(buf.toString('utf8'), st.binaryMatchers)) {
-    st.findings.push(`${at}: holds an identifying value of the source in its bytes (identifying-value search)`);
+    st.findings.push(`${at()}: holds an identifying value of the source in its bytes (identifying-value search)`);
   }
 }
 
@@ -112,34 +140,33 @@ function isOwnDummy(vr: string, text: string): boolean {
   return text === DUMMY_TEXT || text === DUMMY_DATE || text === DUMMY_TIME || text === DUMMY_DATE_TIME || (vr === 'DS' && text === '0') || (vr === 'IS' && text === '0') || text === '000Y';
 }
 
-function walk(ds: DicomDataset, st: GateState, charsets: string[], path: string, label: string): void {
+function walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place): void {
   const cs = charsetsOf(ds, charsets);
   for (const el of ds.values()) {
     const tag = el.tag;
-    const at = label === '' ? describeTag(tag) : `${label}.${describeTag(tag)}`;
-    const here = pathOf(path, tag);
+    const at = () => where(place.label, tag);
     const vr = effectiveVr(el);
     if (PIXEL_TAGS.has(tag)) continue;
     const marking = tag === DeidTags.PatientIdentityRemoved || tag === DeidTags.DeidentificationMethod ||
       tag === DeidTags.DeidentificationMethodCodeSequence || tag === DeidTags.LongitudinalTemporalInformationModified;
-    if (path === '' && marking) continue;
+    if (marking && place.path === '') continue;
 
     const resolved = resolveAction(tag, st.profile, { vr, privateCreator: privateCreatorOf(ds, tag, cs), sopClassUid: st.sopClassUid });
     if (isPrivateTag(tag)) {
-      if (resolved.action === 'remove') st.findings.push(`${at}: private attribute not on the safe list (rule: private X)`);
+      if (resolved.action === 'remove') st.findings.push(`${at()}: private attribute not on the safe list (rule: private X)`);
       if (resolved.action === 'keepIfBlockKept') {
         const block = tag & 0xff;
         const used = [...ds.keys()].some((t) => t >>> 16 === tag >>> 16 && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000 && ((t >>> 8) & 0xff) === block);
-        if (!used) st.findings.push(`${at}: private creator without a retained element (rule: private creator)`);
+        if (!used) st.findings.push(`${at()}: private creator without a retained element (rule: private creator)`);
       }
     } else if (resolved.action === 'remove') {
-      st.findings.push(`${at}: present, but the profile removes it (rule ${resolved.code ?? 'X'}, ${resolved.source})`);
+      st.findings.push(`${at()}: present, but the profile removes it (rule ${resolved.code ?? 'X'}, ${resolved.source})`);
     }
 
     if (el.items) {
-      if (resolved.action === 'empty' && el.items.length > 0) st.findings.push(`${at}: sequence not emptied (rule ${resolved.code ?? 'Z'})`);
-      if (resolved.action === 'dummy' && !isDummySequence(el)) st.findings.push(`${at}: sequence not replaced by a dummy (rule ${resolved.code ?? 'D'})`);
-      el.items.forEach((item, i) => walk(item, st, cs, here, `${at.replace(/ \S+$/, '')}[${i}]`));
+      if (resolved.action === 'empty' && el.items.length > 0) st.findings.push(`${at()}: sequence not emptied (rule ${resolved.code ?? 'Z'})`);
+      if (resolved.action === 'dummy' && !isDummySequence(el)) st.findings.push(`${at()}: sequence not replaced by a dummy (rule ${resolved.code ?? 'D'})`);
+      el.items.forEach((item, i) => walk(item, st, cs, new ItemPlace(place, tag, i)));
       continue;
     }
     if (!el.value || el.value.length === 0) continue;
@@ -150,13 +177,13 @@ function walk(ds: DicomDataset, st: GateState, charsets: string[], path: string,
       if (resolved.action === 'empty' || resolved.action === 'dummy' || resolved.action === 'replaceUid' || resolved.action === 'pseudonymize' ||
         (resolved.action === 'shift' && vr !== 'TM') || resolved.action === 'replace') {
         const exempt = isOwnDummy(vr, text) || (resolved.action === 'replace' && text === resolved.value);
-        if (!exempt && st.digests.has(valueDigest(here, text))) {
-          st.findings.push(`${at}: keeps its source value (rule ${resolved.code ?? resolved.action}, ${resolved.source})`);
+        if (!exempt && st.digests.has(valueDigest(tagPath(place.path, tag), text))) {
+          st.findings.push(`${at()}: keeps its source value (rule ${resolved.code ?? resolved.action}, ${resolved.source})`);
         }
       }
       if (resolved.action === 'replaceUid' || (vr === 'UI' && resolved.action === 'dummy')) {
         for (const uid of text.split('\\')) {
-          if (!UID_PATTERN.test(uid) || uid.length > 64) st.findings.push(`${at}: replacement UID is not a valid UID (rule U)`);
+          if (!UID_PATTERN.test(uid) || uid.length > 64) st.findings.push(`${at()}: replacement UID is not a valid UID (rule U)`);
         }
       }
       checkIdentifyingText(vr, text, st, at, resolved);
@@ -209,8 +236,8 @@ export function verifyDeidentifiedDataset(
     findings: [],
   };
   checkMarking(dataset, profile, st.findings);
-  walk(dataset, st, [], '', '');
-  if (extra.trailing) walk(extra.trailing, st, charsetsOf(dataset), '', 'trailing');
+  walk(dataset, st, [], TOP);
+  if (extra.trailing) walk(extra.trailing, st, charsetsOf(dataset), { path: '', label: 'trailing' });
   if (extra.meta) {
     for (const el of extra.meta.values()) {
       // This implementation's own identification (constants written by the writer) names no one.
@@ -219,7 +246,7 @@ export function verifyDeidentifiedDataset(
       if (el.value && containsIdentifying(textOf(el, []), metaMatchers)) st.findings.push(`meta ${where('', el.tag)}: holds an identifying value of the source (identifying-value search)`);
     }
   }
-  if (extra.preamble) checkBytes(extra.preamble, st, 'preamble');
+  if (extra.preamble) checkBytes(extra.preamble, st, () => 'preamble');
   return { passed: st.findings.length === 0, findings: st.findings };
 }
 
