@@ -169,7 +169,11 @@ export function unsupportedCharsets(charsets: string[]): string[] {
 
 /** True when every byte is 7-bit and not ESC (an escape means code extension is in use). */
 export function isAsciiOnly(bytes: Uint8Array): boolean {
-  for (const b of bytes) if (b >= 0x80 || b === ESC) return false;
+  // An indexed loop: the array iterator of `for...of` is several times slower until optimized.
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i] as number;
+    if (b >= 0x80 || b === ESC) return false;
+  }
   return true;
 }
 
