@@ -260,7 +260,9 @@ export async function runCore(work: WorkList): Promise<ChildReport> {
         pool.give(buf);
       }
     } else {
-      bytesOut += await coreLargeFile(file, target, totalSize, pool, deid);
+      // Not `bytesOut += await ...`: that reads bytesOut before the await, and files run concurrently.
+      const written = await coreLargeFile(file, target, totalSize, pool, deid);
+      bytesOut += written;
     }
     bytesIn += totalSize;
   };

@@ -113,7 +113,8 @@ describe('bench core', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
-  });
+    // The core warms its large-file path with five 10.5 MB multi-frame files first.
+  }, 60_000);
 });
 
 describe('bench arithmetic', () => {
