@@ -144,6 +144,33 @@ describe('readHeader / parseDicomBuffer', () => {
     expect(await reader.sha256()).toMatch(/^[0-9a-f]{64}$/);
   });
 
+  it('given a source that reuses its chunk buffers, then the parsed header keeps its values (nothing views the chunks)', async () => {
+    const ds: DicomDataset = new Map();
+    const put = (tag: number, vr: string, text: string) => ds.set(tag, { tag, vr, value: encodeAsciiValue(text, vr) });
+    put(Tags.SOPClassUID, 'UI', '1.2.840.10008.5.1.4.1.1.7');
+    put(Tags.SOPInstanceUID, 'UI', '1.2.3.4');
+    put(0x00100010, 'PN', 'Reuse^Buffer');
+    ds.set(0x00081140, { tag: 0x00081140, vr: 'SQ', items: [new Map([[0x00081155, { tag: 0x00081155, vr: 'UI', value: encodeAsciiValue('1.2.3.5', 'UI') }]])] });
+    const enc = { explicitVR: true, littleEndian: true };
+    const file = Buffer.concat([encodeFileMeta('1.2.840.10008.5.1.4.1.1.7', '1.2.3.4', TransferSyntax.ExplicitVRLittleEndian), encodeDataset(ds, enc), encodePixelDataHeader(Tags.PixelData, 'OB', 16, enc), Buffer.alloc(16, 1)]);
+    // The header inside one chunk (several chunks would be joined into a new buffer first), as
+    // a pooled source hands out a buffer that it refills once the reader is past it.
+    const handedOut: Buffer[] = [];
+    async function* source() {
+      for (let at = 0; at < file.length; at += 4096) {
+        const chunk = Buffer.from(file.subarray(at, at + 4096));
+        handedOut.push(chunk);
+        yield chunk;
+      }
+    }
+    const header = await readHeader(new ByteReader(source()), { maxHeaderBytes: 1 << 20 });
+    for await (const chunk of pixelDataChunks(header)) void chunk;
+    expect(handedOut).toHaveLength(1);
+    for (const chunk of handedOut) chunk.fill(0x5a);
+    expect(sameDataset(header.dataset, (await parseDicomBuffer(file)).dataset)).toEqual([]);
+    expect(asciiValue(header.dataset.get(0x00100010))).toBe('Reuse^Buffer');
+  });
+
   it('given a deflate-compressed body built here, then its elements are read back', async () => {
     const ds: DicomDataset = new Map();
     ds.set(0x00100010, { tag: 0x00100010, vr: 'PN', value: encodeAsciiValue('Test^Deflate', 'PN') });

@@ -120,4 +120,26 @@ describe('resolveAction', () => {
     expect(resolveAction(tagOf('StudyDate'), p).action).toBe('shift');
     expect(resolveAction(0x60043000, p).action).toBe('keep');
   });
+
+  it('given the same public tag asked again (the answers are remembered per profile), then the VR, the SOP class and the profile still decide', () => {
+    const basic = basicProfile();
+    const modified = defaultProfile();
+    // An attribute the table does not list: its VR decides (a date goes, a text stays).
+    const unlisted = tagOf('SliceThickness');
+    for (let i = 0; i < 2; i++) {
+      expect(resolveAction(unlisted, basic, { vr: 'DA' }).action).toBe('remove');
+      expect(resolveAction(unlisted, basic, { vr: 'LO' }).action).toBe('keep');
+    }
+    // The SOP class decides this one, whichever was asked first.
+    const pps = tagOf('ReferencedPerformedProcedureStepSequence');
+    for (let i = 0; i < 2; i++) {
+      expect(resolveAction(pps, basic, { vr: 'SQ', sopClassUid: '1.2.840.10008.5.1.4.1.1.88.11' }).action).toBe('empty');
+      expect(resolveAction(pps, basic, { vr: 'SQ', sopClassUid: '1.2.840.10008.5.1.4.1.1.2' }).action).toBe('remove');
+    }
+    // Another profile has its own answers.
+    expect(resolveAction(tagOf('StudyDate'), basic).action).not.toBe(resolveAction(tagOf('StudyDate'), modified).action);
+    expect(resolveAction(tagOf('StudyDate'), basic).action).toBe(resolveAction(tagOf('StudyDate'), basic).action);
+    // A remembered answer cannot be changed by a caller.
+    expect(Object.isFrozen(resolveAction(tagOf('PatientName'), basic))).toBe(true);
+  });
 });

@@ -58,4 +58,22 @@ describe('verifyDeidentified', () => {
       expect.stringMatching(/^\(0012,0062\) PatientIdentityRemoved: not YES/),
     ]));
   });
+
+  it('given findings inside a sequence item and after the pixel data, then each names its place: sequence, item number and attribute', () => {
+    const { ds, report, profile } = deidentified(basicProfile());
+    const items = ds.get(tagOf('ReferencedImageSequence'))?.items ?? [];
+    expect(items).toHaveLength(1);
+    // The source's UID put back into the item (found by its digest at that tag path) and an
+    // attribute the profile removes.
+    items[0]?.set(tagOf('ReferencedSOPInstanceUID'), el('ReferencedSOPInstanceUID', '1.2.826.0.1.3680043.99.1.4'));
+    items[0]?.set(tagOf('PatientAge'), el('PatientAge', '051Y'));
+    const trailing = new Map([[tagOf('PatientAge'), el('PatientAge', '051Y')]]);
+    const r = verifyDeidentifiedDataset(ds, report, profile, { trailing });
+    expect(r.findings).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^\(0008,1140\)\[0\]\.\(0008,1155\) ReferencedSOPInstanceUID: keeps its source value/),
+      expect.stringMatching(/^\(0008,1140\)\[0\]\.\(0010,1010\) PatientAge: present, but the profile removes it/),
+      expect.stringMatching(/^trailing\.\(0010,1010\) PatientAge: present, but the profile removes it/),
+    ]));
+    expect(r.findings.join(' ')).not.toContain('1.2.826');
+  });
 });
