@@ -177,12 +177,16 @@ async function coreLargeFile(file: string, target: string, totalSize: number, po
 export async function runCore(work: WorkList): Promise<ChildReport> {
   const deid: DeidContext = { profile: defaultProfile(), key: BENCH_DEID_KEY, keyId: 'bench' };
   const pool = new BufferPool(POOL_BUFFERS);
-  // The hashing thread runs, and has sent a staging buffer back and forth, first: the first
-  // ArrayBuffer a process transfers makes V8 drop its optimized code for every typed array
-  // access (buffers can now be detached), and the warm-up below then compiles it again.
-  const warmHash = new OffThreadSha256();
-  warmHash.update(Buffer.alloc(1024));
-  await warmHash.digest();
+  const hasLarge = work.files.some((file) => fs.statSync(file).size > SINGLE_READ_MAX);
+  if (hasLarge) {
+    // The hashing thread runs, and has sent a staging buffer back and forth, first: the first
+    // ArrayBuffer a process transfers makes V8 drop its optimized code for every typed array
+    // access (buffers can now be detached), and the warm-up below then compiles it again. An
+    // instance that has only had small files has neither (they are hashed inline).
+    const warmHash = new OffThreadSha256();
+    warmHash.update(Buffer.alloc(1024));
+    await warmHash.digest();
+  }
   // A warm function instance has loaded its modules and compiled its hot paths. V8 compiles
   // the per-file header work fully only after a few hundred files (measured on one CPU: the
   // first 250 slices take 3.1 ms each, the next 250 1.4 ms, from the 500th on 0.5-0.8 ms), so
@@ -205,7 +209,7 @@ export async function runCore(work: WorkList): Promise<ChildReport> {
   // A large file's path (pooled reads, the hashing thread, chunked writes) is as warm as after
   // a few multi-frame files of another series: the first file through it takes 30-50 ms more
   // before its pixel data flows than later ones.
-  if (work.files.some((file) => fs.statSync(file).size > SINGLE_READ_MAX)) {
+  if (hasLarge) {
     const warmFile = path.join(work.outDir, '.warm-up-multi-frame.dcm');
     const warmTarget = path.join(work.outDir, '.warm-up-multi-frame.out');
     for (let i = 0; i < WARM_UP_LARGE_FILES; i++) {
