@@ -153,9 +153,9 @@ async function writeChunks(file: string, chunks: AsyncIterable<Uint8Array>, rele
 }
 
 /**
- * A large file as the function streams a large blob: 2 MiB chunks read ahead into pooled
- * buffers, the source hashed on the hashing thread, the output written as it is made. Returns
- * the bytes written.
+ * A large file as the function streams a large blob: 2 MiB chunks read into pooled buffers,
+ * the source hashed on the hashing thread, the output written as it is made. Returns the bytes
+ * written.
  */
 async function coreLargeFile(file: string, target: string, totalSize: number, pool: BufferPool, deid: DeidContext): Promise<number> {
   const lent: Lent = new Map();
@@ -270,8 +270,8 @@ export async function runCore(work: WorkList): Promise<ChildReport> {
     }
     bytesIn += totalSize;
   };
-  // A few files in flight, as the function runs concurrent ingestions: the JavaScript still
-  // runs on one core, and the reads and writes of one file overlap the work on another.
+  // A few files in flight, as the function runs concurrent ingestions. With synchronous file
+  // I/O they mostly take turns; a large file's hash runs on the hashing thread meanwhile.
   const queue = work.files.map((file, i) => [file, i] as const);
   const inFlight = work.files.length > 1 ? CORE_CONCURRENCY : 1;
   await Promise.all(

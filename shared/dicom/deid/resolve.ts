@@ -282,6 +282,11 @@ function privateAction(tag: number, profile: Profile, ctx: ResolveContext): Reso
   return { action: 'keep', source: 'private', code: 'C', option: 'retainSafePrivate' };
 }
 
+/** Public attributes' actions by profile, tag and VR as the caller gave it ('' for none). */
+const publicActions = new WeakMap<Profile, Map<number, Map<string, Readonly<ResolvedAction>>>>();
+/** The attributes whose action depends on the SOP class (IOD_TYPE_BY_CLASS): never remembered. */
+const BY_CLASS_TAGS: ReadonlySet<number> = new Set(IOD_TYPE_BY_CLASS.map((t) => t.tag >>> 0));
+
 /**
  * The action for one attribute.
  *
@@ -320,12 +325,8 @@ export function resolveAction(tag: number, profile: Profile, context: ResolveCon
   return resolved;
 }
 
-/** Public attributes' actions by profile, tag and VR as the caller gave it ('' for none). */
-const publicActions = new WeakMap<Profile, Map<number, Map<string, Readonly<ResolvedAction>>>>();
-const BY_CLASS_TAGS: ReadonlySet<number> = new Set(IOD_TYPE_BY_CLASS.map((t) => t.tag >>> 0));
-
+/** The action for a public attribute (see resolveAction), worked out from the profile and the table. */
 function resolvePublic(tag: number, profile: Profile, vr: string | undefined, sopClassUid: string | undefined): ResolvedAction {
-
   const override = overrideOf(tag, profile);
   if (override) return fromOverride(override, vr);
 
