@@ -196,7 +196,7 @@ async function measureScenario(plan: ScenarioPlan, workDir: string): Promise<Sce
   }
   const catMedian = median(catRuns);
   const cat = modeResult(plan.bytes, n, catMedian.seconds, Math.max(...catRuns.map((r) => r.maxRssKB)));
-  if (n > 1) notes.push('cat: one process over all files into one output file');
+  if (n > 1) notes.push('cat: one process over all files into one output file; the core and naive dcmjs also write the outputs of files up to 4 MiB one after the other into one file');
   if (catUsesCopyFileRange()) notes.push('cat: GNU coreutils >= 9 copies file to file with copy_file_range (in the kernel, no user-space buffers)');
 
   const coreRuns: { seconds: number; maxRssKB: number; cpuSeconds: number }[] = [];
@@ -220,7 +220,7 @@ async function measureScenario(plan: ScenarioPlan, workDir: string): Promise<Sce
 
   // The same core with its process (every thread, the kernel's work on its behalf included) held to one CPU.
   let coreOneCpu: ModeResult | null | undefined;
-  const pinnedRuns: { seconds: number; maxRssKB: number; cpuSeconds: number }[] = [];
+  const pinnedRuns: { seconds: number; maxRssKB: number; cpuSeconds: number; systemSeconds: number }[] = [];
   const pinnedRepeats = plan.oneCpuRepeats ?? 0;
   if (pinnedRepeats > 0) {
     const wrapper = oneCpuWrapper();
@@ -235,7 +235,7 @@ async function measureScenario(plan: ScenarioPlan, workDir: string): Promise<Sce
         pinnedRuns.length = 0;
         break;
       }
-      pinnedRuns.push({ seconds: run.result.seconds, maxRssKB: run.result.maxRssKB, cpuSeconds: run.result.cpuSeconds });
+      pinnedRuns.push({ seconds: run.result.seconds, maxRssKB: run.result.maxRssKB, cpuSeconds: run.result.cpuSeconds, systemSeconds: run.result.systemSeconds });
     }
     coreOneCpu = null;
     if (pinnedRuns.length) {
@@ -246,6 +246,9 @@ async function measureScenario(plan: ScenarioPlan, workDir: string): Promise<Sce
   if (plan.repeats > 1) {
     const list = (runs: { seconds: number }[]) => runs.map((r) => r.seconds.toFixed(3)).join(', ');
     notes.push(`core and cat: median of ${plan.repeats} runs (seconds: core ${list(coreRuns) || '-'}${pinnedRepeats > 0 ? `; core on one CPU (median of ${pinnedRepeats}) ${list(pinnedRuns) || '-'}` : ''}; cat ${list(catRuns)})`);
+    // What a slow pinned run spent its time on: the kernel's share tells page-cache and memory
+    // work (the VM's) from the pipeline's own.
+    if (pinnedRuns.length) notes.push(`core on one CPU, system (kernel) seconds of each run: ${pinnedRuns.map((r) => r.systemSeconds.toFixed(3)).join(', ')}`);
   }
 
   cleanDir(outDir);

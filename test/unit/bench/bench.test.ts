@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multiFrameHeader, writeCtSeries, writeMultiFrame } from '../../../bench/generate';
-import { BENCH_DEID_KEY, runCore } from '../../../bench/modes';
+import { BENCH_DEID_KEY, runCore, runNaiveDcmjs } from '../../../bench/modes';
 import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
@@ -99,13 +99,22 @@ describe('bench core', () => {
       const files = [...ct.files, mfA, mfB, mfA];
       const outDir = path.join(dir, 'out');
       fs.mkdirSync(outDir);
-      const report = await runCore({ files, outDir });
+      const report = await runCore({ files, outDir, manifest: true });
       expect(report.files).toBe(files.length);
-      const outputs = fs.readdirSync(outDir).sort();
-      expect(outputs).toHaveLength(files.length);
+      const places = report.outputs ?? [];
+      expect(places).toHaveLength(files.length);
+      // The slices' outputs are joined in one file, and it holds nothing else; each multi-frame
+      // file's output is a file of its own; the warm-up's files are gone.
+      const slices = places.slice(0, ct.files.length);
+      const joinedFile = slices[0]?.file ?? '';
+      expect(slices.every((p) => p.file === joinedFile)).toBe(true);
+      expect(slices.reduce((n, p) => n + p.length, 0)).toBe(fs.statSync(joinedFile).size);
+      expect(new Set(places.slice(ct.files.length).map((p) => p.file)).size).toBe(3);
+      expect(fs.readdirSync(outDir)).toHaveLength(1 + 3);
       let bytesOut = 0;
-      for (const [i, name] of outputs.entries()) {
-        const got = fs.readFileSync(path.join(outDir, name));
+      for (const [i, place] of places.entries()) {
+        const whole = fs.readFileSync(place.file);
+        const got = whole.subarray(place.offset, place.offset + place.length);
         bytesOut += got.length;
         expect(got.equals(await inMemoryOutput(files[i] as string))).toBe(true);
       }
@@ -115,6 +124,33 @@ describe('bench core', () => {
     }
     // The core warms its large-file path with five 10.5 MB multi-frame files first.
   }, 60_000);
+
+  it('given slices, then the naive dcmjs baseline joins its outputs as the core does, each a DICOM file with the name and ID blanked', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-bench-naive-'));
+    try {
+      const ct = writeCtSeries(path.join(dir, 'ct'), { seed: 6, count: 3, studies: 1 });
+      const outDir = path.join(dir, 'out');
+      fs.mkdirSync(outDir);
+      // The sources have a name and an ID to blank.
+      const source = await parseDicomBuffer(fs.readFileSync(ct.files[0] as string));
+      expect(asciiValue(source.dataset.get(0x00100010))).toBeTruthy();
+      expect(asciiValue(source.dataset.get(0x00100020))).toBeTruthy();
+      const report = await runNaiveDcmjs({ files: ct.files, outDir, manifest: true });
+      const places = report.outputs ?? [];
+      expect(places).toHaveLength(3);
+      expect(fs.readdirSync(outDir)).toHaveLength(1);
+      for (const place of places) {
+        const out = fs.readFileSync(place.file).subarray(place.offset, place.offset + place.length);
+        const parsed = await parseDicomBuffer(out);
+        expect(asciiValue(parsed.dataset.get(0x00100010)) ?? '').toBe('');
+        expect(asciiValue(parsed.dataset.get(0x00100020)) ?? '').toBe('');
+        expect(asciiValue(parsed.dataset.get(Tags.SOPClassUID))).toBeTruthy();
+      }
+      expect(report.bytesOut).toBe(fs.statSync(places[0]?.file ?? '').size);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe('bench arithmetic', () => {
