@@ -284,6 +284,8 @@ function privateAction(tag: number, profile: Profile, ctx: ResolveContext): Reso
 
 /** Public attributes' actions by profile, tag and VR as the caller gave it ('' for none). */
 const publicActions = new WeakMap<Profile, Map<number, Map<string, Readonly<ResolvedAction>>>>();
+/** Tags remembered per profile at most (the dictionary has about 5,000 public ones). */
+const PUBLIC_ACTIONS_MAX = 16384;
 /** The attributes whose action depends on the SOP class (IOD_TYPE_BY_CLASS): never remembered. */
 const BY_CLASS_TAGS: ReadonlySet<number> = new Set(IOD_TYPE_BY_CLASS.map((t) => t.tag >>> 0));
 
@@ -313,6 +315,8 @@ export function resolveAction(tag: number, profile: Profile, context: ResolveCon
   }
   let byVr = byTag.get(tag);
   if (!byVr) {
+    // Files can carry any number of made-up public tags: past this many, answers are not kept.
+    if (byTag.size >= PUBLIC_ACTIONS_MAX) return resolvePublic(tag, profile, context.vr ?? lookupTag(tag)?.vr, undefined);
     byVr = new Map();
     byTag.set(tag, byVr);
   }

@@ -142,4 +142,20 @@ describe('resolveAction', () => {
     // A remembered answer cannot be changed by a caller.
     expect(Object.isFrozen(resolveAction(tagOf('PatientName'), basic))).toBe(true);
   });
+
+  it('given more made-up public tags than are remembered, then each still gets its action', () => {
+    const basic = basicProfile();
+    const name = resolveAction(tagOf('PatientName'), basic).action;
+    const studyDate = resolveAction(tagOf('StudyDate'), basic).action;
+    // 20,000 public tags no dictionary knows (even groups 7FF0-7FF2): a date goes, a text stays.
+    const wrong: number[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const tag = ((0x7ff0 + 2 * Math.floor(i / 0x8000)) * 0x10000 + (i % 0x8000) + 0x1000) >>> 0;
+      if (resolveAction(tag, basic, { vr: i % 2 ? 'DA' : 'LO' }).action !== (i % 2 ? 'remove' : 'keep')) wrong.push(tag);
+    }
+    expect(wrong).toEqual([]);
+    expect(resolveAction(tagOf('PatientName'), basic).action).toBe(name);
+    expect(resolveAction(tagOf('StudyDate'), basic).action).toBe(studyDate);
+    expect(resolveAction(tagOf('AccessionNumber'), basic).action).toBe('pseudonymize');
+  });
 });
