@@ -50,6 +50,18 @@ export interface ChildReport {
   outputs?: OutputPlace[];
 }
 
+/** The report of a measured run: time first, then what the run used and wrote. */
+function childReport(work: WorkList, started: bigint, cpuStart: NodeJS.CpuUsage, bytes: { bytesIn: number; bytesOut: number }, outputs: OutputPlace[]): ChildReport {
+  return {
+    seconds: Number(process.hrtime.bigint() - started) / 1e9,
+    files: work.files.length,
+    ...bytes,
+    maxRssKB: process.resourceUsage().maxRSS,
+    ...cpuSince(cpuStart),
+    ...(work.manifest ? { outputs } : {}),
+  };
+}
+
 /** CPU time since `start`: all threads, user and system, and system alone. */
 function cpuSince(start: NodeJS.CpuUsage): { cpuSeconds: number; systemSeconds: number } {
   const used = process.cpuUsage(start);
@@ -327,16 +339,7 @@ export async function runCore(work: WorkList): Promise<ChildReport> {
   } finally {
     joined.close();
   }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return {
-    seconds,
-    files: work.files.length,
-    bytesIn,
-    bytesOut,
-    maxRssKB: process.resourceUsage().maxRSS,
-    ...cpuSince(cpuStart),
-    ...(work.manifest ? { outputs } : {}),
-  };
+  return childReport(work, started, cpuStart, { bytesIn, bytesOut }, outputs);
 }
 
 interface DcmjsData {
@@ -381,14 +384,5 @@ export async function runNaiveDcmjs(work: WorkList): Promise<ChildReport> {
     bytesOut += written.length;
   }
   joined.close();
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return {
-    seconds,
-    files: work.files.length,
-    bytesIn,
-    bytesOut,
-    maxRssKB: process.resourceUsage().maxRSS,
-    ...cpuSince(cpuStart),
-    ...(work.manifest ? { outputs } : {}),
-  };
+  return childReport(work, started, cpuStart, { bytesIn, bytesOut }, outputs);
 }
