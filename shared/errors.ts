@@ -32,6 +32,9 @@ export const ErrorCodes = {
   // Requests to the HTTP API.
   QUERY_INVALID: 'QUERY_INVALID',
   NOT_FOUND: 'NOT_FOUND',
+  /** No bearer token, or one that does not validate (expired, another audience or issuer, bad signature). */
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /** A valid caller without the app role the route needs. */
   FORBIDDEN: 'FORBIDDEN',
   CONFIG_INVALID: 'CONFIG_INVALID',
   PROFILE_INVALID: 'PROFILE_INVALID',
@@ -54,6 +57,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   QUERY_INVALID: 400,
   EVENT_INVALID: 400,
   SOURCE_NOT_ALLOWED: 400,
+  UNAUTHENTICATED: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,
   SOURCE_NOT_FOUND: 404,
