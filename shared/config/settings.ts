@@ -36,6 +36,8 @@ export interface Settings {
   indexContainer: string;
   /** Research catalog: study, series and instance documents, de-identified values only. */
   researchCatalogContainer: string;
+  /** Access audit: one document per served API request, created only, never replaced (research UIDs only). */
+  auditContainer: string;
   /** Topic that receives VNA.Catalog.InstanceCataloged events; absent: no publishing. */
   eventGridTopic?: EventGridTopic;
   /** HMAC key for research UIDs, pseudonyms and date shifts. */
@@ -208,6 +210,7 @@ export function loadSettings(env: Env = process.env): Settings {
   const cosmosDatabase = c.str('COSMOS_DATABASE', 'vna');
   const indexContainer = c.str('COSMOS_INDEX_CONTAINER', 'ingestions');
   const researchCatalogContainer = c.str('COSMOS_RESEARCH_CONTAINER', 'research-catalog');
+  const auditContainer = c.str('COSMOS_AUDIT_CONTAINER', 'access-audit');
 
   let eventGridTopic: EventGridTopic | undefined;
   const topic = c.optional('EVENTGRID_TOPIC_ENDPOINT');
@@ -237,6 +240,7 @@ export function loadSettings(env: Env = process.env): Settings {
     cosmosDatabase,
     indexContainer,
     researchCatalogContainer,
+    auditContainer,
     eventGridTopic,
     deidKey,
     deidKeyId,
@@ -265,4 +269,69 @@ export function settings(): Settings {
 /** For tests and the local host, which set the environment before the first use. */
 export function resetSettingsForTests(): void {
   cached = undefined;
+}
+
+/** Where the keys that sign bearer tokens come from: a JWKS URL (fetched once, cached) or a JWKS file. */
+export type JwksSource = { kind: 'url'; url: string } | { kind: 'file'; path: string };
+
+/**
+ * Who may call the HTTP API. `entra`: a bearer token validated in the process against the
+ * tenant's keys (issuer, audience, expiry, signature). `easyauth`: App Service authentication
+ * validated the caller and passes its principal in `x-ms-client-principal`; only then may that
+ * header be trusted (App Service strips it from client requests), so it is never read in `entra` mode.
+ */
+export type AuthSettings =
+  | { mode: 'entra'; issuers: string[]; audiences: string[]; jwks: JwksSource; clockToleranceSeconds: number }
+  | { mode: 'easyauth' };
+
+const ENTRA_AUTHORITY = 'https://login.microsoftonline.com';
+
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\./.test(hostname);
+}
+
+/**
+ * Reads and validates the API's authentication settings (AUTH_MODE, AUTH_TENANT_ID, AUTH_ISSUER,
+ * AUTH_AUDIENCE, AUTH_JWKS_URI, AUTH_CLOCK_SKEW_SECONDS). Throws one PipelineError (CONFIG_INVALID)
+ * naming every missing or bad one. `npm start` and the test stack set them for the local
+ * development issuer; in Azure they must be set.
+ */
+export function loadAuthSettings(env: Env = process.env): AuthSettings {
+  const c = new Collector(env);
+  const mode = c.str('AUTH_MODE', 'entra').toLowerCase();
+  if (mode === 'easyauth') return { mode };
+  if (mode !== 'entra') {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'invalid configuration: AUTH_MODE must be "entra" (bearer tokens) or "easyauth" (App Service authentication in front)');
+  }
+  const tenant = c.optional('AUTH_TENANT_ID');
+  if (tenant !== undefined && !/^[A-Za-z0-9.-]{1,253}$/.test(tenant)) c.problems.push('AUTH_TENANT_ID must be the tenant id (a GUID) or its domain');
+  const list = (name: string) => (c.optional(name) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+
+  // Entra issues v2.0 tokens, or v1.0 ones (sts.windows.net) when the API's registration asks
+  // for them; both are signed with the tenant's keys.
+  let issuers = list('AUTH_ISSUER');
+  if (issuers.length === 0 && tenant) issuers = [`${ENTRA_AUTHORITY}/${tenant}/v2.0`, `https://sts.windows.net/${tenant}/`];
+  if (issuers.length === 0) c.problems.push('AUTH_TENANT_ID (or AUTH_ISSUER) is required when AUTH_MODE is entra');
+  const audiences = list('AUTH_AUDIENCE');
+  if (audiences.length === 0) c.problems.push('AUTH_AUDIENCE is required when AUTH_MODE is entra (the API\'s application ID URI or client id)');
+
+  let jwks: JwksSource = { kind: 'url', url: '' };
+  const jwksSetting = c.optional('AUTH_JWKS_URI');
+  if (jwksSetting && /^https?:\/\//i.test(jwksSetting)) {
+    const url = c.url('AUTH_JWKS_URI', jwksSetting);
+    // Keys fetched in clear text could be swapped on the way; only loopback (the local issuer) may use http.
+    if (url && new URL(url).protocol === 'http:' && !isLoopbackHost(new URL(url).hostname)) c.problems.push('AUTH_JWKS_URI must use https (http is accepted on loopback only)');
+    jwks = { kind: 'url', url };
+  } else if (jwksSetting) {
+    jwks = { kind: 'file', path: jwksSetting.replace(/^file:(\/\/)?/i, '') };
+  } else if (tenant) {
+    jwks = { kind: 'url', url: `${ENTRA_AUTHORITY}/${tenant}/discovery/v2.0/keys` };
+  } else if (issuers.length > 0) {
+    c.problems.push('AUTH_JWKS_URI is required when AUTH_ISSUER is set without AUTH_TENANT_ID');
+  }
+  const clockToleranceSeconds = c.int('AUTH_CLOCK_SKEW_SECONDS', 60, 0, 300);
+  if (c.problems.length > 0) {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${c.problems.join('; ')}`);
+  }
+  return { mode: 'entra', issuers, audiences, jwks, clockToleranceSeconds };
 }
