@@ -5,11 +5,12 @@
  * extension, and the deep requires of its server classes are not a public API. The CLI reports
  * the ports it bound, so port 0 works without guessing a free port.
  */
-import { ChildProcess, spawn } from 'child_process';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
 import { waitForPort } from '../net';
+import { stopChildProcess } from './childProcess';
 
 export interface AzuriteOptions {
   host?: string;
@@ -27,6 +28,8 @@ export interface AzuriteHandle {
   host: string;
   blobPort: number;
   queuePort: number;
+  /** The Azurite child process. */
+  pid?: number;
   /** Stops the process (SIGTERM, then SIGKILL after 5 s). Idempotent. */
   stop(): Promise<void>;
 }
@@ -125,21 +128,10 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
     host,
     blobPort: ports.Blob as number,
     queuePort: ports.Queue as number,
+    ...(child.pid !== undefined ? { pid: child.pid } : {}),
     stop() {
-      stopping ??= stopChild(child).finally(() => process.off('exit', killOnExit));
+      stopping ??= stopChildProcess(child).finally(() => process.off('exit', killOnExit));
       return stopping;
     },
   };
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
 }

@@ -11,6 +11,7 @@ import * as path from 'path';
 
 import { cosmosEmulatorConnectionString } from '../../shared/config/settings';
 import { closeServer, listen } from '../net';
+import { stopChildProcess } from './childProcess';
 
 export interface CosmosServerOptions {
   host?: string;
@@ -24,6 +25,8 @@ export interface CosmosServerHandle {
   endpoint: string;
   /** Connection string with the emulator's well-known key. */
   connectionString: string;
+  /** The server's child process; absent when it runs in this process. */
+  pid?: number;
   /** Closes the server and its connections. Idempotent. */
   stop(): Promise<void>;
 }
@@ -57,13 +60,9 @@ export async function startCosmosServer(options: CosmosServerOptions & { inProce
     child.once('exit', (code) => reject(new Error(`Cosmos DB emulator server exited (${code}) before listening: ${err.trim()}`)));
     child.once('error', reject);
   });
-  return handle(host, port, () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    }),
-  );
+  // A child ended by a signal (SIGKILL, SIGSEGV) has no exit code and emits no more 'exit':
+  // waiting for one would hang stop forever.
+  return { ...handle(host, port, () => stopChildProcess(child)), ...(child.pid !== undefined ? { pid: child.pid } : {}) };
 }
 
 /** The handle of a server on host:port; `stop` runs once, however often it is called. */
