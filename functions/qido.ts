@@ -1,24 +1,38 @@
 /**
  * QIDO-RS (PS3.18 10.6) over the de-identified research catalog.
  *
- * authLevel is anonymous because in Azure these routes sit behind API Management / Easy Auth,
- * which authenticates research users before the request reaches the function.
+ * authLevel is anonymous for the Functions host: the function itself requires a bearer token
+ * with the app role Research.Read (shared/auth), and records each answer in the access audit.
  */
-import { app } from '@azure/functions';
+import { app, type HttpHandler } from '@azure/functions';
 
-import { createQidoHandler } from '../shared/catalog/qido';
+import { qidoAccessTarget } from '../shared/audit/targets';
+import { requireRole } from '../shared/auth/guard';
+import { Roles } from '../shared/auth/principal';
+import { createQidoHandler, type QidoLevel } from '../shared/catalog/qido';
 import { runtime } from '../shared/runtime';
 
 const reader = async () => (await runtime()).researchCatalogReader;
 
-app.http('qidoStudies', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/studies', handler: createQidoHandler(reader, 'study') });
-app.http('qidoStudySeries', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/studies/{study}/series', handler: createQidoHandler(reader, 'series') });
-app.http('qidoSeries', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/series', handler: createQidoHandler(reader, 'series') });
+function qido(name: string, level: QidoLevel): HttpHandler {
+  return requireRole(runtime, { route: name, role: Roles.ResearchRead, describe: qidoAccessTarget }, createQidoHandler(reader, level));
+}
+
+export const qidoStudies = qido('qidoStudies', 'study');
+export const qidoStudySeries = qido('qidoStudySeries', 'series');
+export const qidoSeries = qido('qidoSeries', 'series');
+export const qidoStudySeriesInstances = qido('qidoStudySeriesInstances', 'instance');
+export const qidoStudyInstances = qido('qidoStudyInstances', 'instance');
+export const qidoInstances = qido('qidoInstances', 'instance');
+
+app.http('qidoStudies', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/studies', handler: qidoStudies });
+app.http('qidoStudySeries', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/studies/{study}/series', handler: qidoStudySeries });
+app.http('qidoSeries', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/series', handler: qidoSeries });
 app.http('qidoStudySeriesInstances', {
   methods: ['GET'],
   authLevel: 'anonymous',
   route: 'dicomweb/studies/{study}/series/{series}/instances',
-  handler: createQidoHandler(reader, 'instance'),
+  handler: qidoStudySeriesInstances,
 });
-app.http('qidoStudyInstances', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/studies/{study}/instances', handler: createQidoHandler(reader, 'instance') });
-app.http('qidoInstances', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/instances', handler: createQidoHandler(reader, 'instance') });
+app.http('qidoStudyInstances', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/studies/{study}/instances', handler: qidoStudyInstances });
+app.http('qidoInstances', { methods: ['GET'], authLevel: 'anonymous', route: 'dicomweb/instances', handler: qidoInstances });

@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { azuriteConnectionString, loadSettings, resetSettingsForTests, Settings } from '../shared/config/settings';
+import { DevIssuer, startDevIssuer } from './devIssuer';
 import { BlobEventSource, emitExistingBlobs, startEventSource } from './eventSource';
 import { FunctionHost, LogSink, startHost, stdoutLogSink } from './host';
 import { startAzurite } from './services/azurite';
@@ -68,6 +69,8 @@ export interface LocalStack {
   hostUrl: string;
   host: FunctionHost;
   events: BlobEventSource;
+  /** The development token issuer the API trusts; its role tokens are in `<dataDir>/tokens.json`. */
+  devIssuer: DevIssuer;
   deadLetterFile: string;
   /** Emits BlobCreated for every blob already in the landing containers; returns how many. */
   reconcile(): Promise<number>;
@@ -186,6 +189,10 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
     const cosmos = await startCosmosServer({ host: hostName, port: ports.cosmos });
     stops.push(() => cosmos.stop());
 
+    // The API validates bearer tokens of this issuer exactly as it validates Entra ID's in Azure.
+    const devIssuer = await startDevIssuer({ dataDir, host: hostName, port: portSetting(undefined, 'LOCAL_ISSUER_PORT', 0) });
+    stops.push(() => devIssuer.stop());
+
     const storage = azuriteConnectionString(events.port, azurite.queuePort, hostName);
     const env: Record<string, string> = {
       FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -195,6 +202,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       CosmosDb: cosmos.connectionString,
       DEID_KEY: options.deidKey || process.env.DEID_KEY || localDeidKey(dataDir),
       DEID_KEY_ID: options.deidKeyId || process.env.DEID_KEY_ID || 'local',
+      ...devIssuer.env,
       ...options.env,
     };
     for (const [k, v] of Object.entries(env)) process.env[k] = v;
@@ -231,6 +239,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       hostUrl: host.url,
       host,
       events,
+      devIssuer,
       deadLetterFile,
       async reconcile() {
         let n = 0;

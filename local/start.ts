@@ -100,6 +100,7 @@ async function main(): Promise<void> {
   console.log(`Cosmos DB emulator server   ${stack.cosmosEndpoint}`);
   console.log(`function host               ${stack.hostUrl} (${stack.host.functions.map((f) => f.name).join(', ') || 'no functions'})`);
   console.log(`host log                    ${path.relative(process.cwd(), logFile)}`);
+  console.log(`token issuer (development)  ${stack.devIssuer.url}`);
 
   const landingName = stack.settings.sourceContainers[0] as string;
   const landing = BlobServiceClient.fromConnectionString(stack.env.SourceStorage as string).getContainerClient(landingName);
@@ -134,11 +135,20 @@ async function main(): Promise<void> {
   }
 
   const example = await printSummary(stack);
+  const tokens = stack.devIssuer.tokens;
+  console.log(`\ndevelopment tokens (valid 12 h, made again at every start; also in ${path.relative(process.cwd(), stack.devIssuer.tokensFile)}):`);
+  console.log(`  research   (Research.Read)   ${tokens.research}`);
+  console.log(`  sharing    (Sharing.Manage)  ${tokens.sharing}`);
+  console.log(`  operations (Operations.Read) ${tokens.operations}`);
+  console.log(`issuer ${stack.devIssuer.issuer} (keys ${stack.devIssuer.jwksUri}), audience ${stack.devIssuer.audience}`);
+  const tokensPath = path.relative(process.cwd(), stack.devIssuer.tokensFile);
+  const research = `-H "Authorization: Bearer $(node -p 'require("./${tokensPath}").research')"`;
+  const operations = `-H "Authorization: Bearer $(node -p 'require("./${tokensPath}").operations')"`;
   console.log('\ntry:');
-  console.log(`  ${stack.hostUrl}/api/health`);
-  console.log(`  ${stack.hostUrl}/api/dicomweb/studies`);
-  console.log(`  ${stack.hostUrl}/api/dicomweb/studies?ModalitiesInStudy=CT&includefield=all`);
-  console.log(`  ${stack.hostUrl}/api/ingestions?source=${encodeURIComponent(example ?? `${stack.blobEndpoint}/${landingName}/<blob>`)}`);
+  console.log(`  curl ${stack.hostUrl}/api/health`);
+  console.log(`  curl ${research} '${stack.hostUrl}/api/dicomweb/studies?ModalitiesInStudy=CT&includefield=all'`);
+  console.log(`  curl ${operations} '${stack.hostUrl}/api/ingestions?source=${encodeURIComponent(example ?? `${stack.blobEndpoint}/${landingName}/<blob>`)}'`);
+  console.log(`  curl ${operations} '${stack.hostUrl}/api/audit?caller=local-researcher'`);
   console.log(`  npm run ingest -- <folder>   (uploads into ${landingName})`);
   console.log('\nserving; Ctrl+C stops');
 }

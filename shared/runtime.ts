@@ -4,11 +4,14 @@
  */
 import { readFileSync } from 'node:fs';
 
+import type { AccessAuditStore } from './audit/accessAudit';
+import { CosmosAccessAudit } from './audit/cosmosAccessAudit';
+import { type Authenticator, createAuthenticator } from './auth/authenticator';
 import type { IndexStore } from './catalog/catalogStore';
 import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog } from './catalog/cosmosCatalog';
 import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
 import type { ResearchCatalogReader } from './catalog/researchCatalog';
-import { loadSettings, Settings, StorageConnection } from './config/settings';
+import { loadAuthSettings, loadSettings, Settings, StorageConnection } from './config/settings';
 import { defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
 import { ErrorCodes, PipelineError } from './errors';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
@@ -24,6 +27,10 @@ export interface Runtime {
   researchCatalogReader: ResearchCatalogReader;
   index: IndexStore;
   telemetry: Telemetry;
+  /** Who calls the HTTP API (bearer tokens or Easy Auth, by AUTH_MODE). */
+  auth: Authenticator;
+  /** The access audit of the HTTP API: append-only. */
+  accessAudit: AccessAuditStore;
   /** Checks every dependency; resolves with one entry per dependency. */
   health(): Promise<Record<string, 'ok' | 'unavailable'>>;
 }
@@ -45,11 +52,13 @@ export function loadDeidProfile(path: string | undefined): Profile {
 
 async function build(): Promise<Runtime> {
   const settings = loadSettings();
+  // Incomplete authentication settings fail the start like any other setting: the API is never served open.
+  const auth = createAuthenticator(loadAuthSettings());
   const profile = loadDeidProfile(settings.deidProfilePath);
   const sourceService = blobServiceClient(settings.sourceStorage);
   const researchService = settings.researchStorage === settings.sourceStorage ? sourceService : blobServiceClient(settings.researchStorage);
   const cosmos = createCosmosClient(settings.cosmos);
-  const { index: indexContainer, research: researchContainer } = await ensureCatalog(settings, cosmos);
+  const { index: indexContainer, research: researchContainer, audit: auditContainer } = await ensureCatalog(settings, cosmos);
   const index = new CosmosIndexStore(indexContainer);
   const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
@@ -64,6 +73,8 @@ async function build(): Promise<Runtime> {
     sourceBlobEndpoints,
     index,
     telemetry,
+    auth,
+    accessAudit: new CosmosAccessAudit(auditContainer),
     researchCatalogReader: new CosmosResearchCatalogReader(researchContainer),
     ingestDeps: (log) => ({
       source,

@@ -38,6 +38,7 @@ export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
     { path: '/studyInstanceUid/?' },
     { path: '/seriesInstanceUid/?' },
     { path: '/sopInstanceUid/?' },
+    { path: '/sourceKey/?' },
     { path: '/sopClassUid/?' },
     { path: '/modality/?' },
     { path: '/modalitiesInStudy/[]/?' },
@@ -55,7 +56,7 @@ export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
 };
 
 /** Creates the database and containers when missing. Idempotent; run at start-up and by deployment. */
-export async function ensureCatalog(s: Settings, client = createCosmosClient(s.cosmos)): Promise<{ database: Database; index: Container; research: Container }> {
+export async function ensureCatalog(s: Settings, client = createCosmosClient(s.cosmos)): Promise<{ database: Database; index: Container; research: Container; audit: Container }> {
   try {
     const { database } = await client.databases.createIfNotExists({ id: s.cosmosDatabase });
     const { container: index } = await database.containers.createIfNotExists({ id: s.indexContainer, partitionKey: { paths: ['/id'] } });
@@ -64,7 +65,9 @@ export async function ensureCatalog(s: Settings, client = createCosmosClient(s.c
       partitionKey: { paths: ['/studyInstanceUid'] },
       indexingPolicy: RESEARCH_INDEXING_POLICY,
     });
-    return { database, index, research };
+    // The access audit (shared/audit): append-only, one caller's month per logical partition.
+    const { container: audit } = await database.containers.createIfNotExists({ id: s.auditContainer, partitionKey: { paths: ['/pk'] } });
+    return { database, index, research, audit };
   } catch (e) {
     throw fromServiceError(e, 'preparing the catalog');
   }
@@ -217,6 +220,15 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
     this.instances.delete(written.id);
     await writeDoc(this.container, written, etag, 'writing the instance');
     this.instances.set(written.id, written);
+  }
+
+  async findInstancesBySource(sourceKey: string): Promise<Versioned<InstanceDocument>[]> {
+    const rows = await queryAll<InstanceDocument & { _etag: string }>(
+      this.container,
+      "SELECT * FROM c WHERE c.type = 'instance' AND c.sourceKey = @k",
+      [{ name: '@k', value: sourceKey }],
+    );
+    return rows.map((doc) => ({ doc, etag: doc._etag }));
   }
 
   async deleteInstance(studyInstanceUid: string, sopInstanceUid: string, etag: string): Promise<void> {

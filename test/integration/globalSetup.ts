@@ -59,6 +59,8 @@ export default async function globalSetup(): Promise<void> {
     deadLetterFile: stack.deadLetterFile,
     eventsUrl: `http://127.0.0.1:${stack.blobPort}/_local/events`,
     env: stack.env,
+    tokens: stack.devIssuer.tokens,
+    dataDir: runDir,
   };
   const stackFile = path.join(runDir, 'stack.json');
   fs.writeFileSync(stackFile, JSON.stringify(info, null, 2));

@@ -20,7 +20,7 @@ import { OFF_THREAD_HASH_MIN_BYTES } from '../../shared/dicom/chunkHasher';
 import { asciiValue, DicomDataset, Tags } from '../../shared/dicom/dataset';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
 import { encodeBlobName } from '../../shared/events/ingestEvents';
-import { hostLog, testStack, waitForEvents } from './stackEnv';
+import { apiGet, hostLog, testStack, waitForEvents } from './stackEnv';
 
 const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');
 /** A path segment that looks like a patient's name, as real archive paths often do. */
@@ -160,7 +160,7 @@ describe('every fixture through the running stack', () => {
 
   it('given the research side, then QIDO-RS lists exactly the cataloged studies', async () => {
     const studies = (await catalog.items.query<StudyDocument>("SELECT * FROM c WHERE c.type = 'study'").fetchAll()).resources;
-    const res = await fetch(`${testStack().hostUrl}/api/dicomweb/studies?limit=1000`);
+    const res = await apiGet('/api/dicomweb/studies?limit=1000', 'research');
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('application/dicom+json');
     const body = (await res.json()) as Record<string, { Value?: unknown[] }>[];
@@ -399,7 +399,7 @@ describe('at-least-once delivery', () => {
     await upload(b, readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small_bigendian.dcm')));
     await waitForEvents();
     const url = `${testStack().blobEndpoint}/${settings.sourceContainers[0]}/${encodeBlobName(a)}`;
-    const res = await fetch(`${testStack().hostUrl}/api/ingestions?source=${encodeURIComponent(url)}`);
+    const res = await apiGet(`/api/ingestions?source=${encodeURIComponent(url)}`, 'operations');
     expect(res.status).toBe(200);
     const view = (await res.json()) as { status: string; duplicates?: { thisSourceKept: boolean; keptSource: string; sources: unknown[] } };
     expect(view.status).toBe('cataloged');
@@ -417,16 +417,16 @@ describe('operations endpoints', () => {
   });
 
   it('GET /api/ingestions without a source is a 400 with a clear message; an unknown source is a 404', async () => {
-    const bad = await fetch(`${testStack().hostUrl}/api/ingestions`);
+    const bad = await apiGet('/api/ingestions', 'operations');
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/source/);
     const url = `${testStack().blobEndpoint}/${settings.sourceContainers[0]}/never-uploaded.dcm`;
-    const missing = await fetch(`${testStack().hostUrl}/api/ingestions?source=${encodeURIComponent(url)}`);
+    const missing = await apiGet(`/api/ingestions?source=${encodeURIComponent(url)}`, 'operations');
     expect(missing.status).toBe(404);
   });
 
   it('GET /api/dicomweb/studies with a bad query is a 400 naming the fault', async () => {
-    const res = await fetch(`${testStack().hostUrl}/api/dicomweb/studies?NoSuchKeyword=1`);
+    const res = await apiGet('/api/dicomweb/studies?NoSuchKeyword=1', 'research');
     expect(res.status).toBe(400);
     expect(JSON.stringify(await res.json())).toContain('NoSuchKeyword');
   });

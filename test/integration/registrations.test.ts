@@ -10,13 +10,16 @@ import { FunctionHost, RegisteredFunction, startHost } from '../../local/host';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
 
+// authLevel is the Functions host's key check: anonymous everywhere, because every route but
+// health checks a bearer token and an app role itself (shared/auth; test/integration/auth.test.ts).
 const anonymousGet = (name: string, route: string): RegisteredFunction => ({ name, trigger: 'httpTrigger', route, methods: ['GET'], authLevel: 'anonymous' });
 
 const EXPECTED: RegisteredFunction[] = [
   { name: 'ingestReplicatedFile', trigger: 'eventGridTrigger' },
   anonymousGet('health', 'health'),
-  // Identified data (source paths, errors): never anonymous, unlike the research routes.
-  { name: 'ingestions', trigger: 'httpTrigger', route: 'ingestions', methods: ['GET'], authLevel: 'admin' },
+  // Identified data (source paths, errors): Operations.Read, unlike the research routes.
+  anonymousGet('ingestions', 'ingestions'),
+  anonymousGet('audit', 'audit'),
   anonymousGet('qidoStudies', 'dicomweb/studies'),
   anonymousGet('qidoStudySeries', 'dicomweb/studies/{study}/series'),
   anonymousGet('qidoSeries', 'dicomweb/series'),

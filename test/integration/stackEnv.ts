@@ -4,6 +4,8 @@
  */
 import * as fs from 'fs';
 
+import type { DevTokens } from '../../local/devIssuer';
+
 export interface TestStackInfo {
   /** `http://127.0.0.1:<port>/devstoreaccount1`, through the event source. */
   blobEndpoint: string;
@@ -19,8 +21,22 @@ export interface TestStackInfo {
   deadLetterFile: string;
   /** `GET` answers the event source's stats; `/idle` waits until nothing is pending. */
   eventsUrl: string;
-  /** The settings the functions got (SourceStorage, CosmosDb, DEID_KEY, container names...). */
+  /** The settings the functions got (SourceStorage, CosmosDb, DEID_KEY, container names, AUTH_*...). */
   env: Record<string, string>;
+  /** Tokens of the development issuer, one per app role (as `npm start` writes them to tokens.json). */
+  tokens: DevTokens;
+  /** The stack's data folder (the development issuer's key is there). */
+  dataDir: string;
+}
+
+/** `Authorization: Bearer` of the development issuer's token for one role. */
+export function authHeader(who: keyof DevTokens): { authorization: string } {
+  return { authorization: `Bearer ${testStack().tokens[who]}` };
+}
+
+/** A GET of an API route with the token of one role. */
+export function apiGet(pathAndQuery: string, who: keyof DevTokens): Promise<Response> {
+  return fetch(`${testStack().hostUrl}${pathAndQuery}`, { headers: authHeader(who) });
 }
 
 export interface EventStats {

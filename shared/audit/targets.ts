@@ -1,0 +1,67 @@
+/** What each audited route touched, read from its request and its answer. Research identifiers only. */
+import type { HttpRequest, HttpResponseInit } from '@azure/functions';
+
+import type { AccessTarget, ResearchUids } from './accessAudit';
+
+const UID_TAGS: Record<keyof ResearchUids, { tag: string; keyword: string; param: string }> = {
+  studies: { tag: '0020000D', keyword: 'StudyInstanceUID', param: 'study' },
+  series: { tag: '0020000E', keyword: 'SeriesInstanceUID', param: 'series' },
+  instances: { tag: '00080018', keyword: 'SOPInstanceUID', param: 'instance' },
+};
+const LEVELS = Object.keys(UID_TAGS) as (keyof ResearchUids)[];
+
+function firstString(element: unknown): string | undefined {
+  const value = (element as { Value?: unknown } | null | undefined)?.Value;
+  const first = Array.isArray(value) ? value[0] : undefined;
+  return typeof first === 'string' ? first : undefined;
+}
+
+/** Research UIDs in a DICOM JSON answer (QIDO-RS, metadata): study, series and SOP instance UIDs of every item. */
+export function uidsInDicomJson(body: unknown): ResearchUids {
+  const out: ResearchUids = { studies: [], series: [], instances: [] };
+  if (!Array.isArray(body)) return out;
+  for (const item of body) {
+    if (!item || typeof item !== 'object') continue;
+    for (const level of LEVELS) {
+      const uid = firstString((item as Record<string, unknown>)[UID_TAGS[level].tag]);
+      if (uid !== undefined) out[level].push(uid);
+    }
+  }
+  return out;
+}
+
+/** UIDs a DICOMweb request names: path parameters and UID match keys (lists split on `,` or `\`). */
+export function uidsInDicomwebRequest(request: HttpRequest): ResearchUids {
+  const out: ResearchUids = { studies: [], series: [], instances: [] };
+  for (const level of LEVELS) {
+    const { tag, keyword, param } = UID_TAGS[level];
+    const fromPath = request.params[param];
+    if (fromPath) out[level].push(fromPath);
+    for (const [key, value] of request.query.entries()) {
+      if (key === keyword || key.toUpperCase() === tag) out[level].push(...value.split(/[,\\]/).filter(Boolean));
+    }
+  }
+  return out;
+}
+
+/** QIDO-RS: the UIDs answered, the UIDs asked for, and the query keys (not their values). */
+export function qidoAccessTarget(request: HttpRequest, response: HttpResponseInit): AccessTarget {
+  return {
+    returned: (response.status ?? 200) === 200 ? uidsInDicomJson(response.jsonBody) : undefined,
+    requested: uidsInDicomwebRequest(request),
+    queryKeys: [...new Set(request.query.keys())],
+  };
+}
+
+/** The operations view: the research UIDs it showed and the source file's content hash (never its URL). */
+export function ingestionAccessTarget(_request: HttpRequest, response: HttpResponseInit): AccessTarget {
+  const body = (response.status ?? 200) === 200 ? (response.jsonBody as { research?: Record<string, unknown>; sha256?: unknown } | undefined) : undefined;
+  const research = body?.research;
+  const str = (v: unknown) => (typeof v === 'string' ? [v] : []);
+  return {
+    returned: research
+      ? { studies: str(research.studyInstanceUid), series: str(research.seriesInstanceUid), instances: str(research.sopInstanceUid) }
+      : undefined,
+    ...(typeof body?.sha256 === 'string' ? { sourceSha256: body.sha256 } : {}),
+  };
+}

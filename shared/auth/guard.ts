@@ -1,0 +1,123 @@
+/**
+ * The gate every protected HTTP function passes through: authenticate the caller, check the
+ * route's app role, run the handler, record the access in the audit.
+ *
+ * - no or an invalid token: 401 with `WWW-Authenticate: Bearer` (RFC 6750), nothing recorded
+ *   (an unauthenticated caller must not be able to fill the audit store);
+ * - a caller without the role: 403, recorded;
+ * - the audit cannot be written: 503 and the answer is withheld. Fail closed: a disclosure that
+ *   cannot be accounted for is not made (HIPAA §164.312(b) audit controls). The caller may retry.
+ *
+ * Logs name the route, the status and the failed check, never a token, a claim or a query value.
+ */
+import { randomUUID } from 'node:crypto';
+
+import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
+
+import { type AccessAuditStore, accessRecord, type AccessTarget } from '../audit/accessAudit';
+import { ErrorCodes, httpErrorBody, httpStatusFor, isPipelineError, PipelineError } from '../errors';
+import type { Authenticator } from './authenticator';
+import { hasRole, type Principal, type Role } from './principal';
+
+export interface GuardDeps {
+  auth: Authenticator;
+  accessAudit: AccessAuditStore;
+}
+
+export type HttpHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
+
+export interface GuardOptions {
+  /** The function's name, recorded in the audit. */
+  route: string;
+  role: Role;
+  /** What the request and its answer touched (research UIDs, query keys), for the audit. */
+  describe?: (request: HttpRequest, response: HttpResponseInit) => AccessTarget;
+}
+
+/** Seconds a client should wait before retrying when the audit could not be written. */
+const AUDIT_RETRY_AFTER_SECONDS = 5;
+
+function challenge(e: PipelineError): string {
+  // RFC 6750 3.1: a request without credentials gets the bare challenge, an invalid token an error code.
+  if (/is required/.test(e.message)) return 'Bearer realm="api"';
+  return `Bearer realm="api", error="invalid_token", error_description="${e.message.replace(/["\\]/g, "'")}"`;
+}
+
+function codeOf(e: unknown): string {
+  return isPipelineError(e) ? e.code : 'unexpected error';
+}
+
+/**
+ * Wraps a handler with authentication, the role check and the access audit. `getDeps` is called
+ * per request (the runtime is built once, on first use).
+ */
+export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOptions, handler: HttpHandler): HttpHandler {
+  const { route, role } = options;
+  return async (request, context) => {
+    let deps: GuardDeps;
+    try {
+      deps = await getDeps();
+    } catch (e) {
+      context.error(`${route}: runtime unavailable (${codeOf(e)})`);
+      return { status: httpStatusFor(e), jsonBody: httpErrorBody(e) };
+    }
+
+    let principal: Principal;
+    try {
+      principal = await deps.auth.authenticate(request);
+    } catch (e) {
+      if (isPipelineError(e, ErrorCodes.UNAUTHENTICATED)) {
+        context.warn(`${route}: 401 (${e.message})`);
+        return { status: 401, headers: { 'www-authenticate': challenge(e) }, jsonBody: httpErrorBody(e) };
+      }
+      context.error(`${route}: authentication unavailable (${codeOf(e)})`);
+      const status = httpStatusFor(e);
+      return { status: status === 500 ? 503 : status, jsonBody: httpErrorBody(status === 500 ? new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'authentication is not available') : e) };
+    }
+
+    const record = async (status: number, target?: AccessTarget) =>
+      deps.accessAudit.append(
+        accessRecord({ id: randomUUID(), time: new Date(), principal, route, method: request.method, role, status, invocationId: context.invocationId, target }),
+      );
+
+    if (!hasRole(principal, role)) {
+      context.warn(`${route}: 403 (caller lacks ${role})`);
+      // Nothing is disclosed on a 403, so a failed audit write does not change the answer; it is logged as an error.
+      await record(403).catch((e: unknown) => context.error(`${route}: access audit not written for a 403 (${codeOf(e)})`));
+      const denied = new PipelineError(ErrorCodes.FORBIDDEN, `this route needs the app role ${role}`);
+      return { status: 403, headers: { 'www-authenticate': 'Bearer realm="api", error="insufficient_scope"' }, jsonBody: httpErrorBody(denied) };
+    }
+
+    let response: HttpResponseInit;
+    try {
+      response = await handler(request, context);
+    } catch (e) {
+      context.error(`${route}: handler failed (${codeOf(e)})`);
+      response = { status: httpStatusFor(e), jsonBody: httpErrorBody(e) };
+    }
+    const status = response.status ?? 200;
+    let target: AccessTarget | undefined;
+    try {
+      target = options.describe?.(request, response);
+    } catch (e) {
+      // The answer cannot be described, so it cannot be accounted for: withheld like an unwritable audit.
+      context.error(`${route}: access audit could not describe the answer (${codeOf(e)})`);
+      return auditUnavailable();
+    }
+    try {
+      await record(status, target);
+    } catch (e) {
+      context.error(`${route}: access audit not written, answer withheld (${codeOf(e)})`);
+      return auditUnavailable();
+    }
+    return response;
+  };
+}
+
+function auditUnavailable(): HttpResponseInit {
+  return {
+    status: 503,
+    headers: { 'retry-after': String(AUDIT_RETRY_AFTER_SECONDS) },
+    jsonBody: httpErrorBody(new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'the access audit cannot be written, so the request was not answered; retry later')),
+  };
+}
