@@ -52,7 +52,22 @@ export interface HostOptions {
   /** Set on process.env before any function file loads (the functions read their settings there). */
   env?: Record<string, string>;
   logSink?: LogSink;
+  /**
+   * Largest request body read for an HTTP function; a larger one is answered 413 and not read.
+   * Default: the FUNCTIONS_REQUEST_BODY_SIZE_LIMIT setting (bytes), as in the Functions host, else 100 MB.
+   */
+  maxRequestBodyBytes?: number;
+  /**
+   * Largest Event Grid delivery read on the webhook (never more than maxRequestBodyBytes).
+   * Default: the LOCAL_EVENTGRID_MAX_BODY_BYTES setting, else 1 MiB: Event Grid events are
+   * at most 1 MB each and a batch of the Event Grid schema at most 1 MB.
+   */
+  maxEventGridBodyBytes?: number;
 }
+
+/** The Functions host's default FUNCTIONS_REQUEST_BODY_SIZE_LIMIT. */
+export const DEFAULT_MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024;
+export const DEFAULT_MAX_EVENT_GRID_BODY_BYTES = 1024 * 1024;
 
 export interface FunctionHost {
   port: number;
@@ -128,13 +143,56 @@ function readRoutePrefix(projectRoot: string): string {
   return 'api';
 }
 
-function readBody(req: http.IncomingMessage): Promise<Buffer> {
+/** A byte count from a setting; throws naming the setting when it is not a positive whole number. */
+function byteSetting(name: string, explicit: number | undefined, fallback: number): number {
+  const raw = explicit !== undefined ? String(explicit) : process.env[name]?.trim();
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`function host: ${name} must be a positive whole number of bytes, got "${raw}"`);
+  }
+  return n;
+}
+
+/**
+ * Reads a request body of at most `limit` bytes. Past the limit (announced by content-length,
+ * or reached while streaming) it stops reading at once and resolves 'too-large': the sender is
+ * then held back by TCP flow control until the 413 closes the connection.
+ */
+function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      req.pause();
+      resolve('too-large');
+      return;
+    }
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    let size = 0;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.pause();
+        chunks.length = 0;
+        resolve('too-large');
+        return;
+      }
+      chunks.push(c);
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
+}
+
+/** Answers 413 and closes the connection, so that the rest of the body is never read. */
+function rejectTooLarge(req: http.IncomingMessage, res: http.ServerResponse, limit: number, what: string): void {
+  const text = JSON.stringify({ error: `the ${what} exceeds ${limit} bytes` });
+  res.shouldKeepAlive = false;
+  res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), connection: 'close' });
+  // The answer is flushed first; then the socket goes, with whatever the client still sends.
+  res.end(text, () => setTimeout(() => req.socket.destroy(), 100).unref());
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
@@ -158,6 +216,11 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   const sink = options.logSink ?? stdoutLogSink;
   const hostName = options.host ?? '127.0.0.1';
   for (const [k, v] of Object.entries(options.env ?? {})) process.env[k] = v;
+  const maxRequestBodyBytes = byteSetting('FUNCTIONS_REQUEST_BODY_SIZE_LIMIT', options.maxRequestBodyBytes, DEFAULT_MAX_REQUEST_BODY_BYTES);
+  const maxEventGridBodyBytes = Math.min(
+    maxRequestBodyBytes,
+    byteSetting('LOCAL_EVENTGRID_MAX_BODY_BYTES', options.maxEventGridBodyBytes, DEFAULT_MAX_EVENT_GRID_BODY_BYTES),
+  );
 
   const pkgPath = path.join(projectRoot, 'package.json');
   if (!fs.existsSync(pkgPath)) throw new Error(`function host: no package.json in ${projectRoot}`);
@@ -268,7 +331,11 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         sendJson(res, 401, { error: 'this function needs a key in Azure; the local host accepts it from loopback only' });
         return;
       }
-      const body = await readBody(req);
+      const body = await readBody(req, maxRequestBodyBytes);
+      if (body === 'too-large') {
+        rejectTooLarge(req, res, maxRequestBodyBytes, 'request body');
+        return;
+      }
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
       const request = new azf.HttpRequest({
@@ -313,7 +380,12 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
       sendJson(res, 405, { error: 'the Event Grid webhook accepts POST' });
       return;
     }
-    const body = (await readBody(req)).toString('utf8');
+    const raw = await readBody(req, maxEventGridBodyBytes);
+    if (raw === 'too-large') {
+      rejectTooLarge(req, res, maxEventGridBodyBytes, 'Event Grid delivery');
+      return;
+    }
+    const body = raw.toString('utf8');
     const delivery = parseEventGridDelivery(body, {
       contentType: req.headers['content-type'],
       eventType: typeof req.headers['aeg-event-type'] === 'string' ? req.headers['aeg-event-type'] : undefined,
