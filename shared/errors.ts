@@ -15,8 +15,16 @@ export const ErrorCodes = {
   DICOM_HEADER_TOO_LARGE: 'DICOM_HEADER_TOO_LARGE',
   DICOM_MALFORMED: 'DICOM_MALFORMED',
   DICOM_MISSING_UID: 'DICOM_MISSING_UID',
+  /** A Study, Series or SOP Instance UID (or SOP Class UID) that is not one valid UID (PS3.5 9.1). */
+  DICOM_INVALID_UID: 'DICOM_INVALID_UID',
   DICOM_UNSUPPORTED_TRANSFER_SYNTAX: 'DICOM_UNSUPPORTED_TRANSFER_SYNTAX',
   DICOM_DICOMDIR: 'DICOM_DICOMDIR',
+  /** Too many elements or sequence items in one header (MAX_HEADER_ELEMENTS, MAX_SEQUENCE_ITEMS). */
+  DICOM_TOO_MANY_ELEMENTS: 'DICOM_TOO_MANY_ELEMENTS',
+  /** The parsed header would take more memory than MAX_HEADER_MEMORY_BYTES. */
+  DICOM_HEADER_MEMORY_LIMIT: 'DICOM_HEADER_MEMORY_LIMIT',
+  /** A deflated data set inflates past MAX_INFLATED_BYTES or MAX_INFLATION_RATIO. */
+  DICOM_INFLATION_LIMIT: 'DICOM_INFLATION_LIMIT',
   DEID_VERIFICATION_FAILED: 'DEID_VERIFICATION_FAILED',
   DEID_BURNED_IN_ANNOTATION: 'DEID_BURNED_IN_ANNOTATION',
   // Where the file is, or what the event says.
@@ -31,6 +39,8 @@ export const ErrorCodes = {
   SERVICE_TIMEOUT: 'SERVICE_TIMEOUT',
   // Requests to the HTTP API.
   QUERY_INVALID: 'QUERY_INVALID',
+  /** A query that would read more of the catalog, or for longer, than one request may (PS3.18: 413, narrow the query). */
+  QUERY_TOO_BROAD: 'QUERY_TOO_BROAD',
   NOT_FOUND: 'NOT_FOUND',
   /** No bearer token, or one that does not validate (expired, another audience or issuer, bad signature). */
   UNAUTHENTICATED: 'UNAUTHENTICATED',
@@ -55,6 +65,7 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 /** The one table from error code to HTTP status. Anything not listed is a 500 that says nothing internal. */
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   QUERY_INVALID: 400,
+  QUERY_TOO_BROAD: 413,
   EVENT_INVALID: 400,
   SOURCE_NOT_ALLOWED: 400,
   UNAUTHENTICATED: 401,
@@ -64,6 +75,9 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   CATALOG_CONFLICT: 409,
   DICOM_ELEMENT_TOO_LARGE: 413,
   DICOM_HEADER_TOO_LARGE: 413,
+  DICOM_TOO_MANY_ELEMENTS: 413,
+  DICOM_HEADER_MEMORY_LIMIT: 413,
+  DICOM_INFLATION_LIMIT: 413,
   SERVICE_THROTTLED: 503,
   SERVICE_UNAVAILABLE: 503,
   SERVICE_TIMEOUT: 503,
@@ -108,24 +122,51 @@ export function httpErrorBody(e: unknown): { error: { code: string; message: str
   return { error: { code: ErrorCodes.INTERNAL, message: 'internal error' } };
 }
 
+/** Socket-level failures: the request may not have reached the service, and a retry may succeed. */
+const NETWORK_ERRORS: ReadonlySet<string> = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'ECONNABORTED',
+  'EADDRNOTAVAIL', 'REQUEST_SEND_ERROR', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_CLOSED', 'ERR_STREAM_PREMATURE_CLOSE',
+]);
+const TIMEOUT_ERRORS: ReadonlySet<string> = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+function errnoOf(e: unknown): string {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return code;
+  // fetch (undici) puts the socket error in `cause`.
+  const cause = (e as { cause?: { code?: unknown } } | null)?.cause?.code;
+  return typeof cause === 'string' ? cause : '';
+}
+
 /**
  * Wraps a failure from an Azure SDK call (RestError or a network error) as a PipelineError,
  * classifying it by status code. Called once, at the adapter edge.
+ *
+ * Transient (a retry may fix it): 429, 408 and time-outs, 5xx, socket errors, and 401/403
+ * (credentials or role assignments still propagating: the file is not at fault, so it is left
+ * to Event Grid's retry and dead-lettering rather than recorded as failed). Permanent: any
+ * other 4xx the service answered, and an error the SDK raised itself without reaching the
+ * service (an id it refuses, an argument it rejects): no retry can change those.
  */
 export function fromServiceError(e: unknown, what: string): PipelineError {
   if (e instanceof PipelineError) return e;
   const status = (e as { statusCode?: number; code?: number | string } | null)?.statusCode ??
     (typeof (e as { code?: unknown } | null)?.code === 'number' ? ((e as { code: number }).code) : undefined);
-  const errno = typeof (e as { code?: unknown } | null)?.code === 'string' ? (e as { code: string }).code : '';
+  const errno = errnoOf(e);
+  const name = (e as Error | null)?.name;
   if (status === 429) return new PipelineError(ErrorCodes.SERVICE_THROTTLED, `${what}: throttled (429)`, { cause: e });
-  if (status === 408 || errno === 'ETIMEDOUT' || errno === 'ESOCKETTIMEDOUT' || (e as Error | null)?.name === 'AbortError') {
+  if (status === 408 || TIMEOUT_ERRORS.has(errno) || name === 'AbortError' || name === 'TimeoutError') {
     return new PipelineError(ErrorCodes.SERVICE_TIMEOUT, `${what}: timed out`, { cause: e });
   }
   if (status === 404) return new PipelineError(ErrorCodes.NOT_FOUND, `${what}: not found (404)`, { cause: e });
-  // A request the service rejects as malformed is our bug: no retry can fix it.
-  if (status === 400) return new PipelineError(ErrorCodes.INTERNAL, `${what}: request rejected (400)`, { cause: e });
   if (status === 409) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: conflict (409)`, { cause: e });
   if (status === 412) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: precondition failed (412)`, { cause: e });
+  if (status !== undefined && status >= 400 && status < 500 && status !== 401 && status !== 403) {
+    // A request the service rejects as malformed (400, 413, 431, ...) is our bug: no retry can fix it.
+    return new PipelineError(ErrorCodes.INTERNAL, `${what}: request rejected (${status})`, { cause: e });
+  }
+  if (status === undefined && !NETWORK_ERRORS.has(errno)) {
+    return new PipelineError(ErrorCodes.INTERNAL, `${what}: refused by the client library before it reached the service`, { cause: e });
+  }
   return new PipelineError(
     ErrorCodes.SERVICE_UNAVAILABLE,
     `${what}: service error${status ? ` (${status})` : errno ? ` (${errno})` : ''}`,

@@ -8,7 +8,7 @@ import type { AccessAuditStore } from './audit/accessAudit';
 import { CosmosAccessAudit } from './audit/cosmosAccessAudit';
 import { type Authenticator, createAuthenticator } from './auth/authenticator';
 import type { IndexStore } from './catalog/catalogStore';
-import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog } from './catalog/cosmosCatalog';
+import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from './catalog/cosmosCatalog';
 import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
 import type { ResearchCatalogReader } from './catalog/researchCatalog';
 import { loadAuthSettings, loadSettings, Settings, StorageConnection } from './config/settings';
@@ -101,7 +101,8 @@ async function build(): Promise<Runtime> {
       const [storage, researchStorage, catalogDb] = await Promise.all([
         check(() => sourceService.getContainerClient(settings.sourceContainers[0] ?? '').getProperties()),
         check(() => researchService.getContainerClient(settings.researchContainer).getProperties()),
-        check(() => researchContainer.read()),
+        // A catalog that lost its containers (a Cosmos server restarted empty) gets them back here.
+        check(() => withCatalogRecovery(researchContainer, () => researchContainer.read())),
       ]);
       return { sourceStorage: storage, researchStorage, catalog: catalogDb };
     },

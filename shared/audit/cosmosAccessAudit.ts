@@ -6,6 +6,7 @@
  */
 import type { Container, SqlParameter } from '@azure/cosmos';
 
+import { withCatalogRecovery } from '../catalog/cosmosCatalog';
 import { fromServiceError } from '../errors';
 import { type AccessAuditStore, type AccessQuery, type AccessRecord, partitionKeyOf } from './accessAudit';
 
@@ -29,7 +30,7 @@ export class CosmosAccessAudit implements AccessAuditStore {
 
   async append(record: AccessRecord): Promise<void> {
     try {
-      await this.container.items.create(record);
+      await withCatalogRecovery(this.container, () => this.container.items.create(record));
     } catch (e) {
       throw fromServiceError(e, 'writing the access audit');
     }
@@ -59,9 +60,9 @@ export class CosmosAccessAudit implements AccessAuditStore {
 
   private async run(where: string[], parameters: SqlParameter[], limit: number, partitionKey?: string): Promise<AccessRecord[]> {
     const query = `SELECT TOP ${Math.max(1, Math.floor(limit))} ${FIELDS} FROM c WHERE ${where.join(' AND ')} ORDER BY c.time DESC`;
-    const { resources } = await this.container.items
-      .query<AccessRecord>({ query, parameters }, partitionKey !== undefined ? { partitionKey } : {})
-      .fetchAll();
+    const { resources } = await withCatalogRecovery(this.container, () =>
+      this.container.items.query<AccessRecord>({ query, parameters }, partitionKey !== undefined ? { partitionKey } : {}).fetchAll(),
+    );
     // Projections give absent fields as missing or null; drop the nulls.
     return resources.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null && v !== undefined)) as unknown as AccessRecord);
   }

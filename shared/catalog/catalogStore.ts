@@ -27,6 +27,11 @@ export interface ResearchCatalogWriter {
   getInstance(studyInstanceUid: string, sopInstanceUid: string): Promise<Versioned<InstanceDocument> | undefined>;
   /** Creates or replaces (conditional on etag) an instance document. Throws CATALOG_CONFLICT. */
   putInstance(doc: InstanceDocument, etag: string | undefined): Promise<void>;
+  /**
+   * Every instance document that a source (keyed hash of its URL) produced, whatever its
+   * version: what a deletion or an overwrite of that source must withdraw. A query. Idempotent.
+   */
+  findInstancesBySource(sourceKey: string): Promise<Versioned<InstanceDocument>[]>;
   /** Deletes an instance document if it still has the etag; missing is not an error. */
   deleteInstance(studyInstanceUid: string, sopInstanceUid: string, etag: string): Promise<void>;
   /**

@@ -55,6 +55,32 @@ export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
   ],
 };
 
+/** How to create the database and containers again, for each container that ensureCatalog returned. */
+const recreators = new WeakMap<Container, () => Promise<unknown>>();
+
+/**
+ * Runs an operation on a container. When it fails because the container (or its database)
+ * does not exist, as after a Cosmos server restarted empty, the database and containers are
+ * created again (ensureCatalog, once for concurrent callers) and the operation runs once more.
+ * The service answers such an operation with 404 (the local server with 500), so after either
+ * a read of the container itself decides. Only for operations whose 404 can mean nothing but
+ * a missing container: creates, queries and reads of the container (a point read's 404 means
+ * the document is missing).
+ */
+export async function withCatalogRecovery<T>(container: Container, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (e) {
+    const recreate = recreators.get(container);
+    const status = statusOf(e);
+    if (!recreate || (status !== 404 && status !== 500)) throw e;
+    const missing = await container.read().then(() => false, (re: unknown) => statusOf(re) === 404);
+    if (!missing) throw e;
+    await recreate();
+    return op();
+  }
+}
+
 /** Creates the database and containers when missing. Idempotent; run at start-up and by deployment. */
 export async function ensureCatalog(s: Settings, client = createCosmosClient(s.cosmos)): Promise<{ database: Database; index: Container; research: Container; audit: Container }> {
   try {
@@ -67,6 +93,9 @@ export async function ensureCatalog(s: Settings, client = createCosmosClient(s.c
     });
     // The access audit (shared/audit): append-only, one caller's month per logical partition.
     const { container: audit } = await database.containers.createIfNotExists({ id: s.auditContainer, partitionKey: { paths: ['/pk'] } });
+    let again: Promise<unknown> | undefined;
+    const recreate = () => (again ??= ensureCatalog(s, client).finally(() => (again = undefined)));
+    for (const c of [index, research, audit]) recreators.set(c, recreate);
     return { database, index, research, audit };
   } catch (e) {
     throw fromServiceError(e, 'preparing the catalog');
@@ -98,7 +127,7 @@ async function readDoc<T>(container: Container, id: string, pk: string): Promise
 async function writeDoc<T extends { id: string }>(container: Container, doc: T, etag: string | undefined, what: string): Promise<string> {
   try {
     const r = etag === undefined
-      ? await container.items.create(doc)
+      ? await withCatalogRecovery(container, () => container.items.create(doc))
       : await container.item(doc.id, partitionKeyOf(doc)).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } });
     return r.etag ?? '';
   } catch (e) {
@@ -132,7 +161,7 @@ async function queryAll<T>(container: Container, query: string, parameters: { na
     ? { query, parameters }
     : { query: `${query} AND c.studyInstanceUid = @pk`, parameters: [...parameters, { name: '@pk', value: studyInstanceUid }] };
   try {
-    const { resources } = await container.items.query<T>(scoped, studyInstanceUid === undefined ? {} : { partitionKey: studyInstanceUid }).fetchAll();
+    const { resources } = await withCatalogRecovery(container, () => container.items.query<T>(scoped, studyInstanceUid === undefined ? {} : { partitionKey: studyInstanceUid }).fetchAll());
     return resources;
   } catch (e) {
     throw fromServiceError(e, 'querying the catalog');

@@ -71,6 +71,12 @@ export interface InstanceDocument extends ResearchDocumentBase {
   sourceRank: string;
   /** Keyed hash of the source URL that this instance came from (not reversible without the key). */
   sourceKey: string;
+  /**
+   * Keyed hash of the source version (URL and ETag) that produced this instance: a superseded
+   * or deleted version's instances are found and removed by it. Absent on documents written
+   * before 0.5.0.
+   */
+  sourceVersion?: string;
   deidentification: { profile: string; profileVersion: string; keyId: string };
 }
 

@@ -19,7 +19,7 @@ import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
-import { OpenedSource, QuarantineStore, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
+import { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';
@@ -126,28 +126,50 @@ async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: Sourc
   if (props.size > offset) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, offset, undefined);
 }
 
+/** What one ingestion of one source works with, handed from step to step as one object. */
+interface Attempt {
+  deps: IngestDeps;
+  request: IngestRequest;
+  loc: SourceLocation;
+  /** The index record's id (hash of the source URL). */
+  id: string;
+  /** Keyed hash of the source URL: research copies and documents name their source by it. */
+  sourceKey: string;
+  /** How many times this event has had the current version ingested again (see reingest). */
+  depth: number;
+}
+
+/** Times one event may have the current version ingested again before leaving it to Event Grid's retry. */
+const MAX_REINGEST_DEPTH = 2;
+
+/** A research instance as the index records it. */
+type ResearchRef = NonNullable<IngestionDocument['research']>;
+
+/** Who produced a research copy or document: enough to tell whether a withdrawal may remove it. */
+type Origin = { sourceKey?: string; sourceVersion?: string };
+
 /**
  * Handles one request. Resolves with what happened; rejects only with a transient error
  * (a retry may fix it), so that Event Grid redelivers.
  */
 export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, depth = 0): Promise<IngestOutcome> {
   const started = Date.now();
-  const id = sourceId(loc.canonicalUrl);
+  const a: Attempt = { deps, request, loc, id: sourceId(loc.canonicalUrl), sourceKey: keyed(deps.deid.key, 'source', loc.canonicalUrl).slice(0, 32), depth };
   // One request finds the blob's current version and brings its first bytes (the whole file
   // when it is small); the index is read meanwhile.
-  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(id)]);
+  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(a.id)]);
   if (openResult.status === 'rejected') throw openResult.reason;
   const opened = openResult.value;
   if (indexResult.status === 'rejected') {
     opened?.discard();
     throw indexResult.reason;
   }
-  if (!opened) return handleGone(deps, request, loc, id, depth);
+  if (!opened) return handleGone(a);
   const props = opened.props;
   const existing = indexResult.value;
   if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
     opened.discard();
-    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
+    deps.log.info(`event ${request.eventId}: source ${a.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
     return { status: 'unchanged' };
   }
 
@@ -157,22 +179,22 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   let head: OpenedSource | undefined = opened;
   for (let attempt = 1; ; attempt++) {
     try {
-      outcome = await processVersion(deps, request, loc, id, current, existing, head);
+      outcome = await processVersion(a, current, existing, head);
       break;
     } catch (e) {
       head = undefined;
       if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && attempt < MAX_SOURCE_ATTEMPTS) {
         const next = await deps.source.getProperties(loc.container, loc.blobName);
-        if (!next) return handleGone(deps, request, loc, id, depth);
+        if (!next) return handleGone(a);
         current = next;
         continue;
       }
-      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(deps, request, loc, id, depth);
+      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(a);
       if (isPipelineError(e) && e.transient) {
         deps.telemetry.trackFailure(e.code, 'ingest');
         throw e;
       }
-      outcome = await recordFailure(deps, request, loc, id, current, existing, e);
+      outcome = await recordFailure(a, current, existing, e);
       break;
     }
   }
@@ -180,19 +202,18 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   return outcome;
 }
 
-async function processVersion(
-  deps: IngestDeps,
-  request: IngestRequest,
-  loc: SourceLocation,
-  id: string,
-  props: SourceProperties,
-  existing: Versioned<IngestionDocument> | undefined,
-  opened: OpenedSource | undefined,
-): Promise<IngestOutcome> {
+/** Keyed hash of one version of the source (URL and ETag): what its research copy and document carry. */
+function versionKey(a: Attempt, props: SourceProperties): string {
+  return keyed(a.deps.deid.key, 'version', `${a.loc.canonicalUrl}\0${props.etag}`).slice(0, 32);
+}
+
+async function processVersion(a: Attempt, props: SourceProperties, existing: Versioned<IngestionDocument> | undefined, opened: OpenedSource | undefined): Promise<IngestOutcome> {
+  const { deps, request } = a;
   const now = deps.now ?? (() => new Date());
-  const rank = sourceRank(deps.deid.key, loc.canonicalUrl, props.lastModified);
+  const rank = sourceRank(deps.deid.key, a.loc.canonicalUrl, props.lastModified);
+  const version = versionKey(a, props);
   // A large source is hashed on the hashing thread while this one parses and uploads.
-  const reader = new ByteReader(sourceChunks(deps, loc, props, opened), { hasher: sha256For(props.size) });
+  const reader = new ByteReader(sourceChunks(deps, a.loc, props, opened), { hasher: sha256For(props.size) });
   const { prepared, blobName, decision, sha256 } = await (async () => {
     try {
       const prepared = await prepareDeidentifiedInstance(reader, {
@@ -201,8 +222,10 @@ async function processVersion(
         totalSize: props.size,
         burnedIn: deps.burnedIn,
       });
+      // Before anything is written: the UIDs name documents and blobs.
+      checkSourceUids(prepared.original);
       const blobName = researchBlobName(prepared.research);
-      const decision = await writeResearchCopy(deps, blobName, rank, prepared.output);
+      const decision = await writeResearchCopy(deps, blobName, { rank, keyId: deps.deid.keyId, sourceKey: a.sourceKey, sourceVersion: version }, prepared.output);
       // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
       await reader.drain();
       const sha256 = (await reader.sha256()) ?? '';
@@ -228,7 +251,8 @@ async function processVersion(
     size: decision.size,
     researchBlob: blobName,
     sourceRank: rank,
-    sourceKey: keyed(deps.deid.key, 'source', loc.canonicalUrl).slice(0, 32),
+    sourceKey: a.sourceKey,
+    sourceVersion: version,
     deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
     dicom: {
       ...metadata.instance,
@@ -237,62 +261,75 @@ async function processVersion(
     updatedAt: now().toISOString(),
   };
   if (decision.kept) await putInstance(deps, instance);
-
-  // A new version of this source may carry another instance than the last one did.
-  const previous = existing?.doc;
-  if (previous?.research && previous.research.blob !== blobName) {
-    const sameInstance = previous.research.studyInstanceUid === research.studyInstanceUid && previous.research.sopInstanceUid === research.sopInstanceUid;
-    // Same instance in another series: its document was just rewritten; only the old copy goes.
-    if (sameInstance) {
-      await deps.research.delete(previous.research.blob);
-      await deps.catalog.refreshSummaries(previous.research.studyInstanceUid, previous.research.seriesInstanceUid);
-    } else {
-      await removeResearchInstance(deps, previous, loc.canonicalUrl);
-    }
-  }
-
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
-  await writeIndex(deps, id, loc, props, request, existing, {
+  const mine: ResearchRef = { ...research, blob: blobName };
+  const commit = await commitIndex(a, props, existing, {
     status: 'cataloged',
     sha256,
     sourceRank: rank,
     original,
-    research: { ...research, blob: blobName },
+    research: mine,
     deidentification: { ...auditRecord(deps.deid, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
     transferSyntaxUid: header.transferSyntaxUid,
     modality: metadata.modality,
     catalogedAt: now().toISOString(),
   });
+  if (commit.kind === 'superseded') return withdrawSuperseded(a, mine, version, commit.current);
+
+  await withdrawOtherVersions(a, commit, version, blobName);
+  // Another version of this source may have written the same instance after this one did.
+  if (decision.kept && commit.contended && !(await holdsVersion(a, mine, version))) {
+    return reingest(a, 'an older version of the source wrote over its research instance');
+  }
 
   if (decision.kept) {
     await deps.publisher.instanceCataloged(
       { ...research, sopClassUid, modality: metadata.modality, researchBlob: blobName, size: decision.size },
-      keyed(deps.deid.key, 'event', `${loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
+      keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
     );
   }
   deps.log.info(`event ${request.eventId}: ${decision.kept ? 'cataloged' : 'superseded by another source of the same instance'} as ${research.sopInstanceUid}`);
   return { status: decision.kept ? 'cataloged' : 'superseded', research };
 }
 
+/** PS3.5 9.1: digits and dots, components without gaps, at most 64 characters, one value. */
+const UID_PATTERN = /^[0-9]+(\.[0-9]+)*$/;
+
+export function isValidUid(uid: string): boolean {
+  return uid.length <= 64 && UID_PATTERN.test(uid);
+}
+
+/**
+ * The source's identifying UIDs become document ids, partition keys and blob names (through
+ * their research UIDs, one per value): a value that is not one valid UID fails the file.
+ * Leading zeros in a component are tolerated: they are common in archives and harmless here.
+ */
+function checkSourceUids(original: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string; sopClassUid?: string }): void {
+  const names = { studyInstanceUid: 'StudyInstanceUID', seriesInstanceUid: 'SeriesInstanceUID', sopInstanceUid: 'SOPInstanceUID', sopClassUid: 'SOPClassUID' } as const;
+  for (const [field, keyword] of Object.entries(names) as [keyof typeof names, string][]) {
+    const value = original[field];
+    if (value !== undefined && !isValidUid(value)) {
+      // The value itself is PHI-adjacent: the message names the attribute only.
+      throw new PipelineError(ErrorCodes.DICOM_INVALID_UID, `${keyword} is not a valid UID (PS3.5 9.1: digits and dots, at most 64 characters, one value)`);
+    }
+  }
+}
+
 /**
  * Writes the research copy unless a higher-ranked source already holds it. The decision and
  * the commit are tied by the blob's ETag, so two writers of one instance cannot both win.
  * The first attempt creates the blob only if it does not exist: a new instance, the common
- * case, costs one request. When a copy exists, its rank decides and the staged data is
- * committed over it (or dropped) without reading the source again.
+ * case, costs one request. When a copy exists, its rank decides (a copy from another version
+ * of the same source is always replaced: the index commit sorts versions out), and the staged
+ * data is committed over it (or dropped) without reading the source again.
  */
-async function writeResearchCopy(
-  deps: IngestDeps,
-  blobName: string,
-  rank: string,
-  output: () => AsyncGenerator<Uint8Array>,
-): Promise<{ kept: boolean; size: number }> {
+async function writeResearchCopy(deps: IngestDeps, blobName: string, origin: ResearchCopyOrigin, output: () => AsyncGenerator<Uint8Array>): Promise<{ kept: boolean; size: number }> {
   let staged;
   try {
     // Read through whatever happens next: a broken file must fail whether or not another
     // source of its instance was ingested first.
-    staged = await deps.research.write(blobName, output(), { rank, keyId: deps.deid.keyId, expected: undefined });
+    staged = await deps.research.write(blobName, output(), { ...origin, expected: undefined });
     return { kept: true, size: staged.size };
   } catch (e) {
     staged = stagedWriteOf(e);
@@ -301,7 +338,7 @@ async function writeResearchCopy(
   const pending = staged;
   return untilNotOutrun('research copy', async () => {
     const current = await deps.research.getVersion(blobName);
-    if (current && current.rank > rank) return { kept: false, size: 0 };
+    if (current && current.sourceKey !== origin.sourceKey && current.rank > origin.rank) return { kept: false, size: 0 };
     await pending.recommit(current);
     return { kept: true, size: pending.size };
   });
@@ -310,14 +347,13 @@ async function writeResearchCopy(
 /**
  * Creates or replaces the instance document unless a higher-ranked source holds it. The first
  * attempt only creates (a new instance costs one request); an existing document is read and
- * its rank decides.
+ * its rank decides. A document from another version of the same source is replaced.
  */
 async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<void> {
   await untilNotOutrun('instance document', async (attempt) => {
     if (attempt === 1) return deps.catalog.putInstance(doc, undefined);
     const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
-    // A higher rank is another source's; the same rank is this source version, whose output is the same.
-    if (existing && existing.doc.sourceRank >= doc.sourceRank) return;
+    if (existing && existing.doc.sourceKey !== doc.sourceKey && existing.doc.sourceRank > doc.sourceRank) return;
     await deps.catalog.putInstance(doc, existing?.etag);
   });
 }
@@ -325,80 +361,156 @@ async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<voi
 type IndexFields = Partial<Omit<IngestionDocument, 'id' | 'sourceUrl' | 'container' | 'blobName' | 'eventIds' | 'attempts' | 'firstSeenAt' | 'updatedAt'>> &
   Pick<IngestionDocument, 'status'>;
 
-/**
- * Writes the index record for a source version. A record of a newer version (later
- * Last-Modified) is never overwritten by an older one that finished later.
- */
-async function writeIndex(
-  deps: IngestDeps,
-  id: string,
-  loc: SourceLocation,
-  props: SourceProperties | undefined,
-  request: IngestRequest,
-  known: Versioned<IngestionDocument> | undefined,
-  fields: IndexFields,
-): Promise<void> {
-  const now = (deps.now ?? (() => new Date()))().toISOString();
-  await untilNotOutrun('ingestion record', async (attempt) => {
-    // The record read at the start serves the first attempt; a conflict means it moved on.
-    const existing = attempt === 1 ? known : await deps.index.get(id);
-    const prev = existing?.doc;
-    if (prev && props && prev.lastModified && prev.lastModified > props.lastModified.toISOString() && prev.status !== 'deleted') return;
-    const doc: IngestionDocument = {
-      id,
-      sourceUrl: loc.canonicalUrl,
-      container: loc.container,
-      blobName: loc.blobName,
-      eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== request.eventId), request.eventId].slice(-MAX_EVENT_IDS),
-      attempts: (prev?.attempts ?? 0) + 1,
-      firstSeenAt: prev?.firstSeenAt ?? now,
-      updatedAt: now,
-      ...(props ? { eTag: props.etag, size: props.size, lastModified: props.lastModified.toISOString() } : {
-        eTag: prev?.eTag, size: prev?.size, lastModified: prev?.lastModified,
-      }),
-      ...fields,
-    };
-    // A failure clears what a previous version had cataloged; a deletion keeps it for the record.
-    if (fields.status !== 'deleted') {
-      if (!('errorCode' in fields)) {
-        delete doc.errorCode;
-        delete doc.errorMessage;
-      }
-    } else {
-      doc.original = prev?.original;
-      doc.research = prev?.research;
-      doc.sha256 = prev?.sha256;
-      doc.deidentification = prev?.deidentification;
-      doc.modality = prev?.modality;
+/** The index record that `fields` make of the previous one, for a version (undefined: a deletion). */
+function indexDocument(a: Attempt, props: SourceProperties | undefined, prev: IngestionDocument | undefined, fields: IndexFields): IngestionDocument {
+  const now = (a.deps.now ?? (() => new Date()))().toISOString();
+  const doc: IngestionDocument = {
+    id: a.id,
+    sourceUrl: a.loc.canonicalUrl,
+    container: a.loc.container,
+    blobName: a.loc.blobName,
+    eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== a.request.eventId), a.request.eventId].slice(-MAX_EVENT_IDS),
+    attempts: (prev?.attempts ?? 0) + 1,
+    firstSeenAt: prev?.firstSeenAt ?? now,
+    updatedAt: now,
+    ...(props ? { eTag: props.etag, size: props.size, lastModified: props.lastModified.toISOString() } : {
+      eTag: prev?.eTag, size: prev?.size, lastModified: prev?.lastModified,
+    }),
+    ...fields,
+  };
+  // A failure clears what a previous version had cataloged; a deletion keeps it for the record.
+  if (fields.status !== 'deleted') {
+    if (!('errorCode' in fields)) {
+      delete doc.errorCode;
+      delete doc.errorMessage;
     }
-    await deps.index.put(doc, existing?.etag);
+  } else {
+    doc.original = prev?.original;
+    doc.research = prev?.research;
+    doc.sha256 = prev?.sha256;
+    doc.deidentification = prev?.deidentification;
+    doc.modality = prev?.modality;
+  }
+  return doc;
+}
+
+type Commit =
+  /** `previous`: the record replaced; `contended`: another version of the source was recorded or raced this one. */
+  | { kind: 'committed'; previous: IngestionDocument | undefined; contended: boolean }
+  /** The blob holds another version now (or none): nothing was written. `current`: the record as last read. */
+  | { kind: 'superseded'; current: Versioned<IngestionDocument> | undefined };
+
+/**
+ * Records the outcome of one source version in the index, by compare-and-swap on the record,
+ * and only while that version is the blob's current one. Versions are not ordered by their
+ * Last-Modified (one-second resolution) but by the store itself: a record is created, or a
+ * record of another version replaced, only after a read of the blob, made after the record
+ * was read, finds this version still current. A version that lost is told so, and withdraws
+ * what it wrote.
+ */
+async function commitIndex(a: Attempt, props: SourceProperties, known: Versioned<IngestionDocument> | undefined, fields: IndexFields): Promise<Commit> {
+  let contended = false;
+  return untilNotOutrun('ingestion record', async (attempt) => {
+    // The record read at the start serves the first attempt; a conflict means it moved on.
+    const record = attempt === 1 ? known : await a.deps.index.get(a.id);
+    const prev = record?.doc;
+    if (attempt > 1 || (prev && prev.eTag !== props.etag)) contended = true;
+    // A first record too: the blob may have been deleted, with nothing recorded yet to mark it.
+    if (!prev || prev.eTag !== props.etag || prev.status === 'deleted') {
+      const now = await a.deps.source.getProperties(a.loc.container, a.loc.blobName);
+      // The record read at the start may be older than the version that won: read it again.
+      if (now?.etag !== props.etag) return { kind: 'superseded', current: attempt === 1 ? await a.deps.index.get(a.id) : record } as const;
+    }
+    await a.deps.index.put(indexDocument(a, props, prev, fields), record?.etag);
+    return { kind: 'committed', previous: prev, contended } as const;
   });
 }
 
-async function recordFailure(
-  deps: IngestDeps,
-  request: IngestRequest,
-  loc: SourceLocation,
-  id: string,
-  props: SourceProperties,
-  existing: Versioned<IngestionDocument> | undefined,
-  e: unknown,
-): Promise<IngestOutcome> {
+/** True when the research copy and document of `ref` are this version's (or another source's, which outranked it). */
+async function holdsVersion(a: Attempt, ref: ResearchRef, version: string): Promise<boolean> {
+  const [copy, doc] = await Promise.all([a.deps.research.getVersion(ref.blob), a.deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid)]);
+  const ours = (o: Origin | undefined) => o !== undefined && (o.sourceKey !== a.sourceKey || o.sourceVersion === version);
+  return ours(copy) && ours(doc?.doc);
+}
+
+/**
+ * This version lost to a newer one (or to a deletion): what it wrote goes. When the current
+ * version's instance has the same name, this version may have written over it; the current
+ * version is then ingested again rather than its instance removed.
+ */
+async function withdrawSuperseded(a: Attempt, mine: ResearchRef, version: string, current: Versioned<IngestionDocument> | undefined): Promise<IngestOutcome> {
+  a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} changed again before this version was recorded; its instance is withdrawn`);
+  if (current?.doc.status === 'cataloged' && current.doc.research?.blob === mine.blob) {
+    await reingest(a, 'an older version of the source wrote over its research instance');
+  } else {
+    await withdrawInstance(a, mine, (o) => o.sourceKey === a.sourceKey && o.sourceVersion === version);
+  }
+  return { status: 'superseded' };
+}
+
+/**
+ * After a version was recorded: the instances of every other version of the source go (the
+ * one the replaced record named, and, when versions raced, any other the catalog traces to
+ * the source), except an instance of the same name, which this version has just written.
+ */
+async function withdrawOtherVersions(a: Attempt, commit: { previous: IngestionDocument | undefined; contended: boolean }, version: string, keepBlob: string | undefined): Promise<void> {
+  const targets = new Map<string, ResearchRef>();
+  const previous = commit.previous?.research;
+  if (previous) targets.set(previous.blob, previous);
+  if (commit.contended) {
+    for (const { doc } of await a.deps.catalog.findInstancesBySource(a.sourceKey)) {
+      if (doc.sourceVersion !== version) targets.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
+    }
+  }
+  targets.delete(keepBlob ?? '');
+  for (const ref of targets.values()) await withdrawInstance(a, ref, (o) => o.sourceKey === a.sourceKey && o.sourceVersion !== version);
+}
+
+/**
+ * Removes the research copy and the instance document of `ref`, each only if `produced` says
+ * this source (version) made it, and refreshes the summaries. A copy written before copies
+ * carried their origin counts as the document's when their ranks agree.
+ */
+async function withdrawInstance(a: Attempt, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
+  const { deps } = a;
+  return untilNotOutrun('research instance', async () => {
+    const [inst, copy] = await Promise.all([deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid), deps.research.getVersion(ref.blob)]);
+    const instMine = inst !== undefined && inst.doc.researchBlob === ref.blob && produced(inst.doc);
+    const copyMine = copy !== undefined && (copy.sourceKey !== undefined ? produced(copy) : instMine && copy.rank === inst?.doc.sourceRank);
+    if (copyMine) await deps.research.delete(ref.blob, copy.etag);
+    if (instMine) await deps.catalog.deleteInstance(ref.studyInstanceUid, ref.sopInstanceUid, inst.etag);
+    if (copyMine || instMine) await deps.catalog.refreshSummaries(ref.studyInstanceUid, ref.seriesInstanceUid);
+    return copyMine || instMine;
+  });
+}
+
+/**
+ * Ingests the source's current version again: the record is marked so that it is not skipped
+ * as done. Past MAX_REINGEST_DEPTH the event goes back to Event Grid (a transient error) and
+ * its redelivery finds the record marked.
+ */
+async function reingest(a: Attempt, reason: string): Promise<IngestOutcome> {
+  a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} is ingested again: ${reason}`);
+  await markForReprocess(a.deps, a.id);
+  if (a.depth >= MAX_REINGEST_DEPTH) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the research instance kept changing while it was written');
+  return ingestSourceFile(a.deps, { ...a.request, kind: 'created' }, a.loc, a.depth + 1);
+}
+
+async function recordFailure(a: Attempt, props: SourceProperties, existing: Versioned<IngestionDocument> | undefined, e: unknown): Promise<IngestOutcome> {
+  const { deps, request, id } = a;
   const code = isPipelineError(e) ? e.code : ErrorCodes.INTERNAL;
   // Our own messages carry no PHI; a foreign error's message might, so it is not kept.
   const message = isPipelineError(e) ? e.message : 'unexpected error while processing the file';
-  const quarantined = code === ErrorCodes.DEID_VERIFICATION_FAILED || code === ErrorCodes.DEID_BURNED_IN_ANNOTATION;
+  const quarantined = QUARANTINED_CODES.has(code);
   if (!isPipelineError(e)) deps.log.error(`event ${request.eventId}: unexpected ${(e as Error | null)?.name ?? 'error'} while processing source ${id.slice(0, 12)}`);
   let quarantineBlob: string | undefined;
   try {
-    quarantineBlob = await deps.quarantine.quarantine(loc.container, loc.blobName, props.etag, { errorCode: code, eventId: request.eventId });
+    quarantineBlob = await deps.quarantine.quarantine(a.loc.container, a.loc.blobName, props.etag, { errorCode: code, eventId: request.eventId });
   } catch (qe) {
     // When the failed version is already gone, the event for the new state is handled on its own.
     if (!isPipelineError(qe, ErrorCodes.SOURCE_CHANGED) && !isPipelineError(qe, ErrorCodes.SOURCE_NOT_FOUND)) throw qe;
   }
-  // A failed new version must not leave the research copy of an older version of this source behind.
-  if (existing?.doc.research) await removeResearchInstance(deps, existing.doc, loc.canonicalUrl);
-  await writeIndex(deps, id, loc, props, request, existing, {
+  const commit = await commitIndex(a, props, existing, {
     status: quarantined ? 'quarantined' : 'failed',
     errorCode: code,
     errorMessage: message,
@@ -406,55 +518,73 @@ async function recordFailure(
     deidentification: (e as { audit?: IngestionDocument['deidentification'] }).audit,
     research: undefined,
   });
+  if (commit.kind === 'superseded') {
+    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} failed (${code}) in a version that is no longer current; not recorded`);
+    return { status: 'superseded', errorCode: code };
+  }
+  // A failed new version must not leave the research instance of an older version behind.
+  await withdrawOtherVersions(a, commit, versionKey(a, props), undefined);
   deps.log.warn(`event ${request.eventId}: source ${id.slice(0, 12)} ${quarantined ? 'quarantined' : 'failed'}: ${code}`);
   deps.telemetry.trackFailure(code, 'ingest');
   return { status: quarantined ? 'quarantined' : 'failed', errorCode: code };
 }
 
+/** Codes whose source is kept in quarantine for review rather than only recorded as failed. */
+const QUARANTINED_CODES: ReadonlySet<string> = new Set<string>([ErrorCodes.DEID_VERIFICATION_FAILED, ErrorCodes.DEID_BURNED_IN_ANNOTATION, ErrorCodes.DICOM_INVALID_UID]);
+
 /**
- * Removes the research instance that a source produced, if that source is still the one the
- * research side holds it from, and refreshes the summaries.
+ * The blob is gone: withdraw everything the source contributed to the research side (every
+ * instance the catalog traces to it, whichever version wrote it) and record the deletion. A
+ * blob never recorded leaves no record: an event for it changes nothing.
  */
-async function removeResearchInstance(deps: IngestDeps, record: IngestionDocument, canonicalUrl: string): Promise<boolean> {
-  const r = record.research;
-  if (!r) return false;
-  const sourceKey = keyed(deps.deid.key, 'source', canonicalUrl).slice(0, 32);
-  return untilNotOutrun('research instance', async () => {
-    const inst = await deps.catalog.getInstance(r.studyInstanceUid, r.sopInstanceUid);
-    if (!inst || inst.doc.sourceKey !== sourceKey) return false;
-    const version = await deps.research.getVersion(r.blob);
-    if (version && version.rank === inst.doc.sourceRank) await deps.research.delete(r.blob, version.etag);
-    await deps.catalog.deleteInstance(r.studyInstanceUid, r.sopInstanceUid, inst.etag);
-    await deps.catalog.refreshSummaries(r.studyInstanceUid, r.seriesInstanceUid);
+async function handleGone(a: Attempt): Promise<IngestOutcome> {
+  const { deps, request, id } = a;
+  const existing = await deps.index.get(id);
+  if (!existing) {
+    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and was never recorded; nothing to do`);
+    return { status: 'unchanged' };
+  }
+  if (existing.doc.status === 'deleted') return { status: 'unchanged' };
+  // Written again meanwhile: the event for the new blob does the work.
+  if (await deps.source.getProperties(a.loc.container, a.loc.blobName)) return { status: 'unchanged' };
+
+  const targets = new Map<string, ResearchRef>();
+  if (existing.doc.research) targets.set(existing.doc.research.blob, existing.doc.research);
+  for (const { doc } of await deps.catalog.findInstancesBySource(a.sourceKey)) {
+    targets.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
+  }
+  let removed = false;
+  for (const ref of targets.values()) removed = (await withdrawInstance(a, ref, (o) => o.sourceKey === a.sourceKey)) || removed;
+
+  const deletedAt = (deps.now ?? (() => new Date()))().toISOString();
+  const recorded = await untilNotOutrun('ingestion record', async (attempt) => {
+    const record = attempt === 1 ? existing : await deps.index.get(id);
+    if (!record || record.doc.status === 'deleted') return false;
+    if (attempt > 1 && (await deps.source.getProperties(a.loc.container, a.loc.blobName))) return false;
+    await deps.index.put(indexDocument(a, undefined, record.doc, { status: 'deleted', deletedAt }), record.etag);
     return true;
   });
-}
-
-/** The blob is gone: record the deletion and withdraw what it contributed to the research side. */
-async function handleGone(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, id: string, depth: number): Promise<IngestOutcome> {
-  const existing = await deps.index.get(id);
-  if (existing?.doc.status === 'deleted') return { status: 'unchanged' };
-  const removed = existing ? await removeResearchInstance(deps, existing.doc, loc.canonicalUrl) : false;
-  await writeIndex(deps, id, loc, undefined, request, existing, { status: 'deleted', deletedAt: (deps.now ?? (() => new Date()))().toISOString() });
   deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} deleted${removed ? '; its research instance withdrawn' : ''}`);
+  if (!recorded) return { status: 'unchanged' };
+
   // Another source of the same instance, if one is still cataloged, now provides it.
-  const sop = existing?.doc.research?.sopInstanceUid;
-  if (removed && sop && depth < 2) {
+  const sop = existing.doc.research?.sopInstanceUid;
+  if (removed && sop && a.depth < MAX_REINGEST_DEPTH) {
     const others = (await deps.index.findByResearchInstance(sop)).filter((d) => d.id !== id && d.status === 'cataloged');
-    others.sort((a, b) => ((b.sourceRank ?? '') > (a.sourceRank ?? '') ? 1 : -1));
+    others.sort((x, y) => ((y.sourceRank ?? '') > (x.sourceRank ?? '') ? 1 : -1));
     const next = others[0];
     if (next) {
-      await writeIndexForReprocess(deps, next);
-      await ingestSourceFile(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, depth + 1);
+      await markForReprocess(deps, next.id);
+      await ingestSourceFile(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, a.depth + 1);
     }
   }
   return { status: 'deleted' };
 }
 
 /** Marks a record so that the next ingestion of it is not skipped as already done. */
-async function writeIndexForReprocess(deps: IngestDeps, record: IngestionDocument): Promise<void> {
-  const current = await deps.index.get(record.id);
-  if (!current) return;
+async function markForReprocess(deps: IngestDeps, id: string): Promise<void> {
+  const current = await deps.index.get(id);
+  if (!current || current.doc.status === 'processing') return;
   try {
     await deps.index.put({ ...current.doc, status: 'processing' }, current.etag);
   } catch (e) {

@@ -52,6 +52,18 @@ export interface ResearchBlobVersion {
   etag: string;
   /** The rank of the source this copy came from (see InstanceDocument.sourceRank). */
   rank: string;
+  /** Keyed hash of the source URL this copy came from (absent on copies written before 0.5.0). */
+  sourceKey?: string;
+  /** Keyed hash of the source version (URL and ETag) this copy came from (absent before 0.5.0). */
+  sourceVersion?: string;
+}
+
+/** Which source version a research copy comes from: written with the copy, so that it can always be traced back. */
+export interface ResearchCopyOrigin {
+  rank: string;
+  keyId: string;
+  sourceKey: string;
+  sourceVersion: string;
 }
 
 /** The research container: de-identified copies named by research UIDs only. */
@@ -63,7 +75,7 @@ export interface ResearchStore {
    * (undefined: must not exist). Throws CATALOG_CONFLICT when it changed meanwhile, after the
    * upload, with the staged data kept so that `recommit` can retry without the stream.
    */
-  write(blobName: string, data: AsyncIterable<Uint8Array>, options: { rank: string; keyId: string; expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite>;
+  write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite>;
   /** Deletes the copy if it still has the given ETag; a missing blob is not an error. */
   delete(blobName: string, etag?: string): Promise<void>;
 }
@@ -200,16 +212,17 @@ export class AzureResearchStore implements ResearchStore {
   async getVersion(blobName: string): Promise<ResearchBlobVersion | undefined> {
     try {
       const p = await this.container.getBlobClient(blobName).getProperties();
-      return { etag: p.etag ?? '', rank: p.metadata?.sourcerank ?? '' };
+      const m = p.metadata ?? {};
+      return { etag: p.etag ?? '', rank: m.sourcerank ?? '', sourceKey: m.sourcekey, sourceVersion: m.sourceversion };
     } catch (e) {
       if (statusOf(e) === 404) return undefined;
       throw fromServiceError(e, 'reading research blob properties');
     }
   }
 
-  async write(blobName: string, data: AsyncIterable<Uint8Array>, options: { rank: string; keyId: string; expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite> {
+  async write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite> {
     const blob = this.container.getBlockBlobClient(blobName);
-    const metadata = { sourcerank: options.rank, deidkeyid: options.keyId };
+    const metadata = { sourcerank: options.rank, deidkeyid: options.keyId, sourcekey: options.sourceKey, sourceversion: options.sourceVersion };
     const headers = { blobContentType: 'application/dicom' };
     const conditionsFor = (expected: ResearchBlobVersion | undefined) => (expected ? { ifMatch: expected.etag } : { ifNoneMatch: '*' });
     const commitError = (e: unknown) => {

@@ -10,7 +10,7 @@ import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument
 import { ErrorCodes, PipelineError } from '../../shared/errors';
 import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
 import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
-import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchStore, SourceProperties, SourceStore, StagedWrite } from '../../shared/storage/blobStores';
+import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore, StagedWrite } from '../../shared/storage/blobStores';
 import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
 
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
@@ -100,14 +100,14 @@ export class MemoryResearchStore implements ResearchStore {
     return b ? { ...b.version } : undefined;
   }
 
-  async write(name: string, data: AsyncIterable<Uint8Array>, options: { rank: string; expected?: ResearchBlobVersion }): Promise<StagedWrite> {
+  async write(name: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion }): Promise<StagedWrite> {
     const parts: Buffer[] = [];
     for await (const c of data) parts.push(Buffer.from(c));
     const body = Buffer.concat(parts);
     const commit = async (expected: ResearchBlobVersion | undefined) => {
       const current = this.blobs.get(name);
       if ((expected === undefined && current) || (expected && current?.version.etag !== expected.etag)) throw conflict();
-      const version = { etag: etag(), rank: options.rank };
+      const version = { etag: etag(), rank: options.rank, sourceKey: options.sourceKey, sourceVersion: options.sourceVersion };
       this.blobs.set(name, { data: body, version });
       return version.etag;
     };
@@ -184,6 +184,9 @@ export class MemoryResearchCatalog implements ResearchCatalogWriter {
   }
   async putInstance(doc: InstanceDocument, tag: string | undefined) {
     this.instances.put(`${doc.studyInstanceUid}/${doc.sopInstanceUid}`, doc, tag);
+  }
+  async findInstancesBySource(sourceKey: string) {
+    return [...this.instances.docs.values()].filter((v) => v.doc.sourceKey === sourceKey).map((v) => ({ doc: clone(v.doc), etag: v.etag }));
   }
   async deleteInstance(study: string, sop: string, tag: string) {
     this.instances.delete(`${study}/${sop}`, tag);

@@ -1,0 +1,58 @@
+/**
+ * A Cosmos DB server that restarts empty (the local server keeps its data in memory; in Azure,
+ * a database or container deleted by mistake): the catalog creates its database and containers
+ * again when the service says they are missing, and health recovers. Runs on a Cosmos server
+ * of its own, since it stops it.
+ */
+import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from '../../shared/catalog/cosmosCatalog';
+import type { IngestionDocument } from '../../shared/catalog/documents';
+import { loadSettings, Settings } from '../../shared/config/settings';
+import { CosmosServerHandle, startCosmosServer } from '../../local/services/cosmos';
+import { testStack } from './stackEnv';
+
+let server: CosmosServerHandle;
+let settings: Settings;
+
+beforeAll(async () => {
+  server = await startCosmosServer({ port: 0 });
+  settings = loadSettings({ ...testStack().env, CosmosDb: server.connectionString });
+});
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+function record(id: string): IngestionDocument {
+  const now = new Date().toISOString();
+  return { id, sourceUrl: `http://127.0.0.1/anq-replica/${id}`, container: 'anq-replica', blobName: id, status: 'failed', eventIds: ['e'], attempts: 1, firstSeenAt: now, updatedAt: now };
+}
+
+describe('catalog after the Cosmos server restarts empty', () => {
+  it('given a server restarted without its data, then writes, queries and the health check create the database and containers again', async () => {
+    const client = createCosmosClient(settings.cosmos);
+    const { index: indexContainer, research } = await ensureCatalog(settings, client);
+    const index = new CosmosIndexStore(indexContainer);
+    const catalog = new CosmosResearchCatalog(research);
+    await index.put(record('before'), undefined);
+
+    // The same port, a new server: everything it held is gone.
+    const port = server.port;
+    await server.stop();
+    server = await startCosmosServer({ port });
+    await expect(client.database(settings.cosmosDatabase).read()).rejects.toMatchObject({ code: 404 });
+
+    // The health check's read of the container recreates it.
+    await expect(withCatalogRecovery(research, () => research.read())).resolves.toBeDefined();
+    await client.database(settings.cosmosDatabase).delete();
+
+    // A create finds the container missing, recreates the catalog and succeeds.
+    await index.put(record('after'), undefined);
+    expect((await index.get('after'))?.doc.status).toBe('failed');
+    expect(await index.get('before')).toBeUndefined();
+    // A query does too.
+    await client.database(settings.cosmosDatabase).delete();
+    await expect(catalog.findInstancesBySource('no-such-source')).resolves.toEqual([]);
+    const { resources } = await client.database(settings.cosmosDatabase).containers.readAll().fetchAll();
+    expect(resources.map((c) => c.id).sort()).toEqual([settings.auditContainer, settings.indexContainer, settings.researchCatalogContainer].sort());
+  });
+});
