@@ -52,6 +52,11 @@ export interface EventSourceOptions {
   deliveryTimeoutMs?: number;
   /** JSON-lines file that receives dead-lettered events; default: none (counted only). */
   deadLetterFile?: string;
+  /**
+   * The blob endpoint (with the account) that event URLs name; default this proxy's own. Set it
+   * when the functions reach storage through something in front of this proxy (a fault proxy).
+   */
+  eventBlobEndpoint?: string;
   log?: EventSourceLog;
 }
 
@@ -158,7 +163,7 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
 
   const deliver = async (write: BlobWrite): Promise<void> => {
     const publishTime = new Date().toISOString();
-    const event = buildBlobEvent(await complete(write), { blobEndpoint, sequencer: sequencer.next() });
+    const event = buildBlobEvent(await complete(write), { blobEndpoint: options.eventBlobEndpoint ?? blobEndpoint, sequencer: sequencer.next() });
     const body = JSON.stringify([event]);
     let outcome = 'not attempted';
     let status: number | undefined;

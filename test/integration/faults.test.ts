@@ -1,0 +1,230 @@
+/**
+ * Reliability under faults, on the real local services (Azurite, the Cosmos DB emulator server,
+ * the function host; real SDK clients over real sockets). Each scenario runs the same real DICOM
+ * files through a fault stack of its own (local/faultStack.ts, in a child process) while faults are
+ * injected: 429 and 503 answers and latency by a proxy in front of the blob endpoint and the
+ * Cosmos DB server, Azurite stopped and restarted with its data, the Cosmos DB server stopped and
+ * restarted empty. Every file must end in a terminal state and the research catalog must equal the
+ * one a clean run of the same files makes (same key, same source URLs: the same documents).
+ */
+import type { FaultPlan } from '../../local/faultProxy';
+import { findFreePort } from '../../local/net';
+import {
+  compareWithClean,
+  Comparison,
+  PipelineSnapshot,
+  selectFixtures,
+  snapshot,
+  StackController,
+  startFaultStackProcess,
+  summaryLine,
+  uploadAll,
+} from './faults/harness';
+
+const FILES = selectFixtures(48);
+/** Events tried this often before dead-lettering: enough to ride out the outages below (a few s each). */
+const EVENT_SOURCE = { maxAttempts: 15, maxBackoffMs: 1000, deliveryTimeoutMs: 20_000 };
+const OUTAGE_MS = 2500;
+const IDLE_TIMEOUT_MS = 90_000;
+
+interface Scenario {
+  /** Before the uploads start. */
+  setup?(stack: StackController): Promise<void>;
+  /** After each successful upload (done = how many so far). */
+  onUploaded?(stack: StackController, done: number): void;
+  /** After the last upload, before waiting for the events to settle. */
+  afterUploads?(stack: StackController): Promise<void>;
+  /** After the events settled and the faults were lifted; returns a note for the summary line. */
+  recover?(stack: StackController): Promise<string>;
+}
+
+interface ScenarioRun {
+  uploaded: string[];
+  result: PipelineSnapshot;
+  line: string;
+  comparison?: Comparison;
+  problems: string;
+}
+
+let blobProxyPort: number;
+let clean: PipelineSnapshot | undefined;
+let cleanUploaded: string[] = [];
+
+async function runScenario(name: string, scenario: Scenario): Promise<ScenarioRun> {
+  const started = Date.now();
+  const stack = await startFaultStackProcess({ blobProxyPort, eventSource: EVENT_SOURCE });
+  try {
+    await scenario.setup?.(stack);
+    const container = stack.settings.sourceContainers[0]!;
+    const upload = await uploadAll(stack.info.storageConnectionString, container, FILES, {
+      concurrency: 8,
+      giveUpAfterMs: 60_000,
+      onUploaded: (done) => scenario.onUploaded?.(stack, done),
+    });
+    await scenario.afterUploads?.(stack);
+    await stack.idle(IDLE_TIMEOUT_MS);
+    await stack.plan('blob', null);
+    await stack.plan('cosmos', null);
+    const note = [upload.retried ? `upload attempts retried ${upload.retried}` : '', (await scenario.recover?.(stack)) ?? ''].filter(Boolean).join('; ');
+    const stats = await stack.stats();
+    const result = await snapshot(stack);
+    const comparison = clean ? compareWithClean(upload.uploaded, clean, result) : undefined;
+    const line = comparison
+      ? summaryLine(name, comparison, stats, note, Date.now() - started)
+      : `faults ${name}: files ${upload.uploaded.length}, research instances ${result.counts.instances}, series ${result.counts.series}, studies ${result.counts.studies}; ${((Date.now() - started) / 1000).toFixed(1)} s`;
+    console.log(line);
+    return { uploaded: upload.uploaded, result, line, comparison, problems: stack.problems() };
+  } finally {
+    await stack.stop();
+  }
+}
+
+/** Fails with the figures, what was lost or differs, and the host's warnings and errors. */
+function expectSameAsClean(run: ScenarioRun): void {
+  const c = run.comparison!;
+  if (c.lost.length || c.diverged.length || c.catalogDiff.length) {
+    throw new Error(
+      [
+        run.line,
+        ...c.lost.slice(0, 20).map((l) => `lost: ${l}`),
+        ...c.diverged.slice(0, 20).map((l) => `diverged: ${l}`),
+        ...c.catalogDiff.slice(0, 20).map((l) => `catalog: ${l}`),
+        '--- host warnings and errors ---',
+        run.problems,
+      ].join('\n'),
+    );
+  }
+  expect({ files: c.files, lost: c.lost.length, diverged: c.diverged.length, catalogDifferences: c.catalogDiff.length }).toEqual({
+    files: FILES.size,
+    lost: 0,
+    diverged: 0,
+    catalogDifferences: 0,
+  });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Waits until at least `count` events were delivered or dead-lettered; returns how many were. */
+async function waitForProcessed(stack: StackController, count: number): Promise<number> {
+  for (;;) {
+    const { events } = await stack.stats();
+    if (events.delivered + events.deadLettered >= count) return events.delivered + events.deadLettered;
+    await delay(50);
+  }
+}
+
+describe('the pipeline under injected faults, compared with a clean run of the same files', () => {
+  beforeAll(async () => {
+    blobProxyPort = await findFreePort();
+    const run = await runScenario('clean run', {});
+    // The reference must itself be complete, or every comparison below would be against nothing.
+    const unfinished = run.uploaded.filter((n) => !['cataloged', 'failed', 'quarantined'].includes(run.result.index.get(n)?.status ?? ''));
+    if (unfinished.length > 0 || run.uploaded.length !== FILES.size || run.result.counts.instances === 0) {
+      throw new Error(`the clean run did not finish every file (${unfinished.length} unfinished, ${run.result.counts.instances} instances)\n${run.problems}`);
+    }
+    clean = run.result;
+    cleanUploaded = run.uploaded;
+  }, 120_000);
+
+  it('given a clean run, then every file ends cataloged, failed or quarantined and the research catalog holds instances', () => {
+    expect(cleanUploaded).toHaveLength(FILES.size);
+    expect(clean!.counts.instances).toBeGreaterThan(FILES.size / 2);
+    expect(clean!.researchBlobs.size).toBe(clean!.counts.instances);
+  });
+
+  it('given 429 and 503 answers on a share of blob and Cosmos requests during a burst of uploads, then no file is lost and the catalog equals the clean run', async () => {
+    const cosmosPlan: FaultPlan = {
+      seed: 1,
+      rules: [
+        { action: { kind: 'status', status: 429, retryAfterMs: 50 }, probability: 0.12 },
+        { action: { kind: 'status', status: 503 }, probability: 0.06 },
+        // Writes in the first seconds of the burst: every fifth refused.
+        { action: { kind: 'status', status: 503 }, everyNth: 5, methods: ['POST', 'PUT'], window: { fromMs: 0, toMs: 5000 } },
+      ],
+    };
+    const blobPlan: FaultPlan = {
+      seed: 2,
+      rules: [
+        { action: { kind: 'status', status: 503 }, probability: 0.1 },
+        { action: { kind: 'status', status: 429, retryAfterMs: 100 }, probability: 0.06 },
+      ],
+    };
+    const run = await runScenario('429/503', {
+      async setup(stack) {
+        await stack.plan('cosmos', cosmosPlan);
+        await stack.plan('blob', blobPlan);
+      },
+    });
+    expectSameAsClean(run);
+    expect(run.line).toMatch(/blob faults \[429 [1-9]\d*, 503 [1-9]/);
+    expect(run.line).toMatch(/cosmos faults \[429 [1-9]\d*, 503 [1-9]/);
+  }, 150_000);
+
+  it('given the Cosmos DB server stopped mid-burst and restarted empty, then after a re-emission of every landing blob no file is lost and the catalog equals the clean run', async () => {
+    let outage: Promise<void> | undefined;
+    let processedAtStop = 0;
+    const run = await runScenario('cosmos restarted empty', {
+      onUploaded(stack, done) {
+        if (done !== 1) return;
+        // Stopped once ingestion is well under way, not merely once the uploads are.
+        outage = (async () => {
+          processedAtStop = await waitForProcessed(stack, Math.floor(FILES.size / 4));
+          await stack.command({ command: 'stopCosmos' });
+          // A stopped server refuses connections; the proxy does the same meanwhile.
+          await stack.command({ command: 'proxyDown', target: 'cosmos', down: true });
+          await delay(OUTAGE_MS);
+          await stack.command({ command: 'startCosmos' });
+          await stack.command({ command: 'proxyDown', target: 'cosmos', down: false });
+        })();
+      },
+      async afterUploads() {
+        await outage;
+      },
+      async recover(stack) {
+        const emitted = await stack.command<number>({ command: 'reconcile' });
+        await stack.idle(IDLE_TIMEOUT_MS);
+        return `stopped after ${processedAtStop} events processed, down ${OUTAGE_MS} ms, re-emitted ${emitted} landing blobs`;
+      },
+    });
+    expect(processedAtStop).toBeLessThan(FILES.size);
+    expectSameAsClean(run);
+  }, 150_000);
+
+  it('given Azurite stopped mid-burst and restarted with its data, then no file is lost and the catalog equals the clean run', async () => {
+    let outage: Promise<void> | undefined;
+    let uploadedAtStop = 0;
+    let processedAtStop = 0;
+    const run = await runScenario('azurite restarted', {
+      onUploaded(stack, done) {
+        if (done !== Math.floor(FILES.size / 2)) return;
+        uploadedAtStop = done;
+        outage = (async () => {
+          const { events } = await stack.stats();
+          processedAtStop = events.delivered + events.deadLettered;
+          await stack.command({ command: 'stopAzurite' });
+          await delay(OUTAGE_MS);
+          await stack.command({ command: 'startAzurite' });
+        })();
+      },
+      async afterUploads() {
+        await outage;
+      },
+      recover: () => Promise.resolve(`stopped after ${uploadedAtStop} uploads and ${processedAtStop} events processed, down ${OUTAGE_MS} ms`),
+    });
+    expect(outage).toBeDefined();
+    expectSameAsClean(run);
+  }, 150_000);
+
+  it('given slow storage and a slow Cosmos DB server, then no file is lost and the catalog equals the clean run', async () => {
+    const run = await runScenario('slow services', {
+      async setup(stack) {
+        await stack.plan('blob', { seed: 3, rules: [{ action: { kind: 'latency', minMs: 20, maxMs: 150 } }] });
+        await stack.plan('cosmos', { seed: 4, rules: [{ action: { kind: 'latency', minMs: 10, maxMs: 100 } }] });
+      },
+    });
+    expectSameAsClean(run);
+    expect(run.line).toMatch(/blob faults \[429 0, 503 0, delayed [1-9]/);
+  }, 150_000);
+});
