@@ -21,7 +21,12 @@ export type FaultAction =
   /** Answered by the proxy: 429 carries Retry-After (and x-ms-retry-after-ms for Cosmos). */
   | { kind: 'status'; status: 429 | 503; retryAfterMs?: number }
   /** Forwarded after a wait drawn uniformly from [minMs, maxMs]. */
-  | { kind: 'latency'; minMs: number; maxMs: number };
+  | { kind: 'latency'; minMs: number; maxMs: number }
+  /**
+   * Forwarded, and the service's answer thrown away: the client's connection is dropped once the
+   * service has answered, so the request took effect but the client cannot know (a lost response).
+   */
+  | { kind: 'dropResponse' };
 
 export interface FaultRule {
   action: FaultAction;
@@ -52,6 +57,8 @@ export interface FaultProxyStats {
   /** Requests delayed, and the total delay added. */
   delayed: number;
   delayMs: number;
+  /** Requests forwarded whose answer was thrown away (dropResponse). */
+  responsesDropped: number;
   /** Requests whose target did not answer (connection refused or reset upstream). */
   upstreamFailed: number;
   /** Connections refused while down is counted per down period, not per attempt. */
@@ -156,17 +163,23 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const hostName = options.host ?? '127.0.0.1';
   const target = new URL(options.target);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
-  const counters: FaultProxyStats = { forwarded: 0, throttled: 0, unavailable: 0, delayed: 0, delayMs: 0, upstreamFailed: 0, downPeriods: 0 };
+  const counters: FaultProxyStats = { forwarded: 0, throttled: 0, unavailable: 0, delayed: 0, delayMs: 0, responsesDropped: 0, upstreamFailed: 0, downPeriods: 0 };
   let plan = arm(options.plan);
   const stopController = new AbortController();
   const sockets = new Set<net.Socket>();
 
-  const forward = (req: http.IncomingMessage, res: http.ServerResponse) => {
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, dropResponse = false) => {
     counters.forwarded += 1;
     const headers = { ...req.headers, host: `${target.hostname}:${target.port}` };
     const upstream = http.request(
       { protocol: target.protocol, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers, agent },
       (up) => {
+        if (dropResponse) {
+          counters.responsesDropped += 1;
+          up.resume();
+          up.once('end', () => res.destroy());
+          return;
+        }
         res.writeHead(up.statusCode ?? 502, up.statusMessage, up.rawHeaders);
         up.pipe(res);
         up.on('error', () => res.destroy());
@@ -186,6 +199,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const server = http.createServer((req, res) => {
     const action = decide(plan, req.method ?? 'GET', req.url ?? '/');
     if (!action) return forward(req, res);
+    if (action.kind === 'dropResponse') return forward(req, res, true);
     if (action.kind === 'latency') {
       const wait = action.minMs + Math.floor((plan?.random() ?? 0) * (action.maxMs - action.minMs + 1));
       counters.delayed += 1;

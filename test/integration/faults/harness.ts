@@ -5,7 +5,7 @@
  * research catalog documents, research copies) that can be compared with a clean run.
  */
 import { ChildProcess, fork } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
@@ -165,12 +165,14 @@ export async function startFaultStackProcess(options: StartOptions): Promise<Sta
     problems,
     stop() {
       stopping ??= (async () => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
+        if (child.exitCode !== null || child.signalCode !== null) return rmSync(dataDir, { recursive: true, force: true });
         const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
         await command({ command: 'stop' }).catch(() => undefined);
         const force = setTimeout(() => child.kill('SIGKILL'), 10_000);
         await exited;
         clearTimeout(force);
+        // Azurite's files and the host log; what a failure needs from the log is in its message.
+        rmSync(dataDir, { recursive: true, force: true });
       })();
       return stopping;
     },
@@ -336,7 +338,10 @@ export function compareWithClean(uploaded: string[], clean: PipelineSnapshot, ru
 }
 
 function faultCounts(p: FaultProxyStats): string {
-  return `429 ${p.throttled}, 503 ${p.unavailable}, delayed ${p.delayed} (+${Math.round(p.delayMs / 1000)} s), upstream down ${p.upstreamFailed}, refused periods ${p.downPeriods}`;
+  return (
+    `429 ${p.throttled}, 503 ${p.unavailable}, delayed ${p.delayed} (+${Math.round(p.delayMs / 1000)} s), responses dropped ${p.responsesDropped}, ` +
+    `upstream down ${p.upstreamFailed}, refused periods ${p.downPeriods}`
+  );
 }
 
 /** The one line a scenario prints to the CI log. */
