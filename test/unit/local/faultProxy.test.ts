@@ -108,6 +108,19 @@ describe('fault proxy', () => {
     expect(await statuses(p, 3)).toEqual([200, 200, 200]);
   });
 
+  it('given a lost-response rule, then the server gets the request and the client loses its connection', async () => {
+    let reached = 0;
+    onUpstream = (req, res) => {
+      reached += 1;
+      req.resume();
+      req.on('end', () => res.end('applied'));
+    };
+    const p = await proxy('cosmos', { seed: 1, rules: [{ action: { kind: 'dropResponse' }, methods: ['POST'] }] });
+    await expect(fetch(`${p.url}/dbs/db/colls/c/docs`, { method: 'POST', body: '{}' })).rejects.toThrow();
+    expect(reached).toBe(1);
+    expect(p.stats().responsesDropped).toBe(1);
+  });
+
   it('given a latency rule, then each request takes at least the minimum delay', async () => {
     const p = await proxy('cosmos', { seed: 1, rules: [{ action: { kind: 'latency', minMs: 120, maxMs: 150 } }] });
     const started = Date.now();
