@@ -4,10 +4,10 @@
  * authLevel is anonymous for the Functions host: the function itself requires a bearer token
  * with the app role Research.Read (shared/auth), and records each answer in the access audit.
  */
-import { app, type HttpHandler } from '@azure/functions';
+import { app } from '@azure/functions';
 
 import { qidoAccessTarget } from '../shared/audit/targets';
-import { requireRole } from '../shared/auth/guard';
+import { type HttpHandler, requireRole } from '../shared/auth/guard';
 import { Roles } from '../shared/auth/principal';
 import { createQidoHandler, type QidoLevel } from '../shared/catalog/qido';
 import { runtime } from '../shared/runtime';
