@@ -3,12 +3,24 @@
  * started (the API trusts it exactly as it trusts Entra ID in Azure: AUTH_ISSUER, AUTH_AUDIENCE,
  * AUTH_JWKS_URI), and the access audit in the Cosmos DB emulator server.
  */
+import { BlobServiceClient } from '@azure/storage-blob';
+import { randomUUID } from 'crypto';
 import * as fs from 'fs';
 import { exportJWK, generateKeyPair } from 'jose';
 import * as path from 'path';
 
 import { DEV_CALLERS, devIssuerKey, signDevToken } from '../../local/devIssuer';
-import { apiGet, authHeader, testStack } from './stackEnv';
+import { apiGet, authHeader, testStack, waitForEvents } from './stackEnv';
+
+const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm');
+
+beforeAll(async () => {
+  // One cataloged study, so that a QIDO answer has research UIDs for the audit to record.
+  const stack = testStack();
+  const landing = BlobServiceClient.fromConnectionString(stack.env.SourceStorage as string).getContainerClient((stack.env.SOURCE_CONTAINERS ?? 'anq-replica').split(',')[0] as string);
+  await landing.getBlockBlobClient(`auth-test/${randomUUID()}.dcm`).uploadData(fs.readFileSync(FIXTURE));
+  await waitForEvents();
+});
 
 const get = (route: string, headers: Record<string, string> = {}) => fetch(`${testStack().hostUrl}${route}`, { headers });
 
@@ -83,6 +95,7 @@ describe('the access audit', () => {
     const qido = await get('/api/dicomweb/studies?limit=5', { authorization: `Bearer ${token}` });
     expect(qido.status).toBe(200);
     const answered = ((await qido.json()) as Record<string, { Value?: string[] }>[]).map((s) => s['0020000D']?.Value?.[0]);
+    expect(answered.length).toBeGreaterThan(0);
 
     expect((await get(`/api/audit?caller=${caller}`, { authorization: `Bearer ${token}` })).status).toBe(403);
 
