@@ -60,6 +60,12 @@ export interface Settings {
   maxHeaderBytes: number;
   /** Source files whose pixel data may hold burned-in text: 'quarantine' (default) or 'allow'. */
   burnedInPolicy: 'quarantine' | 'allow';
+  /**
+   * Bounds on one QIDO-RS request: wild card patterns (all keys together) of at most
+   * QIDO_MAX_PATTERN_LENGTH characters and QIDO_MAX_WILDCARDS wild cards (400 beyond); at most
+   * QIDO_MAX_SCANNED_DOCUMENTS catalog documents read and QIDO_TIME_BUDGET_MS spent (413 beyond).
+   */
+  qidoLimits: { maxPatternLength: number; maxWildcards: number; maxScannedDocuments: number; timeBudgetMs: number };
 }
 
 /** The Azurite development account: a published, well-known key, not a secret. */
@@ -251,6 +257,12 @@ export function loadSettings(env: Env = process.env): Settings {
     summarySettleMs: c.int('SUMMARY_SETTLE_MS', 50, 0, 5000),
     maxHeaderBytes: c.int('MAX_HEADER_BYTES', 64 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
     burnedInPolicy: burned as 'quarantine' | 'allow',
+    qidoLimits: {
+      maxPatternLength: c.int('QIDO_MAX_PATTERN_LENGTH', 128, 1, 4096),
+      maxWildcards: c.int('QIDO_MAX_WILDCARDS', 32, 1, 1024),
+      maxScannedDocuments: c.int('QIDO_MAX_SCANNED_DOCUMENTS', 50_000, 100, 10_000_000),
+      timeBudgetMs: c.int('QIDO_TIME_BUDGET_MS', 10_000, 100, 230_000),
+    },
   };
   if (c.problems.length > 0) {
     throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${c.problems.join('; ')}`);

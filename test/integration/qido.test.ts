@@ -10,7 +10,7 @@ import type { AddressInfo } from 'net';
 
 import { CosmosResearchCatalogReader } from '../../shared/catalog/cosmosResearchReader';
 import type { DicomJson, DicomJsonAttribute, InstanceDocument, ResearchDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
-import { createQidoHandler, type QidoLevel } from '../../shared/catalog/qido';
+import { createQidoHandler, QIDO_DEFAULT_LIMITS, type QidoLevel } from '../../shared/catalog/qido';
 import type { ResearchCatalogReader } from '../../shared/catalog/researchCatalog';
 import { COSMOS_EMULATOR_KEY } from '../../shared/config/settings';
 
@@ -164,7 +164,7 @@ async function qido(level: QidoLevel, query: string, params: { study?: string; s
   const path = params.series
     ? `studies/${params.study}/series/${params.series}/instances`
     : params.study ? `studies/${params.study}/${ROUTES[level]}` : ROUTES[level];
-  const handler = createQidoHandler(async () => reader, level);
+  const handler = createQidoHandler(async () => reader, level, { limits: () => QIDO_DEFAULT_LIMITS });
   const request = new HttpRequest({
     method: 'GET',
     url: `http://127.0.0.1:7071/api/dicomweb/${path}${query ? `?${query}` : ''}`,

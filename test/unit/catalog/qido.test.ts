@@ -6,6 +6,7 @@ import {
   buildStudyPassQuery,
   createQidoHandler,
   parseQidoRequest,
+  QIDO_DEFAULT_LIMITS,
   type QidoDocument,
   type QidoLevel,
   type QidoQuery,
@@ -219,10 +220,13 @@ describe('buildCatalogQuery', () => {
     expect(postFilter?.(doc('rida1'))).toBe(false);
   });
 
-  test('given a leading wild card, then no SQL for it and a post-filter', () => {
-    const { sql, postFilter } = build('study', 'StudyDescription=*HEAD');
-    expect(sql.query).not.toContain('00081030');
-    expect(postFilter).toBeDefined();
+  test('given a leading wild card before a literal end, then ENDSWITH and no post-filter; given wild cards only, then no SQL for it and a post-filter', () => {
+    const endsWith = build('study', 'StudyDescription=*HEAD');
+    expect(endsWith.sql.query).toContain('ENDSWITH(c.dicom["00081030"]["Value"][0], @p1)');
+    expect(endsWith.postFilter).toBeUndefined();
+    const only = build('study', 'StudyDescription=?*');
+    expect(only.sql.query).not.toContain('00081030');
+    expect(only.postFilter).toBeDefined();
   });
 
   test('given a person name, then a case-insensitive post-filter on the Alphabetic group', () => {
@@ -325,7 +329,7 @@ describe('runQido', () => {
 describe('createQidoHandler', () => {
   const context = () => new InvocationContext({ functionName: 'qido', logHandler: () => undefined });
   const call = (reader: ResearchCatalogReader, url: string): Promise<HttpResponseInit> =>
-    createQidoHandler(async () => reader, 'study')(new HttpRequest({ method: 'GET', url }), context());
+    createQidoHandler(async () => reader, 'study', { limits: () => QIDO_DEFAULT_LIMITS })(new HttpRequest({ method: 'GET', url }), context());
 
   test('given matches, then 200 application/dicom+json with the array', async () => {
     const res = await call(new FakeReader([studyDoc(1)]), 'http://localhost/api/dicomweb/studies');
