@@ -57,7 +57,7 @@ export async function startCosmosServer(options: CosmosServerOptions & { inProce
       }
     });
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('exit', (code) => reject(new Error(`Cosmos DB emulator server exited (${code}) before listening: ${err.trim()}`)));
+    child.once('exit', (code, signal) => reject(new Error(`Cosmos DB emulator server exited (${signal ?? code}) before listening: ${err.trim()}`)));
     child.once('error', reject);
   });
   // A child ended by a signal (SIGKILL, SIGSEGV) has no exit code and emits no more 'exit':
