@@ -86,7 +86,7 @@ async function build(): Promise<Runtime> {
       telemetry,
       log,
       deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId },
-      limits: { maxHeaderBytes: settings.maxHeaderBytes },
+      limits: { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes },
       burnedIn: { mode: settings.burnedInPolicy },
     }),
     async health() {

@@ -6,6 +6,7 @@
  * identity-based connection in `<Name>__blobServiceUri` / `<Name>__accountEndpoint` /
  * `<Name>__topicEndpoint` (managed identity; `<Name>__clientId` picks a user-assigned one).
  */
+import { DEFAULT_LIMITS } from '../dicom/limits';
 import { ErrorCodes, PipelineError } from '../errors';
 
 export type StorageConnection =
@@ -58,6 +59,12 @@ export interface Settings {
   summarySettleMs: number;
   /** Largest header (everything but the pixel data) held in memory for one file. */
   maxHeaderBytes: number;
+  /**
+   * The other bounds on one file (see shared/dicom/limits.ts): elements and sequence items per
+   * header, sequence nesting, estimated memory of the parsed header, and the inflated size and
+   * ratio of a deflated data set.
+   */
+  headerLimits: { maxElements: number; maxItems: number; maxDepth: number; maxHeaderMemoryBytes: number; maxInflatedBytes: number; maxInflationRatio: number };
   /** Source files whose pixel data may hold burned-in text: 'quarantine' (default) or 'allow'. */
   burnedInPolicy: 'quarantine' | 'allow';
   /**
@@ -256,6 +263,14 @@ export function loadSettings(env: Env = process.env): Settings {
     maxConcurrentIngestions: c.int('MAX_CONCURRENT_INGESTIONS', 8, 1, 256),
     summarySettleMs: c.int('SUMMARY_SETTLE_MS', 50, 0, 5000),
     maxHeaderBytes: c.int('MAX_HEADER_BYTES', 64 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
+    headerLimits: {
+      maxElements: c.int('MAX_HEADER_ELEMENTS', DEFAULT_LIMITS.maxElements, 1_000, 10_000_000),
+      maxItems: c.int('MAX_SEQUENCE_ITEMS', DEFAULT_LIMITS.maxItems, 100, 10_000_000),
+      maxDepth: c.int('MAX_SEQUENCE_DEPTH', DEFAULT_LIMITS.maxDepth, 8, 512),
+      maxHeaderMemoryBytes: c.int('MAX_HEADER_MEMORY_BYTES', DEFAULT_LIMITS.maxHeaderMemoryBytes, 1024 * 1024, 16 * 1024 * 1024 * 1024),
+      maxInflatedBytes: c.int('MAX_INFLATED_BYTES', DEFAULT_LIMITS.maxInflatedBytes, 1024 * 1024, 1024 * 1024 * 1024 * 1024),
+      maxInflationRatio: c.int('MAX_INFLATION_RATIO', DEFAULT_LIMITS.maxInflationRatio, 2, 1100),
+    },
     burnedInPolicy: burned as 'quarantine' | 'allow',
     qidoLimits: {
       maxPatternLength: c.int('QIDO_MAX_PATTERN_LENGTH', 128, 1, 4096),

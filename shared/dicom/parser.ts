@@ -6,7 +6,7 @@
  * read here: `readHeader` stops at its element header and leaves the reader positioned at
  * its value, which the caller pipes to the output untouched.
  */
-import { createInflateRaw } from 'node:zlib';
+import { createInflateRaw, Inflate } from 'node:zlib';
 
 import { ErrorCodes, PipelineError } from '../errors';
 import { bufferReader,ByteReader } from './byteReader';
@@ -21,18 +21,24 @@ import {
   TransferSyntax,
 } from './dataset';
 import { lookupTag, tagToString } from './dictionary';
+import { HeaderBudget, HeaderLimits, INFLATION_RATIO_FLOOR, Slicer, STEPS_PER_CHECK, withDefaults } from './limits';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 const PIXEL_TAGS: ReadonlySet<number> = new Set([Tags.PixelData, Tags.FloatPixelData, Tags.DoubleFloatPixelData]);
 
-/** Thrown by the synchronous parser when the buffered prefix ends inside an element. */
+/** Raised inside the parser when the buffered prefix ends inside an element. */
 class NeedMoreData extends Error {
   constructor(readonly needed: number) {
     super('need more data');
   }
 }
 
-export interface ParseLimits {
+/** What the parse yields to its driver: a byte count it needs buffered (from the buffer's start), or PAUSE. */
+type ParseSignal = number;
+/** The parse has done a stretch of work: the driver may give the event loop a turn. */
+const PAUSE = -1;
+
+export interface ParseLimits extends Partial<HeaderLimits> {
   /** Largest header held in memory (bytes); larger: DICOM_HEADER_TOO_LARGE. */
   maxHeaderBytes: number;
   /** Size of the whole file when known: a declared length past it is DICOM_ELEMENT_TOO_LARGE. */
@@ -67,19 +73,80 @@ function vrIsValid(a: number, b: number): boolean {
   return a >= 0x41 && a <= 0x5a && b >= 0x41 && b <= 0x5a;
 }
 
+/** One string per VR, made once: a header of 100,000 elements would otherwise hold 100,000 copies of "LO". */
+const VR_NAMES = new Map<number, string>();
+function vrName(a: number, b: number): string {
+  const code = (a << 8) | b;
+  let name = VR_NAMES.get(code);
+  if (name === undefined) {
+    name = String.fromCharCode(a, b);
+    VR_NAMES.set(code, name);
+  }
+  return name;
+}
+
+interface DatasetEnd {
+  offset: number;
+  pixel?: PixelDataHeader & { valueOffset: number };
+  delimited: boolean;
+}
+
 /**
- * Synchronous element parser over a buffer. Offsets are relative to `buf`.
+ * Element parser over a growing buffer. Offsets are relative to `buf`, whose start stays at
+ * the same place in the file while it grows. The parse is a generator: it yields the byte
+ * count it needs when the buffer ends inside an element (the driver grows the buffer and
+ * resumes it where it stopped, so nothing is parsed twice) and PAUSE every few hundred
+ * elements (the driver may then let the event loop run). Sequences nest by delegation, at most
+ * `maxDepth` deep, so the stack stays shallow whatever the file says.
  * `final` says the buffer holds the rest of the source: running out is then a truncated file.
  */
 class SyncParser {
+  /** Elements whose value views `buf`: re-pointed when the buffer grows, copied out at the end. */
+  private readonly views: DicomElement[] = [];
+  private steps = 0;
+
   constructor(
-    private readonly buf: Buffer,
+    private buf: Buffer,
     private readonly enc: Encoding,
-    private readonly final: boolean,
+    private final: boolean,
     private readonly limits: ParseLimits,
     /** Offset of buf[0] in the file, for limit checks against totalSize. */
     private readonly base: number,
+    private readonly budget: HeaderBudget,
   ) {}
+
+  /** Continues on a longer buffer holding the same bytes from the same place in the file. */
+  grow(buf: Buffer, final: boolean): void {
+    const old = this.buf;
+    // The same buffer again when the source had no more to give: only `final` changes.
+    if (buf !== old) {
+      for (const el of this.views) {
+        const v = el.value;
+        if (!v) continue;
+        const at = v.byteOffset - old.byteOffset;
+        el.value = buf.subarray(at, at + v.byteLength);
+      }
+    }
+    this.buf = buf;
+    this.final = final;
+  }
+
+  /**
+   * Points the parsed values at one copy of `buf[0, end)` (one allocation and copy for the
+   * whole header, where a copy per value costs a multi-frame header thousands), so that the
+   * reader can release (or its source reuse) its chunks.
+   */
+  detach(end: number): void {
+    const buf = this.buf;
+    const copy = Buffer.from(buf.subarray(0, end));
+    for (const el of this.views) {
+      const v = el.value;
+      if (!v) continue;
+      const at = v.byteOffset - buf.byteOffset;
+      el.value = v.buffer === buf.buffer && at >= 0 && at + v.byteLength <= end ? copy.subarray(at, at + v.byteLength) : Buffer.from(v);
+    }
+    this.views.length = 0;
+  }
 
   private need(offset: number, n: number): void {
     if (offset + n > this.buf.length) {
@@ -122,7 +189,7 @@ class SyncParser {
     // Item and delimitation tags never carry a VR, whatever the transfer syntax.
     if ((tag >>> 16) === 0xfffe) return { tag, vr: '', length: this.u32(o + 4, le), valueOffset: o + 8 };
     if (explicit && vrIsValid(this.buf[o + 4] ?? 0, this.buf[o + 5] ?? 0)) {
-      const vr = String.fromCharCode(this.buf[o + 4] ?? 0, this.buf[o + 5] ?? 0);
+      const vr = vrName(this.buf[o + 4] ?? 0, this.buf[o + 5] ?? 0);
       if (LONG_VRS.has(vr)) {
         this.need(o, 12);
         return { tag, vr, length: this.u32(o + 8, le), valueOffset: o + 12 };
@@ -148,24 +215,50 @@ class SyncParser {
     return { tag, vr, length: this.u32(o + 4, le), valueOffset: o + 8 };
   }
 
+  /** End of an encapsulated OB/OW value inside the header (an icon's pixel data): its items, through the delimiter. */
+  private encapsulatedEnd(tag: number, start: number, le: boolean): number {
+    let p = start;
+    for (;;) {
+      const item = this.elementHeader(p, false, le);
+      if (item.tag === Tags.SequenceDelimitationItem) return item.valueOffset;
+      if (item.tag !== Tags.Item) {
+        throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated element ${tagToString(tag)} holds something other than items`);
+      }
+      this.checkLength(item.length, item.valueOffset, tag);
+      this.need(item.valueOffset, item.length);
+      p = item.valueOffset + item.length;
+    }
+  }
+
   /**
    * Parses elements from `o` up to `end` (or a delimiter when end is undefined) into `ds`.
    * Stops before a top-level pixel data element when `stopAtPixel`. Returns the offset reached
-   * and, if it stopped there, the pixel data header.
+   * and, if it stopped there, the pixel data header. `depth` is the nesting of `ds` (0 at the top).
    */
-  parseDataset(
+  *parseDataset(
     ds: DicomDataset,
     o: number,
     end: number | undefined,
     stopAtPixel: boolean,
+    depth: number,
     explicit = this.enc.explicitVR,
     le = this.enc.littleEndian,
-  ): { offset: number; pixel?: PixelDataHeader & { valueOffset: number }; delimited: boolean } {
+  ): Generator<ParseSignal, DatasetEnd> {
     let offset = o;
     for (;;) {
       if (end !== undefined && offset >= end) return { offset, delimited: false };
       if (end === undefined && offset >= this.buf.length && this.final) return { offset, delimited: false };
-      const h = this.elementHeader(offset, explicit, le);
+      if (++this.steps % STEPS_PER_CHECK === 0) yield PAUSE;
+      // Until the element is complete nothing is kept: when the buffer ends inside it, the
+      // element is read again from its start once the buffer has grown.
+      let h: ReturnType<SyncParser['elementHeader']>;
+      try {
+        h = this.elementHeader(offset, explicit, le);
+      } catch (e) {
+        if (!(e instanceof NeedMoreData)) throw e;
+        yield e.needed;
+        continue;
+      }
       if (h.tag === Tags.ItemDelimitationItem) return { offset: h.valueOffset, delimited: true };
       if (h.tag === Tags.SequenceDelimitationItem) return { offset: h.valueOffset, delimited: true };
       if (stopAtPixel && PIXEL_TAGS.has(h.tag)) {
@@ -183,40 +276,37 @@ class SyncParser {
         h.vr === 'SQ' ||
         (h.vr === 'UN' && known === 'SQ') ||
         (h.length === UNDEFINED_LENGTH && (h.vr === 'UN' || (!explicit && lookupTag(h.tag) === undefined)));
+      let next: number;
       if (asSequence) {
+        this.budget.depth(depth + 1);
+        this.budget.element(0);
         const seqExplicit = h.vr === 'UN' && explicit ? false : explicit;
         const seqLe = h.vr === 'UN' && explicit ? true : le;
         el.vr = 'SQ';
         el.items = [];
-        offset = this.parseItems(el.items, h.valueOffset, h.length, seqExplicit, seqLe);
-      } else if (h.length === UNDEFINED_LENGTH) {
-        // Encapsulated OB/OW inside the header (an icon's pixel data): keep items verbatim.
-        const start = h.valueOffset;
-        let p = start;
-        for (;;) {
-          const item = this.elementHeader(p, false, le);
-          if (item.tag === Tags.SequenceDelimitationItem) {
-            p = item.valueOffset;
-            break;
-          }
-          if (item.tag !== Tags.Item) {
-            throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated element ${tagToString(h.tag)} holds something other than items`);
-          }
-          this.checkLength(item.length, item.valueOffset, h.tag);
-          this.need(item.valueOffset, item.length);
-          p = item.valueOffset + item.length;
-        }
-        el.value = this.buf.subarray(start, p);
-        el.encapsulated = true;
-        offset = p;
+        next = yield* this.parseItems(el.items, h.valueOffset, h.length, seqExplicit, seqLe, depth + 1);
       } else {
-        this.need(h.valueOffset, h.length);
-        el.value = this.buf.subarray(h.valueOffset, h.valueOffset + h.length);
-        offset = h.valueOffset + h.length;
+        try {
+          if (h.length === UNDEFINED_LENGTH) {
+            next = this.encapsulatedEnd(h.tag, h.valueOffset, le);
+            el.encapsulated = true;
+          } else {
+            this.need(h.valueOffset, h.length);
+            next = h.valueOffset + h.length;
+          }
+        } catch (e) {
+          if (!(e instanceof NeedMoreData)) throw e;
+          yield e.needed;
+          continue;
+        }
+        this.budget.element(next - h.valueOffset);
+        el.value = this.buf.subarray(h.valueOffset, next);
+        this.views.push(el);
         // A public attribute written as UN (by a converter that did not know it) is read as
         // its dictionary VR, so that de-identification and the catalog see its real type.
-        if (el.vr === 'UN' && known !== undefined && known !== 'UN') el.vr = known;
+        if (el.vr === 'UN' && !el.encapsulated && known !== undefined && known !== 'UN') el.vr = known;
       }
+      offset = next;
       if (end !== undefined && offset > end) {
         throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `element ${tagToString(h.tag)} runs past the end of its item`);
       }
@@ -224,25 +314,36 @@ class SyncParser {
     }
   }
 
-  private parseItems(items: DicomDataset[], start: number, length: number, explicit: boolean, le: boolean): number {
+  private *parseItems(items: DicomDataset[], start: number, length: number, explicit: boolean, le: boolean, depth: number): Generator<ParseSignal, number> {
     const end = length === UNDEFINED_LENGTH ? undefined : start + length;
     let o = start;
     for (;;) {
       if (end !== undefined && o >= end) return o;
-      const h = this.elementHeader(o, false, le);
+      if (++this.steps % STEPS_PER_CHECK === 0) yield PAUSE;
+      let h: ReturnType<SyncParser['elementHeader']>;
+      try {
+        h = this.elementHeader(o, false, le);
+        if (h.tag === Tags.Item && h.length !== UNDEFINED_LENGTH) {
+          this.checkLength(h.length, h.valueOffset, Tags.Item);
+          this.need(h.valueOffset, h.length);
+        }
+      } catch (e) {
+        if (!(e instanceof NeedMoreData)) throw e;
+        yield e.needed;
+        continue;
+      }
       if (h.tag === Tags.SequenceDelimitationItem) return h.valueOffset;
       if (h.tag !== Tags.Item) {
         throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `sequence holds ${tagToString(h.tag)} where an item belongs`);
       }
+      this.budget.item();
       const item: DicomDataset = new Map();
       if (h.length === UNDEFINED_LENGTH) {
-        const r = this.parseDataset(item, h.valueOffset, undefined, false, explicit, le);
-        if (!r.delimited) throw new NeedMoreData(r.offset + 8);
+        const r = yield* this.parseDataset(item, h.valueOffset, undefined, false, depth, explicit, le);
+        if (!r.delimited) throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends inside a sequence item at byte ${this.base + r.offset}`);
         o = r.offset;
       } else {
-        this.checkLength(h.length, h.valueOffset, Tags.Item);
-        this.need(h.valueOffset, h.length);
-        const r = this.parseDataset(item, h.valueOffset, h.valueOffset + h.length, false, explicit, le);
+        const r = yield* this.parseDataset(item, h.valueOffset, h.valueOffset + h.length, false, depth, explicit, le);
         o = r.offset;
       }
       items.push(item);
@@ -265,12 +366,17 @@ function sniffBareDataset(head: Buffer): Encoding | undefined {
 /**
  * Reads the file meta and the data set up to the top-level pixel data, growing an in-memory
  * prefix as needed (at most `maxHeaderBytes`). Leaves `body` positioned at the pixel data
- * value, or at the end of the data set when there is none.
+ * value, or at the end of the data set when there is none. Gives the event loop a turn
+ * every SLICE_MS of parsing. A deflated data set is inflated within `maxInflatedBytes` and
+ * `maxInflationRatio`; past either, reading `body` fails with DICOM_INFLATION_LIMIT.
  *
  * Throws PipelineError DICOM_NOT_DICOM, DICOM_TRUNCATED, DICOM_ELEMENT_TOO_LARGE,
- * DICOM_HEADER_TOO_LARGE, DICOM_MALFORMED.
+ * DICOM_HEADER_TOO_LARGE, DICOM_MALFORMED (nesting past `maxDepth` included),
+ * DICOM_TOO_MANY_ELEMENTS, DICOM_HEADER_MEMORY_LIMIT, DICOM_INFLATION_LIMIT.
  */
 export async function readHeader(reader: ByteReader, limits: ParseLimits): Promise<DicomHeader> {
+  const bounds = withDefaults(limits);
+  const budget = new HeaderBudget(bounds);
   const head = await reader.peek(132);
   let part10 = false;
   let meta: DicomDataset = new Map();
@@ -280,7 +386,7 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
   if (head.length >= 132 && head.toString('latin1', 128, 132) === 'DICM') {
     part10 = true;
     reader.consume(132);
-    meta = await readMeta(reader, limits);
+    meta = await readMeta(reader, limits, budget);
     const ts = asciiValue(meta.get(Tags.TransferSyntaxUID));
     if (!ts) throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'file meta information has no TransferSyntaxUID');
     transferSyntaxUid = ts;
@@ -293,7 +399,7 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
     // A bare data set may still start with a file meta group (written without preamble).
     encoding = sniffed;
     if (head.readUInt16LE(0) === 0x0002) {
-      meta = await readMeta(reader, limits);
+      meta = await readMeta(reader, limits, budget);
       const ts = asciiValue(meta.get(Tags.TransferSyntaxUID));
       if (ts) {
         transferSyntaxUid = ts;
@@ -310,51 +416,82 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
 
   let body = reader;
   const deflated = transferSyntaxUid === TransferSyntax.DeflatedExplicitVRLittleEndian;
-  let bodyLimits = limits;
+  let bodyLimits: ParseLimits = { ...bounds, totalSize: limits.totalSize };
   if (deflated) {
-    // Inflated size is unknown up front, so the total-size check cannot apply.
+    // Inflated size is unknown up front, so the total-size check cannot apply; the inflation
+    // bounds take its place.
     const inflater = createInflateRaw();
     const source = reader.rest();
+    let deflatedBytes = 0;
     void (async () => {
       try {
         for await (const chunk of source) {
-          if (!inflater.write(chunk)) await new Promise((r) => inflater.once('drain', r));
+          if (inflater.destroyed) break;
+          deflatedBytes += chunk.length;
+          if (!inflater.write(chunk)) {
+            await new Promise<void>((r) => {
+              inflater.once('drain', r);
+              inflater.once('close', r);
+            });
+          }
         }
-        inflater.end();
+        if (!inflater.destroyed) inflater.end();
       } catch (e) {
         inflater.destroy(e as Error);
       }
     })();
-    body = new ByteReader(inflateErrorsAsMalformed(inflater));
-    bodyLimits = { maxHeaderBytes: limits.maxHeaderBytes };
+    body = new ByteReader(boundedInflation(inflater, () => deflatedBytes, bounds));
+    bodyLimits = { ...bounds, totalSize: undefined };
     encoding = { explicitVR: true, littleEndian: true };
   }
 
   const dataset: DicomDataset = new Map();
-  const pixelData = await parseIncrementally(body, encoding, bodyLimits, dataset, true);
+  const pixelData = await parseIncrementally(body, encoding, bodyLimits, budget, dataset, true);
   return { part10, meta, transferSyntaxUid, encoding, deflated, dataset, pixelData, body };
 }
 
-async function* inflateErrorsAsMalformed(stream: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+/**
+ * The inflated data set, failing with DICOM_INFLATION_LIMIT once it passes `maxInflatedBytes`,
+ * or (past INFLATION_RATIO_FLOOR) `maxInflationRatio` times the deflated bytes read so far.
+ * Other inflation failures are DICOM_MALFORMED. Closing it stops the inflater.
+ */
+async function* boundedInflation(inflater: Inflate, deflatedBytes: () => number, limits: HeaderLimits): AsyncGenerator<Uint8Array> {
+  let inflated = 0;
   try {
-    for await (const chunk of stream) yield chunk;
+    for await (const chunk of inflater as AsyncIterable<Buffer>) {
+      inflated += chunk.length;
+      if (inflated > limits.maxInflatedBytes) {
+        throw new PipelineError(ErrorCodes.DICOM_INFLATION_LIMIT, `deflated data set inflates past ${limits.maxInflatedBytes} bytes (MAX_INFLATED_BYTES)`);
+      }
+      if (inflated > INFLATION_RATIO_FLOOR && inflated > limits.maxInflationRatio * Math.max(1, deflatedBytes())) {
+        throw new PipelineError(
+          ErrorCodes.DICOM_INFLATION_LIMIT,
+          `deflated data set inflates more than ${limits.maxInflationRatio} times its size (MAX_INFLATION_RATIO)`,
+        );
+      }
+      yield chunk;
+    }
   } catch (e) {
     if (e instanceof PipelineError) throw e;
     throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'deflated data set cannot be inflated', { cause: e });
+  } finally {
+    inflater.destroy();
   }
 }
 
-async function readMeta(reader: ByteReader, limits: ParseLimits): Promise<DicomDataset> {
+async function readMeta(reader: ByteReader, limits: ParseLimits, budget: HeaderBudget): Promise<DicomDataset> {
   // The meta group is always explicit VR little endian; read element by element until the group ends.
   const meta: DicomDataset = new Map();
   const enc = { explicitVR: true, littleEndian: true };
+  const slicer = new Slicer();
   for (;;) {
+    await slicer.turn();
     const peek = await reader.peek(8);
     if (peek.length < 8 || peek.readUInt16LE(0) !== 0x0002) return meta;
     // One meta element rarely exceeds a few hundred bytes; fill() keeps what is already buffered.
     await reader.fill(Math.min(4096, limits.maxHeaderBytes));
     const buf = reader.peekAll();
-    const p = new SyncParser(buf, enc, false, { maxHeaderBytes: Math.min(limits.maxHeaderBytes, 1 << 20) }, reader.position);
+    const p = new SyncParser(buf, enc, false, { maxHeaderBytes: Math.min(limits.maxHeaderBytes, 1 << 20) }, reader.position, budget);
     try {
       const h = p.elementHeader(0);
       if (h.length === UNDEFINED_LENGTH || h.valueOffset + h.length > buf.length) {
@@ -363,6 +500,7 @@ async function readMeta(reader: ByteReader, limits: ParseLimits): Promise<DicomD
         if (reader.bufferedBytes < h.valueOffset + h.length) throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, 'file ends inside the file meta information');
         continue;
       }
+      budget.element(h.length);
       meta.set(h.tag, { tag: h.tag, vr: h.vr, value: Buffer.from(buf.subarray(h.valueOffset, h.valueOffset + h.length)) });
       reader.consume(h.valueOffset + h.length);
     } catch (e) {
@@ -376,75 +514,64 @@ async function readMeta(reader: ByteReader, limits: ParseLimits): Promise<DicomD
 }
 
 /**
- * Parses the data set from the reader's buffered prefix, pulling more (doubling) until the
- * parse completes. Consumes what it parsed; the reader then stands at the pixel data value.
+ * Parses the data set from the reader's buffered prefix, pulling more (doubling) where the
+ * parse needs it and resuming it there. Consumes what it parsed; the reader then stands at
+ * the pixel data value.
  */
 async function parseIncrementally(
   reader: ByteReader,
   encoding: Encoding,
   limits: ParseLimits,
+  budget: HeaderBudget,
   into: DicomDataset,
   stopAtPixel: boolean,
 ): Promise<PixelDataHeader | undefined> {
   const base = reader.position;
   let want = 64 * 1024;
+  let have = await reader.fill(want);
+  const parser = new SyncParser(reader.peekAll(), encoding, have < want, limits, base, budget);
+  const ds: DicomDataset = new Map();
+  const work = parser.parseDataset(ds, 0, undefined, stopAtPixel, 0);
+  const slicer = new Slicer();
+  let r: DatasetEnd;
   for (;;) {
-    const have = await reader.fill(want);
-    const final = have < want;
-    const buf = reader.peekAll();
-    const parser = new SyncParser(buf, encoding, final, limits, base);
-    const ds: DicomDataset = new Map();
-    try {
-      const r = parser.parseDataset(ds, 0, undefined, stopAtPixel);
-      // Values are views into `buf`; move them to a copy of what was parsed, so that the
-      // reader can release (or its source reuse) its chunks.
-      detach(ds, buf, r.pixel ? r.pixel.valueOffset : r.offset);
-      for (const [k, v] of ds) into.set(k, v);
-      if (r.pixel) {
-        reader.consume(r.pixel.valueOffset);
-        return { tag: r.pixel.tag, vr: r.pixel.vr, length: r.pixel.length };
-      }
-      reader.consume(r.offset);
-      return undefined;
-    } catch (e) {
-      if (!(e instanceof NeedMoreData)) throw e;
-      if (final) throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, 'file ends inside the header');
-      if (want >= limits.maxHeaderBytes) {
-        throw new PipelineError(ErrorCodes.DICOM_HEADER_TOO_LARGE, `header is larger than the ${limits.maxHeaderBytes}-byte limit`);
-      }
-      want = Math.min(Math.max(want * 2, e.needed + 1), limits.maxHeaderBytes);
+    const step = work.next();
+    if (step.done) {
+      r = step.value;
+      break;
     }
+    const signal: ParseSignal = step.value;
+    if (signal === PAUSE) {
+      const due = slicer.yieldIfDue();
+      if (due) await due;
+      continue;
+    }
+    if (want >= limits.maxHeaderBytes) {
+      throw new PipelineError(ErrorCodes.DICOM_HEADER_TOO_LARGE, `header is larger than the ${limits.maxHeaderBytes}-byte limit`);
+    }
+    want = Math.min(Math.max(want * 2, signal + 1), limits.maxHeaderBytes);
+    have = await reader.fill(want);
+    parser.grow(reader.peekAll(), have < want);
   }
-}
-
-/**
- * Points the values of `ds` that view `buf[0, end)` at one copy of that range (one allocation
- * and copy for the whole header, where a copy per value costs a multi-frame header thousands);
- * any other value is copied on its own.
- */
-function detach(ds: DicomDataset, buf: Buffer, end: number): void {
-  const copy = Buffer.from(buf.subarray(0, end));
-  const rebase = (set: DicomDataset) => {
-    for (const el of set.values()) {
-      const v = el.value;
-      if (v) {
-        const at = v.byteOffset - buf.byteOffset;
-        el.value = v.buffer === buf.buffer && at >= 0 && at + v.byteLength <= end ? copy.subarray(at, at + v.byteLength) : Buffer.from(v);
-      }
-      if (el.items) for (const item of el.items) rebase(item);
-    }
-  };
-  rebase(ds);
+  parser.detach(r.pixel ? r.pixel.valueOffset : r.offset);
+  for (const [k, v] of ds) into.set(k, v);
+  if (r.pixel) {
+    reader.consume(r.pixel.valueOffset);
+    return { tag: r.pixel.tag, vr: r.pixel.vr, length: r.pixel.length };
+  }
+  reader.consume(r.offset);
+  return undefined;
 }
 
 /**
  * Parses what follows the pixel data (digital signatures, padding, private groups): small,
- * held in memory up to the header limit.
+ * held in memory up to the header limit, with a budget of its own.
  */
 export async function readTrailing(body: ByteReader, encoding: Encoding, limits: ParseLimits): Promise<DicomDataset> {
   const ds: DicomDataset = new Map();
   if (await body.atEnd()) return ds;
-  await parseIncrementally(body, encoding, { maxHeaderBytes: limits.maxHeaderBytes }, ds, false);
+  const bounds = withDefaults(limits);
+  await parseIncrementally(body, encoding, bounds, new HeaderBudget(bounds), ds, false);
   return ds;
 }
 
@@ -487,7 +614,7 @@ export interface ParsedDicom extends Omit<DicomHeader, 'body'> {
 
 /** Parses a whole file held in memory. Same errors as readHeader. */
 export async function parseDicomBuffer(buf: Uint8Array, limits: Partial<ParseLimits> = {}): Promise<ParsedDicom> {
-  const full: ParseLimits = { maxHeaderBytes: limits.maxHeaderBytes ?? 1024 * 1024 * 1024, totalSize: limits.totalSize ?? buf.length };
+  const full: ParseLimits = { ...limits, maxHeaderBytes: limits.maxHeaderBytes ?? 1024 * 1024 * 1024, totalSize: limits.totalSize ?? buf.length };
   const reader = bufferReader(buf);
   const header = await readHeader(reader, full);
   const chunks: Buffer[] = [];

@@ -7,10 +7,11 @@
 import type { IngestionDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
 import { asciiValue, DicomDataset, Encoding, Tags, TransferSyntax } from '../dicom/dataset';
-import { DeidContext, deidentifyDataset, DeidReport } from '../dicom/deid/engine';
+import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/engine';
 import type { Profile } from '../dicom/deid/profile';
 import { resolveAction } from '../dicom/deid/resolve';
 import { verifyDeidentified } from '../dicom/deid/verify';
+import { HeaderLimits, withDefaults } from '../dicom/limits';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
 import { blackOutBoxes } from '../dicom/pixels/blackout';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
@@ -44,6 +45,11 @@ export interface PreparedInstance {
 export interface PrepareOptions {
   deid: DeidContext;
   maxHeaderBytes: number;
+  /**
+   * The other bounds on one file (elements, items, nesting, memory, inflation; see
+   * shared/dicom/limits.ts); each defaults. `maxHeaderBytes` above wins over the one here.
+   */
+  limits?: Partial<HeaderLimits>;
   /** Size of the source, when known: declared lengths beyond it fail early. */
   totalSize?: number;
   burnedIn: BurnedInPolicy;
@@ -62,13 +68,20 @@ function keepTrailing(trailing: DicomDataset, profile: Profile): DicomDataset {
   return kept;
 }
 
+/** What the marking and the dummies add to a header, so that the gate's re-parse of the output fits its limits. */
+const OUTPUT_SLACK = { elements: 1024, items: 256, memory: 1024 * 1024 };
+
 /**
- * Reads and de-identifies the header. Throws PipelineError DICOM_* for a file that can never
- * be ingested, DEID_BURNED_IN_ANNOTATION under the quarantine policy, and
- * DEID_VERIFICATION_FAILED when the output fails the gate (with `audit` attached).
+ * Reads and de-identifies the header, giving the event loop a turn now and then (a large
+ * header does not stall the other files in flight). Throws PipelineError DICOM_* for a file
+ * that can never be ingested (DICOM_TOO_MANY_ELEMENTS, DICOM_HEADER_MEMORY_LIMIT and
+ * DICOM_INFLATION_LIMIT past the limits; the last one from `output()` too, while the pixel
+ * data of a deflated source inflates), DEID_BURNED_IN_ANNOTATION under the quarantine policy,
+ * and DEID_VERIFICATION_FAILED when the output fails the gate (with `audit` attached).
  */
 export async function prepareDeidentifiedInstance(reader: ByteReader, options: PrepareOptions): Promise<PreparedInstance> {
-  const header = await readHeader(reader, { maxHeaderBytes: options.maxHeaderBytes, totalSize: options.totalSize });
+  const limits: Partial<HeaderLimits> & { maxHeaderBytes: number } = { ...options.limits, maxHeaderBytes: options.maxHeaderBytes };
+  const header = await readHeader(reader, { ...limits, totalSize: options.totalSize });
   const ds = header.dataset;
   const mediaClass = asciiValue(header.meta.get(Tags.MediaStorageSOPClassUID));
   const original = {
@@ -93,7 +106,7 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   if (burnedIn.action === 'clean') markBurnedInRemoved(ds);
   const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : undefined;
 
-  const report = deidentifyDataset(ds, options.deid);
+  const report = await deidentifyDatasetSliced(ds, options.deid);
   const research = {
     studyInstanceUid: report.research.studyInstanceUid ?? '',
     seriesInstanceUid: report.research.seriesInstanceUid ?? '',
@@ -106,7 +119,14 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), encodeDataset(ds, enc)]);
 
   // The gate: what is about to be written, re-parsed and checked, before anything is published.
-  const gate = await verifyDeidentified(headerBytes, report, options.deid.profile);
+  const gateLimits = withDefaults(limits);
+  const gate = await verifyDeidentified(headerBytes, report, options.deid.profile, {
+    ...gateLimits,
+    maxHeaderBytes: Math.max(gateLimits.maxHeaderBytes, headerBytes.length),
+    maxElements: gateLimits.maxElements + OUTPUT_SLACK.elements,
+    maxItems: gateLimits.maxItems + OUTPUT_SLACK.items,
+    maxHeaderMemoryBytes: gateLimits.maxHeaderMemoryBytes + OUTPUT_SLACK.memory,
+  });
   if (!gate.passed) {
     throw Object.assign(
       new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
@@ -121,7 +141,7 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
       const chunks = pixelDataChunks(header, header.deflated ? undefined : options.totalSize);
       yield* burnedIn.action === 'clean' ? blackOutBoxes(chunks, burnedIn.geometry, burnedIn.boxes) : chunks;
     }
-    const trailing = keepTrailing(await readTrailing(header.body, header.encoding, { maxHeaderBytes: options.maxHeaderBytes }), options.deid.profile);
+    const trailing = keepTrailing(await readTrailing(header.body, header.encoding, limits), options.deid.profile);
     if (trailing.size) yield encodeDataset(trailing, enc);
   }
 

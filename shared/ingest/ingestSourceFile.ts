@@ -40,7 +40,7 @@ export interface IngestDeps {
   telemetry: Telemetry;
   log: Logger;
   deid: { profile: Profile; key: Buffer; keyId: string };
-  limits: { maxHeaderBytes: number };
+  limits: import('../dicom/limits').IngestLimits;
   burnedIn: BurnedInPolicy;
   now?: () => Date;
   /**
@@ -219,6 +219,7 @@ async function processVersion(a: Attempt, props: SourceProperties, existing: Ver
       const prepared = await prepareDeidentifiedInstance(reader, {
         deid: deps.deid,
         maxHeaderBytes: deps.limits.maxHeaderBytes,
+        limits: deps.limits,
         totalSize: props.size,
         burnedIn: deps.burnedIn,
       });

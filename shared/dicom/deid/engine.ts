@@ -6,9 +6,9 @@
 import { encodeText } from '../charset';
 import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
+import { runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
 import {
   charsetsOf,
-  collectSourceFacts,
   DUMMY_DATE,
   DUMMY_DATE_TIME,
   DUMMY_TEXT,
@@ -17,6 +17,7 @@ import {
   identifyingMatchers,
   privateCreatorOf,
   scrubText,
+  sourceFactsWork,
   textOf,
   ValueMatcher,
 } from './identifying';
@@ -99,6 +100,8 @@ interface FileState {
   issuer: string;
   sopClassUid?: string;
   shiftDays?: number;
+  /** Elements visited, for the slicing of long work. */
+  steps: number;
 }
 
 interface Scope {
@@ -297,7 +300,8 @@ function pseudonymFor(el: DicomElement, own: DicomDataset, st: FileState, scope:
   }
 }
 
-function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): void {
+/** Applies the profile to one data set; a generator so that a large header is worked in slices (see limits.ts runSliced). */
+function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): Generator<void, void> {
   const scope: Scope = { charsets: charsetsOf(ds, parentScope.charsets), cleanAll: parentScope.cleanAll };
   // Read before anything changes: pseudonyms of this item depend on its own identifiers.
   const snapshot: DicomDataset = new Map();
@@ -308,6 +312,7 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
   const pendingCreators: number[] = [];
   const tags = [...ds.keys()].sort((a, b) => a - b);
   for (const tag of tags) {
+    if (++st.steps % STEPS_PER_CHECK === 0) yield;
     const el = ds.get(tag);
     if (!el) continue;
     const isPrivate = isPrivateTag(tag);
@@ -322,7 +327,7 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
         break;
       case 'keep':
         if (el.items) {
-          for (const item of el.items) processDataset(item, st, scope);
+          for (const item of el.items) yield* processDataset(item, st, scope);
           count('kept');
         } else if (scope.cleanAll && !isPrivate && (FREE_TEXT_VRS.has(vr) || vr === 'PN')) {
           const before = el.value;
@@ -346,7 +351,7 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
         break;
       case 'replaceUid':
         if (el.items) {
-          for (const item of el.items) processDataset(item, st, scope);
+          for (const item of el.items) yield* processDataset(item, st, scope);
         } else {
           const text = textOf(el, scope.charsets);
           if (text !== '') setText(el, mapUids(text, st.ctx.key), scope.charsets);
@@ -357,7 +362,7 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
         if (el.items) {
           // PS3.15 E.1.1: cleaning a sequence applies the profile to every item recursively;
           // free text inside it is scrubbed as well.
-          for (const item of el.items) processDataset(item, st, { ...scope, cleanAll: true });
+          for (const item of el.items) yield* processDataset(item, st, { ...scope, cleanAll: true });
           count('cleaned');
         } else if (TEXT_VRS.has(vr) || vr === 'PN') {
           if (cleanValue(el, st, scope)) count('cleaned');
@@ -396,16 +401,15 @@ function processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): vo
         break;
     }
   }
-  for (const creatorTag of pendingCreators) {
-    const group = creatorTag >>> 16;
-    const block = creatorTag & 0xff;
-    let used = false;
+  // One pass over the elements, not one per creator: a file may hold thousands of creators.
+  const usedBlocks = new Set<number>();
+  if (pendingCreators.length > 0) {
     for (const t of ds.keys()) {
-      if (t >>> 16 === group && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000 && ((t >>> 8) & 0xff) === block) {
-        used = true;
-        break;
-      }
+      if (isPrivateTag(t) && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000) usedBlocks.add(((t >>> 16) << 8) | ((t >>> 8) & 0xff));
     }
+  }
+  for (const creatorTag of pendingCreators) {
+    const used = usedBlocks.has(((creatorTag >>> 16) << 8) | (creatorTag & 0xff));
     if (used) {
       st.counts.privateKept++;
     } else {
@@ -455,6 +459,18 @@ function uidOf(ds: DicomDataset, tag: number): string | undefined {
  * emptied or removed instead.
  */
 export function deidentifyDataset(dataset: DicomDataset, ctx: DeidContext): DeidReport {
+  return runToEnd(deidentifyWork(dataset, ctx));
+}
+
+/**
+ * deidentifyDataset, giving the event loop a turn every SLICE_MS (see limits.ts), so that a
+ * large header does not stall the other files in flight. Same result, same errors.
+ */
+export function deidentifyDatasetSliced(dataset: DicomDataset, ctx: DeidContext): Promise<DeidReport> {
+  return runSliced(deidentifyWork(dataset, ctx));
+}
+
+function* deidentifyWork(dataset: DicomDataset, ctx: DeidContext): Generator<void, DeidReport> {
   const original = {
     studyInstanceUid: uidOf(dataset, Tags.StudyInstanceUID),
     seriesInstanceUid: uidOf(dataset, Tags.SeriesInstanceUID),
@@ -462,7 +478,7 @@ export function deidentifyDataset(dataset: DicomDataset, ctx: DeidContext): Deid
     sopClassUid: uidOf(dataset, Tags.SOPClassUID),
   };
   const charsets = charsetsOf(dataset);
-  const facts = collectSourceFacts(dataset, ctx.profile);
+  const facts = yield* sourceFactsWork(dataset, ctx.profile);
   const idEl = dataset.get(DeidTags.PatientID);
   const issuerEl = dataset.get(DeidTags.IssuerOfPatientID);
   const st: FileState = {
@@ -472,8 +488,9 @@ export function deidentifyDataset(dataset: DicomDataset, ctx: DeidContext): Deid
     patientId: idEl ? textOf(idEl, charsets) : '',
     issuer: issuerEl ? textOf(issuerEl, charsets) : '',
     sopClassUid: original.sopClassUid,
+    steps: 0,
   };
-  processDataset(dataset, st, { charsets, cleanAll: false });
+  yield* processDataset(dataset, st, { charsets, cleanAll: false });
   mark(dataset, ctx);
   return {
     actions: st.counts,

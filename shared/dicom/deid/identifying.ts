@@ -57,6 +57,7 @@ import { createHash } from 'node:crypto';
 import { decodeText, parseSpecificCharacterSet } from '../charset';
 import { asciiValue, DicomDataset, DicomElement, Tags } from '../dataset';
 import { isPrivateTag, lookupTag, tagToHex } from '../dictionary';
+import { runToEnd, STEPS_PER_CHECK } from '../limits';
 import { Profile, ProfileOption } from './profile';
 import { DeidAction, resolveAction, ResolvedAction } from './resolve';
 
@@ -232,6 +233,12 @@ const BINARY_TEXTLESS = new Set(['OB', 'OW', 'OF', 'OD', 'OL', 'OV', 'UN', 'SQ',
 
 /** Walks the source (before any change) and collects what must not survive. */
 export function collectSourceFacts(dataset: DicomDataset, profile: Profile): SourceFacts {
+  return runToEnd(sourceFactsWork(dataset, profile));
+}
+
+/** collectSourceFacts as sliced work (a generator that yields now and then; see limits.ts runSliced). */
+export function* sourceFactsWork(dataset: DicomDataset, profile: Profile): Generator<void, SourceFacts> {
+  let steps = 0;
   const sopClassUid = asciiValue(dataset.get(Tags.SOPClassUID));
   const values = new Set<string>();
   const weak = new Set<string>();
@@ -244,9 +251,10 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
   const digests = new Set<string>();
   // cleaned: inside a sequence being cleaned, where the engine scrubs every free text.
   // retaining: the retain option that keeps the enclosing sequence, which its items keep too.
-  const walk = (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean, cleaned: boolean, retaining: ProfileOption | undefined) => {
+  const walk = function* (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean, cleaned: boolean, retaining: ProfileOption | undefined): Generator<void, void> {
     const cs = charsetsOf(ds, charsets);
     for (const el of ds.values()) {
+      if (++steps % STEPS_PER_CHECK === 0) yield;
       if (isPrivateTag(el.tag)) continue;
       const vr = effectiveVr(el);
       const resolved = resolveAction(el.tag, profile, { vr, sopClassUid });
@@ -257,7 +265,7 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
         const itemsCleaned = cleaned || resolved.action === 'clean';
         const itemsRetaining = itemsGo || itemsCleaned ? undefined : retainingOption(resolved, vr, retaining);
         const here = tagPath(path, el.tag);
-        for (const item of el.items) walk(item, cs, here, itemsGo, itemsCleaned, itemsRetaining);
+        for (const item of el.items) yield* walk(item, cs, here, itemsGo, itemsCleaned, itemsRetaining);
         continue;
       }
       if (BINARY_TEXTLESS.has(vr)) continue;
@@ -281,7 +289,7 @@ export function collectSourceFacts(dataset: DicomDataset, profile: Profile): Sou
       if (DISAPPEARING.has(resolved.action)) digests.add(valueDigest(tagPath(path, el.tag), text));
     }
   };
-  walk(dataset, [], '', false, false, undefined);
+  yield* walk(dataset, [], '', false, false, undefined);
   const retainedUidComponents = new Set([...retainedUids].flatMap((u) => u.split('.')));
   // A UID, date or issuer that a retain option keeps verbatim (see the header): the value
   // counts again as soon as the source also holds it in an attribute of another category.

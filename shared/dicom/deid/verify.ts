@@ -5,6 +5,7 @@
  */
 import { asciiValue, DicomDataset, DicomElement, Tags, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag } from '../dictionary';
+import { HeaderLimits, runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
 import { parseDicomBuffer } from '../parser';
 import { DEID_METHOD_CODES, DeidReport, DeidTags } from './engine';
 import {
@@ -96,6 +97,17 @@ interface GateState {
   retainedUidMatchers: ValueMatcher[];
   binaryMatchers: ValueMatcher[];
   findings: string[];
+  /** Elements visited, for the slicing of long work. */
+  steps: number;
+}
+
+/** The private blocks (group << 8 | block) of `ds` that hold an element, in one pass. */
+function usedPrivateBlocks(ds: DicomDataset): Set<number> {
+  const used = new Set<number>();
+  for (const t of ds.keys()) {
+    if (isPrivateTag(t) && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000) used.add(((t >>> 16) << 8) | ((t >>> 8) & 0xff));
+  }
+  return used;
 }
 
 /**
@@ -140,9 +152,11 @@ function isOwnDummy(vr: string, text: string): boolean {
   return text === DUMMY_TEXT || text === DUMMY_DATE || text === DUMMY_TIME || text === DUMMY_DATE_TIME || (vr === 'DS' && text === '0') || (vr === 'IS' && text === '0') || text === '000Y';
 }
 
-function walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place): void {
+function* walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place): Generator<void, void> {
   const cs = charsetsOf(ds, charsets);
+  let blocks: Set<number> | undefined;
   for (const el of ds.values()) {
+    if (++st.steps % STEPS_PER_CHECK === 0) yield;
     const tag = el.tag;
     const at = () => where(place.label, tag);
     const vr = effectiveVr(el);
@@ -155,8 +169,8 @@ function walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place)
     if (isPrivateTag(tag)) {
       if (resolved.action === 'remove') st.findings.push(`${at()}: private attribute not on the safe list (rule: private X)`);
       if (resolved.action === 'keepIfBlockKept') {
-        const block = tag & 0xff;
-        const used = [...ds.keys()].some((t) => t >>> 16 === tag >>> 16 && !isPrivateCreatorTag(t) && (t & 0xffff) >= 0x1000 && ((t >>> 8) & 0xff) === block);
+        blocks ??= usedPrivateBlocks(ds);
+        const used = blocks.has(((tag >>> 16) << 8) | (tag & 0xff));
         if (!used) st.findings.push(`${at()}: private creator without a retained element (rule: private creator)`);
       }
     } else if (resolved.action === 'remove') {
@@ -166,7 +180,7 @@ function walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place)
     if (el.items) {
       if (resolved.action === 'empty' && el.items.length > 0) st.findings.push(`${at()}: sequence not emptied (rule ${resolved.code ?? 'Z'})`);
       if (resolved.action === 'dummy' && !isDummySequence(el)) st.findings.push(`${at()}: sequence not replaced by a dummy (rule ${resolved.code ?? 'D'})`);
-      el.items.forEach((item, i) => walk(item, st, cs, new ItemPlace(place, tag, i)));
+      for (let i = 0; i < el.items.length; i++) yield* walk(el.items[i]!, st, cs, new ItemPlace(place, tag, i));
       continue;
     }
     if (!el.value || el.value.length === 0) continue;
@@ -225,6 +239,15 @@ export function verifyDeidentifiedDataset(
   profile: Profile,
   extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array } = {},
 ): VerificationResult {
+  return runToEnd(gateWork(dataset, report, profile, extra));
+}
+
+function* gateWork(
+  dataset: DicomDataset,
+  report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
+  profile: Profile,
+  extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array },
+): Generator<void, VerificationResult> {
   const matchers = identifyingMatchers(report.identifyingValues);
   const st: GateState = {
     profile,
@@ -234,10 +257,11 @@ export function verifyDeidentifiedDataset(
     retainedUidMatchers: identifyingMatchers(report.identifyingValues.filter((v) => !isPlausibleDate(v))),
     binaryMatchers: identifyingMatchers(report.identifyingValues.filter((v) => v.length >= MIN_BINARY_MATCH)),
     findings: [],
+    steps: 0,
   };
   checkMarking(dataset, profile, st.findings);
-  walk(dataset, st, [], TOP);
-  if (extra.trailing) walk(extra.trailing, st, charsetsOf(dataset), { path: '', label: 'trailing' });
+  yield* walk(dataset, st, [], TOP);
+  if (extra.trailing) yield* walk(extra.trailing, st, charsetsOf(dataset), { path: '', label: 'trailing' });
   if (extra.meta) {
     for (const el of extra.meta.values()) {
       // This implementation's own identification (constants written by the writer) names no one.
@@ -251,20 +275,22 @@ export function verifyDeidentifiedDataset(
 }
 
 /**
- * The gate over an output: a data set, or the bytes of the written file (parsed here, so that
- * what is checked is what was written). Rejects (DICOM_* PipelineError) only when the bytes
- * cannot be parsed; otherwise resolves with the findings.
+ * The gate over an output: a data set, or the bytes of the written file (parsed here, within
+ * `limits`, so that what is checked is what was written). Gives the event loop a turn every
+ * SLICE_MS (see limits.ts). Rejects (DICOM_* PipelineError) only when the bytes cannot be
+ * parsed; otherwise resolves with the findings.
  */
 export async function verifyDeidentified(
   output: Uint8Array | DicomDataset,
   report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
   profile: Profile,
+  limits: Partial<HeaderLimits> = {},
 ): Promise<VerificationResult> {
-  if (output instanceof Map) return verifyDeidentifiedDataset(output, report, profile);
-  const parsed = await parseDicomBuffer(output);
-  return verifyDeidentifiedDataset(parsed.dataset, report, profile, {
+  if (output instanceof Map) return runSliced(gateWork(output, report, profile, {}));
+  const parsed = await parseDicomBuffer(output, limits);
+  return runSliced(gateWork(parsed.dataset, report, profile, {
     meta: parsed.meta,
     trailing: parsed.trailing,
     preamble: parsed.part10 ? output.subarray(0, 128) : undefined,
-  });
+  }));
 }
