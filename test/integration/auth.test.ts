@@ -10,7 +10,11 @@ import { exportJWK, generateKeyPair } from 'jose';
 import * as path from 'path';
 
 import { DEV_CALLERS, devIssuerKey, signDevToken } from '../../local/devIssuer';
-import { apiGet, authHeader, testStack, waitForEvents } from './stackEnv';
+import { accessRecord } from '../../shared/audit/accessAudit';
+import { CosmosAccessAudit } from '../../shared/audit/cosmosAccessAudit';
+import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import { loadSettings } from '../../shared/config/settings';
+import { apiGet, authHeader, hostLog, testStack, waitForEvents } from './stackEnv';
 
 const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm');
 
@@ -113,5 +117,33 @@ describe('the access audit', () => {
     const res = await apiGet(`/api/audit?caller=${DEV_CALLERS.operations.oid}`, 'operations');
     const body = (await res.json()) as { records: { route: string }[] };
     expect(body.records.some((r) => r.route === 'audit')).toBe(true);
+  });
+});
+
+describe('the access audit store', () => {
+  test('given a record id that exists, then a second write with it fails and the first record stays as written (append-only)', async () => {
+    const settings = loadSettings(testStack().env);
+    const client = createCosmosClient(settings.cosmos);
+    try {
+      const store = new CosmosAccessAudit(client.database(settings.cosmosDatabase).container(settings.auditContainer));
+      const principal = { callerId: `append-only-${Date.now()}`, kind: 'app' as const, roles: [], via: 'bearer' as const };
+      const first = accessRecord({ id: `rec-${Date.now()}`, time: new Date(), principal, route: 'qidoStudies', method: 'GET', role: 'Research.Read', status: 200, invocationId: 'a' });
+      await store.append(first);
+      await expect(store.append({ ...first, status: 500 })).rejects.toMatchObject({ code: 'CATALOG_CONFLICT' });
+      const now = new Date();
+      const read = await store.query({ callerId: principal.callerId, from: new Date(now.getTime() - 60_000).toISOString(), to: new Date(now.getTime() + 60_000).toISOString(), limit: 10 });
+      expect(read).toEqual([expect.objectContaining({ id: first.id, status: 200 })]);
+    } finally {
+      client.dispose();
+    }
+  });
+});
+
+describe('logs', () => {
+  test('given the requests above, then no token and no part of one is in the host log', () => {
+    const log = hostLog();
+    expect(log).toContain('401');
+    expect(log).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/);
+    for (const t of Object.values(testStack().tokens)) for (const part of t.split('.')) expect(log).not.toContain(part);
   });
 });
