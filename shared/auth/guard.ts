@@ -17,6 +17,7 @@ import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/fu
 import { type AccessAuditStore, accessRecord, type AccessTarget } from '../audit/accessAudit';
 import { ErrorCodes, httpErrorBody, httpStatusFor, isPipelineError, PipelineError } from '../errors';
 import type { Authenticator } from './authenticator';
+import { EASY_AUTH_PRINCIPAL_HEADER } from './easyAuth';
 import { hasRole, type Principal, type Role } from './principal';
 
 export interface GuardDeps {
@@ -37,9 +38,9 @@ export interface GuardOptions {
 /** Seconds a client should wait before retrying when the audit could not be written. */
 const AUDIT_RETRY_AFTER_SECONDS = 5;
 
-function challenge(e: PipelineError): string {
+function challenge(request: HttpRequest, e: PipelineError): string {
   // RFC 6750 3.1: a request without credentials gets the bare challenge, an invalid token an error code.
-  if (/is required/.test(e.message)) return 'Bearer realm="api"';
+  if (!request.headers.has('authorization') && !request.headers.has(EASY_AUTH_PRINCIPAL_HEADER)) return 'Bearer realm="api"';
   return `Bearer realm="api", error="invalid_token", error_description="${e.message.replace(/["\\]/g, "'")}"`;
 }
 
@@ -68,7 +69,7 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
     } catch (e) {
       if (isPipelineError(e, ErrorCodes.UNAUTHENTICATED)) {
         context.warn(`${route}: 401 (${e.message})`);
-        return { status: 401, headers: { 'www-authenticate': challenge(e) }, jsonBody: httpErrorBody(e) };
+        return { status: 401, headers: { 'www-authenticate': challenge(request, e) }, jsonBody: httpErrorBody(e) };
       }
       context.error(`${route}: authentication unavailable (${codeOf(e)})`);
       const status = httpStatusFor(e);

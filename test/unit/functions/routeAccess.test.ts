@@ -108,7 +108,8 @@ describe('role checks, route by route', () => {
         const res = await call(route, who === 'none' ? {} : await bearer(who));
         expect(res.status).toBe(route.expect[who]);
         if (res.status === 401) {
-          expect(res.headers).toMatchObject({ 'www-authenticate': expect.stringMatching(/^Bearer /) });
+          // No credentials at all: the bare challenge, without an error code (RFC 6750 3.1).
+          expect(res.headers).toMatchObject({ 'www-authenticate': 'Bearer realm="api"' });
           expect(res.jsonBody).toMatchObject({ error: { code: ErrorCodes.UNAUTHENTICATED } });
         }
         if (res.status === 403) expect(res.jsonBody).toMatchObject({ error: { code: ErrorCodes.FORBIDDEN, message: expect.stringContaining(route.expect.research === 200 ? 'Research.Read' : 'Operations.Read') } });
