@@ -60,9 +60,9 @@ describe('stopChildProcess', () => {
   const node = (script: string) => spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
 
   test('given a child that ignores SIGTERM, then it is killed after the grace period and stop resolves', async () => {
-    const child = node("process.on('SIGTERM', () => {}); setInterval(() => {}, 1000);");
-    // Give the child time to install its SIGTERM handler.
-    await new Promise((r) => setTimeout(r, 300));
+    const child = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000); console.log('ready')"], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // Only once its SIGTERM handler is installed does the child ignore SIGTERM.
+    await new Promise((r) => child.stdout?.once('data', r));
     expect(await settleTime(stopChildProcess(child, { graceMs: 200 }), STOP_BOUND_MS)).toBeLessThan(STOP_BOUND_MS);
     expect(child.signalCode).toBe('SIGKILL');
   });
