@@ -15,6 +15,7 @@ const CLAIM_ALIASES: Record<string, string> = {
   'http://schemas.microsoft.com/identity/claims/objectidentifier': 'oid',
   'http://schemas.microsoft.com/ws/2008/06/identity/claims/role': 'roles',
   'http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier': 'sub',
+  'http://schemas.microsoft.com/identity/claims/scope': 'scp',
 };
 
 /** Larger than any principal Easy Auth sends; a bigger header is refused unread. */

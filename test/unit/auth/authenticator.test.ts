@@ -60,6 +60,12 @@ describe('easyAuthPrincipal', () => {
     expect(easyAuthPrincipal(header)).toMatchObject({ callerId: 'oid-2', roles: ['Research.Read'] });
   });
 
+  test('given a delegated scope in the long claim type, then the caller is a user; without one, an app', () => {
+    const oid = { typ: 'http://schemas.microsoft.com/identity/claims/objectidentifier', val: 'oid-3' };
+    expect(easyAuthPrincipal(easyAuthHeader([oid, { typ: 'http://schemas.microsoft.com/identity/claims/scope', val: 'user_impersonation' }])).kind).toBe('user');
+    expect(easyAuthPrincipal(easyAuthHeader([oid])).kind).toBe('app');
+  });
+
   test('given a header that is not base64 JSON with claims, or names no caller, then UNAUTHENTICATED', () => {
     for (const header of ['not base64 json', Buffer.from('{"claims":"x"}').toString('base64'), easyAuthHeader([{ typ: 'roles', val: 'Research.Read' }])]) {
       expect(() => easyAuthPrincipal(header)).toThrow(expect.objectContaining({ code: ErrorCodes.UNAUTHENTICATED }));
