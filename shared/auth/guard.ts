@@ -16,6 +16,7 @@ import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/fu
 
 import { type AccessAuditStore, accessRecord, type AccessTarget } from '../audit/accessAudit';
 import { ErrorCodes, httpErrorBody, httpStatusFor, isPipelineError, PipelineError } from '../errors';
+import type { Telemetry } from '../telemetry/telemetry';
 import type { Authenticator } from './authenticator';
 import { EASY_AUTH_PRINCIPAL_HEADER } from './easyAuth';
 import { hasRole, type Principal, type Role } from './principal';
@@ -23,6 +24,8 @@ import { hasRole, type Principal, type Role } from './principal';
 export interface GuardDeps {
   auth: Authenticator;
   accessAudit: AccessAuditStore;
+  /** Receives `ACCESS_AUDIT_UNAVAILABLE` failures, so that an operator is alerted to withheld answers. */
+  telemetry?: Pick<Telemetry, 'trackFailure'>;
 }
 
 export type HttpHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
@@ -34,6 +37,9 @@ export interface GuardOptions {
   /** What the request and its answer touched (research UIDs, query keys), for the audit. */
   describe?: (request: HttpRequest, response: HttpResponseInit) => AccessTarget;
 }
+
+/** The telemetry failure code of an access that could not be recorded (alert on it). */
+export const AUDIT_FAILURE = 'ACCESS_AUDIT_UNAVAILABLE';
 
 /** Seconds a client should wait before retrying when the audit could not be written. */
 const AUDIT_RETRY_AFTER_SECONDS = 5;
@@ -84,7 +90,10 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
     if (!hasRole(principal, role)) {
       context.warn(`${route}: 403 (caller lacks ${role})`);
       // Nothing is disclosed on a 403, so a failed audit write does not change the answer; it is logged as an error.
-      await record(403).catch((e: unknown) => context.error(`${route}: access audit not written for a 403 (${codeOf(e)})`));
+      await record(403).catch((e: unknown) => {
+        context.error(`${route}: access audit not written for a 403 (${codeOf(e)})`);
+        deps.telemetry?.trackFailure(AUDIT_FAILURE, route);
+      });
       const denied = new PipelineError(ErrorCodes.FORBIDDEN, `this route needs the app role ${role}`);
       return { status: 403, headers: { 'www-authenticate': 'Bearer realm="api", error="insufficient_scope"' }, jsonBody: httpErrorBody(denied) };
     }
@@ -103,12 +112,14 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
     } catch (e) {
       // The answer cannot be described, so it cannot be accounted for: withheld like an unwritable audit.
       context.error(`${route}: access audit could not describe the answer (${codeOf(e)})`);
+      deps.telemetry?.trackFailure(AUDIT_FAILURE, route);
       return auditUnavailable();
     }
     try {
       await record(status, target);
     } catch (e) {
       context.error(`${route}: access audit not written, answer withheld (${codeOf(e)})`);
+      deps.telemetry?.trackFailure(AUDIT_FAILURE, route);
       return auditUnavailable();
     }
     return response;

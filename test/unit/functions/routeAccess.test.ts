@@ -98,6 +98,7 @@ beforeEach(() => {
     // Real settings with their defaults: the handlers read what they need of them (container names, QIDO limits).
     settings: loadSettings(SETTINGS_ENV),
     health: async () => ({ catalog: 'ok' }),
+    telemetry: { trackFailure: jest.fn() },
   });
 });
 
@@ -225,7 +226,7 @@ describe('the access audit', () => {
     expect((res.jsonBody as { error: { message: string } }).error.message).toMatch(/^"from" must be an ISO 8601/);
   });
 
-  test('given the audit store cannot be written, then 503 with Retry-After and the answer withheld', async () => {
+  test('given the audit store cannot be written, then 503 with Retry-After, the answer withheld and a telemetry failure to alert on', async () => {
     accessAudit.failWith = new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'writing the access audit: service error (503)');
     for (const route of [studies, ROUTES[6] as Route]) {
       const res = await call(route, await bearer(route === studies ? 'research' : 'operations'));
@@ -233,6 +234,10 @@ describe('the access audit', () => {
       expect(res.headers).toMatchObject({ 'retry-after': '5' });
       expect(JSON.stringify(res.jsonBody)).not.toContain(STUDY);
     }
+    expect((mockRuntime.telemetry as { trackFailure: jest.Mock }).trackFailure.mock.calls).toEqual([
+      ['ACCESS_AUDIT_UNAVAILABLE', 'qidoStudies'],
+      ['ACCESS_AUDIT_UNAVAILABLE', 'ingestions'],
+    ]);
   });
 
   test('given the audit store cannot be written, then a caller without the role still gets 403', async () => {
