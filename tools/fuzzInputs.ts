@@ -235,7 +235,7 @@ export function fuzzCaseArbitrary(fixtureCount: number, scale = 1): fc.Arbitrary
       }),
     },
     { weight: 3, arbitrary: fc.record({ fixture, kind: fc.constant('vr' as const), field: fraction, vr: fc.constantFrom(...VRS) }) },
-    { weight: 2, arbitrary: fc.record({ fixture, kind: fc.constant('nesting' as const), field: fraction, depth: fc.integer({ min: 1, max: 200 * scale }) }) },
+    { weight: 2, arbitrary: fc.record({ fixture, kind: fc.constant('nesting' as const), field: fraction, depth: fc.integer({ min: 1, max: 2_000 * scale }) }) },
     { weight: 2, arbitrary: fc.record({ fixture, kind: fc.constant('items' as const), field: fraction, count: fc.integer({ min: 1, max: 30_000 * scale }) }) },
     {
       weight: 2,

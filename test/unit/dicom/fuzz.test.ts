@@ -1,0 +1,75 @@
+/**
+ * The standing fuzz suite: mutations of the real fixtures (truncations, bit flips, length
+ * fields, VR changes, nesting, item and element counts, deflate ratios; see
+ * tools/fuzzInputs.ts) driven through the core as the ingestion drives it. Every case must end
+ * in a typed outcome (success, or a PipelineError other than INTERNAL) within a time bound,
+ * and the run within a memory bound and without a long block of the event loop.
+ *
+ * A fixed seed and a CI-sized budget; `npm run fuzz` (tools/fuzz.ts) runs longer, at larger
+ * sizes, with FUZZ_RUNS / FUZZ_SEED / FUZZ_SCALE.
+ */
+import fc from 'fast-check';
+
+import { buildCase, fixtureFiles, FuzzCase, fuzzCaseArbitrary } from '../../../tools/fuzzInputs';
+import { runCore } from '../../../tools/fuzzRun';
+
+const SEED = 20261201;
+const RUNS = 400;
+/** Per case; the slowest CI case (tens of thousands of inserted elements) takes about 2 s on a loaded 2-CPU machine. */
+const CASE_TIME_BOUND_MS = 10_000;
+/** Growth of the RSS over the run: one file's work at the limits is about 100 MB. */
+const RSS_GROWTH_BOUND_MB = 400;
+/** Longest event-loop block: the core yields every 10 ms; GC pauses of a 100 MB heap come on top. */
+const BLOCK_BOUND_MS = 1_000;
+
+describe('fuzzing the core over mutations of the real fixtures', () => {
+  const fixtures = fixtureFiles().map((f) => f.bytes);
+
+  it('has the fixtures to mutate', () => {
+    expect(fixtures.length).toBeGreaterThan(100);
+  });
+
+  it(`given ${RUNS} mutated fixtures (seed ${SEED}), then every case ends typed (never INTERNAL) within ${CASE_TIME_BOUND_MS} ms, within the memory bound and without a long event-loop block`, async () => {
+    const outcomes: Record<string, number> = {};
+    const rssStart = process.memoryUsage().rss;
+    let peakRss = rssStart;
+    let last = performance.now();
+    let longestBlockMs = 0;
+    let watching = false;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      if (watching) longestBlockMs = Math.max(longestBlockMs, now - last);
+      last = now;
+      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    }, 1);
+    try {
+      await fc.assert(
+        fc.asyncProperty(fuzzCaseArbitrary(fixtures.length), async (c: FuzzCase) => {
+          const bytes = await buildCase(c, fixtures);
+          // Building the case is the test's work, not the core's: the watch starts here.
+          last = performance.now();
+          watching = true;
+          const t0 = performance.now();
+          const outcome = await runCore(bytes);
+          const ms = performance.now() - t0;
+          longestBlockMs = Math.max(longestBlockMs, performance.now() - last);
+          watching = false;
+          outcomes[outcome.code] = (outcomes[outcome.code] ?? 0) + 1;
+          expect({ code: outcome.code, detail: outcome.detail }).not.toMatchObject({ code: 'INTERNAL' });
+          expect(ms).toBeLessThan(CASE_TIME_BOUND_MS);
+        }),
+        { seed: SEED, numRuns: RUNS, endOnFailure: true },
+      );
+    } finally {
+      clearInterval(timer);
+    }
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    const rssGrowthMb = (peakRss - rssStart) / (1024 * 1024);
+    expect(Object.values(outcomes).reduce((a, b) => a + b, 0)).toBe(RUNS);
+    // Mutations that reach the de-identification and ones stopped by each kind of defence.
+    expect(outcomes.OK ?? 0).toBeGreaterThan(RUNS / 10);
+    expect(Object.keys(outcomes).filter((k) => k.startsWith('DICOM_')).length).toBeGreaterThanOrEqual(4);
+    expect(rssGrowthMb).toBeLessThan(RSS_GROWTH_BOUND_MB);
+    expect(longestBlockMs).toBeLessThan(BLOCK_BOUND_MS);
+  });
+});
