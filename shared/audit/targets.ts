@@ -44,8 +44,13 @@ export function uidsInDicomwebRequest(request: HttpRequest): ResearchUids {
   return out;
 }
 
-/** QIDO-RS: the UIDs answered, the UIDs asked for, and the query keys (not their values). */
+/**
+ * QIDO-RS: the UIDs answered, the UIDs asked for, and the query keys (not their values). Throws
+ * when a 200 carries no DICOM JSON array (an answer in another shape could not be accounted for,
+ * so the gate withholds it rather than record it as empty).
+ */
 export function qidoAccessTarget(request: HttpRequest, response: HttpResponseInit): AccessTarget {
+  if ((response.status ?? 200) === 200 && !Array.isArray(response.jsonBody)) throw new Error('a QIDO-RS answer that is not a DICOM JSON array');
   return {
     returned: (response.status ?? 200) === 200 ? uidsInDicomJson(response.jsonBody) : undefined,
     requested: uidsInDicomwebRequest(request),
@@ -53,8 +58,9 @@ export function qidoAccessTarget(request: HttpRequest, response: HttpResponseIni
   };
 }
 
-/** The operations view: the research UIDs it showed and the source file's content hash (never its URL). */
+/** The operations view: the research UIDs it showed and the source file's content hash (never its URL). Throws when a 200 carries no JSON object. */
 export function ingestionAccessTarget(_request: HttpRequest, response: HttpResponseInit): AccessTarget {
+  if ((response.status ?? 200) === 200 && (typeof response.jsonBody !== 'object' || response.jsonBody === null)) throw new Error('an operations view answer that is not a JSON object');
   const body = (response.status ?? 200) === 200 ? (response.jsonBody as { research?: Record<string, unknown>; sha256?: unknown } | undefined) : undefined;
   const research = body?.research;
   const str = (v: unknown) => (typeof v === 'string' ? [v] : []);

@@ -240,6 +240,16 @@ describe('the access audit', () => {
     ]);
   });
 
+  test('given a QIDO answer the audit cannot read (not a DICOM JSON array), then 503: it is withheld, not recorded as empty', async () => {
+    const { qidoAccessTarget } = await import('../../../shared/audit/targets');
+    const { requireRole } = await import('../../../shared/auth/guard');
+    const streamed = requireRole(async () => mockRuntime as never, { route: 'qidoStudies', role: 'Research.Read', describe: qidoAccessTarget }, async () => ({ status: 200, body: `[{"0020000D":{"vr":"UI","Value":["${STUDY}"]}}]` }));
+    const res = await call({ handler: streamed, url: '/api/dicomweb/studies' }, await bearer('research'));
+    expect(res.status).toBe(503);
+    expect(res.body).toBeUndefined();
+    expect(accessAudit.records).toEqual([]);
+  });
+
   test('given the audit store cannot be written, then a caller without the role still gets 403', async () => {
     accessAudit.failWith = new Error('down');
     expect((await call(studies, await bearer('operations'))).status).toBe(403);
