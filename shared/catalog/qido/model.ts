@@ -60,9 +60,9 @@ export interface QidoDocument {
  * QIDO_MAX_WILDCARDS, QIDO_MAX_SCANNED_DOCUMENTS and QIDO_TIME_BUDGET_MS set them.
  */
 export interface QidoLimits {
-  /** Longest wild card pattern, in characters (400 QUERY_INVALID beyond). */
+  /** Characters of the wild card patterns of one request, all keys together (400 QUERY_INVALID beyond). */
   maxPatternLength: number;
-  /** Most `*` and `?` in one wild card pattern (400 QUERY_INVALID beyond). */
+  /** `*` and `?` in the wild card patterns of one request, all keys together (400 QUERY_INVALID beyond). */
   maxWildcards: number;
   /** Most catalog documents one request reads, skipped and filtered ones included (413 QUERY_TOO_BROAD beyond). */
   maxScannedDocuments: number;
