@@ -378,8 +378,20 @@ describe('at-least-once delivery', () => {
     expect(resource).toBeUndefined();
   });
 
-  it('given a delete event delivered before the create event of a blob that is gone, then it ends deleted', async () => {
+  it('given a delete event delivered before the create event of a blob that is gone and was never recorded, then both are accepted and no record is written', async () => {
     const name = `ooo/${randomUUID()}.dcm`;
+    expect(await webhook([blobEvent('Microsoft.Storage.BlobDeleted', name)])).toBe(200);
+    expect(await webhook([blobEvent('Microsoft.Storage.BlobCreated', name)])).toBe(200);
+    expect(await indexDoc(name)).toBeUndefined();
+  });
+
+  it('given a cataloged blob deleted, with the delete event delivered twice and a stale create event after it, then it ends deleted', async () => {
+    const name = `ooo/${randomUUID()}.dcm`;
+    await upload(name, readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small.dcm')));
+    await waitForEvents();
+    expect((await indexDoc(name))?.status).toBe('cataloged');
+    await landing.getBlobClient(name).delete();
+    await waitForEvents();
     expect(await webhook([blobEvent('Microsoft.Storage.BlobDeleted', name)])).toBe(200);
     expect(await webhook([blobEvent('Microsoft.Storage.BlobCreated', name)])).toBe(200);
     expect((await indexDoc(name))?.status).toBe('deleted');
