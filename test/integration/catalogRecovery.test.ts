@@ -4,10 +4,10 @@
  * again when the service says they are missing, and health recovers. Runs on a Cosmos server
  * of its own, since it stops it.
  */
+import { CosmosServerHandle, startCosmosServer } from '../../local/services/cosmos';
 import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
-import { CosmosServerHandle, startCosmosServer } from '../../local/services/cosmos';
 import { testStack } from './stackEnv';
 
 let server: CosmosServerHandle;
