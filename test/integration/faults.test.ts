@@ -2,10 +2,12 @@
  * Reliability under faults, on the real local services (Azurite, the Cosmos DB emulator server,
  * the function host; real SDK clients over real sockets). Each scenario runs the same real DICOM
  * files through a fault stack of its own (local/faultStack.ts, in a child process) while faults are
- * injected: 429 and 503 answers and latency by a proxy in front of the blob endpoint and the
- * Cosmos DB server, Azurite stopped and restarted with its data, the Cosmos DB server stopped and
- * restarted empty. Every file must end in a terminal state and the research catalog must equal the
- * one a clean run of the same files makes (same key, same source URLs: the same documents).
+ * injected: 429 and 503 answers, lost answers to writes and latency by a proxy in front of the
+ * blob endpoint and the Cosmos DB server, Azurite stopped and restarted with its data, the Cosmos
+ * DB server stopped and restarted empty. Every sixth file is deleted again right after the burst.
+ * Every file must end in a terminal state and the research side (catalog documents and research
+ * copies) must equal what a clean run of the same files makes (same key, same source URLs: the
+ * same documents, but for timestamps and the source version).
  */
 import type { FaultPlan } from '../../local/faultProxy';
 import type { FaultStackStats } from '../../local/faultStackProcess';
@@ -13,6 +15,7 @@ import { findFreePort } from '../../local/net';
 import {
   compareWithClean,
   Comparison,
+  deleteAll,
   PipelineSnapshot,
   selectFixtures,
   snapshot,
@@ -23,6 +26,8 @@ import {
 } from './faults/harness';
 
 const FILES = selectFixtures(48);
+/** Every sixth file is deleted again right after the burst, while its events are still being handled. */
+const DELETED = new Set([...FILES.keys()].filter((_, i) => i % 6 === 5));
 /** Events tried this often before dead-lettering: enough to ride out the outages below (a few s each). */
 const EVENT_SOURCE = { maxAttempts: 15, maxBackoffMs: 1000, deliveryTimeoutMs: 20_000 };
 const OUTAGE_MS = 2500;
@@ -44,13 +49,14 @@ interface ScenarioRun {
   stats: FaultStackStats;
   result: PipelineSnapshot;
   line: string;
-  comparison?: Comparison;
+  comparison: Comparison;
   problems: string;
 }
 
 let blobProxyPort: number;
 let clean: PipelineSnapshot | undefined;
 let cleanUploaded: string[] = [];
+let cleanComparison: Comparison | undefined;
 
 async function runScenario(name: string, scenario: Scenario): Promise<ScenarioRun> {
   const started = Date.now();
@@ -64,16 +70,23 @@ async function runScenario(name: string, scenario: Scenario): Promise<ScenarioRu
       onUploaded: (done) => scenario.onUploaded?.(stack, done),
     });
     await scenario.afterUploads?.(stack);
+    const deleteRetries = await deleteAll(stack.info.storageConnectionString, container, [...DELETED], 60_000);
     await stack.idle(IDLE_TIMEOUT_MS);
     await stack.plan('blob', null);
     await stack.plan('cosmos', null);
-    const note = [upload.retried ? `upload attempts retried ${upload.retried}` : '', (await scenario.recover?.(stack)) ?? ''].filter(Boolean).join('; ');
+    const note = [
+      upload.retried ? `upload attempts retried ${upload.retried}` : '',
+      deleteRetries ? `delete attempts retried ${deleteRetries}` : '',
+      (await scenario.recover?.(stack)) ?? '',
+    ].filter(Boolean).join('; ');
     const stats = await stack.stats();
     const result = await snapshot(stack);
-    const comparison = clean ? compareWithClean(upload.uploaded, clean, result) : undefined;
-    const line = comparison
+    // The clean run is compared with itself: what it checks then is that no file was lost.
+    const comparison = compareWithClean(upload.uploaded, DELETED, clean ?? result, result);
+    const line = clean
       ? summaryLine(name, comparison, stats, note, Date.now() - started)
-      : `faults ${name}: files ${upload.uploaded.length}, research instances ${result.counts.instances}, series ${result.counts.series}, studies ${result.counts.studies}; ${((Date.now() - started) / 1000).toFixed(1)} s`;
+      : `faults ${name}: files ${upload.uploaded.length} (${comparison.deleted} deleted again), lost ${comparison.lost.length}, research instances ${result.counts.instances}, ` +
+        `series ${result.counts.series}, studies ${result.counts.studies}; ${((Date.now() - started) / 1000).toFixed(1)} s`;
     console.log(line);
     return { uploaded: upload.uploaded, stats, result, line, comparison, problems: stack.problems() };
   } finally {
@@ -83,7 +96,7 @@ async function runScenario(name: string, scenario: Scenario): Promise<ScenarioRu
 
 /** Fails with the figures, what was lost or differs, and the host's warnings and errors. */
 function expectSameAsClean(run: ScenarioRun): void {
-  const c = run.comparison!;
+  const c = run.comparison;
   if (c.lost.length || c.diverged.length || c.catalogDiff.length) {
     throw new Error(
       [
@@ -108,13 +121,24 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+const WAIT_LIMIT_MS = 60_000;
+
+/** Waits until one of `names` is recorded cataloged in the index. */
+async function waitForCataloged(stack: StackController, names: ReadonlySet<string>): Promise<void> {
+  for (const deadline = Date.now() + WAIT_LIMIT_MS; Date.now() < deadline; await delay(100)) {
+    const { index } = await snapshot(stack);
+    if ([...names].some((n) => index.get(n)?.status === 'cataloged')) return;
+  }
+  throw new Error(`none of the ${names.size} files to be deleted was cataloged within ${WAIT_LIMIT_MS} ms\n${stack.problems()}`);
+}
+
 /** Waits until at least `count` events were delivered or dead-lettered; returns how many were. */
 async function waitForProcessed(stack: StackController, count: number): Promise<number> {
-  for (;;) {
+  for (const deadline = Date.now() + WAIT_LIMIT_MS; Date.now() < deadline; await delay(50)) {
     const { events } = await stack.stats();
     if (events.delivered + events.deadLettered >= count) return events.delivered + events.deadLettered;
-    await delay(50);
   }
+  throw new Error(`fewer than ${count} events were processed within ${WAIT_LIMIT_MS} ms\n${stack.problems()}`);
 }
 
 describe('the pipeline under injected faults, compared with a clean run of the same files', () => {
@@ -122,17 +146,23 @@ describe('the pipeline under injected faults, compared with a clean run of the s
     blobProxyPort = await findFreePort();
     const run = await runScenario('clean run', {});
     // The reference must itself be complete, or every comparison below would be against nothing.
-    const unfinished = run.uploaded.filter((n) => !['cataloged', 'failed', 'quarantined'].includes(run.result.index.get(n)?.status ?? ''));
-    if (unfinished.length > 0 || run.uploaded.length !== FILES.size || run.result.counts.instances === 0) {
-      throw new Error(`the clean run did not finish every file (${unfinished.length} unfinished, ${run.result.counts.instances} instances)\n${run.problems}`);
+    const kept = run.uploaded.filter((n) => !DELETED.has(n));
+    const unfinished = kept.filter((n) => !['cataloged', 'failed', 'quarantined'].includes(run.result.index.get(n)?.status ?? ''));
+    if (unfinished.length > 0 || run.comparison.lost.length > 0 || run.uploaded.length !== FILES.size || run.result.counts.instances === 0) {
+      throw new Error(
+        `the clean run did not finish every file (${unfinished.length} unfinished, ${run.comparison.lost.length} lost, ${run.result.counts.instances} instances)\n` +
+          `${[...run.comparison.lost, ...run.comparison.diverged].join('\n')}\n${run.problems}`,
+      );
     }
     clean = run.result;
     cleanUploaded = run.uploaded;
+    cleanComparison = run.comparison;
   }, 120_000);
 
-  it('given a clean run, then every file ends cataloged, failed or quarantined and the research catalog holds instances', () => {
+  it('given a clean run, then every kept file ends cataloged, failed or quarantined, every deleted one deleted, and the research catalog holds instances', () => {
     expect(cleanUploaded).toHaveLength(FILES.size);
-    expect(clean!.counts.instances).toBeGreaterThan(FILES.size / 2);
+    expect({ deleted: cleanComparison!.deleted, lost: cleanComparison!.lost, diverged: cleanComparison!.diverged }).toEqual({ deleted: DELETED.size, lost: [], diverged: [] });
+    expect(clean!.counts.instances).toBeGreaterThan((FILES.size - DELETED.size) / 2);
     expect(clean!.researchBlobs.size).toBe(clean!.counts.instances);
   });
 
@@ -172,9 +202,11 @@ describe('the pipeline under injected faults, compared with a clean run of the s
     const run = await runScenario('cosmos restarted empty', {
       onUploaded(stack, done) {
         if (done !== 1) return;
-        // Stopped once ingestion is well under way, not merely once the uploads are.
+        // Stopped once ingestion is well under way, not merely once the uploads are, and once a
+        // file that is deleted later is cataloged (its deletion then meets an index without it).
         outage = (async () => {
           processedAtStop = await waitForProcessed(stack, Math.floor(FILES.size / 4));
+          await waitForCataloged(stack, DELETED);
           await stack.command({ command: 'stopCosmos' });
           // A stopped server refuses connections; the proxy does the same meanwhile.
           await stack.command({ command: 'proxyDown', target: 'cosmos', down: true });
@@ -195,6 +227,35 @@ describe('the pipeline under injected faults, compared with a clean run of the s
     expect(processedAtStop).toBeLessThan(FILES.size);
     expectSameAsClean(run);
   }, 150_000);
+
+  it('given a cataloged file whose index record was lost with the Cosmos DB server, when the file is deleted before the backfill, then its research copy is withdrawn too', async () => {
+    const name = [...FILES.keys()].find((n) => !DELETED.has(n) && clean!.index.get(n)?.status === 'cataloged')!;
+    const stack = await startFaultStackProcess({ blobProxyPort, eventSource: EVENT_SOURCE });
+    try {
+      const container = stack.settings.sourceContainers[0]!;
+      await uploadAll(stack.info.storageConnectionString, container, new Map([[name, FILES.get(name)!]]), { concurrency: 1, giveUpAfterMs: 10_000 });
+      await stack.idle(IDLE_TIMEOUT_MS);
+      const before = await snapshot(stack);
+      expect({ status: before.index.get(name)?.status, researchCopies: before.researchBlobs.size }).toEqual({ status: 'cataloged', researchCopies: 1 });
+
+      await stack.command({ command: 'stopCosmos' });
+      await stack.command({ command: 'startCosmos' });
+      await deleteAll(stack.info.storageConnectionString, container, [name], 10_000);
+      await stack.idle(IDLE_TIMEOUT_MS);
+      const emitted = await stack.command<number>({ command: 'reconcile' });
+      await stack.idle(IDLE_TIMEOUT_MS);
+
+      const after = await snapshot(stack);
+      console.log(`faults index lost, then a source deleted: re-emitted ${emitted}, research copies left ${after.researchBlobs.size}, catalog documents ${after.catalog.size}`);
+      expect({ landing: after.landing, researchCopies: [...after.researchBlobs.keys()], catalogDocuments: after.catalog.size }).toEqual({
+        landing: [],
+        researchCopies: [],
+        catalogDocuments: 0,
+      });
+    } finally {
+      await stack.stop();
+    }
+  }, 60_000);
 
   it('given Azurite stopped mid-burst and restarted with its data, then no file is lost and the catalog equals the clean run', async () => {
     let outage: Promise<void> | undefined;

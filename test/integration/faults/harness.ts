@@ -134,7 +134,7 @@ export async function startFaultStackProcess(options: StartOptions): Promise<Sta
     if (!existsSync(logFile)) return '(no host log)';
     const groups = new Map<string, { count: number; example: string }>();
     for (const line of readFileSync(logFile, 'utf8').split('\n')) {
-      if (!/\[(warning|error|critical)\]/.test(line) || /: (quarantined|failed): [A-Z_]+$/.test(line)) continue;
+      if (!/\[(warning|error|critical)\]/.test(line) || / (quarantined|failed): [A-Z_]+$/.test(line)) continue;
       const key = line
         .replace(/^\S+ /, '')
         .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>')
@@ -172,7 +172,9 @@ export async function startFaultStackProcess(options: StartOptions): Promise<Sta
         await exited;
         clearTimeout(force);
         // Azurite's files and the host log; what a failure needs from the log is in its message.
-        rmSync(dataDir, { recursive: true, force: true });
+        // FAULTS_KEEP_DATA=1 keeps them for a closer look.
+        if (process.env.FAULTS_KEEP_DATA !== '1') rmSync(dataDir, { recursive: true, force: true });
+        else console.log(`fault stack data kept in ${dataDir}`);
       })();
       return stopping;
     },
@@ -224,6 +226,31 @@ export async function uploadAll(
     }),
   );
   return { uploaded, retried };
+}
+
+/**
+ * Deletes the blobs from the landing container (as the archive does when a file is withdrawn),
+ * trying again until each delete succeeds or `giveUpAfterMs` passes. Returns the failed attempts.
+ */
+export async function deleteAll(connectionString: string, container: string, names: string[], giveUpAfterMs: number): Promise<number> {
+  const client = BlobServiceClient.fromConnectionString(connectionString, { retryOptions: { maxTries: 2, retryDelayInMs: 200, maxRetryDelayInMs: 1000 } });
+  const landing = client.getContainerClient(container);
+  const deadline = Date.now() + giveUpAfterMs;
+  let retried = 0;
+  for (const name of names) {
+    for (;;) {
+      try {
+        await landing.getBlobClient(name).delete();
+        break;
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) break;
+        if (Date.now() > deadline) throw new Error(`delete of ${name} still failing after ${giveUpAfterMs} ms: ${(err as Error).message}`);
+        retried += 1;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+  return retried;
 }
 
 /** What the pipeline made of the files, with what differs between two runs of the same files removed. */
@@ -293,9 +320,11 @@ export async function snapshot(stack: StackController): Promise<PipelineSnapshot
 
 export interface Comparison {
   files: number;
+  /** Of which deleted from the landing container after their upload. */
+  deleted: number;
   /** Uploaded files missing from the landing container, without an index record, or not in a terminal state. */
   lost: string[];
-  /** Files whose terminal state differs from the clean run's. */
+  /** Files whose terminal state differs from the clean run's; deleted files recorded as anything but deleted. */
   diverged: string[];
   /** Catalog documents and research copies missing, extra or different from the clean run's (ids only). */
   catalogDiff: string[];
@@ -309,13 +338,23 @@ function differingPaths(a: unknown, b: unknown, prefix = '', depth = 3): string[
   return [...keys].flatMap((k) => differingPaths((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], prefix ? `${prefix}.${k}` : k, depth - 1));
 }
 
-/** Compares a run with the clean run of the same files. Nothing in it names a source file's content. */
-export function compareWithClean(uploaded: string[], clean: PipelineSnapshot, run: PipelineSnapshot): Comparison {
+/**
+ * Compares a run with the clean run of the same files (uploaded, then `deleted` removed again). A
+ * deleted file must end recorded as deleted, or never recorded (deleted before its event was
+ * handled). Nothing in the result names a source file's content.
+ */
+export function compareWithClean(uploaded: string[], deleted: ReadonlySet<string>, clean: PipelineSnapshot, run: PipelineSnapshot): Comparison {
   const landing = new Set(run.landing);
   const lost: string[] = [];
   const diverged: string[] = [];
   for (const name of uploaded) {
     const rec = run.index.get(name);
+    if (deleted.has(name)) {
+      if (rec && !TERMINAL.has(rec.status)) lost.push(`${name}: deleted, left ${rec.status}`);
+      else if (landing.has(name)) diverged.push(`${name}: deleted, still in the landing container`);
+      else if (rec && rec.status !== 'deleted') diverged.push(`${name}: deleted, recorded ${JSON.stringify(rec)}`);
+      continue;
+    }
     if (!landing.has(name) || !rec || !TERMINAL.has(rec.status)) {
       lost.push(`${name}: ${!landing.has(name) ? 'not in the landing container' : rec ? `left ${rec.status}` : 'no index record'}`);
       continue;
@@ -334,7 +373,7 @@ export function compareWithClean(uploaded: string[], clean: PipelineSnapshot, ru
     if (run.researchBlobs.get(name) !== size) catalogDiff.push(`research copy ${run.researchBlobs.has(name) ? 'different' : 'missing'} ${name}`);
   }
   for (const name of run.researchBlobs.keys()) if (!clean.researchBlobs.has(name)) catalogDiff.push(`research copy extra ${name}`);
-  return { files: uploaded.length, lost, diverged, catalogDiff };
+  return { files: uploaded.length, deleted: uploaded.filter((n) => deleted.has(n)).length, lost, diverged, catalogDiff };
 }
 
 function faultCounts(p: FaultProxyStats): string {
@@ -347,7 +386,7 @@ function faultCounts(p: FaultProxyStats): string {
 /** The one line a scenario prints to the CI log. */
 export function summaryLine(scenario: string, c: Comparison, stats: { events: EventSourceStats; proxies: Record<FaultTarget, FaultProxyStats> }, extra: string, ms: number): string {
   return (
-    `faults ${scenario}: files ${c.files}, lost ${c.lost.length}, diverged ${c.diverged.length}, catalog differences ${c.catalogDiff.length}; ` +
+    `faults ${scenario}: files ${c.files} (${c.deleted} deleted again), lost ${c.lost.length}, diverged ${c.diverged.length}, catalog differences ${c.catalogDiff.length}; ` +
     `blob faults [${faultCounts(stats.proxies.blob)}]; cosmos faults [${faultCounts(stats.proxies.cosmos)}]; ` +
     `events emitted ${stats.events.emitted}, retried ${stats.events.retried}, dead-lettered ${stats.events.deadLettered}` +
     `${extra ? `; ${extra}` : ''}; ${(ms / 1000).toFixed(1)} s`
