@@ -154,6 +154,11 @@ export class Slicer {
   }
 }
 
+/** One turn of the event loop: between two stretches of synchronous work that each fit a slice, but not both. */
+export function nextTurn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
 /** Drives sliced work to its end without yielding (for synchronous callers). */
 export function runToEnd<T>(work: Generator<unknown, T>): T {
   for (;;) {
@@ -165,4 +170,4 @@ export function runToEnd<T>(work: Generator<unknown, T>): T {
 /** Longest stretch of header work between two turns of the event loop. */
 export const SLICE_MS = 10;
 /** Elements (or items) processed between two checks of the clock. */
-export const STEPS_PER_CHECK = 256;
+export const STEPS_PER_CHECK = 64;

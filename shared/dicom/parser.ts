@@ -21,7 +21,7 @@ import {
   TransferSyntax,
 } from './dataset';
 import { lookupTag, tagToString } from './dictionary';
-import { HeaderBudget, HeaderLimits, INFLATION_RATIO_FLOOR, Slicer, STEPS_PER_CHECK, withDefaults } from './limits';
+import { HeaderBudget, HeaderLimits, INFLATION_RATIO_FLOOR, runSliced, Slicer, STEPS_PER_CHECK, withDefaults } from './limits';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 const PIXEL_TAGS: ReadonlySet<number> = new Set([Tags.PixelData, Tags.FloatPixelData, Tags.DoubleFloatPixelData]);
@@ -115,12 +115,19 @@ class SyncParser {
     private readonly budget: HeaderBudget,
   ) {}
 
-  /** Continues on a longer buffer holding the same bytes from the same place in the file. */
-  grow(buf: Buffer, final: boolean): void {
+  /**
+   * Continues on a longer buffer holding the same bytes from the same place in the file.
+   * A generator (it yields every STEPS_PER_CHECK * 16 values) because re-pointing a hundred
+   * thousand values is a stretch of work of its own; the parse must not resume before its end.
+   */
+  *grow(buf: Buffer, final: boolean): Generator<void, void> {
     const old = this.buf;
     // The same buffer again when the source had no more to give: only `final` changes.
     if (buf !== old) {
-      for (const el of this.views) {
+      const views = this.views;
+      for (let i = 0; i < views.length; i++) {
+        if (i % (STEPS_PER_CHECK * 16) === 0) yield;
+        const el = views[i]!;
         const v = el.value;
         if (!v) continue;
         const at = v.byteOffset - old.byteOffset;
@@ -134,12 +141,15 @@ class SyncParser {
   /**
    * Points the parsed values at one copy of `buf[0, end)` (one allocation and copy for the
    * whole header, where a copy per value costs a multi-frame header thousands), so that the
-   * reader can release (or its source reuse) its chunks.
+   * reader can release (or its source reuse) its chunks. A generator, as grow.
    */
-  detach(end: number): void {
+  *detach(end: number): Generator<void, void> {
     const buf = this.buf;
     const copy = Buffer.from(buf.subarray(0, end));
-    for (const el of this.views) {
+    const views = this.views;
+    for (let i = 0; i < views.length; i++) {
+      if (i % (STEPS_PER_CHECK * 16) === 0) yield;
+      const el = views[i]!;
       const v = el.value;
       if (!v) continue;
       const at = v.byteOffset - buf.byteOffset;
@@ -551,9 +561,9 @@ async function parseIncrementally(
     }
     want = Math.min(Math.max(want * 2, signal + 1), limits.maxHeaderBytes);
     have = await reader.fill(want);
-    parser.grow(reader.peekAll(), have < want);
+    await runSliced(parser.grow(reader.peekAll(), have < want));
   }
-  parser.detach(r.pixel ? r.pixel.valueOffset : r.offset);
+  await runSliced(parser.detach(r.pixel ? r.pixel.valueOffset : r.offset));
   for (const [k, v] of ds) into.set(k, v);
   if (r.pixel) {
     reader.consume(r.pixel.valueOffset);

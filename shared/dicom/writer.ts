@@ -4,6 +4,7 @@
  * first); other values are written as they are held, padded to even length.
  */
 import { DicomDataset, DicomElement, encodeAsciiValue, Encoding, LONG_VRS, Tags } from './dataset';
+import { runToEnd, STEPS_PER_CHECK } from './limits';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 
@@ -92,12 +93,12 @@ function writableVr(el: DicomElement, length: number): string {
   return el.vr;
 }
 
-function encodeElement(el: DicomElement, enc: Encoding, out: Out): void {
+function* encodeElement(el: DicomElement, enc: Encoding, out: Out): Generator<void, void> {
   if (el.items !== undefined) {
     out.header(el.tag, 'SQ', UNDEFINED_LENGTH, enc);
     for (const item of el.items) {
       out.header(Tags.Item, '', UNDEFINED_LENGTH, enc);
-      encodeInto(item, enc, out);
+      yield* encodeInto(item, enc, out);
       out.header(Tags.ItemDelimitationItem, '', 0, enc);
     }
     out.header(Tags.SequenceDelimitationItem, '', 0, enc);
@@ -119,20 +120,28 @@ function encodeElement(el: DicomElement, enc: Encoding, out: Out): void {
 
 const EMPTY = new Uint8Array(0);
 
-function encodeInto(ds: DicomDataset, enc: Encoding, out: Out): void {
+/** Nesting is bounded by the parser (MAX_SEQUENCE_DEPTH), so this recursion stays shallow. */
+function* encodeInto(ds: DicomDataset, enc: Encoding, out: Out): Generator<void, void> {
   const tags = [...ds.keys()].sort((a, b) => a - b);
+  let steps = 0;
   for (const tag of tags) {
+    if (++steps % STEPS_PER_CHECK === 0) yield;
     const el = ds.get(tag);
     // Group lengths are optional and would be stale after editing: leave them out.
     if (!el || ((tag & 0xffff) === 0 && tag >>> 16 !== 0x0002)) continue;
-    encodeElement(el, enc, out);
+    yield* encodeElement(el, enc, out);
   }
 }
 
 /** Encodes a data set (no meta) in the given encoding. */
 export function encodeDataset(ds: DicomDataset, enc: Encoding): Buffer {
+  return runToEnd(encodeDatasetWork(ds, enc));
+}
+
+/** encodeDataset as sliced work (see limits.ts runSliced): a header of 100,000 elements takes tens of ms. */
+export function* encodeDatasetWork(ds: DicomDataset, enc: Encoding): Generator<void, Buffer> {
   const out = new Out();
-  encodeInto(ds, enc, out);
+  yield* encodeInto(ds, enc, out);
   return out.result();
 }
 

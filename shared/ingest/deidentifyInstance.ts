@@ -11,10 +11,10 @@ import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/
 import type { Profile } from '../dicom/deid/profile';
 import { resolveAction } from '../dicom/deid/resolve';
 import { verifyDeidentified } from '../dicom/deid/verify';
-import { HeaderLimits, withDefaults } from '../dicom/limits';
+import { HeaderLimits, nextTurn, runSliced, withDefaults } from '../dicom/limits';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
 import { blackOutBoxes } from '../dicom/pixels/blackout';
-import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
+import { encodeDataset, encodeDatasetWork, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, PipelineError } from '../errors';
 import { BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
 
@@ -106,6 +106,7 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   if (burnedIn.action === 'clean') markBurnedInRemoved(ds);
   const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : undefined;
 
+  await nextTurn();
   const report = await deidentifyDatasetSliced(ds, options.deid);
   const research = {
     studyInstanceUid: report.research.studyInstanceUid ?? '',
@@ -116,7 +117,8 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   // A deflated source is written inflated: the output stays streamable and readable by every tool.
   const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
   const enc: Encoding = header.deflated ? { explicitVR: true, littleEndian: true } : header.encoding;
-  const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), encodeDataset(ds, enc)]);
+  const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), await runSliced(encodeDatasetWork(ds, enc))]);
+  await nextTurn();
 
   // The gate: what is about to be written, re-parsed and checked, before anything is published.
   const gateLimits = withDefaults(limits);

@@ -291,6 +291,8 @@ export function* sourceFactsWork(dataset: DicomDataset, profile: Profile): Gener
   };
   yield* walk(dataset, [], '', false, false, undefined);
   const retainedUidComponents = new Set([...retainedUids].flatMap((u) => u.split('.')));
+  const institutionValues = [...values].filter((v) => categories.get(v)?.size === 1 && categories.get(v)?.has('institution'));
+  const inRetainedInstitutionTexts = valuesOccurringIn(institutionValues, retainedInstitutionTexts);
   // A UID, date or issuer that a retain option keeps verbatim (see the header): the value
   // counts again as soon as the source also holds it in an attribute of another category.
   for (const v of [...values]) {
@@ -301,7 +303,7 @@ export function* sourceFactsWork(dataset: DicomDataset, profile: Profile): Gener
       (category === 'uid' && retainedUids.has(v)) ||
       (category === 'visit' && /^\d+$/.test(v) && retainedUidComponents.has(v)) ||
       (category === 'date' && retainedDates.has(v)) ||
-      (category === 'institution' && occursIn(v, retainedInstitutionTexts));
+      (category === 'institution' && inRetainedInstitutionTexts.has(v));
     if (excused) values.delete(v);
   }
   // A station, institution or staff name that the profile keeps elsewhere in the file (a
@@ -309,17 +311,29 @@ export function* sourceFactsWork(dataset: DicomDataset, profile: Profile): Gener
   // like the manufacturer) is not something the profile asked to hide: counting it would fail
   // every such file. The patient's names and identifiers, dates and UIDs are never excused
   // this way.
-  for (const v of weak) if (!occursIn(v, keptTexts)) values.add(v);
+  const keptElsewhere = valuesOccurringIn([...weak], keptTexts);
+  for (const v of weak) if (!keptElsewhere.has(v)) values.add(v);
   return {
     identifyingValues: [...values].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)),
     sourceValueDigests: [...digests],
   };
 }
 
-/** True when the value occurs, at word boundaries, in one of the texts. */
-function occursIn(value: string, texts: readonly string[]): boolean {
-  const m = valueMatcher(value);
-  return texts.some((t) => m.test(t));
+/**
+ * The values that occur, at word boundaries, in one of the texts. Each text is searched once
+ * for the values it may hold (see candidatesIn), not once per value: a file may hold thousands
+ * of each.
+ */
+function valuesOccurringIn(values: readonly string[], texts: readonly string[]): Set<string> {
+  const found = new Set<string>();
+  if (values.length === 0) return found;
+  const matchers = values.map(valueMatcher);
+  for (const text of texts) {
+    const folded = foldForSearch(text);
+    for (const m of candidatesIn(folded, matchers)) if (!found.has(m.value) && m.test(text, folded)) found.add(m.value);
+    if (found.size === values.length) break;
+  }
+  return found;
 }
 
 function escapeRegExp(s: string): string {
@@ -355,6 +369,11 @@ export class ValueMatcher {
   /** The expression (global: callers reset lastIndex or use it with replace). */
   get regex(): RegExp {
     return (this.compiled ??= compileValuePattern(this.value));
+  }
+
+  /** The folded text of a pure-ASCII value (what mayMatch looks for), or undefined. */
+  get asciiNeedle(): string | undefined {
+    return this.needle;
   }
 
   /** False when the value cannot occur in the text, given the text's foldForSearch form. */
@@ -432,7 +451,7 @@ const MARK = '\uE000';
 export function scrubText(text: string, matchers: readonly ValueMatcher[]): string | undefined {
   let out = text;
   const folded = foldForSearch(text);
-  for (const m of matchers) if (m.mayMatch(folded)) out = out.replace(m.regex, MARK);
+  for (const m of candidatesIn(folded, matchers)) if (m.mayMatch(folded)) out = out.replace(m.regex, MARK);
   for (const re of FREE_TEXT_DATES) out = out.replace(re, MARK);
   if (out === text) return text;
   // An honorific before a removed name would only say that a name was there.
@@ -447,5 +466,57 @@ export function scrubText(text: string, matchers: readonly ValueMatcher[]): stri
 /** True when the text holds any identifying value. */
 export function containsIdentifying(text: string, matchers: readonly ValueMatcher[]): boolean {
   const folded = foldForSearch(text);
-  return matchers.some((m) => m.test(text, folded));
+  return candidatesIn(folded, matchers).some((m) => m.test(text, folded));
+}
+
+/** Needles of at least this many characters are found through the index (see candidatesIn). */
+const INDEX_KEY_LENGTH = 3;
+/** Below this many matchers, trying each one is as cheap as the index. */
+const INDEX_FROM = 64;
+
+/** The matchers of a file, indexed by the first characters of their ASCII needles. */
+interface MatcherIndex {
+  /** Positions (in the matcher list) of the needles starting with each key. */
+  byKey: Map<string, number[]>;
+  /** Positions of matchers that are always tried: non-ASCII values and short needles. */
+  always: number[];
+}
+
+const matcherIndexes = new WeakMap<readonly ValueMatcher[], MatcherIndex>();
+
+function indexOf(matchers: readonly ValueMatcher[]): MatcherIndex {
+  let index = matcherIndexes.get(matchers);
+  if (index) return index;
+  index = { byKey: new Map(), always: [] };
+  matchers.forEach((m, i) => {
+    const needle = m.asciiNeedle;
+    if (needle === undefined || needle.length < INDEX_KEY_LENGTH) {
+      index!.always.push(i);
+      return;
+    }
+    const key = needle.slice(0, INDEX_KEY_LENGTH);
+    const list = index!.byKey.get(key);
+    if (list) list.push(i);
+    else index!.byKey.set(key, [i]);
+  });
+  matcherIndexes.set(matchers, index);
+  return index;
+}
+
+/**
+ * The matchers that may occur in a text (given its foldForSearch form), in their list order
+ * (longest values first, which scrubText relies on). A file with thousands of identifying
+ * values (a crafted sequence of many items) would otherwise try each of them on each of its
+ * texts: tens of thousands times tens of thousands. With the index, a text costs its length
+ * plus the matchers whose first characters it holds.
+ */
+function candidatesIn(folded: string, matchers: readonly ValueMatcher[]): readonly ValueMatcher[] {
+  if (matchers.length < INDEX_FROM) return matchers;
+  const index = indexOf(matchers);
+  const picked = new Set<number>(index.always);
+  for (let i = 0; i + INDEX_KEY_LENGTH <= folded.length; i++) {
+    const list = index.byKey.get(folded.slice(i, i + INDEX_KEY_LENGTH));
+    if (list) for (const p of list) picked.add(p);
+  }
+  return [...picked].sort((a, b) => a - b).map((p) => matchers[p]!);
 }
