@@ -25,6 +25,10 @@ export const ErrorCodes = {
   DICOM_HEADER_MEMORY_LIMIT: 'DICOM_HEADER_MEMORY_LIMIT',
   /** A deflated data set inflates past MAX_INFLATED_BYTES or MAX_INFLATION_RATIO. */
   DICOM_INFLATION_LIMIT: 'DICOM_INFLATION_LIMIT',
+  /** The declared transfer syntax contradicts the data set's encoding or the pixel data's encapsulation. */
+  DICOM_TRANSFER_SYNTAX_MISMATCH: 'DICOM_TRANSFER_SYNTAX_MISMATCH',
+  /** An encapsulated document (PDF, CDA, ...): its content cannot be cleaned, so it is held for review. */
+  DEID_DOCUMENT_NOT_CLEANED: 'DEID_DOCUMENT_NOT_CLEANED',
   DEID_VERIFICATION_FAILED: 'DEID_VERIFICATION_FAILED',
   DEID_BURNED_IN_ANNOTATION: 'DEID_BURNED_IN_ANNOTATION',
   // Where the file is, or what the event says.

@@ -374,6 +374,23 @@ function sniffBareDataset(head: Buffer): Encoding | undefined {
 }
 
 /**
+ * The data set must start in the encoding its transfer syntax declares: read in another, it
+ * would be written back under a label that does not describe it. Only a definite contradiction
+ * fails (a first element that sniffs as neither is left alone).
+ */
+function checkDatasetEncoding(head: Buffer, declared: Encoding): void {
+  const sniffed = sniffBareDataset(head);
+  if (!sniffed) return;
+  if (sniffed.explicitVR !== declared.explicitVR || sniffed.littleEndian !== declared.littleEndian) {
+    const says = (e: Encoding) => `${e.explicitVR ? 'explicit' : 'implicit'} VR ${e.littleEndian ? 'little' : 'big'} endian`;
+    throw new PipelineError(
+      ErrorCodes.DICOM_TRANSFER_SYNTAX_MISMATCH,
+      `the transfer syntax declares ${says(declared)} but the data set is ${says(sniffed)}`,
+    );
+  }
+}
+
+/**
  * Reads the file meta and the data set up to the top-level pixel data, growing an in-memory
  * prefix as needed (at most `maxHeaderBytes`). Leaves `body` positioned at the pixel data
  * value, or at the end of the data set when there is none. Gives the event loop a turn
@@ -392,6 +409,7 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
   let meta: DicomDataset = new Map();
   let transferSyntaxUid: string = TransferSyntax.ExplicitVRLittleEndian;
   let encoding: Encoding;
+  let datasetHead: Buffer | undefined;
 
   if (head.length >= 132 && head.toString('latin1', 128, 132) === 'DICM') {
     part10 = true;
@@ -401,6 +419,7 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
     if (!ts) throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'file meta information has no TransferSyntaxUID');
     transferSyntaxUid = ts;
     encoding = encodingOf(ts);
+    if (ts !== TransferSyntax.DeflatedExplicitVRLittleEndian) datasetHead = Buffer.from(await reader.peek(8));
   } else {
     const sniffed = sniffBareDataset(head);
     if (!sniffed) {
@@ -457,6 +476,8 @@ export async function readHeader(reader: ByteReader, limits: ParseLimits): Promi
 
   const dataset: DicomDataset = new Map();
   const pixelData = await parseIncrementally(body, encoding, bodyLimits, budget, dataset, true);
+  // After the parse, so that a file the declared encoding cannot even parse keeps the parse's code.
+  if (datasetHead) checkDatasetEncoding(datasetHead, encoding);
   return { part10, meta, transferSyntaxUid, encoding, deflated, dataset, pixelData, body };
 }
 
@@ -494,10 +515,15 @@ async function readMeta(reader: ByteReader, limits: ParseLimits, budget: HeaderB
   const meta: DicomDataset = new Map();
   const enc = { explicitVR: true, littleEndian: true };
   const slicer = new Slicer();
+  let lastTag = -1;
   for (;;) {
     await slicer.turn();
     const peek = await reader.peek(8);
     if (peek.length < 8 || peek.readUInt16LE(0) !== 0x0002) return meta;
+    // Meta elements ascend; a tag at or below the last one starts a second group, which belongs
+    // to the data set (where it is not allowed) and must not relabel the file.
+    const next = ((0x0002 << 16) | peek.readUInt16LE(2)) >>> 0;
+    if (next <= lastTag) return meta;
     // One meta element rarely exceeds a few hundred bytes; fill() keeps what is already buffered.
     await reader.fill(Math.min(4096, limits.maxHeaderBytes));
     const buf = reader.peekAll();
@@ -512,6 +538,7 @@ async function readMeta(reader: ByteReader, limits: ParseLimits, budget: HeaderB
       }
       budget.element(h.length);
       meta.set(h.tag, { tag: h.tag, vr: h.vr, value: Buffer.from(buf.subarray(h.valueOffset, h.valueOffset + h.length)) });
+      lastTag = h.tag;
       reader.consume(h.valueOffset + h.length);
     } catch (e) {
       if (e instanceof NeedMoreData) {
@@ -590,12 +617,18 @@ export async function readTrailing(body: ByteReader, encoding: Encoding, limits:
  * delimiter) as a sequence of chunks, without holding a whole fragment in memory.
  */
 export async function* encapsulatedPixelData(body: ByteReader, littleEndian: boolean, totalSize?: number): AsyncGenerator<Buffer> {
+  let items = 0;
   for (;;) {
     const h = await body.read(8);
     const tag = (((littleEndian ? h.readUInt16LE(0) : h.readUInt16BE(0)) << 16) | (littleEndian ? h.readUInt16LE(2) : h.readUInt16BE(2))) >>> 0;
     const length = littleEndian ? h.readUInt32LE(4) : h.readUInt32BE(4);
+    // PS3.5 A.4: a basic offset table item (possibly empty), then at least one fragment.
+    if (tag === Tags.SequenceDelimitationItem && items < 2) {
+      throw new PipelineError(ErrorCodes.DICOM_TRANSFER_SYNTAX_MISMATCH, 'encapsulated pixel data without a basic offset table item and a fragment');
+    }
     yield h;
     if (tag === Tags.SequenceDelimitationItem) return;
+    items++;
     if (tag !== Tags.Item || length === UNDEFINED_LENGTH) {
       throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated pixel data holds ${tagToString(tag)} where a fragment belongs`);
     }

@@ -14,6 +14,7 @@ import { verifyDeidentified } from '../dicom/deid/verify';
 import { HeaderLimits, nextTurn, runSliced, withDefaults } from '../dicom/limits';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
 import { blackOutBoxes } from '../dicom/pixels/blackout';
+import { checkPixelEncapsulation, verifyOutputTransferSyntax } from '../dicom/transferSyntax';
 import { encodeDataset, encodeDatasetWork, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, PipelineError } from '../errors';
 import { BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
@@ -96,6 +97,12 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   const names = { studyInstanceUid: 'StudyInstanceUID', seriesInstanceUid: 'SeriesInstanceUID', sopInstanceUid: 'SOPInstanceUID', sopClassUid: 'SOPClassUID' } as const;
   const missing = (Object.keys(names) as (keyof typeof names)[]).filter((k) => !original[k]).map((k) => names[k]);
   if (missing.length) throw new PipelineError(ErrorCodes.DICOM_MISSING_UID, `file lacks ${missing.join(', ')}`);
+  // The label the output gets must describe its pixel data; a deflated source is written inflated.
+  const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
+  checkPixelEncapsulation(outputTs, header.pixelData);
+  // File meta elements inside the data set (a second meta group) are not allowed there (PS3.10
+  // 7.1) and would relabel the output for the next reader: they are never written.
+  for (const tag of [...ds.keys()]) if (tag >>> 16 === 0x0002) ds.delete(tag);
   const burnedIn = decideBurnedIn(
     { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(0x00080060)) ?? '' },
     options.burnedIn,
@@ -115,7 +122,6 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   };
   const sopClassUid = asciiValue(ds.get(Tags.SOPClassUID)) ?? original.sopClassUid;
   // A deflated source is written inflated: the output stays streamable and readable by every tool.
-  const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
   const enc: Encoding = header.deflated ? { explicitVR: true, littleEndian: true } : header.encoding;
   const headerBytes = Buffer.concat([encodeFileMeta(sopClassUid, research.sopInstanceUid, outputTs), await runSliced(encodeDatasetWork(ds, enc))]);
   await nextTurn();
@@ -129,6 +135,16 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
     maxItems: gateLimits.maxItems + OUTPUT_SLACK.items,
     maxHeaderMemoryBytes: gateLimits.maxHeaderMemoryBytes + OUTPUT_SLACK.memory,
   });
+  if (gate.passed) {
+    const pixelHeader = header.pixelData ? encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc) : Buffer.alloc(0);
+    await verifyOutputTransferSyntax(Buffer.concat([headerBytes, pixelHeader]), outputTs, header.pixelData, {
+      ...gateLimits,
+      maxHeaderBytes: Math.max(gateLimits.maxHeaderBytes, headerBytes.length + pixelHeader.length),
+      maxElements: gateLimits.maxElements + OUTPUT_SLACK.elements,
+      maxItems: gateLimits.maxItems + OUTPUT_SLACK.items,
+      maxHeaderMemoryBytes: gateLimits.maxHeaderMemoryBytes + OUTPUT_SLACK.memory,
+    });
+  }
   if (!gate.passed) {
     throw Object.assign(
       new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
