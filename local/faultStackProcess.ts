@@ -76,8 +76,9 @@ async function main(): Promise<void> {
   try {
     stack = await startFaultStack({ ...options, logSink });
   } catch (err) {
-    send({ failed: (err as Error).message });
-    process.exit(1);
+    // Exits once the message is out: exiting at once could drop it.
+    process.send?.({ failed: (err as Error).message }, undefined, {}, () => process.exit(1));
+    return;
   }
   const ready: FaultStackInfo = {
     blobEndpoint: stack.blobEndpoint,

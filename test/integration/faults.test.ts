@@ -257,6 +257,39 @@ describe('the pipeline under injected faults, compared with a clean run of the s
     }
   }, 60_000);
 
+  it('given a research copy written and the instance document failing to be written, when the source is deleted before a retry succeeds, then the research copy is withdrawn too', async () => {
+    const name = [...FILES.keys()].find((n) => !DELETED.has(n) && clean!.index.get(n)?.status === 'cataloged')!;
+    const stack = await startFaultStackProcess({ blobProxyPort, eventSource: EVENT_SOURCE });
+    try {
+      const container = stack.settings.sourceContainers[0]!;
+      // Every write to the research catalog fails: ingestion gets as far as the research copy.
+      const catalogWrites = `/colls/${stack.settings.researchCatalogContainer}/docs`;
+      await stack.plan('cosmos', { seed: 7, rules: [{ action: { kind: 'status', status: 503 }, methods: ['POST', 'PUT'], pathPattern: catalogWrites }] });
+      await uploadAll(stack.info.storageConnectionString, container, new Map([[name, FILES.get(name)!]]), { concurrency: 1, giveUpAfterMs: 10_000 });
+      for (const deadline = Date.now() + WAIT_LIMIT_MS; (await stack.stats()).proxies.cosmos.unavailable === 0; await delay(50)) {
+        if (Date.now() > deadline) throw new Error(`no research catalog write was attempted within ${WAIT_LIMIT_MS} ms\n${stack.problems()}`);
+      }
+      const during = await snapshot(stack);
+      expect(during.researchBlobs.size).toBe(1);
+
+      // The catalog writes keep failing until every event settled: the create event's next
+      // attempt starts after the deletion and finds the source gone.
+      await deleteAll(stack.info.storageConnectionString, container, [name], 10_000);
+      await stack.idle(IDLE_TIMEOUT_MS);
+      await stack.plan('cosmos', null);
+
+      const after = await snapshot(stack);
+      console.log(`faults instance write failing, then the source deleted: research copies left ${after.researchBlobs.size}, index ${after.index.get(name)?.status ?? 'no record'}`);
+      expect({ landing: after.landing, researchCopies: [...after.researchBlobs.keys()], catalogDocuments: after.catalog.size }).toEqual({
+        landing: [],
+        researchCopies: [],
+        catalogDocuments: 0,
+      });
+    } finally {
+      await stack.stop();
+    }
+  }, 60_000);
+
   it('given Azurite stopped mid-burst and restarted with its data, then no file is lost and the catalog equals the clean run', async () => {
     let outage: Promise<void> | undefined;
     let uploadedAtStop = 0;
