@@ -20,6 +20,20 @@ import { ErrorCodes, PipelineError } from '../errors';
 import { BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
 
 const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
+/** Encapsulated PDF, CDA, STL, OBJ, MTL and any later encapsulated document class (PS3.4 B.5). */
+const ENCAPSULATED_DOCUMENT_CLASSES = '1.2.840.10008.5.1.4.1.1.104';
+const ENCAPSULATED_DOCUMENT = 0x00420011;
+
+/**
+ * Why an instance is a document whose content the engine cannot clean, or undefined. The text
+ * of a PDF or CDA is not pixel data: BurnedInAnnotation says nothing about it, and zeroing it
+ * would publish an empty file under its MIME type.
+ */
+function encapsulatedDocument(ds: DicomDataset, sopClassUid: string): string | undefined {
+  if (sopClassUid === ENCAPSULATED_DOCUMENT_CLASSES || sopClassUid.startsWith(`${ENCAPSULATED_DOCUMENT_CLASSES}.`)) return 'an encapsulated document SOP class';
+  if (ds.has(ENCAPSULATED_DOCUMENT)) return 'an Encapsulated Document (0042,0011)';
+  return undefined;
+}
 
 export interface UidSet {
   studyInstanceUid: string;
@@ -77,7 +91,9 @@ const OUTPUT_SLACK = { elements: 1024, items: 256, memory: 1024 * 1024 };
  * header does not stall the other files in flight). Throws PipelineError DICOM_* for a file
  * that can never be ingested (DICOM_TOO_MANY_ELEMENTS, DICOM_HEADER_MEMORY_LIMIT and
  * DICOM_INFLATION_LIMIT past the limits; the last one from `output()` too, while the pixel
- * data of a deflated source inflates), DEID_BURNED_IN_ANNOTATION under the quarantine policy,
+ * data of a deflated source inflates), DICOM_TRANSFER_SYNTAX_MISMATCH when the declared transfer
+ * syntax contradicts the pixel data (from `output()` too, for fragments), DEID_DOCUMENT_NOT_CLEANED
+ * for an encapsulated document (PDF, CDA, ...), DEID_BURNED_IN_ANNOTATION under the quarantine policy,
  * and DEID_VERIFICATION_FAILED when the output fails the gate (with `audit` attached).
  */
 export async function prepareDeidentifiedInstance(reader: ByteReader, options: PrepareOptions): Promise<PreparedInstance> {
@@ -103,6 +119,9 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   // File meta elements inside the data set (a second meta group) are not allowed there (PS3.10
   // 7.1) and would relabel the output for the next reader: they are never written.
   for (const tag of [...ds.keys()]) if (tag >>> 16 === 0x0002) ds.delete(tag);
+  // Before the burned-in decision: whatever BurnedInAnnotation or the policy says, a document is held.
+  const document = encapsulatedDocument(ds, original.sopClassUid);
+  if (document) throw new PipelineError(ErrorCodes.DEID_DOCUMENT_NOT_CLEANED, `the instance holds ${document}, whose content is not cleaned; held for review`);
   const burnedIn = decideBurnedIn(
     { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(0x00080060)) ?? '' },
     options.burnedIn,
