@@ -3,10 +3,15 @@
  * replacement (UID, pseudonym, date shift) is derived from the key and the source value, so
  * files de-identified separately, in any order or process, stay consistent with each other.
  */
-import { encodeText } from '../charset';
+import { decodeText, encodeText } from '../charset';
 import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
 import { runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
+import { localDetector, REDACTED } from './freeText/detector';
+import { redactIso2022 } from './freeText/iso2022';
+import { SourceNames, sourceNames } from './freeText/names';
+import { DETECTED_VRS, detectsKeptValue, redactFreeText, redactionKey, replacementOf } from './freeText/policy';
+import { aggregateAgeOver89, reduceToYear, showsAgeOver89 } from './hipaa';
 import {
   charsetsOf,
   DUMMY_DATE,
@@ -53,6 +58,14 @@ export interface DeidReport {
   /** Digests of the source values that had to disappear (see identifying.ts valueDigest). */
   sourceValueDigests: string[];
   research: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string };
+  /**
+   * Redactions in free text (see freeText/), by "AttributeKeyword:kind": the detector's kinds
+   * (freeText TextKind), and sourceValue where a value of the source's own or a numeric date
+   * was scrubbed (identifying.ts scrubText). Counts, never values.
+   */
+  textRedactions: Record<string, number>;
+  /** The source's PN values, for the gate's free-text detector only: PHI, never log them. */
+  sourceNames: string[];
   /** Source UIDs: PHI-adjacent, for the catalog's private mapping only, never logs. */
   original: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string; sopClassUid?: string };
 }
@@ -96,6 +109,9 @@ interface FileState {
   ctx: DeidContext;
   counts: Record<DeidCounter, number>;
   matchers: ValueMatcher[];
+  /** The source's names in the spellings the free-text detector looks for. */
+  names: SourceNames;
+  textRedactions: Record<string, number>;
   patientId: string;
   issuer: string;
   sopClassUid?: string;
@@ -240,8 +256,10 @@ function applyShift(el: DicomElement, st: FileState, scope: Scope): 'shifted' | 
 function cleanValue(el: DicomElement, st: FileState, scope: Scope): boolean {
   const vr = effectiveVr(el);
   if (!el.value || el.value.length === 0) return true;
-  // ISO 2022 escapes switch character sets mid-value; substring surgery could cut one in half.
+  // ISO 2022 escapes switch character sets mid-value: free text is cut in its own bytes (see
+  // freeText/iso2022.ts); anything else with escapes is emptied, as is what cannot be cut.
   if (el.value.includes(0x1b)) {
+    if (DETECTED_VRS.has(vr) && cleanEscapedText(el, st, scope)) return true;
     setEmpty(el);
     return false;
   }
@@ -264,12 +282,77 @@ function cleanValue(el: DicomElement, st: FileState, scope: Scope): boolean {
     return false;
   }
   const scrubbed = scrubText(text, st.matchers);
-  if (scrubbed === text) return true;
-  if (scrubbed === undefined || !setText(el, scrubbed, scope.charsets)) {
+  if (scrubbed !== text) countRedaction(st, el.tag, 'sourceValue');
+  const cleaned = scrubbed === undefined || !DETECTED_VRS.has(vr) ? scrubbed : detectAndRedact(scrubbed, el.tag, vr, st);
+  if (cleaned === text) return true;
+  if (cleaned === undefined || !setText(el, cleaned, scope.charsets)) {
     setEmpty(el);
     return false;
   }
   return true;
+}
+
+function countRedaction(st: FileState, tag: number, kind: Parameters<typeof redactionKey>[1]): void {
+  const key = redactionKey(tag, kind);
+  st.textRedactions[key] = (st.textRedactions[key] ?? 0) + 1;
+}
+
+/** The free-text detector over one text value: the text with each span redacted, counted by kind. */
+function detectAndRedact(text: string, tag: number, vr: string, st: FileState): string {
+  const result = redactFreeText(text, { context: { names: st.names }, vr, mapUid: (uid) => researchUid(st.ctx.key, uid) });
+  for (const span of result.spans) countRedaction(st, tag, span.kind);
+  return result.text;
+}
+
+/**
+ * A free-text value with ISO 2022 escapes: the source's values and the detector's spans cut out
+ * of its bytes. False when it cannot be done safely (the caller empties the value).
+ */
+function cleanEscapedText(el: DicomElement, st: FileState, scope: Scope): boolean {
+  const vr = effectiveVr(el);
+  const bytes = el.value ?? new Uint8Array(0);
+  const text = decodeText(bytes, scope.charsets, vr);
+  const spans = localDetector.detect(text, { names: st.names });
+  const own = sourceValueSpans(text, st.matchers);
+  if (own.length > 0) countRedaction(st, el.tag, 'sourceValue');
+  for (const span of spans) countRedaction(st, el.tag, span.kind);
+  const all = [...spans, ...own.map((o) => ({ ...o, kind: 'name' as const }))].sort((a, b) => a.start - b.start || b.end - a.end);
+  const merged: { start: number; end: number; kind: (typeof all)[number]['kind'] }[] = [];
+  for (const s of all) {
+    const last = merged[merged.length - 1];
+    if (last && s.start < last.end) last.end = Math.max(last.end, s.end);
+    else merged.push({ ...s });
+  }
+  if (merged.length === 0) return true;
+  const cut = redactIso2022(bytes, scope.charsets, vr, merged, (start, end) => {
+    const span = merged.find((m) => m.start === start && m.end === end);
+    return span ? replacementOf(span, text.slice(start, end), (uid) => researchUid(st.ctx.key, uid)) : REDACTED;
+  });
+  if (!cut) return false;
+  el.value = cut.length % 2 === 1 ? Buffer.concat([cut, Buffer.from([0x20])]) : cut;
+  return true;
+}
+
+/** Where the source's identifying values occur in a text (what scrubText removes). */
+function sourceValueSpans(text: string, matchers: readonly ValueMatcher[]): { start: number; end: number }[] {
+  const spans: { start: number; end: number }[] = [];
+  for (const m of matchers) {
+    if (!m.test(text)) continue;
+    const re = m.regex;
+    re.lastIndex = 0;
+    for (const hit of text.matchAll(re)) spans.push({ start: hit.index ?? 0, end: (hit.index ?? 0) + hit[0].length });
+  }
+  return spans;
+}
+
+/** Every PN value of the data set, items included, as text. */
+function personNamesOf(ds: DicomDataset, charsets: string[], out: string[]): string[] {
+  const cs = charsetsOf(ds, charsets);
+  for (const el of ds.values()) {
+    if (el.items) for (const item of el.items) personNamesOf(item, cs, out);
+    else if (effectiveVr(el) === 'PN' && el.value && el.value.length > 0) out.push(textOf(el, cs));
+  }
+  return out;
 }
 
 function pseudonymFor(el: DicomElement, own: DicomDataset, st: FileState, scope: Scope, fromOverride: boolean): string {
@@ -329,7 +412,8 @@ function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): G
         if (el.items) {
           for (const item of el.items) yield* processDataset(item, st, scope);
           count('kept');
-        } else if (scope.cleanAll && !isPrivate && (FREE_TEXT_VRS.has(vr) || vr === 'PN')) {
+        } else if ((scope.cleanAll && !isPrivate && (FREE_TEXT_VRS.has(vr) || vr === 'PN')) || (!isPrivate && detectsKeptValue(tag, vr, resolved))) {
+          // Text the profile keeps still goes through the free-text detector (freeText/policy.ts).
           const before = el.value;
           if (!cleanValue(el, st, scope)) count('emptied');
           else count(before === el.value ? 'kept' : 'cleaned');
@@ -399,6 +483,14 @@ function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): G
         if (!setText(el, resolved.value ?? '', scope.charsets)) setEmpty(el);
         count('dummied');
         break;
+      case 'year': {
+        const text = textOf(el, scope.charsets);
+        const year = text === '' ? '' : reduceToYear(text, vr === 'DT' ? 'DT' : 'DA');
+        // A value without a readable year must not survive as it was.
+        if (year === undefined || year === '' || !setText(el, year, scope.charsets)) setEmpty(el);
+        count(year ? 'shifted' : 'emptied');
+        break;
+      }
     }
   }
   // One pass over the elements, not one per creator: a file may hold thousands of creators.
@@ -438,7 +530,7 @@ function mark(ds: DicomDataset, ctx: DeidContext): void {
   });
   ds.set(DeidTags.DeidentificationMethodCodeSequence, { tag: DeidTags.DeidentificationMethodCodeSequence, vr: 'SQ', items });
   const ltim = DeidTags.LongitudinalTemporalInformationModified;
-  if (profile.options.has('retainLongitudinalModifiedDates')) ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
+  if (profile.options.has('retainLongitudinalModifiedDates') || profile.dates === 'year') ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
   else if (profile.options.has('retainLongitudinalFullDates')) ds.set(ltim, textElement(ltim, 'CS', 'UNMODIFIED'));
   // Without a date option the dates are gone; a value left from the source would claim otherwise.
   else ds.delete(ltim);
@@ -479,23 +571,30 @@ function* deidentifyWork(dataset: DicomDataset, ctx: DeidContext): Generator<voi
   };
   const charsets = charsetsOf(dataset);
   const facts = yield* sourceFactsWork(dataset, ctx.profile);
+  const sourceNameValues = personNamesOf(dataset, [], []);
   const idEl = dataset.get(DeidTags.PatientID);
   const issuerEl = dataset.get(DeidTags.IssuerOfPatientID);
   const st: FileState = {
     ctx,
     counts: newCounts(),
     matchers: identifyingMatchers(facts.identifyingValues),
+    names: sourceNames(sourceNameValues),
+    textRedactions: {},
     patientId: idEl ? textOf(idEl, charsets) : '',
     issuer: issuerEl ? textOf(issuerEl, charsets) : '',
     sopClassUid: original.sopClassUid,
     steps: 0,
   };
+  const ageOver89 = ctx.profile.agesOver89 !== 'keep' && showsAgeOver89(dataset);
   yield* processDataset(dataset, st, { charsets, cleanAll: false });
+  if (ageOver89) st.counts.cleaned += aggregateAgeOver89(dataset);
   mark(dataset, ctx);
   return {
     actions: st.counts,
     identifyingValues: facts.identifyingValues,
     sourceValueDigests: facts.sourceValueDigests,
+    textRedactions: st.textRedactions,
+    sourceNames: sourceNameValues,
     research: {
       studyInstanceUid: uidOf(dataset, Tags.StudyInstanceUID),
       seriesInstanceUid: uidOf(dataset, Tags.SeriesInstanceUID),

@@ -8,6 +8,9 @@ import { isPrivateCreatorTag, isPrivateTag } from '../dictionary';
 import { HeaderLimits, runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
 import { parseDicomBuffer } from '../parser';
 import { DEID_METHOD_CODES, DeidReport, DeidTags } from './engine';
+import { DetectContext, localDetector } from './freeText/detector';
+import { NO_SOURCE_NAMES, sourceNames } from './freeText/names';
+import { DETECTED_VRS, detectsKeptValue } from './freeText/policy';
 import {
   charsetsOf,
   containsIdentifying,
@@ -26,6 +29,9 @@ import {
 } from './identifying';
 import { Profile } from './profile';
 import { describeTag, resolveAction, ResolvedAction } from './resolve';
+
+/** What the gate needs of the engine's report; without sourceNames, the detector looks for names the header never mentions only. */
+export type GateReport = Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'> & Partial<Pick<DeidReport, 'sourceNames'>>;
 
 export interface VerificationResult {
   passed: boolean;
@@ -96,6 +102,8 @@ interface GateState {
   /** The matchers without the source's dates, for UIDs that Retain UIDs keeps as they are. */
   retainedUidMatchers: ValueMatcher[];
   binaryMatchers: ValueMatcher[];
+  /** The free-text detector's context: the source's names; the research UIDs the engine wrote are no finding. */
+  freeText: DetectContext;
   findings: string[];
   /** Elements visited, for the slicing of long work. */
   steps: number;
@@ -133,10 +141,27 @@ function isRetainedUid(vr: string, resolved: ResolvedAction, profile: Profile): 
   return vr === 'UI' && resolved.action === 'keep' && profile.options.has('retainUids') && (resolved.option === 'retainUids' || resolved.option === 'retainSafePrivate');
 }
 
-function checkIdentifyingText(vr: string, text: string, st: GateState, at: () => string, resolved: ResolvedAction): void {
-  if (NUMBER_STRING_VRS.has(vr) || CODED_VRS.has(vr)) return;
+/** True when it adds a finding. */
+function checkIdentifyingText(vr: string, text: string, st: GateState, at: () => string, resolved: ResolvedAction): boolean {
+  if (NUMBER_STRING_VRS.has(vr) || CODED_VRS.has(vr)) return false;
   const matchers = isRetainedUid(vr, resolved, st.profile) ? st.retainedUidMatchers : st.matchers;
-  if (containsIdentifying(text, matchers)) st.findings.push(`${at()}: holds an identifying value of the source (identifying-value search)`);
+  if (!containsIdentifying(text, matchers)) return false;
+  st.findings.push(`${at()}: holds an identifying value of the source (identifying-value search)`);
+  return true;
+}
+
+/**
+ * The free-text detector over the texts the engine runs it on (what the profile keeps or
+ * cleans): a name, date or identifier left there stops publication. The finding names the
+ * kinds, never the text.
+ */
+function checkFreeText(tag: number, vr: string, text: string, resolved: ResolvedAction, isPrivate: boolean, st: GateState, at: () => string): void {
+  if (isPrivate || !DETECTED_VRS.has(vr)) return;
+  if (resolved.action !== 'clean' && !detectsKeptValue(tag, vr, resolved)) return;
+  const spans = localDetector.detect(text, st.freeText);
+  if (spans.length === 0) return;
+  const kinds = [...new Set(spans.map((s) => s.kind))].sort().join(', ');
+  st.findings.push(`${at()}: free text holds ${kinds} (free-text detector)`);
 }
 
 function checkBytes(bytes: Uint8Array, st: GateState, at: () => string): void {
@@ -200,7 +225,8 @@ function* walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place
           if (!UID_PATTERN.test(uid) || uid.length > 64) st.findings.push(`${at()}: replacement UID is not a valid UID (rule U)`);
         }
       }
-      checkIdentifyingText(vr, text, st, at, resolved);
+      // One finding per value: the detector looks further only where the source's own values are not found.
+      if (!checkIdentifyingText(vr, text, st, at, resolved)) checkFreeText(tag, vr, text, resolved, isPrivateTag(tag), st, at);
     } else if (!NUMERIC_BINARY.has(vr)) {
       checkBytes(el.value, st, at);
     }
@@ -235,7 +261,7 @@ function checkMarking(ds: DicomDataset, profile: Profile, findings: string[]): v
  */
 export function verifyDeidentifiedDataset(
   dataset: DicomDataset,
-  report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
+  report: GateReport,
   profile: Profile,
   extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array } = {},
 ): VerificationResult {
@@ -244,7 +270,7 @@ export function verifyDeidentifiedDataset(
 
 function* gateWork(
   dataset: DicomDataset,
-  report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
+  report: GateReport,
   profile: Profile,
   extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array },
 ): Generator<void, VerificationResult> {
@@ -256,6 +282,11 @@ function* gateWork(
     matchers,
     retainedUidMatchers: identifyingMatchers(report.identifyingValues.filter((v) => !isPlausibleDate(v))),
     binaryMatchers: identifyingMatchers(report.identifyingValues.filter((v) => v.length >= MIN_BINARY_MATCH)),
+    freeText: {
+      names: report.sourceNames ? sourceNames(report.sourceNames) : NO_SOURCE_NAMES,
+      // The engine writes research UIDs (2.25 form) in place of the UIDs it finds in text.
+      isAllowedUid: (uid) => uid.startsWith('2.25.'),
+    },
     findings: [],
     steps: 0,
   };
@@ -282,7 +313,7 @@ function* gateWork(
  */
 export async function verifyDeidentified(
   output: Uint8Array | DicomDataset,
-  report: Pick<DeidReport, 'identifyingValues' | 'sourceValueDigests'>,
+  report: GateReport,
   profile: Profile,
   limits: Partial<HeaderLimits> = {},
 ): Promise<VerificationResult> {
