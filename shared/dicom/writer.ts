@@ -16,6 +16,8 @@ const UNDEFINED_LENGTH = 0xffffffff;
 class Out {
   private buf = Buffer.allocUnsafe(16 * 1024);
   length = 0;
+  /** Elements and items written, for the slicing of long work. */
+  steps = 0;
 
   private ensure(n: number): void {
     if (this.length + n <= this.buf.length) return;
@@ -122,10 +124,11 @@ const EMPTY = new Uint8Array(0);
 
 /** Nesting is bounded by the parser (MAX_SEQUENCE_DEPTH), so this recursion stays shallow. */
 function* encodeInto(ds: DicomDataset, enc: Encoding, out: Out): Generator<void, void> {
+  // Items count as steps too: a sequence of 25,000 empty items is work without elements.
+  if (++out.steps % STEPS_PER_CHECK === 0) yield;
   const tags = [...ds.keys()].sort((a, b) => a - b);
-  let steps = 0;
   for (const tag of tags) {
-    if (++steps % STEPS_PER_CHECK === 0) yield;
+    if (++out.steps % STEPS_PER_CHECK === 0) yield;
     const el = ds.get(tag);
     // Group lengths are optional and would be stale after editing: leave them out.
     if (!el || ((tag & 0xffff) === 0 && tag >>> 16 !== 0x0002)) continue;

@@ -385,6 +385,8 @@ function pseudonymFor(el: DicomElement, own: DicomDataset, st: FileState, scope:
 
 /** Applies the profile to one data set; a generator so that a large header is worked in slices (see limits.ts runSliced). */
 function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): Generator<void, void> {
+  // An item counts as a step too: a sequence of 25,000 empty items is work without elements.
+  if (++st.steps % STEPS_PER_CHECK === 0) yield;
   const scope: Scope = { charsets: charsetsOf(ds, parentScope.charsets), cleanAll: parentScope.cleanAll };
   // Read before anything changes: pseudonyms of this item depend on its own identifiers.
   const snapshot: DicomDataset = new Map();

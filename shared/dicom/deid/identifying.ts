@@ -252,6 +252,8 @@ export function* sourceFactsWork(dataset: DicomDataset, profile: Profile): Gener
   // cleaned: inside a sequence being cleaned, where the engine scrubs every free text.
   // retaining: the retain option that keeps the enclosing sequence, which its items keep too.
   const walk = function* (ds: DicomDataset, charsets: string[], path: string, goingAway: boolean, cleaned: boolean, retaining: ProfileOption | undefined): Generator<void, void> {
+    // An item counts as a step too: a sequence of 25,000 empty items is work without elements.
+    if (++steps % STEPS_PER_CHECK === 0) yield;
     const cs = charsetsOf(ds, charsets);
     for (const el of ds.values()) {
       if (++steps % STEPS_PER_CHECK === 0) yield;

@@ -178,6 +178,8 @@ function isOwnDummy(vr: string, text: string): boolean {
 }
 
 function* walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place): Generator<void, void> {
+  // An item counts as a step too: a sequence of 25,000 empty items is work without elements.
+  if (++st.steps % STEPS_PER_CHECK === 0) yield;
   const cs = charsetsOf(ds, charsets);
   let blocks: Set<number> | undefined;
   for (const el of ds.values()) {
