@@ -22,6 +22,8 @@ export interface IngestRequest {
   url: string;
   /** Blob events' sequencer, or the notifier's site, for the record only. */
   site?: string;
+  /** The blob version the event was raised for (BlobCreated's `data.eTag`), when it says. */
+  etag?: string;
 }
 
 export type ParsedEvent =
@@ -66,6 +68,7 @@ export function parseIncomingEvent(event: unknown): ParsedEvent {
           eventTime,
           url,
           site: str(data.site),
+          ...(str(data.eTag) ? { etag: str(data.eTag) } : {}),
         },
       };
     default:

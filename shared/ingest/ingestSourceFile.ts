@@ -170,6 +170,12 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
     opened.discard();
     deps.log.info(`event ${request.eventId}: source ${a.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
+    // An event for an older version that comes back (a retry after its ingestion failed half
+    // way) sweeps what that version may have left: the current version's instance stays.
+    if (request.etag !== undefined && unquoted(request.etag) !== unquoted(props.etag)) {
+      const current = existing.doc.research;
+      await withdrawOtherVersions(a, { previous: undefined, contended: true }, current && { version: versionKey(a, props), blob: current.blob });
+    }
     return { status: 'unchanged' };
   }
 
@@ -201,6 +207,8 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   deps.telemetry.trackIngestion({ status: outcome.status, errorCode: outcome.errorCode, durationMs: Date.now() - started, bytes: current.size });
   return outcome;
 }
+
+const unquoted = (etag: string) => etag.replace(/"/g, '');
 
 /** Keyed hash of one version of the source (URL and ETag): what its research copy and document carry. */
 function versionKey(a: Attempt, props: SourceProperties): string {
@@ -278,7 +286,7 @@ async function processVersion(a: Attempt, props: SourceProperties, existing: Ver
   });
   if (commit.kind === 'superseded') return withdrawSuperseded(a, mine, version, commit.current);
 
-  await withdrawOtherVersions(a, commit, version, blobName);
+  await withdrawOtherVersions(a, commit, { version, blob: blobName });
   // Another version of this source may have written the same instance after this one did.
   if (decision.kept && commit.contended && !(await holdsVersion(a, mine, version))) {
     return reingest(a, 'an older version of the source wrote over its research instance');
@@ -449,36 +457,78 @@ async function withdrawSuperseded(a: Attempt, mine: ResearchRef, version: string
   return { status: 'superseded' };
 }
 
+/** A research copy's place, from its name `{study}/{series}/{sop}.dcm`. */
+function refOfBlob(name: string): ResearchRef | undefined {
+  const m = /^([0-9.]+)\/([0-9.]+)\/([0-9.]+)\.dcm$/.exec(name);
+  return m ? { studyInstanceUid: m[1]!, seriesInstanceUid: m[2]!, sopInstanceUid: m[3]!, blob: name } : undefined;
+}
+
 /**
- * After a version was recorded: the instances of every other version of the source go (the
- * one the replaced record named, and, when versions raced, any other the catalog traces to
- * the source), except an instance of the same name, which this version has just written.
+ * Every research instance traced to this source, whatever its version: by the catalog's
+ * instance documents and by the copies' index tags. The tags find a copy whose document was
+ * never written (an ingestion that failed half way) or was lost with the catalog.
  */
-async function withdrawOtherVersions(a: Attempt, commit: { previous: IngestionDocument | undefined; contended: boolean }, version: string, keepBlob: string | undefined): Promise<void> {
-  const targets = new Map<string, ResearchRef>();
-  const previous = commit.previous?.research;
-  if (previous) targets.set(previous.blob, previous);
-  if (commit.contended) {
-    for (const { doc } of await a.deps.catalog.findInstancesBySource(a.sourceKey)) {
-      if (doc.sourceVersion !== version) targets.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
+async function tracedInstances(a: Attempt): Promise<{ refs: Map<string, ResearchRef>; failure?: unknown }> {
+  const [docs, copies] = await Promise.allSettled([a.deps.catalog.findInstancesBySource(a.sourceKey), a.deps.research.findBySource(a.sourceKey)]);
+  const refs = new Map<string, ResearchRef>();
+  for (const { doc } of docs.status === 'fulfilled' ? docs.value : []) {
+    refs.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
+  }
+  for (const name of copies.status === 'fulfilled' ? copies.value : []) {
+    const ref = refOfBlob(name);
+    if (ref && !refs.has(name)) refs.set(name, ref);
+  }
+  // One side failing still leaves the other's findings to withdraw; the caller then rethrows.
+  const failed = [docs, copies].find((r) => r.status === 'rejected');
+  return failed ? { refs, failure: failed.reason } : { refs };
+}
+
+/** Withdraws each instance with `produced` as the test; the first failure is rethrown after all were tried. */
+async function withdrawAll(a: Attempt, refs: Iterable<ResearchRef>, produced: (o: Origin) => boolean, failure?: unknown): Promise<boolean> {
+  let removed = false;
+  let first = failure;
+  for (const ref of refs) {
+    try {
+      removed = (await withdrawInstance(a, ref, produced)) || removed;
+    } catch (e) {
+      first ??= e;
     }
   }
-  targets.delete(keepBlob ?? '');
-  for (const ref of targets.values()) await withdrawInstance(a, ref, (o) => o.sourceKey === a.sourceKey && o.sourceVersion !== version);
+  if (first !== undefined) throw first;
+  return removed;
+}
+
+/**
+ * After a version was recorded: the instances of every other version of the source go (the
+ * one the replaced record named, and, when versions raced, any other traced to the source),
+ * except `keep`, the recorded version's own instance (none when the version failed).
+ */
+async function withdrawOtherVersions(a: Attempt, commit: { previous: IngestionDocument | undefined; contended: boolean }, keep: { version: string; blob: string } | undefined): Promise<void> {
+  const { refs: targets, failure } = commit.contended ? await tracedInstances(a) : { refs: new Map<string, ResearchRef>(), failure: undefined };
+  const previous = commit.previous?.research;
+  if (previous) targets.set(previous.blob, previous);
+  if (keep) targets.delete(keep.blob);
+  await withdrawAll(a, targets.values(), (o) => o.sourceKey === a.sourceKey && o.sourceVersion !== keep?.version, failure);
 }
 
 /**
  * Removes the research copy and the instance document of `ref`, each only if `produced` says
  * this source (version) made it, and refreshes the summaries. A copy written before copies
- * carried their origin counts as the document's when their ranks agree.
+ * carried their origin counts as the document's when their ranks agree. The copy goes even
+ * while the catalog cannot be read (its own metadata names its source); the catalog's error
+ * is thrown after, so that the document goes on a retry.
  */
 async function withdrawInstance(a: Attempt, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
   const { deps } = a;
   return untilNotOutrun('research instance', async () => {
-    const [inst, copy] = await Promise.all([deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid), deps.research.getVersion(ref.blob)]);
+    const [instRead, copyRead] = await Promise.allSettled([deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid), deps.research.getVersion(ref.blob)]);
+    if (copyRead.status === 'rejected') throw copyRead.reason;
+    const copy = copyRead.value;
+    const inst = instRead.status === 'fulfilled' ? instRead.value : undefined;
     const instMine = inst !== undefined && inst.doc.researchBlob === ref.blob && produced(inst.doc);
     const copyMine = copy !== undefined && (copy.sourceKey !== undefined ? produced(copy) : instMine && copy.rank === inst?.doc.sourceRank);
     if (copyMine) await deps.research.delete(ref.blob, copy.etag);
+    if (instRead.status === 'rejected') throw instRead.reason;
     if (instMine) await deps.catalog.deleteInstance(ref.studyInstanceUid, ref.sopInstanceUid, inst.etag);
     if (copyMine || instMine) await deps.catalog.refreshSummaries(ref.studyInstanceUid, ref.seriesInstanceUid);
     return copyMine || instMine;
@@ -523,8 +573,9 @@ async function recordFailure(a: Attempt, props: SourceProperties, existing: Vers
     deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} failed (${code}) in a version that is no longer current; not recorded`);
     return { status: 'superseded', errorCode: code };
   }
-  // A failed new version must not leave the research instance of an older version behind.
-  await withdrawOtherVersions(a, commit, versionKey(a, props), undefined);
+  // A failed version must leave no research instance behind: an older version's, or a copy
+  // this version wrote before it failed.
+  await withdrawOtherVersions(a, { previous: commit.previous, contended: true }, undefined);
   deps.log.warn(`event ${request.eventId}: source ${id.slice(0, 12)} ${quarantined ? 'quarantined' : 'failed'}: ${code}`);
   deps.telemetry.trackFailure(code, 'ingest');
   return { status: quarantined ? 'quarantined' : 'failed', errorCode: code };
@@ -541,21 +592,19 @@ const QUARANTINED_CODES: ReadonlySet<string> = new Set<string>([ErrorCodes.DEID_
 async function handleGone(a: Attempt): Promise<IngestOutcome> {
   const { deps, request, id } = a;
   const existing = await deps.index.get(id);
-  if (!existing) {
-    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and was never recorded; nothing to do`);
-    return { status: 'unchanged' };
-  }
-  if (existing.doc.status === 'deleted') return { status: 'unchanged' };
+  if (existing?.doc.status === 'deleted') return { status: 'unchanged' };
   // Written again meanwhile: the event for the new blob does the work.
-  if (await deps.source.getProperties(a.loc.container, a.loc.blobName)) return { status: 'unchanged' };
+  if (existing && (await deps.source.getProperties(a.loc.container, a.loc.blobName))) return { status: 'unchanged' };
 
-  const targets = new Map<string, ResearchRef>();
-  if (existing.doc.research) targets.set(existing.doc.research.blob, existing.doc.research);
-  for (const { doc } of await deps.catalog.findInstancesBySource(a.sourceKey)) {
-    targets.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
+  // Whatever the record says, and when there is none (never recorded, or lost with the
+  // catalog), every instance traced to the source is withdrawn.
+  const { refs: targets, failure } = await tracedInstances(a);
+  if (existing?.doc.research) targets.set(existing.doc.research.blob, existing.doc.research);
+  const removed = await withdrawAll(a, targets.values(), (o) => o.sourceKey === a.sourceKey, failure);
+  if (!existing) {
+    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and has no record${removed ? '; research instances traced to it withdrawn' : '; nothing to do'}`);
+    return { status: removed ? 'deleted' : 'unchanged' };
   }
-  let removed = false;
-  for (const ref of targets.values()) removed = (await withdrawInstance(a, ref, (o) => o.sourceKey === a.sourceKey)) || removed;
 
   const deletedAt = (deps.now ?? (() => new Date()))().toISOString();
   const recorded = await untilNotOutrun('ingestion record', async (attempt) => {

@@ -78,6 +78,13 @@ export interface ResearchStore {
   write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite>;
   /** Deletes the copy if it still has the given ETag; a missing blob is not an error. */
   delete(blobName: string, etag?: string): Promise<void>;
+  /**
+   * Names of the copies that a source (keyed hash of its URL) produced, whatever its version,
+   * found by the copies' blob index tag `sourcekey` without the catalog: what a deletion must
+   * withdraw even when the catalog lost its documents or never got them. Azure's tag index is
+   * eventually consistent (a copy written seconds ago may be missing). A query. Idempotent.
+   */
+  findBySource(sourceKey: string): Promise<string[]>;
 }
 
 export interface StagedWrite {
@@ -223,6 +230,8 @@ export class AzureResearchStore implements ResearchStore {
   async write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite> {
     const blob = this.container.getBlockBlobClient(blobName);
     const metadata = { sourcerank: options.rank, deidkeyid: options.keyId, sourcekey: options.sourceKey, sourceversion: options.sourceVersion };
+    // The index tag finds the copy from its source without the catalog (findBySource).
+    const tags = { sourcekey: options.sourceKey };
     const headers = { blobContentType: 'application/dicom' };
     const conditionsFor = (expected: ResearchBlobVersion | undefined) => (expected ? { ifMatch: expected.etag } : { ifNoneMatch: '*' });
     const commitError = (e: unknown) => {
@@ -287,10 +296,21 @@ export class AzureResearchStore implements ResearchStore {
 
     if (blockIds.length === 0) {
       const body = Buffer.concat(pending, pendingBytes);
-      return commitOnce((conditions) => blob.upload(body, body.length, { metadata, blobHTTPHeaders: headers, conditions }));
+      return commitOnce((conditions) => blob.upload(body, body.length, { metadata, tags, blobHTTPHeaders: headers, conditions }));
     }
     if (pendingBytes) await stage(Buffer.concat(pending, pendingBytes));
-    return commitOnce((conditions) => blob.commitBlockList(blockIds, { metadata, blobHTTPHeaders: headers, conditions }));
+    return commitOnce((conditions) => blob.commitBlockList(blockIds, { metadata, tags, blobHTTPHeaders: headers, conditions }));
+  }
+
+  async findBySource(sourceKey: string): Promise<string[]> {
+    if (!/^[0-9a-f]+$/.test(sourceKey)) throw new PipelineError(ErrorCodes.INTERNAL, 'a source key is hexadecimal');
+    const names: string[] = [];
+    try {
+      for await (const b of this.container.findBlobsByTags(`sourcekey = '${sourceKey}'`)) names.push(b.name);
+    } catch (e) {
+      throw fromServiceError(e, 'finding research copies by source');
+    }
+    return names;
   }
 
   async delete(blobName: string, etag?: string): Promise<void> {

@@ -90,6 +90,12 @@ describe('abuse of one source on the running stack', () => {
     const study = record!.research!.studyInstanceUid;
     expect(await researchBlobsOfStudy(study)).toEqual([record!.research!.blob]);
     expect(await qidoInstances(study)).toHaveLength(1);
+    // The copy can be found from its source without the catalog: by its index tag.
+    const { tags } = await research.getBlobClient(record!.research!.blob).getTags();
+    expect(tags.sourcekey).toMatch(/^[0-9a-f]{32}$/);
+    const found: string[] = [];
+    for await (const b of research.findBlobsByTags(`sourcekey = '${tags.sourcekey}'`)) found.push(b.name);
+    expect(found).toEqual([record!.research!.blob]);
 
     await landing.getBlobClient(name).delete();
     await waitForEvents(60_000);

@@ -124,6 +124,10 @@ export class MemoryResearchStore implements ResearchStore {
     const b = this.blobs.get(name);
     if (b && (!tag || b.version.etag === tag)) this.blobs.delete(name);
   }
+
+  async findBySource(sourceKey: string): Promise<string[]> {
+    return [...this.blobs.entries()].filter(([, b]) => b.version.sourceKey === sourceKey).map(([name]) => name);
+  }
 }
 
 export class MemoryQuarantineStore implements QuarantineStore {

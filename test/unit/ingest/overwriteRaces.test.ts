@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { asciiValue, Tags } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile, researchBlobName } from '../../../shared/ingest/ingestSourceFile';
 import type { ResearchStore } from '../../../shared/storage/blobStores';
@@ -193,5 +194,70 @@ describe('ingestSourceFile under overlapping versions of one source', () => {
     const out2 = await ingestSourceFile(w.deps, created(), LOC);
     expect(out2.status).toBe('unchanged');
     expect(w.index.all()).toHaveLength(0);
+  });
+
+  it('given a research copy written and its instance document failing, when the source is deleted before a retry, then the retry withdraws the copy', async () => {
+    w.source.put(LOC.container, LOC.blobName, version(1), SAME_SECOND);
+    const put = w.catalog.putInstance.bind(w.catalog);
+    w.catalog.putInstance = async () => {
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'catalog unavailable');
+    };
+    const event = created();
+    await expect(ingestSourceFile(w.deps, event, LOC)).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    expect(w.research.blobs.size).toBe(1);
+    w.catalog.putInstance = put;
+    w.source.delete(LOC.container, LOC.blobName);
+    // Event Grid redelivers the failed event; the delete event comes too.
+    await ingestSourceFile(w.deps, event, LOC);
+    await ingestSourceFile(w.deps, deleted(), LOC);
+    await expectOnlyCurrent(w, undefined);
+    expect(w.index.all()).toHaveLength(0);
+  });
+
+  it('given a cataloged source whose index and catalog documents were lost, when it is deleted, then its research copy is withdrawn', async () => {
+    w.source.put(LOC.container, LOC.blobName, version(1), SAME_SECOND);
+    await ingestSourceFile(w.deps, created(), LOC);
+    w.index.map.docs.clear();
+    w.catalog.instances.docs.clear();
+    w.source.delete(LOC.container, LOC.blobName);
+    expect((await ingestSourceFile(w.deps, deleted(), LOC)).status).toBe('deleted');
+    expect(w.research.blobs.size).toBe(0);
+  });
+
+  it('given an older version whose instance document failed, when its event comes back after a newer version was cataloged, then the older copy is withdrawn', async () => {
+    const v1 = w.source.put(LOC.container, LOC.blobName, version(1), SAME_SECOND);
+    const put = w.catalog.putInstance.bind(w.catalog);
+    w.catalog.putInstance = async () => {
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'catalog unavailable');
+    };
+    const event = { ...created(), etag: v1.etag };
+    await expect(ingestSourceFile(w.deps, event, LOC)).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    w.catalog.putInstance = put;
+    const v2 = version(2);
+    const p2 = w.source.put(LOC.container, LOC.blobName, v2, SAME_SECOND);
+    expect((await ingestSourceFile(w.deps, { ...created(), etag: p2.etag }, LOC)).status).toBe('cataloged');
+    expect(w.research.blobs.size).toBe(2);
+    // The first event's retry: its version is gone, the current one is recorded.
+    expect((await ingestSourceFile(w.deps, event, LOC)).status).toBe('unchanged');
+    await expectOnlyCurrent(w, await sopOf(v2));
+  });
+
+  it('given the research catalog unavailable when a cataloged source is deleted, then the research copy is withdrawn at once and the event is retried for the rest', async () => {
+    w.source.put(LOC.container, LOC.blobName, version(1), SAME_SECOND);
+    await ingestSourceFile(w.deps, created(), LOC);
+    const unavailable = async () => {
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'catalog unavailable');
+    };
+    const { getInstance, findInstancesBySource } = w.catalog;
+    w.catalog.getInstance = unavailable;
+    w.catalog.findInstancesBySource = unavailable;
+    w.source.delete(LOC.container, LOC.blobName);
+    const event = deleted();
+    await expect(ingestSourceFile(w.deps, event, LOC)).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    expect(w.research.blobs.size).toBe(0);
+    w.catalog.getInstance = getInstance;
+    w.catalog.findInstancesBySource = findInstancesBySource;
+    expect((await ingestSourceFile(w.deps, event, LOC)).status).toBe('deleted');
+    await expectOnlyCurrent(w, undefined);
   });
 });
