@@ -12,7 +12,7 @@ import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCata
 import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
 import type { ResearchCatalogReader } from './catalog/researchCatalog';
 import { loadAuthSettings, loadSettings, Settings, StorageConnection } from './config/settings';
-import { defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
+import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
 import { ErrorCodes, PipelineError } from './errors';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
@@ -39,8 +39,11 @@ function endpointOf(conn: StorageConnection): string {
   return conn.kind === 'connectionString' ? conn.blobEndpoint : conn.blobServiceUri;
 }
 
+/** DEID_PROFILE: a built-in profile's name (basic, research-default, safe-harbor, limited-data-set) or a profile file's path. */
 export function loadDeidProfile(path: string | undefined): Profile {
   if (!path) return defaultProfile();
+  const builtIn = builtInProfile(path);
+  if (builtIn) return builtIn;
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(path, 'utf8'));

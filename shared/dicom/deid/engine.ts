@@ -532,7 +532,7 @@ function mark(ds: DicomDataset, ctx: DeidContext): void {
   });
   ds.set(DeidTags.DeidentificationMethodCodeSequence, { tag: DeidTags.DeidentificationMethodCodeSequence, vr: 'SQ', items });
   const ltim = DeidTags.LongitudinalTemporalInformationModified;
-  if (profile.options.has('retainLongitudinalModifiedDates') || profile.dates === 'year') ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
+  if (profile.options.has('retainLongitudinalModifiedDates')) ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
   else if (profile.options.has('retainLongitudinalFullDates')) ds.set(ltim, textElement(ltim, 'CS', 'UNMODIFIED'));
   // Without a date option the dates are gone; a value left from the source would claim otherwise.
   else ds.delete(ltim);

@@ -8,7 +8,9 @@ import { ErrorCodes, PipelineError } from '../../errors';
 import { isPrivateTag, lookupTag, parseTagOrKeyword, tagToHex } from '../dictionary';
 import { parseBurnedInConfig } from '../pixels/regions';
 import basicJson from './profiles/basic.json';
+import limitedDataSetJson from './profiles/limited-data-set.json';
 import researchDefaultJson from './profiles/research-default.json';
+import safeHarborJson from './profiles/safe-harbor.json';
 
 /** PS3.15 E.3 options, by the names profile files use. */
 export const PROFILE_OPTIONS = [
@@ -65,9 +67,20 @@ export interface Profile {
   readonly safePrivate: readonly SafePrivateAttribute[];
   /** Burned-in regions per device (validated by pixels/regions.ts), applied by the pipeline with Clean Pixel Data. */
   readonly burnedIn?: Readonly<Record<string, unknown>>;
+  /**
+   * "year": every DA and DT value the profile does not override keeps its year only (DA
+   * YYYY0101, DT YYYY), the HIPAA Safe Harbor rule for dates. Excludes the date options.
+   */
+  readonly dates?: 'year';
+  /**
+   * "aggregate" (the default): an age over 89 becomes 090Y ("90 or older") and a birth date that
+   * shows such an age is emptied (HIPAA 164.514(b)(2)(i)(C)); "keep": ages stay exact, for a
+   * limited data set only.
+   */
+  readonly agesOver89: 'aggregate' | 'keep';
 }
 
-const TOP_LEVEL_KEYS = new Set(['name', 'version', 'description', 'options', 'overrides', 'safePrivate', 'burnedIn']);
+const TOP_LEVEL_KEYS = new Set(['name', 'version', 'description', 'options', 'overrides', 'safePrivate', 'burnedIn', 'dates', 'agesOver89']);
 const DATE_VRS = new Set(['DA', 'DT', 'TM']);
 /** VRs a keyed pseudonym can be written into (13 upper-case characters). */
 const HASHABLE_VRS = new Set(['AE', 'CS', 'LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT', 'UI']);
@@ -229,6 +242,12 @@ export function loadProfile(json: unknown): Profile {
 
   faults.push(...parseBurnedInConfig(json.burnedIn).faults);
 
+  if (json.dates !== undefined && json.dates !== 'year') faults.push('dates: must be "year" when given');
+  if (json.dates === 'year' && (options.has('retainLongitudinalFullDates') || options.has('retainLongitudinalModifiedDates'))) {
+    faults.push('dates: "year" excludes retainLongitudinalFullDates and retainLongitudinalModifiedDates');
+  }
+  if (json.agesOver89 !== undefined && json.agesOver89 !== 'aggregate' && json.agesOver89 !== 'keep') faults.push('agesOver89: must be "aggregate" or "keep"');
+
   if (faults.length > 0) {
     const label = typeof name === 'string' && name.trim() !== '' ? `profile "${name}"` : 'profile';
     throw new PipelineError(ErrorCodes.PROFILE_INVALID, `${label}: ${faults.join('; ')}`);
@@ -241,6 +260,8 @@ export function loadProfile(json: unknown): Profile {
     maskOverrides,
     safePrivate,
     ...(json.burnedIn === undefined ? {} : { burnedIn: json.burnedIn as Record<string, unknown> }),
+    ...(json.dates === 'year' ? { dates: 'year' as const } : {}),
+    agesOver89: json.agesOver89 === 'keep' ? 'keep' : 'aggregate',
   };
 }
 
@@ -256,4 +277,23 @@ export function basicProfile(): Profile {
  */
 export function defaultProfile(): Profile {
   return loadProfile(researchDefaultJson);
+}
+
+/** The profiles shipped with the pipeline, by the name DEID_PROFILE may give instead of a path. */
+const BUILT_IN_PROFILES: Readonly<Record<string, unknown>> = {
+  basic: basicJson,
+  'research-default': researchDefaultJson,
+  'safe-harbor': safeHarborJson,
+  'limited-data-set': limitedDataSetJson,
+};
+
+export const BUILT_IN_PROFILE_NAMES: readonly string[] = Object.keys(BUILT_IN_PROFILES);
+
+/**
+ * A built-in profile by name (basic, research-default, safe-harbor, limited-data-set), or
+ * undefined for any other name. Throws PROFILE_INVALID only if a shipped file is broken.
+ */
+export function builtInProfile(name: string): Profile | undefined {
+  const json = Object.hasOwn(BUILT_IN_PROFILES, name) ? BUILT_IN_PROFILES[name] : undefined;
+  return json === undefined ? undefined : loadProfile(json);
 }

@@ -13,6 +13,7 @@ import { AttributeOverride, Profile, ProfileOption, SafePrivateAttribute } from 
  * shift: dates moved by the patient's shift (C of the modified-dates option);
  * pseudonymize: a keyed pseudonym (Patient ID, Patient's Name, Accession Number, Study ID);
  * replace: the override's fixed value;
+ * year: a DA or DT reduced to its year (profiles with `dates: "year"`, HIPAA Safe Harbor);
  * keepIfBlockKept: a private creator, kept only when an element of its block is kept.
  */
 export type DeidAction =
@@ -25,10 +26,11 @@ export type DeidAction =
   | 'shift'
   | 'pseudonymize'
   | 'replace'
+  | 'year'
   | 'keepIfBlockKept';
 
 /** Where a resolved action came from, for reports and verification findings. */
-export type ActionSource = 'override' | 'option' | 'basic' | 'private' | 'date-vr' | 'not-listed';
+export type ActionSource = 'override' | 'option' | 'basic' | 'private' | 'date-vr' | 'not-listed' | 'dates-year';
 
 export interface ResolvedAction {
   action: DeidAction;
@@ -333,6 +335,8 @@ export function resolveAction(tag: number, profile: Profile, context: ResolveCon
 function resolvePublic(tag: number, profile: Profile, vr: string | undefined, sopClassUid: string | undefined): ResolvedAction {
   const override = overrideOf(tag, profile);
   if (override) return fromOverride(override, vr);
+  // Safe Harbor keeps the year of every date (164.514(b)(2)(i)(C)); file meta dates aside.
+  if (profile.dates === 'year' && (vr === 'DA' || vr === 'DT') && tag >>> 16 !== 0x0002) return { action: 'year', source: 'dates-year', code: 'C' };
 
   const row = tableRowOf(tag);
   if (!row) {
