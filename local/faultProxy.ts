@@ -38,6 +38,11 @@ export interface FaultRule {
   methods?: string[];
   /** Only requests whose path (with query) matches this regular expression source. */
   pathPattern?: string;
+  /**
+   * Not requests that carry this header (lower case), e.g. `x-ms-documentdb-isquery`: Cosmos DB
+   * queries are POSTs to the same path as document creates.
+   */
+  unlessHeader?: string;
   /** Only while the time since the plan was set is within [fromMs, toMs). */
   window?: { fromMs: number; toMs?: number };
 }
@@ -120,12 +125,13 @@ function arm(plan: FaultPlan | undefined): ArmedPlan | undefined {
 }
 
 /** The action for one request, or undefined to forward it untouched. */
-function decide(plan: ArmedPlan | undefined, method: string, url: string): FaultAction | undefined {
+function decide(plan: ArmedPlan | undefined, req: http.IncomingMessage): FaultAction | undefined {
   if (!plan) return undefined;
   const elapsed = Date.now() - plan.since;
   for (const rule of plan.rules) {
-    if (rule.methods && !rule.methods.includes(method)) continue;
-    if (rule.path && !rule.path.test(url)) continue;
+    if (rule.methods && !rule.methods.includes(req.method ?? 'GET')) continue;
+    if (rule.path && !rule.path.test(req.url ?? '/')) continue;
+    if (rule.unlessHeader && req.headers[rule.unlessHeader] !== undefined) continue;
     if (rule.window && (elapsed < rule.window.fromMs || (rule.window.toMs !== undefined && elapsed >= rule.window.toMs))) continue;
     rule.seen += 1;
     if (rule.everyNth && rule.seen % rule.everyNth !== 0) continue;
@@ -197,7 +203,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   };
 
   const server = http.createServer((req, res) => {
-    const action = decide(plan, req.method ?? 'GET', req.url ?? '/');
+    const action = decide(plan, req);
     if (!action) return forward(req, res);
     if (action.kind === 'dropResponse') return forward(req, res, true);
     if (action.kind === 'latency') {

@@ -262,9 +262,13 @@ describe('the pipeline under injected faults, compared with a clean run of the s
     const stack = await startFaultStackProcess({ blobProxyPort, eventSource: EVENT_SOURCE });
     try {
       const container = stack.settings.sourceContainers[0]!;
-      // Every write to the research catalog fails: ingestion gets as far as the research copy.
-      const catalogWrites = `/colls/${stack.settings.researchCatalogContainer}/docs`;
-      await stack.plan('cosmos', { seed: 7, rules: [{ action: { kind: 'status', status: 503 }, methods: ['POST', 'PUT'], pathPattern: catalogWrites }] });
+      // Every create or replace in the research catalog fails (queries, also POSTs, pass): ingestion
+      // gets as far as the research copy.
+      const catalogDocs = `/colls/${stack.settings.researchCatalogContainer}/docs`;
+      await stack.plan('cosmos', {
+        seed: 7,
+        rules: [{ action: { kind: 'status', status: 503 }, methods: ['POST', 'PUT'], pathPattern: catalogDocs, unlessHeader: 'x-ms-documentdb-isquery' }],
+      });
       await uploadAll(stack.info.storageConnectionString, container, new Map([[name, FILES.get(name)!]]), { concurrency: 1, giveUpAfterMs: 10_000 });
       for (const deadline = Date.now() + WAIT_LIMIT_MS; (await stack.stats()).proxies.cosmos.unavailable === 0; await delay(50)) {
         if (Date.now() > deadline) throw new Error(`no research catalog write was attempted within ${WAIT_LIMIT_MS} ms\n${stack.problems()}`);

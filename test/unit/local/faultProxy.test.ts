@@ -102,6 +102,15 @@ describe('fault proxy', () => {
     expect(read.status).toBe(200);
   });
 
+  it('given a rule that spares requests with a header, then those pass and the others get the fault', async () => {
+    const p = await proxy('cosmos', { seed: 1, rules: [{ action: { kind: 'status', status: 503 }, methods: ['POST'], unlessHeader: 'x-ms-documentdb-isquery' }] });
+    const query = await fetch(`${p.url}/dbs/d/colls/c/docs`, { method: 'POST', headers: { 'x-ms-documentdb-isquery': 'True' }, body: '{}' });
+    await query.arrayBuffer();
+    const create = await fetch(`${p.url}/dbs/d/colls/c/docs`, { method: 'POST', body: '{}' });
+    await create.arrayBuffer();
+    expect([query.status, create.status]).toEqual([200, 503]);
+  });
+
   it('given a rule with a time window that has passed, then nothing is injected', async () => {
     const p = await proxy('blob', { seed: 1, rules: [{ action: { kind: 'status', status: 503 }, window: { fromMs: 0, toMs: 1 } }] });
     await new Promise((r) => setTimeout(r, 20));
