@@ -2,7 +2,8 @@
  * Dates in free text, in any common spelling: chrono-node's parsers for English and the other
  * languages it supports ("4 Mar 1961", "March 4, 2019", "3/4/19", "4. März 2019",
  * "2019年3月4日"), plus the DICOM form YYYYMMDD. A match counts when it names a calendar day or
- * month (day and month, or month and year): a bare year, a time of day or a weekday is left.
+ * month (day and month, or month and year; all-digit forms need the year: "5/5mm" is a ratio):
+ * a bare year, a time of day or a weekday is left.
  */
 import * as chrono from 'chrono-node';
 
@@ -10,18 +11,27 @@ import type { TextSpan } from './detector';
 
 type Parser = { parse(text: string): chrono.ParsedResult[] };
 
-/** English first; the others only see text that has letters outside English month names' reach (see detect). */
+/** English for every text with a digit; the others only where a month name of theirs may be (OTHER_MONTHS). */
 const ENGLISH: Parser = chrono.en.strict;
 const OTHER_LANGUAGES: readonly Parser[] = [chrono.de, chrono.fr, chrono.es, chrono.it, chrono.nl, chrono.pt, chrono.ja, chrono.zh, chrono.sv, chrono.fi].map(
   (l) => ('strict' in l ? (l as { strict: Parser }).strict : (l as Parser)),
 );
+
+/**
+ * The first letters of the month names (and their abbreviations) of the other languages, and
+ * the CJK date signs: a text without any cannot hold a date that only they would read.
+ */
+const OTHER_MONTHS =
+  /(?<!\p{L})(?:jan|feb|fév|fev|mär|mar|maa|apr|avr|abr|mai|may|mag|mei|maj|jun|jui|giu|jul|lug|aug|aoû|ago|sep|set|okt|oct|ott|out|nov|dez|dec|déc|dic|gen|ene|tam|hel|huh|tou|kes|hei|elo|syy|lok|jou)|[年月日]/iu;
 
 /** YYYYMMDD of the last two centuries, alone (not inside a longer number). */
 const DICOM_DATE = /(?<![\p{L}\p{N}])(?:1[89]|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?![\p{L}\p{N}])/gu;
 
 function isCalendarDate(r: chrono.ParsedResult): boolean {
   const c = r.start;
-  return c.isCertain('month') && (c.isCertain('day') || c.isCertain('year'));
+  if (!c.isCertain('month') || !(c.isCertain('day') || c.isCertain('year'))) return false;
+  // "5/5" without a year is more often a ratio or a fraction ("5/5mm") than a date.
+  return c.isCertain('year') || /\p{L}/u.test(r.text);
 }
 
 function spansOf(parser: Parser, text: string, out: TextSpan[]): void {
@@ -34,7 +44,8 @@ export function findDates(text: string): TextSpan[] {
   const spans: TextSpan[] = [];
   for (const m of text.matchAll(DICOM_DATE)) spans.push({ start: m.index ?? 0, end: (m.index ?? 0) + m[0].length, kind: 'date' });
   spansOf(ENGLISH, text, spans);
-  // Other languages need a word or a CJK date sign next to the digits ("4. März", "3月4日").
-  if (/[\p{L}]{3,}|[年月日]/u.test(text)) for (const p of OTHER_LANGUAGES) spansOf(p, text, spans);
+  // The other languages cost ten parses: only for text holding one of their month names'
+  // first letters or a CJK date sign ("4. März", "le 4 mars", "3月4日").
+  if (OTHER_MONTHS.test(text)) for (const p of OTHER_LANGUAGES) spansOf(p, text, spans);
   return spans;
 }

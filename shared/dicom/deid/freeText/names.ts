@@ -68,7 +68,8 @@ export function sourceNames(pnValues: readonly string[]): SourceNames {
         // Initials next to a component: "J. Smith", "J Smith", "Smith, J.", "Smith J", and "J.S.".
         const family = words[0];
         const given = words[1];
-        if (family && given) {
+        // Only real words get initials forms: "S R" would make "SR" a name.
+        if (family && given && [...family].length >= 2 && [...given].length >= 2) {
           const fi = escapeRegExp([...family][0] ?? '');
           const gi = escapeRegExp([...given][0] ?? '');
           const f = escapeRegExp(family);
