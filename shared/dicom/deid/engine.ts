@@ -27,7 +27,7 @@ import {
   ValueMatcher,
 } from './identifying';
 import { Profile, ProfileOption } from './profile';
-import { dateShiftDays, pseudonym, researchUid, shiftDate, shiftDateTime } from './pseudonyms';
+import { dateShiftDays, pseudonym, ResearchPatientKey, researchPatientKey, researchUid, shiftDate, shiftDateTime } from './pseudonyms';
 import { resolveAction, tableRowOf } from './resolve';
 
 export interface DeidContext {
@@ -113,7 +113,8 @@ interface FileState {
   names: SourceNames;
   textRedactions: Record<string, number>;
   patientId: string;
-  issuer: string;
+  /** What the research patient and the date shift are keyed on (pseudonyms.ts researchPatientKey). */
+  patientKey: ResearchPatientKey;
   sopClassUid?: string;
   shiftDays?: number;
   /** Elements visited, for the slicing of long work. */
@@ -229,7 +230,7 @@ function applyDummy(el: DicomElement, st: FileState, scope: Scope): void {
 }
 
 function shiftDaysOf(st: FileState): number {
-  st.shiftDays ??= dateShiftDays(st.ctx.key, st.patientId, st.issuer);
+  st.shiftDays ??= dateShiftDays(st.ctx.key, st.patientKey.value, st.patientKey.scope);
   return st.shiftDays;
 }
 
@@ -362,22 +363,24 @@ function pseudonymFor(el: DicomElement, own: DicomDataset, st: FileState, scope:
     const e = own.get(tag);
     return e ? textOf(e, scope.charsets) : undefined;
   };
-  // An item without its own issuer belongs to the file's issuer.
-  const issuer = ownText(DeidTags.IssuerOfPatientID) ?? st.issuer;
+  // The file's own patient is the research patient (issuer ignored, see researchPatientKey);
+  // another ID (in Other Patient IDs, say) is keyed on its value alone.
+  const patient = (id: string) =>
+    id === st.patientId ? pseudonym(st.ctx.key, 'patient', st.patientKey.value, st.patientKey.scope) : pseudonym(st.ctx.key, 'patient', id);
   if (fromOverride && !PSEUDONYM_KINDS.has(el.tag)) return pseudonym(st.ctx.key, 'other', value, tagToHex(el.tag));
   switch (el.tag) {
     case DeidTags.PatientID:
-      return pseudonym(st.ctx.key, 'patient', value, issuer);
+      return patient(value);
     case DeidTags.PatientName: {
       // The patient's pseudonym doubles as the name, so research keeps one label per patient.
       const id = ownText(DeidTags.PatientID) ?? st.patientId;
-      return id === '' ? '' : pseudonym(st.ctx.key, 'patient', id, issuer);
+      return id === '' && st.patientKey.value === '' ? '' : patient(id);
     }
     case DeidTags.AccessionNumber:
       return pseudonym(st.ctx.key, 'accession', value);
     case DeidTags.StudyID:
-      // Study IDs are small numbers unique within a patient at best: scope them by the patient.
-      return pseudonym(st.ctx.key, 'study-id', value, `${st.issuer}\0${st.patientId}`);
+      // Study IDs are small numbers unique within a patient at best: scope them by the research patient.
+      return pseudonym(st.ctx.key, 'study-id', value, `${st.patientKey.scope}\0${st.patientKey.value}`);
     default:
       return pseudonym(st.ctx.key, 'other', value, tagToHex(el.tag));
   }
@@ -575,15 +578,15 @@ function* deidentifyWork(dataset: DicomDataset, ctx: DeidContext): Generator<voi
   const facts = yield* sourceFactsWork(dataset, ctx.profile);
   const sourceNameValues = personNamesOf(dataset, [], []);
   const idEl = dataset.get(DeidTags.PatientID);
-  const issuerEl = dataset.get(DeidTags.IssuerOfPatientID);
+  const patientId = idEl ? textOf(idEl, charsets) : '';
   const st: FileState = {
     ctx,
     counts: newCounts(),
     matchers: identifyingMatchers(facts.identifyingValues),
     names: sourceNames(sourceNameValues),
     textRedactions: {},
-    patientId: idEl ? textOf(idEl, charsets) : '',
-    issuer: issuerEl ? textOf(issuerEl, charsets) : '',
+    patientId,
+    patientKey: researchPatientKey(ctx.profile.researchPatient, patientId, original.studyInstanceUid),
     sopClassUid: original.sopClassUid,
     steps: 0,
   };

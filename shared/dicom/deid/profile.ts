@@ -78,9 +78,14 @@ export interface Profile {
    * limited data set only.
    */
   readonly agesOver89: 'aggregate' | 'keep';
+  /**
+   * What the research patient and its date shift are keyed on: "patientId" (the default, issuer
+   * ignored) or "study" (one research patient per source study). See pseudonyms.ts researchPatientKey.
+   */
+  readonly researchPatient: 'patientId' | 'study';
 }
 
-const TOP_LEVEL_KEYS = new Set(['name', 'version', 'description', 'options', 'overrides', 'safePrivate', 'burnedIn', 'dates', 'agesOver89']);
+const TOP_LEVEL_KEYS = new Set(['name', 'version', 'description', 'options', 'overrides', 'safePrivate', 'burnedIn', 'dates', 'agesOver89', 'researchPatient']);
 const DATE_VRS = new Set(['DA', 'DT', 'TM']);
 /** VRs a keyed pseudonym can be written into (13 upper-case characters). */
 const HASHABLE_VRS = new Set(['AE', 'CS', 'LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT', 'UI']);
@@ -247,6 +252,9 @@ export function loadProfile(json: unknown): Profile {
     faults.push('dates: "year" excludes retainLongitudinalFullDates and retainLongitudinalModifiedDates');
   }
   if (json.agesOver89 !== undefined && json.agesOver89 !== 'aggregate' && json.agesOver89 !== 'keep') faults.push('agesOver89: must be "aggregate" or "keep"');
+  if (json.researchPatient !== undefined && json.researchPatient !== 'patientId' && json.researchPatient !== 'study') {
+    faults.push('researchPatient: must be "patientId" or "study"');
+  }
 
   if (faults.length > 0) {
     const label = typeof name === 'string' && name.trim() !== '' ? `profile "${name}"` : 'profile';
@@ -262,6 +270,7 @@ export function loadProfile(json: unknown): Profile {
     ...(json.burnedIn === undefined ? {} : { burnedIn: json.burnedIn as Record<string, unknown> }),
     ...(json.dates === 'year' ? { dates: 'year' as const } : {}),
     agesOver89: json.agesOver89 === 'keep' ? 'keep' : 'aggregate',
+    researchPatient: json.researchPatient === 'study' ? 'study' : 'patientId',
   };
 }
 

@@ -84,6 +84,28 @@ export function dateShiftDays(key: Buffer, patientId: string, issuer = ''): numb
   return DATE_SHIFT_MIN_DAYS + (digest.readUInt32BE(0) % span);
 }
 
+/** What one research patient (its pseudonym, its date shift) is derived from: a value and its scope. */
+export interface ResearchPatientKey {
+  value: string;
+  scope: string;
+}
+
+/**
+ * The research patient of a file, the same for every file of a source study:
+ * - "patientId" (the default): the Patient ID alone. The Issuer of Patient ID is ignored, since
+ *   modalities and archives add or drop it from file to file; every study of the patient gets
+ *   the same pseudonym and date shift, so intervals between studies survive. Two patients
+ *   whose IDs from two issuers are equal become one research patient.
+ * - "study": the Study Instance UID. One study is one research patient whatever Patient ID
+ *   variants its files carry, but each study of a patient is a research patient of its own,
+ *   with its own shift: nothing links studies of one patient.
+ * No state is shared: every function instance derives the same key from the file alone.
+ */
+export function researchPatientKey(mode: 'patientId' | 'study', patientId: string, studyInstanceUid: string | undefined): ResearchPatientKey {
+  if (mode === 'study' && studyInstanceUid) return { value: unpad(studyInstanceUid), scope: 'study' };
+  return { value: unpad(patientId), scope: '' };
+}
+
 const DAY_MS = 86_400_000;
 
 function shiftYmd(year: number, month: number, day: number, days: number): [number, number, number] | undefined {

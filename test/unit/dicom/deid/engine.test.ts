@@ -36,7 +36,7 @@ describe('deidentifyDataset with the Basic profile', () => {
   });
 
   it('then Patient ID and Patient Name carry the keyed patient pseudonym, accession and study ID theirs', () => {
-    const p = pseudonym(key, 'patient', 'MRN4455667', 'HOSP-A');
+    const p = pseudonym(key, 'patient', 'MRN4455667');
     expect(text(ds, 'PatientID')).toBe(p);
     expect(text(ds, 'PatientName')).toBe(p);
     expect(text(ds, 'AccessionNumber')).toBe(pseudonym(key, 'accession', 'ACC778899'));
@@ -114,7 +114,7 @@ describe('deidentifyDataset determinism', () => {
 describe('deidentifyDataset options', () => {
   it('given Retain Longitudinal Modified Dates, then dates shift by the patient shift, intervals and time of day kept', () => {
     const { ds } = run(sampleDataset(), ctxWith(['retainLongitudinalModifiedDates']));
-    const days = dateShiftDays(key, 'MRN4455667', 'HOSP-A');
+    const days = dateShiftDays(key, 'MRN4455667');
     expect(text(ds, 'StudyDate')).toBe(shiftDate('20210315', days));
     expect(text(ds, 'AcquisitionDate')).toBe(shiftDate('20210316', days));
     expect(text(ds, 'StudyTime')).toBe('101530');
@@ -125,7 +125,7 @@ describe('deidentifyDataset options', () => {
 
   it('given Modified Dates with Patient Characteristics, then the birth date shifts too and the age is kept', () => {
     const { ds } = run(sampleDataset(), ctxWith(['retainLongitudinalModifiedDates', 'retainPatientCharacteristics']));
-    const days = dateShiftDays(key, 'MRN4455667', 'HOSP-A');
+    const days = dateShiftDays(key, 'MRN4455667');
     expect(text(ds, 'PatientBirthDate')).toBe(shiftDate('19700101', days));
     expect(text(ds, 'PatientAge')).toBe('051Y');
     expect(text(ds, 'PatientSex')).toBe('M');
@@ -226,7 +226,7 @@ describe('deidentifyDataset sequences', () => {
     ]));
     const { report } = run(ds, ctxWith([]));
     const item = ds.get(tagOf('ReferencedSeriesSequence'))?.items?.[0] as DicomDataset;
-    expect(text(item, 'PatientName')).toBe(pseudonym(key, 'patient', 'MRN4455667', 'HOSP-A'));
+    expect(text(item, 'PatientName')).toBe(pseudonym(key, 'patient', 'MRN4455667'));
     expect(text(item, 'OtherPatientIDs')).toBeUndefined();
     expect(text(item, 'SeriesInstanceUID')).toBe(report.research.seriesInstanceUid);
     expect(allText(ds)).not.toMatch(/Smithers/i);
@@ -300,6 +300,6 @@ describe('deidentifyDataset overrides', () => {
     expect(text(ds, 'SeriesNumber')).toBe('');
     expect(text(ds, 'InstitutionName')).toBe('SITE 01');
     expect(text(ds, 'StationName')).toMatch(/^H[0-9A-Z]{12}$/);
-    expect(text(ds, 'StudyDate')).toBe(shiftDate('20210315', dateShiftDays(key, 'MRN4455667', 'HOSP-A')));
+    expect(text(ds, 'StudyDate')).toBe(shiftDate('20210315', dateShiftDays(key, 'MRN4455667')));
   });
 });
