@@ -71,7 +71,9 @@ export interface PrepareOptions {
 }
 
 export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed' | 'failed'): NonNullable<IngestionDocument['deidentification']> {
-  return { profile: deid.profile.name, profileVersion: deid.profile.version, keyId: deid.keyId, actions: { ...report.actions }, gate };
+  // Free-text redactions by attribute and kind ("text:ImageComments:name"), counts only.
+  const textRedactions = Object.fromEntries(Object.entries(report.textRedactions).map(([k, n]) => [`text:${k}`, n]));
+  return { profile: deid.profile.name, profileVersion: deid.profile.version, keyId: deid.keyId, actions: { ...report.actions, ...textRedactions }, gate };
 }
 
 /** Elements after the pixel data survive only where the profile keeps them (signatures and private groups go). */

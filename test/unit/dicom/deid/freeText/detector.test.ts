@@ -16,6 +16,7 @@ import { researchUid } from '../../../../../shared/dicom/deid/pseudonyms';
 import { verifyDeidentifiedDataset } from '../../../../../shared/dicom/deid/verify';
 import { lookupTag } from '../../../../../shared/dicom/dictionary';
 import { parseDicomBuffer } from '../../../../../shared/dicom/parser';
+import { auditRecord } from '../../../../../shared/ingest/deidentifyInstance';
 import { el, sampleDataset } from '../helpers';
 import { FIXTURES, listFiles } from '../leakCheck';
 
@@ -115,6 +116,8 @@ describe('the engine and the gate with the detector', () => {
     expect(textOf(ds.get(0x00204000)!, [])).toBe('SSN [removed], call [removed], seen by Dr. [removed]');
     expect(report.textRedactions).toMatchObject({ 'ImageComments:ssn': 1, 'ImageComments:phone': 1, 'ImageComments:name': 1 });
     expect(JSON.stringify(report.textRedactions)).not.toMatch(/6789|0142|Garcia/);
+    const audit = auditRecord({ profile: defaultProfile(), key, keyId: 'ft' }, report, 'passed');
+    expect(audit.actions).toMatchObject({ 'text:ImageComments:ssn': 1, 'text:ImageComments:phone': 1, 'text:ImageComments:name': 1 });
     expect(verifyDeidentifiedDataset(ds, report, defaultProfile()).findings).toEqual([]);
   });
 
