@@ -12,7 +12,9 @@ import type { TextSpan } from './detector';
 type Parser = { parse(text: string): chrono.ParsedResult[] };
 
 /** English for every text with a digit; the others only where a month name of theirs may be (OTHER_MONTHS). */
-const ENGLISH: Parser = chrono.en.strict;
+// Casual, not strict: strict misses month and year ("March 2019"); the filter below drops the
+// relative words casual adds ("today", "Tuesday").
+const ENGLISH: Parser = chrono.casual;
 const OTHER_LANGUAGES: readonly Parser[] = [chrono.de, chrono.fr, chrono.es, chrono.it, chrono.nl, chrono.pt, chrono.ja, chrono.zh, chrono.sv, chrono.fi].map(
   (l) => ('strict' in l ? (l as { strict: Parser }).strict : (l as Parser)),
 );
@@ -35,7 +37,12 @@ function isCalendarDate(r: chrono.ParsedResult): boolean {
 }
 
 function spansOf(parser: Parser, text: string, out: TextSpan[]): void {
-  for (const r of parser.parse(text)) if (isCalendarDate(r)) out.push({ start: r.index, end: r.index + r.text.length, kind: 'date' });
+  for (const r of parser.parse(text)) {
+    if (!isCalendarDate(r)) continue;
+    // A time zone read into the date ("May 2019 CT": Central Time) is the modality: it stays.
+    const zone = r.start.isCertain('timezoneOffset') ? /\s+[A-Z]{2,5}$/.exec(r.text) : null;
+    out.push({ start: r.index, end: r.index + r.text.length - (zone ? zone[0].length : 0), kind: 'date' });
+  }
 }
 
 export function findDates(text: string): TextSpan[] {
