@@ -419,9 +419,12 @@ function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): G
           count('kept');
         } else if ((scope.cleanAll && !isPrivate && (FREE_TEXT_VRS.has(vr) || vr === 'PN')) || (!isPrivate && detectsKeptValue(tag, vr, resolved))) {
           // Text the profile keeps still goes through the free-text detector (freeText/policy.ts).
+          // Where nothing is left, the placeholder stands in: a kept text is often Type 1
+          // (an SR TextValue), and an empty one would break the document.
           const before = el.value;
-          if (!cleanValue(el, st, scope)) count('emptied');
-          else count(before === el.value ? 'kept' : 'cleaned');
+          if (cleanValue(el, st, scope)) count(before === el.value ? 'kept' : 'cleaned');
+          else if (DETECTED_VRS.has(vr) && setText(el, REDACTED, scope.charsets)) count('cleaned');
+          else count('emptied');
         } else {
           count('kept');
         }
