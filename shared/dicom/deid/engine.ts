@@ -102,6 +102,13 @@ export const DEID_METHOD_CODES: readonly { option?: ProfileOption; code: string;
 ];
 
 const FREE_TEXT_VRS = new Set(['LO', 'SH', 'UC', 'LT', 'ST', 'UT']);
+/**
+ * The coded-entry identifiers (Code Value, Coding Scheme Designator and Version, Long and URN
+ * Code Value, Mapping Resource, Context Identifier): vocabulary, which Clean Structured Content
+ * keeps (a digit run such as DCM 121049 is a code, not an MRN). Only the source's own values
+ * are looked for in them.
+ */
+const CODED_ENTRY_TAGS: ReadonlySet<number> = new Set([0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080120, 0x00080105, 0x0008010f]);
 const PSEUDONYM_KINDS: ReadonlySet<number> = new Set([DeidTags.PatientID, DeidTags.PatientName, DeidTags.AccessionNumber, DeidTags.StudyID]);
 const BINARY_WIDTH: Record<string, number> = { US: 2, SS: 2, UL: 4, SL: 4, FL: 4, FD: 8, AT: 4, SV: 8, UV: 8 };
 
@@ -417,6 +424,11 @@ function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): G
         if (el.items) {
           for (const item of el.items) yield* processDataset(item, st, scope);
           count('kept');
+        } else if (scope.cleanAll && !isPrivate && CODED_ENTRY_TAGS.has(tag)) {
+          if (el.value?.includes(0x1b) || scrubText(textOf(el, scope.charsets), st.matchers) !== textOf(el, scope.charsets)) {
+            setEmpty(el);
+            count('emptied');
+          } else count('kept');
         } else if ((scope.cleanAll && !isPrivate && (FREE_TEXT_VRS.has(vr) || vr === 'PN')) || (!isPrivate && detectsKeptValue(tag, vr, resolved))) {
           // Text the profile keeps still goes through the free-text detector (freeText/policy.ts).
           // Where nothing is left, the placeholder stands in: a kept text is often Type 1

@@ -1,0 +1,79 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { bufferReader } from '../../../shared/dicom/byteReader';
+import { asciiValue, DicomDataset } from '../../../shared/dicom/dataset';
+import { basicProfile, loadProfile, Profile } from '../../../shared/dicom/deid/profile';
+import researchDefault from '../../../shared/dicom/deid/profiles/research-default.json';
+import { researchUid } from '../../../shared/dicom/deid/pseudonyms';
+import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { tagOf } from '../dicom/deid/helpers';
+
+const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
+const key = Buffer.from('structured content key, 32 bytes');
+
+/**
+ * research-default with Clean Structured Content: not yet on by default, since dciodvfy finds
+ * new errors on two fixtures with it (an emptied Type 1C TextValue, evidence sequences).
+ */
+const withStructuredContent = (): Profile =>
+  loadProfile({ ...researchDefault, name: 'research-structured', options: [...researchDefault.options, 'cleanStructuredContent'] });
+
+const CONTENT_SEQUENCE = tagOf('ContentSequence');
+const REFERENCED_SOP_INSTANCE_UID = tagOf('ReferencedSOPInstanceUID');
+
+async function deidentify(source: Buffer, profile: Profile): Promise<DicomDataset> {
+  const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
+    deid: { profile, key, keyId: 'test' },
+    maxHeaderBytes: 1 << 24,
+    totalSize: source.length,
+    burnedIn: { mode: 'quarantine' },
+  });
+  const parts: Uint8Array[] = [];
+  for await (const c of prepared.output()) parts.push(c);
+  return (await parseDicomBuffer(Buffer.concat(parts))).dataset;
+}
+
+/** The content tree's shape: each item's value type and concept name code, depth first, with its numeric value. */
+function shape(ds: DicomDataset, out: string[] = [], depth = 0): string[] {
+  for (const item of ds.get(CONTENT_SEQUENCE)?.items ?? []) {
+    const concept = item.get(tagOf('ConceptNameCodeSequence'))?.items?.[0];
+    const code = concept ? `${asciiValue(concept.get(tagOf('CodingSchemeDesignator'))) ?? ''}:${asciiValue(concept.get(tagOf('CodeValue'))) ?? ''}` : '-';
+    const measured = item.get(tagOf('MeasuredValueSequence'))?.items?.[0];
+    const value = measured ? asciiValue(measured.get(tagOf('NumericValue'))) : undefined;
+    out.push(`${depth}:${asciiValue(item.get(tagOf('ValueType'))) ?? ''}:${code}${value === undefined ? '' : `=${value}`}`);
+    shape(item, out, depth + 1);
+  }
+  return out;
+}
+
+/** Every Referenced SOP Instance UID anywhere in the data set. */
+function references(ds: DicomDataset, out: string[] = []): string[] {
+  for (const el of ds.values()) {
+    if (el.tag === REFERENCED_SOP_INSTANCE_UID) out.push(asciiValue(el) ?? '');
+    for (const item of el.items ?? []) references(item, out);
+  }
+  return out;
+}
+
+describe.each([
+  ['highdicom/sr_document.dcm'],
+  ['dcmjs/test__sample-sr.dcm'],
+  ['dicomParser/deflate__report_dfl'],
+])('given the real SR %s under research-default with Clean Structured Content', (fixture) => {
+  const source = readFileSync(join(FIXTURES, fixture));
+
+  test('then the content tree keeps its items, value types, concept codes and measurements, and every reference is the research UID of its source UID', async () => {
+    const src = (await parseDicomBuffer(source)).dataset;
+    expect(shape(src).length).toBeGreaterThan(1);
+    const out = await deidentify(source, withStructuredContent());
+    expect(shape(out)).toEqual(shape(src));
+    const refs = references(src);
+    expect(references(out)).toEqual(refs.map((u) => (u.startsWith('1.2.840.10008.') ? u : researchUid(key, u))));
+  });
+
+  test('then under basic the content is one dummy item (the option is what keeps it)', async () => {
+    expect(shape(await deidentify(source, basicProfile()))).toHaveLength(1);
+  });
+});
