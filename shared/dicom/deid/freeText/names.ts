@@ -164,6 +164,8 @@ function findOtherNames(text: string, out: TextSpan[]): void {
     const named = terms.some((t) => (t.tags ?? []).some((tag) => tag === 'FirstName' || tag === 'LastName'));
     if (!titled && !named) continue;
     const words = terms.filter((t) => !(t.tags ?? []).includes('Honorific'));
+    // A lone short capitalised word is a code more often than a name ("URI", "MAX", "AL").
+    if (!titled && words.length === 1 && /^\p{Lu}{1,4}$/u.test(words[0]?.text ?? '')) continue;
     const a = words[0]?.offset;
     const b = words[words.length - 1]?.offset;
     if (a && b) out.push({ start: a.start, end: b.start + b.length, kind: 'name' });

@@ -106,6 +106,7 @@ describe('what the detector finds', () => {
     ['seen by Dr. Maria Garcia', 'seen by Dr. [removed]'],
     ['lives at 12 Main Street', 'lives at [removed]'],
     ['CT for [removed] follow-up', 'CT for [removed] follow-up'],
+    ['URI', 'URI'],
   ])('given "%s", then "%s"', (text, expected) => {
     expect(redact(text)).toBe(expected);
   });
@@ -122,6 +123,15 @@ describe('the engine and the gate with the detector', () => {
     const audit = auditRecord({ profile: defaultProfile(), key, keyId: 'ft' }, report, 'passed');
     expect(audit.actions).toMatchObject({ 'text:ImageComments:ssn': 1, 'text:ImageComments:phone': 1, 'text:ImageComments:name': 1 });
     expect(verifyDeidentifiedDataset(ds, report, defaultProfile()).findings).toEqual([]);
+  });
+
+  it('given a kept TextValue (a waveform annotation) that is only a source identifier, then it holds the placeholder, not nothing (Type 1C)', () => {
+    const ds = sampleDataset();
+    const item: DicomDataset = new Map([[0x0040a160, el('TextValue', 'MRN4455667')]]);
+    ds.set(0x0040b020, { tag: 0x0040b020, vr: 'SQ', items: [item] });
+    const report = deidentifyDataset(ds, { profile: defaultProfile(), key, keyId: 'ft' });
+    expect(textOf(item.get(0x0040a160)!, [])).toBe('[removed]');
+    expect(report.textRedactions['TextValue:sourceValue']).toBe(1);
   });
 
   it('given a prior study\'s UID written into a comment, then it becomes the research UID the engine gives that UID; the file\'s own UID is removed', () => {
