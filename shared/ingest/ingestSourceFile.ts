@@ -582,7 +582,12 @@ async function recordFailure(a: Attempt, props: SourceProperties, existing: Vers
 }
 
 /** Codes whose source is kept in quarantine for review rather than only recorded as failed. */
-const QUARANTINED_CODES: ReadonlySet<string> = new Set<string>([ErrorCodes.DEID_VERIFICATION_FAILED, ErrorCodes.DEID_BURNED_IN_ANNOTATION, ErrorCodes.DICOM_INVALID_UID]);
+const QUARANTINED_CODES: ReadonlySet<string> = new Set<string>([
+  ErrorCodes.DEID_VERIFICATION_FAILED,
+  ErrorCodes.DEID_BURNED_IN_ANNOTATION,
+  ErrorCodes.DEID_DOCUMENT_NOT_CLEANED,
+  ErrorCodes.DICOM_INVALID_UID,
+]);
 
 /**
  * The blob is gone: withdraw everything the source contributed to the research side (every

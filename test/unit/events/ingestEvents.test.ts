@@ -5,9 +5,14 @@ const ENDPOINT = 'http://127.0.0.1:10000/devstoreaccount1';
 describe('parseIncomingEvent', () => {
   const data = { url: `${ENDPOINT}/anq-replica/a/b.dcm`, eTag: '0x1', contentLength: 10 };
 
-  it('given an Event Grid schema BlobCreated, then a created request', () => {
+  it('given an Event Grid schema BlobCreated, then a created request naming the version it was raised for', () => {
     const r = parseIncomingEvent({ id: 'e1', eventType: 'Microsoft.Storage.BlobCreated', subject: '/blobServices/default/containers/anq-replica/blobs/a/b.dcm', eventTime: '2024-01-01T00:00:00Z', data });
-    expect(r).toEqual({ kind: 'ingest', request: { kind: 'created', eventId: 'e1', eventType: 'Microsoft.Storage.BlobCreated', eventTime: '2024-01-01T00:00:00Z', url: data.url, site: undefined } });
+    expect(r).toEqual({ kind: 'ingest', request: { kind: 'created', eventId: 'e1', eventType: 'Microsoft.Storage.BlobCreated', eventTime: '2024-01-01T00:00:00Z', url: data.url, site: undefined, etag: data.eTag } });
+  });
+
+  it('given an event without an eTag, then the request names no version', () => {
+    const r = parseIncomingEvent({ id: 'e1b', eventType: 'Microsoft.Storage.BlobCreated', data: { url: data.url } });
+    expect(r.kind === 'ingest' && 'etag' in r.request).toBe(false);
   });
 
   it('given a CloudEvents BlobDeleted, then a deleted request', () => {

@@ -6,9 +6,11 @@ import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags } from '
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { encodeDataset, encodeFileMeta } from '../../../shared/dicom/writer';
-import { isPipelineError } from '../../../shared/errors';
+import { ErrorCodes, isPipelineError } from '../../../shared/errors';
 import { BurnedInPolicy } from '../../../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
+import { memoryWorld } from '../fakes';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const key = Buffer.from('document test key, 32 bytes ....');
@@ -87,5 +89,16 @@ describe('encapsulated documents are held, never written with zeroed content', (
 
   test('given the real MR fixture it was built on, then it is still written (the rule is about documents only)', async () => {
     expect(await outcome(readFileSync(join(FIXTURES, 'pydicom-deb/test_files__MR_small.dcm')))).toBe('written');
+  });
+
+  it('given an encapsulated PDF through the ingestion, then it is recorded as quarantined with its code and a quarantine copy, and nothing is written for research', async () => {
+    const w = memoryWorld(defaultProfile());
+    const loc = { canonicalUrl: 'http://127.0.0.1:10000/devstoreaccount1/anq-replica/letter.dcm', container: 'anq-replica', blobName: 'letter.dcm' };
+    w.source.put(loc.container, loc.blobName, await documentFrom(ENCAPSULATED_PDF, 'application/pdf', PDF, 'NO'));
+    const out = await ingestSourceFile(w.deps, { kind: 'created', eventId: 'evt-doc', eventType: 'Microsoft.Storage.BlobCreated', url: loc.canonicalUrl }, loc);
+    expect(out).toEqual({ status: 'quarantined', errorCode: ErrorCodes.DEID_DOCUMENT_NOT_CLEANED });
+    expect(w.quarantine.copies.get(`${loc.container}/${loc.blobName}`)).toEqual({ errorCode: ErrorCodes.DEID_DOCUMENT_NOT_CLEANED });
+    expect(w.research.blobs.size).toBe(0);
+    expect(w.index.all()[0]).toMatchObject({ status: 'quarantined', errorCode: ErrorCodes.DEID_DOCUMENT_NOT_CLEANED });
   });
 });
