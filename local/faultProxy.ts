@@ -12,6 +12,7 @@
 import * as http from 'http';
 import * as net from 'net';
 
+import { mulberry32 } from '../bench/generate';
 import { closeServer, delay, listen } from './net';
 
 /** The error format of injected answers: Azure Storage's XML error or Cosmos DB's JSON error. */
@@ -97,16 +98,10 @@ export interface FaultProxy {
   stop(): Promise<void>;
 }
 
-/** mulberry32: small, fast, and good enough to spread faults evenly. */
+/** A number in [0, 1) from the bench's seeded generator: the same plan draws the same faults. */
 export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
+  return () => next() / 4294967296;
 }
 
 interface ArmedPlan {
