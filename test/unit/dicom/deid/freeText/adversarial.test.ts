@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { bufferReader } from '../../../../../shared/dicom/byteReader';
 import { DicomDataset, DicomElement, encodeAsciiValue } from '../../../../../shared/dicom/dataset';
-import { basicProfile, defaultProfile, Profile } from '../../../../../shared/dicom/deid/profile';
+import { basicProfile, builtInProfile, defaultProfile, Profile } from '../../../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../../../shared/dicom/parser';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../../../shared/dicom/writer';
 import { prepareDeidentifiedInstance } from '../../../../../shared/ingest/deidentifyInstance';
@@ -206,9 +206,38 @@ function holds(haystack: Buffer, needle: Buffer): boolean {
   return fold(haystack).includes(fold(needle));
 }
 
+function shipped(name: string): Profile {
+  const profile = builtInProfile(name);
+  if (!profile) throw new Error(`no built-in profile ${name}`);
+  return profile;
+}
+
+/**
+ * Kinds a profile keeps by definition, so a planted value of that kind may stay: the HIPAA
+ * limited data set (45 CFR 164.514(e)(2)) keeps dates and town or city, state and ZIP code;
+ * a street address, and every other kind, must still go. They are counted, not asserted.
+ */
+const EXEMPT_KINDS: Readonly<Record<string, ReadonlySet<string>>> = {
+  'limited-data-set': new Set(['date', 'zip']),
+};
+
+const PROFILES: readonly [string, Profile][] = [
+  ['research default', defaultProfile()],
+  ['basic', basicProfile()],
+  ['safe-harbor', shipped('safe-harbor')],
+  ['limited-data-set', shipped('limited-data-set')],
+];
+
 describe('given identifying text planted into real fixtures, run through the real core', () => {
-  for (const [profileName, profile] of [['research default', defaultProfile()], ['basic', basicProfile()]] as const) {
-    it(`under the ${profileName} profile, then none of the planted values is in any output (0 of N, by kind)`, async () => {
+  it('the exempt kinds name kinds that are planted, so an exemption cannot hide a typo', () => {
+    const kinds = new Set(PLANTS.map((p) => p.kind));
+    for (const exempt of Object.values(EXEMPT_KINDS)) for (const k of exempt) expect(kinds).toContain(k);
+  });
+
+  for (const [profileName, profile] of PROFILES) {
+    const exempt = EXEMPT_KINDS[profileName] ?? new Set<string>();
+    const but = exempt.size === 0 ? '' : ` but the kinds it keeps by definition (${[...exempt].join(', ')})`;
+    it(`under the ${profileName} profile, then none of the planted values${but} is in any output (0 of N, by kind)`, async () => {
       const planted_: Record<string, number> = {};
       const left: Record<string, number> = {};
       const leaks: string[] = [];
@@ -226,14 +255,14 @@ describe('given identifying text planted into real fixtures, run through the rea
             left[plant.kind] ??= 0;
             if (holds(output, base.needle(v))) {
               left[plant.kind]!++;
-              leaks.push(`${plant.kind} in ${'sequence' in position ? `${position.sequence}.` : ''}${position.keyword} (${plant.base}, plant ${i})`);
+              if (!exempt.has(plant.kind)) leaks.push(`${plant.kind} in ${'sequence' in position ? `${position.sequence}.` : ''}${position.keyword} (${plant.base}, plant ${i})`);
             }
           }
         }
       }
       if (process.env.FREE_TEXT_REPORT) process.stdout.write(`${profileName}: ${run} files; planted ${JSON.stringify(planted_)}; left ${JSON.stringify(left)}\n`);
       expect(leaks).toEqual([]);
-      expect(Object.values(left).every((n) => n === 0)).toBe(true);
+      expect(Object.entries(left).filter(([kind, n]) => n > 0 && !exempt.has(kind))).toEqual([]);
       expect(run).toBe(PLANTS.length * 3);
     });
   }
