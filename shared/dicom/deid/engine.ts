@@ -192,6 +192,15 @@ function dummyText(vr: string): string {
 
 const CONTENT_SEQUENCE = 0x0040a730;
 
+/** The Verifying Observer Sequence and the attributes of its items (SR Document General module). */
+export const VerifyingObserver = {
+  Sequence: 0x0040a073,
+  Organization: 0x0040a027,
+  DateTime: 0x0040a030,
+  Name: 0x0040a075,
+  IdentificationCodeSequence: 0x0040a088,
+} as const;
+
 /** CONTAINS TEXT (DCM 121106 "Comment") = "ANONYMIZED": a minimal valid SR content item. */
 function dummyContentItem(charsets: string[]): DicomDataset {
   const put = (ds: DicomDataset, tag: number, vr: string, value: string) => {
@@ -211,13 +220,40 @@ function dummyContentItem(charsets: string[]): DicomDataset {
   return item;
 }
 
+/**
+ * A Verifying Observer item with every attribute the SR Document General module asks of it:
+ * Verifying Observer Name and Verifying Organization (Type 1) dummies, Verification DateTime
+ * (Type 1) the dummy date-time, Verifying Observer Identification Code Sequence (Type 2) empty.
+ * None of it comes from the source.
+ */
+function dummyVerifyingObserverItem(charsets: string[]): DicomDataset {
+  const item: DicomDataset = new Map();
+  const put = (tag: number, vr: string, value: string) => {
+    const e: DicomElement = { tag, vr };
+    setText(e, value, charsets);
+    item.set(tag, e);
+  };
+  put(VerifyingObserver.Organization, 'LO', DUMMY_TEXT);
+  put(VerifyingObserver.DateTime, 'DT', DUMMY_DATE_TIME);
+  put(VerifyingObserver.Name, 'PN', DUMMY_TEXT);
+  item.set(VerifyingObserver.IdentificationCodeSequence, { tag: VerifyingObserver.IdentificationCodeSequence, vr: 'SQ', items: [] });
+  return item;
+}
+
+function dummyItem(tag: number, charsets: string[]): DicomDataset {
+  if (tag === CONTENT_SEQUENCE) return dummyContentItem(charsets);
+  if (tag === VerifyingObserver.Sequence) return dummyVerifyingObserverItem(charsets);
+  return new Map();
+}
+
 function applyDummy(el: DicomElement, st: FileState, scope: Scope): void {
   const vr = effectiveVr(el);
   if (vr === 'SQ') {
     // A sequence dummy: one item, the least a Type 1 sequence can hold. For SR content the
-    // item is a complete TEXT content item (its Type 1 attributes present), so the document
-    // stays valid while none of its content survives.
-    el.items = [el.tag === CONTENT_SEQUENCE ? dummyContentItem(scope.charsets) : new Map()];
+    // item is a complete TEXT content item, for a Verifying Observer a complete observer
+    // (their Type 1 attributes present), so the document stays valid while none of the
+    // source's content survives.
+    el.items = [dummyItem(el.tag, scope.charsets)];
     delete el.value;
     return;
   }
@@ -552,6 +588,8 @@ function mark(ds: DicomDataset, ctx: DeidContext): void {
   const ltim = DeidTags.LongitudinalTemporalInformationModified;
   if (profile.options.has('retainLongitudinalModifiedDates')) ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
   else if (profile.options.has('retainLongitudinalFullDates')) ds.set(ltim, textElement(ltim, 'CS', 'UNMODIFIED'));
+  // Dates reduced to the year are still there, but not as they were (C.7.1.4.1.1: MODIFIED).
+  else if (profile.dates === 'year') ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
   // Without a date option the dates are gone; a value left from the source would claim otherwise.
   else ds.delete(ltim);
 }

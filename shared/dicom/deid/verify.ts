@@ -7,7 +7,7 @@ import { asciiValue, DicomDataset, DicomElement, Tags, TEXT_VRS } from '../datas
 import { isPrivateCreatorTag, isPrivateTag } from '../dictionary';
 import { HeaderLimits, runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
 import { parseDicomBuffer } from '../parser';
-import { DEID_METHOD_CODES, DeidReport, DeidTags } from './engine';
+import { DEID_METHOD_CODES, DeidReport, DeidTags, VerifyingObserver } from './engine';
 import { DetectContext, localDetector } from './freeText/detector';
 import { NO_SOURCE_NAMES, sourceNames } from './freeText/names';
 import { DETECTED_VRS, detectsKeptValue } from './freeText/policy';
@@ -84,11 +84,27 @@ class ItemPlace implements Place {
   }
 }
 
-/** The engine's sequence dummies: one empty item, or for SR content one TEXT item saying ANONYMIZED. */
+/** The engine's dummy Verifying Observer: exactly its four attributes, each the dummy, the code sequence empty. */
+function isDummyVerifyingObserver(item: DicomDataset): boolean {
+  const textAt = (tag: number) => {
+    const value = item.get(tag)?.value;
+    return value === undefined ? undefined : Buffer.from(value).toString('latin1').replace(/[\0 ]+$/, '');
+  };
+  const codes = item.get(VerifyingObserver.IdentificationCodeSequence);
+  return item.size === 4 && textAt(VerifyingObserver.Name) === DUMMY_TEXT && textAt(VerifyingObserver.Organization) === DUMMY_TEXT &&
+    textAt(VerifyingObserver.DateTime) === DUMMY_DATE_TIME && codes?.items !== undefined && codes.items.length === 0;
+}
+
+/**
+ * The engine's sequence dummies: one empty item; for SR content one TEXT item saying
+ * ANONYMIZED; for a Verifying Observer one observer of dummies only.
+ */
 function isDummySequence(el: DicomElement): boolean {
   const items = el.items ?? [];
   if (items.every((i) => i.size === 0)) return true;
-  if (el.tag !== 0x0040a730 || items.length !== 1) return false;
+  if (items.length !== 1) return false;
+  if (el.tag === VerifyingObserver.Sequence) return isDummyVerifyingObserver(items[0]!);
+  if (el.tag !== 0x0040a730) return false;
   const item = items[0]!;
   const text = item.get(0x0040a160)?.value;
   return item.size === 4 && text !== undefined && Buffer.from(text).toString('latin1').trim() === DUMMY_TEXT;
@@ -252,7 +268,9 @@ function checkMarking(ds: DicomDataset, profile: Profile, findings: string[]): v
     if (!expected && codes.has(c.code)) findings.push(`${describeTag(DeidTags.DeidentificationMethodCodeSequence)}: code ${c.code} claims an option the profile does not have`);
   }
   const ltim = text(DeidTags.LongitudinalTemporalInformationModified);
-  const want = profile.options.has('retainLongitudinalModifiedDates') ? 'MODIFIED' : profile.options.has('retainLongitudinalFullDates') ? 'UNMODIFIED' : undefined;
+  const want = profile.options.has('retainLongitudinalModifiedDates') || profile.dates === 'year'
+    ? 'MODIFIED'
+    : profile.options.has('retainLongitudinalFullDates') ? 'UNMODIFIED' : undefined;
   if (ltim !== want) findings.push(`${describeTag(DeidTags.LongitudinalTemporalInformationModified)}: ${want ?? 'absent'} expected (rule E.3.6)`);
 }
 

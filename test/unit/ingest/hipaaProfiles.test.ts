@@ -101,8 +101,8 @@ describe('safe-harbor: dates to the year, geography below the state removed', ()
     expect(text(parsed.dataset, 'PatientAddress')).toBeUndefined();
     expect(text(parsed.dataset, 'RegionOfResidence')).toBeUndefined();
     expect(text(parsed.dataset, 'CountryOfResidence')).toBe('USA');
-    // The gate (verify.ts) expects the attribute only with a PS3.15 date option; see the report.
-    expect(text(parsed.dataset, 'LongitudinalTemporalInformationModified')).toBeUndefined();
+    // Dates reduced to the year are modified dates (C.7.1.4.1.1), and the gate expects exactly that.
+    expect(text(parsed.dataset, 'LongitudinalTemporalInformationModified')).toBe('MODIFIED');
     expect(text(parsed.dataset, 'DeidentificationMethod')).toMatch(/^safe-harbor 1\.0\.0;/);
   });
 });

@@ -197,6 +197,35 @@ describe('deidentifyDataset options', () => {
     expect(text(items[2] as DicomDataset, 'UID')).toBe(researchUid(key, '1.2.826.0.1.3680043.99.7'));
   });
 
+  it('given a Verifying Observer Sequence (Basic D), then one observer of dummies: name, organization, date-time, an empty code sequence; nothing of the source', () => {
+    const observer = () => seq('VerifyingObserverSequence', [
+      dataset(
+        el('VerifyingObserverName', 'Smithers^Johnathan'),
+        el('VerifyingOrganization', 'Springfield General'),
+        el('VerificationDateTime', '20210315101530'),
+        seq('VerifyingObserverIdentificationCodeSequence', [dataset(el('CodeValue', 'MRN4455667'), el('CodingSchemeDesignator', 'L'), el('CodeMeaning', 'Smithers'))]),
+      ),
+      dataset(el('VerifyingObserverName', 'Burns^Monty'), el('VerifyingOrganization', 'Springfield General'), el('VerificationDateTime', '20210316')),
+    ]);
+    for (const options of [[], ['cleanStructuredContent', 'retainLongitudinalModifiedDates']] as ProfileOption[][]) {
+      const ds = sampleDataset();
+      ds.set(tagOf('VerifyingObserverSequence'), observer());
+      const { report } = run(ds, ctxWith(options));
+      const items = ds.get(tagOf('VerifyingObserverSequence'))?.items as DicomDataset[];
+      expect(items).toHaveLength(1);
+      const item = items[0] as DicomDataset;
+      expect([...item.keys()].sort((a, b) => a - b)).toEqual(
+        ['VerifyingOrganization', 'VerificationDateTime', 'VerifyingObserverName', 'VerifyingObserverIdentificationCodeSequence'].map(tagOf),
+      );
+      expect(text(item, 'VerifyingObserverName')).toBe('ANONYMIZED');
+      expect(text(item, 'VerifyingOrganization')).toBe('ANONYMIZED');
+      expect(text(item, 'VerificationDateTime')).toBe('19000101000000');
+      expect(item.get(tagOf('VerifyingObserverIdentificationCodeSequence'))?.items).toEqual([]);
+      expect(allText(ds)).not.toMatch(/Smithers|Burns|Springfield|MRN4455667|2021031/);
+      expect(verifyDeidentifiedDataset(ds, report, ctxWith(options).profile)).toEqual({ passed: true, findings: [] });
+    }
+  });
+
   it('given Clean Graphics, then overlay comments are cleaned and overlay bitmaps removed', () => {
     const ds = sampleDataset();
     ds.set(0x60004000, { tag: 0x60004000, vr: 'LT', value: Buffer.from('marker for Smithers ') });

@@ -1,7 +1,7 @@
 import { deidentifyDataset } from '../../../../shared/dicom/deid/engine';
-import { basicProfile, defaultProfile } from '../../../../shared/dicom/deid/profile';
+import { basicProfile, builtInProfile, defaultProfile } from '../../../../shared/dicom/deid/profile';
 import { verifyDeidentified, verifyDeidentifiedDataset } from '../../../../shared/dicom/deid/verify';
-import { el, priv, sampleDataset, tagOf } from './helpers';
+import { dataset, el, priv, sampleDataset, seq, tagOf } from './helpers';
 
 const key = Buffer.from('unit test key for the deid gate..');
 
@@ -57,6 +57,52 @@ describe('verifyDeidentified', () => {
       expect.stringMatching(/^\(0029,1001\) private: private attribute not on the safe list/),
       expect.stringMatching(/^\(0012,0062\) PatientIdentityRemoved: not YES/),
     ]));
+  });
+
+  it('given the dummy Verifying Observer, then it passes; an observer with anything else in it is a finding', () => {
+    const observer = tagOf('VerifyingObserverSequence');
+    const dummy = () => dataset(
+      el('VerifyingObserverName', 'ANONYMIZED'),
+      el('VerifyingOrganization', 'ANONYMIZED'),
+      el('VerificationDateTime', '19000101000000'),
+      seq('VerifyingObserverIdentificationCodeSequence', []),
+    );
+    const finding = /^\(0040,A073\) VerifyingObserverSequence: sequence not replaced by a dummy \(rule D\)$/;
+    const { ds, report, profile } = deidentified(basicProfile());
+    ds.set(observer, seq('VerifyingObserverSequence', [dummy()]));
+    expect(verifyDeidentifiedDataset(ds, report, profile)).toEqual({ passed: true, findings: [] });
+    const tampered: [string, (item: Map<number, ReturnType<typeof el>>) => void][] = [
+      ['a real name', (i) => i.set(tagOf('VerifyingObserverName'), el('VerifyingObserverName', 'Hibbert^Julius'))],
+      ['a real organization', (i) => i.set(tagOf('VerifyingOrganization'), el('VerifyingOrganization', 'Shelbyville Clinic'))],
+      ['a real date-time', (i) => i.set(tagOf('VerificationDateTime'), el('VerificationDateTime', '20210315101530'))],
+      ['an observer code', (i) => i.set(tagOf('VerifyingObserverIdentificationCodeSequence'), seq('VerifyingObserverIdentificationCodeSequence', [dataset(el('CodeValue', 'X1'))]))],
+      ['an extra attribute', (i) => i.set(tagOf('CodeMeaning'), el('CodeMeaning', 'ANONYMIZED'))],
+      ['a missing attribute', (i) => i.delete(tagOf('VerifyingOrganization'))],
+    ];
+    for (const [, change] of tampered) {
+      const item = dummy();
+      change(item);
+      ds.set(observer, seq('VerifyingObserverSequence', [item]));
+      expect(verifyDeidentifiedDataset(ds, report, profile).findings).toEqual(expect.arrayContaining([expect.stringMatching(finding)]));
+    }
+    ds.set(observer, seq('VerifyingObserverSequence', [dummy(), dummy()]));
+    expect(verifyDeidentifiedDataset(ds, report, profile).findings).toEqual([expect.stringMatching(finding)]);
+  });
+
+  it('given dates reduced to the year (safe-harbor), then the output is marked MODIFIED and the gate accepts exactly that', () => {
+    const safeHarbor = builtInProfile('safe-harbor');
+    if (!safeHarbor) throw new Error('safe-harbor profile missing');
+    const { ds, report, profile } = deidentified(safeHarbor);
+    const ltim = tagOf('LongitudinalTemporalInformationModified');
+    expect(Buffer.from(ds.get(ltim)?.value ?? []).toString('latin1').trim()).toBe('MODIFIED');
+    expect(verifyDeidentifiedDataset(ds, report, profile)).toEqual({ passed: true, findings: [] });
+    const finding = /^\(0028,0303\) LongitudinalTemporalInformationModified: MODIFIED expected \(rule E\.3\.6\)$/;
+    for (const wrong of ['UNMODIFIED', 'REMOVED']) {
+      ds.set(ltim, el('LongitudinalTemporalInformationModified', wrong));
+      expect(verifyDeidentifiedDataset(ds, report, profile).findings).toEqual([expect.stringMatching(finding)]);
+    }
+    ds.delete(ltim);
+    expect(verifyDeidentifiedDataset(ds, report, profile).findings).toEqual([expect.stringMatching(finding)]);
   });
 
   it('given findings inside a sequence item and after the pixel data, then each names its place: sequence, item number and attribute', () => {
