@@ -14,6 +14,7 @@ import { DETECTED_VRS, detectsKeptValue, redactFreeText, redactionKey, replaceme
 import { aggregateAgeOver89, reduceToYear, showsAgeOver89 } from './hipaa';
 import {
   charsetsOf,
+  containsIdentifying,
   DUMMY_DATE,
   DUMMY_DATE_TIME,
   DUMMY_TEXT,
@@ -389,6 +390,37 @@ function sourceValueSpans(text: string, matchers: readonly ValueMatcher[]): { st
   return spans;
 }
 
+/**
+ * The VRs of an attribute outside Table E.1-1 that are looked at for the source's values: those
+ * the gate's identifying-value search checks (verify.ts leaves codes and number strings alone).
+ */
+function isUnlistedChecked(vr: string): boolean {
+  return (TEXT_VRS.has(vr) || vr === 'PN') && vr !== 'CS' && vr !== 'DS' && vr !== 'IS';
+}
+
+/** True when a kept value holds one of the source's identifying values (what the gate would find). */
+function holdsSourceValue(el: DicomElement, vr: string, st: FileState, scope: Scope): boolean {
+  if (!isUnlistedChecked(vr) || !el.value || el.value.length === 0) return false;
+  return containsIdentifying(textOf(el, scope.charsets), st.matchers);
+}
+
+/**
+ * A public attribute the table does not list (kept as is) that holds a value of the source (a
+ * patient's name in Manufacturer, the source instance UID in Multi-frame Source SOP Instance
+ * UID): the value is cleaned per VR as a C action would (the span cut out of text, a name
+ * replaced, a UID mapped to its research UID), so the file is written instead of quarantined.
+ * The gate checks it again. Counted as a sourceValue redaction of the attribute.
+ */
+function cleanUnlistedValue(el: DicomElement, st: FileState, scope: Scope): DeidCounter {
+  const vr = effectiveVr(el);
+  const key = redactionKey(el.tag, 'sourceValue');
+  const counted = st.textRedactions[key] ?? 0;
+  let outcome: DeidCounter = 'cleaned';
+  if (!cleanValue(el, st, scope)) outcome = DETECTED_VRS.has(vr) && setText(el, REDACTED, scope.charsets) ? 'cleaned' : 'emptied';
+  if ((st.textRedactions[key] ?? 0) === counted) countRedaction(st, el.tag, 'sourceValue');
+  return outcome;
+}
+
 /** Every PN value of the data set, items included, as text. */
 function personNamesOf(ds: DicomDataset, charsets: string[], out: string[]): string[] {
   const cs = charsetsOf(ds, charsets);
@@ -473,6 +505,8 @@ function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): G
           if (cleanValue(el, st, scope)) count(before === el.value ? 'kept' : 'cleaned');
           else if (DETECTED_VRS.has(vr) && setText(el, REDACTED, scope.charsets)) count('cleaned');
           else count('emptied');
+        } else if (!isPrivate && resolved.source === 'not-listed' && holdsSourceValue(el, vr, st, scope)) {
+          count(cleanUnlistedValue(el, st, scope));
         } else {
           count('kept');
         }
