@@ -13,12 +13,8 @@ import { tagOf } from '../dicom/deid/helpers';
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const key = Buffer.from('structured content key, 32 bytes');
 
-/**
- * research-default with Clean Structured Content: not yet on by default, since dciodvfy finds
- * new errors on two fixtures with it (an emptied Type 1C TextValue, evidence sequences).
- */
-const withStructuredContent = (): Profile =>
-  loadProfile({ ...researchDefault, name: 'research-structured', options: [...researchDefault.options, 'cleanStructuredContent'] });
+/** The research default: Clean Structured Content is one of its options (since 1.2.0). */
+const researchDefaultProfile = (): Profile => loadProfile(researchDefault);
 
 const CONTENT_SEQUENCE = tagOf('ContentSequence');
 const REFERENCED_SOP_INSTANCE_UID = tagOf('ReferencedSOPInstanceUID');
@@ -57,20 +53,40 @@ function references(ds: DicomDataset, out: string[] = []): string[] {
   return out;
 }
 
+test('the research default profile has Clean Structured Content on', () => {
+  expect(researchDefaultProfile().options.has('cleanStructuredContent')).toBe(true);
+});
+
 describe.each([
   ['highdicom/sr_document.dcm'],
   ['dcmjs/test__sample-sr.dcm'],
   ['dicomParser/deflate__report_dfl'],
-])('given the real SR %s under research-default with Clean Structured Content', (fixture) => {
+  ['pydicom-deb/test_files__test-SR.dcm'],
+  ['pydicom-deb/test_files__reportsi.dcm'],
+])('given the real SR %s under research-default', (fixture) => {
   const source = readFileSync(join(FIXTURES, fixture));
 
   test('then the content tree keeps its items, value types, concept codes and measurements, and every reference is the research UID of its source UID', async () => {
     const src = (await parseDicomBuffer(source)).dataset;
     expect(shape(src).length).toBeGreaterThan(1);
-    const out = await deidentify(source, withStructuredContent());
+    const out = await deidentify(source, researchDefaultProfile());
     expect(shape(out)).toEqual(shape(src));
     const refs = references(src);
     expect(references(out)).toEqual(refs.map((u) => (u.startsWith('1.2.840.10008.') ? u : researchUid(key, u))));
+  });
+
+  test('then a Verifying Observer of the source becomes one observer of dummies (what the SR Document General module requires)', async () => {
+    const observers = (ds: DicomDataset) => ds.get(tagOf('VerifyingObserverSequence'))?.items ?? [];
+    const src = (await parseDicomBuffer(source)).dataset;
+    const out = observers(await deidentify(source, researchDefaultProfile()));
+    if (observers(src).length === 0) {
+      expect(out).toEqual([]);
+      return;
+    }
+    expect(out).toHaveLength(1);
+    const observer = out[0] as DicomDataset;
+    expect(['VerifyingObserverName', 'VerifyingOrganization', 'VerificationDateTime'].map((k) => asciiValue(observer.get(tagOf(k))))).toEqual(['ANONYMIZED', 'ANONYMIZED', '19000101000000']);
+    expect(observer.get(tagOf('VerifyingObserverIdentificationCodeSequence'))?.items).toEqual([]);
   });
 
   test('then under basic the content is one dummy item (the option is what keeps it)', async () => {

@@ -16,8 +16,10 @@ describe('loadProfile', () => {
     expect(basicProfile().options.size).toBe(0);
     const d = defaultProfile();
     expect(d.name).toBe('research-default');
+    expect(d.version).toBe('1.2.0');
     expect([...d.options].sort()).toEqual([
       'cleanDescriptors',
+      'cleanStructuredContent',
       'retainDeviceIdentity',
       'retainLongitudinalModifiedDates',
       'retainPatientCharacteristics',
