@@ -155,6 +155,20 @@ const IOD_TYPE: ReadonlyMap<number, 1 | 2> = new Map<number, 1 | 2>([
  */
 const IOD_TYPE_BY_CLASS: readonly { tag: number; sopClassPrefix: string; type: 1 | 2 }[] = [
   { tag: 0x00081111, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.88.', type: 2 },
+  // Device Serial Number: Type 1 in the Enhanced General Equipment module of these IODs
+  // (Segmentation, VL Whole Slide Microscopy, Microscopy Bulk Simple Annotations, Enhanced CT,
+  // MR and PET, Parametric Map).
+  ...['1.2.840.10008.5.1.4.1.1.66.4', '1.2.840.10008.5.1.4.1.1.77.1.6', '1.2.840.10008.5.1.4.1.1.91.1', '1.2.840.10008.5.1.4.1.1.2.1', '1.2.840.10008.5.1.4.1.1.4.1', '1.2.840.10008.5.1.4.1.1.130', '1.2.840.10008.5.1.4.1.1.30'].map(
+    (sopClassPrefix) => ({ tag: 0x00181000, sopClassPrefix, type: 1 as const }),
+  ),
+  // PET Image: Series Date and Time Type 1 (PET Series), Acquisition Date and Time Type 2 (PET Image).
+  { tag: 0x00080021, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 1 },
+  { tag: 0x00080031, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 1 },
+  { tag: 0x00080022, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 2 },
+  { tag: 0x00080032, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 2 },
+  // RT Plan: RT Plan Date and Time Type 2 in RT General Plan (X/D: the dummy).
+  { tag: 0x300a0006, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.481.5', type: 2 },
+  { tag: 0x300a0007, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.481.5', type: 2 },
 ];
 
 /** Picks one action of a combined code (see IOD_TYPE). */

@@ -58,6 +58,22 @@ describe('resolveAction', () => {
     expect(resolveCombinedCode('X/Z/D', tagOf('ReferencedPerformedProcedureStepSequence'), '1.2.840.10008.5.1.4.1.1.2')).toBe('X');
   });
 
+  it('given attributes whose type depends on the IOD, then the dummy or empty value where the IOD requires them and removal elsewhere', () => {
+    const SEG = '1.2.840.10008.5.1.4.1.1.66.4';
+    const PET = '1.2.840.10008.5.1.4.1.1.128';
+    const RT_PLAN = '1.2.840.10008.5.1.4.1.1.481.5';
+    const CT = '1.2.840.10008.5.1.4.1.1.2';
+    // Type 1 in Enhanced General Equipment.
+    expect(resolveCombinedCode('X/Z/D', tagOf('DeviceSerialNumber'), SEG)).toBe('D');
+    expect(resolveCombinedCode('X/Z/D', tagOf('DeviceSerialNumber'), CT)).toBe('X');
+    // PET Series (Type 1) and PET Image (Type 2).
+    expect(resolveCombinedCode('X/D', tagOf('SeriesDate'), PET)).toBe('D');
+    expect(resolveCombinedCode('X/Z', tagOf('AcquisitionTime'), PET)).toBe('Z');
+    expect(resolveCombinedCode('X/D', tagOf('SeriesDate'), CT)).toBe('X');
+    // RT General Plan (Type 2, X/D: the dummy).
+    expect(resolveCombinedCode('X/D', tagOf('RTPlanDate'), RT_PLAN)).toBe('D');
+  });
+
   it('given mask rows, then overlay data, overlay comments and curves of any group follow the table', () => {
     const basic = basicProfile();
     expect(resolveAction(0x60003000, basic).action).toBe('remove');
