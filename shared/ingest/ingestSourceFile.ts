@@ -448,10 +448,10 @@ async function holdsVersion(a: Attempt, ref: ResearchRef, version: string): Prom
  * version is then ingested again rather than its instance removed.
  */
 async function withdrawSuperseded(a: Attempt, mine: ResearchRef, version: string, current: Versioned<IngestionDocument> | undefined): Promise<IngestOutcome> {
-  a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} changed again before this version was recorded; its instance is withdrawn`);
   if (current?.doc.status === 'cataloged' && current.doc.research?.blob === mine.blob) {
     await reingest(a, 'an older version of the source wrote over its research instance');
   } else {
+    a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} changed again before this version was recorded; its instance is withdrawn`);
     await withdrawInstance(a, mine, (o) => o.sourceKey === a.sourceKey && o.sourceVersion === version);
   }
   return { status: 'superseded' };
