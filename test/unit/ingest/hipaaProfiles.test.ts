@@ -1,14 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, DicomElement, Tags } from '../../../shared/dicom/dataset';
+import { DicomDataset, DicomElement } from '../../../shared/dicom/dataset';
 import { BUILT_IN_PROFILE_NAMES, builtInProfile, Profile } from '../../../shared/dicom/deid/profile';
-import { ParsedDicom,parseDicomBuffer } from '../../../shared/dicom/parser';
-import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';
-import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { ParsedDicom, parseDicomBuffer } from '../../../shared/dicom/parser';
 import { loadDeidProfile } from '../../../shared/runtime';
 import { el, tagOf, text } from '../dicom/deid/helpers';
+import { deidentifyThroughCore, encodeWithDataset } from './coreHelpers';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const key = Buffer.from('hipaa profile test key, 32 bytes');
@@ -25,23 +23,11 @@ async function plantedFixture(planted: DicomElement[], drop: string[] = []): Pro
   const ds: DicomDataset = new Map(src.dataset);
   for (const e of planted) ds.set(e.tag, e);
   for (const k of drop) ds.delete(tagOf(k));
-  const sopClass = asciiValue(ds.get(Tags.SOPClassUID)) ?? '';
-  const sop = asciiValue(ds.get(Tags.SOPInstanceUID)) ?? '';
-  const parts = [encodeFileMeta(sopClass, sop, src.transferSyntaxUid), encodeDataset(ds, src.encoding)];
-  if (src.pixelData && src.pixelValue) parts.push(encodePixelDataHeader(src.pixelData.tag, src.pixelData.vr, src.pixelData.length, src.encoding), src.pixelValue);
-  return Buffer.concat(parts);
+  return encodeWithDataset(src, ds);
 }
 
 async function deidentify(source: Buffer, p: Profile): Promise<{ bytes: Buffer; parsed: ParsedDicom }> {
-  const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-    deid: { profile: p, key, keyId: 'test' },
-    maxHeaderBytes: 1 << 24,
-    totalSize: source.length,
-    burnedIn: { mode: 'quarantine' },
-  });
-  const parts: Uint8Array[] = [];
-  for await (const c of prepared.output()) parts.push(c);
-  const bytes = Buffer.concat(parts);
+  const { bytes } = await deidentifyThroughCore(source, p, key);
   return { bytes, parsed: await parseDicomBuffer(bytes) };
 }
 

@@ -1,14 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, DicomElement, Tags } from '../../../shared/dicom/dataset';
+import { DicomDataset, DicomElement } from '../../../shared/dicom/dataset';
 import { defaultProfile, loadProfile, Profile } from '../../../shared/dicom/deid/profile';
 import researchDefault from '../../../shared/dicom/deid/profiles/research-default.json';
-import { ParsedDicom,parseDicomBuffer } from '../../../shared/dicom/parser';
-import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';
-import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { ParsedDicom, parseDicomBuffer } from '../../../shared/dicom/parser';
 import { el, tagOf, text } from '../dicom/deid/helpers';
+import { deidentifyThroughCore, encodeWithDataset } from './coreHelpers';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const key = Buffer.from('one study one patient key, 32 b.');
@@ -20,22 +18,11 @@ async function instance(n: number, patient: DicomElement[], drop: string[] = [],
   const ds: DicomDataset = new Map(src.dataset);
   for (const e of [el('StudyInstanceUID', study), el('SeriesInstanceUID', `${study}.1`), el('SOPInstanceUID', `${study}.1.${n}`), el('StudyDate', '20190304'), el('StudyID', '4711'), ...patient]) ds.set(e.tag, e);
   for (const k of drop) ds.delete(tagOf(k));
-  const sopClass = asciiValue(ds.get(Tags.SOPClassUID)) ?? '';
-  const parts = [encodeFileMeta(sopClass, `${study}.1.${n}`, src.transferSyntaxUid), encodeDataset(ds, src.encoding)];
-  if (src.pixelData && src.pixelValue) parts.push(encodePixelDataHeader(src.pixelData.tag, src.pixelData.vr, src.pixelData.length, src.encoding), src.pixelValue);
-  return Buffer.concat(parts);
+  return encodeWithDataset(src, ds, `${study}.1.${n}`);
 }
 
 async function deidentify(source: Buffer, profile: Profile): Promise<ParsedDicom> {
-  const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-    deid: { profile, key, keyId: 'test' },
-    maxHeaderBytes: 1 << 24,
-    totalSize: source.length,
-    burnedIn: { mode: 'quarantine' },
-  });
-  const parts: Uint8Array[] = [];
-  for await (const c of prepared.output()) parts.push(c);
-  return parseDicomBuffer(Buffer.concat(parts));
+  return parseDicomBuffer((await deidentifyThroughCore(source, profile, key)).bytes);
 }
 
 /** What says "one research patient, one date shift" about an output. */

@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { bufferReader } from '../../../shared/dicom/byteReader';
 import { asciiValue, DicomDataset } from '../../../shared/dicom/dataset';
 import { basicProfile, loadProfile, Profile } from '../../../shared/dicom/deid/profile';
 import researchDefault from '../../../shared/dicom/deid/profiles/research-default.json';
 import { researchUid } from '../../../shared/dicom/deid/pseudonyms';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
-import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { tagOf } from '../dicom/deid/helpers';
+import { deidentifyThroughCore } from './coreHelpers';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const key = Buffer.from('structured content key, 32 bytes');
@@ -20,15 +19,7 @@ const CONTENT_SEQUENCE = tagOf('ContentSequence');
 const REFERENCED_SOP_INSTANCE_UID = tagOf('ReferencedSOPInstanceUID');
 
 async function deidentify(source: Buffer, profile: Profile): Promise<DicomDataset> {
-  const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-    deid: { profile, key, keyId: 'test' },
-    maxHeaderBytes: 1 << 24,
-    totalSize: source.length,
-    burnedIn: { mode: 'quarantine' },
-  });
-  const parts: Uint8Array[] = [];
-  for await (const c of prepared.output()) parts.push(c);
-  return (await parseDicomBuffer(Buffer.concat(parts))).dataset;
+  return (await parseDicomBuffer((await deidentifyThroughCore(source, profile, key)).bytes)).dataset;
 }
 
 /** The content tree's shape: each item's value type and concept name code, depth first, with its numeric value. */

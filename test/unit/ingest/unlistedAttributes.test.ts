@@ -8,15 +8,14 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, DicomElement, Tags } from '../../../shared/dicom/dataset';
+import { DicomDataset, DicomElement } from '../../../shared/dicom/dataset';
 import { builtInProfile, Profile } from '../../../shared/dicom/deid/profile';
 import { resolveAction } from '../../../shared/dicom/deid/resolve';
 import { verifyDeidentifiedDataset } from '../../../shared/dicom/deid/verify';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
-import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';
-import { auditRecord, prepareDeidentifiedInstance, PreparedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { auditRecord, PreparedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { el, tagOf, text } from '../dicom/deid/helpers';
+import { deidentifyThroughCore, encodeWithDataset } from './coreHelpers';
 
 const FIXTURE = join(__dirname, '..', '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm');
 const key = Buffer.from('unlisted attributes key, 32 byte');
@@ -35,22 +34,11 @@ async function planted(elements: DicomElement[]): Promise<Buffer> {
   const ds: DicomDataset = new Map(src.dataset);
   ds.set(tagOf('PatientName'), el('PatientName', 'Smithers^Johnathan'));
   for (const e of elements) ds.set(e.tag, e);
-  const sopClass = asciiValue(ds.get(Tags.SOPClassUID)) ?? '';
-  const parts = [encodeFileMeta(sopClass, SOURCE_SOP_UID, src.transferSyntaxUid), encodeDataset(ds, src.encoding)];
-  if (src.pixelData && src.pixelValue) parts.push(encodePixelDataHeader(src.pixelData.tag, src.pixelData.vr, src.pixelData.length, src.encoding), src.pixelValue);
-  return Buffer.concat(parts);
+  return encodeWithDataset(src, ds, SOURCE_SOP_UID);
 }
 
 async function deidentify(source: Buffer, p: Profile): Promise<{ prepared: PreparedInstance; bytes: Buffer }> {
-  const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-    deid: { profile: p, key, keyId: 'unlisted' },
-    maxHeaderBytes: 1 << 24,
-    totalSize: source.length,
-    burnedIn: { mode: 'quarantine' },
-  });
-  const parts: Uint8Array[] = [];
-  for await (const c of prepared.output()) parts.push(c);
-  return { prepared, bytes: Buffer.concat(parts) };
+  return deidentifyThroughCore(source, p, key, 'unlisted');
 }
 
 /** Case-insensitive byte search: the independent check, no rule of the engine. */
