@@ -55,6 +55,37 @@ export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
   ],
 };
 
+/** Statuses that say the request was not carried out and may be sent again: timeout, retry-with, throttled past the SDK's own retries, unavailable. */
+const TRANSIENT_STATUSES: ReadonlySet<number> = new Set([408, 429, 449, 503]);
+/** Tries of one catalog request (the first and the retries) before its error goes up and the whole ingestion attempt is retried. */
+export const CATALOG_REQUEST_TRIES = 4;
+const RETRY_BASE_MS = 50;
+
+/**
+ * Runs one catalog request, sending it again (up to CATALOG_REQUEST_TRIES in all, with jittered
+ * exponential backoff) when the service answers that it did not carry it out. The SDK retries
+ * 429 on its own but not 503, 449 or 408; without this a single unavailable answer fails the
+ * whole ingestion attempt, and a file whose attempt needs a few dozen requests then rarely
+ * completes while the service sheds load. Safe for every request here: writes are creates
+ * (409 if a lost answer had in fact carried one out) or conditional (412), which the callers
+ * already handle as lost races.
+ */
+export async function withTransientRetry<T>(op: () => Promise<T>, sleep: (ms: number) => Promise<void> = delay): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (e) {
+      const status = statusOf(e);
+      if (attempt >= CATALOG_REQUEST_TRIES || status === undefined || !TRANSIENT_STATUSES.has(status)) throw e;
+      await sleep(RETRY_BASE_MS * 2 ** (attempt - 1) * (0.5 + Math.random()));
+    }
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** How to create the database and containers again, for each container that ensureCatalog returned. */
 const recreators = new WeakMap<Container, () => Promise<unknown>>();
 
@@ -69,7 +100,7 @@ const recreators = new WeakMap<Container, () => Promise<unknown>>();
  */
 export async function withCatalogRecovery<T>(container: Container, op: () => Promise<T>): Promise<T> {
   try {
-    return await op();
+    return await withTransientRetry(op);
   } catch (e) {
     const recreate = recreators.get(container);
     const status = statusOf(e);
@@ -77,7 +108,7 @@ export async function withCatalogRecovery<T>(container: Container, op: () => Pro
     const missing = await container.read().then(() => false, (re: unknown) => statusOf(re) === 404);
     if (!missing) throw e;
     await recreate();
-    return op();
+    return withTransientRetry(op);
   }
 }
 
@@ -115,7 +146,7 @@ function conflict(e: unknown, what: string): PipelineError {
 
 async function readDoc<T>(container: Container, id: string, pk: string): Promise<Versioned<T> | undefined> {
   try {
-    const r = await container.item(id, pk).read<T & { _etag: string }>();
+    const r = await withTransientRetry(() => container.item(id, pk).read<T & { _etag: string }>());
     if (!r.resource) return undefined;
     return { doc: r.resource, etag: r.resource._etag };
   } catch (e) {
@@ -128,7 +159,7 @@ async function writeDoc<T extends { id: string }>(container: Container, doc: T, 
   try {
     const r = etag === undefined
       ? await withCatalogRecovery(container, () => container.items.create(doc))
-      : await container.item(doc.id, partitionKeyOf(doc)).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } });
+      : await withTransientRetry(() => container.item(doc.id, partitionKeyOf(doc)).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } }));
     return r.etag ?? '';
   } catch (e) {
     // A replace of a document another writer deleted meanwhile is a lost race like any other.
@@ -143,7 +174,7 @@ function partitionKeyOf(doc: { id: string; studyInstanceUid?: string }): string 
 
 async function deleteDoc(container: Container, id: string, pk: string, etag: string | undefined): Promise<void> {
   try {
-    await container.item(id, pk).delete(etag ? { accessCondition: { type: 'IfMatch', condition: etag } } : undefined);
+    await withTransientRetry(() => container.item(id, pk).delete(etag ? { accessCondition: { type: 'IfMatch', condition: etag } } : undefined));
   } catch (e) {
     const status = statusOf(e);
     if (status === 404) return;
