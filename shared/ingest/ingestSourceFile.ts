@@ -14,7 +14,7 @@ import type { IndexStore, ResearchCatalogWriter, Versioned } from '../catalog/ca
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
 import { sha256For } from '../dicom/chunkHasher';
-import type { Profile } from '../dicom/deid/profile';
+import type { DeidContext } from '../dicom/deid/engine';
 import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
@@ -39,7 +39,7 @@ export interface IngestDeps {
   publisher: EventPublisher;
   telemetry: Telemetry;
   log: Logger;
-  deid: { profile: Profile; key: Buffer; keyId: string };
+  deid: DeidContext;
   limits: import('../dicom/limits').IngestLimits;
   burnedIn: BurnedInPolicy;
   now?: () => Date;
@@ -516,7 +516,8 @@ async function withdrawOtherVersions(a: Attempt, commit: { previous: IngestionDo
  * this source (version) made it, and refreshes the summaries. A copy written before copies
  * carried their origin counts as the document's when their ranks agree. The copy goes even
  * while the catalog cannot be read (its own metadata names its source); the catalog's error
- * is thrown after, so that the document goes on a retry.
+ * is thrown after, so that the document goes on a retry. The summaries are refreshed whenever
+ * the document is gone, so that a retry completes a refresh an earlier attempt did not.
  */
 async function withdrawInstance(a: Attempt, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
   const { deps } = a;
@@ -530,7 +531,9 @@ async function withdrawInstance(a: Attempt, ref: ResearchRef, produced: (o: Orig
     if (copyMine) await deps.research.delete(ref.blob, copy.etag);
     if (instRead.status === 'rejected') throw instRead.reason;
     if (instMine) await deps.catalog.deleteInstance(ref.studyInstanceUid, ref.sopInstanceUid, inst.etag);
-    if (copyMine || instMine) await deps.catalog.refreshSummaries(ref.studyInstanceUid, ref.seriesInstanceUid);
+    // With the document already gone, an earlier attempt may have deleted it and failed before
+    // its refresh: the summaries are refreshed again (level-triggered), or they would stay stale.
+    if (copyMine || instMine || inst === undefined) await deps.catalog.refreshSummaries(ref.studyInstanceUid, ref.seriesInstanceUid);
     return copyMine || instMine;
   });
 }
