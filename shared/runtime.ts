@@ -11,11 +11,12 @@ import type { IndexStore } from './catalog/catalogStore';
 import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from './catalog/cosmosCatalog';
 import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
 import type { ResearchCatalogReader } from './catalog/researchCatalog';
-import { loadAuthSettings, loadSettings, Settings, StorageConnection } from './config/settings';
+import { loadAuthSettings, loadFreeTextCloudSettings, loadSettings, Settings, StorageConnection } from './config/settings';
 import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
 import { ErrorCodes, PipelineError } from './errors';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
+import { createCloudPhiRecognizer } from './language/azureLanguagePii';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
@@ -70,6 +71,8 @@ async function build(): Promise<Runtime> {
   const research = new AzureResearchStore(researchService, settings.researchContainer);
   const quarantine = new AzureQuarantineStore(sourceService, sourceService.getContainerClient(settings.quarantineContainer));
   const sourceBlobEndpoints = [endpointOf(settings.sourceStorage)];
+  // The free-text detector's cloud option (off by default): FREE_TEXT_CLOUD.
+  const cloudPhi = createCloudPhiRecognizer(loadFreeTextCloudSettings());
 
   return {
     settings,
@@ -88,7 +91,7 @@ async function build(): Promise<Runtime> {
       publisher,
       telemetry,
       log,
-      deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId },
+      deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId, ...(cloudPhi ? { cloudPhi } : {}) },
       limits: { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes },
       burnedIn: { mode: settings.burnedInPolicy },
     }),

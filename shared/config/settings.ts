@@ -362,3 +362,44 @@ export function loadAuthSettings(env: Env = process.env): AuthSettings {
   }
   return { mode: 'entra', issuers, audiences, jwks, clockToleranceSeconds };
 }
+
+/**
+ * The cloud option of the free-text detector (README "Free text"): Azure AI Language PII
+ * detection in its PHI domain, assisting the local detector. Off unless FREE_TEXT_CLOUD is
+ * `azure-language`. The key, when set, authenticates; otherwise a managed identity does (the
+ * user-assigned one of AZURE_LANGUAGE_CLIENT_ID, or DefaultAzureCredential), which needs the
+ * Cognitive Services User role on the Language resource.
+ */
+export interface FreeTextCloudSettings {
+  endpoint: string;
+  key?: string;
+  clientId?: string;
+  /** The language the documents are declared in (the service's PHI model is English first). */
+  language: string;
+  /** Entities the service is less sure of than this are not redacted (0 to 1). */
+  minConfidence: number;
+}
+
+/** Reads FREE_TEXT_CLOUD and the AZURE_LANGUAGE_* settings; undefined when the option is off. Throws CONFIG_INVALID naming every bad one. */
+export function loadFreeTextCloudSettings(env: Env = process.env): FreeTextCloudSettings | undefined {
+  const c = new Collector(env);
+  const option = c.str('FREE_TEXT_CLOUD', 'off').toLowerCase();
+  if (option === 'off' || option === '') return undefined;
+  if (option !== 'azure-language') {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'invalid configuration: FREE_TEXT_CLOUD must be "off" or "azure-language"');
+  }
+  const endpointText = c.optional('AZURE_LANGUAGE_ENDPOINT');
+  const endpoint = endpointText ? c.url('AZURE_LANGUAGE_ENDPOINT', endpointText) : '';
+  if (!endpointText) c.problems.push('AZURE_LANGUAGE_ENDPOINT is required when FREE_TEXT_CLOUD is azure-language');
+  // The texts sent are PHI: only loopback (a local stand-in) may be reached in clear text.
+  if (endpoint && new URL(endpoint).protocol === 'http:' && !isLoopbackHost(new URL(endpoint).hostname)) c.problems.push('AZURE_LANGUAGE_ENDPOINT must use https (http is accepted on loopback only)');
+  const language = c.str('AZURE_LANGUAGE_DOCUMENT_LANGUAGE', 'en');
+  if (!/^[a-z]{2,3}(-[A-Za-z]{2,4})?$/.test(language)) c.problems.push('AZURE_LANGUAGE_DOCUMENT_LANGUAGE must be a language code such as en or zh-hans');
+  const confidenceText = c.str('AZURE_LANGUAGE_MIN_CONFIDENCE', '0.6');
+  const minConfidence = Number(confidenceText);
+  if (!/^(0(\.\d+)?|1(\.0+)?)$/.test(confidenceText)) c.problems.push('AZURE_LANGUAGE_MIN_CONFIDENCE must be a number from 0 to 1');
+  if (c.problems.length > 0) {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${c.problems.join('; ')}`);
+  }
+  return { endpoint, key: c.optional('AZURE_LANGUAGE_KEY'), clientId: c.optional('AZURE_LANGUAGE_CLIENT_ID'), language, minConfidence };
+}

@@ -8,6 +8,8 @@ import type { IngestionDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
 import { asciiValue, DicomDataset, Encoding, Tags, TransferSyntax } from '../dicom/dataset';
 import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/engine';
+import { cloudAssistedDetector, findCloudPhi } from '../dicom/deid/freeText/cloud';
+import { localDetector } from '../dicom/deid/freeText/detector';
 import type { Profile } from '../dicom/deid/profile';
 import { resolveAction } from '../dicom/deid/resolve';
 import { verifyDeidentified } from '../dicom/deid/verify';
@@ -76,6 +78,19 @@ export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed
   return { profile: deid.profile.name, profileVersion: deid.profile.version, keyId: deid.keyId, actions: { ...report.actions, ...textRedactions }, gate };
 }
 
+/**
+ * The cloud option (freeText/cloud.ts): the file's texts sent to the recognizer in one batch
+ * before the engine runs, and the engine and the gate given the local detector assisted by
+ * what it found. Without a recognizer, the context as it is. A recognizer's failure goes up
+ * (transient ones retry the file): a file is never published with its text unanalyzed when the
+ * option is on.
+ */
+async function withCloudFindings(ds: DicomDataset, deid: DeidContext): Promise<DeidContext> {
+  if (!deid.cloudPhi) return deid;
+  const { findings } = await findCloudPhi(ds, deid.cloudPhi);
+  return { ...deid, detector: cloudAssistedDetector(deid.detector ?? localDetector, findings) };
+}
+
 /** Elements after the pixel data survive only where the profile keeps them (signatures and private groups go). */
 function keepTrailing(trailing: DicomDataset, profile: Profile): DicomDataset {
   const kept: DicomDataset = new Map();
@@ -135,7 +150,8 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : undefined;
 
   await nextTurn();
-  const report = await deidentifyDatasetSliced(ds, options.deid);
+  const deid = await withCloudFindings(ds, options.deid);
+  const report = await deidentifyDatasetSliced(ds, deid);
   const research = {
     studyInstanceUid: report.research.studyInstanceUid ?? '',
     seriesInstanceUid: report.research.seriesInstanceUid ?? '',
@@ -151,6 +167,7 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
   const gateLimits = withDefaults(limits);
   const gate = await verifyDeidentified(headerBytes, report, options.deid.profile, {
     ...gateLimits,
+    detector: deid.detector,
     maxHeaderBytes: Math.max(gateLimits.maxHeaderBytes, headerBytes.length),
     maxElements: gateLimits.maxElements + OUTPUT_SLACK.elements,
     maxItems: gateLimits.maxItems + OUTPUT_SLACK.items,

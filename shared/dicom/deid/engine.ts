@@ -7,7 +7,8 @@ import { decodeText, encodeText } from '../charset';
 import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
 import { runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
-import { localDetector, REDACTED } from './freeText/detector';
+import type { CloudPhiRecognizer } from './freeText/cloud';
+import { FreeTextDetector, localDetector, REDACTED } from './freeText/detector';
 import { redactIso2022 } from './freeText/iso2022';
 import { SourceNames, sourceNames } from './freeText/names';
 import { DETECTED_VRS, detectsKeptValue, redactFreeText, redactionKey, replacementOf } from './freeText/policy';
@@ -37,6 +38,13 @@ export interface DeidContext {
   key: Buffer;
   /** Names the key in De-identification Method, so outputs can be traced to a key version. */
   keyId: string;
+  /**
+   * The free-text detector (freeText/): the local one when absent. With the cloud option, the
+   * local one assisted by what the cloud recognizer found in this file (freeText/cloud.ts).
+   */
+  detector?: FreeTextDetector;
+  /** The cloud option's recognizer; the caller (deidentifyInstance.ts) runs it before the engine and sets `detector`. */
+  cloudPhi?: CloudPhiRecognizer;
 }
 
 export type DeidCounter =
@@ -344,7 +352,7 @@ function countRedaction(st: FileState, tag: number, kind: Parameters<typeof reda
 
 /** The free-text detector over one text value: the text with each span redacted, counted by kind. */
 function detectAndRedact(text: string, tag: number, vr: string, st: FileState): string {
-  const result = redactFreeText(text, { context: { names: st.names }, vr, mapUid: (uid) => researchUid(st.ctx.key, uid) });
+  const result = redactFreeText(text, { detector: st.ctx.detector, context: { names: st.names }, vr, mapUid: (uid) => researchUid(st.ctx.key, uid) });
   for (const span of result.spans) countRedaction(st, tag, span.kind);
   return result.text;
 }
@@ -357,7 +365,7 @@ function cleanEscapedText(el: DicomElement, st: FileState, scope: Scope): boolea
   const vr = effectiveVr(el);
   const bytes = el.value ?? new Uint8Array(0);
   const text = decodeText(bytes, scope.charsets, vr);
-  const spans = localDetector.detect(text, { names: st.names });
+  const spans = (st.ctx.detector ?? localDetector).detect(text, { names: st.names });
   const own = sourceValueSpans(text, st.matchers);
   if (own.length > 0) countRedaction(st, el.tag, 'sourceValue');
   for (const span of spans) countRedaction(st, el.tag, span.kind);

@@ -8,7 +8,7 @@ import { isPrivateCreatorTag, isPrivateTag } from '../dictionary';
 import { HeaderLimits, runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
 import { parseDicomBuffer } from '../parser';
 import { DEID_METHOD_CODES, DeidReport, DeidTags, VerifyingObserver } from './engine';
-import { DetectContext, localDetector } from './freeText/detector';
+import { DetectContext, FreeTextDetector, localDetector } from './freeText/detector';
 import { NO_SOURCE_NAMES, sourceNames } from './freeText/names';
 import { DETECTED_VRS, detectsKeptValue } from './freeText/policy';
 import {
@@ -120,6 +120,8 @@ interface GateState {
   binaryMatchers: ValueMatcher[];
   /** The free-text detector's context: the source's names; the research UIDs the engine wrote are no finding. */
   freeText: DetectContext;
+  /** The same detector the engine ran (GateOptions.detector). */
+  detector: FreeTextDetector;
   findings: string[];
   /** Elements visited, for the slicing of long work. */
   steps: number;
@@ -174,7 +176,7 @@ function checkIdentifyingText(vr: string, text: string, st: GateState, at: () =>
 function checkFreeText(tag: number, vr: string, text: string, resolved: ResolvedAction, isPrivate: boolean, st: GateState, at: () => string): void {
   if (isPrivate || !DETECTED_VRS.has(vr)) return;
   if (resolved.action !== 'clean' && !detectsKeptValue(tag, vr, resolved)) return;
-  const spans = localDetector.detect(text, st.freeText);
+  const spans = st.detector.detect(text, st.freeText);
   if (spans.length === 0) return;
   const kinds = [...new Set(spans.map((s) => s.kind))].sort().join(', ');
   st.findings.push(`${at()}: free text holds ${kinds} (free-text detector)`);
@@ -274,6 +276,15 @@ function checkMarking(ds: DicomDataset, profile: Profile, findings: string[]): v
   if (ltim !== want) findings.push(`${describeTag(DeidTags.LongitudinalTemporalInformationModified)}: ${want ?? 'absent'} expected (rule E.3.6)`);
 }
 
+/** What the gate checks besides the data set, and the detector it checks free text with. */
+interface GateExtra {
+  meta?: DicomDataset;
+  trailing?: DicomDataset;
+  preamble?: Uint8Array;
+  /** The free-text detector the engine ran (DeidContext.detector); the local one when absent. */
+  detector?: FreeTextDetector;
+}
+
 /**
  * Checks a de-identified data set (and, when given, the file's meta group, trailing elements
  * and preamble). Pure and synchronous; pixel data is not searched (burned-in text is the
@@ -283,7 +294,7 @@ export function verifyDeidentifiedDataset(
   dataset: DicomDataset,
   report: GateReport,
   profile: Profile,
-  extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array } = {},
+  extra: GateExtra = {},
 ): VerificationResult {
   return runToEnd(gateWork(dataset, report, profile, extra));
 }
@@ -292,7 +303,7 @@ function* gateWork(
   dataset: DicomDataset,
   report: GateReport,
   profile: Profile,
-  extra: { meta?: DicomDataset; trailing?: DicomDataset; preamble?: Uint8Array },
+  extra: GateExtra,
 ): Generator<void, VerificationResult> {
   const matchers = identifyingMatchers(report.identifyingValues);
   const st: GateState = {
@@ -307,6 +318,7 @@ function* gateWork(
       // The engine writes research UIDs (2.25 form) in place of the UIDs it finds in text.
       isAllowedUid: (uid) => uid.startsWith('2.25.'),
     },
+    detector: extra.detector ?? localDetector,
     findings: [],
     steps: 0,
   };
@@ -335,11 +347,13 @@ export async function verifyDeidentified(
   output: Uint8Array | DicomDataset,
   report: GateReport,
   profile: Profile,
-  limits: Partial<HeaderLimits> = {},
+  limits: Partial<HeaderLimits> & { detector?: FreeTextDetector } = {},
 ): Promise<VerificationResult> {
-  if (output instanceof Map) return runSliced(gateWork(output, report, profile, {}));
-  const parsed = await parseDicomBuffer(output, limits);
+  const { detector, ...parseLimits } = limits;
+  if (output instanceof Map) return runSliced(gateWork(output, report, profile, { detector }));
+  const parsed = await parseDicomBuffer(output, parseLimits);
   return runSliced(gateWork(parsed.dataset, report, profile, {
+    detector,
     meta: parsed.meta,
     trailing: parsed.trailing,
     preamble: parsed.part10 ? output.subarray(0, 128) : undefined,

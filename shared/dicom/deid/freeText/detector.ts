@@ -10,8 +10,8 @@ import { findDates } from './dates';
 import { findIdentifiers } from './identifiers';
 import { findNames, SourceNames } from './names';
 
-/** What a redacted span was. Audit counts are keyed by attribute and kind. */
-export type TextKind = 'name' | 'date' | 'ssn' | 'phone' | 'email' | 'url' | 'ip' | 'address' | 'zip' | 'mrn' | 'uid';
+/** What a redacted span was. Audit counts are keyed by attribute and kind. `organization` and `identifier` (another ID number) come from the cloud option only. */
+export type TextKind = 'name' | 'date' | 'ssn' | 'phone' | 'email' | 'url' | 'ip' | 'address' | 'zip' | 'mrn' | 'uid' | 'organization' | 'identifier';
 
 export interface TextSpan {
   /** UTF-16 offsets in the text, end exclusive. */
