@@ -95,13 +95,16 @@ export function encodeAsciiValue(text: string, vr: string): Uint8Array {
   return Buffer.concat([buf, Buffer.from(vr === 'UI' ? [0] : [0x20])]);
 }
 
-/** Reads an unsigned integer (US/UL) value in the given byte order. */
+/**
+ * Reads the first value of an integer element (US, SS, UL, SL) in the given byte order, signed
+ * for SS and SL. Another VR (UN, say) is read as UL when its value is 4 bytes long, else as US.
+ */
 export function uintValue(el: DicomElement | undefined, littleEndian: boolean): number | undefined {
   const v = el?.value;
   if (!v || v.length < 2) return undefined;
   const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
-  if (el.vr === 'UL' || (v.length === 4 && el.vr !== 'US' && el.vr !== 'SS')) return dv.getUint32(0, littleEndian);
   if (el.vr === 'SS') return dv.getInt16(0, littleEndian);
-  if (el.vr === 'SL') return dv.getInt32(0, littleEndian);
+  if (el.vr === 'SL') return v.length < 4 ? undefined : dv.getInt32(0, littleEndian);
+  if (el.vr === 'UL' || (v.length === 4 && el.vr !== 'US')) return v.length < 4 ? undefined : dv.getUint32(0, littleEndian);
   return dv.getUint16(0, littleEndian);
 }

@@ -25,5 +25,7 @@ describe('uintValue', () => {
   it('given no value or a value shorter than two bytes, then undefined', () => {
     expect(uintValue(undefined, true)).toBeUndefined();
     expect(uintValue(element('US', [1]), true)).toBeUndefined();
+    expect(uintValue(element('UL', [1, 0]), true)).toBeUndefined();
+    expect(uintValue(element('SL', [1, 0]), true)).toBeUndefined();
   });
 });
