@@ -2,7 +2,7 @@
  * What the QIDO-RS modules share: the parsed query, the documents it reads, the attributes it
  * can match and return by level, and the bounds on the work of one request.
  */
-import type { DicomJson } from '../documents';
+import type { DicomJson } from '../../dicom/json';
 
 export type QidoLevel = 'study' | 'series' | 'instance';
 

@@ -11,8 +11,8 @@ import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/fu
 
 import { settings } from '../../config/settings';
 import { lookupTag } from '../../dicom/dictionary';
+import type { DicomJson, DicomJsonAttribute } from '../../dicom/json';
 import { ErrorCodes, httpErrorBody, httpStatusFor, PipelineError } from '../../errors';
-import type { DicomJson, DicomJsonAttribute } from '../documents';
 import type { ResearchCatalogReader } from '../researchCatalog';
 import {
   FIELD_OF_TAG,
