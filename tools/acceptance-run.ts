@@ -20,8 +20,9 @@ import { startStack } from '../local/stack';
 import { listFolder, uploadFiles } from '../local/upload';
 import { createCosmosClient } from '../shared/catalog/cosmosCatalog';
 import type { IngestionDocument, InstanceDocument, StudyDocument } from '../shared/catalog/documents';
-import { asciiValue, Tags } from '../shared/dicom/dataset';
+import { asciiValue } from '../shared/dicom/dataset';
 import { parseDicomBuffer } from '../shared/dicom/parser';
+import { Tags } from '../shared/dicom/tags';
 
 function dcmdump(file: string): string | undefined {
   try {
@@ -126,7 +127,7 @@ async function main(): Promise<void> {
       const source = await parseDicomBuffer(readFileSync(f.file)).catch(() => undefined);
       if (source) {
         const text = `${bytes.toString('latin1')}\n${JSON.stringify(inst)}`;
-        for (const tag of [Tags.StudyInstanceUID, Tags.SeriesInstanceUID, Tags.SOPInstanceUID, 0x00100020, 0x00100010, 0x00100030]) {
+        for (const tag of [Tags.StudyInstanceUID, Tags.SeriesInstanceUID, Tags.SOPInstanceUID, Tags.PatientID, Tags.PatientName, Tags.PatientBirthDate]) {
           const v = asciiValue(source.dataset.get(tag));
           // Short values ("M", "1") and digits that equal counts occur by chance; the gate checks those by attribute.
           if (!v || v.length < 8 || /^(anonymi[sz]ed|anonymous)$/i.test(v)) continue;
