@@ -9,7 +9,6 @@
  */
 import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 
-import { settings } from '../../config/settings';
 import { lookupTag } from '../../dicom/dictionary';
 import type { DicomJson, DicomJsonAttribute } from '../../dicom/json';
 import { ErrorCodes, httpErrorBody, httpStatusFor, PipelineError } from '../../errors';
@@ -277,16 +276,15 @@ async function answer(reader: ResearchCatalogReader, q: QidoQuery, budget: Reque
 }
 
 export interface QidoHandlerOptions {
-  /** The bounds on one request; default the QIDO_* settings (shared/config/settings). */
-  limits?: () => QidoLimits;
+  /** The bounds on one request, read for each request (the QIDO_* settings, in the function app). */
+  limits: () => QidoLimits | Promise<QidoLimits>;
 }
 
 /** The HTTP response of a QIDO-RS request, for any of its resources. */
-export function createQidoHandler(getReader: () => Promise<ResearchCatalogReader>, level: QidoLevel, options: QidoHandlerOptions = {}) {
-  const limitsOf = options.limits ?? (() => settings().qidoLimits);
+export function createQidoHandler(getReader: () => Promise<ResearchCatalogReader>, level: QidoLevel, options: QidoHandlerOptions) {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
     try {
-      const limits = limitsOf();
+      const limits = await options.limits();
       const study = request.params.study;
       const series = request.params.series;
       const q = parseQidoRequest(level, request.query, {
