@@ -21,8 +21,9 @@ import { listFolder, uploadFiles } from '../local/upload';
 import { createCosmosClient } from '../shared/catalog/cosmosCatalog';
 import type { IngestionDocument, InstanceDocument, StudyDocument } from '../shared/catalog/documents';
 import { asciiValue } from '../shared/dicom/dataset';
+import { jsonKey } from '../shared/dicom/json';
 import { parseDicomBuffer } from '../shared/dicom/parser';
-import { Tags } from '../shared/dicom/tags';
+import { type TagKeyword, Tags } from '../shared/dicom/tags';
 
 function dcmdump(file: string): string | undefined {
   try {
@@ -101,21 +102,21 @@ async function main(): Promise<void> {
       perStudy.set(study, entry);
       const dump = dcmdump(f.file);
       if (!dump) continue;
-      const first = (tag: string) => {
-        const v = inst.dicom[tag]?.Value?.[0];
+      const first = (keyword: TagKeyword) => {
+        const v = inst.dicom[jsonKey(keyword)]?.Value?.[0];
         return v === undefined || v === null ? undefined : String(v);
       };
       for (const [tag, ours] of [
-        ['0008,0060', first('00080060')],
+        ['0008,0060', first('Modality')],
         ['0008,0016', inst.sopClassUid],
-        ['0028,0010', first('00280010')],
-        ['0028,0011', first('00280011')],
+        ['0028,0010', first('Rows')],
+        ['0028,0011', first('Columns')],
       ] as const) {
         const theirs = dumped(dump, tag);
         if (theirs !== undefined && theirs !== (ours ?? '')) failures.push(`${f.relative}: (${tag}) differs from dcmdump`);
       }
       const frames = dumped(dump, '0028,0008');
-      const ourFrames = first('00280008');
+      const ourFrames = first('NumberOfFrames');
       if (frames !== undefined && frames !== '' && frames !== ourFrames && Number(frames) !== Number(ourFrames)) failures.push(`${f.relative}: NumberOfFrames differs from dcmdump`);
       compared++;
       const copy = join(work, 'copy.dcm');

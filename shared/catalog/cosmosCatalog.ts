@@ -11,7 +11,7 @@ import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identi
 
 import type { CosmosConnection, Settings } from '../config/settings';
 import { tagToHex } from '../dicom/dictionary';
-import type { DicomJson } from '../dicom/json';
+import { type DicomJson, jsonKey } from '../dicom/json';
 import { levelOf } from '../dicom/metadata';
 import { Tags } from '../dicom/tags';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
@@ -49,7 +49,7 @@ export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
       Tags.PatientName, Tags.PatientID, Tags.PatientBirthDate, Tags.PatientSex, Tags.StudyDate, Tags.StudyTime, Tags.AccessionNumber, Tags.StudyDescription, Tags.StudyID, Tags.ReferringPhysicianName,
       Tags.Modality, Tags.SeriesDescription, Tags.SeriesNumber, Tags.BodyPartExamined, Tags.Manufacturer, Tags.ManufacturerModelName, Tags.InstanceNumber, Tags.SOPClassUID,
     ].map((t) => ({ path: `/dicom/"${tagToHex(t)}"/Value/[]/?` })),
-    { path: '/dicom/"00100010"/Value/[]/Alphabetic/?' },
+    { path: `/dicom/"${jsonKey('PatientName')}"/Value/[]/Alphabetic/?` },
   ],
   excludedPaths: [{ path: '/*' }],
   compositeIndexes: [
@@ -366,7 +366,7 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       modality: latest.modality,
       numberOfSeriesRelatedInstances: rows.length,
       sopClassesInSeries: sopClasses,
-      dicom: { ...seriesJson, '00201209': { vr: 'IS', Value: [rows.length] } },
+      dicom: { ...seriesJson, [jsonKey('NumberOfSeriesRelatedInstances')]: { vr: 'IS', Value: [rows.length] } },
       updatedAt: new Date().toISOString(),
     };
     await this.writeSummary(doc, existing, (old) =>
@@ -394,10 +394,10 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       numberOfStudyRelatedInstances: instances,
       dicom: {
         ...studyLevel(latest.dicom),
-        '00080061': modalities.length ? { vr: 'CS', Value: modalities } : { vr: 'CS' },
-        '00080062': { vr: 'UI', Value: sopClasses },
-        '00201206': { vr: 'IS', Value: [series.length] },
-        '00201208': { vr: 'IS', Value: [instances] },
+        [jsonKey('ModalitiesInStudy')]: modalities.length ? { vr: 'CS', Value: modalities } : { vr: 'CS' },
+        [jsonKey('SOPClassesInStudy')]: { vr: 'UI', Value: sopClasses },
+        [jsonKey('NumberOfStudyRelatedSeries')]: { vr: 'IS', Value: [series.length] },
+        [jsonKey('NumberOfStudyRelatedInstances')]: { vr: 'IS', Value: [instances] },
       },
       updatedAt: new Date().toISOString(),
     };
