@@ -69,9 +69,6 @@ export function delimiter(tag: number, length: number): Buffer {
   return b;
 }
 
-const ITEM = Tags.Item;
-const ITEM_END = Tags.ItemDelimitationItem;
-const SEQUENCE_END = Tags.SequenceDelimitationItem;
 const UNDEFINED = 0xffffffff;
 
 /** The elements every instance needs (UIDs, a patient), explicit VR little endian, no meta. */
@@ -108,7 +105,7 @@ export function manySequenceItems(count: number): Buffer {
     items.writeUInt16LE(0xfffe, i * 8);
     items.writeUInt16LE(0xe000, i * 8 + 2);
   }
-  return Buffer.concat([elementHeader(Tags.ReferencedImageSequence, 'SQ', UNDEFINED), items, delimiter(SEQUENCE_END, 0)]);
+  return Buffer.concat([elementHeader(Tags.ReferencedImageSequence, 'SQ', UNDEFINED), items, delimiter(Tags.SequenceDelimitationItem, 0)]);
 }
 
 /** `count` empty SH elements (8 bytes each) in private groups 0x0009, 0x000B, ... (no creators). */
@@ -152,8 +149,8 @@ export function manyUnknownPublicTags(count: number): Buffer {
 
 /** Sequences nested `depth` deep (Referenced Image Sequence in an item of itself), undefined lengths. */
 export function deepNesting(depth: number): Buffer {
-  const open = Buffer.concat([elementHeader(Tags.ReferencedImageSequence, 'SQ', UNDEFINED), delimiter(ITEM, UNDEFINED)]);
-  const close = Buffer.concat([delimiter(ITEM_END, 0), delimiter(SEQUENCE_END, 0)]);
+  const open = Buffer.concat([elementHeader(Tags.ReferencedImageSequence, 'SQ', UNDEFINED), delimiter(Tags.Item, UNDEFINED)]);
+  const close = Buffer.concat([delimiter(Tags.ItemDelimitationItem, 0), delimiter(Tags.SequenceDelimitationItem, 0)]);
   const leaf = Buffer.concat([elementHeader(Tags.ReferencedSOPClassUID, 'UI', 4), Buffer.from('1.2\0', 'latin1')]);
   const parts: Buffer[] = [];
   for (let i = 0; i < depth; i++) parts.push(open);
