@@ -7,9 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { bufferReader, ByteReader } from '../shared/dicom/byteReader';
-import { OffThreadSha256, sha256For } from '../shared/dicom/chunkHasher';
 import type { DeidContext } from '../shared/dicom/deid/engine';
 import { defaultProfile } from '../shared/dicom/deid/profile';
+import { OffThreadSha256, sha256For } from '../shared/ingest/chunkHasher';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
 import { ctSliceBytes, multiFrameHeader, writeMultiFrame } from './generate';
 

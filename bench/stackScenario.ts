@@ -12,10 +12,10 @@ import * as path from 'node:path';
 import { Container, CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient } from '@azure/storage-blob';
 
+import { azuriteConnectionString } from '../local/emulators';
 import { startAzurite } from '../local/services/azurite';
 import { LocalStack, startStack } from '../local/stack';
 import type { IngestionDocument } from '../shared/catalog/documents';
-import { azuriteConnectionString } from '../shared/config/settings';
 import { createRequestCounter, Relay, RequestCounts, startRelay } from './requestCounter';
 import { percentile, round } from './stats';
 

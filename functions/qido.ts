@@ -13,9 +13,10 @@ import { createQidoHandler, type QidoLevel } from '../shared/catalog/qido';
 import { runtime } from '../shared/runtime';
 
 const reader = async () => (await runtime()).researchCatalogReader;
+const limits = async () => (await runtime()).settings.qidoLimits;
 
 function qido(name: string, level: QidoLevel): HttpHandler {
-  return requireRole(runtime, { route: name, role: Roles.ResearchRead, describe: qidoAccessTarget }, createQidoHandler(reader, level));
+  return requireRole(runtime, { route: name, role: Roles.ResearchRead, describe: qidoAccessTarget }, createQidoHandler(reader, level, { limits }));
 }
 
 export const qidoStudies = qido('qidoStudies', 'study');

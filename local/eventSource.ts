@@ -16,8 +16,8 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 
-import { AZURITE_ACCOUNT, AZURITE_KEY } from '../shared/config/settings';
 import { BlobStorageEvent, BlobWrite, buildBlobEvent, classifyBlobExchange, Sequencer } from './blobEvents';
+import { AZURITE_ACCOUNT, AZURITE_KEY } from './emulators';
 import { closeServer, delay, listen } from './net';
 
 /**

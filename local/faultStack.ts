@@ -15,8 +15,9 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { AZURITE_ACCOUNT, azuriteConnectionString, cosmosEmulatorConnectionString, loadSettings, resetSettingsForTests, Settings } from '../shared/config/settings';
+import { loadSettings, Settings } from '../shared/config/settings';
 import { startDevIssuer } from './devIssuer';
+import { AZURITE_ACCOUNT, azuriteConnectionString, cosmosEmulatorConnectionString } from './emulators';
 import { BlobEventSource, emitExistingBlobs, startEventSource } from './eventSource';
 import { FaultPlan, FaultProxy, FaultProxyStats, startFaultProxy } from './faultProxy';
 import { FunctionHost, LogSink, startHost } from './host';
@@ -135,7 +136,6 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
       ...options.env,
     };
     for (const [k, v] of Object.entries(env)) process.env[k] = v;
-    resetSettingsForTests();
     const settings = loadSettings(process.env);
 
     const storageConnectionString = azuriteConnectionString(events.port, azuritePorts.queuePort, host);

@@ -7,7 +7,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { azuriteConnectionString } from '../shared/config/settings';
+import { azuriteConnectionString } from './emulators';
 import { applyLocalSettings, DEFAULT_PORTS } from './stack';
 import { listFolder, uploadFiles } from './upload';
 

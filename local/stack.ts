@@ -8,8 +8,9 @@ import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { azuriteConnectionString, loadSettings, resetSettingsForTests, Settings } from '../shared/config/settings';
+import { loadSettings, Settings } from '../shared/config/settings';
 import { DevIssuer, startDevIssuer } from './devIssuer';
+import { azuriteConnectionString } from './emulators';
 import { BlobEventSource, emitExistingBlobs, startEventSource } from './eventSource';
 import { FunctionHost, LogSink, startHost, stdoutLogSink } from './host';
 import { startAzurite } from './services/azurite';
@@ -206,7 +207,6 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       ...options.env,
     };
     for (const [k, v] of Object.entries(env)) process.env[k] = v;
-    resetSettingsForTests();
     const settings = loadSettings(process.env);
 
     const blobService = BlobServiceClient.fromConnectionString(storage);

@@ -9,7 +9,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { COSMOS_EMULATOR_KEY } from '../shared/config/settings';
+import { COSMOS_EMULATOR_KEY } from './emulators';
 import type { LogLevel } from './host';
 import { LocalStack, startStack } from './stack';
 import { listFolder, uploadFiles } from './upload';

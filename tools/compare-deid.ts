@@ -20,6 +20,7 @@ import { charsetsOf, collectSourceFacts, identifyingMatchers, textOf, ValueMatch
 import { basicProfile, defaultProfile, Profile } from '../shared/dicom/deid/profile';
 import { isPrivateTag, lookupTag, tagToHex } from '../shared/dicom/dictionary';
 import { parseDicomBuffer, pixelDataChunks, readHeader } from '../shared/dicom/parser';
+import { Tags } from '../shared/dicom/tags';
 import { isPipelineError } from '../shared/errors';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
 import { dciodvfyErrors, gdcmanonBasic, isInstalled, mapLimited, run, throwawayCertificate } from './dicomTools';
@@ -69,7 +70,7 @@ async function searchableBytes(bytes: Buffer): Promise<Buffer> {
     const reader = bufferReader(bytes);
     const header = await readHeader(reader, { ...LIMITS, totalSize: bytes.length });
     if (header.deflated) {
-      const groupLength = header.meta.get(0x00020000)?.value;
+      const groupLength = header.meta.get(Tags.FileMetaInformationGroupLength)?.value;
       const metaEnd = 132 + 12 + (groupLength ? Buffer.from(groupLength).readUInt32LE(0) : 0);
       return Buffer.concat([bytes.subarray(0, metaEnd), await searchableBytes(inflateRawSync(bytes.subarray(metaEnd)))]);
     }
@@ -104,7 +105,7 @@ function withoutMarking(text: string): string {
  * the writing tool.
  */
 const NOT_SEARCHED_VRS = new Set(['CS', 'IS', 'DS']);
-const NOT_SEARCHED_TAGS = new Set([0x00020012, 0x00020013, 0x00120063]);
+const NOT_SEARCHED_TAGS: ReadonlySet<number> = new Set([Tags.ImplementationClassUID, Tags.ImplementationVersionName, Tags.DeidentificationMethod]);
 
 /** Where in the output a value sits: attribute keywords, "private", or "other bytes". */
 function locate(output: DicomDataset[], matchers: ValueMatcher[]): Set<string> {
@@ -117,7 +118,7 @@ function locate(output: DicomDataset[], matchers: ValueMatcher[]): Set<string> {
         continue;
       }
       if (!el.value || el.value.length === 0) continue;
-      if (el.tag === 0x00080104 && MARKING_TEXTS.includes(textOf(el, cs))) continue;
+      if (el.tag === Tags.CodeMeaning && MARKING_TEXTS.includes(textOf(el, cs))) continue;
       const vr = el.vr === 'UN' && !isPrivateTag(el.tag) ? (lookupTag(el.tag)?.vr ?? 'UN') : el.vr;
       if (NOT_SEARCHED_VRS.has(vr) || NOT_SEARCHED_TAGS.has(el.tag)) continue;
       const buf = Buffer.from(el.value);
@@ -232,7 +233,7 @@ async function compareFile(
     }
     results.set(name, {
       file: relative(root, file),
-      sopClass: (parsed && asciiValue(parsed.dataset.get(0x00080016))) ?? '',
+      sopClass: (parsed && asciiValue(parsed.dataset.get(Tags.SOPClassUID))) ?? '',
       sourceReadable: parsed !== undefined,
       identifyingValues: values.length,
       dciodvfyInput,

@@ -13,6 +13,7 @@ import fc from 'fast-check';
 
 import { DicomDataset, encodeAsciiValue, TransferSyntax } from '../shared/dicom/dataset';
 import { lookupTag } from '../shared/dicom/dictionary';
+import { Tags } from '../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta } from '../shared/dicom/writer';
 
 const EXPLICIT_LE = { explicitVR: true, littleEndian: true };
@@ -68,22 +69,19 @@ export function delimiter(tag: number, length: number): Buffer {
   return b;
 }
 
-const ITEM = 0xfffee000;
-const ITEM_END = 0xfffee00d;
-const SEQUENCE_END = 0xfffee0dd;
 const UNDEFINED = 0xffffffff;
 
 /** The elements every instance needs (UIDs, a patient), explicit VR little endian, no meta. */
 function baseDataset(): DicomDataset {
   const ds: DicomDataset = new Map();
   const put = (tag: number, vr: string, text: string) => ds.set(tag, { tag, vr, value: encodeAsciiValue(text, vr) });
-  put(0x00080016, 'UI', SOP_CLASS);
-  put(0x00080018, 'UI', '1.2.826.0.1.3680043.8.498.1');
-  put(0x00080060, 'CS', 'OT');
-  put(0x00100010, 'PN', 'FUZZ^PATIENT');
-  put(0x00100020, 'LO', 'FUZZ-ID-1');
-  put(0x0020000d, 'UI', '1.2.826.0.1.3680043.8.498.2');
-  put(0x0020000e, 'UI', '1.2.826.0.1.3680043.8.498.3');
+  put(Tags.SOPClassUID, 'UI', SOP_CLASS);
+  put(Tags.SOPInstanceUID, 'UI', '1.2.826.0.1.3680043.8.498.1');
+  put(Tags.Modality, 'CS', 'OT');
+  put(Tags.PatientName, 'PN', 'FUZZ^PATIENT');
+  put(Tags.PatientID, 'LO', 'FUZZ-ID-1');
+  put(Tags.StudyInstanceUID, 'UI', '1.2.826.0.1.3680043.8.498.2');
+  put(Tags.SeriesInstanceUID, 'UI', '1.2.826.0.1.3680043.8.498.3');
   return ds;
 }
 
@@ -107,7 +105,7 @@ export function manySequenceItems(count: number): Buffer {
     items.writeUInt16LE(0xfffe, i * 8);
     items.writeUInt16LE(0xe000, i * 8 + 2);
   }
-  return Buffer.concat([elementHeader(0x00081140, 'SQ', UNDEFINED), items, delimiter(SEQUENCE_END, 0)]);
+  return Buffer.concat([elementHeader(Tags.ReferencedImageSequence, 'SQ', UNDEFINED), items, delimiter(Tags.SequenceDelimitationItem, 0)]);
 }
 
 /** `count` empty SH elements (8 bytes each) in private groups 0x0009, 0x000B, ... (no creators). */
@@ -151,9 +149,9 @@ export function manyUnknownPublicTags(count: number): Buffer {
 
 /** Sequences nested `depth` deep (Referenced Image Sequence in an item of itself), undefined lengths. */
 export function deepNesting(depth: number): Buffer {
-  const open = Buffer.concat([elementHeader(0x00081140, 'SQ', UNDEFINED), delimiter(ITEM, UNDEFINED)]);
-  const close = Buffer.concat([delimiter(ITEM_END, 0), delimiter(SEQUENCE_END, 0)]);
-  const leaf = Buffer.concat([elementHeader(0x00081150, 'UI', 4), Buffer.from('1.2\0', 'latin1')]);
+  const open = Buffer.concat([elementHeader(Tags.ReferencedImageSequence, 'SQ', UNDEFINED), delimiter(Tags.Item, UNDEFINED)]);
+  const close = Buffer.concat([delimiter(Tags.ItemDelimitationItem, 0), delimiter(Tags.SequenceDelimitationItem, 0)]);
+  const leaf = Buffer.concat([elementHeader(Tags.ReferencedSOPClassUID, 'UI', 4), Buffer.from('1.2\0', 'latin1')]);
   const parts: Buffer[] = [];
   for (let i = 0; i < depth; i++) parts.push(open);
   parts.push(leaf);
@@ -166,7 +164,7 @@ export function deepNesting(depth: number): Buffer {
  * for hundreds of MB inflated. Deflated in chunks, so the zeros are never held whole.
  */
 export async function deflateBomb(inflatedBytes: number): Promise<Buffer> {
-  const head = Buffer.concat([encodeDataset(baseDataset(), EXPLICIT_LE), elementHeader(0x7fe00010, 'OB', inflatedBytes)]);
+  const head = Buffer.concat([encodeDataset(baseDataset(), EXPLICIT_LE), elementHeader(Tags.PixelData, 'OB', inflatedBytes)]);
   const deflater = createDeflateRaw({ level: 9 });
   const parts: Buffer[] = [];
   deflater.on('data', (c: Buffer) => parts.push(c));

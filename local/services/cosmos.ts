@@ -9,7 +9,7 @@ import { spawn } from 'child_process';
 import type * as http from 'http';
 import * as path from 'path';
 
-import { cosmosEmulatorConnectionString } from '../../shared/config/settings';
+import { cosmosEmulatorConnectionString } from '../emulators';
 import { closeServer, listen } from '../net';
 import { stopChildProcess } from './childProcess';
 

@@ -1,12 +1,14 @@
 /** What each audited route touched, read from its request and its answer. Research identifiers only. */
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 
+import { jsonKey } from '../dicom/json';
+import type { TagKeyword } from '../dicom/tags';
 import type { AccessTarget, ResearchUids } from './accessAudit';
 
-const UID_TAGS: Record<keyof ResearchUids, { tag: string; keyword: string; param: string }> = {
-  studies: { tag: '0020000D', keyword: 'StudyInstanceUID', param: 'study' },
-  series: { tag: '0020000E', keyword: 'SeriesInstanceUID', param: 'series' },
-  instances: { tag: '00080018', keyword: 'SOPInstanceUID', param: 'instance' },
+const UID_TAGS: Record<keyof ResearchUids, { tag: string; keyword: TagKeyword; param: string }> = {
+  studies: { tag: jsonKey('StudyInstanceUID'), keyword: 'StudyInstanceUID', param: 'study' },
+  series: { tag: jsonKey('SeriesInstanceUID'), keyword: 'SeriesInstanceUID', param: 'series' },
+  instances: { tag: jsonKey('SOPInstanceUID'), keyword: 'SOPInstanceUID', param: 'instance' },
 };
 const LEVELS = Object.keys(UID_TAGS) as (keyof ResearchUids)[];
 

@@ -11,11 +11,13 @@ import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identi
 
 import type { CosmosConnection, Settings } from '../config/settings';
 import { tagToHex } from '../dicom/dictionary';
+import { type DicomJson, jsonKey } from '../dicom/json';
 import { levelOf } from '../dicom/metadata';
+import { Tags } from '../dicom/tags';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
-import type { DicomJson, IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
+import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
 
 export function createCosmosClient(conn: CosmosConnection): CosmosClient {
   // Over plain HTTP (the local emulator server) endpoint discovery would redirect to the
@@ -44,10 +46,10 @@ export const RESEARCH_INDEXING_POLICY: IndexingPolicy = {
     { path: '/modalitiesInStudy/[]/?' },
     { path: '/updatedAt/?' },
     ...[
-      0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x00080020, 0x00080030, 0x00080050, 0x00081030, 0x00200010, 0x00080090,
-      0x00080060, 0x0008103e, 0x00200011, 0x00180015, 0x00080070, 0x00081090, 0x00200013, 0x00080016,
+      Tags.PatientName, Tags.PatientID, Tags.PatientBirthDate, Tags.PatientSex, Tags.StudyDate, Tags.StudyTime, Tags.AccessionNumber, Tags.StudyDescription, Tags.StudyID, Tags.ReferringPhysicianName,
+      Tags.Modality, Tags.SeriesDescription, Tags.SeriesNumber, Tags.BodyPartExamined, Tags.Manufacturer, Tags.ManufacturerModelName, Tags.InstanceNumber, Tags.SOPClassUID,
     ].map((t) => ({ path: `/dicom/"${tagToHex(t)}"/Value/[]/?` })),
-    { path: '/dicom/"00100010"/Value/[]/Alphabetic/?' },
+    { path: `/dicom/"${jsonKey('PatientName')}"/Value/[]/Alphabetic/?` },
   ],
   excludedPaths: [{ path: '/*' }],
   compositeIndexes: [
@@ -364,7 +366,7 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       modality: latest.modality,
       numberOfSeriesRelatedInstances: rows.length,
       sopClassesInSeries: sopClasses,
-      dicom: { ...seriesJson, '00201209': { vr: 'IS', Value: [rows.length] } },
+      dicom: { ...seriesJson, [jsonKey('NumberOfSeriesRelatedInstances')]: { vr: 'IS', Value: [rows.length] } },
       updatedAt: new Date().toISOString(),
     };
     await this.writeSummary(doc, existing, (old) =>
@@ -392,10 +394,10 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       numberOfStudyRelatedInstances: instances,
       dicom: {
         ...studyLevel(latest.dicom),
-        '00080061': modalities.length ? { vr: 'CS', Value: modalities } : { vr: 'CS' },
-        '00080062': { vr: 'UI', Value: sopClasses },
-        '00201206': { vr: 'IS', Value: [series.length] },
-        '00201208': { vr: 'IS', Value: [instances] },
+        [jsonKey('ModalitiesInStudy')]: modalities.length ? { vr: 'CS', Value: modalities } : { vr: 'CS' },
+        [jsonKey('SOPClassesInStudy')]: { vr: 'UI', Value: sopClasses },
+        [jsonKey('NumberOfStudyRelatedSeries')]: { vr: 'IS', Value: [series.length] },
+        [jsonKey('NumberOfStudyRelatedInstances')]: { vr: 'IS', Value: [instances] },
       },
       updatedAt: new Date().toISOString(),
     };

@@ -11,16 +11,7 @@
  * hash of its URL), restricted, identified (it holds the source URL and the original UIDs).
  */
 
-/** One attribute in the DICOM JSON model (PS3.18 F.2). */
-export interface DicomJsonAttribute {
-  vr: string;
-  Value?: unknown[];
-  InlineBinary?: string;
-  BulkDataURI?: string;
-}
-
-/** A data set in the DICOM JSON model, keyed by "GGGGEEEE". */
-export type DicomJson = Record<string, DicomJsonAttribute>;
+import type { DicomJson } from '../dicom/json';
 
 interface ResearchDocumentBase {
   /** "study:<uid>", "series:<uid>" or "instance:<uid>" (unique within the study partition). */

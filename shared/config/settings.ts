@@ -75,24 +75,8 @@ export interface Settings {
   qidoLimits: { maxPatternLength: number; maxWildcards: number; maxScannedDocuments: number; timeBudgetMs: number };
 }
 
-/** The Azurite development account: a published, well-known key, not a secret. */
-export const AZURITE_ACCOUNT = 'devstoreaccount1';
-export const AZURITE_KEY =
-  'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
-/** The Cosmos DB emulator's published, well-known key, not a secret. */
-export const COSMOS_EMULATOR_KEY =
-  'C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XyJ6Ej8g==';
-
-export function azuriteConnectionString(blobPort = 10000, queuePort = 10001, host = '127.0.0.1'): string {
-  return (
-    `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};` +
-    `BlobEndpoint=http://${host}:${blobPort}/${AZURITE_ACCOUNT};QueueEndpoint=http://${host}:${queuePort}/${AZURITE_ACCOUNT};`
-  );
-}
-
-export function cosmosEmulatorConnectionString(port = 8081, host = '127.0.0.1'): string {
-  return `AccountEndpoint=http://${host}:${port}/;AccountKey=${COSMOS_EMULATOR_KEY};`;
-}
+/** The account `UseDevelopmentStorage=true` names (Azurite's; its key lives with the local stack, local/emulators.ts). */
+const DEVELOPMENT_STORAGE_ACCOUNT = 'devstoreaccount1';
 
 type Env = Record<string, string | undefined>;
 
@@ -107,7 +91,7 @@ function parseConnectionString(cs: string): Record<string, string> {
 
 /** Blob endpoint of a storage connection string (explicit BlobEndpoint, development storage, or account name). */
 export function blobEndpointOf(cs: string): string | undefined {
-  if (cs.trim() === 'UseDevelopmentStorage=true') return `http://127.0.0.1:10000/${AZURITE_ACCOUNT}`;
+  if (cs.trim() === 'UseDevelopmentStorage=true') return `http://127.0.0.1:10000/${DEVELOPMENT_STORAGE_ACCOUNT}`;
   const p = parseConnectionString(cs);
   if (p.blobendpoint) return p.blobendpoint.replace(/\/+$/, '');
   if (p.accountname) {
@@ -283,19 +267,6 @@ export function loadSettings(env: Env = process.env): Settings {
     throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${c.problems.join('; ')}`);
   }
   return settings;
-}
-
-let cached: Settings | undefined;
-
-/** The process-wide settings, loaded on first use. */
-export function settings(): Settings {
-  cached ??= loadSettings();
-  return cached;
-}
-
-/** For tests and the local host, which set the environment before the first use. */
-export function resetSettingsForTests(): void {
-  cached = undefined;
 }
 
 /** Where the keys that sign bearer tokens come from: a JWKS URL (fetched once, cached) or a JWKS file. */

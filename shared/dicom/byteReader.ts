@@ -1,5 +1,48 @@
+import { createHash, Hash } from 'node:crypto';
+
 import { ErrorCodes, PipelineError } from '../errors';
-import { ChunkHasher, InlineSha256 } from './chunkHasher';
+
+/**
+ * What a ByteReader hands every byte it consumes to: SHA-256 here on the calling thread
+ * (`InlineSha256`), or on a worker thread (shared/ingest/chunkHasher.ts).
+ */
+export interface ChunkHasher {
+  /** Adds the chunk's bytes. A chunk in shared memory must not change until `settled()` resolves. */
+  update(chunk: Buffer): void;
+  /** A promise while too many bytes wait to be hashed (the caller should wait before reading more); otherwise undefined. */
+  ready(): Promise<void> | undefined;
+  /** Resolves once every byte passed before the call is hashed. */
+  settled(): Promise<void>;
+  /**
+   * The hex digest of everything passed. The hasher cannot be used afterwards. Rejects with
+   * PipelineError SERVICE_UNAVAILABLE (transient) when the hashing thread failed meanwhile;
+   * `ready()` and `settled()` do the same.
+   */
+  digest(): Promise<string>;
+  /** Gives up without a digest (frees what the hasher holds). */
+  abort?(): void;
+}
+
+/** SHA-256 on the calling thread. */
+export class InlineSha256 implements ChunkHasher {
+  private readonly hash: Hash = createHash('sha256');
+
+  update(chunk: Buffer): void {
+    this.hash.update(chunk);
+  }
+
+  ready(): undefined {
+    return undefined;
+  }
+
+  settled(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  digest(): Promise<string> {
+    return Promise.resolve(this.hash.digest('hex'));
+  }
+}
 
 /**
  * Pull-based reader over a stream of chunks (a Node Readable, a blob download, a file).
@@ -15,7 +58,7 @@ export class ByteReader {
   private readonly hash?: ChunkHasher;
   private hashTaken = false;
 
-  /** `sha256: true` hashes on this thread; `hasher` takes any ChunkHasher (see chunkHasher.ts). */
+  /** `sha256: true` hashes on this thread; `hasher` takes any ChunkHasher (shared/ingest/chunkHasher.ts has one on a worker thread). */
   constructor(source: AsyncIterable<Uint8Array>, options: { sha256?: boolean; hasher?: ChunkHasher } = {}) {
     this.iterator = source[Symbol.asyncIterator]();
     this.hash = options.hasher ?? (options.sha256 ? new InlineSha256() : undefined);

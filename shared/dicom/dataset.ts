@@ -58,26 +58,8 @@ export const LONG_VRS: ReadonlySet<string> = new Set([
   'OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV',
 ]);
 
-export const Tags = {
-  FileMetaInformationGroupLength: 0x00020000,
-  MediaStorageSOPClassUID: 0x00020002,
-  MediaStorageSOPInstanceUID: 0x00020003,
-  TransferSyntaxUID: 0x00020010,
-  ImplementationClassUID: 0x00020012,
-  ImplementationVersionName: 0x00020013,
-  SourceApplicationEntityTitle: 0x00020016,
-  SpecificCharacterSet: 0x00080005,
-  SOPClassUID: 0x00080016,
-  SOPInstanceUID: 0x00080018,
-  StudyInstanceUID: 0x0020000d,
-  SeriesInstanceUID: 0x0020000e,
-  PixelData: 0x7fe00010,
-  FloatPixelData: 0x7fe00008,
-  DoubleFloatPixelData: 0x7fe00009,
-  Item: 0xfffee000,
-  ItemDelimitationItem: 0xfffee00d,
-  SequenceDelimitationItem: 0xfffee0dd,
-} as const;
+/** The generated keyword table (tags.ts), also here for the modules that take the data set model and its tags together. */
+export { Tags } from './tags';
 
 /** Raw bytes of a text value as a latin1 string with trailing padding (spaces, NULs) removed. */
 export function asciiValue(el: DicomElement | undefined): string | undefined {
@@ -95,13 +77,16 @@ export function encodeAsciiValue(text: string, vr: string): Uint8Array {
   return Buffer.concat([buf, Buffer.from(vr === 'UI' ? [0] : [0x20])]);
 }
 
-/** Reads an unsigned integer (US/UL) value in the given byte order. */
+/**
+ * Reads the first value of an integer element (US, SS, UL, SL) in the given byte order, signed
+ * for SS and SL. Another VR (UN, say) is read as UL when its value is 4 bytes long, else as US.
+ */
 export function uintValue(el: DicomElement | undefined, littleEndian: boolean): number | undefined {
   const v = el?.value;
   if (!v || v.length < 2) return undefined;
   const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
-  if (el.vr === 'UL' || (v.length === 4 && el.vr !== 'US' && el.vr !== 'SS')) return dv.getUint32(0, littleEndian);
   if (el.vr === 'SS') return dv.getInt16(0, littleEndian);
-  if (el.vr === 'SL') return dv.getInt32(0, littleEndian);
+  if (el.vr === 'SL') return v.length < 4 ? undefined : dv.getInt32(0, littleEndian);
+  if (el.vr === 'UL' || (v.length === 4 && el.vr !== 'US')) return v.length < 4 ? undefined : dv.getUint32(0, littleEndian);
   return dv.getUint16(0, littleEndian);
 }

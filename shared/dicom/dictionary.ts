@@ -12,15 +12,14 @@ type RawEntry = [string, string, string, number];
 const raw = dictionaryData as unknown as Record<string, RawEntry>;
 
 const byTag = new Map<number, DictionaryEntry>();
-const masked: { mask: number; value: number; entry: DictionaryEntry }[] = [];
+const masked: { mask: TagMask; entry: DictionaryEntry }[] = [];
 const byKeyword = new Map<string, number>();
 
 for (const [key, [keyword, vr, vm, retired]] of Object.entries(raw)) {
   const entry: DictionaryEntry = { keyword, vr, vm, retired: retired === 1 };
-  if (key.includes('x')) {
-    const mask = parseInt(key.replace(/[0-9A-F]/g, 'F').replace(/x/g, '0'), 16) >>> 0;
-    const value = parseInt(key.replace(/x/g, '0'), 16) >>> 0;
-    masked.push({ mask, value, entry });
+  const mask = parseTagMask(key);
+  if (mask) {
+    masked.push({ mask, entry });
   } else {
     const tag = parseInt(key, 16) >>> 0;
     byTag.set(tag, entry);
@@ -28,12 +27,34 @@ for (const [key, [keyword, vr, vm, retired]] of Object.entries(raw)) {
   }
 }
 
+/**
+ * A tag pattern as PS3.6 and PS3.15 write repeating groups, with `x` for any hex digit
+ * ("60xx3000", "50xxxxxx"): a tag matches when its other digits are equal.
+ */
+export interface TagMask {
+  readonly mask: number;
+  readonly value: number;
+}
+
+/** Parses "GGGGEEEE" holding at least one x (either case); undefined for anything else, a plain tag included. */
+export function parseTagMask(text: string): TagMask | undefined {
+  if (!/^[0-9A-Fa-fxX]{8}$/.test(text) || !/[xX]/.test(text)) return undefined;
+  return {
+    mask: parseInt(text.replace(/[0-9A-Fa-f]/g, 'F').replace(/[xX]/g, '0'), 16) >>> 0,
+    value: parseInt(text.replace(/[xX]/g, '0'), 16) >>> 0,
+  };
+}
+
+export function matchesTagMask(tag: number, m: TagMask): boolean {
+  return ((tag & m.mask) >>> 0) === m.value;
+}
+
 /** Looks up a tag, including repeating groups such as (60xx,3000). Undefined for private and unknown tags. */
 export function lookupTag(tag: number): DictionaryEntry | undefined {
   const exact = byTag.get(tag);
   if (exact) return exact;
   if (isPrivateTag(tag)) return undefined;
-  for (const m of masked) if (((tag & m.mask) >>> 0) === m.value) return m.entry;
+  for (const m of masked) if (matchesTagMask(tag, m.mask)) return m.entry;
   // Group length (gggg,0000) is UL for every group.
   if ((tag & 0xffff) === 0) return { keyword: 'GroupLength', vr: 'UL', vm: '1', retired: false };
   return undefined;

@@ -5,54 +5,55 @@
  *
  * Called on the de-identified data set only: nothing here ever sees the identified source.
  */
-import type { DicomJson, DicomJsonAttribute } from '../catalog/documents';
 import { decodeText, parseSpecificCharacterSet } from './charset';
-import { asciiValue, CHARSET_VRS, DicomDataset, DicomElement, Tags, TEXT_VRS } from './dataset';
+import { asciiValue, CHARSET_VRS, DicomDataset, DicomElement, TEXT_VRS } from './dataset';
 import { tagToHex } from './dictionary';
+import type { DicomJson, DicomJsonAttribute } from './json';
+import { Tags } from './tags';
 
 export type Level = 'patient' | 'study' | 'series' | 'instance';
 
 /** Attributes that belong to the patient, study and series levels; everything else is instance level. */
 const LEVEL_TAGS: Record<Exclude<Level, 'instance'>, number[]> = {
   patient: [
-    0x00100010, // PatientName
-    0x00100020, // PatientID
-    0x00100021, // IssuerOfPatientID
-    0x00100030, // PatientBirthDate
-    0x00100040, // PatientSex
-    0x00101010, // PatientAge
-    0x00101020, // PatientSize
-    0x00101030, // PatientWeight
-    0x00120062, // PatientIdentityRemoved
-    0x00120063, // DeidentificationMethod
-    0x00280303, // LongitudinalTemporalInformationModified
+    Tags.PatientName,
+    Tags.PatientID,
+    Tags.IssuerOfPatientID,
+    Tags.PatientBirthDate,
+    Tags.PatientSex,
+    Tags.PatientAge,
+    Tags.PatientSize,
+    Tags.PatientWeight,
+    Tags.PatientIdentityRemoved,
+    Tags.DeidentificationMethod,
+    Tags.LongitudinalTemporalInformationModified,
   ],
   study: [
-    0x00080005, // SpecificCharacterSet
-    0x0020000d, // StudyInstanceUID
-    0x00080020, // StudyDate
-    0x00080030, // StudyTime
-    0x00080050, // AccessionNumber
-    0x00080090, // ReferringPhysicianName
-    0x00081030, // StudyDescription
-    0x00200010, // StudyID
+    Tags.SpecificCharacterSet,
+    Tags.StudyInstanceUID,
+    Tags.StudyDate,
+    Tags.StudyTime,
+    Tags.AccessionNumber,
+    Tags.ReferringPhysicianName,
+    Tags.StudyDescription,
+    Tags.StudyID,
   ],
   series: [
-    0x0020000e, // SeriesInstanceUID
-    0x00080060, // Modality
-    0x00200011, // SeriesNumber
-    0x0008103e, // SeriesDescription
-    0x00180015, // BodyPartExamined
-    0x00080021, // SeriesDate
-    0x00080031, // SeriesTime
-    0x00080070, // Manufacturer
-    0x00081090, // ManufacturerModelName
-    0x00181030, // ProtocolName
-    0x00200060, // Laterality
-    0x00400244, // PerformedProcedureStepStartDate
-    0x00400245, // PerformedProcedureStepStartTime
-    0x00081010, // StationName
-    0x00080080, // InstitutionName
+    Tags.SeriesInstanceUID,
+    Tags.Modality,
+    Tags.SeriesNumber,
+    Tags.SeriesDescription,
+    Tags.BodyPartExamined,
+    Tags.SeriesDate,
+    Tags.SeriesTime,
+    Tags.Manufacturer,
+    Tags.ManufacturerModelName,
+    Tags.ProtocolName,
+    Tags.Laterality,
+    Tags.PerformedProcedureStepStartDate,
+    Tags.PerformedProcedureStepStartTime,
+    Tags.StationName,
+    Tags.InstitutionName,
   ],
 };
 
@@ -192,7 +193,7 @@ export function catalogMetadata(ds: DicomDataset, littleEndian: boolean, extra: 
     seriesInstanceUid: asciiValue(ds.get(Tags.SeriesInstanceUID)) ?? '',
     sopInstanceUid: asciiValue(ds.get(Tags.SOPInstanceUID)) ?? '',
     sopClassUid: asciiValue(ds.get(Tags.SOPClassUID)) ?? '',
-    modality: asciiValue(ds.get(0x00080060)) ?? '',
+    modality: asciiValue(ds.get(Tags.Modality)) ?? '',
   };
 }
 

@@ -10,18 +10,10 @@ import { createInflateRaw, Inflate } from 'node:zlib';
 
 import { ErrorCodes, PipelineError } from '../errors';
 import { bufferReader,ByteReader } from './byteReader';
-import {
-  asciiValue,
-  DicomDataset,
-  DicomElement,
-  Encoding,
-  encodingOf,
-  LONG_VRS,
-  Tags,
-  TransferSyntax,
-} from './dataset';
+import { asciiValue, DicomDataset, DicomElement, Encoding, encodingOf, LONG_VRS, TransferSyntax } from './dataset';
 import { lookupTag, tagToString } from './dictionary';
 import { HeaderBudget, HeaderLimits, INFLATION_RATIO_FLOOR, runSliced, Slicer, STEPS_PER_CHECK, withDefaults } from './limits';
+import { Tags } from './tags';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 const PIXEL_TAGS: ReadonlySet<number> = new Set([Tags.PixelData, Tags.FloatPixelData, Tags.DoubleFloatPixelData]);

@@ -5,9 +5,10 @@
  */
 import { ErrorCodes, PipelineError } from '../errors';
 import { bufferReader } from './byteReader';
-import { Tags, TransferSyntax } from './dataset';
+import { TransferSyntax } from './dataset';
 import { HeaderLimits } from './limits';
 import { PixelDataHeader, readHeader } from './parser';
+import { Tags } from './tags';
 
 const NATIVE: ReadonlySet<string> = new Set<string>([
   TransferSyntax.ImplicitVRLittleEndian,

@@ -3,8 +3,9 @@
  * (valid in every transfer syntax, and it lets an item be encoded without measuring it
  * first); other values are written as they are held, padded to even length.
  */
-import { DicomDataset, DicomElement, encodeAsciiValue, Encoding, LONG_VRS, Tags } from './dataset';
+import { DicomDataset, DicomElement, encodeAsciiValue, Encoding, LONG_VRS } from './dataset';
 import { runToEnd, STEPS_PER_CHECK } from './limits';
+import { Tags } from './tags';
 
 const UNDEFINED_LENGTH = 0xffffffff;
 
@@ -160,7 +161,7 @@ export function encodeFileMeta(sopClassUid: string, sopInstanceUid: string, tran
   const enc: Encoding = { explicitVR: true, littleEndian: true };
   const meta: DicomDataset = new Map();
   const set = (tag: number, vr: string, value: Uint8Array) => meta.set(tag, { tag, vr, value });
-  set(0x00020001, 'OB', Buffer.from([0, 1]));
+  set(Tags.FileMetaInformationVersion, 'OB', Buffer.from([0, 1]));
   set(Tags.MediaStorageSOPClassUID, 'UI', encodeAsciiValue(sopClassUid, 'UI'));
   set(Tags.MediaStorageSOPInstanceUID, 'UI', encodeAsciiValue(sopInstanceUid, 'UI'));
   set(Tags.TransferSyntaxUID, 'UI', encodeAsciiValue(transferSyntaxUid, 'UI'));

@@ -8,6 +8,7 @@ import type { Profile } from '../dicom/deid/profile';
 import type { PixelDataHeader } from '../dicom/parser';
 import { PixelGeometry,pixelGeometry } from '../dicom/pixels/blackout';
 import { Box, boxesFor, parseBurnedInConfig } from '../dicom/pixels/regions';
+import { Tags } from '../dicom/tags';
 
 export interface BurnedInPolicy {
   /**
@@ -18,7 +19,6 @@ export interface BurnedInPolicy {
   mode: 'quarantine' | 'allow';
 }
 
-const BURNED_IN_ANNOTATION = 0x00280301;
 
 /** SOP classes (a UID and every UID below it) whose pixel data commonly carries text. */
 const RISKY_SOP_CLASSES: readonly { uid: string; what: string }[] = [
@@ -37,7 +37,7 @@ const RISKY_MODALITIES: ReadonlySet<string> = new Set(['US', 'OT', 'SC', 'XC', '
  * reason. The answer names a category only, never a value.
  */
 export function burnedInRisk(ds: DicomDataset, sopClassUid: string, modality: string): string | undefined {
-  const flag = asciiValue(ds.get(BURNED_IN_ANNOTATION))?.toUpperCase();
+  const flag = asciiValue(ds.get(Tags.BurnedInAnnotation))?.toUpperCase();
   if (flag === 'YES') return 'BurnedInAnnotation is YES';
   if (flag === 'NO') return undefined;
   const byClass = RISKY_SOP_CLASSES.find((c) => sopClassUid === c.uid || sopClassUid.startsWith(`${c.uid}.`));
@@ -46,10 +46,6 @@ export function burnedInRisk(ds: DicomDataset, sopClassUid: string, modality: st
   return undefined;
 }
 
-const MANUFACTURER = 0x00080070;
-const MANUFACTURER_MODEL_NAME = 0x00081090;
-const ROWS = 0x00280010;
-const COLUMNS = 0x00280011;
 
 /** What to do with an instance's pixel data before it is written. */
 export type BurnedInDecision =
@@ -81,10 +77,10 @@ export function decideBurnedIn(input: BurnedInInput, policy: BurnedInPolicy, pro
   const { config } = parseBurnedInConfig(profile.burnedIn);
   const le = input.littleEndian;
   const image = {
-    manufacturer: asciiValue(input.dataset.get(MANUFACTURER)) ?? '',
-    model: asciiValue(input.dataset.get(MANUFACTURER_MODEL_NAME)) ?? '',
-    rows: uintValue(input.dataset.get(ROWS), le) ?? 0,
-    columns: uintValue(input.dataset.get(COLUMNS), le) ?? 0,
+    manufacturer: asciiValue(input.dataset.get(Tags.Manufacturer)) ?? '',
+    model: asciiValue(input.dataset.get(Tags.ManufacturerModelName)) ?? '',
+    rows: uintValue(input.dataset.get(Tags.Rows), le) ?? 0,
+    columns: uintValue(input.dataset.get(Tags.Columns), le) ?? 0,
   };
   const boxes = image.manufacturer === '' ? [] : boxesFor(config, image);
   if (boxes.length === 0) return hold('no burned-in region configured for this device and image size');
@@ -95,5 +91,5 @@ export function decideBurnedIn(input: BurnedInInput, policy: BurnedInPolicy, pro
 
 /** After cleaning, the header must stop claiming (or leaving open) that text is burned in. */
 export function markBurnedInRemoved(ds: DicomDataset): void {
-  ds.set(BURNED_IN_ANNOTATION, { tag: BURNED_IN_ANNOTATION, vr: 'CS', value: encodeAsciiValue('NO', 'CS') });
+  ds.set(Tags.BurnedInAnnotation, { tag: Tags.BurnedInAnnotation, vr: 'CS', value: encodeAsciiValue('NO', 'CS') });
 }

@@ -13,7 +13,6 @@ import { createHash, createHmac } from 'node:crypto';
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
-import { sha256For } from '../dicom/chunkHasher';
 import type { DeidContext } from '../dicom/deid/engine';
 import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
@@ -22,6 +21,7 @@ import type { EventPublisher } from '../events/publisher';
 import { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
+import { sha256For } from './chunkHasher';
 import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';
 
 export interface Logger {

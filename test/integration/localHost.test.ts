@@ -11,11 +11,11 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { BlobStorageEvent, LOCAL_STORAGE_TOPIC } from '../../local/blobEvents';
+import { azuriteConnectionString, COSMOS_EMULATOR_KEY } from '../../local/emulators';
 import { BlobEventSource, emitExistingBlobs, startEventSource } from '../../local/eventSource';
 import { FunctionHost, startHost } from '../../local/host';
 import { AzuriteHandle, startAzurite } from '../../local/services/azurite';
 import { startCosmosServer } from '../../local/services/cosmos';
-import { azuriteConnectionString, COSMOS_EMULATOR_KEY } from '../../shared/config/settings';
 
 const functionsLib = JSON.stringify(require.resolve('@azure/functions'));
 

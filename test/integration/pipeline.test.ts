@@ -16,10 +16,10 @@ import { FRAME_BYTES, writeMultiFrame } from '../../bench/generate';
 import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument, InstanceDocument, StudyDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
-import { OFF_THREAD_HASH_MIN_BYTES } from '../../shared/dicom/chunkHasher';
 import { asciiValue, DicomDataset, Tags } from '../../shared/dicom/dataset';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
 import { encodeBlobName } from '../../shared/events/ingestEvents';
+import { OFF_THREAD_HASH_MIN_BYTES } from '../../shared/ingest/chunkHasher';
 import { apiGet, hostLog, testStack, waitForEvents } from './stackEnv';
 
 const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');

@@ -8,11 +8,12 @@ import { HttpRequest, type HttpResponseInit, InvocationContext } from '@azure/fu
 import { createHttpServer } from '@vercel/cosmosdb-server';
 import type { AddressInfo } from 'net';
 
+import { COSMOS_EMULATOR_KEY } from '../../local/emulators';
 import { CosmosResearchCatalogReader } from '../../shared/catalog/cosmosResearchReader';
-import type { DicomJson, DicomJsonAttribute, InstanceDocument, ResearchDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
+import type { InstanceDocument, ResearchDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
 import { createQidoHandler, QIDO_DEFAULT_LIMITS, type QidoLevel } from '../../shared/catalog/qido';
 import type { ResearchCatalogReader } from '../../shared/catalog/researchCatalog';
-import { COSMOS_EMULATOR_KEY } from '../../shared/config/settings';
+import type { DicomJson, DicomJsonAttribute } from '../../shared/dicom/json';
 
 const ROOT = '2.25.1000';
 const UPDATED = '2024-01-01T00:00:00.000Z';

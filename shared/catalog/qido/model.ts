@@ -2,7 +2,8 @@
  * What the QIDO-RS modules share: the parsed query, the documents it reads, the attributes it
  * can match and return by level, and the bounds on the work of one request.
  */
-import type { DicomJson } from '../documents';
+import { type DicomJson, jsonKey, jsonKeys } from '../../dicom/json';
+import type { TagKeyword } from '../../dicom/tags';
 
 export type QidoLevel = 'study' | 'series' | 'instance';
 
@@ -80,55 +81,58 @@ export const QIDO_DEFAULT_LIMITS: Readonly<QidoLimits> = {
 export const QIDO_DEFAULT_LIMIT = 100;
 export const QIDO_MAX_LIMIT = 1000;
 
-// Tags used by name.
-export const T = {
-  SpecificCharacterSet: '00080005',
-  SOPClassUID: '00080016',
-  SOPInstanceUID: '00080018',
-  InstanceAvailability: '00080056',
-  Modality: '00080060',
-  ModalitiesInStudy: '00080061',
-  TimezoneOffsetFromUTC: '00080201',
-  StudyInstanceUID: '0020000D',
-  SeriesInstanceUID: '0020000E',
-  NumberOfStudyRelatedSeries: '00201206',
-  NumberOfStudyRelatedInstances: '00201208',
-  NumberOfSeriesRelatedInstances: '00201209',
-} as const;
+/** DICOM JSON keys of the attributes the QIDO code names. */
+export const T = jsonKeys(
+  'SpecificCharacterSet',
+  'SOPClassUID',
+  'SOPInstanceUID',
+  'InstanceAvailability',
+  'Modality',
+  'ModalitiesInStudy',
+  'TimezoneOffsetFromUTC',
+  'StudyInstanceUID',
+  'SeriesInstanceUID',
+  'NumberOfStudyRelatedSeries',
+  'NumberOfStudyRelatedInstances',
+  'NumberOfSeriesRelatedInstances',
+);
 
 /**
  * Attributes that can be matched, by the level of the entity they describe. The required
  * matching keys of PS3.18 Table 10.6.1-5 plus a few that research users filter on. Patient
  * attributes sit at the study level: the catalog has no patient documents.
  */
-export const SEARCHABLE: Readonly<Record<string, QidoLevel>> = {
-  '00100010': 'study', // PatientName
-  '00100020': 'study', // PatientID
-  '00100030': 'study', // PatientBirthDate
-  '00100040': 'study', // PatientSex
-  '00080020': 'study', // StudyDate
-  '00080030': 'study', // StudyTime
-  '00080050': 'study', // AccessionNumber
-  '00080061': 'study', // ModalitiesInStudy
-  '00080090': 'study', // ReferringPhysicianName
-  '00081030': 'study', // StudyDescription
-  '0020000D': 'study', // StudyInstanceUID
-  '00200010': 'study', // StudyID
-  '00080060': 'series', // Modality
-  '00080021': 'series', // SeriesDate
-  '00080031': 'series', // SeriesTime
-  '0008103E': 'series', // SeriesDescription
-  '00180015': 'series', // BodyPartExamined
-  '0020000E': 'series', // SeriesInstanceUID
-  '00200011': 'series', // SeriesNumber
-  '00400244': 'series', // PerformedProcedureStepStartDate
-  '00400245': 'series', // PerformedProcedureStepStartTime
-  '00080016': 'instance', // SOPClassUID
-  '00080018': 'instance', // SOPInstanceUID
-  '00080023': 'instance', // ContentDate
-  '00080033': 'instance', // ContentTime
-  '00200013': 'instance', // InstanceNumber
+const SEARCHABLE_BY_KEYWORD: Readonly<Partial<Record<TagKeyword, QidoLevel>>> = {
+  PatientName: 'study',
+  PatientID: 'study',
+  PatientBirthDate: 'study',
+  PatientSex: 'study',
+  StudyDate: 'study',
+  StudyTime: 'study',
+  AccessionNumber: 'study',
+  ModalitiesInStudy: 'study',
+  ReferringPhysicianName: 'study',
+  StudyDescription: 'study',
+  StudyInstanceUID: 'study',
+  StudyID: 'study',
+  Modality: 'series',
+  SeriesDate: 'series',
+  SeriesTime: 'series',
+  SeriesDescription: 'series',
+  BodyPartExamined: 'series',
+  SeriesInstanceUID: 'series',
+  SeriesNumber: 'series',
+  PerformedProcedureStepStartDate: 'series',
+  PerformedProcedureStepStartTime: 'series',
+  SOPClassUID: 'instance',
+  SOPInstanceUID: 'instance',
+  ContentDate: 'instance',
+  ContentTime: 'instance',
+  InstanceNumber: 'instance',
 };
+export const SEARCHABLE: Readonly<Record<string, QidoLevel>> = Object.fromEntries(
+  Object.entries(SEARCHABLE_BY_KEYWORD).map(([keyword, level]) => [jsonKey(keyword as TagKeyword), level]),
+);
 
 /**
  * Attributes the ingestion also writes as top-level fields on every document that carries

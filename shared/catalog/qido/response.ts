@@ -9,10 +9,10 @@
  */
 import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 
-import { settings } from '../../config/settings';
 import { lookupTag } from '../../dicom/dictionary';
+import { type DicomJson, type DicomJsonAttribute, jsonKey } from '../../dicom/json';
+import type { TagKeyword } from '../../dicom/tags';
 import { ErrorCodes, httpErrorBody, httpStatusFor, PipelineError } from '../../errors';
-import type { DicomJson, DicomJsonAttribute } from '../documents';
 import type { ResearchCatalogReader } from '../researchCatalog';
 import {
   FIELD_OF_TAG,
@@ -36,19 +36,18 @@ import { buildCatalogQuery, buildStudyPassQuery, buildSummaryQuery, type Catalog
  * returned empty when unknown, as C-FIND returns required keys; `conditional` ones only when
  * the catalog holds a value. Retrieve URL is left out: the research copies have no WADO-RS.
  */
-const DEFAULTS: Readonly<Record<QidoLevel, { required: string[]; conditional: string[] }>> = {
+const DEFAULTS: Readonly<Record<QidoLevel, { required: TagKeyword[]; conditional: TagKeyword[] }>> = {
   study: {
-    required: ['00080020', '00080030', '00080050', T.ModalitiesInStudy, '00080090', '00100010', '00100020', '00100030', '00100040',
-      T.StudyInstanceUID, '00200010', T.NumberOfStudyRelatedSeries, T.NumberOfStudyRelatedInstances],
-    conditional: [T.SpecificCharacterSet, T.InstanceAvailability, T.TimezoneOffsetFromUTC],
+    required: ['StudyDate', 'StudyTime', 'AccessionNumber', 'ModalitiesInStudy', 'ReferringPhysicianName', 'PatientName', 'PatientID', 'PatientBirthDate', 'PatientSex', 'StudyInstanceUID', 'StudyID', 'NumberOfStudyRelatedSeries', 'NumberOfStudyRelatedInstances'],
+    conditional: ['SpecificCharacterSet', 'InstanceAvailability', 'TimezoneOffsetFromUTC'],
   },
   series: {
-    required: [T.Modality, T.SeriesInstanceUID, '00200011', T.NumberOfSeriesRelatedInstances],
-    conditional: [T.SpecificCharacterSet, T.TimezoneOffsetFromUTC, '0008103E', '00400244', '00400245', '00400275'],
+    required: ['Modality', 'SeriesInstanceUID', 'SeriesNumber', 'NumberOfSeriesRelatedInstances'],
+    conditional: ['SpecificCharacterSet', 'TimezoneOffsetFromUTC', 'SeriesDescription', 'PerformedProcedureStepStartDate', 'PerformedProcedureStepStartTime', 'RequestAttributesSequence'],
   },
   instance: {
-    required: [T.SOPClassUID, T.SOPInstanceUID, '00200013'],
-    conditional: [T.SpecificCharacterSet, T.InstanceAvailability, T.TimezoneOffsetFromUTC, '00280010', '00280011', '00280100', '00280008'],
+    required: ['SOPClassUID', 'SOPInstanceUID', 'InstanceNumber'],
+    conditional: ['SpecificCharacterSet', 'InstanceAvailability', 'TimezoneOffsetFromUTC', 'Rows', 'Columns', 'BitsAllocated', 'NumberOfFrames'],
   },
 };
 
@@ -241,8 +240,8 @@ async function answer(reader: ResearchCatalogReader, q: QidoQuery, budget: Reque
   const required = new Set<string>(q.keys.map((k) => k.tag));
   const conditional = new Set<string>(q.includeFields === 'all' ? [] : q.includeFields);
   for (const level of levels) {
-    for (const tag of DEFAULTS[level].required) required.add(tag);
-    for (const tag of DEFAULTS[level].conditional) conditional.add(tag);
+    for (const keyword of DEFAULTS[level].required) required.add(jsonKey(keyword));
+    for (const keyword of DEFAULTS[level].conditional) conditional.add(jsonKey(keyword));
   }
   // The unique keys of the levels above identify where an entity sits in the hierarchy.
   for (const level of LEVEL_ORDER.slice(0, LEVEL_ORDER.indexOf(q.level) + 1)) {
@@ -277,16 +276,15 @@ async function answer(reader: ResearchCatalogReader, q: QidoQuery, budget: Reque
 }
 
 export interface QidoHandlerOptions {
-  /** The bounds on one request; default the QIDO_* settings (shared/config/settings). */
-  limits?: () => QidoLimits;
+  /** The bounds on one request, read for each request (the QIDO_* settings, in the function app). */
+  limits: () => QidoLimits | Promise<QidoLimits>;
 }
 
 /** The HTTP response of a QIDO-RS request, for any of its resources. */
-export function createQidoHandler(getReader: () => Promise<ResearchCatalogReader>, level: QidoLevel, options: QidoHandlerOptions = {}) {
-  const limitsOf = options.limits ?? (() => settings().qidoLimits);
+export function createQidoHandler(getReader: () => Promise<ResearchCatalogReader>, level: QidoLevel, options: QidoHandlerOptions) {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
     try {
-      const limits = limitsOf();
+      const limits = await options.limits();
       const study = request.params.study;
       const series = request.params.series;
       const q = parseQidoRequest(level, request.query, {

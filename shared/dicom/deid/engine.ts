@@ -4,9 +4,10 @@
  * files de-identified separately, in any order or process, stay consistent with each other.
  */
 import { decodeText, encodeText } from '../charset';
-import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags, TEXT_VRS } from '../dataset';
+import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag, tagToHex } from '../dictionary';
 import { runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
+import { Tags } from '../tags';
 import type { CloudPhiRecognizer } from './freeText/cloud';
 import { FreeTextDetector, localDetector, REDACTED } from './freeText/detector';
 import { redactIso2022 } from './freeText/iso2022';
@@ -79,21 +80,6 @@ export interface DeidReport {
   original: { studyInstanceUid?: string; seriesInstanceUid?: string; sopInstanceUid?: string; sopClassUid?: string };
 }
 
-export const DeidTags = {
-  PatientName: 0x00100010,
-  PatientID: 0x00100020,
-  IssuerOfPatientID: 0x00100021,
-  AccessionNumber: 0x00080050,
-  StudyID: 0x00200010,
-  PatientIdentityRemoved: 0x00120062,
-  DeidentificationMethod: 0x00120063,
-  DeidentificationMethodCodeSequence: 0x00120064,
-  LongitudinalTemporalInformationModified: 0x00280303,
-  CodeValue: 0x00080100,
-  CodingSchemeDesignator: 0x00080102,
-  CodeMeaning: 0x00080104,
-} as const;
-
 /** PS3.16 CID 7050 De-identification Method codes (DCM). */
 export const DEID_METHOD_CODES: readonly { option?: ProfileOption; code: string; meaning: string }[] = [
   { code: '113100', meaning: 'Basic Application Confidentiality Profile' },
@@ -117,8 +103,8 @@ const FREE_TEXT_VRS = new Set(['LO', 'SH', 'UC', 'LT', 'ST', 'UT']);
  * keeps (a digit run such as DCM 121049 is a code, not an MRN). Only the source's own values
  * are looked for in them.
  */
-const CODED_ENTRY_TAGS: ReadonlySet<number> = new Set([0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080120, 0x00080105, 0x0008010f]);
-const PSEUDONYM_KINDS: ReadonlySet<number> = new Set([DeidTags.PatientID, DeidTags.PatientName, DeidTags.AccessionNumber, DeidTags.StudyID]);
+const CODED_ENTRY_TAGS: ReadonlySet<number> = new Set([Tags.CodeValue, Tags.CodingSchemeDesignator, Tags.CodingSchemeVersion, Tags.LongCodeValue, Tags.URNCodeValue, Tags.MappingResource, Tags.ContextIdentifier]);
+const PSEUDONYM_KINDS: ReadonlySet<number> = new Set([Tags.PatientID, Tags.PatientName, Tags.AccessionNumber, Tags.StudyID]);
 const BINARY_WIDTH: Record<string, number> = { US: 2, SS: 2, UL: 4, SL: 4, FL: 4, FD: 8, AT: 4, SV: 8, UV: 8 };
 
 interface FileState {
@@ -199,15 +185,13 @@ function dummyText(vr: string): string {
   }
 }
 
-const CONTENT_SEQUENCE = 0x0040a730;
-
 /** The Verifying Observer Sequence and the attributes of its items (SR Document General module). */
 export const VerifyingObserver = {
-  Sequence: 0x0040a073,
-  Organization: 0x0040a027,
-  DateTime: 0x0040a030,
-  Name: 0x0040a075,
-  IdentificationCodeSequence: 0x0040a088,
+  Sequence: Tags.VerifyingObserverSequence,
+  Organization: Tags.VerifyingOrganization,
+  DateTime: Tags.VerificationDateTime,
+  Name: Tags.VerifyingObserverName,
+  IdentificationCodeSequence: Tags.VerifyingObserverIdentificationCodeSequence,
 } as const;
 
 /** CONTAINS TEXT (DCM 121106 "Comment") = "ANONYMIZED": a minimal valid SR content item. */
@@ -218,14 +202,14 @@ function dummyContentItem(charsets: string[]): DicomDataset {
     ds.set(tag, e);
   };
   const code: DicomDataset = new Map();
-  put(code, 0x00080100, 'SH', '121106');
-  put(code, 0x00080102, 'SH', 'DCM');
-  put(code, 0x00080104, 'LO', 'Comment');
+  put(code, Tags.CodeValue, 'SH', '121106');
+  put(code, Tags.CodingSchemeDesignator, 'SH', 'DCM');
+  put(code, Tags.CodeMeaning, 'LO', 'Comment');
   const item: DicomDataset = new Map();
-  put(item, 0x0040a010, 'CS', 'CONTAINS');
-  put(item, 0x0040a040, 'CS', 'TEXT');
-  item.set(0x0040a043, { tag: 0x0040a043, vr: 'SQ', items: [code] });
-  put(item, 0x0040a160, 'UT', DUMMY_TEXT);
+  put(item, Tags.RelationshipType, 'CS', 'CONTAINS');
+  put(item, Tags.ValueType, 'CS', 'TEXT');
+  item.set(Tags.ConceptNameCodeSequence, { tag: Tags.ConceptNameCodeSequence, vr: 'SQ', items: [code] });
+  put(item, Tags.TextValue, 'UT', DUMMY_TEXT);
   return item;
 }
 
@@ -250,7 +234,7 @@ function dummyVerifyingObserverItem(charsets: string[]): DicomDataset {
 }
 
 function dummyItem(tag: number, charsets: string[]): DicomDataset {
-  if (tag === CONTENT_SEQUENCE) return dummyContentItem(charsets);
+  if (tag === Tags.ContentSequence) return dummyContentItem(charsets);
   if (tag === VerifyingObserver.Sequence) return dummyVerifyingObserverItem(charsets);
   return new Map();
 }
@@ -452,16 +436,16 @@ function pseudonymFor(el: DicomElement, own: DicomDataset, st: FileState, scope:
     id === st.patientId ? pseudonym(st.ctx.key, 'patient', st.patientKey.value, st.patientKey.scope) : pseudonym(st.ctx.key, 'patient', id);
   if (fromOverride && !PSEUDONYM_KINDS.has(el.tag)) return pseudonym(st.ctx.key, 'other', value, tagToHex(el.tag));
   switch (el.tag) {
-    case DeidTags.PatientID:
+    case Tags.PatientID:
       return patient(value);
-    case DeidTags.PatientName: {
+    case Tags.PatientName: {
       // The patient's pseudonym doubles as the name, so research keeps one label per patient.
-      const id = ownText(DeidTags.PatientID) ?? st.patientId;
+      const id = ownText(Tags.PatientID) ?? st.patientId;
       return id === '' && st.patientKey.value === '' ? '' : patient(id);
     }
-    case DeidTags.AccessionNumber:
+    case Tags.AccessionNumber:
       return pseudonym(st.ctx.key, 'accession', value);
-    case DeidTags.StudyID:
+    case Tags.StudyID:
       // Study IDs are small numbers unique within a patient at best: scope them by the research patient.
       return pseudonym(st.ctx.key, 'study-id', value, `${st.patientKey.scope}\0${st.patientKey.value}`);
     default:
@@ -476,7 +460,7 @@ function* processDataset(ds: DicomDataset, st: FileState, parentScope: Scope): G
   const scope: Scope = { charsets: charsetsOf(ds, parentScope.charsets), cleanAll: parentScope.cleanAll };
   // Read before anything changes: pseudonyms of this item depend on its own identifiers.
   const snapshot: DicomDataset = new Map();
-  for (const t of [DeidTags.PatientID, DeidTags.IssuerOfPatientID]) {
+  for (const t of [Tags.PatientID, Tags.IssuerOfPatientID]) {
     const el = ds.get(t);
     if (el) snapshot.set(t, { ...el });
   }
@@ -616,18 +600,18 @@ function textElement(tag: number, vr: string, text: string): DicomElement {
 /** PS3.15 E.1.1 items 6 and E.3.6: what was done, written into the data set itself. */
 function mark(ds: DicomDataset, ctx: DeidContext): void {
   const { profile } = ctx;
-  ds.set(DeidTags.PatientIdentityRemoved, textElement(DeidTags.PatientIdentityRemoved, 'CS', 'YES'));
+  ds.set(Tags.PatientIdentityRemoved, textElement(Tags.PatientIdentityRemoved, 'CS', 'YES'));
   const method = `${profile.name} ${profile.version}; key ${ctx.keyId}`.replace(/[\\\0]/g, ' ').slice(0, 64);
-  ds.set(DeidTags.DeidentificationMethod, textElement(DeidTags.DeidentificationMethod, 'LO', method));
+  ds.set(Tags.DeidentificationMethod, textElement(Tags.DeidentificationMethod, 'LO', method));
   const items = DEID_METHOD_CODES.filter((c) => c.option === undefined || profile.options.has(c.option)).map((c) => {
     const item: DicomDataset = new Map();
-    item.set(DeidTags.CodeValue, textElement(DeidTags.CodeValue, 'SH', c.code));
-    item.set(DeidTags.CodingSchemeDesignator, textElement(DeidTags.CodingSchemeDesignator, 'SH', 'DCM'));
-    item.set(DeidTags.CodeMeaning, textElement(DeidTags.CodeMeaning, 'LO', c.meaning));
+    item.set(Tags.CodeValue, textElement(Tags.CodeValue, 'SH', c.code));
+    item.set(Tags.CodingSchemeDesignator, textElement(Tags.CodingSchemeDesignator, 'SH', 'DCM'));
+    item.set(Tags.CodeMeaning, textElement(Tags.CodeMeaning, 'LO', c.meaning));
     return item;
   });
-  ds.set(DeidTags.DeidentificationMethodCodeSequence, { tag: DeidTags.DeidentificationMethodCodeSequence, vr: 'SQ', items });
-  const ltim = DeidTags.LongitudinalTemporalInformationModified;
+  ds.set(Tags.DeidentificationMethodCodeSequence, { tag: Tags.DeidentificationMethodCodeSequence, vr: 'SQ', items });
+  const ltim = Tags.LongitudinalTemporalInformationModified;
   if (profile.options.has('retainLongitudinalModifiedDates')) ds.set(ltim, textElement(ltim, 'CS', 'MODIFIED'));
   else if (profile.options.has('retainLongitudinalFullDates')) ds.set(ltim, textElement(ltim, 'CS', 'UNMODIFIED'));
   // Dates reduced to the year are still there, but not as they were (C.7.1.4.1.1: MODIFIED).
@@ -672,7 +656,7 @@ function* deidentifyWork(dataset: DicomDataset, ctx: DeidContext): Generator<voi
   const charsets = charsetsOf(dataset);
   const facts = yield* sourceFactsWork(dataset, ctx.profile);
   const sourceNameValues = personNamesOf(dataset, [], []);
-  const idEl = dataset.get(DeidTags.PatientID);
+  const idEl = dataset.get(Tags.PatientID);
   const patientId = idEl ? textOf(idEl, charsets) : '';
   const st: FileState = {
     ctx,

@@ -3,11 +3,10 @@
  * aggregated (45 CFR 164.514(b)(2)(i)(C)). Both work on text values; pure.
  */
 import { asciiValue, DicomDataset, encodeAsciiValue } from '../dataset';
+import { Tags } from '../tags';
 
-const PATIENT_AGE = 0x00101010;
-const PATIENT_BIRTH_DATE = 0x00100030;
 /** The dates an age at the examination is measured at, most specific last. */
-const EXAMINATION_DATES = [0x00080020, 0x00080021, 0x00080022, 0x00080023] as const;
+const EXAMINATION_DATES = [Tags.StudyDate, Tags.SeriesDate, Tags.AcquisitionDate, Tags.ContentDate] as const;
 
 /** The value every age of 90 or more is written as: "90 or older" (AS cannot say more). */
 export const AGGREGATED_AGE = '090Y';
@@ -62,9 +61,9 @@ function yearsBetween(born: [number, number, number], at: [number, number, numbe
  * examination dates (study, series, acquisition, content). Read before anything is changed.
  */
 export function showsAgeOver89(source: DicomDataset): boolean {
-  const age = ageInYears(asciiValue(source.get(PATIENT_AGE)) ?? '');
+  const age = ageInYears(asciiValue(source.get(Tags.PatientAge)) ?? '');
   if (age !== undefined && age > OLDEST_EXACT_YEARS) return true;
-  const born = ymd(asciiValue(source.get(PATIENT_BIRTH_DATE)));
+  const born = ymd(asciiValue(source.get(Tags.PatientBirthDate)));
   if (!born) return false;
   return EXAMINATION_DATES.some((tag) => {
     const at = ymd(asciiValue(source.get(tag)));
@@ -79,12 +78,12 @@ export function showsAgeOver89(source: DicomDataset): boolean {
  */
 export function aggregateAgeOver89(ds: DicomDataset): number {
   let changed = 0;
-  const age = ds.get(PATIENT_AGE);
+  const age = ds.get(Tags.PatientAge);
   if (age?.value && age.value.length > 0 && asciiValue(age) !== AGGREGATED_AGE) {
     age.value = encodeAsciiValue(AGGREGATED_AGE, 'AS');
     changed++;
   }
-  const birth = ds.get(PATIENT_BIRTH_DATE);
+  const birth = ds.get(Tags.PatientBirthDate);
   if (birth?.value && birth.value.length > 0) {
     birth.value = new Uint8Array(0);
     changed++;

@@ -55,9 +55,10 @@
 import { createHash } from 'node:crypto';
 
 import { decodeText, parseSpecificCharacterSet } from '../charset';
-import { asciiValue, DicomDataset, DicomElement, Tags } from '../dataset';
+import { asciiValue, DicomDataset, DicomElement } from '../dataset';
 import { isPrivateTag, lookupTag, tagToHex } from '../dictionary';
 import { runToEnd, STEPS_PER_CHECK } from '../limits';
+import { Tags } from '../tags';
 import { Profile, ProfileOption } from './profile';
 import { DeidAction, resolveAction, ResolvedAction } from './resolve';
 

@@ -5,7 +5,7 @@
  * name are written into every output's De-identification Method (0012,0063).
  */
 import { ErrorCodes, PipelineError } from '../../errors';
-import { isPrivateTag, lookupTag, parseTagOrKeyword, tagToHex } from '../dictionary';
+import { isPrivateTag, lookupTag, parseTagMask, parseTagOrKeyword, TagMask, tagToHex } from '../dictionary';
 import { parseBurnedInConfig } from '../pixels/regions';
 import basicJson from './profiles/basic.json';
 import limitedDataSetJson from './profiles/limited-data-set.json';
@@ -62,7 +62,7 @@ export interface Profile {
   /** Exact public tags to their override. */
   readonly overrides: ReadonlyMap<number, AttributeOverride>;
   /** Overrides keyed with masks ("60xx3000"), tried after the exact ones, in file order. */
-  readonly maskOverrides: readonly { mask: number; value: number; override: AttributeOverride }[];
+  readonly maskOverrides: readonly (TagMask & { override: AttributeOverride })[];
   /** Profile additions to the built-in safe private list. */
   readonly safePrivate: readonly SafePrivateAttribute[];
   /** Burned-in regions per device (validated by pixels/regions.ts), applied by the pipeline with Clean Pixel Data. */
@@ -94,15 +94,11 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function parseOverrideKey(key: string): { tag: number } | { mask: number; value: number } | undefined {
-  const hex = key.replace(/[(),\s]/g, '');
-  if (/^[0-9A-Fa-f]{8}$/.test(hex) || !/^[0-9A-Fa-fxX]{8}$/.test(hex)) {
-    const tag = parseTagOrKeyword(key);
-    return tag === undefined ? undefined : { tag };
-  }
-  const mask = parseInt(hex.replace(/[0-9A-Fa-f]/g, 'F').replace(/[xX]/g, '0'), 16) >>> 0;
-  const value = parseInt(hex.replace(/[xX]/g, '0'), 16) >>> 0;
-  return { mask, value };
+function parseOverrideKey(key: string): { tag: number } | TagMask | undefined {
+  const mask = parseTagMask(key.replace(/[(),\s]/g, ''));
+  if (mask) return mask;
+  const tag = parseTagOrKeyword(key);
+  return tag === undefined ? undefined : { tag };
 }
 
 function checkOverride(key: string, raw: unknown, vr: string | undefined, faults: string[]): AttributeOverride | undefined {
@@ -201,7 +197,7 @@ export function loadProfile(json: unknown): Profile {
   }
 
   const overrides = new Map<number, AttributeOverride>();
-  const maskOverrides: { mask: number; value: number; override: AttributeOverride }[] = [];
+  const maskOverrides: (TagMask & { override: AttributeOverride })[] = [];
   if (json.overrides !== undefined) {
     if (!isRecord(json.overrides)) {
       faults.push('overrides: must be an object keyed by keyword or GGGGEEEE');

@@ -3,7 +3,8 @@
  * options switched on, the safe private list and the profile's overrides.
  */
 import tableRows from '../data/confidentiality-profile-table-e1-1.json';
-import { isPrivateCreatorTag, isPrivateTag, lookupTag, tagToHex } from '../dictionary';
+import { isPrivateCreatorTag, isPrivateTag, lookupTag, matchesTagMask, parseTagMask, TagMask, tagToHex } from '../dictionary';
+import { Tags } from '../tags';
 import safePrivateData from './data/safe-private-attributes.json';
 import { AttributeOverride, Profile, ProfileOption, SafePrivateAttribute } from './profile';
 
@@ -69,13 +70,12 @@ const OPTION_COLUMNS: readonly [ProfileOption, string][] = [
 ];
 
 const exactRows = new Map<number, Row>();
-const maskedRows: { mask: number; value: number; row: Row }[] = [];
+const maskedRows: { mask: TagMask; row: Row }[] = [];
 for (const row of tableRows as unknown as Row[]) {
   if (!/^[0-9a-fx]{8}$/i.test(row.id)) continue; // the "private attributes" row: handled by privateAction
-  if (/x/i.test(row.id)) {
-    const mask = parseInt(row.id.replace(/[0-9a-f]/gi, 'F').replace(/x/gi, '0'), 16) >>> 0;
-    const value = parseInt(row.id.replace(/x/gi, '0'), 16) >>> 0;
-    maskedRows.push({ mask, value, row });
+  const mask = parseTagMask(row.id);
+  if (mask) {
+    maskedRows.push({ mask, row });
   } else {
     exactRows.set(parseInt(row.id, 16) >>> 0, row);
   }
@@ -100,20 +100,12 @@ for (const row of SUPPLEMENT_ROWS) {
 export function tableRowOf(tag: number): Row | undefined {
   const exact = exactRows.get(tag >>> 0);
   if (exact) return exact;
-  for (const m of maskedRows) if (((tag & m.mask) >>> 0) === m.value) return m.row;
+  for (const m of maskedRows) if (matchesTagMask(tag, m.mask)) return m.row;
   return undefined;
 }
 
-const Tag = {
-  PatientName: 0x00100010,
-  PatientID: 0x00100020,
-  PatientBirthDate: 0x00100030,
-  AccessionNumber: 0x00080050,
-  StudyID: 0x00200010,
-} as const;
-
 /** Identifiers that research needs grouped: a keyed pseudonym stands in for Z or D. */
-const PSEUDONYMIZED: ReadonlySet<number> = new Set([Tag.PatientName, Tag.PatientID, Tag.AccessionNumber, Tag.StudyID]);
+const PSEUDONYMIZED: ReadonlySet<number> = new Set([Tags.PatientName, Tags.PatientID, Tags.AccessionNumber, Tags.StudyID]);
 
 /**
  * Combined codes (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) depend on the attribute's Type in the IOD of
@@ -124,28 +116,28 @@ const PSEUDONYMIZED: ReadonlySet<number> = new Set([Tag.PatientName, Tag.Patient
  * Type 2 takes Z when offered, else D.
  */
 const IOD_TYPE: ReadonlyMap<number, 1 | 2> = new Map<number, 1 | 2>([
-  [0x00080020, 2], // Study Date (General Study)
-  [0x00080030, 2], // Study Time (General Study)
-  [0x00100010, 2], // Patient's Name (Patient)
-  [0x00100020, 2], // Patient ID (Patient)
-  [0x00100030, 2], // Patient's Birth Date (Patient)
-  [0x00100040, 2], // Patient's Sex (Patient)
-  [0x00080050, 2], // Accession Number (General Study)
-  [0x00080090, 2], // Referring Physician's Name (General Study)
-  [0x00200010, 2], // Study ID (General Study)
-  [0x00080023, 1], // Content Date: Type 1 in SR Document General, 2C in General Image; D fits both
-  [0x00080033, 1], // Content Time: as Content Date
-  [0x0008002a, 1], // Acquisition DateTime: Type 1C in the enhanced multi-frame image modules
-  [0x00400555, 2], // Acquisition Context Sequence: Type 2 in the Acquisition Context module
-  [0x00700084, 2], // Content Creator's Name: Type 2 in Presentation State Identification
-  [0x00180010, 2], // Contrast/Bolus Agent: Type 2 in the Contrast/Bolus module
-  [0x300a00b2, 2], // Treatment Machine Name: Type 2 in RT Beams
-  [0x300e0008, 2], // Reviewer Name: Type 2C in RT approval modules
-  [0x00081070, 2], // Operators' Name: Type 2 in RT Series
+  [Tags.StudyDate, 2], // General Study
+  [Tags.StudyTime, 2], // General Study
+  [Tags.PatientName, 2], // Patient
+  [Tags.PatientID, 2], // Patient
+  [Tags.PatientBirthDate, 2], // Patient
+  [Tags.PatientSex, 2], // Patient
+  [Tags.AccessionNumber, 2], // General Study
+  [Tags.ReferringPhysicianName, 2], // General Study
+  [Tags.StudyID, 2], // General Study
+  [Tags.ContentDate, 1], // Type 1 in SR Document General, 2C in General Image; D fits both
+  [Tags.ContentTime, 1], // as Content Date
+  [Tags.AcquisitionDateTime, 1], // Type 1C in the enhanced multi-frame image modules
+  [Tags.AcquisitionContextSequence, 2], // Type 2 in the Acquisition Context module
+  [Tags.ContentCreatorName, 2], // Type 2 in Presentation State Identification
+  [Tags.ContrastBolusAgent, 2], // Type 2 in the Contrast/Bolus module
+  [Tags.TreatmentMachineName, 2], // Type 2 in RT Beams
+  [Tags.ReviewerName, 2], // Type 2C in RT approval modules
+  [Tags.OperatorsName, 2], // Type 2 in RT Series
   // Source Image Sequence: Type 2 in the Derivation Image macro, and what Common Instance
   // Reference points at; emptying it leaves that module referring to nothing. U keeps the
   // references, replaced like every other UID.
-  [0x00082112, 1],
+  [Tags.SourceImageSequence, 1],
 ]);
 
 /**
@@ -154,21 +146,21 @@ const IOD_TYPE: ReadonlyMap<number, 1 | 2> = new Map<number, 1 | 2>([
  * Series module, Type 3 elsewhere, where an empty sequence would be an error).
  */
 const IOD_TYPE_BY_CLASS: readonly { tag: number; sopClassPrefix: string; type: 1 | 2 }[] = [
-  { tag: 0x00081111, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.88.', type: 2 },
+  { tag: Tags.ReferencedPerformedProcedureStepSequence, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.88.', type: 2 },
   // Device Serial Number: Type 1 in the Enhanced General Equipment module of these IODs
   // (Segmentation, VL Whole Slide Microscopy, Microscopy Bulk Simple Annotations, Enhanced CT,
   // MR and PET, Parametric Map).
   ...['1.2.840.10008.5.1.4.1.1.66.4', '1.2.840.10008.5.1.4.1.1.77.1.6', '1.2.840.10008.5.1.4.1.1.91.1', '1.2.840.10008.5.1.4.1.1.2.1', '1.2.840.10008.5.1.4.1.1.4.1', '1.2.840.10008.5.1.4.1.1.130', '1.2.840.10008.5.1.4.1.1.30'].map(
-    (sopClassPrefix) => ({ tag: 0x00181000, sopClassPrefix, type: 1 as const }),
+    (sopClassPrefix) => ({ tag: Tags.DeviceSerialNumber, sopClassPrefix, type: 1 as const }),
   ),
   // PET Image: Series Date and Time Type 1 (PET Series), Acquisition Date and Time Type 2 (PET Image).
-  { tag: 0x00080021, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 1 },
-  { tag: 0x00080031, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 1 },
-  { tag: 0x00080022, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 2 },
-  { tag: 0x00080032, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 2 },
+  { tag: Tags.SeriesDate, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 1 },
+  { tag: Tags.SeriesTime, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 1 },
+  { tag: Tags.AcquisitionDate, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 2 },
+  { tag: Tags.AcquisitionTime, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.128', type: 2 },
   // RT Plan: RT Plan Date and Time Type 2 in RT General Plan (X/D: the dummy).
-  { tag: 0x300a0006, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.481.5', type: 2 },
-  { tag: 0x300a0007, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.481.5', type: 2 },
+  { tag: Tags.RTPlanDate, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.481.5', type: 2 },
+  { tag: Tags.RTPlanTime, sopClassPrefix: '1.2.840.10008.5.1.4.1.1.481.5', type: 2 },
 ];
 
 /** Picks one action of a combined code (see IOD_TYPE). */
@@ -236,7 +228,7 @@ function fromOverride(o: AttributeOverride, vr: string | undefined): ResolvedAct
 function overrideOf(tag: number, profile: Profile): AttributeOverride | undefined {
   const exact = profile.overrides.get(tag >>> 0);
   if (exact) return exact;
-  for (const m of profile.maskOverrides) if (((tag & m.mask) >>> 0) === m.value) return m.override;
+  for (const m of profile.maskOverrides) if (matchesTagMask(tag, m)) return m.override;
   return undefined;
 }
 
@@ -374,7 +366,7 @@ function resolvePublic(tag: number, profile: Profile, vr: string | undefined, so
 
   const code = row.basicProfile;
   let action = codeToAction(code, tag, vr, undefined, sopClassUid);
-  if (tag === Tag.PatientBirthDate && profile.options.has('retainLongitudinalModifiedDates') && profile.options.has('retainPatientCharacteristics')) {
+  if (tag === Tags.PatientBirthDate && profile.options.has('retainLongitudinalModifiedDates') && profile.options.has('retainPatientCharacteristics')) {
     // The table empties the birth date under every option; shifted with the patient's other
     // dates it reveals only the age, which Retain Patient Characteristics keeps anyway.
     action = 'shift';

@@ -3,11 +3,12 @@
  * and the source's identifying values, run before anything leaves the identified zone.
  * Findings name tags and rules, never values.
  */
-import { asciiValue, DicomDataset, DicomElement, Tags, TEXT_VRS } from '../dataset';
+import { asciiValue, DicomDataset, DicomElement, TEXT_VRS } from '../dataset';
 import { isPrivateCreatorTag, isPrivateTag } from '../dictionary';
 import { HeaderLimits, runSliced, runToEnd, STEPS_PER_CHECK } from '../limits';
 import { parseDicomBuffer } from '../parser';
-import { DEID_METHOD_CODES, DeidReport, DeidTags, VerifyingObserver } from './engine';
+import { Tags } from '../tags';
+import { DEID_METHOD_CODES, DeidReport, VerifyingObserver } from './engine';
 import { DetectContext, FreeTextDetector, localDetector } from './freeText/detector';
 import { NO_SOURCE_NAMES, sourceNames } from './freeText/names';
 import { DETECTED_VRS, detectsKeptValue } from './freeText/policy';
@@ -104,9 +105,9 @@ function isDummySequence(el: DicomElement): boolean {
   if (items.every((i) => i.size === 0)) return true;
   if (items.length !== 1) return false;
   if (el.tag === VerifyingObserver.Sequence) return isDummyVerifyingObserver(items[0]!);
-  if (el.tag !== 0x0040a730) return false;
+  if (el.tag !== Tags.ContentSequence) return false;
   const item = items[0]!;
-  const text = item.get(0x0040a160)?.value;
+  const text = item.get(Tags.TextValue)?.value;
   return item.size === 4 && text !== undefined && Buffer.from(text).toString('latin1').trim() === DUMMY_TEXT;
 }
 
@@ -206,8 +207,8 @@ function* walk(ds: DicomDataset, st: GateState, charsets: string[], place: Place
     const at = () => where(place.label, tag);
     const vr = effectiveVr(el);
     if (PIXEL_TAGS.has(tag)) continue;
-    const marking = tag === DeidTags.PatientIdentityRemoved || tag === DeidTags.DeidentificationMethod ||
-      tag === DeidTags.DeidentificationMethodCodeSequence || tag === DeidTags.LongitudinalTemporalInformationModified;
+    const marking = tag === Tags.PatientIdentityRemoved || tag === Tags.DeidentificationMethod ||
+      tag === Tags.DeidentificationMethodCodeSequence || tag === Tags.LongitudinalTemporalInformationModified;
     if (marking && place.path === '') continue;
 
     const resolved = resolveAction(tag, st.profile, { vr, privateCreator: privateCreatorOf(ds, tag, cs), sopClassUid: st.sopClassUid });
@@ -258,22 +259,22 @@ function checkMarking(ds: DicomDataset, profile: Profile, findings: string[]): v
     const el = ds.get(tag);
     return el ? textOf(el, []) : undefined;
   };
-  if (text(DeidTags.PatientIdentityRemoved) !== 'YES') findings.push(`${describeTag(DeidTags.PatientIdentityRemoved)}: not YES (rule E.1.1 item 6)`);
-  const seq = ds.get(DeidTags.DeidentificationMethodCodeSequence);
+  if (text(Tags.PatientIdentityRemoved) !== 'YES') findings.push(`${describeTag(Tags.PatientIdentityRemoved)}: not YES (rule E.1.1 item 6)`);
+  const seq = ds.get(Tags.DeidentificationMethodCodeSequence);
   const codes = new Set((seq?.items ?? []).map((item) => {
-    const cv = item.get(DeidTags.CodeValue);
+    const cv = item.get(Tags.CodeValue);
     return cv ? textOf(cv, []) : '';
   }));
   for (const c of DEID_METHOD_CODES) {
     const expected = c.option === undefined || profile.options.has(c.option);
-    if (expected && !codes.has(c.code)) findings.push(`${describeTag(DeidTags.DeidentificationMethodCodeSequence)}: code ${c.code} missing (rule E.1.1 item 6)`);
-    if (!expected && codes.has(c.code)) findings.push(`${describeTag(DeidTags.DeidentificationMethodCodeSequence)}: code ${c.code} claims an option the profile does not have`);
+    if (expected && !codes.has(c.code)) findings.push(`${describeTag(Tags.DeidentificationMethodCodeSequence)}: code ${c.code} missing (rule E.1.1 item 6)`);
+    if (!expected && codes.has(c.code)) findings.push(`${describeTag(Tags.DeidentificationMethodCodeSequence)}: code ${c.code} claims an option the profile does not have`);
   }
-  const ltim = text(DeidTags.LongitudinalTemporalInformationModified);
+  const ltim = text(Tags.LongitudinalTemporalInformationModified);
   const want = profile.options.has('retainLongitudinalModifiedDates') || profile.dates === 'year'
     ? 'MODIFIED'
     : profile.options.has('retainLongitudinalFullDates') ? 'UNMODIFIED' : undefined;
-  if (ltim !== want) findings.push(`${describeTag(DeidTags.LongitudinalTemporalInformationModified)}: ${want ?? 'absent'} expected (rule E.3.6)`);
+  if (ltim !== want) findings.push(`${describeTag(Tags.LongitudinalTemporalInformationModified)}: ${want ?? 'absent'} expected (rule E.3.6)`);
 }
 
 /** What the gate checks besides the data set, and the detector it checks free text with. */

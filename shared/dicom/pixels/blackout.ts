@@ -8,17 +8,8 @@
  */
 import { asciiValue, DicomDataset, uintValue } from '../dataset';
 import type { PixelDataHeader } from '../parser';
+import { Tags } from '../tags';
 import type { Box } from './regions';
-
-const Tag = {
-  SamplesPerPixel: 0x00280002,
-  PhotometricInterpretation: 0x00280004,
-  PlanarConfiguration: 0x00280006,
-  NumberOfFrames: 0x00280008,
-  Rows: 0x00280010,
-  Columns: 0x00280011,
-  BitsAllocated: 0x00280100,
-} as const;
 
 /** The layout of native pixel data, as the attributes of the Image Pixel module describe it. */
 export interface PixelGeometry {
@@ -40,23 +31,23 @@ export interface PixelGeometry {
  */
 export function pixelGeometry(ds: DicomDataset, littleEndian: boolean, pixel: PixelDataHeader): { geometry: PixelGeometry } | { reason: string } {
   if (pixel.length === undefined) return { reason: 'encapsulated (compressed) pixel data' };
-  const rows = uintValue(ds.get(Tag.Rows), littleEndian) ?? 0;
-  const columns = uintValue(ds.get(Tag.Columns), littleEndian) ?? 0;
-  const samplesPerPixel = uintValue(ds.get(Tag.SamplesPerPixel), littleEndian) ?? 1;
-  const bitsAllocated = uintValue(ds.get(Tag.BitsAllocated), littleEndian) ?? 0;
+  const rows = uintValue(ds.get(Tags.Rows), littleEndian) ?? 0;
+  const columns = uintValue(ds.get(Tags.Columns), littleEndian) ?? 0;
+  const samplesPerPixel = uintValue(ds.get(Tags.SamplesPerPixel), littleEndian) ?? 1;
+  const bitsAllocated = uintValue(ds.get(Tags.BitsAllocated), littleEndian) ?? 0;
   if (rows <= 0 || columns <= 0 || samplesPerPixel <= 0) return { reason: 'Rows, Columns or Samples per Pixel missing' };
   // Bit-packed samples (BitsAllocated 1) share bytes between pixels: no byte maps to one pixel.
   if (bitsAllocated <= 0 || bitsAllocated % 8 !== 0) return { reason: 'pixel samples not a whole number of bytes' };
-  const photometric = asciiValue(ds.get(Tag.PhotometricInterpretation))?.toUpperCase() ?? '';
+  const photometric = asciiValue(ds.get(Tags.PhotometricInterpretation))?.toUpperCase() ?? '';
   // 4:2:2 and 4:2:0 share chroma between pixels, so a sample is not one pixel's either.
   if (/^YBR_.*(422|420)$/.test(photometric)) return { reason: 'chroma-subsampled pixel data' };
-  const framesText = asciiValue(ds.get(Tag.NumberOfFrames));
+  const framesText = asciiValue(ds.get(Tags.NumberOfFrames));
   const frames = framesText === undefined || framesText === '' ? 1 : Number(framesText);
   if (!Number.isInteger(frames) || frames < 1) return { reason: 'Number of Frames not a positive integer' };
   const bytesPerSample = bitsAllocated / 8;
   const frameBytes = rows * columns * samplesPerPixel * bytesPerSample;
   if (pixel.length < frames * frameBytes) return { reason: 'pixel data shorter than its frames' };
-  const planar = samplesPerPixel > 1 && uintValue(ds.get(Tag.PlanarConfiguration), littleEndian) === 1;
+  const planar = samplesPerPixel > 1 && uintValue(ds.get(Tags.PlanarConfiguration), littleEndian) === 1;
   return { geometry: { rows, columns, samplesPerPixel, bytesPerSample, planar, frames, frameBytes } };
 }
 

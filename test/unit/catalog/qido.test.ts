@@ -1,6 +1,5 @@
 import { HttpRequest, type HttpResponseInit, InvocationContext } from '@azure/functions';
 
-import type { DicomJson } from '../../../shared/catalog/documents';
 import {
   buildCatalogQuery,
   buildStudyPassQuery,
@@ -13,6 +12,7 @@ import {
   runQido,
 } from '../../../shared/catalog/qido';
 import type { ResearchCatalogReader, SqlQuery } from '../../../shared/catalog/researchCatalog';
+import type { DicomJson } from '../../../shared/dicom/json';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 
 const parse = (level: QidoLevel, query: string, path: { study?: string; series?: string } = {}) =>

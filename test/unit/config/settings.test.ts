@@ -1,4 +1,5 @@
-import { azuriteConnectionString, cosmosEmulatorConnectionString, loadSettings } from '../../../shared/config/settings';
+import { azuriteConnectionString, cosmosEmulatorConnectionString } from '../../../local/emulators';
+import { loadSettings } from '../../../shared/config/settings';
 import { ErrorCodes, httpErrorBody, httpStatusFor, isTransient, PipelineError } from '../../../shared/errors';
 
 const valid = {

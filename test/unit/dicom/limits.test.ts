@@ -1,4 +1,5 @@
-import { azuriteConnectionString, cosmosEmulatorConnectionString, loadSettings } from '../../../shared/config/settings';
+import { azuriteConnectionString, cosmosEmulatorConnectionString } from '../../../local/emulators';
+import { loadSettings } from '../../../shared/config/settings';
 import { bufferReader, ByteReader } from '../../../shared/dicom/byteReader';
 import { DicomDataset } from '../../../shared/dicom/dataset';
 import { DEFAULT_LIMITS, runSliced } from '../../../shared/dicom/limits';

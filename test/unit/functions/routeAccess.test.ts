@@ -5,10 +5,11 @@
  */
 import { HttpRequest, type HttpResponseInit, InvocationContext } from '@azure/functions';
 
+import { azuriteConnectionString, cosmosEmulatorConnectionString } from '../../../local/emulators';
 import { createAuthenticator } from '../../../shared/auth/authenticator';
 import type { IngestionDocument } from '../../../shared/catalog/documents';
 import type { ResearchCatalogReader, SqlQuery } from '../../../shared/catalog/researchCatalog';
-import { azuriteConnectionString, cosmosEmulatorConnectionString, loadSettings } from '../../../shared/config/settings';
+import { loadSettings } from '../../../shared/config/settings';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import { AUDIENCE, easyAuthHeader, ISSUER, makeKeys, MemoryAccessAudit, type TestKeys, token, validatorFor } from '../auth/authFixtures';
 
@@ -69,8 +70,6 @@ let keys: TestKeys;
 let accessAudit: MemoryAccessAudit;
 
 const SETTINGS_ENV = { SourceStorage: azuriteConnectionString(), CosmosDb: cosmosEmulatorConnectionString(), DEID_KEY: 'unit-test-key-0123456789abcdef-0123' };
-// Shared code may also read the process-wide settings (shared/config/settings.ts settings()).
-Object.assign(process.env, SETTINGS_ENV);
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'inv-1', logHandler: (level, ...args) => { if (process.env.DEBUG_ROUTES) console.log(level, ...args); } });
 

@@ -1,5 +1,6 @@
 /**
- * SHA-256 of a stream of chunks, on the calling thread or on a worker thread.
+ * SHA-256 of a source file's chunks on a worker thread, and the choice between it and the
+ * calling thread (the ingestion records the hash of every source it reads).
  *
  * Hashing costs about 0.7 ms per MB on the thread that does it (1.4-1.6 GB/s with the CPU's SHA
  * instructions): for a large source it is the largest single piece of work of an ingestion.
@@ -7,48 +8,10 @@
  * serves other ingestions. Chunks in shared memory are hashed where they lie; other chunks are
  * copied into staging buffers that travel to the worker and back.
  */
-import { createHash, Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
+import { ChunkHasher, InlineSha256 } from '../dicom/byteReader';
 import { ErrorCodes, PipelineError } from '../errors';
-
-export interface ChunkHasher {
-  /** Adds the chunk's bytes. A chunk in shared memory must not change until `settled()` resolves. */
-  update(chunk: Buffer): void;
-  /** A promise while too many bytes wait to be hashed (the caller should wait before reading more); otherwise undefined. */
-  ready(): Promise<void> | undefined;
-  /** Resolves once every byte passed before the call is hashed. */
-  settled(): Promise<void>;
-  /**
-   * The hex digest of everything passed. The hasher cannot be used afterwards. Rejects with
-   * PipelineError SERVICE_UNAVAILABLE (transient) when the hashing thread failed meanwhile;
-   * `ready()` and `settled()` do the same.
-   */
-  digest(): Promise<string>;
-  /** Gives up without a digest (frees what the hasher holds). */
-  abort?(): void;
-}
-
-/** SHA-256 on the calling thread. */
-export class InlineSha256 implements ChunkHasher {
-  private readonly hash: Hash = createHash('sha256');
-
-  update(chunk: Buffer): void {
-    this.hash.update(chunk);
-  }
-
-  ready(): undefined {
-    return undefined;
-  }
-
-  settled(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  digest(): Promise<string> {
-    return Promise.resolve(this.hash.digest('hex'));
-  }
-}
 
 /** Bytes copied per message for chunks that are not in shared memory. */
 const STAGE_BYTES = 1024 * 1024;

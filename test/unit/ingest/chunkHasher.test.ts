@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 
 import { mulberry32 } from '../../../bench/generate';
-import { bufferReader, ByteReader } from '../../../shared/dicom/byteReader';
-import { InlineSha256, OFF_THREAD_HASH_MIN_BYTES, OffThreadSha256, sha256For, stopHashWorker } from '../../../shared/dicom/chunkHasher';
+import { bufferReader, ByteReader, InlineSha256 } from '../../../shared/dicom/byteReader';
+import { OFF_THREAD_HASH_MIN_BYTES, OffThreadSha256, sha256For, stopHashWorker } from '../../../shared/ingest/chunkHasher';
 
 function randomBytes(n: number, seed: number): Buffer {
   const next = mulberry32(seed);
