@@ -16,7 +16,8 @@ import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/de
 import { ErrorCodes, PipelineError } from './errors';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
-import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
+import { Limiter } from './ingest/limiter';
+import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/azureBlobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
 export interface Runtime {
@@ -24,6 +25,8 @@ export interface Runtime {
   /** Blob endpoints of the source account(s): event URLs must point inside them. */
   sourceBlobEndpoints: string[];
   ingestDeps(log: Logger): IngestDeps;
+  /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
+  ingestions: Limiter;
   researchCatalogReader: ResearchCatalogReader;
   index: IndexStore;
   telemetry: Telemetry;
@@ -79,6 +82,7 @@ async function build(): Promise<Runtime> {
     auth,
     accessAudit: new CosmosAccessAudit(auditContainer),
     researchCatalogReader: new CosmosResearchCatalogReader(researchContainer),
+    ingestions: new Limiter(settings.maxConcurrentIngestions),
     ingestDeps: (log) => ({
       source,
       research,
@@ -121,9 +125,4 @@ export function runtime(): Promise<Runtime> {
     throw e;
   });
   return instance;
-}
-
-/** For tests that change the environment between runs. */
-export function resetRuntimeForTests(): void {
-  instance = undefined;
 }
