@@ -93,8 +93,8 @@ export function researchBlobName(r: { studyInstanceUid: string; seriesInstanceUi
  * The source's bytes, all of one version (ETag): the first bytes from the request that found
  * the version when there was one, else a ranged read of the header; then one stream for the rest.
  */
-async function* sourceChunks(t: Attempt, opened: OpenedSource | undefined): AsyncGenerator<Uint8Array> {
-  const { deps, loc, props } = t;
+async function* sourceChunks(a: Attempt, opened: OpenedSource | undefined): AsyncGenerator<Uint8Array> {
+  const { deps, loc, props } = a;
   let offset = 0;
   if (opened) {
     // Counted as they arrive: the rest starts where these bytes really ended.
@@ -159,29 +159,29 @@ export function ingestSourceFile(deps: IngestDeps, request: IngestRequest, loc: 
   return ingest(ingestionOf(deps, request, loc, 0));
 }
 
-async function ingest(a: Ingestion): Promise<IngestOutcome> {
-  const { deps, request, loc } = a;
+async function ingest(ing: Ingestion): Promise<IngestOutcome> {
+  const { deps, request, loc } = ing;
   const started = Date.now();
   // One request finds the blob's current version and brings its first bytes (the whole file
   // when it is small); the index is read meanwhile.
-  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(a.id)]);
+  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(ing.id)]);
   if (openResult.status === 'rejected') throw openResult.reason;
   const opened = openResult.value;
   if (indexResult.status === 'rejected') {
     opened?.discard();
     throw indexResult.reason;
   }
-  if (!opened) return handleGone(a);
+  if (!opened) return handleGone(ing);
   const props = opened.props;
   const existing = indexResult.value;
   if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
     opened.discard();
-    deps.log.info(`event ${request.eventId}: source ${a.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
+    deps.log.info(`event ${request.eventId}: source ${ing.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
     // An event for an older version that comes back (a retry after its ingestion failed half
     // way) sweeps what that version may have left: the current version's instance stays.
     if (request.etag !== undefined && unquoted(request.etag) !== unquoted(props.etag)) {
       const current = existing.doc.research;
-      await withdrawOtherVersions(a, { previous: undefined, contended: true }, current && { version: versionKey(a, props), blob: current.blob });
+      await withdrawOtherVersions(ing, { previous: undefined, contended: true }, current && { version: versionKey(ing, props), blob: current.blob });
     }
     return { status: 'unchanged' };
   }
@@ -191,7 +191,7 @@ async function ingest(a: Ingestion): Promise<IngestOutcome> {
   // The opened bytes serve the first attempt only; a retry reads the version it found.
   let head: OpenedSource | undefined = opened;
   for (let tries = 1; ; tries++) {
-    const attempt = attemptOn(a, current, existing);
+    const attempt = attemptOn(ing, current, existing);
     try {
       outcome = await processVersion(attempt, head);
       break;
@@ -199,11 +199,11 @@ async function ingest(a: Ingestion): Promise<IngestOutcome> {
       head = undefined;
       if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && tries < MAX_SOURCE_ATTEMPTS) {
         const next = await deps.source.getProperties(loc.container, loc.blobName);
-        if (!next) return handleGone(a);
+        if (!next) return handleGone(ing);
         current = next;
         continue;
       }
-      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(a);
+      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(ing);
       if (isPipelineError(e) && e.transient) {
         deps.telemetry.trackFailure(e.code, 'ingest');
         throw e;
@@ -219,15 +219,15 @@ async function ingest(a: Ingestion): Promise<IngestOutcome> {
 const unquoted = (etag: string) => etag.replace(/"/g, '');
 
 /** Keyed hash of one version of the source (URL and ETag): what its research copy and document carry. */
-function versionKey(a: Ingestion, props: SourceProperties): string {
-  return keyed(a.deps.deid.key, 'version', `${a.loc.canonicalUrl}\0${props.etag}`).slice(0, 32);
+function versionKey(ing: Ingestion, props: SourceProperties): string {
+  return keyed(ing.deps.deid.key, 'version', `${ing.loc.canonicalUrl}\0${props.etag}`).slice(0, 32);
 }
 
-async function processVersion(t: Attempt, opened: OpenedSource | undefined): Promise<IngestOutcome> {
-  const { deps, request, props } = t;
+async function processVersion(a: Attempt, opened: OpenedSource | undefined): Promise<IngestOutcome> {
+  const { deps, request, props } = a;
   const now = deps.now ?? (() => new Date());
   // A large source is hashed on the hashing thread while this one parses and uploads.
-  const reader = new ByteReader(sourceChunks(t, opened), { hasher: sha256For(props.size) });
+  const reader = new ByteReader(sourceChunks(a, opened), { hasher: sha256For(props.size) });
   const { prepared, blobName, decision, sha256 } = await (async () => {
     try {
       const prepared = await prepareDeidentifiedInstance(reader, {
@@ -240,7 +240,7 @@ async function processVersion(t: Attempt, opened: OpenedSource | undefined): Pro
       // Before anything is written: the UIDs name documents and blobs.
       checkSourceUids(prepared.original);
       const blobName = researchBlobName(prepared.research);
-      const decision = await writeResearchCopy(t, blobName, prepared.output);
+      const decision = await writeResearchCopy(a, blobName, prepared.output);
       // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
       await reader.drain();
       const sha256 = (await reader.sha256()) ?? '';
@@ -265,9 +265,9 @@ async function processVersion(t: Attempt, opened: OpenedSource | undefined): Pro
     transferSyntaxUid: outputTs,
     size: decision.size,
     researchBlob: blobName,
-    sourceRank: t.rank,
-    sourceKey: t.sourceKey,
-    sourceVersion: t.version,
+    sourceRank: a.rank,
+    sourceKey: a.sourceKey,
+    sourceVersion: a.version,
     deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
     dicom: {
       ...metadata.instance,
@@ -279,10 +279,10 @@ async function processVersion(t: Attempt, opened: OpenedSource | undefined): Pro
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
   const mine: ResearchRef = { ...research, blob: blobName };
-  const commit = await commitIndex(t, {
+  const commit = await commitIndex(a, {
     status: 'cataloged',
     sha256,
-    sourceRank: t.rank,
+    sourceRank: a.rank,
     original,
     research: mine,
     deidentification: { ...auditRecord(deps.deid, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
@@ -290,18 +290,18 @@ async function processVersion(t: Attempt, opened: OpenedSource | undefined): Pro
     modality: metadata.modality,
     catalogedAt: now().toISOString(),
   });
-  if (commit.kind === 'superseded') return withdrawSuperseded(t, mine, commit.current);
+  if (commit.kind === 'superseded') return withdrawSuperseded(a, mine, commit.current);
 
-  await withdrawOtherVersions(t, commit, { version: t.version, blob: blobName });
+  await withdrawOtherVersions(a, commit, { version: a.version, blob: blobName });
   // Another version of this source may have written the same instance after this one did.
-  if (decision.kept && commit.contended && !(await holdsVersion(t, mine))) {
-    return reingest(t, 'an older version of the source wrote over its research instance');
+  if (decision.kept && commit.contended && !(await holdsVersion(a, mine))) {
+    return reingest(a, 'an older version of the source wrote over its research instance');
   }
 
   if (decision.kept) {
     await deps.publisher.instanceCataloged(
       { ...research, sopClassUid, modality: metadata.modality, researchBlob: blobName, size: decision.size },
-      keyed(deps.deid.key, 'event', `${t.loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
+      keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
     );
   }
   deps.log.info(`event ${request.eventId}: ${decision.kept ? 'cataloged' : 'superseded by another source of the same instance'} as ${research.sopInstanceUid}`);
@@ -339,9 +339,9 @@ function checkSourceUids(original: { studyInstanceUid?: string; seriesInstanceUi
  * of the same source is always replaced: the index commit sorts versions out), and the staged
  * data is committed over it (or dropped) without reading the source again.
  */
-async function writeResearchCopy(t: Attempt, blobName: string, output: () => AsyncGenerator<Uint8Array>): Promise<{ kept: boolean; size: number }> {
-  const { research } = t.deps;
-  const origin: ResearchCopyOrigin = { rank: t.rank, keyId: t.deps.deid.keyId, sourceKey: t.sourceKey, sourceVersion: t.version };
+async function writeResearchCopy(a: Attempt, blobName: string, output: () => AsyncGenerator<Uint8Array>): Promise<{ kept: boolean; size: number }> {
+  const { research } = a.deps;
+  const origin: ResearchCopyOrigin = { rank: a.rank, keyId: a.deps.deid.keyId, sourceKey: a.sourceKey, sourceVersion: a.version };
   // Read through whatever happens next: a broken file must fail whether or not another
   // source of its instance was ingested first.
   const written = await research.write(blobName, output(), { ...origin, expected: undefined });
@@ -378,14 +378,14 @@ function versionFields(props: SourceProperties): Pick<IngestionDocument, 'eTag' 
 }
 
 /** The index record that `fields` (with the version's: see versionFields) make of the previous one. */
-function indexDocument(a: Ingestion, prev: IngestionDocument | undefined, fields: IndexFields): IngestionDocument {
-  const now = (a.deps.now ?? (() => new Date()))().toISOString();
+function indexDocument(ing: Ingestion, prev: IngestionDocument | undefined, fields: IndexFields): IngestionDocument {
+  const now = (ing.deps.now ?? (() => new Date()))().toISOString();
   const doc: IngestionDocument = {
-    id: a.id,
-    sourceUrl: a.loc.canonicalUrl,
-    container: a.loc.container,
-    blobName: a.loc.blobName,
-    eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== a.request.eventId), a.request.eventId].slice(-MAX_EVENT_IDS),
+    id: ing.id,
+    sourceUrl: ing.loc.canonicalUrl,
+    container: ing.loc.container,
+    blobName: ing.loc.blobName,
+    eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== ing.request.eventId), ing.request.eventId].slice(-MAX_EVENT_IDS),
     attempts: (prev?.attempts ?? 0) + 1,
     firstSeenAt: prev?.firstSeenAt ?? now,
     updatedAt: now,
@@ -421,29 +421,29 @@ type Commit =
  * was read, finds this version still current. A version that lost is told so, and withdraws
  * what it wrote.
  */
-async function commitIndex(t: Attempt, fields: IndexFields): Promise<Commit> {
-  const { deps, props } = t;
+async function commitIndex(a: Attempt, fields: IndexFields): Promise<Commit> {
+  const { deps, props } = a;
   let contended = false;
   return retryOnConflict('ingestion record', async (round) => {
     // The record read at the start serves the first round; a conflict means it moved on.
-    const record = round === 1 ? t.known : await deps.index.get(t.id);
+    const record = round === 1 ? a.known : await deps.index.get(a.id);
     const prev = record?.doc;
     if (round > 1 || (prev && prev.eTag !== props.etag)) contended = true;
     // A first record too: the blob may have been deleted, with nothing recorded yet to mark it.
     if (!prev || prev.eTag !== props.etag || prev.status === 'deleted') {
-      const now = await deps.source.getProperties(t.loc.container, t.loc.blobName);
+      const now = await deps.source.getProperties(a.loc.container, a.loc.blobName);
       // The record read at the start may be older than the version that won: read it again.
-      if (now?.etag !== props.etag) return { kind: 'superseded', current: round === 1 ? await deps.index.get(t.id) : record } as const;
+      if (now?.etag !== props.etag) return { kind: 'superseded', current: round === 1 ? await deps.index.get(a.id) : record } as const;
     }
-    await deps.index.put(indexDocument(t, prev, { ...versionFields(props), ...fields }), record?.etag);
+    await deps.index.put(indexDocument(a, prev, { ...versionFields(props), ...fields }), record?.etag);
     return { kind: 'committed', previous: prev, contended } as const;
   });
 }
 
 /** True when the research copy and document of `ref` are this version's (or another source's, which outranked it). */
-async function holdsVersion(t: Attempt, ref: ResearchRef): Promise<boolean> {
-  const [copy, doc] = await Promise.all([t.deps.research.getVersion(ref.blob), t.deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid)]);
-  const ours = (o: Origin | undefined) => o !== undefined && (o.sourceKey !== t.sourceKey || o.sourceVersion === t.version);
+async function holdsVersion(a: Attempt, ref: ResearchRef): Promise<boolean> {
+  const [copy, doc] = await Promise.all([a.deps.research.getVersion(ref.blob), a.deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid)]);
+  const ours = (o: Origin | undefined) => o !== undefined && (o.sourceKey !== a.sourceKey || o.sourceVersion === a.version);
   return ours(copy) && ours(doc?.doc);
 }
 
@@ -452,12 +452,12 @@ async function holdsVersion(t: Attempt, ref: ResearchRef): Promise<boolean> {
  * version's instance has the same name, this version may have written over it; the current
  * version is then ingested again rather than its instance removed.
  */
-async function withdrawSuperseded(t: Attempt, mine: ResearchRef, current: Versioned<IngestionDocument> | undefined): Promise<IngestOutcome> {
+async function withdrawSuperseded(a: Attempt, mine: ResearchRef, current: Versioned<IngestionDocument> | undefined): Promise<IngestOutcome> {
   if (current?.doc.status === 'cataloged' && current.doc.research?.blob === mine.blob) {
-    await reingest(t, 'an older version of the source wrote over its research instance');
+    await reingest(a, 'an older version of the source wrote over its research instance');
   } else {
-    t.deps.log.info(`event ${t.request.eventId}: source ${t.id.slice(0, 12)} changed again before this version was recorded; its instance is withdrawn`);
-    await withdrawInstance(t, mine, (o) => o.sourceKey === t.sourceKey && o.sourceVersion === t.version);
+    a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} changed again before this version was recorded; its instance is withdrawn`);
+    await withdrawInstance(a, mine, (o) => o.sourceKey === a.sourceKey && o.sourceVersion === a.version);
   }
   return { status: 'superseded' };
 }
@@ -479,8 +479,8 @@ interface Traced {
   failure?: unknown;
 }
 
-async function tracedInstances(a: Ingestion): Promise<Traced> {
-  const [docs, copies] = await Promise.allSettled([a.deps.catalog.findInstancesBySource(a.sourceKey), a.deps.research.findBySource(a.sourceKey)]);
+async function tracedInstances(ing: Ingestion): Promise<Traced> {
+  const [docs, copies] = await Promise.allSettled([ing.deps.catalog.findInstancesBySource(ing.sourceKey), ing.deps.research.findBySource(ing.sourceKey)]);
   const refs = new Map<string, ResearchRef>();
   for (const { doc } of docs.status === 'fulfilled' ? docs.value : []) {
     refs.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
@@ -495,12 +495,12 @@ async function tracedInstances(a: Ingestion): Promise<Traced> {
 }
 
 /** Withdraws each instance with `produced` as the test; the first failure (the search's first) is rethrown after all were tried. */
-async function withdrawAll(a: Ingestion, traced: Traced, produced: (o: Origin) => boolean): Promise<boolean> {
+async function withdrawAll(ing: Ingestion, traced: Traced, produced: (o: Origin) => boolean): Promise<boolean> {
   let removed = false;
   let first = traced.failure;
   for (const ref of traced.refs.values()) {
     try {
-      removed = (await withdrawInstance(a, ref, produced)) || removed;
+      removed = (await withdrawInstance(ing, ref, produced)) || removed;
     } catch (e) {
       first ??= e;
     }
@@ -514,12 +514,12 @@ async function withdrawAll(a: Ingestion, traced: Traced, produced: (o: Origin) =
  * one the replaced record named, and, when versions raced, any other traced to the source),
  * except `keep`, the recorded version's own instance (none when the version failed).
  */
-async function withdrawOtherVersions(a: Ingestion, commit: { previous: IngestionDocument | undefined; contended: boolean }, keep: { version: string; blob: string } | undefined): Promise<void> {
-  const targets: Traced = commit.contended ? await tracedInstances(a) : { refs: new Map() };
+async function withdrawOtherVersions(ing: Ingestion, commit: { previous: IngestionDocument | undefined; contended: boolean }, keep: { version: string; blob: string } | undefined): Promise<void> {
+  const targets: Traced = commit.contended ? await tracedInstances(ing) : { refs: new Map() };
   const previous = commit.previous?.research;
   if (previous) targets.refs.set(previous.blob, previous);
   if (keep) targets.refs.delete(keep.blob);
-  await withdrawAll(a, targets, (o) => o.sourceKey === a.sourceKey && o.sourceVersion !== keep?.version);
+  await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey && o.sourceVersion !== keep?.version);
 }
 
 /**
@@ -529,8 +529,8 @@ async function withdrawOtherVersions(a: Ingestion, commit: { previous: Ingestion
  * while the catalog cannot be read (its own metadata names its source); the catalog's error
  * is thrown after, so that the document goes on a retry.
  */
-async function withdrawInstance(a: Ingestion, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
-  const { deps } = a;
+async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
+  const { deps } = ing;
   return retryOnConflict('research instance', async () => {
     const [instRead, copyRead] = await Promise.allSettled([deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid), deps.research.getVersion(ref.blob)]);
     if (copyRead.status === 'rejected') throw copyRead.reason;
@@ -551,11 +551,11 @@ async function withdrawInstance(a: Ingestion, ref: ResearchRef, produced: (o: Or
  * as done. Past MAX_REINGEST_DEPTH the event goes back to Event Grid (a transient error) and
  * its redelivery finds the record marked.
  */
-async function reingest(a: Ingestion, reason: string): Promise<IngestOutcome> {
-  a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} is ingested again: ${reason}`);
-  await markForReprocess(a.deps, a.id);
-  if (a.depth >= MAX_REINGEST_DEPTH) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the research instance kept changing while it was written');
-  return ingest(ingestionOf(a.deps, { ...a.request, kind: 'created' }, a.loc, a.depth + 1));
+async function reingest(ing: Ingestion, reason: string): Promise<IngestOutcome> {
+  ing.deps.log.info(`event ${ing.request.eventId}: source ${ing.id.slice(0, 12)} is ingested again: ${reason}`);
+  await markForReprocess(ing.deps, ing.id);
+  if (ing.depth >= MAX_REINGEST_DEPTH) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the research instance kept changing while it was written');
+  return ingest(ingestionOf(ing.deps, { ...ing.request, kind: 'created' }, ing.loc, ing.depth + 1));
 }
 
 /**
@@ -566,8 +566,8 @@ function auditOfFailure(e: unknown): IngestionDocument['deidentification'] {
   return (e as { audit?: IngestionDocument['deidentification'] } | null)?.audit;
 }
 
-async function recordFailure(t: Attempt, e: unknown): Promise<IngestOutcome> {
-  const { deps, request, id, props } = t;
+async function recordFailure(a: Attempt, e: unknown): Promise<IngestOutcome> {
+  const { deps, request, id, props } = a;
   const code = isPipelineError(e) ? e.code : ErrorCodes.INTERNAL;
   // Our own messages carry no PHI; a foreign error's message might, so it is not kept.
   const message = isPipelineError(e) ? e.message : 'unexpected error while processing the file';
@@ -575,12 +575,12 @@ async function recordFailure(t: Attempt, e: unknown): Promise<IngestOutcome> {
   if (!isPipelineError(e)) deps.log.error(`event ${request.eventId}: unexpected ${(e as Error | null)?.name ?? 'error'} while processing source ${id.slice(0, 12)}`);
   let quarantineBlob: string | undefined;
   try {
-    quarantineBlob = await deps.quarantine.quarantine(t.loc.container, t.loc.blobName, props.etag, { errorCode: code, eventId: request.eventId });
+    quarantineBlob = await deps.quarantine.quarantine(a.loc.container, a.loc.blobName, props.etag, { errorCode: code, eventId: request.eventId });
   } catch (qe) {
     // When the failed version is already gone, the event for the new state is handled on its own.
     if (!isPipelineError(qe, ErrorCodes.SOURCE_CHANGED) && !isPipelineError(qe, ErrorCodes.SOURCE_NOT_FOUND)) throw qe;
   }
-  const commit = await commitIndex(t, {
+  const commit = await commitIndex(a, {
     status: quarantined ? 'quarantined' : 'failed',
     errorCode: code,
     errorMessage: message,
@@ -594,7 +594,7 @@ async function recordFailure(t: Attempt, e: unknown): Promise<IngestOutcome> {
   }
   // A failed version must leave no research instance behind: an older version's, or a copy
   // this version wrote before it failed.
-  await withdrawOtherVersions(t, { previous: commit.previous, contended: true }, undefined);
+  await withdrawOtherVersions(a, { previous: commit.previous, contended: true }, undefined);
   deps.log.warn(`event ${request.eventId}: source ${id.slice(0, 12)} ${quarantined ? 'quarantined' : 'failed'}: ${code}`);
   deps.telemetry.trackFailure(code, 'ingest');
   return { status: quarantined ? 'quarantined' : 'failed', errorCode: code };
@@ -613,18 +613,18 @@ const QUARANTINED_CODES: ReadonlySet<string> = new Set<string>([
  * instance the catalog traces to it, whichever version wrote it) and record the deletion. A
  * blob never recorded leaves no record: an event for it changes nothing.
  */
-async function handleGone(a: Ingestion): Promise<IngestOutcome> {
-  const { deps, request, id } = a;
+async function handleGone(ing: Ingestion): Promise<IngestOutcome> {
+  const { deps, request, id } = ing;
   const existing = await deps.index.get(id);
   if (existing?.doc.status === 'deleted') return { status: 'unchanged' };
   // Written again meanwhile: the event for the new blob does the work.
-  if (existing && (await deps.source.getProperties(a.loc.container, a.loc.blobName))) return { status: 'unchanged' };
+  if (existing && (await deps.source.getProperties(ing.loc.container, ing.loc.blobName))) return { status: 'unchanged' };
 
   // Whatever the record says, and when there is none (never recorded, or lost with the
   // catalog), every instance traced to the source is withdrawn.
-  const targets = await tracedInstances(a);
+  const targets = await tracedInstances(ing);
   if (existing?.doc.research) targets.refs.set(existing.doc.research.blob, existing.doc.research);
-  const removed = await withdrawAll(a, targets, (o) => o.sourceKey === a.sourceKey);
+  const removed = await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey);
   if (!existing) {
     deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and has no record${removed ? '; research instances traced to it withdrawn' : '; nothing to do'}`);
     return { status: removed ? 'deleted' : 'unchanged' };
@@ -634,10 +634,10 @@ async function handleGone(a: Ingestion): Promise<IngestOutcome> {
   const recorded = await retryOnConflict('ingestion record', async (round) => {
     const record = round === 1 ? existing : await deps.index.get(id);
     if (!record || record.doc.status === 'deleted') return false;
-    if (round > 1 && (await deps.source.getProperties(a.loc.container, a.loc.blobName))) return false;
+    if (round > 1 && (await deps.source.getProperties(ing.loc.container, ing.loc.blobName))) return false;
     // A deletion keeps the version it found recorded.
     const { eTag, size, lastModified } = record.doc;
-    await deps.index.put(indexDocument(a, record.doc, { eTag, size, lastModified, status: 'deleted', deletedAt }), record.etag);
+    await deps.index.put(indexDocument(ing, record.doc, { eTag, size, lastModified, status: 'deleted', deletedAt }), record.etag);
     return true;
   });
   deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} deleted${removed ? '; its research instance withdrawn' : ''}`);
@@ -645,13 +645,13 @@ async function handleGone(a: Ingestion): Promise<IngestOutcome> {
 
   // Another source of the same instance, if one is still cataloged, now provides it.
   const sop = existing.doc.research?.sopInstanceUid;
-  if (removed && sop && a.depth < MAX_REINGEST_DEPTH) {
+  if (removed && sop && ing.depth < MAX_REINGEST_DEPTH) {
     const others = (await deps.index.findByResearchInstance(sop)).filter((d) => d.id !== id && d.status === 'cataloged');
     others.sort((x, y) => ((y.sourceRank ?? '') > (x.sourceRank ?? '') ? 1 : -1));
     const next = others[0];
     if (next) {
       await markForReprocess(deps, next.id);
-      await ingest(ingestionOf(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, a.depth + 1));
+      await ingest(ingestionOf(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, ing.depth + 1));
     }
   }
   return { status: 'deleted' };
