@@ -17,7 +17,7 @@ import { ErrorCodes, PipelineError } from './errors';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
 import { Limiter } from './ingest/limiter';
-import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/azureBlobStores';
+import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
 export interface Runtime {

@@ -20,7 +20,7 @@ import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
-import type { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore } from '../storage/blobStores';
+import type { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore } from '../storage/stores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';

@@ -1,106 +1,256 @@
 /**
- * Blob storage as the ingestion uses it: the landing (source) container, the research
- * container and the quarantine container. Interfaces here; the Azure adapter is in
- * azureBlobStores.ts.
+ * The Azure Blob Storage adapter of the blob stores (interfaces in stores.ts): the landing
+ * (source) container, the research container and the quarantine container.
  */
-export interface SourceProperties {
-  etag: string;
-  size: number;
-  lastModified: Date;
-  contentType?: string;
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+
+import { DefaultAzureCredential, ManagedIdentityCredential, TokenCredential } from '@azure/identity';
+import { BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
+
+import type { StorageConnection } from '../config/settings';
+import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
+import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
+
+const BLOCK_SIZE = 4 * 1024 * 1024;
+
+function credentialFor(conn: StorageConnection): TokenCredential {
+  if (conn.kind !== 'identity') throw new Error('not an identity connection');
+  return conn.clientId ? new ManagedIdentityCredential({ clientId: conn.clientId }) : new DefaultAzureCredential();
 }
 
-/** A blob's current version and its first bytes, from one request. */
-export interface OpenedSource {
-  props: SourceProperties;
-  /** The first bytes of that version (as many as were asked for, or the whole blob when smaller). */
-  head: AsyncIterable<Uint8Array>;
-  /** Releases the response when the head will not be read (a duplicate event). */
-  discard(): void;
+export function blobServiceClient(conn: StorageConnection): BlobServiceClient {
+  const options = { retryOptions: { retryPolicyType: StorageRetryPolicyType.EXPONENTIAL, maxTries: 3, tryTimeoutInMs: 60_000 } };
+  return conn.kind === 'connectionString'
+    ? BlobServiceClient.fromConnectionString(conn.connectionString, options)
+    : new BlobServiceClient(conn.blobServiceUri, credentialFor(conn), options);
 }
 
-/** The landing container(s) the archive replicates into. Identified data: read only. */
-export interface SourceStore {
-  /**
-   * The properties of a blob's current version and a stream of its first `count` bytes, in
-   * one request; undefined when the blob does not exist. Throws PipelineError SERVICE_* on
-   * service faults (the stream too, while it is read). Idempotent: a read. The caller reads the
-   * head or calls `discard`.
-   */
-  open(container: string, blobName: string, count: number, options?: { abortSignal?: AbortSignal }): Promise<OpenedSource | undefined>;
-  /**
-   * Properties of a blob, or undefined when it does not exist (any more).
-   * Throws PipelineError SERVICE_* on service faults. Idempotent.
-   */
-  getProperties(container: string, blobName: string, options?: { abortSignal?: AbortSignal }): Promise<SourceProperties | undefined>;
-  /**
-   * Streams a byte range of one version of a blob (ETag). Throws SOURCE_CHANGED when the
-   * blob no longer has that ETag, SOURCE_NOT_FOUND when it is gone, SERVICE_* on faults.
-   */
-  readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options?: { abortSignal?: AbortSignal }): Promise<AsyncIterable<Uint8Array>>;
+function statusOf(e: unknown): number | undefined {
+  return (e as { statusCode?: number } | null)?.statusCode;
 }
 
-export interface ResearchBlobVersion {
-  etag: string;
-  /** The rank of the source this copy came from (see InstanceDocument.sourceRank). */
-  rank: string;
-  /** Keyed hash of the source URL this copy came from (absent on copies written before 0.5.0). */
-  sourceKey?: string;
-  /** Keyed hash of the source version (URL and ETag) this copy came from (absent before 0.5.0). */
-  sourceVersion?: string;
+export class AzureSourceStore implements SourceStore {
+  constructor(private readonly service: BlobServiceClient) {}
+
+  async getProperties(container: string, blobName: string, options: { abortSignal?: AbortSignal } = {}): Promise<SourceProperties | undefined> {
+    try {
+      const p = await this.service.getContainerClient(container).getBlobClient(blobName).getProperties({ abortSignal: options.abortSignal });
+      return { etag: p.etag ?? '', size: p.contentLength ?? 0, lastModified: p.lastModified ?? new Date(0), contentType: p.contentType };
+    } catch (e) {
+      if (statusOf(e) === 404) return undefined;
+      throw fromServiceError(e, 'reading source blob properties');
+    }
+  }
+
+  async open(container: string, blobName: string, count: number, options: { abortSignal?: AbortSignal } = {}): Promise<OpenedSource | undefined> {
+    let r;
+    try {
+      // No condition: the response's ETag names the version these bytes belong to.
+      r = await this.service.getContainerClient(container).getBlobClient(blobName).download(0, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+    } catch (e) {
+      const status = statusOf(e);
+      if (status === 404) return undefined;
+      // An empty blob has no first byte to give: its properties come from a HEAD.
+      if (status === 416) {
+        const props = await this.getProperties(container, blobName, options);
+        return props && { props, head: noBytes(), discard: () => undefined };
+      }
+      throw sourceError(e);
+    }
+    const body = r.readableStreamBody as Readable | undefined;
+    if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+    const headBytes = r.contentLength ?? 0;
+    const props: SourceProperties = {
+      etag: r.etag ?? '',
+      // "bytes 0-65535/1048576": the blob's size is after the slash.
+      size: totalOfContentRange(r.contentRange) ?? headBytes,
+      lastModified: r.lastModified ?? new Date(0),
+      contentType: r.contentType,
+    };
+    return {
+      props,
+      head: wrapStreamErrors(body),
+      // A small rest is read and dropped so that the connection can be used again.
+      discard: () => (headBytes <= DISCARD_BY_READING_MAX ? body.resume() : body.destroy()),
+    };
+  }
+
+  async readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
+    try {
+      const r = await this.service
+        .getContainerClient(container)
+        .getBlobClient(blobName)
+        .download(offset, count, { conditions: { ifMatch: etag }, abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      const body = r.readableStreamBody;
+      if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+      return wrapStreamErrors(body as Readable);
+    } catch (e) {
+      throw sourceError(e);
+    }
+  }
 }
 
-/** Which source version a research copy comes from: written with the copy, so that it can always be traced back. */
-export interface ResearchCopyOrigin {
-  rank: string;
-  keyId: string;
-  sourceKey: string;
-  sourceVersion: string;
+/** Responses up to this size are read to the end when dropped; larger ones close their connection. */
+const DISCARD_BY_READING_MAX = 1024 * 1024;
+
+export function totalOfContentRange(contentRange: string | undefined): number | undefined {
+  const m = /\/(\d+)\s*$/.exec(contentRange ?? '');
+  return m ? Number(m[1]) : undefined;
 }
 
-/** The research container: de-identified copies named by research UIDs only. */
-export interface ResearchStore {
-  /** The current copy's ETag and rank, or undefined. Idempotent. */
-  getVersion(blobName: string): Promise<ResearchBlobVersion | undefined>;
-  /**
-   * Writes a copy from a stream, committing it only if the blob is still as `expected` says
-   * (undefined: must not exist). When the blob changed meanwhile, the result says so (after
-   * the upload) and keeps the staged data, so that it can be committed again without the
-   * stream. Throws SERVICE_* on service faults.
-   */
-  write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<ResearchWrite>;
-  /** Deletes the copy if it still has the given ETag; a missing blob is not an error. */
-  delete(blobName: string, etag?: string): Promise<void>;
-  /**
-   * Names of the copies that a source (keyed hash of its URL) produced, whatever its version,
-   * found by the copies' blob index tag `sourcekey` without the catalog: what a deletion must
-   * withdraw even when the catalog lost its documents or never got them. Azure's tag index is
-   * eventually consistent (a copy written seconds ago may be missing). A query. Idempotent.
-   */
-  findBySource(sourceKey: string): Promise<string[]>;
+async function* noBytes(): AsyncGenerator<Uint8Array> {
+  // An empty blob.
 }
 
-/** What one conditional write of a research copy did. */
-export type ResearchWrite =
-  /** The copy is the blob's current version now. */
-  | { committed: true; size: number; etag: string }
-  /** The blob was not as expected: nothing was committed, the data stays staged. */
-  | { committed: false; staged: StagedWrite };
-
-/** Data uploaded but not committed, after a write found the blob changed. */
-export interface StagedWrite {
-  /** Bytes staged. */
-  size: number;
-  /**
-   * Commits the staged data under a new expectation (undefined: the blob must not exist) and
-   * resolves with the new ETag. Throws CATALOG_CONFLICT when the blob changed again, SERVICE_*
-   * on service faults.
-   */
-  recommit(expected: ResearchBlobVersion | undefined): Promise<string>;
+function sourceError(e: unknown): PipelineError {
+  if (e instanceof PipelineError) return e;
+  const status = statusOf(e);
+  if (status === 412) return new PipelineError(ErrorCodes.SOURCE_CHANGED, 'source blob changed while it was read', { cause: e });
+  if (status === 404) return new PipelineError(ErrorCodes.SOURCE_NOT_FOUND, 'source blob no longer exists', { cause: e });
+  return fromServiceError(e, 'reading source blob');
 }
 
-/** The quarantine container: copies of files that could not be ingested, with the reason. */
-export interface QuarantineStore {
-  /** Copies a source blob version into quarantine; idempotent (same name, same content). */
-  quarantine(sourceContainer: string, sourceBlob: string, etag: string, metadata: { errorCode: string; eventId: string }): Promise<string>;
+async function* wrapStreamErrors(stream: Readable): AsyncGenerator<Uint8Array> {
+  try {
+    for await (const chunk of stream) yield chunk as Uint8Array;
+  } catch (e) {
+    throw sourceError(e);
+  }
+}
+
+export class AzureResearchStore implements ResearchStore {
+  private readonly container: ContainerClient;
+
+  constructor(service: BlobServiceClient, containerName: string) {
+    this.container = service.getContainerClient(containerName);
+  }
+
+  async getVersion(blobName: string): Promise<ResearchBlobVersion | undefined> {
+    try {
+      const p = await this.container.getBlobClient(blobName).getProperties();
+      const m = p.metadata ?? {};
+      return { etag: p.etag ?? '', rank: m.sourcerank ?? '', sourceKey: m.sourcekey, sourceVersion: m.sourceversion };
+    } catch (e) {
+      if (statusOf(e) === 404) return undefined;
+      throw fromServiceError(e, 'reading research blob properties');
+    }
+  }
+
+  async write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<ResearchWrite> {
+    const blob = this.container.getBlockBlobClient(blobName);
+    const metadata = { sourcerank: options.rank, deidkeyid: options.keyId, sourcekey: options.sourceKey, sourceversion: options.sourceVersion };
+    // The index tag finds the copy from its source without the catalog (findBySource).
+    const tags = { sourcekey: options.sourceKey };
+    const headers = { blobContentType: 'application/dicom' };
+    const conditionsFor = (expected: ResearchBlobVersion | undefined) => (expected ? { ifMatch: expected.etag } : { ifNoneMatch: '*' });
+    const commitError = (e: unknown) => {
+      const status = statusOf(e);
+      if (status === 412 || status === 409) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research copy changed while it was written', { cause: e });
+      return fromServiceError(e, 'writing research copy');
+    };
+
+    // Small copies go in one request and stay in memory for a retry; larger ones are staged
+    // block by block (one block in memory at a time) and committed with the condition.
+    const pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let size = 0;
+    const blockIds: string[] = [];
+    const prefix = randomBytes(6).toString('hex');
+    const stage = async (buf: Buffer) => {
+      const id = Buffer.from(`${prefix}-${String(blockIds.length).padStart(6, '0')}`).toString('base64');
+      try {
+        await blob.stageBlock(id, buf, buf.length, { abortSignal: options.abortSignal });
+      } catch (e) {
+        throw fromServiceError(e, 'writing research copy');
+      }
+      blockIds.push(id);
+    };
+    for await (const chunk of data) {
+      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      pending.push(b);
+      pendingBytes += b.length;
+      size += b.length;
+      if (pendingBytes >= BLOCK_SIZE) {
+        const all = Buffer.concat(pending, pendingBytes);
+        pending.length = 0;
+        pendingBytes = 0;
+        for (let o = 0; o + BLOCK_SIZE <= all.length; o += BLOCK_SIZE) await stage(all.subarray(o, o + BLOCK_SIZE));
+        const rest = all.length % BLOCK_SIZE;
+        if (rest) {
+          pending.push(all.subarray(all.length - rest));
+          pendingBytes = rest;
+        }
+      }
+    }
+
+    // One conditional commit, kept with what it commits (the body, or the staged blocks) so
+    // that after a conflict the caller can commit the same data under another expectation.
+    const commitOnce = async (send: (conditions: ReturnType<typeof conditionsFor>) => Promise<{ etag?: string }>): Promise<ResearchWrite> => {
+      const commit = async (expected: ResearchBlobVersion | undefined) => {
+        try {
+          return (await send(conditionsFor(expected))).etag ?? '';
+        } catch (e) {
+          throw commitError(e);
+        }
+      };
+      try {
+        return { committed: true, size, etag: await commit(options.expected) };
+      } catch (e) {
+        if (isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) return { committed: false, staged: { size, recommit: commit } };
+        throw e;
+      }
+    };
+
+    if (blockIds.length === 0) {
+      const body = Buffer.concat(pending, pendingBytes);
+      return commitOnce((conditions) => blob.upload(body, body.length, { metadata, tags, blobHTTPHeaders: headers, conditions }));
+    }
+    if (pendingBytes) await stage(Buffer.concat(pending, pendingBytes));
+    return commitOnce((conditions) => blob.commitBlockList(blockIds, { metadata, tags, blobHTTPHeaders: headers, conditions }));
+  }
+
+  async findBySource(sourceKey: string): Promise<string[]> {
+    if (!/^[0-9a-f]+$/.test(sourceKey)) throw new PipelineError(ErrorCodes.INTERNAL, 'a source key is hexadecimal');
+    const names: string[] = [];
+    try {
+      for await (const b of this.container.findBlobsByTags(`sourcekey = '${sourceKey}'`)) names.push(b.name);
+    } catch (e) {
+      throw fromServiceError(e, 'finding research copies by source');
+    }
+    return names;
+  }
+
+  async delete(blobName: string, etag?: string): Promise<void> {
+    try {
+      await this.container.getBlobClient(blobName).deleteIfExists({ conditions: etag ? { ifMatch: etag } : undefined });
+    } catch (e) {
+      if (statusOf(e) === 412) return;
+      throw fromServiceError(e, 'deleting research copy');
+    }
+  }
+}
+
+export class AzureQuarantineStore implements QuarantineStore {
+  constructor(
+    private readonly source: BlobServiceClient,
+    private readonly target: ContainerClient,
+  ) {}
+
+  async quarantine(sourceContainer: string, sourceBlob: string, etag: string, metadata: { errorCode: string; eventId: string }): Promise<string> {
+    // The quarantine is restricted like the landing container, so the original path is kept.
+    const name = `${sourceContainer}/${sourceBlob}`;
+    try {
+      const download = await this.source.getContainerClient(sourceContainer).getBlobClient(sourceBlob).download(0, undefined, { conditions: { ifMatch: etag } });
+      const body = download.readableStreamBody;
+      if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+      await this.target.getBlockBlobClient(name).uploadStream(body as Readable, BLOCK_SIZE, 2, {
+        metadata: { errorcode: metadata.errorCode, eventid: metadata.eventId.replace(/[^A-Za-z0-9-]/g, '').slice(0, 64), sourceetag: etag.replace(/"/g, '') },
+        blobHTTPHeaders: { blobContentType: 'application/octet-stream' },
+      });
+      return name;
+    } catch (e) {
+      throw sourceError(e);
+    }
+  }
 }

@@ -10,7 +10,7 @@ import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument
 import { ErrorCodes, isPipelineError, PipelineError } from '../../shared/errors';
 import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
 import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
-import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from '../../shared/storage/blobStores';
+import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from '../../shared/storage/stores';
 import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
 
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');

@@ -1,7 +1,7 @@
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { EventDeps, handleIngestEvent } from '../../../shared/ingest/handleEvent';
 import { Limiter } from '../../../shared/ingest/limiter';
-import type { SourceStore } from '../../../shared/storage/blobStores';
+import type { SourceStore } from '../../../shared/storage/stores';
 import { CapturingLogger, CapturingTelemetry, deferred, memoryWorld } from '../fakes';
 
 const ENDPOINT = 'http://127.0.0.1:10000/devstoreaccount1';
