@@ -16,6 +16,7 @@ import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/de
 import { ErrorCodes, PipelineError } from './errors';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
+import { Limiter } from './ingest/limiter';
 import { createCloudPhiRecognizer } from './language/azureLanguagePii';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
@@ -25,6 +26,8 @@ export interface Runtime {
   /** Blob endpoints of the source account(s): event URLs must point inside them. */
   sourceBlobEndpoints: string[];
   ingestDeps(log: Logger): IngestDeps;
+  /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
+  ingestions: Limiter;
   researchCatalogReader: ResearchCatalogReader;
   index: IndexStore;
   telemetry: Telemetry;
@@ -82,6 +85,7 @@ async function build(): Promise<Runtime> {
     auth,
     accessAudit: new CosmosAccessAudit(auditContainer),
     researchCatalogReader: new CosmosResearchCatalogReader(researchContainer),
+    ingestions: new Limiter(settings.maxConcurrentIngestions),
     ingestDeps: (log) => ({
       source,
       research,
@@ -124,9 +128,4 @@ export function runtime(): Promise<Runtime> {
     throw e;
   });
   return instance;
-}
-
-/** For tests that change the environment between runs. */
-export function resetRuntimeForTests(): void {
-  instance = undefined;
 }

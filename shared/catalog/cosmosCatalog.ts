@@ -18,6 +18,7 @@ import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
+import { retryOnConflict } from './retryOnConflict';
 
 export function createCosmosClient(conn: CosmosConnection): CosmosClient {
   // Over plain HTTP (the local emulator server) endpoint discovery would redirect to the
@@ -303,16 +304,9 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
     await this.refreshes.run(`study:${studyInstanceUid}`, () => this.retrying(() => this.refreshStudy(studyInstanceUid)));
   }
 
-  private async retrying(step: () => Promise<void>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await step();
-      } catch (e) {
-        if (!(e instanceof PipelineError && e.code === ErrorCodes.CATALOG_CONFLICT) || attempt >= MAX_ATTEMPTS) throw e;
-        // Jitter spreads a burst of refreshes of one study apart.
-        await new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * attempt)));
-      }
-    }
+  private retrying(step: () => Promise<void>): Promise<void> {
+    // Jitter spreads a burst of refreshes of one study apart.
+    return retryOnConflict('summary document', step, { maxAttempts: MAX_ATTEMPTS, pauseMs: (attempt) => Math.random() * Math.min(200, 5 * attempt) });
   }
 
   /** The summary document: this process's last written copy, or a read. */

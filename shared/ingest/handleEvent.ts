@@ -5,15 +5,24 @@
  */
 import { isPipelineError } from '../errors';
 import { parseIncomingEvent, resolveSourceUrl } from '../events/ingestEvents';
-import type { Runtime } from '../runtime';
-import { IngestOutcome, ingestSourceFile, Logger } from './ingestSourceFile';
-import { Limiter } from './limiter';
+import type { Telemetry } from '../telemetry/telemetry';
+import { IngestDeps, IngestOutcome, ingestSourceFile, Logger } from './ingestSourceFile';
+import type { Limiter } from './limiter';
 
 export type EventOutcome = IngestOutcome | { status: 'ignored' | 'refused' | 'invalid'; reason: string };
 
-let limiter: Limiter | undefined;
+/** What handling an event needs of the process it runs in (the runtime provides it; a test may hand in another). */
+export interface EventDeps {
+  /** Blob endpoints of the source account(s): event URLs must point inside them. */
+  sourceBlobEndpoints: string[];
+  settings: { sourceContainers: string[] };
+  telemetry: Pick<Telemetry, 'trackFailure'>;
+  /** Bounds the ingestions running at once; shared by every event this process handles. */
+  ingestions: Limiter;
+  ingestDeps(log: Logger): IngestDeps;
+}
 
-export async function handleIngestEvent(event: unknown, rt: Runtime, log: Logger): Promise<EventOutcome> {
+export async function handleIngestEvent(event: unknown, deps: EventDeps, log: Logger): Promise<EventOutcome> {
   let parsed;
   try {
     parsed = parseIncomingEvent(event);
@@ -28,13 +37,12 @@ export async function handleIngestEvent(event: unknown, rt: Runtime, log: Logger
     return { status: 'ignored', reason: parsed.reason };
   }
   const { request } = parsed;
-  const resolved = resolveSourceUrl(request.url, rt.sourceBlobEndpoints, rt.settings.sourceContainers);
+  const resolved = resolveSourceUrl(request.url, deps.sourceBlobEndpoints, deps.settings.sourceContainers);
   if (resolved.kind !== 'source') {
     const level = resolved.kind === 'refused' ? 'warn' : 'info';
     log[level](`event ${request.eventId} ${resolved.kind}: ${resolved.reason}`);
-    if (resolved.kind === 'refused') rt.telemetry.trackFailure('SOURCE_NOT_ALLOWED', 'ingest');
+    if (resolved.kind === 'refused') deps.telemetry.trackFailure('SOURCE_NOT_ALLOWED', 'ingest');
     return { status: resolved.kind, reason: resolved.reason };
   }
-  limiter ??= new Limiter(rt.settings.maxConcurrentIngestions);
-  return limiter.run((release) => ingestSourceFile({ ...rt.ingestDeps(log), fileDone: release }, request, resolved.location));
+  return deps.ingestions.run((release) => ingestSourceFile({ ...deps.ingestDeps(log), fileDone: release }, request, resolved.location));
 }

@@ -12,13 +12,14 @@ import { createHash, createHmac } from 'node:crypto';
 
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument } from '../catalog/documents';
+import { retryOnConflict } from '../catalog/retryOnConflict';
 import { ByteReader } from '../dicom/byteReader';
 import type { DeidContext } from '../dicom/deid/engine';
 import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
-import { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore, stagedWriteOf } from '../storage/blobStores';
+import type { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore } from '../storage/stores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { sha256For } from './chunkHasher';
@@ -65,24 +66,6 @@ const HEADER_RANGE = 64 * 1024;
 const SINGLE_READ_MAX = 4 * 1024 * 1024;
 /** Reads of one source version that found it changed, before giving up to Event Grid's retry. */
 const MAX_SOURCE_ATTEMPTS = 3;
-/** Optimistic-concurrency attempts on one document or blob. */
-const MAX_CAS_ATTEMPTS = 20;
-
-/**
- * Runs one read-decide-write step until it is not outrun by another writer: a conditional
- * write that fails with CATALOG_CONFLICT is decided again on fresh reads. Gives up (still
- * CATALOG_CONFLICT, so Event Grid retries later) after MAX_CAS_ATTEMPTS.
- */
-async function untilNotOutrun<T>(what: string, step: (attempt: number) => Promise<T>): Promise<T> {
-  for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
-    try {
-      return await step(attempt);
-    } catch (e) {
-      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
-    }
-  }
-  throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what} kept changing while it was written`);
-}
 const MAX_EVENT_IDS = 10;
 
 export function sourceId(canonicalUrl: string): string {
@@ -110,7 +93,8 @@ export function researchBlobName(r: { studyInstanceUid: string; seriesInstanceUi
  * The source's bytes, all of one version (ETag): the first bytes from the request that found
  * the version when there was one, else a ranged read of the header; then one stream for the rest.
  */
-async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: SourceProperties, opened: OpenedSource | undefined): AsyncGenerator<Uint8Array> {
+async function* sourceChunks(a: Attempt, opened: OpenedSource | undefined): AsyncGenerator<Uint8Array> {
+  const { deps, loc, props } = a;
   let offset = 0;
   if (opened) {
     // Counted as they arrive: the rest starts where these bytes really ended.
@@ -127,7 +111,7 @@ async function* sourceChunks(deps: IngestDeps, loc: SourceLocation, props: Sourc
 }
 
 /** What one ingestion of one source works with, handed from step to step as one object. */
-interface Attempt {
+interface Ingestion {
   deps: IngestDeps;
   request: IngestRequest;
   loc: SourceLocation;
@@ -137,6 +121,25 @@ interface Attempt {
   sourceKey: string;
   /** How many times this event has had the current version ingested again (see reingest). */
   depth: number;
+}
+
+/** One attempt at ingesting one version of the source: what its steps share. */
+interface Attempt extends Ingestion {
+  props: SourceProperties;
+  /** Keyed hash of this version (URL and ETag): what its research copy and document carry. */
+  version: string;
+  /** Its rank among the sources of the same instance (see sourceRank). */
+  rank: string;
+  /** The index record as read at the start of the ingestion: what the first commit expects. */
+  known: Versioned<IngestionDocument> | undefined;
+}
+
+function ingestionOf(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, depth: number): Ingestion {
+  return { deps, request, loc, id: sourceId(loc.canonicalUrl), sourceKey: keyed(deps.deid.key, 'source', loc.canonicalUrl).slice(0, 32), depth };
+}
+
+function attemptOn(ing: Ingestion, props: SourceProperties, known: Versioned<IngestionDocument> | undefined): Attempt {
+  return { ...ing, props, known, version: versionKey(ing, props), rank: sourceRank(ing.deps.deid.key, ing.loc.canonicalUrl, props.lastModified) };
 }
 
 /** Times one event may have the current version ingested again before leaving it to Event Grid's retry. */
@@ -152,29 +155,33 @@ type Origin = { sourceKey?: string; sourceVersion?: string };
  * Handles one request. Resolves with what happened; rejects only with a transient error
  * (a retry may fix it), so that Event Grid redelivers.
  */
-export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, depth = 0): Promise<IngestOutcome> {
+export function ingestSourceFile(deps: IngestDeps, request: IngestRequest, loc: SourceLocation): Promise<IngestOutcome> {
+  return ingest(ingestionOf(deps, request, loc, 0));
+}
+
+async function ingest(ing: Ingestion): Promise<IngestOutcome> {
+  const { deps, request, loc } = ing;
   const started = Date.now();
-  const a: Attempt = { deps, request, loc, id: sourceId(loc.canonicalUrl), sourceKey: keyed(deps.deid.key, 'source', loc.canonicalUrl).slice(0, 32), depth };
   // One request finds the blob's current version and brings its first bytes (the whole file
   // when it is small); the index is read meanwhile.
-  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(a.id)]);
+  const [openResult, indexResult] = await Promise.allSettled([deps.source.open(loc.container, loc.blobName, SINGLE_READ_MAX), deps.index.get(ing.id)]);
   if (openResult.status === 'rejected') throw openResult.reason;
   const opened = openResult.value;
   if (indexResult.status === 'rejected') {
     opened?.discard();
     throw indexResult.reason;
   }
-  if (!opened) return handleGone(a);
+  if (!opened) return handleGone(ing);
   const props = opened.props;
   const existing = indexResult.value;
   if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
     opened.discard();
-    deps.log.info(`event ${request.eventId}: source ${a.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
+    deps.log.info(`event ${request.eventId}: source ${ing.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
     // An event for an older version that comes back (a retry after its ingestion failed half
     // way) sweeps what that version may have left: the current version's instance stays.
     if (request.etag !== undefined && unquoted(request.etag) !== unquoted(props.etag)) {
       const current = existing.doc.research;
-      await withdrawOtherVersions(a, { previous: undefined, contended: true }, current && { version: versionKey(a, props), blob: current.blob });
+      await withdrawOtherVersions(ing, { previous: undefined, contended: true }, current && { version: versionKey(ing, props), blob: current.blob });
     }
     return { status: 'unchanged' };
   }
@@ -183,24 +190,25 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
   let current = props;
   // The opened bytes serve the first attempt only; a retry reads the version it found.
   let head: OpenedSource | undefined = opened;
-  for (let attempt = 1; ; attempt++) {
+  for (let tries = 1; ; tries++) {
+    const attempt = attemptOn(ing, current, existing);
     try {
-      outcome = await processVersion(a, current, existing, head);
+      outcome = await processVersion(attempt, head);
       break;
     } catch (e) {
       head = undefined;
-      if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && attempt < MAX_SOURCE_ATTEMPTS) {
+      if (isPipelineError(e, ErrorCodes.SOURCE_CHANGED) && tries < MAX_SOURCE_ATTEMPTS) {
         const next = await deps.source.getProperties(loc.container, loc.blobName);
-        if (!next) return handleGone(a);
+        if (!next) return handleGone(ing);
         current = next;
         continue;
       }
-      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(a);
+      if (isPipelineError(e, ErrorCodes.SOURCE_NOT_FOUND)) return handleGone(ing);
       if (isPipelineError(e) && e.transient) {
         deps.telemetry.trackFailure(e.code, 'ingest');
         throw e;
       }
-      outcome = await recordFailure(a, current, existing, e);
+      outcome = await recordFailure(attempt, e);
       break;
     }
   }
@@ -211,17 +219,15 @@ export async function ingestSourceFile(deps: IngestDeps, request: IngestRequest,
 const unquoted = (etag: string) => etag.replace(/"/g, '');
 
 /** Keyed hash of one version of the source (URL and ETag): what its research copy and document carry. */
-function versionKey(a: Attempt, props: SourceProperties): string {
-  return keyed(a.deps.deid.key, 'version', `${a.loc.canonicalUrl}\0${props.etag}`).slice(0, 32);
+function versionKey(ing: Ingestion, props: SourceProperties): string {
+  return keyed(ing.deps.deid.key, 'version', `${ing.loc.canonicalUrl}\0${props.etag}`).slice(0, 32);
 }
 
-async function processVersion(a: Attempt, props: SourceProperties, existing: Versioned<IngestionDocument> | undefined, opened: OpenedSource | undefined): Promise<IngestOutcome> {
-  const { deps, request } = a;
+async function processVersion(a: Attempt, opened: OpenedSource | undefined): Promise<IngestOutcome> {
+  const { deps, request, props } = a;
   const now = deps.now ?? (() => new Date());
-  const rank = sourceRank(deps.deid.key, a.loc.canonicalUrl, props.lastModified);
-  const version = versionKey(a, props);
   // A large source is hashed on the hashing thread while this one parses and uploads.
-  const reader = new ByteReader(sourceChunks(deps, a.loc, props, opened), { hasher: sha256For(props.size) });
+  const reader = new ByteReader(sourceChunks(a, opened), { hasher: sha256For(props.size) });
   const { prepared, blobName, decision, sha256 } = await (async () => {
     try {
       const prepared = await prepareDeidentifiedInstance(reader, {
@@ -234,7 +240,7 @@ async function processVersion(a: Attempt, props: SourceProperties, existing: Ver
       // Before anything is written: the UIDs name documents and blobs.
       checkSourceUids(prepared.original);
       const blobName = researchBlobName(prepared.research);
-      const decision = await writeResearchCopy(deps, blobName, { rank, keyId: deps.deid.keyId, sourceKey: a.sourceKey, sourceVersion: version }, prepared.output);
+      const decision = await writeResearchCopy(a, blobName, prepared.output);
       // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
       await reader.drain();
       const sha256 = (await reader.sha256()) ?? '';
@@ -259,9 +265,9 @@ async function processVersion(a: Attempt, props: SourceProperties, existing: Ver
     transferSyntaxUid: outputTs,
     size: decision.size,
     researchBlob: blobName,
-    sourceRank: rank,
+    sourceRank: a.rank,
     sourceKey: a.sourceKey,
-    sourceVersion: version,
+    sourceVersion: a.version,
     deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
     dicom: {
       ...metadata.instance,
@@ -273,10 +279,10 @@ async function processVersion(a: Attempt, props: SourceProperties, existing: Ver
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
   const mine: ResearchRef = { ...research, blob: blobName };
-  const commit = await commitIndex(a, props, existing, {
+  const commit = await commitIndex(a, {
     status: 'cataloged',
     sha256,
-    sourceRank: rank,
+    sourceRank: a.rank,
     original,
     research: mine,
     deidentification: { ...auditRecord(deps.deid, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
@@ -284,11 +290,11 @@ async function processVersion(a: Attempt, props: SourceProperties, existing: Ver
     modality: metadata.modality,
     catalogedAt: now().toISOString(),
   });
-  if (commit.kind === 'superseded') return withdrawSuperseded(a, mine, version, commit.current);
+  if (commit.kind === 'superseded') return withdrawSuperseded(a, mine, commit.current);
 
-  await withdrawOtherVersions(a, commit, { version, blob: blobName });
+  await withdrawOtherVersions(a, commit, { version: a.version, blob: blobName });
   // Another version of this source may have written the same instance after this one did.
-  if (decision.kept && commit.contended && !(await holdsVersion(a, mine, version))) {
+  if (decision.kept && commit.contended && !(await holdsVersion(a, mine))) {
     return reingest(a, 'an older version of the source wrote over its research instance');
   }
 
@@ -333,23 +339,19 @@ function checkSourceUids(original: { studyInstanceUid?: string; seriesInstanceUi
  * of the same source is always replaced: the index commit sorts versions out), and the staged
  * data is committed over it (or dropped) without reading the source again.
  */
-async function writeResearchCopy(deps: IngestDeps, blobName: string, origin: ResearchCopyOrigin, output: () => AsyncGenerator<Uint8Array>): Promise<{ kept: boolean; size: number }> {
-  let staged;
-  try {
-    // Read through whatever happens next: a broken file must fail whether or not another
-    // source of its instance was ingested first.
-    staged = await deps.research.write(blobName, output(), { ...origin, expected: undefined });
-    return { kept: true, size: staged.size };
-  } catch (e) {
-    staged = stagedWriteOf(e);
-    if (!staged) throw e;
-  }
-  const pending = staged;
-  return untilNotOutrun('research copy', async () => {
-    const current = await deps.research.getVersion(blobName);
+async function writeResearchCopy(a: Attempt, blobName: string, output: () => AsyncGenerator<Uint8Array>): Promise<{ kept: boolean; size: number }> {
+  const { research } = a.deps;
+  const origin: ResearchCopyOrigin = { rank: a.rank, keyId: a.deps.deid.keyId, sourceKey: a.sourceKey, sourceVersion: a.version };
+  // Read through whatever happens next: a broken file must fail whether or not another
+  // source of its instance was ingested first.
+  const written = await research.write(blobName, output(), { ...origin, expected: undefined });
+  if (written.committed) return { kept: true, size: written.size };
+  const { staged } = written;
+  return retryOnConflict('research copy', async () => {
+    const current = await research.getVersion(blobName);
     if (current && current.sourceKey !== origin.sourceKey && current.rank > origin.rank) return { kept: false, size: 0 };
-    await pending.recommit(current);
-    return { kept: true, size: pending.size };
+    await staged.recommit(current);
+    return { kept: true, size: staged.size };
   });
 }
 
@@ -359,8 +361,8 @@ async function writeResearchCopy(deps: IngestDeps, blobName: string, origin: Res
  * its rank decides. A document from another version of the same source is replaced.
  */
 async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<void> {
-  await untilNotOutrun('instance document', async (attempt) => {
-    if (attempt === 1) return deps.catalog.putInstance(doc, undefined);
+  await retryOnConflict('instance document', async (round) => {
+    if (round === 1) return deps.catalog.putInstance(doc, undefined);
     const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
     if (existing && existing.doc.sourceKey !== doc.sourceKey && existing.doc.sourceRank > doc.sourceRank) return;
     await deps.catalog.putInstance(doc, existing?.etag);
@@ -370,21 +372,23 @@ async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<voi
 type IndexFields = Partial<Omit<IngestionDocument, 'id' | 'sourceUrl' | 'container' | 'blobName' | 'eventIds' | 'attempts' | 'firstSeenAt' | 'updatedAt'>> &
   Pick<IngestionDocument, 'status'>;
 
-/** The index record that `fields` make of the previous one, for a version (undefined: a deletion). */
-function indexDocument(a: Attempt, props: SourceProperties | undefined, prev: IngestionDocument | undefined, fields: IndexFields): IngestionDocument {
-  const now = (a.deps.now ?? (() => new Date()))().toISOString();
+/** What an index record says of the version it records. */
+function versionFields(props: SourceProperties): Pick<IngestionDocument, 'eTag' | 'size' | 'lastModified'> {
+  return { eTag: props.etag, size: props.size, lastModified: props.lastModified.toISOString() };
+}
+
+/** The index record that `fields` (with the version's: see versionFields) make of the previous one. */
+function indexDocument(ing: Ingestion, prev: IngestionDocument | undefined, fields: IndexFields): IngestionDocument {
+  const now = (ing.deps.now ?? (() => new Date()))().toISOString();
   const doc: IngestionDocument = {
-    id: a.id,
-    sourceUrl: a.loc.canonicalUrl,
-    container: a.loc.container,
-    blobName: a.loc.blobName,
-    eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== a.request.eventId), a.request.eventId].slice(-MAX_EVENT_IDS),
+    id: ing.id,
+    sourceUrl: ing.loc.canonicalUrl,
+    container: ing.loc.container,
+    blobName: ing.loc.blobName,
+    eventIds: [...(prev?.eventIds ?? []).filter((e) => e !== ing.request.eventId), ing.request.eventId].slice(-MAX_EVENT_IDS),
     attempts: (prev?.attempts ?? 0) + 1,
     firstSeenAt: prev?.firstSeenAt ?? now,
     updatedAt: now,
-    ...(props ? { eTag: props.etag, size: props.size, lastModified: props.lastModified.toISOString() } : {
-      eTag: prev?.eTag, size: prev?.size, lastModified: prev?.lastModified,
-    }),
     ...fields,
   };
   // A failure clears what a previous version had cataloged; a deletion keeps it for the record.
@@ -417,28 +421,29 @@ type Commit =
  * was read, finds this version still current. A version that lost is told so, and withdraws
  * what it wrote.
  */
-async function commitIndex(a: Attempt, props: SourceProperties, known: Versioned<IngestionDocument> | undefined, fields: IndexFields): Promise<Commit> {
+async function commitIndex(a: Attempt, fields: IndexFields): Promise<Commit> {
+  const { deps, props } = a;
   let contended = false;
-  return untilNotOutrun('ingestion record', async (attempt) => {
-    // The record read at the start serves the first attempt; a conflict means it moved on.
-    const record = attempt === 1 ? known : await a.deps.index.get(a.id);
+  return retryOnConflict('ingestion record', async (round) => {
+    // The record read at the start serves the first round; a conflict means it moved on.
+    const record = round === 1 ? a.known : await deps.index.get(a.id);
     const prev = record?.doc;
-    if (attempt > 1 || (prev && prev.eTag !== props.etag)) contended = true;
+    if (round > 1 || (prev && prev.eTag !== props.etag)) contended = true;
     // A first record too: the blob may have been deleted, with nothing recorded yet to mark it.
     if (!prev || prev.eTag !== props.etag || prev.status === 'deleted') {
-      const now = await a.deps.source.getProperties(a.loc.container, a.loc.blobName);
+      const now = await deps.source.getProperties(a.loc.container, a.loc.blobName);
       // The record read at the start may be older than the version that won: read it again.
-      if (now?.etag !== props.etag) return { kind: 'superseded', current: attempt === 1 ? await a.deps.index.get(a.id) : record } as const;
+      if (now?.etag !== props.etag) return { kind: 'superseded', current: round === 1 ? await deps.index.get(a.id) : record } as const;
     }
-    await a.deps.index.put(indexDocument(a, props, prev, fields), record?.etag);
+    await deps.index.put(indexDocument(a, prev, { ...versionFields(props), ...fields }), record?.etag);
     return { kind: 'committed', previous: prev, contended } as const;
   });
 }
 
 /** True when the research copy and document of `ref` are this version's (or another source's, which outranked it). */
-async function holdsVersion(a: Attempt, ref: ResearchRef, version: string): Promise<boolean> {
+async function holdsVersion(a: Attempt, ref: ResearchRef): Promise<boolean> {
   const [copy, doc] = await Promise.all([a.deps.research.getVersion(ref.blob), a.deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid)]);
-  const ours = (o: Origin | undefined) => o !== undefined && (o.sourceKey !== a.sourceKey || o.sourceVersion === version);
+  const ours = (o: Origin | undefined) => o !== undefined && (o.sourceKey !== a.sourceKey || o.sourceVersion === a.version);
   return ours(copy) && ours(doc?.doc);
 }
 
@@ -447,12 +452,12 @@ async function holdsVersion(a: Attempt, ref: ResearchRef, version: string): Prom
  * version's instance has the same name, this version may have written over it; the current
  * version is then ingested again rather than its instance removed.
  */
-async function withdrawSuperseded(a: Attempt, mine: ResearchRef, version: string, current: Versioned<IngestionDocument> | undefined): Promise<IngestOutcome> {
+async function withdrawSuperseded(a: Attempt, mine: ResearchRef, current: Versioned<IngestionDocument> | undefined): Promise<IngestOutcome> {
   if (current?.doc.status === 'cataloged' && current.doc.research?.blob === mine.blob) {
     await reingest(a, 'an older version of the source wrote over its research instance');
   } else {
     a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} changed again before this version was recorded; its instance is withdrawn`);
-    await withdrawInstance(a, mine, (o) => o.sourceKey === a.sourceKey && o.sourceVersion === version);
+    await withdrawInstance(a, mine, (o) => o.sourceKey === a.sourceKey && o.sourceVersion === a.version);
   }
   return { status: 'superseded' };
 }
@@ -468,8 +473,14 @@ function refOfBlob(name: string): ResearchRef | undefined {
  * instance documents and by the copies' index tags. The tags find a copy whose document was
  * never written (an ingestion that failed half way) or was lost with the catalog.
  */
-async function tracedInstances(a: Attempt): Promise<{ refs: Map<string, ResearchRef>; failure?: unknown }> {
-  const [docs, copies] = await Promise.allSettled([a.deps.catalog.findInstancesBySource(a.sourceKey), a.deps.research.findBySource(a.sourceKey)]);
+/** Research instances found, and the first failure of a search that did not finish. */
+interface Traced {
+  refs: Map<string, ResearchRef>;
+  failure?: unknown;
+}
+
+async function tracedInstances(ing: Ingestion): Promise<Traced> {
+  const [docs, copies] = await Promise.allSettled([ing.deps.catalog.findInstancesBySource(ing.sourceKey), ing.deps.research.findBySource(ing.sourceKey)]);
   const refs = new Map<string, ResearchRef>();
   for (const { doc } of docs.status === 'fulfilled' ? docs.value : []) {
     refs.set(doc.researchBlob, { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, blob: doc.researchBlob });
@@ -483,13 +494,13 @@ async function tracedInstances(a: Attempt): Promise<{ refs: Map<string, Research
   return failed ? { refs, failure: failed.reason } : { refs };
 }
 
-/** Withdraws each instance with `produced` as the test; the first failure is rethrown after all were tried. */
-async function withdrawAll(a: Attempt, refs: Iterable<ResearchRef>, produced: (o: Origin) => boolean, failure?: unknown): Promise<boolean> {
+/** Withdraws each instance with `produced` as the test; the first failure (the search's first) is rethrown after all were tried. */
+async function withdrawAll(ing: Ingestion, traced: Traced, produced: (o: Origin) => boolean): Promise<boolean> {
   let removed = false;
-  let first = failure;
-  for (const ref of refs) {
+  let first = traced.failure;
+  for (const ref of traced.refs.values()) {
     try {
-      removed = (await withdrawInstance(a, ref, produced)) || removed;
+      removed = (await withdrawInstance(ing, ref, produced)) || removed;
     } catch (e) {
       first ??= e;
     }
@@ -503,12 +514,12 @@ async function withdrawAll(a: Attempt, refs: Iterable<ResearchRef>, produced: (o
  * one the replaced record named, and, when versions raced, any other traced to the source),
  * except `keep`, the recorded version's own instance (none when the version failed).
  */
-async function withdrawOtherVersions(a: Attempt, commit: { previous: IngestionDocument | undefined; contended: boolean }, keep: { version: string; blob: string } | undefined): Promise<void> {
-  const { refs: targets, failure } = commit.contended ? await tracedInstances(a) : { refs: new Map<string, ResearchRef>(), failure: undefined };
+async function withdrawOtherVersions(ing: Ingestion, commit: { previous: IngestionDocument | undefined; contended: boolean }, keep: { version: string; blob: string } | undefined): Promise<void> {
+  const targets: Traced = commit.contended ? await tracedInstances(ing) : { refs: new Map() };
   const previous = commit.previous?.research;
-  if (previous) targets.set(previous.blob, previous);
-  if (keep) targets.delete(keep.blob);
-  await withdrawAll(a, targets.values(), (o) => o.sourceKey === a.sourceKey && o.sourceVersion !== keep?.version, failure);
+  if (previous) targets.refs.set(previous.blob, previous);
+  if (keep) targets.refs.delete(keep.blob);
+  await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey && o.sourceVersion !== keep?.version);
 }
 
 /**
@@ -519,9 +530,9 @@ async function withdrawOtherVersions(a: Attempt, commit: { previous: IngestionDo
  * is thrown after, so that the document goes on a retry. The summaries are refreshed whenever
  * the document is gone, so that a retry completes a refresh an earlier attempt did not.
  */
-async function withdrawInstance(a: Attempt, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
-  const { deps } = a;
-  return untilNotOutrun('research instance', async () => {
+async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
+  const { deps } = ing;
+  return retryOnConflict('research instance', async () => {
     const [instRead, copyRead] = await Promise.allSettled([deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid), deps.research.getVersion(ref.blob)]);
     if (copyRead.status === 'rejected') throw copyRead.reason;
     const copy = copyRead.value;
@@ -543,15 +554,23 @@ async function withdrawInstance(a: Attempt, ref: ResearchRef, produced: (o: Orig
  * as done. Past MAX_REINGEST_DEPTH the event goes back to Event Grid (a transient error) and
  * its redelivery finds the record marked.
  */
-async function reingest(a: Attempt, reason: string): Promise<IngestOutcome> {
-  a.deps.log.info(`event ${a.request.eventId}: source ${a.id.slice(0, 12)} is ingested again: ${reason}`);
-  await markForReprocess(a.deps, a.id);
-  if (a.depth >= MAX_REINGEST_DEPTH) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the research instance kept changing while it was written');
-  return ingestSourceFile(a.deps, { ...a.request, kind: 'created' }, a.loc, a.depth + 1);
+async function reingest(ing: Ingestion, reason: string): Promise<IngestOutcome> {
+  ing.deps.log.info(`event ${ing.request.eventId}: source ${ing.id.slice(0, 12)} is ingested again: ${reason}`);
+  await markForReprocess(ing.deps, ing.id);
+  if (ing.depth >= MAX_REINGEST_DEPTH) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the research instance kept changing while it was written');
+  return ingest(ingestionOf(ing.deps, { ...ing.request, kind: 'created' }, ing.loc, ing.depth + 1));
 }
 
-async function recordFailure(a: Attempt, props: SourceProperties, existing: Versioned<IngestionDocument> | undefined, e: unknown): Promise<IngestOutcome> {
-  const { deps, request, id } = a;
+/**
+ * The de-identification audit a DEID_VERIFICATION_FAILED carries (prepareDeidentifiedInstance
+ * attaches it to the error), recorded with the failure.
+ */
+function auditOfFailure(e: unknown): IngestionDocument['deidentification'] {
+  return (e as { audit?: IngestionDocument['deidentification'] } | null)?.audit;
+}
+
+async function recordFailure(a: Attempt, e: unknown): Promise<IngestOutcome> {
+  const { deps, request, id, props } = a;
   const code = isPipelineError(e) ? e.code : ErrorCodes.INTERNAL;
   // Our own messages carry no PHI; a foreign error's message might, so it is not kept.
   const message = isPipelineError(e) ? e.message : 'unexpected error while processing the file';
@@ -564,12 +583,12 @@ async function recordFailure(a: Attempt, props: SourceProperties, existing: Vers
     // When the failed version is already gone, the event for the new state is handled on its own.
     if (!isPipelineError(qe, ErrorCodes.SOURCE_CHANGED) && !isPipelineError(qe, ErrorCodes.SOURCE_NOT_FOUND)) throw qe;
   }
-  const commit = await commitIndex(a, props, existing, {
+  const commit = await commitIndex(a, {
     status: quarantined ? 'quarantined' : 'failed',
     errorCode: code,
     errorMessage: message,
     quarantineBlob,
-    deidentification: (e as { audit?: IngestionDocument['deidentification'] }).audit,
+    deidentification: auditOfFailure(e),
     research: undefined,
   });
   if (commit.kind === 'superseded') {
@@ -597,29 +616,31 @@ const QUARANTINED_CODES: ReadonlySet<string> = new Set<string>([
  * instance the catalog traces to it, whichever version wrote it) and record the deletion. A
  * blob never recorded leaves no record: an event for it changes nothing.
  */
-async function handleGone(a: Attempt): Promise<IngestOutcome> {
-  const { deps, request, id } = a;
+async function handleGone(ing: Ingestion): Promise<IngestOutcome> {
+  const { deps, request, id } = ing;
   const existing = await deps.index.get(id);
   if (existing?.doc.status === 'deleted') return { status: 'unchanged' };
   // Written again meanwhile: the event for the new blob does the work.
-  if (existing && (await deps.source.getProperties(a.loc.container, a.loc.blobName))) return { status: 'unchanged' };
+  if (existing && (await deps.source.getProperties(ing.loc.container, ing.loc.blobName))) return { status: 'unchanged' };
 
   // Whatever the record says, and when there is none (never recorded, or lost with the
   // catalog), every instance traced to the source is withdrawn.
-  const { refs: targets, failure } = await tracedInstances(a);
-  if (existing?.doc.research) targets.set(existing.doc.research.blob, existing.doc.research);
-  const removed = await withdrawAll(a, targets.values(), (o) => o.sourceKey === a.sourceKey, failure);
+  const targets = await tracedInstances(ing);
+  if (existing?.doc.research) targets.refs.set(existing.doc.research.blob, existing.doc.research);
+  const removed = await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey);
   if (!existing) {
     deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and has no record${removed ? '; research instances traced to it withdrawn' : '; nothing to do'}`);
     return { status: removed ? 'deleted' : 'unchanged' };
   }
 
   const deletedAt = (deps.now ?? (() => new Date()))().toISOString();
-  const recorded = await untilNotOutrun('ingestion record', async (attempt) => {
-    const record = attempt === 1 ? existing : await deps.index.get(id);
+  const recorded = await retryOnConflict('ingestion record', async (round) => {
+    const record = round === 1 ? existing : await deps.index.get(id);
     if (!record || record.doc.status === 'deleted') return false;
-    if (attempt > 1 && (await deps.source.getProperties(a.loc.container, a.loc.blobName))) return false;
-    await deps.index.put(indexDocument(a, undefined, record.doc, { status: 'deleted', deletedAt }), record.etag);
+    if (round > 1 && (await deps.source.getProperties(ing.loc.container, ing.loc.blobName))) return false;
+    // A deletion keeps the version it found recorded.
+    const { eTag, size, lastModified } = record.doc;
+    await deps.index.put(indexDocument(ing, record.doc, { eTag, size, lastModified, status: 'deleted', deletedAt }), record.etag);
     return true;
   });
   deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} deleted${removed ? '; its research instance withdrawn' : ''}`);
@@ -627,13 +648,13 @@ async function handleGone(a: Attempt): Promise<IngestOutcome> {
 
   // Another source of the same instance, if one is still cataloged, now provides it.
   const sop = existing.doc.research?.sopInstanceUid;
-  if (removed && sop && a.depth < MAX_REINGEST_DEPTH) {
+  if (removed && sop && ing.depth < MAX_REINGEST_DEPTH) {
     const others = (await deps.index.findByResearchInstance(sop)).filter((d) => d.id !== id && d.status === 'cataloged');
     others.sort((x, y) => ((y.sourceRank ?? '') > (x.sourceRank ?? '') ? 1 : -1));
     const next = others[0];
     if (next) {
       await markForReprocess(deps, next.id);
-      await ingestSourceFile(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, a.depth + 1);
+      await ingest(ingestionOf(deps, { ...request, kind: 'created' }, { canonicalUrl: next.sourceUrl, container: next.container, blobName: next.blobName }, ing.depth + 1));
     }
   }
   return { status: 'deleted' };

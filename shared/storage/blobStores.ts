@@ -1,6 +1,6 @@
 /**
- * Blob storage as the ingestion uses it: the landing (source) container, the research
- * container and the quarantine container. Interfaces first; the Azure adapter below.
+ * The Azure Blob Storage adapter of the blob stores (interfaces in stores.ts): the landing
+ * (source) container, the research container and the quarantine container.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -9,98 +9,8 @@ import { DefaultAzureCredential, ManagedIdentityCredential, TokenCredential } fr
 import { BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
 
 import type { StorageConnection } from '../config/settings';
-import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
-
-export interface SourceProperties {
-  etag: string;
-  size: number;
-  lastModified: Date;
-  contentType?: string;
-}
-
-/** A blob's current version and its first bytes, from one request. */
-export interface OpenedSource {
-  props: SourceProperties;
-  /** The first bytes of that version (as many as were asked for, or the whole blob when smaller). */
-  head: AsyncIterable<Uint8Array>;
-  /** Releases the response when the head will not be read (a duplicate event). */
-  discard(): void;
-}
-
-/** The landing container(s) the archive replicates into. Identified data: read only. */
-export interface SourceStore {
-  /**
-   * The properties of a blob's current version and a stream of its first `count` bytes, in
-   * one request; undefined when the blob does not exist. Throws PipelineError SERVICE_* on
-   * service faults (the stream too, while it is read). Idempotent: a read. The caller reads the
-   * head or calls `discard`.
-   */
-  open(container: string, blobName: string, count: number, options?: { abortSignal?: AbortSignal }): Promise<OpenedSource | undefined>;
-  /**
-   * Properties of a blob, or undefined when it does not exist (any more).
-   * Throws PipelineError SERVICE_* on service faults. Idempotent.
-   */
-  getProperties(container: string, blobName: string, options?: { abortSignal?: AbortSignal }): Promise<SourceProperties | undefined>;
-  /**
-   * Streams a byte range of one version of a blob (ETag). Throws SOURCE_CHANGED when the
-   * blob no longer has that ETag, SOURCE_NOT_FOUND when it is gone, SERVICE_* on faults.
-   */
-  readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options?: { abortSignal?: AbortSignal }): Promise<AsyncIterable<Uint8Array>>;
-}
-
-export interface ResearchBlobVersion {
-  etag: string;
-  /** The rank of the source this copy came from (see InstanceDocument.sourceRank). */
-  rank: string;
-  /** Keyed hash of the source URL this copy came from (absent on copies written before 0.5.0). */
-  sourceKey?: string;
-  /** Keyed hash of the source version (URL and ETag) this copy came from (absent before 0.5.0). */
-  sourceVersion?: string;
-}
-
-/** Which source version a research copy comes from: written with the copy, so that it can always be traced back. */
-export interface ResearchCopyOrigin {
-  rank: string;
-  keyId: string;
-  sourceKey: string;
-  sourceVersion: string;
-}
-
-/** The research container: de-identified copies named by research UIDs only. */
-export interface ResearchStore {
-  /** The current copy's ETag and rank, or undefined. Idempotent. */
-  getVersion(blobName: string): Promise<ResearchBlobVersion | undefined>;
-  /**
-   * Writes a copy from a stream, committing it only if the blob is still as `expected` says
-   * (undefined: must not exist). Throws CATALOG_CONFLICT when it changed meanwhile, after the
-   * upload, with the staged data kept so that `recommit` can retry without the stream.
-   */
-  write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite>;
-  /** Deletes the copy if it still has the given ETag; a missing blob is not an error. */
-  delete(blobName: string, etag?: string): Promise<void>;
-  /**
-   * Names of the copies that a source (keyed hash of its URL) produced, whatever its version,
-   * found by the copies' blob index tag `sourcekey` without the catalog: what a deletion must
-   * withdraw even when the catalog lost its documents or never got them. Azure's tag index is
-   * eventually consistent (a copy written seconds ago may be missing). A query. Idempotent.
-   */
-  findBySource(sourceKey: string): Promise<string[]>;
-}
-
-export interface StagedWrite {
-  /** Bytes written. */
-  size: number;
-  /** Set when the write is committed. */
-  etag?: string;
-  /** Commits the staged data again under a new expectation (after CATALOG_CONFLICT). */
-  recommit(expected: ResearchBlobVersion | undefined): Promise<string>;
-}
-
-/** The quarantine container: copies of files that could not be ingested, with the reason. */
-export interface QuarantineStore {
-  /** Copies a source blob version into quarantine; idempotent (same name, same content). */
-  quarantine(sourceContainer: string, sourceBlob: string, etag: string, metadata: { errorCode: string; eventId: string }): Promise<string>;
-}
+import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
+import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
 
 const BLOCK_SIZE = 4 * 1024 * 1024;
 
@@ -227,7 +137,7 @@ export class AzureResearchStore implements ResearchStore {
     }
   }
 
-  async write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<StagedWrite> {
+  async write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<ResearchWrite> {
     const blob = this.container.getBlockBlobClient(blobName);
     const metadata = { sourcerank: options.rank, deidkeyid: options.keyId, sourcekey: options.sourceKey, sourceversion: options.sourceVersion };
     // The index tag finds the copy from its source without the catalog (findBySource).
@@ -276,7 +186,7 @@ export class AzureResearchStore implements ResearchStore {
 
     // One conditional commit, kept with what it commits (the body, or the staged blocks) so
     // that after a conflict the caller can commit the same data under another expectation.
-    const commitOnce = async (send: (conditions: ReturnType<typeof conditionsFor>) => Promise<{ etag?: string }>): Promise<StagedWrite> => {
+    const commitOnce = async (send: (conditions: ReturnType<typeof conditionsFor>) => Promise<{ etag?: string }>): Promise<ResearchWrite> => {
       const commit = async (expected: ResearchBlobVersion | undefined) => {
         try {
           return (await send(conditionsFor(expected))).etag ?? '';
@@ -284,14 +194,12 @@ export class AzureResearchStore implements ResearchStore {
           throw commitError(e);
         }
       };
-      const staged: StagedWrite = { size, recommit: commit };
       try {
-        staged.etag = await commit(options.expected);
+        return { committed: true, size, etag: await commit(options.expected) };
       } catch (e) {
-        if (e instanceof PipelineError && e.code === ErrorCodes.CATALOG_CONFLICT) throw Object.assign(e, { staged });
+        if (isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) return { committed: false, staged: { size, recommit: commit } };
         throw e;
       }
-      return staged;
     };
 
     if (blockIds.length === 0) {
@@ -321,11 +229,6 @@ export class AzureResearchStore implements ResearchStore {
       throw fromServiceError(e, 'deleting research copy');
     }
   }
-}
-
-/** The staged write that a CATALOG_CONFLICT from ResearchStore.write carries, for a recommit. */
-export function stagedWriteOf(e: unknown): StagedWrite | undefined {
-  return (e as { staged?: StagedWrite } | null)?.staged;
 }
 
 export class AzureQuarantineStore implements QuarantineStore {

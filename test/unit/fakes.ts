@@ -7,10 +7,10 @@ import { randomUUID } from 'node:crypto';
 
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../../shared/catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
-import { ErrorCodes, PipelineError } from '../../shared/errors';
+import { ErrorCodes, isPipelineError, PipelineError } from '../../shared/errors';
 import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
 import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
-import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore, StagedWrite } from '../../shared/storage/blobStores';
+import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from '../../shared/storage/stores';
 import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
 
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
@@ -100,7 +100,7 @@ export class MemoryResearchStore implements ResearchStore {
     return b ? { ...b.version } : undefined;
   }
 
-  async write(name: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion }): Promise<StagedWrite> {
+  async write(name: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion }): Promise<ResearchWrite> {
     const parts: Buffer[] = [];
     for await (const c of data) parts.push(Buffer.from(c));
     const body = Buffer.concat(parts);
@@ -111,13 +111,12 @@ export class MemoryResearchStore implements ResearchStore {
       this.blobs.set(name, { data: body, version });
       return version.etag;
     };
-    const staged: StagedWrite = { size: body.length, recommit: commit };
     try {
-      staged.etag = await commit(options.expected);
+      return { committed: true, size: body.length, etag: await commit(options.expected) };
     } catch (e) {
-      throw Object.assign(e as Error, { staged });
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+      return { committed: false, staged: { size: body.length, recommit: commit } };
     }
-    return staged;
   }
 
   async delete(name: string, tag?: string): Promise<void> {

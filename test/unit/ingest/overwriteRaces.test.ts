@@ -12,7 +12,7 @@ import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile, researchBlobName } from '../../../shared/ingest/ingestSourceFile';
-import type { ResearchStore } from '../../../shared/storage/blobStores';
+import type { ResearchStore } from '../../../shared/storage/stores';
 import { deferred, MemoryWorld, memoryWorld } from '../fakes';
 
 const FIXTURE = readFileSync(join(__dirname, '..', '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm'));
