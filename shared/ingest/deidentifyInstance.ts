@@ -59,6 +59,12 @@ export interface PreparedInstance {
   pixelsCleaned?: { boxes: number; frames: number };
 }
 
+/** The audit record of a de-identification (what the index keeps of it: counts, profile, key id, gate result). */
+export type DeidAudit = NonNullable<IngestionDocument['deidentification']>;
+
+/** A prepared instance, or the gate's refusal of its output with the audit to record. */
+export type Preparation = { ok: true; prepared: PreparedInstance } | { ok: false; error: PipelineError; audit: DeidAudit };
+
 export interface PrepareOptions {
   deid: DeidContext;
   maxHeaderBytes: number;
@@ -72,7 +78,7 @@ export interface PrepareOptions {
   burnedIn: BurnedInPolicy;
 }
 
-export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed' | 'failed'): NonNullable<IngestionDocument['deidentification']> {
+export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed' | 'failed'): DeidAudit {
   // Free-text redactions by attribute and kind ("text:ImageComments:name"), counts only.
   const textRedactions = Object.fromEntries(Object.entries(report.textRedactions).map(([k, n]) => [`text:${k}`, n]));
   return { profile: deid.profile.name, profileVersion: deid.profile.version, keyId: deid.keyId, actions: { ...report.actions, ...textRedactions }, gate };
@@ -110,10 +116,11 @@ const OUTPUT_SLACK = { elements: 1024, items: 256, memory: 1024 * 1024 };
  * DICOM_INFLATION_LIMIT past the limits; the last one from `output()` too, while the pixel
  * data of a deflated source inflates), DICOM_TRANSFER_SYNTAX_MISMATCH when the declared transfer
  * syntax contradicts the pixel data (from `output()` too, for fragments), DEID_DOCUMENT_NOT_CLEANED
- * for an encapsulated document (PDF, CDA, ...), DEID_BURNED_IN_ANNOTATION under the quarantine policy,
- * and DEID_VERIFICATION_FAILED when the output fails the gate (with `audit` attached).
+ * for an encapsulated document (PDF, CDA, ...), and DEID_BURNED_IN_ANNOTATION under the quarantine
+ * policy. An output the gate refuses is a result, not a throw: `{ ok: false }` with the
+ * DEID_VERIFICATION_FAILED error and the de-identification audit to record with it.
  */
-export async function prepareDeidentifiedInstance(reader: ByteReader, options: PrepareOptions): Promise<PreparedInstance> {
+export async function prepareForResearch(reader: ByteReader, options: PrepareOptions): Promise<Preparation> {
   const limits: Partial<HeaderLimits> & { maxHeaderBytes: number } = { ...options.limits, maxHeaderBytes: options.maxHeaderBytes };
   const header = await readHeader(reader, { ...limits, totalSize: options.totalSize });
   const ds = header.dataset;
@@ -184,10 +191,11 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
     });
   }
   if (!gate.passed) {
-    throw Object.assign(
-      new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
-      { audit: auditRecord(options.deid, report, 'failed') },
-    );
+    return {
+      ok: false,
+      error: new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
+      audit: auditRecord(options.deid, report, 'failed'),
+    };
   }
 
   async function* output(): AsyncGenerator<Uint8Array> {
@@ -201,5 +209,12 @@ export async function prepareDeidentifiedInstance(reader: ByteReader, options: P
     if (trailing.size) yield encodeDataset(trailing, enc);
   }
 
-  return { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, ...(pixelsCleaned ? { pixelsCleaned } : {}) };
+  return { ok: true, prepared: { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, ...(pixelsCleaned ? { pixelsCleaned } : {}) } };
+}
+
+/** prepareForResearch for callers to whom a refused output is one more failure (the tools, the bench, tests): throws its DEID_VERIFICATION_FAILED. */
+export async function prepareDeidentifiedInstance(reader: ByteReader, options: PrepareOptions): Promise<PreparedInstance> {
+  const result = await prepareForResearch(reader, options);
+  if (!result.ok) throw result.error;
+  return result.prepared;
 }

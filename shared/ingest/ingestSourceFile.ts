@@ -23,7 +23,7 @@ import type { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, 
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { sha256For } from './chunkHasher';
-import { auditRecord, prepareDeidentifiedInstance } from './deidentifyInstance';
+import { auditRecord, DeidAudit, prepareForResearch } from './deidentifyInstance';
 
 export interface Logger {
   info(message: string): void;
@@ -193,7 +193,8 @@ async function ingest(ing: Ingestion): Promise<IngestOutcome> {
   for (let tries = 1; ; tries++) {
     const attempt = attemptOn(ing, current, existing);
     try {
-      outcome = await processVersion(attempt, head);
+      const processed = await processVersion(attempt, head);
+      outcome = 'refused' in processed ? await recordFailure(attempt, processed.refused, processed.audit) : processed;
       break;
     } catch (e) {
       head = undefined;
@@ -223,20 +224,22 @@ function versionKey(ing: Ingestion, props: SourceProperties): string {
   return keyed(ing.deps.deid.key, 'version', `${ing.loc.canonicalUrl}\0${props.etag}`).slice(0, 32);
 }
 
-async function processVersion(a: Attempt, opened: OpenedSource | undefined): Promise<IngestOutcome> {
+async function processVersion(a: Attempt, opened: OpenedSource | undefined): Promise<IngestOutcome | { refused: PipelineError; audit: DeidAudit }> {
   const { deps, request, props } = a;
   const now = deps.now ?? (() => new Date());
   // A large source is hashed on the hashing thread while this one parses and uploads.
   const reader = new ByteReader(sourceChunks(a, opened), { hasher: sha256For(props.size) });
-  const { prepared, blobName, decision, sha256 } = await (async () => {
+  const written = await (async () => {
     try {
-      const prepared = await prepareDeidentifiedInstance(reader, {
+      const preparation = await prepareForResearch(reader, {
         deid: deps.deid,
         maxHeaderBytes: deps.limits.maxHeaderBytes,
         limits: deps.limits,
         totalSize: props.size,
         burnedIn: deps.burnedIn,
       });
+      if (!preparation.ok) return preparation;
+      const { prepared } = preparation;
       // Before anything is written: the UIDs name documents and blobs.
       checkSourceUids(prepared.original);
       const blobName = researchBlobName(prepared.research);
@@ -244,12 +247,15 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
       // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
       await reader.drain();
       const sha256 = (await reader.sha256()) ?? '';
-      return { prepared, blobName, decision, sha256 };
+      return { ok: true as const, prepared, blobName, decision, sha256 };
     } finally {
       // A failed read releases its source response and the hash it started.
       await reader.close();
     }
   })();
+  // The gate refused the output: recorded as a failure with the de-identification audit.
+  if (!written.ok) return { refused: written.error, audit: written.audit };
+  const { prepared, blobName, decision, sha256 } = written;
   const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;
   deps.fileDone?.();
 
@@ -561,15 +567,8 @@ async function reingest(ing: Ingestion, reason: string): Promise<IngestOutcome> 
   return ingest(ingestionOf(ing.deps, { ...ing.request, kind: 'created' }, ing.loc, ing.depth + 1));
 }
 
-/**
- * The de-identification audit a DEID_VERIFICATION_FAILED carries (prepareDeidentifiedInstance
- * attaches it to the error), recorded with the failure.
- */
-function auditOfFailure(e: unknown): IngestionDocument['deidentification'] {
-  return (e as { audit?: IngestionDocument['deidentification'] } | null)?.audit;
-}
-
-async function recordFailure(a: Attempt, e: unknown): Promise<IngestOutcome> {
+/** Records a version that cannot be ingested (with the de-identification audit when the gate refused it), quarantined or failed by its code. */
+async function recordFailure(a: Attempt, e: unknown, audit?: DeidAudit): Promise<IngestOutcome> {
   const { deps, request, id, props } = a;
   const code = isPipelineError(e) ? e.code : ErrorCodes.INTERNAL;
   // Our own messages carry no PHI; a foreign error's message might, so it is not kept.
@@ -588,7 +587,7 @@ async function recordFailure(a: Attempt, e: unknown): Promise<IngestOutcome> {
     errorCode: code,
     errorMessage: message,
     quarantineBlob,
-    deidentification: auditOfFailure(e),
+    deidentification: audit,
     research: undefined,
   });
   if (commit.kind === 'superseded') {

@@ -3,16 +3,22 @@
  * (a lost answer, an outage) must be done by the retry of the event: the retry finds the
  * instance work already done, and must still refresh the series and study summaries, or they
  * stay stale for good (found by the fault suite's lost-answer scenario: an extra series summary
- * and wrong study counts after a source was deleted). Real MR fixture (pydicom MR_small).
+ * and wrong study counts after a source was deleted). And an output the verification gate
+ * refuses is recorded with its de-identification audit (a result of the preparation, not data
+ * attached to a thrown error). Real MR fixture (pydicom MR_small).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { asciiValue, DicomDataset } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
+import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
 import { MemoryResearchCatalog, memoryWorld } from '../fakes';
+import { encodeWithDataset } from './coreHelpers';
 
 const FIXTURE = join(__dirname, '..', '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm');
 const ENDPOINT = 'http://127.0.0.1:10000/devstoreaccount1';
@@ -67,5 +73,24 @@ describe('a summary refresh that failed after the instance change', () => {
     const study = retried.research?.studyInstanceUid ?? [...w.catalog.instances.docs.values()][0]!.doc.studyInstanceUid;
     expect(w.catalog.studies.get(study)?.numberOfStudyRelatedInstances).toBe(1);
     expect(w.catalog.series.size).toBe(1);
+  });
+});
+
+describe('an output the verification gate refuses', () => {
+  it('given the patient name written into opaque binary data the profile keeps, then the file is quarantined DEID_VERIFICATION_FAILED and its record keeps the de-identification audit (gate failed), with no research copy', async () => {
+    const src = await parseDicomBuffer(readFileSync(FIXTURE));
+    const ds: DicomDataset = new Map(src.dataset);
+    const familyName = (asciiValue(ds.get(Tags.PatientName)) ?? '').split('^')[0] ?? '';
+    expect(familyName.length).toBeGreaterThan(8);
+    // Palette lookup table data (OW) is kept as it is; these bytes spell the patient's family name.
+    ds.set(Tags.RedPaletteColorLookupTableData, { tag: Tags.RedPaletteColorLookupTableData, vr: 'OW', value: Buffer.from(`${familyName} `.padEnd(32, ' ')) });
+    const w = memoryWorld(defaultProfile());
+    w.source.put('anq-replica', 'a.dcm', encodeWithDataset(src, ds));
+    const out = await ingestSourceFile(w.deps, request('created', 'a.dcm'), loc('a.dcm'));
+    expect(out).toMatchObject({ status: 'quarantined', errorCode: ErrorCodes.DEID_VERIFICATION_FAILED });
+    const record = w.index.all()[0]!;
+    expect(record.deidentification).toMatchObject({ profile: defaultProfile().name, gate: 'failed', keyId: 'k-test' });
+    expect(record.deidentification?.actions.replacedUid).toBeGreaterThan(0);
+    expect(w.research.blobs.size).toBe(0);
   });
 });
