@@ -1,24 +1,42 @@
 /**
  * A local Azure Functions host: loads the function registrations exactly as the Node.js worker
- * does (package.json `main` glob, `@azure/functions-core` registrations) and serves them the
- * way the Functions host does: HTTP triggers under the route prefix, Event Grid triggers on
- * `/runtime/webhooks/eventgrid?functionName=<name>`.
+ * does (package.json `main` glob, `@azure/functions-core` registrations), serves them the way
+ * the Functions host does (HTTP triggers under the route prefix, Event Grid triggers on
+ * `/runtime/webhooks/eventgrid?functionName=<name>`), and invokes them through the programming
+ * model that @azure/functions registers, as the worker does (local/invocation.ts): the library
+ * converts the Event Grid payloads, requests and responses, the host only carries them.
+ *
+ * From host.json it honours `extensions.http.routePrefix`, `extensions.http.maxConcurrentRequests`
+ * (HTTP invocations past it wait), `extensions.http.maxOutstandingRequests` (HTTP requests past it,
+ * running or waiting, are answered 429) and `functionTimeout` (an invocation past it fails; see
+ * local/invocation.ts). It fires the appStart, preInvocation, postInvocation and appTerminate
+ * hooks (appTerminate on stop(), as the worker does on shutdown).
  *
  * Not emulated: function keys (admin and function levels are accepted from loopback only),
- * retry policies, non-HTTP/Event Grid triggers (listed, never invoked), HTTP streaming mode.
+ * retry policies, log hooks, non-HTTP/Event Grid triggers (listed, never invoked), HTTP
+ * streaming mode (refused at start).
  */
-import type * as AzureFunctions from '@azure/functions';
 import { randomUUID } from 'crypto';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
-import { Readable } from 'stream';
-import { format, types } from 'util';
 
 import { parseEventGridDelivery } from './eventGridBody';
-import { CoreBinding, CoreFunctionMetadata, CoreHandler, CoreHookCallback, installFunctionsCore, nativeModule, nativeRequire } from './functionsCore';
+import {
+  CoreFunctionMetadata,
+  CoreHandler,
+  installFunctionsCore,
+  nativeModule,
+  nativeRequire,
+  ProgrammingModel,
+  registeredProgrammingModel,
+  RpcInvocationRequest,
+  RpcTypedData,
+} from './functionsCore';
+import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
+import { toRpcHttpRequest, writeRpcHttpResponse } from './rpcHttp';
 
 export type LogLevel = 'trace' | 'debug' | 'information' | 'warning' | 'error' | 'critical' | 'none';
 
@@ -63,6 +81,11 @@ export interface HostOptions {
    * at most 1 MB each and a batch of the Event Grid schema at most 1 MB.
    */
   maxEventGridBodyBytes?: number;
+  /** Wins over host.json's `functionTimeout` (tests); Infinity for none. */
+  functionTimeoutMs?: number;
+  /** Win over host.json's `extensions.http` values (tests); Infinity for none. */
+  maxConcurrentRequests?: number;
+  maxOutstandingRequests?: number;
 }
 
 /** The Functions host's default FUNCTIONS_REQUEST_BODY_SIZE_LIMIT. */
@@ -74,20 +97,20 @@ export interface FunctionHost {
   /** `http://<host>:<port>` */
   url: string;
   functions: RegisteredFunction[];
-  /** Runs appTerminate hooks and closes the server. Idempotent. */
+  /** The app's hooks by name (appStart, appTerminate, preInvocation, postInvocation), one entry per registration. */
+  hooks: string[];
+  /** Closes the server, then runs the appTerminate hooks, as the worker does on shutdown. Idempotent. */
   stop(): Promise<void>;
 }
 
 interface LoadedFunction {
   info: RegisteredFunction;
   metadata: CoreFunctionMetadata;
+  /** The trigger's binding name: the name of its input in the invocation request. */
   triggerKey: string;
-  trigger: CoreBinding;
   handler: CoreHandler;
   compiled?: CompiledRoute;
 }
-
-type Hooks = Record<string, Set<CoreHookCallback>>;
 
 /** Expands a `main` value the way the worker does: a file, or a glob with `*`, `?` and `**`. */
 export function expandMainGlob(projectRoot: string, pattern: string): string[] {
@@ -130,17 +153,97 @@ function isLoopback(address: string | undefined): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
-function readRoutePrefix(projectRoot: string): string {
-  try {
-    const hostJson = JSON.parse(fs.readFileSync(path.join(projectRoot, 'host.json'), 'utf8')) as {
-      extensions?: { http?: { routePrefix?: string } };
-    };
-    const prefix = hostJson.extensions?.http?.routePrefix;
-    if (typeof prefix === 'string') return prefix.replace(/^\/+|\/+$/g, '');
-  } catch {
-    // No or unreadable host.json: the host's default applies.
+/** The Flex Consumption plan's default functionTimeout, used when host.json sets none. */
+export const DEFAULT_FUNCTION_TIMEOUT_MS = 30 * 60 * 1000;
+
+/** What the host reads from host.json. Unbounded values are Infinity. */
+export interface HostJsonSettings {
+  routePrefix: string;
+  functionTimeoutMs: number;
+  maxConcurrentRequests: number;
+  maxOutstandingRequests: number;
+}
+
+/**
+ * A host.json duration (`hh:mm:ss`, `d.hh:mm:ss`, seconds may have a fraction) in ms; `-1` is
+ * no limit (Premium and Dedicated plans). Throws on anything else.
+ */
+export function parseFunctionTimeout(raw: string): number {
+  if (raw.trim() === '-1') return Infinity;
+  const m = /^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)$/.exec(raw.trim());
+  if (!m) throw new Error(`function host: host.json functionTimeout must be "hh:mm:ss" or "-1", got "${raw}"`);
+  const [, days, hours, minutes, seconds] = m;
+  const ms = (((Number(days ?? 0) * 24 + Number(hours)) * 60 + Number(minutes)) * 60 + Number(seconds)) * 1000;
+  if (Number(minutes) > 59 || Number(seconds) >= 60 || ms <= 0) throw new Error(`function host: host.json functionTimeout "${raw}" is not a positive duration`);
+  return ms;
+}
+
+/** -1 (or absent) is unbounded, as in the Functions host. */
+function requestLimit(name: string, value: unknown): number {
+  if (value === undefined || value === -1) return Infinity;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new Error(`function host: host.json extensions.http.${name} must be a positive whole number or -1, got ${JSON.stringify(value)}`);
   }
-  return 'api';
+  return value;
+}
+
+/** Throws naming the setting when host.json is not JSON or a value it sets is malformed. */
+export function readHostJson(projectRoot: string): HostJsonSettings {
+  const file = path.join(projectRoot, 'host.json');
+  let hostJson: { functionTimeout?: unknown; extensions?: { http?: { routePrefix?: unknown; maxConcurrentRequests?: unknown; maxOutstandingRequests?: unknown } } } = {};
+  if (fs.existsSync(file)) {
+    try {
+      hostJson = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof hostJson;
+    } catch (err) {
+      throw new Error(`function host: host.json is not valid JSON: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const httpSettings = hostJson.extensions?.http ?? {};
+  const prefix = httpSettings.routePrefix;
+  const timeout = hostJson.functionTimeout;
+  if (timeout !== undefined && typeof timeout !== 'string') throw new Error('function host: host.json functionTimeout must be a string such as "00:10:00"');
+  return {
+    routePrefix: typeof prefix === 'string' ? prefix.replace(/^\/+|\/+$/g, '') : 'api',
+    functionTimeoutMs: timeout === undefined ? DEFAULT_FUNCTION_TIMEOUT_MS : parseFunctionTimeout(timeout),
+    maxConcurrentRequests: requestLimit('maxConcurrentRequests', httpSettings.maxConcurrentRequests),
+    maxOutstandingRequests: requestLimit('maxOutstandingRequests', httpSettings.maxOutstandingRequests),
+  };
+}
+
+/**
+ * The Functions host's HTTP throttle: at most maxConcurrent HTTP invocations run at once, the
+ * others wait their turn; past maxOutstanding running and waiting together, a request is refused.
+ */
+class HttpThrottle {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly maxConcurrent: number,
+    private readonly maxOutstanding: number,
+  ) {}
+
+  /** A promise of the release function, or undefined when the request must be refused (429). */
+  enter(): Promise<() => void> | undefined {
+    if (this.running + this.waiting.length >= this.maxOutstanding) return undefined;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.running -= 1;
+      this.waiting.shift()?.();
+    };
+    if (this.running < this.maxConcurrent) {
+      this.running += 1;
+      return Promise.resolve(release);
+    }
+    return new Promise((resolve) =>
+      this.waiting.push(() => {
+        this.running += 1;
+        resolve(release);
+      }),
+    );
+  }
 }
 
 /** A byte count from a setting; throws naming the setting when it is not a positive whole number. */
@@ -201,12 +304,6 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
-function describeError(err: unknown): string {
-  // Not instanceof: function code may run in another realm (the host under a test runner).
-  if (types.isNativeError(err)) return `${err.name}: ${err.message}`;
-  return `non-Error thrown: ${typeof err}`;
-}
-
 /**
  * Loads the functions and starts serving. Throws when no file matches the `main` glob, when a
  * function file throws while loading, when a route template is invalid, or when the port is busy.
@@ -231,9 +328,18 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     throw new Error(`function host: no file matches the "main" glob "${main}" under ${projectRoot} (run npm run build first)`);
   }
 
+  const hostJson = readHostJson(projectRoot);
+  const functionTimeoutMs = options.functionTimeoutMs ?? hostJson.functionTimeoutMs;
+  const throttle = new HttpThrottle(
+    options.maxConcurrentRequests ?? hostJson.maxConcurrentRequests,
+    options.maxOutstandingRequests ?? hostJson.maxOutstandingRequests,
+  );
+
   const loaded: LoadedFunction[] = [];
   const hooks: Hooks = {};
   const appHookData: Record<string, unknown> = {};
+  // The worker's appLevelOnlyHookData: shared by appStart and appTerminate only.
+  const appLevelHookData: Record<string, unknown> = {};
   const log = (level: string, functionName: string, message: string) => sink(level as LogLevel, functionName, message);
 
   installFunctionsCore({
@@ -252,7 +358,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         info.authLevel = typeof trigger.authLevel === 'string' ? trigger.authLevel.toLowerCase() : 'function';
         compiled = compileRoute(info.route);
       }
-      loaded.push({ info, metadata, triggerKey, trigger, handler, compiled });
+      loaded.push({ info, metadata, triggerKey, handler, compiled });
     },
     registerHook(hookName, callback) {
       (hooks[hookName] ??= new Set()).add(callback);
@@ -274,49 +380,22 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     }
   }
 
-  const fx = nativeRequire(path.join(projectRoot, 'package.json'));
-  let azf: typeof AzureFunctions;
-  try {
-    azf = fx('@azure/functions') as typeof AzureFunctions;
-  } catch {
-    azf = nativeRequire(__filename)('@azure/functions') as typeof AzureFunctions;
+  // Set by @azure/functions at its first app.* call (process-wide, as in the worker).
+  const programmingModel: ProgrammingModel | undefined = registeredProgrammingModel();
+  if (loaded.length > 0 && !programmingModel) throw new Error('function host: functions were registered but no programming model was set');
+  if (programmingModel?.getCapabilities) {
+    const capabilities = await programmingModel.getCapabilities({});
+    if (capabilities.HttpUri) throw new Error('function host: HTTP streaming mode (app.setup({ enableHttpStream: true })) is not supported locally');
   }
 
-  const routePrefix = readRoutePrefix(projectRoot);
+  const routePrefix = hostJson.routePrefix;
   const httpFunctions = loaded.filter((f) => f.compiled).sort((a, b) => compareRoutes(a.compiled as CompiledRoute, b.compiled as CompiledRoute));
 
-  await runHooks(hooks, 'appStart', { hookData: {}, appHookData });
+  await runHooks(hooks, 'appStart', { hookData: appLevelHookData, appHookData, functionAppDirectory: projectRoot });
 
-  const invoke = async (fn: LoadedFunction, inputs: unknown[], triggerMetadata: Record<string, unknown> | undefined): Promise<unknown> => {
-    const invocationId = randomUUID();
-    const started = Date.now();
-    const context = new azf.InvocationContext({
-      invocationId,
-      functionName: fn.info.name,
-      triggerMetadata,
-      logHandler: (level, ...args) => log(level, fn.info.name, format(...args)),
-      options: bindingsToOptions(fn.metadata) as AzureFunctions.InvocationContextInit['options'],
-    });
-    log('information', fn.info.name, `Executing 'Functions.${fn.info.name}' (Id=${invocationId})`);
-    const hookData: Record<string, unknown> = {};
-    const pre = { invocationContext: context, inputs, functionCallback: fn.handler, hookData, appHookData };
-    let result: unknown;
-    let error: unknown;
-    try {
-      await runHooks(hooks, 'preInvocation', pre);
-      result = await pre.functionCallback(...pre.inputs, context);
-    } catch (err) {
-      error = err;
-    }
-    const post: Record<string, unknown> = { invocationContext: context, inputs: pre.inputs, result, error, hookData, appHookData };
-    await runHooks(hooks, 'postInvocation', post);
-    const ms = Date.now() - started;
-    if (post.error !== undefined) {
-      log('error', fn.info.name, `Executed 'Functions.${fn.info.name}' (Failed, Id=${invocationId}, Duration=${ms}ms): ${describeError(post.error)}`);
-      throw post.error;
-    }
-    log('information', fn.info.name, `Executed 'Functions.${fn.info.name}' (Succeeded, Id=${invocationId}, Duration=${ms}ms)`);
-    return post.result;
+  const environment = (): InvocationEnvironment => {
+    if (!programmingModel) throw new Error('function host: no programming model to invoke functions with');
+    return { programmingModel, hooks, appHookData, log, timeoutMs: functionTimeoutMs };
   };
 
   const handleHttp = async (req: http.IncomingMessage, res: http.ServerResponse, url: URL, below: string): Promise<void> => {
@@ -331,28 +410,37 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         sendJson(res, 401, { error: 'this function needs a key in Azure; the local host accepts it from loopback only' });
         return;
       }
-      const body = await readBody(req, maxRequestBodyBytes);
-      if (body === 'too-large') {
-        rejectTooLarge(req, res, maxRequestBodyBytes, 'request body');
+      const admitted = throttle.enter();
+      if (!admitted) {
+        log('warning', '', `HTTP request refused (429): more than maxOutstandingRequests running or waiting`);
+        sendJson(res, 429, { error: 'too many requests: the host is at its maxOutstandingRequests' });
         return;
       }
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-      const request = new azf.HttpRequest({
-        method,
-        url: url.toString(),
-        headers,
-        params,
-        body: body.length > 0 ? { bytes: body } : undefined,
-      });
-      let result: unknown;
+      const release = await admitted;
       try {
-        result = await invoke(fn, [request], undefined);
-      } catch {
-        if (!res.headersSent) sendJson(res, 500, {});
-        return;
+        const body = await readBody(req, maxRequestBodyBytes);
+        if (body === 'too-large') {
+          rejectTooLarge(req, res, maxRequestBodyBytes, 'request body');
+          return;
+        }
+        const request = toRpcHttpRequest(method, url, req.headers, params, body);
+        let returnValue: RpcTypedData | null | undefined;
+        try {
+          const response = await invokeFunction(fn, { inputData: [{ name: fn.triggerKey, data: request }] }, environment());
+          returnValue = response.returnValue;
+        } catch {
+          if (!res.headersSent) sendJson(res, 500, {});
+          return;
+        }
+        try {
+          writeRpcHttpResponse(res, returnValue);
+        } catch (err) {
+          log('error', fn.info.name, `invalid HTTP response: ${describeError(err)}`);
+          sendJson(res, 500, {});
+        }
+      } finally {
+        release();
       }
-      await writeHttpResult(azf, res, result, fn.info.name, log);
       return;
     }
     sendJson(res, 404, { error: routeMatched ? `no function accepts ${method} on this route` : 'no function has this route' });
@@ -403,7 +491,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     // One invocation per event, one after the other, as the host's Event Grid extension does.
     for (const event of delivery.events) {
       try {
-        await invoke(fn, [event], eventTriggerMetadata(fn.info.name, event));
+        await invokeFunction(fn, eventInvocationRequest(fn, event), environment());
       } catch {
         failed += 1;
       }
@@ -448,99 +536,33 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     port,
     url,
     functions: listFunctions(),
+    hooks: Object.entries(hooks).flatMap(([name, callbacks]) => [...callbacks].map(() => name)),
     stop() {
       stopping ??= (async () => {
         await closeServer(server);
-        await runHooks(hooks, 'appTerminate', { hookData: {}, appHookData });
+        await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });
       })();
       return stopping;
     },
   };
 }
 
-async function runHooks(hooks: Hooks, name: string, context: Record<string, unknown>): Promise<void> {
-  for (const cb of hooks[name] ?? []) await cb(context);
-}
-
-/** The `options` of an InvocationContext, shaped as the library builds them from the metadata. */
-function bindingsToOptions(metadata: CoreFunctionMetadata): Record<string, unknown> {
-  let trigger: Record<string, unknown> | undefined;
-  let ret: Record<string, unknown> | undefined;
-  const extraInputs: Record<string, unknown>[] = [];
-  const extraOutputs: Record<string, unknown>[] = [];
-  for (const [name, binding] of Object.entries(metadata.bindings)) {
-    const b = { ...binding, name };
-    if (/trigger$/i.test(binding.type)) trigger = b;
-    else if (name === '$return') ret = b;
-    else if (binding.direction === 'in') extraInputs.push(b);
-    else extraOutputs.push(b);
-  }
-  return { trigger, return: ret, extraInputs, extraOutputs };
-}
-
-function eventTriggerMetadata(functionName: string, event: Record<string, unknown>): Record<string, unknown> {
-  return {
+/**
+ * An Event Grid invocation request as the host's Event Grid extension sends it: the event as
+ * JSON on the trigger binding, and the trigger metadata the binding data holds (the library
+ * camel-cases the keys, so `sys.MethodName` reaches the function as `sys.methodName`).
+ */
+function eventInvocationRequest(fn: LoadedFunction, event: Record<string, unknown>): Omit<RpcInvocationRequest, 'invocationId' | 'functionId'> {
+  const metadata: Record<string, unknown> = {
     id: event.id,
     subject: event.subject,
     eventType: event.eventType ?? event.type,
     topic: event.topic ?? event.source,
     eventTime: event.eventTime ?? event.time,
     data: event.data,
-    sys: { methodName: functionName, utcNow: new Date().toISOString(), randGuid: randomUUID() },
+    sys: { MethodName: fn.info.name, UtcNow: new Date().toISOString(), RandGuid: randomUUID() },
   };
-}
-
-async function writeHttpResult(
-  azf: typeof AzureFunctions,
-  res: http.ServerResponse,
-  result: unknown,
-  functionName: string,
-  log: (level: string, functionName: string, message: string) => void,
-): Promise<void> {
-  if (result === undefined || result === null) {
-    res.writeHead(204);
-    res.end();
-    return;
-  }
-  let response: AzureFunctions.HttpResponse;
-  try {
-    if (typeof result !== 'object') throw new Error('the HTTP response must be an object (HttpResponse or HttpResponseInit)');
-    response = result instanceof azf.HttpResponse ? result : new azf.HttpResponse(result as AzureFunctions.HttpResponseInit);
-  } catch (err) {
-    log('error', functionName, `invalid HTTP response: ${describeError(err)}`);
-    sendJson(res, 500, {});
-    return;
-  }
-  const headers: [string, string][] = [];
-  for (const [k, v] of response.headers.entries()) if (k !== 'set-cookie') headers.push([k, v]);
-  const cookies = [...response.headers.getSetCookie(), ...response.cookies.map(serializeCookie)];
-  res.statusCode = response.status;
-  for (const [k, v] of headers) res.setHeader(k, v);
-  if (cookies.length > 0) res.setHeader('set-cookie', cookies);
-  if (!response.body) {
-    res.end();
-    return;
-  }
-  await new Promise<void>((resolve) => {
-    const stream = Readable.fromWeb(response.body as Parameters<typeof Readable.fromWeb>[0]);
-    stream.on('error', (err) => {
-      log('error', functionName, `response body failed: ${describeError(err)}`);
-      res.destroy();
-      resolve();
-    });
-    res.on('close', resolve);
-    stream.pipe(res);
-  });
-}
-
-function serializeCookie(c: AzureFunctions.Cookie): string {
-  const parts = [`${c.name}=${c.value}`];
-  if (c.domain) parts.push(`Domain=${c.domain}`);
-  if (c.path) parts.push(`Path=${c.path}`);
-  if (c.expires !== undefined) parts.push(`Expires=${new Date(c.expires).toUTCString()}`);
-  if (c.maxAge !== undefined) parts.push(`Max-Age=${c.maxAge}`);
-  if (c.secure) parts.push('Secure');
-  if (c.httpOnly) parts.push('HttpOnly');
-  if (c.sameSite) parts.push(`SameSite=${c.sameSite}`);
-  return parts.join('; ');
+  const triggerMetadata: Record<string, RpcTypedData> = {};
+  for (const [k, v] of Object.entries(metadata)) if (v !== undefined) triggerMetadata[k] = { json: JSON.stringify(v) };
+  return { inputData: [{ name: fn.triggerKey, data: { json: JSON.stringify(event) } }], triggerMetadata };
 }

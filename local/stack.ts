@@ -8,6 +8,7 @@ import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { ensureCatalog } from '../shared/catalog/cosmosCatalog';
 import { loadSettings, Settings } from '../shared/config/settings';
 import { DevIssuer, startDevIssuer } from './devIssuer';
 import { azuriteConnectionString } from './emulators';
@@ -50,7 +51,7 @@ export interface StackOptions {
   logSink?: LogSink;
   /**
    * Runs after the containers exist and before the functions load. Default: ensureCatalog(settings)
-   * from shared/catalog/cosmosCatalog when that module exports it. null: nothing.
+   * (shared/catalog/cosmosCatalog), so that the catalog exists before the first event. null: nothing.
    */
   prepare?: ((context: PrepareContext) => Promise<void>) | null;
   eventSource?: { concurrency?: number; maxAttempts?: number; maxBackoffMs?: number; deadLetterFile?: string; deliveryTimeoutMs?: number };
@@ -117,22 +118,8 @@ export function localDeidKey(dataDir: string): string {
   return key;
 }
 
-async function ensureCatalogIfAvailable(projectRoot: string, context: PrepareContext): Promise<void> {
-  // Prefer the built module (what the functions run); in tests of this folder, the source.
-  const candidates = [path.join(projectRoot, 'dist', 'shared', 'catalog', 'cosmosCatalog.js'), path.join(__dirname, '..', 'shared', 'catalog', 'cosmosCatalog')];
-  for (const candidate of candidates) {
-    let mod: { ensureCatalog?: (settings: Settings) => Promise<unknown> };
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      mod = require(candidate) as typeof mod;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'MODULE_NOT_FOUND' && e.message.includes('cosmosCatalog')) continue;
-      throw err;
-    }
-    if (typeof mod.ensureCatalog === 'function') await mod.ensureCatalog(context.settings);
-    return;
-  }
+async function createCatalog({ settings }: PrepareContext): Promise<void> {
+  await ensureCatalog(settings);
 }
 
 /**
@@ -213,7 +200,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
     const containers = new Set([...settings.sourceContainers, settings.researchContainer, settings.quarantineContainer]);
     for (const name of containers) await blobService.getContainerClient(name).createIfNotExists();
 
-    const prepare = options.prepare === undefined ? (ctx: PrepareContext) => ensureCatalogIfAvailable(projectRoot, ctx) : options.prepare;
+    const prepare = options.prepare === undefined ? createCatalog : options.prepare;
     if (prepare) {
       try {
         await prepare({ settings, env });

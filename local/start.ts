@@ -3,6 +3,10 @@
  * sample files are uploaded into the landing container (so that events flow as in Azure); on a
  * later start the blobs are still there (Azurite keeps them in .local-data/azurite) but the
  * Cosmos DB server starts empty, so a reconciliation scan re-emits them. Ctrl+C stops cleanly.
+ *
+ * The console gets a summary by status and error code, the URLs to try and the development
+ * tokens; every log line, one per file among them, goes to .local-data/host.log. Warnings on
+ * the console are for what is unexpected (local/startSummary.ts).
  */
 import { CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient } from '@azure/storage-blob';
@@ -10,8 +14,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { COSMOS_EMULATOR_KEY } from './emulators';
-import type { LogLevel } from './host';
 import { LocalStack, startStack } from './stack';
+import { type IngestionOutcome, isConsoleWorthy, summarizeIngestions } from './startSummary';
 import { listFolder, uploadFiles } from './upload';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
@@ -25,7 +29,10 @@ function status(line: string, final = false): void {
   else if (final) process.stdout.write(`${line}\n`);
 }
 
-const LOUD: ReadonlySet<LogLevel> = new Set<LogLevel>(['warning', 'error', 'critical']);
+function warn(line: string): void {
+  if (interactive) process.stdout.write('\r\x1b[2K');
+  process.stdout.write(`warning: ${line}\n`);
+}
 
 async function waitForProcessing(stack: LocalStack, uploading: () => string | undefined): Promise<void> {
   for (;;) {
@@ -39,31 +46,40 @@ async function waitForProcessing(stack: LocalStack, uploading: () => string | un
   status(`processed ${s.delivered + s.deadLettered}/${s.emitted} events (retries ${s.retried}, dead-lettered ${s.deadLettered})`, true);
 }
 
-function countBy<T>(items: T[], key: (t: T) => string): string {
-  const counts = new Map<string, number>();
-  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
-  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
-}
-
-async function printSummary(stack: LocalStack): Promise<string | undefined> {
+/** The ingestion records (status, code, modality), or undefined when the index cannot be read. */
+async function readIngestions(stack: LocalStack): Promise<(IngestionOutcome & { sourceUrl?: string })[] | undefined> {
   const client = new CosmosClient({ endpoint: stack.cosmosEndpoint, key: COSMOS_EMULATOR_KEY, connectionPolicy: { enableEndpointDiscovery: false } });
   try {
     const container = client.database(stack.settings.cosmosDatabase).container(stack.settings.indexContainer);
     const { resources } = await container.items
-      .query<{ status?: string; errorCode?: string; modality?: string; sourceUrl?: string }>('SELECT c.status, c.errorCode, c.modality, c.sourceUrl FROM c')
+      .query<IngestionOutcome & { sourceUrl?: string }>('SELECT c.status, c.errorCode, c.modality, c.sourceUrl FROM c')
       .fetchAll();
-    console.log(`ingestions: ${resources.length}`);
-    console.log(`  by status:     ${countBy(resources, (r) => r.status ?? 'unknown')}`);
-    console.log(`  by modality:   ${countBy(resources.filter((r) => r.status === 'cataloged'), (r) => r.modality ?? 'none')}`);
-    console.log(`  by error code: ${countBy(resources.filter((r) => r.errorCode), (r) => r.errorCode as string)}`);
-    return resources.find((r) => r.status === 'cataloged')?.sourceUrl ?? resources[0]?.sourceUrl;
+    return resources;
   } catch (err) {
     const code = (err as { code?: number }).code;
-    console.log(code === 404 ? 'no ingestions index in Cosmos DB yet (the catalog was not created)' : `could not read the ingestions index: ${(err as Error).message}`);
+    warn(code === 404 ? 'no ingestions index in Cosmos DB (the catalog was not created)' : `could not read the ingestions index: ${(err as Error).message}`);
     return undefined;
   } finally {
     client.dispose();
   }
+}
+
+/** Prints the summary and warns about what did not end as designed; returns a source to show in the examples. */
+async function printSummary(stack: LocalStack, what: string, expectedRecords: number): Promise<string | undefined> {
+  const records = await readIngestions(stack);
+  const deadLettered = stack.events.stats().deadLettered;
+  const logPath = path.relative(process.cwd(), logFile);
+  if (records) {
+    const summary = summarizeIngestions(records, what);
+    console.log(`\n${summary.lines.join('\n')}`);
+    console.log(`  one line per file in ${logPath}`);
+    if (summary.unexpected.length > 0) warn(`some ${what} did not end as designed: ${summary.unexpected.join(', ')} (see ${logPath})`);
+    if (records.length < expectedRecords) warn(`${expectedRecords - records.length} of ${expectedRecords} ${what} have no ingestion record (see ${logPath})`);
+  }
+  if (deadLettered > 0) {
+    warn(`${deadLettered} event(s) were dead-lettered after every retry: ${path.relative(process.cwd(), stack.deadLetterFile)}`);
+  }
+  return records?.find((r) => r.status === 'cataloged')?.sourceUrl ?? records?.[0]?.sourceUrl;
 }
 
 async function main(): Promise<void> {
@@ -76,7 +92,7 @@ async function main(): Promise<void> {
     logSink: (level, functionName, message) => {
       const line = `${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}`;
       log.write(`${line}\n`);
-      if (LOUD.has(level)) {
+      if (isConsoleWorthy(level, functionName)) {
         if (interactive) process.stdout.write('\r\x1b[2K');
         process.stdout.write(`${line}\n`);
       }
@@ -110,9 +126,12 @@ async function main(): Promise<void> {
     break;
   }
 
+  let what: string;
+  let expectedRecords: number;
   if (!hasBlobs) {
     const files = listFolder(samplesDir, (rel) => rel === 'MANIFEST.tsv' || rel.endsWith('README.md'));
-    console.log(`first start: uploading ${files.length} sample files into ${landingName}`);
+    console.log(`\nfirst start: uploading the ${files.length} bundled sample files into ${landingName}`);
+    console.log('  some are quarantined or fail on purpose (burned-in text, no UIDs, DICOMDIRs, not DICOM)');
     let uploaded = 0;
     let failed = 0;
     let uploadDone = false;
@@ -124,17 +143,21 @@ async function main(): Promise<void> {
       },
     }).then((r) => {
       uploadDone = true;
-      for (const f of r.failures) console.log(`upload failed: ${f.relative}: ${f.message}`);
+      for (const f of r.failures) warn(`upload failed: ${f.relative}: ${f.message}`);
+      return r.failures.length;
     });
     await waitForProcessing(stack, () => (uploadDone ? undefined : `uploaded ${uploaded + failed}/${files.length}`));
-    await upload;
+    what = 'samples';
+    expectedRecords = files.length - (await upload);
   } else {
     const n = await stack.reconcile();
-    console.log(`${landingName} already holds ${n} blob(s): re-emitting BlobCreated for each (the Cosmos DB server starts empty)`);
+    console.log(`\n${landingName} already holds ${n} blob(s): re-emitting BlobCreated for each (the Cosmos DB server starts empty)`);
     await waitForProcessing(stack, () => undefined);
+    what = 'files';
+    expectedRecords = n;
   }
 
-  const example = await printSummary(stack);
+  const example = await printSummary(stack, what, expectedRecords);
   const tokens = stack.devIssuer.tokens;
   console.log(`\ndevelopment tokens (valid 12 h, made again at every start; also in ${path.relative(process.cwd(), stack.devIssuer.tokensFile)}):`);
   console.log(`  research   (Research.Read)   ${tokens.research}`);
@@ -142,13 +165,15 @@ async function main(): Promise<void> {
   console.log(`  operations (Operations.Read) ${tokens.operations}`);
   console.log(`issuer ${stack.devIssuer.issuer} (keys ${stack.devIssuer.jwksUri}), audience ${stack.devIssuer.audience}`);
   const tokensPath = path.relative(process.cwd(), stack.devIssuer.tokensFile);
-  const research = `-H "Authorization: Bearer $(node -p 'require("./${tokensPath}").research')"`;
-  const operations = `-H "Authorization: Bearer $(node -p 'require("./${tokensPath}").operations')"`;
-  console.log('\ntry:');
+  const tokenFor = (role: string) => `TOKEN=$(node -p 'require("./${tokensPath}").${role}')`;
+  const bearer = '-H "Authorization: Bearer $TOKEN"';
+  console.log('\ntry (every route but /api/health needs a bearer token with the route\'s app role):');
   console.log(`  curl ${stack.hostUrl}/api/health`);
-  console.log(`  curl ${research} '${stack.hostUrl}/api/dicomweb/studies?ModalitiesInStudy=CT&includefield=all'`);
-  console.log(`  curl ${operations} '${stack.hostUrl}/api/ingestions?source=${encodeURIComponent(example ?? `${stack.blobEndpoint}/${landingName}/<blob>`)}'`);
-  console.log(`  curl ${operations} '${stack.hostUrl}/api/audit?caller=local-researcher'`);
+  console.log(`  ${tokenFor('research')}`);
+  console.log(`  curl ${bearer} '${stack.hostUrl}/api/dicomweb/studies?ModalitiesInStudy=CT&includefield=all'`);
+  console.log(`  ${tokenFor('operations')}`);
+  console.log(`  curl ${bearer} '${stack.hostUrl}/api/ingestions?source=${encodeURIComponent(example ?? `${stack.blobEndpoint}/${landingName}/<blob>`)}'`);
+  console.log(`  curl ${bearer} '${stack.hostUrl}/api/audit?caller=local-researcher'`);
   console.log(`  npm run ingest -- <folder>   (uploads into ${landingName})`);
   console.log('\nserving; Ctrl+C stops');
 }

@@ -87,8 +87,23 @@ export class AppInsightsTelemetry implements Telemetry {
   }
 }
 
+/** Every sink createTelemetry made in this process: what flushTelemetry sends on app termination. */
+const created = new Set<Telemetry>();
+
 export function createTelemetry(options: { connectionString?: string; captureFile?: string }): Telemetry {
-  if (options.connectionString) return new AppInsightsTelemetry(options.connectionString);
-  if (options.captureFile) return new FileTelemetry(options.captureFile);
-  return noopTelemetry;
+  let telemetry = noopTelemetry;
+  if (options.connectionString) telemetry = new AppInsightsTelemetry(options.connectionString);
+  else if (options.captureFile) telemetry = new FileTelemetry(options.captureFile);
+  if (telemetry !== noopTelemetry) created.add(telemetry);
+  return telemetry;
+}
+
+/**
+ * Sends what every telemetry sink of this process still buffers (the app's appTerminate hook,
+ * functions/appHooks.ts). Never throws: a sink that cannot flush is reported in the result.
+ */
+export async function flushTelemetry(): Promise<{ flushed: number; failed: number }> {
+  const results = await Promise.allSettled([...created].map((t) => t.flush()));
+  const failed = results.filter((r) => r.status === 'rejected').length;
+  return { flushed: results.length - failed, failed };
 }

@@ -47,6 +47,10 @@ describe('registrations of the built function app', () => {
     expect([...host.functions].sort(byName)).toEqual([...EXPECTED].sort(byName));
   });
 
+  test('given the app hooks, then exactly one: appTerminate, which flushes telemetry before the worker exits', () => {
+    expect(host.hooks).toEqual(['appTerminate']);
+  });
+
   test('given the running host, then its admin listing reports the same registrations', async () => {
     const res = await fetch(`${host.url}/admin/functions`);
     expect(res.status).toBe(200);
