@@ -6,7 +6,7 @@
  */
 import type { IngestionDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
-import { asciiValue, DicomDataset, Encoding, Tags, TransferSyntax } from '../dicom/dataset';
+import { asciiValue, DicomDataset, Encoding, TransferSyntax } from '../dicom/dataset';
 import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/engine';
 import { cloudAssistedDetector, findCloudPhi } from '../dicom/deid/freeText/cloud';
 import { localDetector } from '../dicom/deid/freeText/detector';
@@ -16,6 +16,7 @@ import { verifyDeidentified } from '../dicom/deid/verify';
 import { HeaderLimits, nextTurn, runSliced, withDefaults } from '../dicom/limits';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
 import { blackOutBoxes } from '../dicom/pixels/blackout';
+import { Tags } from '../dicom/tags';
 import { checkPixelEncapsulation, verifyOutputTransferSyntax } from '../dicom/transferSyntax';
 import { encodeDataset, encodeDatasetWork, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, PipelineError } from '../errors';
@@ -24,7 +25,6 @@ import { BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn'
 const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
 /** Encapsulated PDF, CDA, STL, OBJ, MTL and any later encapsulated document class (PS3.4 B.5). */
 const ENCAPSULATED_DOCUMENT_CLASSES = '1.2.840.10008.5.1.4.1.1.104';
-const ENCAPSULATED_DOCUMENT = 0x00420011;
 
 /**
  * Why an instance is a document whose content the engine cannot clean, or undefined. The text
@@ -33,7 +33,7 @@ const ENCAPSULATED_DOCUMENT = 0x00420011;
  */
 function encapsulatedDocument(ds: DicomDataset, sopClassUid: string): string | undefined {
   if (sopClassUid === ENCAPSULATED_DOCUMENT_CLASSES || sopClassUid.startsWith(`${ENCAPSULATED_DOCUMENT_CLASSES}.`)) return 'an encapsulated document SOP class';
-  if (ds.has(ENCAPSULATED_DOCUMENT)) return 'an Encapsulated Document (0042,0011)';
+  if (ds.has(Tags.EncapsulatedDocument)) return 'an Encapsulated Document (0042,0011)';
   return undefined;
 }
 
@@ -147,7 +147,7 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
   const document = encapsulatedDocument(ds, original.sopClassUid);
   if (document) throw new PipelineError(ErrorCodes.DEID_DOCUMENT_NOT_CLEANED, `the instance holds ${document}, whose content is not cleaned; held for review`);
   const burnedIn = decideBurnedIn(
-    { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(0x00080060)) ?? '' },
+    { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(Tags.Modality)) ?? '' },
     options.burnedIn,
     options.deid.profile,
   );

@@ -10,8 +10,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { asciiValue, Tags } from '../../shared/dicom/dataset';
+import { asciiValue } from '../../shared/dicom/dataset';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { Tags } from '../../shared/dicom/tags';
 
 const projectRoot = resolve(__dirname, '..', '..');
 const distDir = join(projectRoot, 'dist');

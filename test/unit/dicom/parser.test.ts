@@ -3,8 +3,9 @@ import { join, relative } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 
 import { bufferReader,ByteReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, encodeAsciiValue, Tags, TransferSyntax } from '../../../shared/dicom/dataset';
+import { asciiValue, DicomDataset, encodeAsciiValue, TransferSyntax } from '../../../shared/dicom/dataset';
 import { parseDicomBuffer, pixelDataChunks, readHeader, readTrailing } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';
 import { ErrorCodes } from '../../../shared/errors';
 

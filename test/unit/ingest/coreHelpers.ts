@@ -4,9 +4,10 @@
  * the output consumed, as the ingestion does.
  */
 import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, Tags } from '../../../shared/dicom/dataset';
+import { asciiValue, DicomDataset } from '../../../shared/dicom/dataset';
 import type { Profile } from '../../../shared/dicom/deid/profile';
 import type { ParsedDicom } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';
 import { prepareDeidentifiedInstance,PreparedInstance } from '../../../shared/ingest/deidentifyInstance';
 

@@ -2,9 +2,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Tags } from '../../../shared/dicom/dataset';
+import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta } from '../../../shared/dicom/writer';
 import { ErrorCodes, isPipelineError } from '../../../shared/errors';
 import { BurnedInPolicy } from '../../../shared/ingest/burnedIn';

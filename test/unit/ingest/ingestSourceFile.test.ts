@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { asciiValue, Tags } from '../../../shared/dicom/dataset';
+import { asciiValue } from '../../../shared/dicom/dataset';
 import { defaultProfile, loadProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile, researchBlobName, sourceId } from '../../../shared/ingest/ingestSourceFile';

@@ -6,9 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { asciiValue, Tags } from '../../../shared/dicom/dataset';
+import { asciiValue } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile, researchBlobName } from '../../../shared/ingest/ingestSourceFile';

@@ -2,9 +2,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Encoding, encodingOf, Tags, TransferSyntax } from '../../../shared/dicom/dataset';
+import { asciiValue, DicomDataset, DicomElement, encodeAsciiValue, Encoding, encodingOf, TransferSyntax } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { ParsedDicom,parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../shared/dicom/writer';
 import { isPipelineError } from '../../../shared/errors';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';

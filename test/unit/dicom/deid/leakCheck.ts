@@ -9,8 +9,9 @@ import { join, relative } from 'node:path';
 
 import { bufferReader } from '../../../../shared/dicom/byteReader';
 import { decodeText, parseSpecificCharacterSet } from '../../../../shared/dicom/charset';
-import { asciiValue, DicomDataset, DicomElement, Tags } from '../../../../shared/dicom/dataset';
+import { asciiValue, DicomDataset, DicomElement } from '../../../../shared/dicom/dataset';
 import { parseDicomBuffer, readHeader } from '../../../../shared/dicom/parser';
+import { Tags } from '../../../../shared/dicom/tags';
 
 export const FIXTURES = join(__dirname, '..', '..', '..', 'fixtures', 'dicom');
 export const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
