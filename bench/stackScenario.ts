@@ -52,8 +52,11 @@ export interface StackScenarioOptions {
    * measured warm too).
    */
   warmUp?: { files: string[]; root: string };
-  /** Extra Node arguments of the function host's process (e.g. `--cpu-prof`). */
-  hostNodeArgs?: string[];
+  /**
+   * Writes a CPU profile of the function host over the burst to this file. The profiler costs
+   * the host CPU: take the CPU figures from a run without it.
+   */
+  hostProfileFile?: string;
 }
 
 /** CPU time per cataloged instance of each process of the stack, ms. */
@@ -294,7 +297,6 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       projectRoot: options.projectRoot,
       env,
       logFile: path.join(options.workDir, 'stack.log'),
-      nodeArgs: options.hostNodeArgs,
       countRequests: { blob: events.port, cosmos: cosmosServer.port },
     });
     stops.push(() => functionHost.stop());
@@ -317,7 +319,9 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     /** Uploads one set of files and waits until the index holds a final state for each. */
     const phase = async (files: string[], root: string, tag: string, ratePerSecond?: number) => {
       const before = await count(index, terminal);
-      const job = files.map((file) => ({ file, name: path.relative(root, file).split(path.sep).join('/') }));
+      // Under a folder of the phase's own: the sets of files share relative names, and a name
+      // uploaded again would be a new version of an instance, not a new instance.
+      const job = files.map((file) => ({ file, name: `${tag}/${path.relative(root, file).split(path.sep).join('/')}` }));
       const cpuBefore = await mark();
       const started = Date.now();
       const uploaded = await upload(
@@ -376,7 +380,9 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
 
     if (options.warmUp?.files.length) await phase(options.warmUp.files, options.warmUp.root, 'warm-up');
     await functionHost.resetRequests();
+    if (options.hostProfileFile) await functionHost.startProfile();
     const burst = await phase(options.files, options.root, 'burst');
+    if (options.hostProfileFile) await functionHost.stopProfile(options.hostProfileFile);
     const counts = await functionHost.requests();
 
     const paced: PacedRun[] = [];

@@ -15,6 +15,7 @@
  */
 import { ChildProcess, fork } from 'child_process';
 import * as fs from 'fs';
+import { Session } from 'inspector';
 import * as path from 'path';
 
 import { createRequestCounter, emptyRequestCounts, RequestCounter, RequestCounts } from '../bench/requestCounter';
@@ -48,13 +49,17 @@ export interface HostProcess {
   requests(): Promise<RequestCounts>;
   resetRequests(): Promise<void>;
   logCounts(): Promise<HostLogCounts>;
+  /** Starts V8's sampling profiler in the host (1 ms interval); it costs the host some CPU while it runs. */
+  startProfile(): Promise<void>;
+  /** Stops the profiler and writes the profile (`.cpuprofile`, as `node --cpu-prof` writes) to `file`. */
+  stopProfile(file: string): Promise<void>;
   /** Stops the host (its appTerminate hooks run) and waits for the child to exit. Idempotent. */
   stop(): Promise<void>;
 }
 
-type HostCommand = 'cpuUsage' | 'requests' | 'resetRequests' | 'logCounts' | 'stop';
+type HostCommand = 'cpuUsage' | 'requests' | 'resetRequests' | 'logCounts' | 'startProfile' | 'stopProfile' | 'stop';
 
-interface ChildOptions extends Omit<HostProcessOptions, 'nodeArgs'> {}
+type ChildOptions = Omit<HostProcessOptions, 'nodeArgs'>;
 
 /** The compiled child script, also when this module runs from TypeScript sources (ts-jest). */
 function childScript(): string {
@@ -93,11 +98,11 @@ export async function startHostProcess(options: HostProcessOptions): Promise<Hos
     for (const w of waiting.values()) w.reject(new Error(`function host process exited: ${stderr.trim()}`));
     waiting.clear();
   });
-  const ask = <T>(command: HostCommand): Promise<T> =>
+  const ask = <T>(command: HostCommand, file?: string): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       const id = nextId++;
       waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      child.send({ id, command });
+      child.send({ id, command, file });
     });
 
   let stopping: Promise<void> | undefined;
@@ -108,6 +113,8 @@ export async function startHostProcess(options: HostProcessOptions): Promise<Hos
     requests: () => ask<RequestCounts>('requests'),
     resetRequests: () => ask<void>('resetRequests'),
     logCounts: () => ask<HostLogCounts>('logCounts'),
+    startProfile: () => ask<void>('startProfile'),
+    stopProfile: (file) => ask<void>('stopProfile', file),
     stop() {
       stopping ??= (async () => {
         if (!hasExited(child)) {
@@ -157,8 +164,26 @@ async function childMain(): Promise<void> {
     counter?.dispose();
     await new Promise((r) => log.end(r));
   };
-  const run = async (command: HostCommand): Promise<unknown> => {
+  let session: Session | undefined;
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) => (session as Session).post(method, params, (err, result) => (err ? reject(err) : resolve(result))));
+  const run = async (command: HostCommand, file: string | undefined): Promise<unknown> => {
     switch (command) {
+      case 'startProfile':
+        session = new Session();
+        session.connect();
+        await post('Profiler.enable');
+        await post('Profiler.setSamplingInterval', { interval: 1000 });
+        return post('Profiler.start');
+      case 'stopProfile': {
+        if (!session || !file) throw new Error('no profile running, or no file to write it to');
+        const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+        session.disconnect();
+        session = undefined;
+        fs.mkdirSync(path.dirname(file), { recursive: true });
+        fs.writeFileSync(file, JSON.stringify(profile));
+        return undefined;
+      }
       case 'cpuUsage':
         return process.cpuUsage();
       case 'requests':
@@ -171,8 +196,8 @@ async function childMain(): Promise<void> {
         return stop();
     }
   };
-  process.on('message', (message: { id: number; command: HostCommand }) => {
-    run(message.command).then(
+  process.on('message', (message: { id: number; command: HostCommand; file?: string }) => {
+    run(message.command, message.file).then(
       (result) => {
         process.send?.({ id: message.id, ok: true, result }, undefined, {}, () => {
           if (message.command === 'stop') process.exit(0);
