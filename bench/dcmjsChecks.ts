@@ -104,9 +104,11 @@ function withPatientName(ds: DicomDataset): DicomDataset | undefined {
 
 /** dcmjs's naturalized Patient's Name, at the top level or in the first sequence item that has one. */
 function dcmjsPatientName(natural: Record<string, unknown>): string | undefined {
-  const v = natural.PatientName as unknown[] | { Alphabetic?: string } | string | undefined;
+  const v = natural.PatientName as unknown[] | object | string | undefined;
   const first = Array.isArray(v) ? v[0] : v;
-  const text = typeof first === 'string' ? first : (first as { Alphabetic?: string } | undefined)?.Alphabetic;
+  // dcmjs splits a name into its component groups; joined again as PS3.5 writes them.
+  const groups = first as { Alphabetic?: string; Ideographic?: string; Phonetic?: string } | undefined;
+  const text = typeof first === 'string' ? first : groups ? [groups.Alphabetic ?? '', groups.Ideographic ?? '', groups.Phonetic ?? ''].join('=').replace(/=+$/, '') : undefined;
   if (text) return text;
   for (const value of Object.values(natural)) {
     if (!Array.isArray(value)) continue;

@@ -49,9 +49,16 @@ export function moduleOf(url: string, functionName: string): string {
   return url;
 }
 
-/** Self time (ms) per module and per function, largest first. */
-export function summarise(profile: CpuProfile): { totalMs: number; modules: SelfTime[]; functions: SelfTime[] } {
+/**
+ * Self time (ms) per module and per function, and inclusive time per module (the samples with
+ * that module anywhere on their stack: what calling into it costs, Node's and V8's work on its
+ * behalf included), largest first. Asynchronous continuations start a new stack, so a
+ * response's parsing counts for whoever handles it, not for the request's sender.
+ */
+export function summarise(profile: CpuProfile): { totalMs: number; modules: SelfTime[]; inclusiveModules: SelfTime[]; functions: SelfTime[] } {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const self = new Map<number, number>();
   const samples = profile.samples ?? [];
   const deltas = profile.timeDeltas ?? [];
@@ -62,6 +69,7 @@ export function summarise(profile: CpuProfile): { totalMs: number; modules: Self
     self.set(id, (self.get(id) ?? 0) + ms);
   }
   const modules = new Map<string, number>();
+  const inclusive = new Map<string, number>();
   const functions = new Map<string, number>();
   let totalMs = 0;
   for (const [id, ms] of self) {
@@ -75,10 +83,16 @@ export function summarise(profile: CpuProfile): { totalMs: number; modules: Self
     const where = url ? `${module}:${url.split('/').pop() ?? ''}:${lineNumber + 1}` : module;
     const key = `${functionName || '(anonymous)'} ${where}`;
     functions.set(key, (functions.get(key) ?? 0) + ms);
+    const onStack = new Set<string>();
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const frame = byId.get(at)?.callFrame;
+      if (frame && frame.functionName !== '(root)') onStack.add(moduleOf(frame.url, frame.functionName));
+    }
+    for (const m of onStack) inclusive.set(m, (inclusive.get(m) ?? 0) + ms);
   }
   const sorted = (m: Map<string, number>) =>
     [...m.entries()].sort((a, b) => b[1] - a[1]).map(([name, ms]) => ({ name, ms: Math.round(ms * 10) / 10, share: totalMs > 0 ? Math.round((ms / totalMs) * 1000) / 10 : 0 }));
-  return { totalMs: Math.round(totalMs), modules: sorted(modules), functions: sorted(functions) };
+  return { totalMs: Math.round(totalMs), modules: sorted(modules), inclusiveModules: sorted(inclusive), functions: sorted(functions) };
 }
 
 function main(): void {
@@ -89,6 +103,7 @@ function main(): void {
   const rows = (list: SelfTime[]) => list.slice(0, top).map((s) => [s.name, s.ms.toFixed(1), `${s.share.toFixed(1)} %`]);
   process.stdout.write(`busy (not idle) ${summary.totalMs} ms\n\n`);
   process.stdout.write(`${formatTable([['module', 'self ms', 'share'], ...rows(summary.modules)])}\n\n`);
+  process.stdout.write(`${formatTable([['module (on the stack)', 'inclusive ms', 'share'], ...rows(summary.inclusiveModules)])}\n\n`);
   process.stdout.write(`${formatTable([['function', 'self ms', 'share'], ...rows(summary.functions)])}\n`);
 }
 
