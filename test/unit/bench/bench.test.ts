@@ -4,6 +4,7 @@ import * as path from 'node:path';
 
 import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multiFrameHeader, writeCtSeries, writeMultiFrame } from '../../../bench/generate';
 import { BENCH_DEID_KEY, runCore, runHeaderDcmjs, runNaiveDcmjs } from '../../../bench/modes';
+import { moduleOf, summarise } from '../../../bench/profileSummary';
 import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
@@ -243,5 +244,41 @@ describe('bench request classification', () => {
     expect(classifyCosmosRequest('POST', docs, headers({ 'x-ms-cosmos-is-batch-request': 'True' })).kind).toBe('batch');
     expect(classifyCosmosRequest('GET', docs, headers()).kind).toBe('readFeed');
     expect(classifyCosmosRequest('GET', '/dbs/vna/colls/research-catalog', headers())).toEqual({ container: 'research-catalog', cls: 'metadata', kind: 'metadata' });
+  });
+});
+
+describe('bench profile summary', () => {
+  it('given script URLs, then npm packages (scoped too), project folders, Node internals and V8 pseudo-frames', () => {
+    expect(moduleOf('file:///app/node_modules/@azure/cosmos/dist/commonjs/request/request.js', 'f')).toBe('@azure/cosmos');
+    expect(moduleOf('file:///app/node_modules/chrono-node/dist/cjs/chrono.js', 'f')).toBe('chrono-node');
+    expect(moduleOf('file:///app/dist/shared/dicom/parser.js', 'f')).toBe('shared/dicom');
+    expect(moduleOf('file:///app/dist/local/host.js', 'f')).toBe('local');
+    expect(moduleOf('node:internal/streams/writable', 'f')).toBe('node internals');
+    expect(moduleOf('', '(garbage collector)')).toBe('(garbage collector)');
+    expect(moduleOf('', 'writev')).toBe('(native)');
+  });
+
+  it('given samples, then self time by module and function, inclusive time by module, idle left out', () => {
+    const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url, lineNumber: 0 }, children });
+    const profile = {
+      nodes: [
+        frame(1, '(root)', '', [2, 4, 5]),
+        frame(2, 'ingest', 'file:///app/dist/shared/ingest/ingestSourceFile.js', [3]),
+        frame(3, 'httpRequest', 'file:///app/node_modules/@azure/cosmos/dist/r.js'),
+        frame(4, '(garbage collector)', ''),
+        frame(5, '(idle)', ''),
+      ],
+      startTime: 0,
+      endTime: 10_000,
+      // Each sample's time is the delta to the next one (ms * 1000).
+      samples: [3, 3, 2, 4, 5, 3],
+      timeDeltas: [0, 1000, 1000, 2000, 1000, 5000],
+    };
+    const summary = summarise(profile);
+    // Samples: cosmos 1 + 1 ms (the last sample has no next delta), ingest 2 ms, GC 1 ms, idle 5 ms left out.
+    expect(summary.totalMs).toBe(5);
+    expect(summary.modules.map((m) => [m.name, m.ms])).toEqual([['@azure/cosmos', 2], ['shared/ingest', 2], ['(garbage collector)', 1]]);
+    expect(summary.inclusiveModules.find((m) => m.name === 'shared/ingest')?.ms).toBe(4);
+    expect(summary.functions[0]?.name).toMatch(/^(httpRequest|ingest) /);
   });
 });
