@@ -219,7 +219,7 @@ async function writeChunks(file: string, chunks: AsyncIterable<Uint8Array>, rele
  */
 async function coreLargeFile(file: string, target: string, totalSize: number, pool: BufferPool, deid: DeidContext): Promise<number> {
   const lent: Lent = new Map();
-  // As the function hashes a large source: on the hashing thread (shared/dicom/chunkHasher.ts).
+  // As the function hashes a large source: on the hashing thread (shared/ingest/chunkHasher.ts).
   const reader = new ByteReader(pooledFileChunks(file, pool, lent), { hasher: sha256For(totalSize) });
   const prepared = await prepareDeidentifiedInstance(reader, { deid, maxHeaderBytes: MAX_HEADER_BYTES, totalSize, burnedIn: { mode: 'allow' } });
   // A written buffer is reused once the hashing thread is done with it too.
@@ -343,7 +343,9 @@ export async function runCore(work: WorkList): Promise<ChildReport> {
 }
 
 interface DcmjsData {
-  DicomMessage: { readFile(buffer: ArrayBuffer): { dict: Record<string, unknown>; write(): ArrayBuffer } };
+  DicomMessage: {
+    readFile(buffer: ArrayBuffer, options?: { untilTag?: string; noCopy?: boolean }): { dict: Record<string, { Value?: unknown[] } | undefined>; write(): ArrayBuffer };
+  };
   DicomMetaDictionary: {
     naturalizeDataset(dict: Record<string, unknown>): Record<string, unknown>;
     denaturalizeDataset(ds: Record<string, unknown>): Record<string, unknown>;
@@ -372,7 +374,7 @@ export async function runNaiveDcmjs(work: WorkList): Promise<ChildReport> {
     const natural = data.DicomMetaDictionary.naturalizeDataset(message.dict);
     natural.PatientName = '';
     natural.PatientID = '';
-    message.dict = data.DicomMetaDictionary.denaturalizeDataset(natural);
+    message.dict = data.DicomMetaDictionary.denaturalizeDataset(natural) as typeof message.dict;
     const written = Buffer.from(message.write());
     if (buf.length <= SINGLE_READ_MAX) {
       outputs[i] = joined.append([written]);
@@ -382,6 +384,105 @@ export async function runNaiveDcmjs(work: WorkList): Promise<ChildReport> {
     }
     bytesIn += buf.length;
     bytesOut += written.length;
+  }
+  joined.close();
+  return childReport(work, started, cpuStart, { bytesIn, bytesOut }, outputs);
+}
+
+/** The tag of the top-level Pixel Data element as it is stored in explicit VR little endian, with its VR. */
+const PIXEL_DATA_OW = Buffer.from([0xe0, 0x7f, 0x10, 0x00, 0x4f, 0x57]);
+const PIXEL_DATA_OB = Buffer.from([0xe0, 0x7f, 0x10, 0x00, 0x4f, 0x42]);
+/** The first read of a file for its header; doubled while the Pixel Data element is not in it. */
+const HEADER_PREFIX = 256 * 1024;
+
+/**
+ * Where the Pixel Data element starts in an explicit VR little endian file, or -1. dcmjs does not
+ * say where its header read stopped (`readFile` returns the data set only), so the baseline looks
+ * for the element's tag and VR bytes from the end of the file meta on.
+ */
+function pixelDataOffset(prefix: Buffer): number {
+  const ow = prefix.indexOf(PIXEL_DATA_OW, 132);
+  const ob = prefix.indexOf(PIXEL_DATA_OB, 132);
+  return ow < 0 ? ob : ob < 0 ? ow : Math.min(ow, ob);
+}
+
+/**
+ * The fair dcmjs baseline: what a developer who knows dcmjs writes for a header-only edit. Read
+ * the header with `untilTag: '7FE00010'` (dcmjs stops before the pixel data), blank the patient's
+ * name and ID in the raw data set (no naturalize round trip, which would drop private
+ * attributes), write the header with dcmjs and copy the Pixel Data element after it as bytes,
+ * never parsed. A small file is one read, as the core reads it; a large one is read in 2 MiB
+ * chunks into one reused buffer. No hashing, UID remapping, dates or verification: like the
+ * naive baseline, it does less than the core, never more.
+ */
+export async function runHeaderDcmjs(work: WorkList): Promise<ChildReport> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { data } = require('dcmjs') as { data: DcmjsData };
+  let bytesIn = 0;
+  let bytesOut = 0;
+  const outputs: OutputPlace[] = [];
+  const joined = joinedOutput(work.outDir);
+  const pool = new BufferPool(POOL_BUFFERS);
+  pool.fill(2, CHUNK);
+  const started = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
+  for (const [i, file] of work.files.entries()) {
+    const totalSize = fs.statSync(file).size;
+    const fd = fs.openSync(file, 'r');
+    try {
+      const small = totalSize <= SINGLE_READ_MAX;
+      // A small file in one read into a reused buffer (as the core reads it); a large one's
+      // header from a prefix.
+      let prefix = small ? pool.take(totalSize) : Buffer.allocUnsafe(Math.min(totalSize, HEADER_PREFIX));
+      let got = 0;
+      for (let n = -1; n !== 0 && got < (small ? totalSize : prefix.length); got += n) n = fs.readSync(fd, prefix, got, (small ? totalSize : prefix.length) - got, got);
+      let at = pixelDataOffset(prefix.subarray(0, got));
+      while (at < 0 && got < totalSize) {
+        const bigger = Buffer.allocUnsafe(Math.min(totalSize, prefix.length * 2));
+        prefix.copy(bigger, 0, 0, got);
+        got += fs.readSync(fd, bigger, got, bigger.length - got, got);
+        prefix = bigger;
+        at = pixelDataOffset(prefix.subarray(0, got));
+      }
+      if (at < 0) throw new Error(`${path.basename(file)}: no explicit VR little endian Pixel Data element`);
+      // dcmjs takes an ArrayBuffer of the header alone (the pooled buffers are shared memory).
+      const view = new Uint8Array(prefix.subarray(0, at)).buffer;
+      const message = data.DicomMessage.readFile(view, { untilTag: '7FE00010', noCopy: true });
+      for (const tag of ['00100010', '00100020']) {
+        const element = message.dict[tag];
+        if (element) element.Value = [];
+      }
+      // dcmjs leaves an entry without a VR for the tag it stopped at; it cannot be written.
+      delete message.dict['7FE00010'];
+      const header = Buffer.from(message.write());
+      if (small) {
+        outputs[i] = joined.append([header, prefix.subarray(at, got)]);
+        pool.give(prefix);
+      } else {
+        const target = outputPath(work.outDir, file, i);
+        const out = fs.openSync(target, 'w');
+        try {
+          let position = fs.writeSync(out, header);
+          let from = at;
+          const buf = pool.take(CHUNK);
+          for (;;) {
+            const n = fs.readSync(fd, buf, 0, CHUNK, from);
+            if (n === 0) break;
+            for (let done = 0; done < n; ) done += fs.writeSync(out, buf, done, n - done, position + done);
+            position += n;
+            from += n;
+          }
+          pool.give(buf);
+          outputs[i] = { file: target, offset: 0, length: position };
+        } finally {
+          fs.closeSync(out);
+        }
+      }
+      bytesOut += outputs[i]?.length ?? 0;
+    } finally {
+      fs.closeSync(fd);
+    }
+    bytesIn += totalSize;
   }
   joined.close();
   return childReport(work, started, cpuStart, { bytesIn, bytesOut }, outputs);

@@ -1,69 +1,105 @@
 /**
  * Counts the storage transactions and Cosmos DB operations the functions make, for the cost
- * model. The local host runs the functions in this process, so every response they receive passes
- * Node's `http.client.response.finish` diagnostics channel: no proxy in the path (the event URLs
- * must keep pointing at the real blob endpoint) and no change to the functions. The bench's own
- * polls of the catalog go through a relay on another port and are not counted; its uploads come
- * from a process of their own, which this one does not see.
+ * model and the requests per instance by kind. It runs in the function host's process
+ * (local/hostProcess.ts), where every response the functions receive passes Node's
+ * `http.client.response.finish` diagnostics channel: no proxy in the path (the event URLs must
+ * keep pointing at the real blob endpoint) and no change to the functions. The bench's own polls
+ * of the catalog and its uploads come from other processes, which this one does not see.
  */
 import * as diagnostics from 'node:diagnostics_channel';
 import type { ClientRequest, IncomingMessage } from 'node:http';
-import * as net from 'node:net';
 
 export type BlobOperationClass = 'read' | 'write' | 'other' | 'delete';
 export type CosmosOperationClass = 'read' | 'write' | 'query' | 'metadata';
+/** What a blob request does, for the per-instance report (the class above is what Azure bills). */
+export type BlobRequestKind = 'read' | 'write' | 'head' | 'properties' | 'tags' | 'list' | 'container' | 'lease' | 'delete' | 'other';
+/** What a Cosmos DB request does: point operations by verb, queries (and their query plans), batches. */
+export type CosmosRequestKind = 'pointRead' | 'create' | 'upsert' | 'replace' | 'patch' | 'delete' | 'query' | 'queryPlan' | 'batch' | 'readFeed' | 'metadata';
 
 export interface RequestCounts {
   blob: Record<BlobOperationClass, number>;
   /** Per REST operation, e.g. `GetBlob`, `PutBlock`. */
   blobOperations: Record<string, number>;
+  /** Per kind: reads, writes, HEADs, properties and metadata, tags, lists, ... */
+  blobKinds: Record<string, number>;
   cosmos: Record<CosmosOperationClass, number>;
-  /** Per container and operation, e.g. `ingestions read`, `research-catalog query`. */
+  /** Per container and class, e.g. `ingestions read`, `research-catalog query`. */
   cosmosOperations: Record<string, number>;
+  /** Per kind: point reads, creates, upserts, replaces, patches, queries, ... */
+  cosmosKinds: Record<string, number>;
+  /** Per container and kind, e.g. `ingestions pointRead`, `research-catalog replace`. */
+  cosmosContainerKinds: Record<string, number>;
+}
+
+export interface BlobRequestClass {
+  operation: string;
+  cls: BlobOperationClass;
+  kind: BlobRequestKind;
 }
 
 /**
- * The REST operation of a blob request and how Azure bills it: reads (Get Blob), writes (Put
- * Blob/Block/Block List, Copy, container create, list), other (properties, metadata, leases),
- * deletes (free).
+ * The REST operation of a blob request, how Azure bills it (reads: Get Blob; writes: Put
+ * Blob/Block/Block List, Copy, container create, list; other: properties, metadata, tags, leases;
+ * deletes: free) and what it does.
  */
-export function classifyBlobRequest(method: string, url: string): { operation: string; cls: BlobOperationClass } {
+export function classifyBlobRequest(method: string, url: string): BlobRequestClass {
   const u = new URL(url, 'http://local');
   const comp = u.searchParams.get('comp');
   const restype = u.searchParams.get('restype');
   const m = method.toUpperCase();
-  if (m === 'DELETE') return { operation: restype === 'container' ? 'DeleteContainer' : 'DeleteBlob', cls: 'delete' };
+  const is = (operation: string, cls: BlobOperationClass, kind: BlobRequestKind): BlobRequestClass => ({ operation, cls, kind });
+  if (m === 'DELETE') return restype === 'container' ? is('DeleteContainer', 'delete', 'container') : is('DeleteBlob', 'delete', 'delete');
+  if (comp === 'tags') return is(m === 'PUT' ? 'SetBlobTags' : 'GetBlobTags', 'other', 'tags');
+  if (comp === 'blobs') return is('FindBlobsByTags', 'other', 'tags');
+  if (comp === 'list') return is(restype === 'container' ? 'ListBlobs' : 'ListContainers', 'write', 'list');
   if (restype === 'container') {
-    if (comp === 'list') return { operation: 'ListBlobs', cls: 'write' };
-    if (m === 'PUT' && !comp) return { operation: 'CreateContainer', cls: 'write' };
-    return { operation: `Container${comp ? `:${comp}` : ''}`, cls: 'other' };
+    if (m === 'PUT' && !comp) return is('CreateContainer', 'write', 'container');
+    return is(`Container${comp ? `:${comp}` : ''}`, 'other', 'container');
   }
   if (m === 'PUT') {
-    if (comp === 'block') return { operation: 'PutBlock', cls: 'write' };
-    if (comp === 'blocklist') return { operation: 'PutBlockList', cls: 'write' };
-    if (comp === 'metadata') return { operation: 'SetBlobMetadata', cls: 'other' };
-    if (comp === 'properties') return { operation: 'SetBlobProperties', cls: 'other' };
-    if (comp === 'lease') return { operation: 'LeaseBlob', cls: 'other' };
-    if (comp === 'tier') return { operation: 'SetBlobTier', cls: 'write' };
-    if (!comp) return { operation: 'PutBlob', cls: 'write' };
-    return { operation: `Put:${comp}`, cls: 'other' };
+    if (comp === 'block') return is('PutBlock', 'write', 'write');
+    if (comp === 'blocklist') return is('PutBlockList', 'write', 'write');
+    if (comp === 'metadata') return is('SetBlobMetadata', 'other', 'properties');
+    if (comp === 'properties') return is('SetBlobProperties', 'other', 'properties');
+    if (comp === 'lease') return is('LeaseBlob', 'other', 'lease');
+    if (comp === 'tier') return is('SetBlobTier', 'write', 'properties');
+    if (!comp) return is('PutBlob', 'write', 'write');
+    return is(`Put:${comp}`, 'other', 'other');
   }
-  if (m === 'GET' && !comp) return { operation: 'GetBlob', cls: 'read' };
-  if (m === 'HEAD' && !comp) return { operation: 'GetBlobProperties', cls: 'other' };
-  return { operation: `${m}${comp ? `:${comp}` : ''}`, cls: 'other' };
+  if (m === 'GET' && !comp) return is('GetBlob', 'read', 'read');
+  if (m === 'HEAD' && !comp) return is('GetBlobProperties', 'other', 'head');
+  if (comp === 'metadata') return is('GetBlobMetadata', 'other', 'properties');
+  return is(`${m}${comp ? `:${comp}` : ''}`, 'other', 'other');
 }
 
-/** Cosmos DB REST: documents under /dbs/{db}/colls/{coll}/docs[/{id}]; everything else is metadata. */
-export function classifyCosmosRequest(method: string, url: string, isQuery: boolean): { container: string; cls: CosmosOperationClass } {
+export interface CosmosRequestClass {
+  container: string;
+  cls: CosmosOperationClass;
+  kind: CosmosRequestKind;
+}
+
+/**
+ * Cosmos DB REST: documents under /dbs/{db}/colls/{coll}/docs[/{id}]; everything else is
+ * metadata. `header` reads a request header (lower-case name): creates, upserts, queries, query
+ * plans and batches are all POSTs to the same path.
+ */
+export function classifyCosmosRequest(method: string, url: string, header: (name: string) => string | undefined): CosmosRequestClass {
   const parts = new URL(url, 'http://local').pathname.split('/').filter(Boolean);
   const container = parts[2] === 'colls' && parts[3] ? decodeURIComponent(parts[3]) : '-';
   const docs = parts[4] === 'docs';
   const m = method.toUpperCase();
-  if (!docs) return { container, cls: 'metadata' };
-  if (isQuery) return { container, cls: 'query' };
-  if (m === 'GET' && parts.length >= 6) return { container, cls: 'read' };
-  if (m === 'GET') return { container, cls: 'query' };
-  return { container, cls: 'write' };
+  const flag = (name: string) => (header(name) ?? '').toLowerCase() === 'true';
+  if (!docs) return { container, cls: 'metadata', kind: 'metadata' };
+  if (header('x-ms-cosmos-is-query-plan-request') !== undefined) return { container, cls: 'query', kind: 'queryPlan' };
+  if (flag('x-ms-documentdb-isquery')) return { container, cls: 'query', kind: 'query' };
+  const pointed = parts.length >= 6;
+  if (m === 'GET') return pointed ? { container, cls: 'read', kind: 'pointRead' } : { container, cls: 'query', kind: 'readFeed' };
+  if (m === 'POST' && flag('x-ms-cosmos-is-batch-request')) return { container, cls: 'write', kind: 'batch' };
+  if (m === 'POST') return { container, cls: 'write', kind: flag('x-ms-documentdb-is-upsert') ? 'upsert' : 'create' };
+  if (m === 'PUT') return { container, cls: 'write', kind: 'replace' };
+  if (m === 'PATCH') return { container, cls: 'write', kind: 'patch' };
+  if (m === 'DELETE') return { container, cls: 'write', kind: 'delete' };
+  return { container, cls: 'write', kind: 'create' };
 }
 
 export interface RequestCounter {
@@ -74,13 +110,20 @@ export interface RequestCounter {
   dispose(): void;
 }
 
-function emptyCounts(): RequestCounts {
+export function emptyRequestCounts(): RequestCounts {
   return {
     blob: { read: 0, write: 0, other: 0, delete: 0 },
     blobOperations: {},
+    blobKinds: {},
     cosmos: { read: 0, write: 0, query: 0, metadata: 0 },
     cosmosOperations: {},
+    cosmosKinds: {},
+    cosmosContainerKinds: {},
   };
+}
+
+function add(counts: Record<string, number>, key: string): void {
+  counts[key] = (counts[key] ?? 0) + 1;
 }
 
 /**
@@ -89,7 +132,7 @@ function emptyCounts(): RequestCounts {
  */
 export function createRequestCounter(): RequestCounter {
   let ports: { blob: number; cosmos: number } | undefined;
-  let counts = emptyCounts();
+  let counts = emptyRequestCounts();
   const onResponse = (message: unknown) => {
     const { request, response } = message as { request?: ClientRequest; response?: IncomingMessage };
     if (!ports || !request) return;
@@ -97,16 +140,20 @@ export function createRequestCounter(): RequestCounter {
     const method = request.method ?? 'GET';
     const url = request.path ?? '/';
     if (port === ports.blob) {
-      const { operation, cls } = classifyBlobRequest(method, url);
+      const { operation, cls, kind } = classifyBlobRequest(method, url);
       counts.blob[cls] += 1;
-      counts.blobOperations[operation] = (counts.blobOperations[operation] ?? 0) + 1;
+      add(counts.blobOperations, operation);
+      add(counts.blobKinds, kind);
     } else if (port === ports.cosmos) {
-      const isQuery = String(request.getHeader('x-ms-documentdb-isquery') ?? '').toLowerCase() === 'true' ||
-        request.getHeader('x-ms-cosmos-is-query-plan-request') !== undefined;
-      const { container, cls } = classifyCosmosRequest(method, url, isQuery);
+      const header = (name: string) => {
+        const v = request.getHeader(name);
+        return v === undefined ? undefined : String(v);
+      };
+      const { container, cls, kind } = classifyCosmosRequest(method, url, header);
       counts.cosmos[cls] += 1;
-      const key = `${container} ${cls}`;
-      counts.cosmosOperations[key] = (counts.cosmosOperations[key] ?? 0) + 1;
+      add(counts.cosmosOperations, `${container} ${cls}`);
+      add(counts.cosmosKinds, kind);
+      add(counts.cosmosContainerKinds, `${container} ${kind}`);
     }
   };
   diagnostics.subscribe('http.client.response.finish', onResponse);
@@ -115,7 +162,7 @@ export function createRequestCounter(): RequestCounter {
       ports = p;
     },
     reset() {
-      counts = emptyCounts();
+      counts = emptyRequestCounts();
     },
     snapshot() {
       return JSON.parse(JSON.stringify(counts)) as RequestCounts;
@@ -123,40 +170,5 @@ export function createRequestCounter(): RequestCounter {
     dispose() {
       diagnostics.unsubscribe('http.client.response.finish', onResponse);
     },
-  };
-}
-
-/**
- * A plain TCP relay to a local port: the bench's own uploads and polls go through it, so they
- * reach the same services over a socket the counter does not watch.
- */
-export interface Relay {
-  port: number;
-  close(): Promise<void>;
-}
-
-export async function startRelay(targetPort: number, host = '127.0.0.1'): Promise<Relay> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, host);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, host, () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        sockets.forEach((s) => s.destroy());
-        server.close(() => resolve());
-      }),
   };
 }

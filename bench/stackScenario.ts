@@ -1,22 +1,33 @@
 /**
  * The whole local stack under a burst: N CT slices land in the landing container at once (as a
  * scanner's series replicated by the archive would), the blob proxy raises one BlobCreated per
- * file, the local host runs the ingest function, and the bench waits until the index has
+ * file, the function host runs the ingest function, and the bench waits until the index has
  * recorded every file. Latency per instance runs from the moment its upload completed (the
  * blob exists, the event is raised) to its `catalogedAt`.
+ *
+ * Every part runs in a process of its own, so that each one's CPU time is read apart: the
+ * function host (local/hostProcess.ts), Azurite, the Cosmos DB server, the uploader (the
+ * archive's side), and this process, which holds the Event Grid stand-in (the blob proxy that
+ * raises and delivers events) and the bench's own polling. In Azure only the host's CPU is the
+ * pipeline's to pay for: it is `hostCpuMsPerInstance`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Container, CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient } from '@azure/storage-blob';
 
+import { startDevIssuer } from '../local/devIssuer';
 import { azuriteConnectionString } from '../local/emulators';
+import { startEventSource } from '../local/eventSource';
+import { HostProcess, startHostProcess } from '../local/hostProcess';
 import { startAzurite } from '../local/services/azurite';
-import { LocalStack, startStack } from '../local/stack';
+import { startCosmosServer } from '../local/services/cosmos';
+import { ensureCatalog } from '../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../shared/catalog/documents';
-import { createRequestCounter, Relay, RequestCounts, startRelay } from './requestCounter';
+import { loadSettings } from '../shared/config/settings';
+import { RequestCounts } from './requestCounter';
 import { percentile, round } from './stats';
 
 export interface StackScenarioOptions {
@@ -36,6 +47,31 @@ export interface StackScenarioOptions {
   paced?: { files: string[]; root: string; runs: ({ ratePerSecond: number } | { capacityShare: number })[]; count: number };
   /** Files for the storage floor (Azurite alone: the three blob transfers of each instance). */
   floorFiles?: string[];
+  /**
+   * Files of other instances that go through the stack before the burst, unmeasured, so that
+   * the host is as warm as an instance that has handled a few hundred files (the core is
+   * measured warm too).
+   */
+  warmUp?: { files: string[]; root: string };
+  /**
+   * Writes a CPU profile of the function host over the burst to this file. The profiler costs
+   * the host CPU: take the CPU figures from a run without it.
+   */
+  hostProfileFile?: string;
+}
+
+/** CPU time per cataloged instance of each process of the stack, ms. */
+export interface StackCpu {
+  /** The function host alone: what Azure bills as instance-seconds. */
+  host: number;
+  /** Azurite (blob storage). */
+  azurite: number | null;
+  /** The Cosmos DB emulator server. */
+  cosmos: number | null;
+  /** The archive's uploads. */
+  uploader: number;
+  /** This process: the Event Grid stand-in (the blob proxy and event delivery) and the bench's polling. */
+  eventSourceAndBench: number;
 }
 
 export interface LatencyRun {
@@ -48,12 +84,21 @@ export interface LatencyRun {
 }
 
 export interface PacedRun extends LatencyRun {
+  /** CPU ms per cataloged instance of each process over this run. */
+  cpuMsPerInstance: StackCpu;
   offeredPerSecond: number;
   /** What the uploader reached (below the offered rate when uploads themselves could not keep up). */
   uploadedPerSecond: number;
 }
 
 export interface StackResult extends LatencyRun {
+  /**
+   * CPU time of the function host's process per cataloged instance of the burst, ms (process
+   * CPU accounting: user and system time, every thread of that process and nothing else).
+   */
+  hostCpuMsPerInstance: number;
+  /** The same accounting for every process of the stack, over the burst. */
+  cpuMsPerInstance: StackCpu;
   /** The same stack at steady arrival rates: latency without a burst's queue. */
   paced: PacedRun[];
   /**
@@ -74,12 +119,17 @@ export interface StackDetails {
   perInstance: {
     blob: Record<string, number>;
     blobOperations: Record<string, number>;
+    blobKinds: Record<string, number>;
     cosmos: Record<string, number>;
     cosmosOperations: Record<string, number>;
+    cosmosKinds: Record<string, number>;
+    cosmosContainerKinds: Record<string, number>;
   };
   averageDocumentBytes: { instance: number; series: number; study: number; index: number };
   documentCounts: { instance: number; series: number; study: number; index: number };
   raw: RequestCounts;
+  /** Instances that went through the stack, unmeasured, before the burst. */
+  warmUpInstances: number;
   warnings: number;
   errors: number;
   note?: string;
@@ -107,6 +157,27 @@ interface UploadReport {
   uploadedAt: Record<string, number>;
   retries: number;
   seconds: number;
+  /** The uploader's CPU time over its uploads, ms. */
+  cpuMs: number;
+}
+
+let clockTicks: number | undefined;
+/** CPU time (user and system) of another process so far, ms, from /proc; null where there is no /proc. */
+function processCpuMs(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start with the state, field 3.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    clockTicks ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+  } catch {
+    return null;
+  }
+}
+
+function cpuMs(usage: NodeJS.CpuUsage): number {
+  return (usage.user + usage.system) / 1000;
 }
 
 /** Runs bench/uploader.js in a process of its own and returns its report. */
@@ -161,53 +232,98 @@ async function storageFloor(files: string[]): Promise<{ instances: number; insta
   }
 }
 
+/** What each process of the stack has used so far, to take differences of. */
+interface CpuMark {
+  host: number;
+  azurite: number | null;
+  cosmos: number | null;
+  self: number;
+}
+
+function cpuPerInstance(from: CpuMark, to: CpuMark, uploaderMs: number, instances: number): StackCpu {
+  const per = (a: number | null, b: number | null) => (a === null || b === null || instances === 0 ? null : round((b - a) / instances, 2));
+  return {
+    host: per(from.host, to.host) ?? 0,
+    azurite: per(from.azurite, to.azurite),
+    cosmos: per(from.cosmos, to.cosmos),
+    uploader: instances > 0 ? round(uploaderMs / instances, 2) : 0,
+    eventSourceAndBench: per(from.self, to.self) ?? 0,
+  };
+}
+
 export async function runStackScenario(options: StackScenarioOptions): Promise<{ stack: StackResult; details: StackDetails }> {
-  const counter = createRequestCounter();
-  const logFile = path.join(options.workDir, 'stack.log');
-  const log = fs.createWriteStream(logFile);
-  let warnings = 0;
-  let errors = 0;
-  let stack: LocalStack | undefined;
-  let cosmosRelay: Relay | undefined;
+  const host = '127.0.0.1';
+  const stops: (() => Promise<void>)[] = [];
   try {
     const floor = options.floorFiles?.length ? await storageFloor(options.floorFiles) : null;
-    stack = await startStack({
-      projectRoot: options.projectRoot,
-      ports: { blob: 0, queue: 0, cosmos: 0, functions: 0 },
-      persistence: { inMemory: true },
-      localSettings: false,
-      dataDir: options.workDir,
-      deidKey: options.deidKey,
-      deidKeyId: 'bench',
-      // Synthetic CT carries no burned-in text; the default policy would hold some SOP classes for review.
-      env: { BURNED_IN_POLICY: 'allow' },
-      logSink: (level, functionName, message) => {
-        if (level === 'warning') warnings += 1;
-        if (level === 'error' || level === 'critical') errors += 1;
-        log.write(`${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}\n`);
-      },
-    });
-    const running = stack;
-    counter.watch({ blob: running.blobPort, cosmos: running.cosmosPort });
-    counter.reset();
 
-    const settings = running.settings;
-    cosmosRelay = await startRelay(running.cosmosPort);
-    // The uploader runs in a process of its own, so its requests are not counted: it talks to
-    // the blob endpoint (the event source in front of Azurite) directly.
-    const storage = running.env.SourceStorage ?? '';
+    // The services as local/stack.ts wires them, with the function host in a process of its own.
+    const preliminary = loadSettings({ ...process.env, SourceStorage: azuriteConnectionString(), CosmosDb: `AccountEndpoint=http://${host}/;AccountKey=x;`, DEID_KEY: 'x'.repeat(32) });
+    const azurite = await startAzurite({ host, blobPort: 0, queuePort: 0 });
+    stops.push(() => azurite.stop());
+    const eventConcurrency = process.env.LOCAL_EVENT_CONCURRENCY ? Number(process.env.LOCAL_EVENT_CONCURRENCY) : undefined;
+    const events = await startEventSource({
+      upstreamUrl: `http://${host}:${azurite.blobPort}`,
+      port: 0,
+      host,
+      sourceContainers: preliminary.sourceContainers,
+      concurrency: eventConcurrency,
+      deadLetterFile: path.join(options.workDir, 'deadletter.jsonl'),
+    });
+    stops.push(() => events.stop());
+    const cosmosServer = await startCosmosServer({ host, port: 0 });
+    stops.push(() => cosmosServer.stop());
+    const devIssuer = await startDevIssuer({ dataDir: options.workDir, host, port: 0 });
+    stops.push(() => devIssuer.stop());
+    const storage = azuriteConnectionString(events.port, azurite.queuePort, host);
+    const env: Record<string, string> = {
+      FUNCTIONS_WORKER_RUNTIME: 'node',
+      AZURE_FUNCTIONS_ENVIRONMENT: 'Development',
+      SourceStorage: storage,
+      AzureWebJobsStorage: storage,
+      CosmosDb: cosmosServer.connectionString,
+      DEID_KEY: options.deidKey,
+      DEID_KEY_ID: 'bench',
+      ...devIssuer.env,
+      // Synthetic CT carries no burned-in text; the default policy would hold some SOP classes for review.
+      BURNED_IN_POLICY: 'allow',
+    };
+    const settings = loadSettings({ ...process.env, ...env });
+    const blobService = BlobServiceClient.fromConnectionString(storage);
+    for (const name of new Set([...settings.sourceContainers, settings.researchContainer, settings.quarantineContainer])) {
+      await blobService.getContainerClient(name).createIfNotExists();
+    }
+    await ensureCatalog(settings);
+    const functionHost: HostProcess = await startHostProcess({
+      projectRoot: options.projectRoot,
+      env,
+      logFile: path.join(options.workDir, 'stack.log'),
+      countRequests: { blob: events.port, cosmos: cosmosServer.port },
+    });
+    stops.push(() => functionHost.stop());
+    events.setWebhookBaseUrl(functionHost.url);
+
     const container = settings.sourceContainers[0] ?? '';
-    const cosmosKey = /AccountKey=([^;]+)/.exec(running.env.CosmosDb ?? '')?.[1] ?? '';
-    const cosmos = new CosmosClient({ endpoint: `http://127.0.0.1:${cosmosRelay.port}/`, key: cosmosKey, connectionPolicy: { enableEndpointDiscovery: false } });
+    const cosmosKey = /AccountKey=([^;]+)/.exec(cosmosServer.connectionString)?.[1] ?? '';
+    const cosmos = new CosmosClient({ endpoint: cosmosServer.endpoint, key: cosmosKey, connectionPolicy: { enableEndpointDiscovery: false } });
     const database = cosmos.database(settings.cosmosDatabase);
     const index = database.container(settings.indexContainer);
     const research = database.container(settings.researchCatalogContainer);
     const terminal = `c.status IN (${TERMINAL.map((s) => `'${s}'`).join(', ')})`;
+    const mark = async (): Promise<CpuMark> => ({
+      host: cpuMs(await functionHost.cpuUsage()),
+      azurite: processCpuMs(azurite.pid),
+      cosmos: processCpuMs(cosmosServer.pid),
+      self: cpuMs(process.cpuUsage()),
+    });
 
     /** Uploads one set of files and waits until the index holds a final state for each. */
     const phase = async (files: string[], root: string, tag: string, ratePerSecond?: number) => {
       const before = await count(index, terminal);
-      const job = files.map((file) => ({ file, name: path.relative(root, file).split(path.sep).join('/') }));
+      // Under a folder of the phase's own: the sets of files share relative names, and a name
+      // uploaded again would be a new version of an instance, not a new instance.
+      const job = files.map((file) => ({ file, name: `${tag}/${path.relative(root, file).split(path.sep).join('/')}` }));
+      const cpuBefore = await mark();
       const started = Date.now();
       const uploaded = await upload(
         { connectionString: storage, container, files: job, concurrency: ratePerSecond ? 64 : options.uploadConcurrency, ratePerSecond },
@@ -228,6 +344,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
           break;
         }
       }
+      const cpuAfter = await mark();
       const names = new Set(job.map((j) => j.name));
       const all = await index.items.query<IngestionDocument & Record<string, unknown>>('SELECT * FROM c').fetchAll();
       const docs = all.resources.filter((d) => names.has(d.blobName));
@@ -258,11 +375,16 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
         p95Ms: pct(95),
         p99Ms: pct(99),
       };
-      return { result, failed, note, uploaded, totalSeconds: (Date.now() - started) / 1000, indexDocs: docs };
+      const cpu = cpuPerInstance(cpuBefore, cpuAfter, uploaded.cpuMs, cataloged);
+      return { result, cpu, failed, note, uploaded, totalSeconds: (Date.now() - started) / 1000, indexDocs: docs };
     };
 
+    if (options.warmUp?.files.length) await phase(options.warmUp.files, options.warmUp.root, 'warm-up');
+    await functionHost.resetRequests();
+    if (options.hostProfileFile) await functionHost.startProfile();
     const burst = await phase(options.files, options.root, 'burst');
-    const counts = counter.snapshot();
+    if (options.hostProfileFile) await functionHost.stopProfile(options.hostProfileFile);
+    const counts = await functionHost.requests();
 
     const paced: PacedRun[] = [];
     if (options.paced) {
@@ -273,7 +395,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
         if (files.length === 0) break;
         const rate = 'ratePerSecond' in run ? run.ratePerSecond : Math.max(1, round(burst.result.instancesPerSecond * run.capacityShare, 1));
         const r = await phase(files, options.paced.root, `paced-${i}`, rate);
-        paced.push({ offeredPerSecond: rate, uploadedPerSecond: round(files.length / Math.max(r.uploaded.seconds, 1e-3), 1), ...r.result });
+        paced.push({ offeredPerSecond: rate, uploadedPerSecond: round(files.length / Math.max(r.uploaded.seconds, 1e-3), 1), ...r.result, cpuMsPerInstance: r.cpu });
       }
     }
 
@@ -289,11 +411,12 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       if (type === 'instance' || type === 'series' || type === 'study') sizes[type].push(documentBytes(doc));
     }
     const average = (v: number[]) => (v.length ? Math.round(v.reduce((a, b) => a + b, 0) / v.length) : 0);
-    const stats = running.events.stats();
+    const stats = events.stats();
+    const logCounts = await functionHost.logCounts();
     const cataloged = burst.result.cataloged;
 
     return {
-      stack: { ...burst.result, paced, storageFloor: floor },
+      stack: { ...burst.result, hostCpuMsPerInstance: burst.cpu.host, cpuMsPerInstance: burst.cpu, paced, storageFloor: floor },
       details: {
         failed: burst.failed,
         uploadRetries: burst.uploaded.retries,
@@ -309,21 +432,22 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
         perInstance: {
           blob: perInstance(counts.blob, cataloged),
           blobOperations: perInstance(counts.blobOperations, cataloged),
+          blobKinds: perInstance(counts.blobKinds, cataloged),
           cosmos: perInstance(counts.cosmos, cataloged),
           cosmosOperations: perInstance(counts.cosmosOperations, cataloged),
+          cosmosKinds: perInstance(counts.cosmosKinds, cataloged),
+          cosmosContainerKinds: perInstance(counts.cosmosContainerKinds, cataloged),
         },
         averageDocumentBytes: { instance: average(sizes.instance), series: average(sizes.series), study: average(sizes.study), index: average(sizes.index) },
         documentCounts: { instance: sizes.instance.length, series: sizes.series.length, study: sizes.study.length, index: sizes.index.length },
         raw: counts,
-        warnings,
-        errors,
+        warmUpInstances: options.warmUp?.files.length ?? 0,
+        warnings: logCounts.warning,
+        errors: logCounts.error,
         note: burst.note,
       },
     };
   } finally {
-    counter.dispose();
-    await cosmosRelay?.close();
-    await stack?.stop();
-    await new Promise((r) => log.end(r));
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
   }
 }

@@ -23,6 +23,8 @@ export interface UploadReport {
   uploadedAt: Record<string, number>;
   retries: number;
   seconds: number;
+  /** This process's CPU time over the uploads (user and system), ms. */
+  cpuMs: number;
 }
 
 export const UPLOADED_PREFIX = 'UPLOADED ';
@@ -30,8 +32,9 @@ export const UPLOADED_PREFIX = 'UPLOADED ';
 async function main(): Promise<void> {
   const job = JSON.parse(fs.readFileSync(process.argv[2] ?? '', 'utf8')) as UploadJob;
   const landing = BlobServiceClient.fromConnectionString(job.connectionString).getContainerClient(job.container);
-  const report: UploadReport = { uploadedAt: {}, retries: 0, seconds: 0 };
+  const report: UploadReport = { uploadedAt: {}, retries: 0, seconds: 0, cpuMs: 0 };
   const started = Date.now();
+  const cpuStart = process.cpuUsage();
   let active = 0;
   const slots: (() => void)[] = [];
   const upload = async (file: string, name: string) => {
@@ -64,6 +67,8 @@ async function main(): Promise<void> {
   }
   await Promise.all(pending);
   report.seconds = (Date.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  report.cpuMs = (cpu.user + cpu.system) / 1000;
   process.stdout.write(`${UPLOADED_PREFIX}${JSON.stringify(report)}\n`);
 }
 

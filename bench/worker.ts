@@ -12,12 +12,13 @@ const RESULT_PREFIX = 'BENCH_RESULT ';
 
 async function main(): Promise<void> {
   const [mode, jobFile] = process.argv.slice(2);
-  if (!mode || !jobFile) throw new Error('usage: worker.js <core|naive|stack> <job.json>');
+  if (!mode || !jobFile) throw new Error('usage: worker.js <core|naive|dcmjs-header|stack> <job.json>');
   const job = JSON.parse(fs.readFileSync(jobFile, 'utf8')) as unknown;
   let result: unknown;
   // Loaded on demand: a core child must not carry the SDKs and the stack in its peak RSS.
   if (mode === 'core') result = await (await import('./modes')).runCore(job as WorkList);
   else if (mode === 'naive') result = await (await import('./modes')).runNaiveDcmjs(job as WorkList);
+  else if (mode === 'dcmjs-header') result = await (await import('./modes')).runHeaderDcmjs(job as WorkList);
   else if (mode === 'stack') result = await (await import('./stackScenario')).runStackScenario(job as StackScenarioOptions);
   else throw new Error(`unknown mode ${mode}`);
   process.stdout.write(`${RESULT_PREFIX}${JSON.stringify(result)}\n`);

@@ -3,7 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multiFrameHeader, writeCtSeries, writeMultiFrame } from '../../../bench/generate';
-import { BENCH_DEID_KEY, runCore, runNaiveDcmjs } from '../../../bench/modes';
+import { BENCH_DEID_KEY, runCore, runHeaderDcmjs, runNaiveDcmjs } from '../../../bench/modes';
+import { moduleOf, summarise } from '../../../bench/profileSummary';
 import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
@@ -151,6 +152,35 @@ describe('bench core', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
+  it('given slices and a multi-frame file, then the dcmjs header baseline keeps every attribute but the blanked name and ID, and the pixel data byte for byte', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-bench-dcmjs-header-'));
+    try {
+      const ct = writeCtSeries(path.join(dir, 'ct'), { seed: 7, count: 2, studies: 1 });
+      // 17 frames: 8.9 MB, past the one-read limit, so copied in chunks.
+      const mf = path.join(dir, 'mf.dcm');
+      writeMultiFrame(mf, { seed: 13, frames: 17 });
+      const files = [...ct.files, mf];
+      const outDir = path.join(dir, 'out');
+      fs.mkdirSync(outDir);
+      const report = await runHeaderDcmjs({ files, outDir, manifest: true });
+      const places = report.outputs ?? [];
+      expect(places).toHaveLength(3);
+      expect(fs.readdirSync(outDir)).toHaveLength(2);
+      for (const [i, place] of places.entries()) {
+        const source = await parseDicomBuffer(fs.readFileSync(files[i] as string));
+        const out = await parseDicomBuffer(fs.readFileSync(place.file).subarray(place.offset, place.offset + place.length));
+        expect(asciiValue(source.dataset.get(0x00100010))).toBeTruthy();
+        expect(asciiValue(out.dataset.get(0x00100010)) ?? '').toBe('');
+        expect(asciiValue(out.dataset.get(0x00100020)) ?? '').toBe('');
+        expect(out.pixelValue?.equals(source.pixelValue ?? Buffer.alloc(0))).toBe(true);
+        for (const tag of source.dataset.keys()) if (tag !== 0x00100010 && tag !== 0x00100020) expect(out.dataset.has(tag)).toBe(true);
+        expect(asciiValue(out.dataset.get(Tags.SOPInstanceUID))).toBe(asciiValue(source.dataset.get(Tags.SOPInstanceUID)));
+      }
+      expect(report.bytesOut).toBe(places.reduce((n, p) => n + p.length, 0));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe('bench arithmetic', () => {
@@ -185,20 +215,70 @@ describe('bench arithmetic', () => {
 });
 
 describe('bench request classification', () => {
-  it('given blob REST calls, then Azure billing classes', () => {
-    expect(classifyBlobRequest('GET', '/devstoreaccount1/c/b.dcm?timeout=60')).toEqual({ operation: 'GetBlob', cls: 'read' });
-    expect(classifyBlobRequest('HEAD', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'GetBlobProperties', cls: 'other' });
-    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=block&blockid=x')).toEqual({ operation: 'PutBlock', cls: 'write' });
-    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=blocklist')).toEqual({ operation: 'PutBlockList', cls: 'write' });
-    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'PutBlob', cls: 'write' });
-    expect(classifyBlobRequest('DELETE', '/devstoreaccount1/c/b.dcm').cls).toBe('delete');
+  it('given blob REST calls, then Azure billing classes and what each does', () => {
+    expect(classifyBlobRequest('GET', '/devstoreaccount1/c/b.dcm?timeout=60')).toEqual({ operation: 'GetBlob', cls: 'read', kind: 'read' });
+    expect(classifyBlobRequest('HEAD', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'GetBlobProperties', cls: 'other', kind: 'head' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=block&blockid=x')).toEqual({ operation: 'PutBlock', cls: 'write', kind: 'write' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=blocklist')).toEqual({ operation: 'PutBlockList', cls: 'write', kind: 'write' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'PutBlob', cls: 'write', kind: 'write' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=metadata')).toEqual({ operation: 'SetBlobMetadata', cls: 'other', kind: 'properties' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=properties')).toEqual({ operation: 'SetBlobProperties', cls: 'other', kind: 'properties' });
+    expect(classifyBlobRequest('GET', '/devstoreaccount1/c/b.dcm?comp=tags')).toEqual({ operation: 'GetBlobTags', cls: 'other', kind: 'tags' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c/b.dcm?comp=tags')).toEqual({ operation: 'SetBlobTags', cls: 'other', kind: 'tags' });
+    expect(classifyBlobRequest('GET', '/devstoreaccount1/c?restype=container&comp=list&prefix=a')).toEqual({ operation: 'ListBlobs', cls: 'write', kind: 'list' });
+    expect(classifyBlobRequest('PUT', '/devstoreaccount1/c?restype=container')).toEqual({ operation: 'CreateContainer', cls: 'write', kind: 'container' });
+    expect(classifyBlobRequest('DELETE', '/devstoreaccount1/c/b.dcm')).toEqual({ operation: 'DeleteBlob', cls: 'delete', kind: 'delete' });
   });
 
-  it('given Cosmos REST calls, then point reads, writes, queries and metadata', () => {
-    expect(classifyCosmosRequest('GET', '/dbs/vna/colls/ingestions/docs/abc', false)).toEqual({ container: 'ingestions', cls: 'read' });
-    expect(classifyCosmosRequest('POST', '/dbs/vna/colls/ingestions/docs', false)).toEqual({ container: 'ingestions', cls: 'write' });
-    expect(classifyCosmosRequest('PUT', '/dbs/vna/colls/research-catalog/docs/x', false).cls).toBe('write');
-    expect(classifyCosmosRequest('POST', '/dbs/vna/colls/research-catalog/docs', true).cls).toBe('query');
-    expect(classifyCosmosRequest('GET', '/dbs/vna/colls/research-catalog', false).cls).toBe('metadata');
+  it('given Cosmos REST calls, then point reads, creates, upserts, replaces, patches, queries, query plans, batches and metadata', () => {
+    const headers = (h: Record<string, string> = {}) => (name: string) => h[name];
+    const docs = '/dbs/vna/colls/research-catalog/docs';
+    expect(classifyCosmosRequest('GET', '/dbs/vna/colls/ingestions/docs/abc', headers())).toEqual({ container: 'ingestions', cls: 'read', kind: 'pointRead' });
+    expect(classifyCosmosRequest('POST', '/dbs/vna/colls/ingestions/docs', headers())).toEqual({ container: 'ingestions', cls: 'write', kind: 'create' });
+    expect(classifyCosmosRequest('POST', docs, headers({ 'x-ms-documentdb-is-upsert': 'True' }))).toEqual({ container: 'research-catalog', cls: 'write', kind: 'upsert' });
+    expect(classifyCosmosRequest('PUT', `${docs}/x`, headers())).toEqual({ container: 'research-catalog', cls: 'write', kind: 'replace' });
+    expect(classifyCosmosRequest('PATCH', `${docs}/x`, headers()).kind).toBe('patch');
+    expect(classifyCosmosRequest('DELETE', `${docs}/x`, headers()).kind).toBe('delete');
+    expect(classifyCosmosRequest('POST', docs, headers({ 'x-ms-documentdb-isquery': 'true' }))).toEqual({ container: 'research-catalog', cls: 'query', kind: 'query' });
+    expect(classifyCosmosRequest('POST', docs, headers({ 'x-ms-cosmos-is-query-plan-request': 'True' })).kind).toBe('queryPlan');
+    expect(classifyCosmosRequest('POST', docs, headers({ 'x-ms-cosmos-is-batch-request': 'True' })).kind).toBe('batch');
+    expect(classifyCosmosRequest('GET', docs, headers()).kind).toBe('readFeed');
+    expect(classifyCosmosRequest('GET', '/dbs/vna/colls/research-catalog', headers())).toEqual({ container: 'research-catalog', cls: 'metadata', kind: 'metadata' });
+  });
+});
+
+describe('bench profile summary', () => {
+  it('given script URLs, then npm packages (scoped too), project folders, Node internals and V8 pseudo-frames', () => {
+    expect(moduleOf('file:///app/node_modules/@azure/cosmos/dist/commonjs/request/request.js', 'f')).toBe('@azure/cosmos');
+    expect(moduleOf('file:///app/node_modules/chrono-node/dist/cjs/chrono.js', 'f')).toBe('chrono-node');
+    expect(moduleOf('file:///app/dist/shared/dicom/parser.js', 'f')).toBe('shared/dicom');
+    expect(moduleOf('file:///app/dist/local/host.js', 'f')).toBe('local');
+    expect(moduleOf('node:internal/streams/writable', 'f')).toBe('node internals');
+    expect(moduleOf('', '(garbage collector)')).toBe('(garbage collector)');
+    expect(moduleOf('', 'writev')).toBe('(native)');
+  });
+
+  it('given samples, then self time by module and function, inclusive time by module, idle left out', () => {
+    const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url, lineNumber: 0 }, children });
+    const profile = {
+      nodes: [
+        frame(1, '(root)', '', [2, 4, 5]),
+        frame(2, 'ingest', 'file:///app/dist/shared/ingest/ingestSourceFile.js', [3]),
+        frame(3, 'httpRequest', 'file:///app/node_modules/@azure/cosmos/dist/r.js'),
+        frame(4, '(garbage collector)', ''),
+        frame(5, '(idle)', ''),
+      ],
+      startTime: 0,
+      endTime: 10_000,
+      // Each sample's time is the delta to the next one (ms * 1000).
+      samples: [3, 3, 2, 4, 5, 3],
+      timeDeltas: [0, 1000, 1000, 2000, 1000, 5000],
+    };
+    const summary = summarise(profile);
+    // Samples: cosmos 1 + 1 ms (the last sample has no next delta), ingest 2 ms, GC 1 ms, idle 5 ms left out.
+    expect(summary.totalMs).toBe(5);
+    expect(summary.modules.map((m) => [m.name, m.ms])).toEqual([['@azure/cosmos', 2], ['shared/ingest', 2], ['(garbage collector)', 1]]);
+    expect(summary.inclusiveModules.find((m) => m.name === 'shared/ingest')?.ms).toBe(4);
+    expect(summary.functions[0]?.name).toMatch(/^(httpRequest|ingest) /);
   });
 });
