@@ -203,8 +203,11 @@ export class AzureResearchStore implements ResearchStore {
     };
 
     if (blockIds.length === 0) {
-      const body = Buffer.concat(pending, pendingBytes);
-      return commitOnce((conditions) => blob.upload(body, body.length, { metadata, tags, blobHTTPHeaders: headers, conditions }));
+      // The chunks as they came, without a copy into one buffer: a stream factory, so that the
+      // SDK's own retry (and a recommit after a conflict) sends them again from the start.
+      const chunks = [...pending];
+      const body = () => Readable.from(chunks, { objectMode: false });
+      return commitOnce((conditions) => blob.upload(body, size, { metadata, tags, blobHTTPHeaders: headers, conditions }));
     }
     if (pendingBytes) await stage(Buffer.concat(pending, pendingBytes));
     return commitOnce((conditions) => blob.commitBlockList(blockIds, { metadata, tags, blobHTTPHeaders: headers, conditions }));
