@@ -12,8 +12,9 @@ import * as path from 'node:path';
 
 import { bufferReader } from '../shared/dicom/byteReader';
 import { decodeText, parseSpecificCharacterSet } from '../shared/dicom/charset';
-import { asciiValue, DicomDataset, Tags } from '../shared/dicom/dataset';
+import { asciiValue, DicomDataset } from '../shared/dicom/dataset';
 import { readHeader } from '../shared/dicom/parser';
+import { Tags } from '../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta } from '../shared/dicom/writer';
 import { ctSliceBytes, multiFrameHeader, writeMultiFrame } from './generate';
 import { formatTable } from './stats';

@@ -58,8 +58,6 @@ export const LONG_VRS: ReadonlySet<string> = new Set([
   'OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV',
 ]);
 
-/** The generated keyword table (tags.ts), also here for the modules that take the data set model and its tags together. */
-export { Tags } from './tags';
 
 /** Raw bytes of a text value as a latin1 string with trailing padding (spaces, NULs) removed. */
 export function asciiValue(el: DicomElement | undefined): string | undefined {

@@ -8,9 +8,10 @@ import { moduleOf, summarise } from '../../../bench/profileSummary';
 import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
-import { asciiValue, Tags } from '../../../shared/dicom/dataset';
+import { asciiValue } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 
 const MF_NUMBER_OF_FRAMES = 0x00280008;
