@@ -11,14 +11,14 @@ import { join } from 'node:path';
 import { loadFreeTextCloudSettings } from '../../../shared/config/settings';
 import { bufferReader } from '../../../shared/dicom/byteReader';
 import { DicomDataset } from '../../../shared/dicom/dataset';
-import { cloudAssistedDetector, findCloudPhi, gatherTexts } from '../../../shared/dicom/deid/freeText/cloud';
+import { cloudAssistedDetector, CloudPhiRecognizer, findCloudPhi, gatherTexts } from '../../../shared/dicom/deid/freeText/cloud';
 import { localDetector, TextSpan } from '../../../shared/dicom/deid/freeText/detector';
 import { NO_SOURCE_NAMES } from '../../../shared/dicom/deid/freeText/names';
 import { builtInProfile, Profile } from '../../../shared/dicom/deid/profile';
 import { verifyDeidentified } from '../../../shared/dicom/deid/verify';
 import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { isPipelineError } from '../../../shared/errors';
-import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { prepareDeidentifiedInstance, PreparedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { API_VERSION, AzureLanguagePiiRecognizer, createCloudPhiRecognizer, MAX_DOCUMENTS_PER_REQUEST, packDocuments } from '../../../shared/language/azureLanguagePii';
 import { dataset, el, seq, tagOf } from '../dicom/deid/helpers';
 import { encodeWithDataset } from '../ingest/coreHelpers';
@@ -60,6 +60,22 @@ async function plantedSource(): Promise<Buffer> {
   ds.set(tagOf('ImageComments'), el('ImageComments', PLANTED.comments));
   ds.set(tagOf('AdditionalPatientHistory'), el('AdditionalPatientHistory', PLANTED.history));
   return encodeWithDataset(src, ds);
+}
+
+/** The planted file through the core under research-default, with the cloud option when given a recognizer. */
+async function prepare(source: Buffer, cloudPhi?: CloudPhiRecognizer): Promise<PreparedInstance> {
+  return prepareDeidentifiedInstance(bufferReader(source), {
+    deid: { profile: profile('research-default'), key, keyId: 'cloud', ...(cloudPhi ? { cloudPhi } : {}) },
+    maxHeaderBytes: 1 << 24,
+    totalSize: source.length,
+    burnedIn: { mode: 'quarantine' },
+  });
+}
+
+async function outputOf(prepared: PreparedInstance): Promise<string> {
+  const parts: Uint8Array[] = [];
+  for await (const c of prepared.output()) parts.push(c);
+  return Buffer.concat(parts).toString('latin1');
 }
 
 let standIn: StandIn;
@@ -219,16 +235,8 @@ describe('cloudAssistedDetector and gatherTexts', () => {
 describe('the cloud option through the core (engine and verification gate)', () => {
   it('given the option on, then the research copy keeps the text around the findings and holds none of them, and the audit counts them by kind', async () => {
     const source = await plantedSource();
-    const cloudPhi = recognizer(standIn);
-    const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-      deid: { profile: profile('research-default'), key, keyId: 'cloud', cloudPhi },
-      maxHeaderBytes: 1 << 24,
-      totalSize: source.length,
-      burnedIn: { mode: 'quarantine' },
-    });
-    const parts: Uint8Array[] = [];
-    for await (const c of prepared.output()) parts.push(c);
-    const out = Buffer.concat(parts).toString('latin1');
+    const prepared = await prepare(source, recognizer(standIn));
+    const out = await outputOf(prepared);
     for (const value of IDENTIFYING) expect(out).not.toContain(value);
     expect(out).toContain('Referred from [removed]');
     expect(out).toContain('follow-up');
@@ -238,26 +246,13 @@ describe('the cloud option through the core (engine and verification gate)', () 
 
   it('given the option off, then the same file keeps the places and the surname (what the option adds)', async () => {
     const source = await plantedSource();
-    const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-      deid: { profile: profile('research-default'), key, keyId: 'cloud' },
-      maxHeaderBytes: 1 << 24,
-      totalSize: source.length,
-      burnedIn: { mode: 'quarantine' },
-    });
-    const parts: Uint8Array[] = [];
-    for await (const c of prepared.output()) parts.push(c);
-    expect(Buffer.concat(parts).toString('latin1')).toContain('Zorblatt');
+    expect(await outputOf(await prepare(source))).toContain('Zorblatt');
     expect(standIn.requests).toHaveLength(0);
   });
 
   it('given an output that still holds a finding, then the gate with the same detector refuses it, and the local one alone would pass it', async () => {
     const source = await plantedSource();
-    const prepared = await prepareDeidentifiedInstance(bufferReader(source), {
-      deid: { profile: profile('research-default'), key, keyId: 'cloud' },
-      maxHeaderBytes: 1 << 24,
-      totalSize: source.length,
-      burnedIn: { mode: 'quarantine' },
-    });
+    const prepared = await prepare(source);
     const { findings } = await findCloudPhi((await parseDicomBuffer(source)).dataset, recognizer(standIn));
     const assisted = cloudAssistedDetector(localDetector, findings);
     const local = await verifyDeidentified(prepared.dataset, prepared.report, profile('research-default'));
@@ -270,12 +265,7 @@ describe('the cloud option through the core (engine and verification gate)', () 
   it('given the service unavailable, then the file is not written: a transient error goes up before any output', async () => {
     standIn.failNext({ status: 503 }, { status: 503 }, { status: 503 });
     const source = await plantedSource();
-    const error = await prepareDeidentifiedInstance(bufferReader(source), {
-      deid: { profile: profile('research-default'), key, keyId: 'cloud', cloudPhi: recognizer(standIn) },
-      maxHeaderBytes: 1 << 24,
-      totalSize: source.length,
-      burnedIn: { mode: 'quarantine' },
-    }).catch((e: unknown) => e);
+    const error = await prepare(source, recognizer(standIn)).catch((e: unknown) => e);
     expect(isPipelineError(error, 'SERVICE_UNAVAILABLE')).toBe(true);
   });
 });
