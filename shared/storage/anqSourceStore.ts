@@ -186,6 +186,12 @@ export class AnqSourceStore implements SourceStore {
       contentType: r.ContentType,
     };
     this.pin(bucket, name, props.etag, target.snapshot);
+    // An empty file has no bytes to stream, whatever the server says its range is (s3rver
+    // answers "bytes 0-0/0" with a length of 1 and no body).
+    if (props.size === 0) {
+      body.destroy();
+      return { props, head: noBytes(), discard: () => undefined };
+    }
     return {
       props,
       head: wrapStreamErrors(body),
