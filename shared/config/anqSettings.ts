@@ -144,7 +144,8 @@ export function loadAnqSettings(env: Env = process.env): AnqSettings | undefined
   if (exportText && (!exportText.startsWith('/') || hasDotSegment(exportPath) || exportPath.includes('//'))) {
     c.problems.push('ANQ_EXPORT_PATH must be an absolute file-system path without dot segments, e.g. /replica');
   }
-  const prefix = c.str('ANQ_PREFIX', '').replace(/^\/+/, '');
+  // A directory under the export: `dicom` and `/dicom/` both mean `dicom/`.
+  const prefix = c.str('ANQ_PREFIX', '').replace(/^\/+/, '').replace(/([^/])$/, '$1/');
   if (hasDotSegment(prefix) || prefix.includes('//')) c.problems.push('ANQ_PREFIX must be a relative path without dot segments, e.g. dicom/');
 
   const readFrom = c.str('ANQ_READ_FROM', 'snapshot');

@@ -37,10 +37,13 @@ import { Readable } from 'node:stream';
 
 import { GetObjectCommand, GetObjectCommandOutput, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
+import { anqObjectName, parseAnqObjectName, SNAPSHOT_PREFIX } from '../anq/objectNames';
 import type { AnqSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import type { OpenedSource, SourceProperties, SourceStore } from './blobStores';
 import { totalOfContentRange } from './blobStores';
+
+export { anqObjectName, parseAnqObjectName };
 
 /** Resolves the snapshot a read is made from. */
 export interface SnapshotResolver {
@@ -49,23 +52,6 @@ export interface SnapshotResolver {
    * undefined when there is none. Throws SERVICE_* on faults. Idempotent.
    */
   newestFrom(floorId: number, options?: { abortSignal?: AbortSignal }): Promise<{ id: number; name: string } | undefined>;
-}
-
-const SNAPSHOT_PREFIX = '.snapshot/';
-
-/** The object name this store reads for a key: the live object, or the key as of a snapshot (or a newer one). */
-export function anqObjectName(key: string, snapshotId?: number): string {
-  return snapshotId === undefined ? key : `${SNAPSHOT_PREFIX}${snapshotId}/${key}`;
-}
-
-/** The key and snapshot floor of an object name made by anqObjectName. */
-export function parseAnqObjectName(name: string): { key: string; snapshotFloor?: number } {
-  if (!name.startsWith(SNAPSHOT_PREFIX)) return { key: name };
-  const rest = name.slice(SNAPSHOT_PREFIX.length);
-  const slash = rest.indexOf('/');
-  const id = Number(rest.slice(0, slash));
-  if (slash <= 0 || !Number.isSafeInteger(id) || id < 0) throw new PipelineError(ErrorCodes.SOURCE_NOT_ALLOWED, 'ANQ object name has a malformed snapshot part');
-  return { key: rest.slice(slash + 1), snapshotFloor: id };
 }
 
 /** An S3 client as the Qumulo S3 API takes it. */
