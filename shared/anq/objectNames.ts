@@ -22,3 +22,18 @@ export function parseAnqObjectName(name: string): { key: string; snapshotFloor?:
   if (slash <= 0 || !/^\d+$/.test(idText) || !Number.isSafeInteger(id)) throw new PipelineError(ErrorCodes.SOURCE_NOT_ALLOWED, 'ANQ object name has a malformed snapshot part');
   return { key: rest.slice(slash + 1), snapshotFloor: id };
 }
+
+/**
+ * The container an ANQ location names: `anq/<bucket>`. A blob container name never holds a
+ * slash, so a store that serves both sources (SourceRouter) tells them apart by it.
+ */
+export const ANQ_CONTAINER_PREFIX = 'anq/';
+
+export function anqContainer(bucket: string): string {
+  return `${ANQ_CONTAINER_PREFIX}${bucket}`;
+}
+
+/** The bucket of an ANQ container name, or undefined for a blob container. */
+export function bucketOfAnqContainer(container: string): string | undefined {
+  return container.startsWith(ANQ_CONTAINER_PREFIX) ? container.slice(ANQ_CONTAINER_PREFIX.length) : undefined;
+}

@@ -4,7 +4,7 @@
  * (a blob, or a file of the ANQ export); the ingestion then looks at the file itself, so that
  * what it does depends on the file's state, not on event order.
  */
-import { anqObjectName } from '../anq/objectNames';
+import { anqContainer, anqObjectName } from '../anq/objectNames';
 import { ErrorCodes, PipelineError } from '../errors';
 
 export const BLOB_CREATED = 'Microsoft.Storage.BlobCreated';
@@ -218,7 +218,7 @@ export function resolveAnqUrl(url: string, scope: AnqScope, snapshotId?: number)
     kind: 'source',
     location: {
       canonicalUrl: anqSourceUrl(scope.cluster, fsPath),
-      container: scope.bucket,
+      container: anqContainer(scope.bucket),
       blobName: anqObjectName(key, scope.readFrom === 'snapshot' ? snapshotId : undefined),
     },
   };

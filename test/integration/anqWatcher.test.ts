@@ -14,7 +14,7 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { BlobServiceClient } from '@azure/storage-blob';
+import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
 import { closeServer, listen } from '../../local/net';
 import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from '../../local/services/anqStandIn';
@@ -27,6 +27,7 @@ import { parseDicomBuffer } from '../../shared/dicom/parser';
 import { AnqScope, anqSourceUrl, parseIncomingEvent, resolveRequestSource } from '../../shared/events/ingestEvents';
 import { ingestSourceFile } from '../../shared/ingest/ingestSourceFile';
 import { anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../../shared/storage/anqSourceStore';
+import { AnqQuarantineStore, QuarantineRouter, SourceRouter } from '../../shared/storage/sourceRouter';
 import { MemoryWorld,memoryWorld } from '../unit/fakes';
 import { testStack } from './stackEnv';
 
@@ -105,6 +106,7 @@ class CrashingSink implements ArchiveEventSink {
 
 interface Harness {
   world: MemoryWorld;
+  quarantine: ContainerClient;
   deps: WatcherDeps;
   sink: CrashingSink;
   /** Delivers every CloudEvent the topic got and was not delivered yet (or all again), in order. */
@@ -114,9 +116,15 @@ interface Harness {
 async function harness(checkpointBlob: string): Promise<Harness> {
   const s3 = anqS3Client({ endpoint: standIn.s3Endpoint, bucket: BUCKET, region: 'us-east-1', ...STAND_IN_S3_KEY });
   const rest = new QumuloRestClient(standIn.restEndpoint, TOKEN);
+  const blobService = BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!);
+  const container = blobService.getContainerClient('anq-watcher');
+  const quarantineContainer = blobService.getContainerClient('anq-test-quarantine');
+  await quarantineContainer.createIfNotExists();
   const world = memoryWorld(defaultProfile());
-  world.deps.source = new AnqSourceStore(s3, new RestSnapshotResolver((o) => rest.listSnapshots(o), (s) => s.source_file_id === standIn.exportFileId, 0));
-  const container = BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!).getContainerClient('anq-watcher');
+  const anqStore = new AnqSourceStore(s3, new RestSnapshotResolver((o) => rest.listSnapshots(o), (s) => s.source_file_id === standIn.exportFileId, 0));
+  // As the runtime serves both sources: anq/<bucket> locations go to the cluster, others to the landing containers.
+  world.deps.source = new SourceRouter(world.source, anqStore);
+  world.deps.quarantine = new QuarantineRouter(world.quarantine, new AnqQuarantineStore(world.deps.source, quarantineContainer));
   const sink = new CrashingSink(new EventGridArchiveSink({ endpoint: topicUrl, key: 'topic-key' }));
   const deps: WatcherDeps = {
     api: rest,
@@ -125,13 +133,16 @@ async function harness(checkpointBlob: string): Promise<Harness> {
     config: { cluster: scope.cluster, exportPath: scope.exportPath, prefix: scope.prefix, snapshotSourceIds: [standIn.exportFileId], startFrom: 'oldest', pageSize: 3 },
     log: { info: () => undefined, warn: () => undefined },
   };
-  let next = 0;
+  // Events published before this harness belong to earlier tests.
+  const first = delivered.length;
+  let next = first;
   return {
     world,
+    quarantine: quarantineContainer,
     deps,
     sink,
     async deliver(options = {}) {
-      const from = options.again ? 0 : next;
+      const from = options.again ? first : next;
       const batch = delivered.slice(from);
       next = delivered.length;
       const outcomes: string[] = [];
@@ -223,5 +234,19 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
     await standIn.takeSnapshot('replication');
     expect((await watchSnapshots(h.deps)).replicated).toBe(1);
     expect(delivered.slice(before).map((e) => (e.data as { path: string }).path)).toEqual(['/replica/dicom/late.dcm']);
+  });
+
+  test('given a replicated file that is not DICOM, then it is recorded as failed and its replicated version copied to quarantine from the cluster', async () => {
+    const h = await harness('quarantine.json');
+    await watchSnapshots({ ...h.deps, config: { ...h.deps.config, startFrom: 'latest' } });
+    const bytes = Buffer.from('this is a scanned requisition, not a DICOM file'.repeat(10));
+    place('dicom/notes/req.txt', bytes);
+    await standIn.takeSnapshot('replication');
+    await watchSnapshots(h.deps);
+    expect(await h.deliver()).toEqual(['failed']);
+    const doc = h.world.index.all().find((d) => d.sourceUrl === anqSourceUrl(scope.cluster, '/replica/dicom/notes/req.txt'));
+    expect(doc).toMatchObject({ status: 'failed', errorCode: 'DICOM_NOT_DICOM', quarantineBlob: 'anq/replica/dicom/notes/req.txt' });
+    const copy = await h.quarantine.getBlobClient(doc!.quarantineBlob!).downloadToBuffer();
+    expect(copy.equals(bytes)).toBe(true);
   });
 });

@@ -25,7 +25,7 @@ describe('resolveAnqUrl', () => {
   it('given a file under the export and prefix, then the bucket, and the key as of the event snapshot', () => {
     expect(resolveAnqUrl('anq://anq-west/replica/dicom/site%201/Doe%5EJohn/1.dcm', scope, 7)).toEqual({
       kind: 'source',
-      location: { canonicalUrl: 'anq://anq-west/replica/dicom/site%201/Doe%5EJohn/1.dcm', container: 'replica', blobName: '.snapshot/7/dicom/site 1/Doe^John/1.dcm' },
+      location: { canonicalUrl: 'anq://anq-west/replica/dicom/site%201/Doe%5EJohn/1.dcm', container: 'anq/replica', blobName: '.snapshot/7/dicom/site 1/Doe^John/1.dcm' },
     });
   });
 
