@@ -79,15 +79,15 @@ class Collector {
   }
 
   /** An http(s) URL; clear text only to loopback, since what crosses it is identified data or a credential. */
-  url(name: string, value: string): string {
+  url(name: string, value: string, allowQuery = false): string {
     try {
       const u = new URL(value);
       if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('scheme');
       if (u.protocol === 'http:' && !isLoopback(u.hostname)) {
         this.problems.push(`${name} must use https (http is accepted on loopback only)`);
       }
-      if (u.username || u.password || u.search || u.hash) this.problems.push(`${name} must not carry credentials, a query or a fragment`);
-      return value.replace(/\/+$/, '');
+      if (u.username || u.password || (u.search && !allowQuery) || u.hash) this.problems.push(`${name} must not carry credentials, a query or a fragment`);
+      return u.search ? value : value.replace(/\/+$/, '');
     } catch {
       this.problems.push(`${name} must be an http(s) URL`);
       return '';
@@ -170,7 +170,8 @@ export function loadAnqSettings(env: Env = process.env): AnqSettings | undefined
 export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettings {
   const c = new Collector(env);
   const topicText = c.str('ANQ_EVENTS_TOPIC_ENDPOINT');
-  const topic = { endpoint: topicText ? c.url('ANQ_EVENTS_TOPIC_ENDPOINT', topicText) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
+  // A query is allowed here: locally the "topic" is the function host's Event Grid webhook (`?functionName=...`).
+  const topic = { endpoint: topicText ? c.url('ANQ_EVENTS_TOPIC_ENDPOINT', topicText, true) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
   const schedule = c.str('ANQ_WATCH_SCHEDULE', '0 */1 * * * *');
   if (schedule.split(/\s+/).length !== 6) c.problems.push('ANQ_WATCH_SCHEDULE must be an NCRONTAB expression with six fields (seconds first)');
 

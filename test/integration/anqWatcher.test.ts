@@ -29,7 +29,7 @@ import { ingestSourceFile } from '../../shared/ingest/ingestSourceFile';
 import { anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../../shared/storage/anqSourceStore';
 import { AnqQuarantineStore, QuarantineRouter, SourceRouter } from '../../shared/storage/sourceRouter';
 import { MemoryWorld,memoryWorld } from '../unit/fakes';
-import { testStack } from './stackEnv';
+import { hostLog, testStack } from './stackEnv';
 
 const BUCKET = 'replica';
 const TOKEN = 'stand-in-token';
@@ -248,5 +248,24 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
     expect(doc).toMatchObject({ status: 'failed', errorCode: 'DICOM_NOT_DICOM', quarantineBlob: 'anq/replica/dicom/notes/req.txt' });
     const copy = await h.quarantine.getBlobClient(doc!.quarantineBlob!).downloadToBuffer();
     expect(copy.equals(bytes)).toBe(true);
+  });
+});
+
+describe('the watcher\'s events delivered to the local function host', () => {
+  test('given the Event Grid webhook of the host as the topic, then the SDK\'s CloudEvents batch is accepted and reaches ingestReplicatedFile', async () => {
+    const sink = new EventGridArchiveSink({ endpoint: `${testStack().hostUrl}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`, key: 'local' });
+    const event: ArchiveFileEvent = {
+      id: 'anq-transport-check',
+      type: 'VNA.Archive.FileReplicated',
+      source: 'anq://anq-local',
+      subject: '/replica/dicom/transport.dcm',
+      time: new Date().toISOString(),
+      data: { url: 'anq://anq-local/replica/dicom/transport.dcm', path: '/replica/dicom/transport.dcm', size: 1, mtime: null, snapshotId: 1, snapshotName: '1_replication' },
+    };
+    // Throws unless the host answers 2xx.
+    await sink.publish([event]);
+    const deadline = Date.now() + 10_000;
+    while (!hostLog().includes('event anq-transport-check') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(hostLog()).toContain('event anq-transport-check');
   });
 });

@@ -70,6 +70,11 @@ describe('loadAnqWatcherSettings', () => {
     });
   });
 
+  test('given the local host\'s Event Grid webhook as the topic, then its query is kept', () => {
+    const endpoint = 'http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile';
+    expect(loadAnqWatcherSettings({ ANQ_EVENTS_TOPIC_ENDPOINT: endpoint, AzureWebJobsStorage: 'UseDevelopmentStorage=true' }).topic.endpoint).toBe(endpoint);
+  });
+
   test('given no topic, no storage and a bad schedule, then each is named', () => {
     expect(() => loadAnqWatcherSettings({ ANQ_WATCH_SCHEDULE: '*/5 * * * *' })).toThrow(/ANQ_EVENTS_TOPIC_ENDPOINT is required.*ANQ_WATCH_SCHEDULE.*ANQ_CHECKPOINT_STORAGE/);
   });
