@@ -16,6 +16,7 @@ import * as path from 'node:path';
 
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
+import { placeAndSnapshot } from '../../local/anqIngest';
 import { closeServer, listen } from '../../local/net';
 import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from '../../local/services/anqStandIn';
 import { QumuloRestClient } from '../../shared/anq/qumuloRest';
@@ -248,6 +249,23 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
     expect(doc).toMatchObject({ status: 'failed', errorCode: 'DICOM_NOT_DICOM', quarantineBlob: 'anq/replica/dicom/notes/req.txt' });
     const copy = await h.quarantine.getBlobClient(doc!.quarantineBlob!).downloadToBuffer();
     expect(copy.equals(bytes)).toBe(true);
+  });
+});
+
+describe('placing a folder into the replication target (the ANQ mode of npm run ingest)', () => {
+  test('given a folder of files, then they land under the prefix, one snapshot is taken, and the watcher publishes each once, all cataloged', async () => {
+    const h = await harness('ingest.json');
+    await watchSnapshots({ ...h.deps, config: { ...h.deps.config, startFrom: 'latest' } });
+    const folder = path.join(dir, 'to-ingest');
+    for (let i = 0; i < 4; i++) {
+      fs.mkdirSync(path.join(folder, `series-${i % 2}`), { recursive: true });
+      fs.writeFileSync(path.join(folder, `series-${i % 2}`, `${i}.dcm`), await variantOf(300 + i));
+    }
+    const placed = await placeAndSnapshot({ folder, targetDir: target, prefix: 'dicom/batch', restEndpoint: standIn.restEndpoint, restToken: TOKEN });
+    expect(placed).toMatchObject({ files: 4, snapshot: { name: `${placed.snapshot.id}_ingest` } });
+    expect(fs.existsSync(path.join(target, 'dicom', 'batch', 'series-1', '3.dcm'))).toBe(true);
+    expect((await watchSnapshots(h.deps)).replicated).toBe(4);
+    expect(await h.deliver()).toEqual(['cataloged', 'cataloged', 'cataloged', 'cataloged']);
   });
 });
 
