@@ -85,8 +85,8 @@ export interface AnqStandIn {
   exportFileId: string;
   /** Takes a snapshot of the folder as it is now (what replication does after each job). */
   takeSnapshot(nameSuffix?: string): Promise<SnapshotRecord>;
-  /** Marks a snapshot as being deleted (expired), as the cluster does before removing it. */
-  deleteSnapshot(id: number): void;
+  /** Deletes a snapshot (it expired): listed as in_delete, and its `.snapshot` objects removed. */
+  deleteSnapshot(id: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -382,10 +382,12 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
     restEndpoint: `http://${host}:${restPort}`,
     exportFileId: ROOT_FILE_ID,
     takeSnapshot,
-    deleteSnapshot(id: number) {
+    async deleteSnapshot(id: number) {
       const snap = book.get(id);
-      if (snap) snap.in_delete = true;
+      if (!snap) return;
+      snap.in_delete = true;
       book.save();
+      for (const rel of Object.keys(snap.files)) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: `.snapshot/${snap.name}/${rel}` }));
     },
     async close() {
       await closeServer(rest);

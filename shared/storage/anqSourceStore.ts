@@ -194,6 +194,13 @@ export class AnqSourceStore implements SourceStore {
     try {
       r = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: target.key, Range: range, IfMatch: etag }), { abortSignal: options.abortSignal });
     } catch (e) {
+      // The snapshot this version was opened from expired meanwhile: that version can no longer
+      // be read, which is a change (the caller reads the file's current properties again and
+      // finds it in a newer snapshot, or gone), not a deletion.
+      if (pinned && statusOf(e) === 404) {
+        this.pins.delete(`${bucket}\0${name}\0${unquoted(etag)}`);
+        throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'the ANQ snapshot this version was read from is gone', { cause: e });
+      }
       throw s3Error(e, 'reading ANQ source file');
     }
     const body = r.Body as Readable | undefined;

@@ -104,7 +104,22 @@ describe('AnqSourceStore on the S3 stand-in', () => {
     expect(again!.props.etag).not.toBe(opened!.props.etag);
   });
 
-  test('given a file deleted by a later snapshot, then it reads as gone, and a pinned range as SOURCE_NOT_FOUND when its snapshot is read no more', async () => {
+  test('given the snapshot a version was opened from expiring before the rest is read, then SOURCE_CHANGED (read again from a newer one), not a deletion', async () => {
+    place('dicom/exp.dcm', Buffer.from('kept through the snapshots'));
+    const first = await standIn.takeSnapshot('replication');
+    const name = anqObjectName('dicom/exp.dcm', first.id);
+    const opened = await store.open(BUCKET, name, 4);
+    opened!.discard();
+    await standIn.takeSnapshot('replication');
+    await standIn.deleteSnapshot(first.id);
+    await expect(store.readRange(BUCKET, name, opened!.props.etag, 4, undefined)).rejects.toMatchObject({ code: ErrorCodes.SOURCE_CHANGED });
+    // What the ingestion does next: the current properties, then the read again, from the newer snapshot.
+    const now = await store.getProperties(BUCKET, name);
+    expect(now?.size).toBe(26);
+    expect((await collect(await store.readRange(BUCKET, name, now!.etag, 0, undefined))).toString()).toBe('kept through the snapshots');
+  });
+
+  test('given a file deleted by a later snapshot, then it reads as gone, and a range of the live file as SOURCE_NOT_FOUND', async () => {
     place('dicom/gone.dcm', Buffer.from('soon deleted'));
     const snap = await standIn.takeSnapshot();
     const name = anqObjectName('dicom/gone.dcm', snap.id);
