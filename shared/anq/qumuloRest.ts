@@ -11,6 +11,7 @@
  *   file's attributes, `size` and `id` as strings, times as RFC 3339 strings.
  * Requests carry a bearer access token (a REST user that may read snapshots and attributes).
  */
+import type { AnqSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 
 export interface QumuloSnapshot {
@@ -133,4 +134,25 @@ export class QumuloRestClient implements QumuloApi {
     const query = snapshotId === undefined ? '' : `?snapshot=${snapshotId}`;
     return (await this.get(`/v1/files/${fileRef(path)}/info/attributes${query}`, 'reading ANQ file attributes', options)) as QumuloFileAttributes | undefined;
   }
+}
+
+/** `/a/b` → `/`, `/a/`, `/a/b/`: the directories whose snapshots hold the export. */
+export function exportAndAncestors(exportPath: string): string[] {
+  const parts = exportPath.split('/').filter(Boolean);
+  return ['/', ...parts.map((_, i) => `/${parts.slice(0, i + 1).join('/')}/`)];
+}
+
+/** The file ids of the export and its ancestors (the source_file_id of the snapshots that cover it). */
+export async function coveringSnapshotSources(api: QumuloApi, anq: Pick<AnqSettings, 'exportPath'>): Promise<string[]> {
+  const dirs = exportAndAncestors(anq.exportPath);
+  const exportDir = dirs.pop() as string;
+  const exported = await api.attributes(exportDir);
+  if (!exported) throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'ANQ_EXPORT_PATH does not name a directory the REST user can read');
+  const ids = [exported.id];
+  // An ancestor the REST user may not read (or that does not answer) is left out: its snapshots are not read from.
+  for (const dir of dirs) {
+    const attrs = await api.attributes(dir).catch(() => undefined);
+    if (attrs) ids.push(attrs.id);
+  }
+  return ids;
 }

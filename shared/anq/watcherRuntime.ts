@@ -3,31 +3,11 @@
  * Event Grid sink, the blob checkpoint, and the ids of the directories whose snapshots cover
  * the export (the export itself and its ancestors, read once through the attributes resource).
  */
-import { AnqSettings, loadAnqSettings, loadAnqWatcherSettings } from '../config/anqSettings';
+import { loadAnqSettings, loadAnqWatcherSettings } from '../config/anqSettings';
 import { ErrorCodes, PipelineError } from '../errors';
-import { QumuloApi, QumuloRestClient } from './qumuloRest';
+import { coveringSnapshotSources, QumuloRestClient } from './qumuloRest';
 import { WatcherDeps, WatcherLogger } from './watcher';
 import { BlobCheckpointStore, EventGridArchiveSink } from './watcherAdapters';
-
-/** `/a/b` → `/`, `/a/`, `/a/b/`: the directories whose snapshots hold the export. */
-export function exportAndAncestors(exportPath: string): string[] {
-  const parts = exportPath.split('/').filter(Boolean);
-  return ['/', ...parts.map((_, i) => `/${parts.slice(0, i + 1).join('/')}/`)];
-}
-
-/** The file ids of the export and its ancestors (the source_file_id of the snapshots that cover it). */
-export async function coveringSnapshotSources(api: QumuloApi, anq: AnqSettings): Promise<string[]> {
-  const ids: string[] = [];
-  for (const dir of exportAndAncestors(anq.exportPath)) {
-    // An ancestor the REST user may not read is skipped; the export itself must be there.
-    const attrs = await api.attributes(dir).catch(() => undefined);
-    if (attrs) ids.push(attrs.id);
-    else if (dir === exportAndAncestors(anq.exportPath).at(-1)) {
-      throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'ANQ_EXPORT_PATH does not name a directory the REST user can read');
-    }
-  }
-  return ids;
-}
 
 let cached: Promise<Omit<WatcherDeps, 'log'> | undefined> | undefined;
 

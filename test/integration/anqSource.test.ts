@@ -14,7 +14,9 @@ import * as path from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from '../../local/services/anqStandIn';
-import { QumuloRestClient } from '../../shared/anq/qumuloRest';
+import { coveringSnapshotSources, QumuloRestClient } from '../../shared/anq/qumuloRest';
+import { createAnqSourceStore } from '../../shared/anq/sourceRuntime';
+import { loadAnqSettings } from '../../shared/config/anqSettings';
 import { ErrorCodes } from '../../shared/errors';
 import { anqObjectName, anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../../shared/storage/anqSourceStore';
 
@@ -159,6 +161,29 @@ describe('AnqSourceStore on the S3 stand-in', () => {
     }
     expect(read).toBe(size);
     expect(peak - before).toBeLessThan(24 * 1024 * 1024);
+  });
+});
+
+describe('createAnqSourceStore from the settings', () => {
+  test('given snapshot reads, then the store reads as of the newest snapshot of the export, found through the REST API', async () => {
+    const settings = loadAnqSettings({
+      ANQ_S3_ENDPOINT: standIn.s3Endpoint,
+      ANQ_CLUSTER: 'anq-local',
+      ANQ_S3_BUCKET: BUCKET,
+      ANQ_S3_ACCESS_KEY_ID: STAND_IN_S3_KEY.accessKeyId,
+      ANQ_S3_SECRET_ACCESS_KEY: STAND_IN_S3_KEY.secretAccessKey,
+      ANQ_EXPORT_PATH: '/replica',
+      ANQ_PREFIX: 'dicom',
+      ANQ_REST_ENDPOINT: standIn.restEndpoint,
+      ANQ_REST_TOKEN: TOKEN,
+    })!;
+    expect(await coveringSnapshotSources(rest, settings)).toEqual([standIn.exportFileId]);
+    place('dicom/settings.dcm', Buffer.from('through the settings'));
+    const snap = await standIn.takeSnapshot('replication');
+    const fromSettings = createAnqSourceStore(settings);
+    const opened = await fromSettings.open(BUCKET, anqObjectName('dicom/settings.dcm', snap.id), 1024);
+    expect((await collect(opened!.head)).toString()).toBe('through the settings');
+    await expect(coveringSnapshotSources(rest, { exportPath: '/not-there' })).rejects.toMatchObject({ code: ErrorCodes.CONFIG_INVALID });
   });
 });
 
