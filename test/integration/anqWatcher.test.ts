@@ -25,6 +25,7 @@ import { BlobCheckpointStore, EventGridArchiveSink } from '../../shared/anq/watc
 import { asciiValue, Tags } from '../../shared/dicom/dataset';
 import { defaultProfile } from '../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { ErrorCodes } from '../../shared/errors';
 import { AnqScope, anqSourceUrl, parseIncomingEvent, resolveRequestSource } from '../../shared/events/ingestEvents';
 import { ingestSourceFile } from '../../shared/ingest/ingestSourceFile';
 import { anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../../shared/storage/anqSourceStore';
@@ -249,6 +250,22 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
     expect(doc).toMatchObject({ status: 'failed', errorCode: 'DICOM_NOT_DICOM', quarantineBlob: 'anq/replica/dicom/notes/req.txt' });
     const copy = await h.quarantine.getBlobClient(doc!.quarantineBlob!).downloadToBuffer();
     expect(copy.equals(bytes)).toBe(true);
+  });
+});
+
+describe('BlobCheckpointStore on Azurite', () => {
+  test('given the checkpoint written by another run since it was read, then the write fails CATALOG_CONFLICT; creating it twice too', async () => {
+    const container = BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!).getContainerClient('anq-watcher');
+    const a = new BlobCheckpointStore(container, 'conflict.json');
+    const b = new BlobCheckpointStore(container, 'conflict.json');
+    expect(await a.read()).toBeUndefined();
+    const v1 = await a.write({ version: 1, lastSnapshotId: 1 }, undefined);
+    await expect(b.write({ version: 1, lastSnapshotId: 1 }, undefined)).rejects.toMatchObject({ code: ErrorCodes.CATALOG_CONFLICT });
+    const seen = await b.read();
+    expect(seen).toEqual({ checkpoint: { version: 1, lastSnapshotId: 1 }, etag: v1 });
+    await a.write({ version: 1, lastSnapshotId: 2, inProgress: { olderId: 2, newerId: 3, after: 'k' } }, v1);
+    await expect(b.write({ version: 1, lastSnapshotId: 5 }, seen!.etag)).rejects.toMatchObject({ code: ErrorCodes.CATALOG_CONFLICT });
+    expect((await b.read())?.checkpoint).toEqual({ version: 1, lastSnapshotId: 2, inProgress: { olderId: 2, newerId: 3, after: 'k' } });
   });
 });
 
