@@ -29,6 +29,8 @@ import { closeServer, listen } from '../net';
 interface S3rverInstance {
   run(): Promise<{ port: number }>;
   close(): Promise<void>;
+  /** Koa's middleware stack, composed when the server starts. */
+  middleware: ((ctx: { path: string; app: object }, next: () => Promise<void>) => Promise<void>)[];
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const S3rver = require('@20minutes/s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
@@ -213,6 +215,15 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
     silent: true,
     directory: path.join(options.stateDir, 's3rver'),
     configureBuckets: [{ name: options.bucket }],
+  });
+  // s3rver computes the canonical URI of a bucket-level request (ListObjectsV2) without the
+  // trailing slash the AWS SDK sends and signs (`GET /<bucket>/?list-type=2`), so the
+  // signatures of exactly those requests cannot match; they alone are let through with a
+  // mismatched signature (the access key must still be s3rver's). Object requests stay checked.
+  const bucketLevel = new RegExp(`^/${options.bucket.replace(/[.]/g, '\\.')}/$`);
+  s3rver.middleware.unshift(async (ctx, next) => {
+    if (bucketLevel.test(ctx.path)) ctx.app = Object.create(ctx.app, { allowMismatchedSignatures: { value: true } }) as object;
+    await next();
   });
   const { port: s3Port } = await s3rver.run();
   const s3Endpoint = `http://${host}:${s3Port}`;

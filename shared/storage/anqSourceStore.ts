@@ -35,7 +35,7 @@
  */
 import { Readable } from 'node:stream';
 
-import { GetObjectCommand, GetObjectCommandOutput, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, GetObjectCommandOutput, HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 
 import { anqObjectName, parseAnqObjectName, SNAPSHOT_PREFIX } from '../anq/objectNames';
 import type { AnqSettings } from '../config/anqSettings';
@@ -211,6 +211,42 @@ export class AnqSourceStore implements SourceStore {
     }
     return wrapStreamErrors(body);
   }
+}
+
+/** One file of a listing. */
+export interface AnqListedFile {
+  /** The key relative to the bucket root (never the `.snapshot/...` part). */
+  key: string;
+  etag: string;
+  size: number;
+  lastModified: Date;
+}
+
+/**
+ * Lists the files under a prefix of the bucket (ListObjectsV2, paged by continuation token),
+ * as of a snapshot (by its `.snapshot` directory name) or the live tree: what a backfill of
+ * the files already there before the watcher's first snapshot, or a periodic reconciliation
+ * behind the change-notification stream, walks. Directory objects (keys ending in `/`, as
+ * Qumulo lists directories) are left out. Throws PipelineError SERVICE_* on faults.
+ */
+export async function* listAnqFiles(client: S3Client, bucket: string, prefix: string, options: { snapshotName?: string; abortSignal?: AbortSignal; pageSize?: number } = {}): AsyncGenerator<AnqListedFile> {
+  const root = options.snapshotName ? `${SNAPSHOT_PREFIX}${options.snapshotName}/` : '';
+  let token: string | undefined;
+  do {
+    let page;
+    try {
+      page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${root}${prefix}`, ContinuationToken: token, MaxKeys: options.pageSize ?? 1000 }), { abortSignal: options.abortSignal });
+    } catch (e) {
+      throw s3Error(e, 'listing ANQ files');
+    }
+    for (const o of page.Contents ?? []) {
+      if (!o.Key || o.Key.endsWith('/')) continue;
+      // The live tree's listing must not wander into the snapshot directory.
+      if (!root && o.Key.startsWith(SNAPSHOT_PREFIX)) continue;
+      yield { key: o.Key.slice(root.length), etag: o.ETag ?? '', size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
 }
 
 /**

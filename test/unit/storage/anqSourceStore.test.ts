@@ -1,6 +1,8 @@
 /** The parts of the ANQ adapter that need no S3 server; reads are tested on a real one in test/integration/anqSource.test.ts. */
+import type { S3Client } from '@aws-sdk/client-s3';
+
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
-import { anqObjectName, parseAnqObjectName, RestSnapshotResolver } from '../../../shared/storage/anqSourceStore';
+import { anqObjectName, listAnqFiles, parseAnqObjectName, RestSnapshotResolver } from '../../../shared/storage/anqSourceStore';
 
 describe('ANQ object names', () => {
   test('given a key alone, then it names the live object', () => {
@@ -52,5 +54,35 @@ describe('RestSnapshotResolver', () => {
       throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'down');
     });
     await expect(resolver.newestFrom(1)).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+  });
+});
+
+describe('listAnqFiles', () => {
+  test('given a listing of three pages, then it follows the continuation tokens, leaves out directories and, for the live tree, the snapshot directory', async () => {
+    const sent: Record<string, unknown>[] = [];
+    const pages: Record<string, { Contents: { Key: string; ETag: string; Size: number }[]; IsTruncated: boolean; NextContinuationToken?: string }> = {
+      start: { Contents: [{ Key: 'dicom/a.dcm', ETag: '"1"', Size: 1 }, { Key: 'dicom/sub/', ETag: '"d"', Size: 0 }], IsTruncated: true, NextContinuationToken: 't1' },
+      t1: { Contents: [{ Key: '.snapshot/3_x/dicom/a.dcm', ETag: '"s"', Size: 1 }], IsTruncated: true, NextContinuationToken: 't2' },
+      t2: { Contents: [{ Key: 'dicom/sub/b.dcm', ETag: '"2"', Size: 2 }], IsTruncated: false },
+    };
+    const client = {
+      send: async (command: { input: Record<string, unknown> }) => {
+        sent.push(command.input);
+        return pages[(command.input.ContinuationToken as string | undefined) ?? 'start'];
+      },
+    } as unknown as S3Client;
+    const keys: string[] = [];
+    for await (const f of listAnqFiles(client, 'replica', 'dicom/', { pageSize: 2 })) keys.push(`${f.key}:${f.size}`);
+    expect(keys).toEqual(['dicom/a.dcm:1', 'dicom/sub/b.dcm:2']);
+    expect(sent.map((i) => [i.Prefix, i.ContinuationToken, i.MaxKeys])).toEqual([['dicom/', undefined, 2], ['dicom/', 't1', 2], ['dicom/', 't2', 2]]);
+  });
+
+  test('given a snapshot, then it lists under .snapshot/<name>/ and gives keys without that part', async () => {
+    const client = {
+      send: async (command: { input: Record<string, unknown> }) => ({ Contents: [{ Key: `${String(command.input.Prefix)}x.dcm`, ETag: '"1"', Size: 3 }], IsTruncated: false }),
+    } as unknown as S3Client;
+    const listed = [];
+    for await (const f of listAnqFiles(client, 'replica', 'dicom/', { snapshotName: '3_x' })) listed.push(f.key);
+    expect(listed).toEqual(['dicom/x.dcm']);
   });
 });
