@@ -1,17 +1,38 @@
 /**
- * Incoming events: Event Grid schema or CloudEvents 1.0, from Blob Storage or from a notifier
- * on the archive side. Each becomes an IngestRequest naming one blob; the ingestion then looks
- * at the blob itself, so that what it does depends on the blob's state, not on event order.
+ * Incoming events: Event Grid schema or CloudEvents 1.0, from Blob Storage or from the
+ * snapshot-diff watcher on the ANQ side. Each becomes an IngestRequest naming one source file
+ * (a blob, or a file of the ANQ export); the ingestion then looks at the file itself, so that
+ * what it does depends on the file's state, not on event order.
  */
+import { anqContainer, anqObjectName } from '../anq/objectNames';
 import { ErrorCodes, PipelineError } from '../errors';
 
 export const BLOB_CREATED = 'Microsoft.Storage.BlobCreated';
 export const BLOB_DELETED = 'Microsoft.Storage.BlobDeleted';
 /**
- * Custom event from a notifier on the ANQ side. `data`:
+ * A file replicated into the archive. From a notifier writing to a landing container, `data`:
  * `{ "url": "<blob URL>", "site": "<site code>", "replicatedAt": "<ISO time>", "size": <bytes> }`.
+ * From the ANQ snapshot-diff watcher (shared/anq/watcher.ts), a CloudEvent whose `data` is
+ * AnqFileEventData: `url` in the `anq://<cluster>/<file-system path>` form, and the snapshot.
  */
 export const FILE_REPLICATED = 'VNA.Archive.FileReplicated';
+/** A file deleted from the ANQ export (the watcher's tree diff said DELETE); `data` as above. */
+export const FILE_DELETED = 'VNA.Archive.FileDeleted';
+
+/** What the ANQ watcher's events carry (`data`). */
+export interface AnqFileEventData {
+  /** `anq://<cluster>/<file-system path>`, each path segment percent-encoded. */
+  url: string;
+  /** The absolute file-system path, as the REST API's tree diff reports it. */
+  path: string;
+  /** Bytes, as of the snapshot (for a deletion, as of the last snapshot that had the file; null when unknown). */
+  size: number | null;
+  /** Modification time, RFC 3339 (null when unknown). */
+  mtime: string | null;
+  /** The snapshot the change was seen in (the newer one of the diff). */
+  snapshotId: number;
+  snapshotName: string;
+}
 export const SUBSCRIPTION_VALIDATION = 'Microsoft.EventGrid.SubscriptionValidationEvent';
 
 export interface IngestRequest {
@@ -24,6 +45,8 @@ export interface IngestRequest {
   site?: string;
   /** The blob version the event was raised for (BlobCreated's `data.eTag`), when it says. */
   etag?: string;
+  /** ANQ events: the snapshot the change was seen in; the file is read as of it or a newer one. */
+  snapshotId?: number;
 }
 
 export type ParsedEvent =
@@ -58,19 +81,26 @@ export function parseIncomingEvent(event: unknown): ParsedEvent {
     case BLOB_CREATED:
     case BLOB_DELETED:
     case FILE_REPLICATED:
+    case FILE_DELETED: {
       if (!url) throw new PipelineError(ErrorCodes.EVENT_INVALID, `${eventType} event ${eventId} has no data.url`);
+      const snapshotId = data.snapshotId;
+      if (snapshotId !== undefined && snapshotId !== null && !(typeof snapshotId === 'number' && Number.isSafeInteger(snapshotId) && snapshotId >= 0)) {
+        throw new PipelineError(ErrorCodes.EVENT_INVALID, `${eventType} event ${eventId} has a data.snapshotId that is not a snapshot id`);
+      }
       return {
         kind: 'ingest',
         request: {
-          kind: eventType === BLOB_DELETED ? 'deleted' : 'created',
+          kind: eventType === BLOB_DELETED || eventType === FILE_DELETED ? 'deleted' : 'created',
           eventId,
           eventType,
           eventTime,
           url,
           site: str(data.site),
           ...(str(data.eTag) ? { etag: str(data.eTag) } : {}),
+          ...(typeof snapshotId === 'number' ? { snapshotId } : {}),
         },
       };
+    }
     default:
       return { kind: 'ignored', eventId, eventType, reason: 'event type is not handled' };
   }
@@ -129,4 +159,83 @@ export function resolveSourceUrl(url: string, blobEndpoints: string[], sourceCon
     };
   }
   return { kind: 'refused', reason: 'URL is outside the configured storage accounts' };
+}
+
+/** The configured ANQ export, as the resolver checks events against it. */
+export interface AnqScope {
+  cluster: string;
+  bucket: string;
+  /** Absolute file-system path of the bucket root, without a trailing slash ("/" for the root). */
+  exportPath: string;
+  /** Relative prefix under the export (`""`: all of it). */
+  prefix: string;
+  /** `head` reads the live file and ignores the event's snapshot. */
+  readFrom: 'snapshot' | 'head';
+}
+
+/** The canonical URL of an ANQ source file: `anq://<cluster>/<path>`, each segment percent-encoded. */
+export function anqSourceUrl(cluster: string, fsPath: string): string {
+  return `anq://${cluster}/${encodeBlobName(fsPath.replace(/^\/+/, ''))}`;
+}
+
+/**
+ * Checks that an `anq://` URL names a file of the configured cluster under the configured
+ * export and prefix, and gives the location the ANQ source store reads. Anything else is
+ * refused and never read: another cluster, a path outside the export or prefix, dot segments
+ * (also encoded), an encoded slash, credentials, a query or a fragment, a directory.
+ */
+export function resolveAnqUrl(url: string, scope: AnqScope, snapshotId?: number): ResolvedSource {
+  // Dot segments are checked on the raw text: URL parsing would resolve them away.
+  const raw = /^anq:\/\/[^/?#]*(\/[^?#]*)?/i.exec(url);
+  if (!raw) return { kind: 'refused', reason: 'URL is not an anq:// URL' };
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { kind: 'refused', reason: 'URL cannot be parsed' };
+  }
+  if (u.username || u.password || u.search || u.hash || u.port) return { kind: 'refused', reason: 'URL carries credentials, a port, a query or a fragment' };
+  if (u.hostname.toLowerCase() !== scope.cluster.toLowerCase()) return { kind: 'refused', reason: 'URL names another cluster' };
+  const rawSegments = (raw[1] ?? '').split('/').slice(1);
+  let segments: string[];
+  try {
+    segments = rawSegments.map(decodeURIComponent);
+  } catch {
+    return { kind: 'refused', reason: 'URL is not validly encoded' };
+  }
+  if (segments.some((seg) => seg === '.' || seg === '..' || seg.includes('/') || seg.includes('\0'))) return { kind: 'refused', reason: 'URL has dot segments or encoded slashes' };
+  if (segments.length === 0 || segments.slice(0, -1).some((seg) => seg === '')) return { kind: 'refused', reason: 'URL has empty segments' };
+  if (segments.at(-1) === '') return { kind: 'refused', reason: 'URL names a directory, not a file' };
+  const fsPath = `/${segments.join('/')}`;
+  const exportRoot = scope.exportPath === '/' ? '' : scope.exportPath;
+  // The prefix is a directory: `dicom` allows `dicom/...`, not `dicom2/...`.
+  const allowed = `${exportRoot}/${scope.prefix ? scope.prefix.replace(/\/?$/, '/') : ''}`;
+  if (!fsPath.startsWith(allowed)) {
+    return { kind: 'refused', reason: 'path is outside the configured ANQ export and prefix' };
+  }
+  const key = fsPath.slice(exportRoot.length + 1);
+  return {
+    kind: 'source',
+    location: {
+      canonicalUrl: anqSourceUrl(scope.cluster, fsPath),
+      container: anqContainer(scope.bucket),
+      blobName: anqObjectName(key, scope.readFrom === 'snapshot' ? snapshotId : undefined),
+    },
+  };
+}
+
+/**
+ * Resolves the file an ingestion request names, whichever source it is on: an `anq://` URL
+ * against the ANQ export (refused when the ANQ source is off), any other against the blob
+ * accounts and source containers (resolveSourceUrl).
+ */
+export function resolveRequestSource(
+  request: Pick<IngestRequest, 'url' | 'snapshotId'>,
+  sources: { blobEndpoints: string[]; sourceContainers: string[]; anq?: AnqScope },
+): ResolvedSource {
+  if (/^anq:/i.test(request.url)) {
+    if (!sources.anq) return { kind: 'refused', reason: 'the ANQ source is not configured' };
+    return resolveAnqUrl(request.url, sources.anq, request.snapshotId);
+  }
+  return resolveSourceUrl(request.url, sources.blobEndpoints, sources.sourceContainers);
 }

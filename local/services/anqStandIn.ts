@@ -1,0 +1,409 @@
+/**
+ * Local stand-ins for an Azure Native Qumulo cluster, over a local folder that plays the
+ * replication target:
+ * - the file data through an S3-compatible server (the maintained s3rver fork
+ *   `@20minutes/s3rver`, Node >= 20) holding one bucket whose root is the folder: the live tree
+ *   under its own keys, and each snapshot under `.snapshot/<snapshot name>/<key>`, the way the
+ *   ANQ adapter addresses a file as of a snapshot (see shared/storage/anqSourceStore.ts);
+ * - a small Qumulo REST API (node http, no framework) with the request and response shapes of
+ *   the Qumulo REST API Guide (docs.qumulo.com/rest-api-guide): `GET/POST /v3/snapshots/`
+ *   (snapshots/v3_snapshots.html), `GET /v2/snapshots/{newer}/changes-since/{older}` with
+ *   `after`/`limit` paging (snapshots/v2_snapshots_newer_id_changes-since_older_id.html), and
+ *   `GET /v1/files/{ref}/info/attributes?snapshot=` (files/files_ref_info_attributes.html).
+ *
+ * s3rver keeps objects in its own layout, not as plain files, so the folder is copied into it
+ * when a snapshot is taken: the live keys are brought up to date and the snapshot's files are
+ * written under its `.snapshot` name. A snapshot record holds each file's path, size, mtime and
+ * content hash, which is what the tree diff compares.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+
+import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+
+import { closeServer, listen } from '../net';
+
+// s3rver ships no types: the part of it used here.
+interface S3rverInstance {
+  run(): Promise<{ port: number }>;
+  close(): Promise<void>;
+  /** Koa's middleware stack, composed when the server starts. */
+  middleware: ((ctx: { path: string; app: object }, next: () => Promise<void>) => Promise<void>)[];
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const S3rver = require('@20minutes/s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
+
+/** s3rver's built-in account; the cluster's S3 keys in Azure come from Key Vault. */
+export const STAND_IN_S3_KEY = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+
+interface FileState {
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+  fileId: string;
+}
+
+interface SnapshotRecord {
+  id: number;
+  name: string;
+  timestamp: string;
+  source_file_id: string;
+  policy_id: number | null;
+  expiration: string | null;
+  in_delete: boolean;
+  /** Relative path → state; directories are the parents of these (and the root). */
+  files: Record<string, FileState>;
+}
+
+interface PersistedState {
+  nextId: number;
+  nextFileId: number;
+  fileIds: Record<string, string>;
+  snapshots: SnapshotRecord[];
+}
+
+export interface AnqStandInOptions {
+  /** The replication target: the folder whose contents are the export's. */
+  targetDir: string;
+  /** Where the stand-ins keep their own state (s3rver's store, the snapshot records). */
+  stateDir: string;
+  /** The export's file-system path on the "cluster", e.g. `/replica`. */
+  exportPath: string;
+  bucket: string;
+  /** The bearer token the REST stand-in accepts. */
+  restToken: string;
+  /** 0 picks a free port. */
+  s3Port?: number;
+  restPort?: number;
+  host?: string;
+}
+
+export interface AnqStandIn {
+  s3Endpoint: string;
+  restEndpoint: string;
+  /** The file id of the export directory (the source_file_id of its snapshots). */
+  exportFileId: string;
+  /** Takes a snapshot of the folder as it is now (what replication does after each job). */
+  takeSnapshot(nameSuffix?: string): Promise<SnapshotRecord>;
+  /** Deletes a snapshot (it expired): listed as in_delete, and its `.snapshot` objects removed. */
+  deleteSnapshot(id: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+const ROOT_FILE_ID = '2';
+const DEFAULT_PAGE = 1000;
+
+function walk(dir: string, rel = ''): string[] {
+  if (!fs.existsSync(dir)) return [];
+  const out: string[] = [];
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (entry.name.startsWith('.')) continue;
+    const r = rel ? `${rel}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) out.push(...walk(path.join(dir, entry.name), r));
+    else if (entry.isFile()) out.push(r);
+  }
+  return out;
+}
+
+async function hashFile(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** The parent directories of a set of relative file paths ("" is the export root). */
+function directoriesOf(files: Iterable<string>): Set<string> {
+  const dirs = new Set<string>(['']);
+  for (const f of files) {
+    const parts = f.split('/');
+    for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+  }
+  return dirs;
+}
+
+export type DiffEntry = { op: 'CREATE' | 'MODIFY' | 'DELETE'; path: string };
+
+/**
+ * The tree diff of two snapshot records, sorted by path, as Qumulo reports it: files and
+ * directories created, deleted or modified (a directory whose entries changed is modified);
+ * a directory's path ends with `/`.
+ */
+export function treeDiff(older: SnapshotRecord, newer: SnapshotRecord, exportPath: string): DiffEntry[] {
+  const abs = (rel: string, dir: boolean) => `${exportPath === '/' ? '' : exportPath}/${rel}${dir && rel ? '/' : ''}`;
+  const out: DiffEntry[] = [];
+  const changedParents = new Set<string>();
+  const parentOf = (rel: string) => (rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '');
+  for (const [rel, now] of Object.entries(newer.files)) {
+    const before = older.files[rel];
+    if (!before) {
+      out.push({ op: 'CREATE', path: abs(rel, false) });
+      changedParents.add(parentOf(rel));
+    } else if (before.size !== now.size || before.mtimeMs !== now.mtimeMs || before.sha256 !== now.sha256) {
+      out.push({ op: 'MODIFY', path: abs(rel, false) });
+    }
+  }
+  for (const rel of Object.keys(older.files)) {
+    if (!newer.files[rel]) {
+      out.push({ op: 'DELETE', path: abs(rel, false) });
+      changedParents.add(parentOf(rel));
+    }
+  }
+  const olderDirs = directoriesOf(Object.keys(older.files));
+  const newerDirs = directoriesOf(Object.keys(newer.files));
+  for (const d of newerDirs) if (!olderDirs.has(d)) out.push({ op: 'CREATE', path: abs(d, true) });
+  for (const d of olderDirs) if (!newerDirs.has(d)) out.push({ op: 'DELETE', path: abs(d, true) });
+  for (const d of changedParents) if (olderDirs.has(d) && newerDirs.has(d)) out.push({ op: 'MODIFY', path: abs(d, true) });
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+class SnapshotBook {
+  state: PersistedState;
+
+  constructor(private readonly file: string) {
+    this.state = fs.existsSync(file)
+      ? (JSON.parse(fs.readFileSync(file, 'utf8')) as PersistedState)
+      : { nextId: 1, nextFileId: 3, fileIds: {}, snapshots: [] };
+  }
+
+  fileIdOf(rel: string): string {
+    if (rel === '') return ROOT_FILE_ID;
+    let id = this.state.fileIds[rel];
+    if (!id) {
+      id = String(this.state.nextFileId++);
+      this.state.fileIds[rel] = id;
+    }
+    return id;
+  }
+
+  save(): void {
+    fs.writeFileSync(this.file, JSON.stringify(this.state));
+  }
+
+  get(id: number): SnapshotRecord | undefined {
+    return this.state.snapshots.find((s) => s.id === id);
+  }
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function qumuloError(res: http.ServerResponse, status: number, errorClass: string, description: string): void {
+  json(res, status, { module: 'qfsd', error_class: errorClass, description });
+}
+
+function snapshotInfo(s: SnapshotRecord): Omit<SnapshotRecord, 'files'> {
+  const { files: _files, ...info } = s;
+  return info;
+}
+
+/** Starts both stand-ins. */
+export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqStandIn> {
+  const host = options.host ?? '127.0.0.1';
+  const exportPath = options.exportPath.replace(/\/+$/, '') || '/';
+  fs.mkdirSync(options.targetDir, { recursive: true });
+  fs.mkdirSync(options.stateDir, { recursive: true });
+  const book = new SnapshotBook(path.join(options.stateDir, 'snapshots.json'));
+
+  const s3rver = new S3rver({
+    address: host,
+    port: options.s3Port ?? 0,
+    silent: true,
+    directory: path.join(options.stateDir, 's3rver'),
+    configureBuckets: [{ name: options.bucket }],
+  });
+  // s3rver computes the canonical URI of a bucket-level request (ListObjectsV2) without the
+  // trailing slash the AWS SDK sends and signs (`GET /<bucket>/?list-type=2`), so the
+  // signatures of exactly those requests cannot match; they alone are let through with a
+  // mismatched signature (the access key must still be s3rver's). Object requests stay checked.
+  const bucketLevel = new RegExp(`^/${options.bucket.replace(/[.]/g, '\\.')}/$`);
+  s3rver.middleware.unshift(async (ctx, next) => {
+    if (bucketLevel.test(ctx.path)) ctx.app = Object.create(ctx.app, { allowMismatchedSignatures: { value: true } }) as object;
+    await next();
+  });
+  const { port: s3Port } = await s3rver.run();
+  const s3Endpoint = `http://${host}:${s3Port}`;
+  const s3 = new S3Client({
+    endpoint: s3Endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: STAND_IN_S3_KEY,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+
+  const put = async (key: string, file: string) => {
+    await s3.send(new PutObjectCommand({ Bucket: options.bucket, Key: key, Body: fs.readFileSync(file) }));
+  };
+
+  /** Copies the live tree into the bucket: changed files are written, removed ones deleted. */
+  let liveKeys = new Map<string, string>(Object.entries(book.state.snapshots.at(-1)?.files ?? {}).map(([rel, f]) => [rel, f.sha256]));
+  const syncLive = async (files: Record<string, FileState>) => {
+    for (const [rel, f] of Object.entries(files)) {
+      if (liveKeys.get(rel) !== f.sha256) await put(rel, path.join(options.targetDir, rel));
+    }
+    for (const rel of liveKeys.keys()) if (!files[rel]) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: rel }));
+    liveKeys = new Map(Object.entries(files).map(([rel, f]) => [rel, f.sha256]));
+  };
+
+  // One snapshot at a time, as the folder is read and copied.
+  let snapshotChain: Promise<unknown> = Promise.resolve();
+  const takeSnapshot = (nameSuffix = 'OnDemand'): Promise<SnapshotRecord> => {
+    const run = snapshotChain.then(async () => {
+      const files: Record<string, FileState> = {};
+      for (const rel of walk(options.targetDir)) {
+        const full = path.join(options.targetDir, rel);
+        const st = fs.statSync(full);
+        files[rel] = { size: st.size, mtimeMs: Math.floor(st.mtimeMs), sha256: await hashFile(full), fileId: book.fileIdOf(rel) };
+      }
+      const id = book.state.nextId++;
+      const record: SnapshotRecord = {
+        id,
+        name: `${id}_${nameSuffix}`,
+        timestamp: new Date().toISOString(),
+        source_file_id: ROOT_FILE_ID,
+        policy_id: null,
+        expiration: null,
+        in_delete: false,
+        files,
+      };
+      for (const rel of Object.keys(files)) await put(`.snapshot/${record.name}/${rel}`, path.join(options.targetDir, rel));
+      await syncLive(files);
+      book.state.snapshots.push(record);
+      book.save();
+      return record;
+    });
+    snapshotChain = run.catch(() => undefined);
+    return run;
+  };
+
+  const relOf = (absPath: string): string | undefined => {
+    const root = exportPath === '/' ? '' : exportPath;
+    if (absPath === root || absPath === `${root}/`) return '';
+    if (!absPath.startsWith(`${root}/`)) return undefined;
+    return absPath.slice(root.length + 1).replace(/\/+$/, '');
+  };
+
+  /** The attributes of a file or directory, as of a snapshot or the live folder. */
+  const attributesOf = (ref: string, snapshotId: number | undefined): Record<string, unknown> | undefined => {
+    let rel: string | undefined;
+    if (/^\d+$/.test(ref)) {
+      rel = ref === ROOT_FILE_ID ? '' : Object.entries(book.state.fileIds).find(([, id]) => id === ref)?.[0];
+    } else rel = relOf(ref);
+    if (rel === undefined) return undefined;
+    let file: { size: number; mtimeMs: number; sha256?: string } | undefined;
+    let isDir: boolean;
+    if (snapshotId !== undefined) {
+      const snap = book.get(snapshotId);
+      if (!snap) return undefined;
+      file = snap.files[rel];
+      isDir = !file && directoriesOf(Object.keys(snap.files)).has(rel);
+    } else {
+      const full = path.join(options.targetDir, rel);
+      if (!fs.existsSync(full)) return undefined;
+      const st = fs.statSync(full);
+      isDir = st.isDirectory();
+      if (!isDir) file = { size: st.size, mtimeMs: Math.floor(st.mtimeMs) };
+    }
+    if (!file && !isDir) return undefined;
+    const root = exportPath === '/' ? '' : exportPath;
+    const fullPath = rel === '' ? `${root}/` : `${root}/${rel}${isDir ? '/' : ''}`;
+    const id = book.fileIdOf(rel);
+    const time = new Date(file?.mtimeMs ?? 0).toISOString();
+    return {
+      path: fullPath,
+      name: rel === '' ? '' : (rel.split('/').at(-1) ?? ''),
+      num_links: isDir ? 2 : 1,
+      type: isDir ? 'FS_FILE_TYPE_DIRECTORY' : 'FS_FILE_TYPE_FILE',
+      major_minor_numbers: { major: 0, minor: 0 },
+      symlink_target_type: 'FS_FILE_TYPE_UNKNOWN',
+      file_number: id,
+      id,
+      mode: isDir ? '0755' : '0644',
+      owner: '500',
+      group: '513',
+      blocks: String(Math.ceil((file?.size ?? 0) / 4096)),
+      datablocks: String(Math.ceil((file?.size ?? 0) / 4096)),
+      metablocks: '1',
+      size: String(file?.size ?? 0),
+      access_time: time,
+      modification_time: time,
+      change_time: time,
+      creation_time: time,
+      child_count: isDir ? 1 : 0,
+      data_revision: String(file ? parseInt((file.sha256 ?? '0').slice(0, 8), 16) : 0),
+    };
+  };
+
+  const rest = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      void (async () => {
+        if (req.headers.authorization !== `Bearer ${options.restToken}`) return qumuloError(res, 401, 'authentication_error', 'Need bearer token');
+        const url = new URL(req.url ?? '/', 'http://stand-in');
+        const p = url.pathname;
+        if (p === '/v3/snapshots/' && req.method === 'GET') {
+          const filter = url.searchParams.get('filter') ?? 'all';
+          const entries = book.state.snapshots
+            .filter((s) => (filter === 'exclude_in_delete' ? !s.in_delete : filter === 'only_in_delete' ? s.in_delete : true))
+            .map(snapshotInfo);
+          return json(res, 200, { entries });
+        }
+        if (p === '/v3/snapshots/' && req.method === 'POST') {
+          const body = chunks.length ? (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { name_suffix?: string }) : {};
+          return json(res, 200, snapshotInfo(await takeSnapshot(body.name_suffix || 'OnDemand')));
+        }
+        const diff = /^\/v2\/snapshots\/(\d+)\/changes-since\/(\d+)$/.exec(p);
+        if (diff && req.method === 'GET') {
+          const newer = book.get(Number(diff[1]));
+          const older = book.get(Number(diff[2]));
+          if (!newer || !older) return qumuloError(res, 404, 'snapshot_not_found_error', 'Snapshot not found');
+          const limit = Math.min(Math.max(Number(url.searchParams.get('limit') ?? DEFAULT_PAGE) || DEFAULT_PAGE, 1), DEFAULT_PAGE);
+          const afterToken = url.searchParams.get('after');
+          const after = afterToken ? Buffer.from(afterToken, 'base64url').toString('utf8') : undefined;
+          const all = treeDiff(older, newer, exportPath);
+          const start = after === undefined ? 0 : all.findIndex((e) => e.path > after);
+          const entries = start < 0 ? [] : all.slice(start, start + limit);
+          const last = entries.at(-1);
+          const more = start >= 0 && start + limit < all.length && last;
+          return json(res, 200, {
+            entries,
+            paging: { next: more ? `${p}?after=${Buffer.from(last.path).toString('base64url')}&limit=${limit}` : null },
+          });
+        }
+        const attrs = /^\/v1\/files\/([^/]+)\/info\/attributes$/.exec(p);
+        if (attrs && req.method === 'GET') {
+          const snapshot = url.searchParams.get('snapshot');
+          const found = attributesOf(decodeURIComponent(attrs[1] ?? ''), snapshot === null ? undefined : Number(snapshot));
+          return found ? json(res, 200, found) : qumuloError(res, 404, 'fs_no_such_entry_error', 'No such entry');
+        }
+        return qumuloError(res, 404, 'http_not_found_error', 'No such resource');
+      })().catch((e: unknown) => qumuloError(res, 500, 'internal_error', (e as Error).message));
+    });
+  });
+  const restPort = await listen(rest, options.restPort ?? 0, host, 'Qumulo REST stand-in');
+
+  return {
+    s3Endpoint,
+    restEndpoint: `http://${host}:${restPort}`,
+    exportFileId: ROOT_FILE_ID,
+    takeSnapshot,
+    async deleteSnapshot(id: number) {
+      const snap = book.get(id);
+      if (!snap) return;
+      snap.in_delete = true;
+      book.save();
+      for (const rel of Object.keys(snap.files)) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: `.snapshot/${snap.name}/${rel}` }));
+    },
+    async close() {
+      await closeServer(rest);
+      await s3rver.close();
+      s3.destroy();
+    },
+  };
+}

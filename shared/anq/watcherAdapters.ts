@@ -1,0 +1,93 @@
+/** The watcher's Azure adapters: an Event Grid topic for its events, a blob for its checkpoint. */
+import { AzureKeyCredential, EventGridPublisherClient } from '@azure/eventgrid';
+import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identity';
+import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
+
+import type { AnqWatcherSettings } from '../config/anqSettings';
+import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
+import type { ArchiveEventSink, ArchiveFileEvent, CheckpointStore, WatcherCheckpoint } from './watcher';
+
+/** Publishes the watcher's events as CloudEvents 1.0 (as shared/events/publisher.ts publishes its own). */
+export class EventGridArchiveSink implements ArchiveEventSink {
+  private readonly client: EventGridPublisherClient<'CloudEvent'>;
+
+  constructor(topic: AnqWatcherSettings['topic']) {
+    const credential = topic.key
+      ? new AzureKeyCredential(topic.key)
+      : topic.clientId
+        ? new ManagedIdentityCredential({ clientId: topic.clientId })
+        : new DefaultAzureCredential();
+    this.client = new EventGridPublisherClient(topic.endpoint, 'CloudEvent', credential, {
+      allowInsecureConnection: topic.endpoint.startsWith('http:'),
+    });
+  }
+
+  async publish(events: ArchiveFileEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    try {
+      await this.client.send(
+        events.map((e) => ({ id: e.id, type: e.type, source: e.source, subject: e.subject, time: new Date(e.time), datacontenttype: 'application/json', data: e.data })),
+      );
+    } catch (e) {
+      throw fromServiceError(e, 'publishing ANQ file events');
+    }
+  }
+}
+
+function statusOf(e: unknown): number | undefined {
+  return (e as { statusCode?: number } | null)?.statusCode;
+}
+
+/** The checkpoint as one JSON blob, replaced with If-Match (created with If-None-Match: *). */
+export class BlobCheckpointStore implements CheckpointStore {
+  private containerReady = false;
+
+  constructor(
+    private readonly container: ContainerClient,
+    private readonly blobName: string,
+  ) {}
+
+  static fromSettings(checkpoint: AnqWatcherSettings['checkpoint']): BlobCheckpointStore {
+    const s = checkpoint.storage;
+    const service = s.kind === 'connectionString'
+      ? BlobServiceClient.fromConnectionString(s.connectionString)
+      : new BlobServiceClient(s.blobServiceUri, s.clientId ? new ManagedIdentityCredential({ clientId: s.clientId }) : new DefaultAzureCredential());
+    return new BlobCheckpointStore(service.getContainerClient(checkpoint.container), checkpoint.blobName);
+  }
+
+  async read(): Promise<{ checkpoint: WatcherCheckpoint; etag: string } | undefined> {
+    try {
+      // One request: the ETag is that of the bytes read.
+      const r = await this.container.getBlockBlobClient(this.blobName).download();
+      const chunks: Buffer[] = [];
+      for await (const c of r.readableStreamBody ?? []) chunks.push(Buffer.from(c as Buffer));
+      const buf = Buffer.concat(chunks);
+      const checkpoint = JSON.parse(buf.toString('utf8')) as WatcherCheckpoint;
+      if (checkpoint.version !== 1 || !Number.isSafeInteger(checkpoint.lastSnapshotId)) throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'the ANQ watcher checkpoint is not a version 1 checkpoint');
+      return { checkpoint, etag: r.etag ?? '' };
+    } catch (e) {
+      if (statusOf(e) === 404) return undefined;
+      if (e instanceof SyntaxError) throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'the ANQ watcher checkpoint is not JSON', { cause: e });
+      throw fromServiceError(e, 'reading the ANQ watcher checkpoint');
+    }
+  }
+
+  async write(checkpoint: WatcherCheckpoint, expectedEtag: string | undefined): Promise<string> {
+    const body = JSON.stringify(checkpoint);
+    try {
+      if (!this.containerReady) {
+        await this.container.createIfNotExists();
+        this.containerReady = true;
+      }
+      const r = await this.container.getBlockBlobClient(this.blobName).upload(body, Buffer.byteLength(body), {
+        conditions: expectedEtag ? { ifMatch: expectedEtag } : { ifNoneMatch: '*' },
+        blobHTTPHeaders: { blobContentType: 'application/json' },
+      });
+      return r.etag ?? '';
+    } catch (e) {
+      const status = statusOf(e);
+      if (status === 412 || status === 409) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the ANQ watcher checkpoint changed meanwhile', { cause: e });
+      throw fromServiceError(e, 'writing the ANQ watcher checkpoint');
+    }
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The watcher's dependencies from the settings, built once per process: the REST client, the
+ * Event Grid sink, the blob checkpoint, and the ids of the directories whose snapshots cover
+ * the export (the export itself and its ancestors, read once through the attributes resource).
+ */
+import { loadAnqSettings, loadAnqWatcherSettings } from '../config/anqSettings';
+import { ErrorCodes, PipelineError } from '../errors';
+import { coveringSnapshotSources, QumuloRestClient } from './qumuloRest';
+import { WatcherDeps, WatcherLogger } from './watcher';
+import { BlobCheckpointStore, EventGridArchiveSink } from './watcherAdapters';
+
+let cached: Promise<Omit<WatcherDeps, 'log'> | undefined> | undefined;
+
+/** The watcher's dependencies, or undefined when the ANQ source is off. Throws CONFIG_INVALID on bad settings. */
+export function watcherDeps(log: WatcherLogger, env: Record<string, string | undefined> = process.env): Promise<WatcherDeps | undefined> {
+  cached ??= (async () => {
+    const anq = loadAnqSettings(env);
+    if (!anq) return undefined;
+    if (!anq.rest) throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'invalid configuration: the ANQ watcher needs ANQ_REST_ENDPOINT and ANQ_REST_TOKEN');
+    const watcher = loadAnqWatcherSettings(env);
+    const api = new QumuloRestClient(anq.rest.endpoint, anq.rest.token);
+    return {
+      api,
+      sink: new EventGridArchiveSink(watcher.topic),
+      checkpoints: BlobCheckpointStore.fromSettings(watcher.checkpoint),
+      config: {
+        cluster: anq.cluster,
+        exportPath: anq.exportPath,
+        prefix: anq.prefix,
+        snapshotSourceIds: await coveringSnapshotSources(api, anq),
+        startFrom: watcher.startFrom,
+        maxRunMs: watcher.maxRunMs,
+      },
+    };
+  })();
+  // A failed start (the cluster unreachable) is tried again on the next tick.
+  cached.catch(() => (cached = undefined));
+  return cached.then((deps) => deps && { ...deps, log });
+}
+
+/** For tests that change the environment. */
+export function resetWatcherDepsForTests(): void {
+  cached = undefined;
+}

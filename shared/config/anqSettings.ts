@@ -1,0 +1,196 @@
+/**
+ * Settings of the Azure Native Qumulo (ANQ) source and of its snapshot-diff watcher, read and
+ * validated once. A missing or malformed setting fails with one message naming every bad
+ * setting; secrets (the S3 secret key, the REST token, the topic key) are never echoed.
+ *
+ * In Azure the secrets are Key Vault references in the app settings
+ * (`@Microsoft.KeyVault(SecretUri=...)`), which the platform resolves into these variables.
+ */
+import { ErrorCodes, PipelineError } from '../errors';
+
+type Env = Record<string, string | undefined>;
+
+/** Where the replicated archive lives on the cluster and how it is reached. */
+export interface AnqSettings {
+  /**
+   * The cluster's name in source URLs: `anq://<cluster>/<file-system path>` is the form the
+   * operations view and the catalog's index use for an ANQ source file.
+   */
+  cluster: string;
+  s3: {
+    /** The cluster's S3 endpoint (path-style addressing only on Qumulo). */
+    endpoint: string;
+    /** The bucket whose root directory is `exportPath`. */
+    bucket: string;
+    region: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+  };
+  /** Absolute file-system path of the bucket's root directory, e.g. `/replica` ("/" for the root). */
+  exportPath: string;
+  /** Files under this relative prefix of the export are the archive's (`""`: all of it). */
+  prefix: string;
+  /**
+   * `snapshot` (default): files are read as of the newest snapshot at or after the one an
+   * event names, never from the live tree that replication is still writing. `head`: the live
+   * tree, pinned by ETag as on the blob path (for clusters that keep no snapshots).
+   */
+  readFrom: 'snapshot' | 'head';
+  /** The Qumulo REST API (snapshots, tree diffs, attributes); required when readFrom is snapshot. */
+  rest?: { endpoint: string; token: string };
+}
+
+export interface AnqWatcherSettings {
+  /** The Event Grid topic that receives VNA.Archive.FileReplicated / FileDeleted CloudEvents. */
+  topic: { endpoint: string; key?: string; clientId?: string };
+  /** NCRONTAB schedule of the timer trigger (six fields, seconds first). */
+  schedule: string;
+  /** Where the checkpoint document lives: a blob written with If-Match / If-None-Match. */
+  checkpoint: {
+    storage: { kind: 'connectionString'; connectionString: string } | { kind: 'identity'; blobServiceUri: string; clientId?: string };
+    container: string;
+    blobName: string;
+  };
+  /** Snapshots are diffed from the oldest kept one on the first run, or only new ones from the newest. */
+  startFrom: 'oldest' | 'latest';
+  /** Stop taking new pages after this long, so one timer run ends before the host's time-out. */
+  maxRunMs: number;
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '::1' || hostname === '[::1]' || /^127\./.test(hostname);
+}
+
+class Collector {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  optional(name: string): string | undefined {
+    const v = this.env[name]?.trim();
+    return v ? v : undefined;
+  }
+
+  str(name: string, fallback?: string): string {
+    const v = this.optional(name);
+    if (v) return v;
+    if (fallback !== undefined) return fallback;
+    this.problems.push(`${name} is required`);
+    return '';
+  }
+
+  /** An http(s) URL; clear text only to loopback, since what crosses it is identified data or a credential. */
+  url(name: string, value: string, allowQuery = false): string {
+    try {
+      const u = new URL(value);
+      if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('scheme');
+      if (u.protocol === 'http:' && !isLoopback(u.hostname)) {
+        this.problems.push(`${name} must use https (http is accepted on loopback only)`);
+      }
+      if (u.username || u.password || (u.search && !allowQuery) || u.hash) this.problems.push(`${name} must not carry credentials, a query or a fragment`);
+      return u.search ? value : value.replace(/\/+$/, '');
+    } catch {
+      this.problems.push(`${name} must be an http(s) URL`);
+      return '';
+    }
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.optional(name);
+    if (!raw) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.problems.push(`${name} must be a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  fail(): never {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${this.problems.join('; ')}`);
+  }
+}
+
+/** `/replica/`, `replica` and `/replica` all mean `/replica`; `/` stays `/`. */
+export function normalizeExportPath(path: string): string {
+  const trimmed = path.replace(/\/+$/, '');
+  return trimmed === '' ? '/' : trimmed.startsWith('/') ? trimmed : `/${trimmed}`;
+}
+
+function hasDotSegment(path: string): boolean {
+  return path.split('/').some((s) => s === '.' || s === '..');
+}
+
+/**
+ * Reads the ANQ source settings. Undefined when ANQ_S3_ENDPOINT is not set (the ANQ source is
+ * off). Throws CONFIG_INVALID naming every bad setting.
+ */
+export function loadAnqSettings(env: Env = process.env): AnqSettings | undefined {
+  const c = new Collector(env);
+  const endpointText = c.optional('ANQ_S3_ENDPOINT');
+  if (!endpointText) return undefined;
+  const endpoint = c.url('ANQ_S3_ENDPOINT', endpointText);
+
+  const cluster = c.str('ANQ_CLUSTER');
+  if (cluster && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(cluster)) c.problems.push('ANQ_CLUSTER must be a host-name-like name (lower-case letters, digits, dots, hyphens)');
+  // Qumulo bucket names follow the S3 rules (path-style addressing only).
+  const bucket = c.str('ANQ_S3_BUCKET');
+  if (bucket && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) c.problems.push('ANQ_S3_BUCKET must be a valid S3 bucket name');
+  const region = c.str('ANQ_S3_REGION', 'us-east-1');
+  const accessKeyId = c.str('ANQ_S3_ACCESS_KEY_ID');
+  const secretAccessKey = c.str('ANQ_S3_SECRET_ACCESS_KEY');
+
+  const exportText = c.str('ANQ_EXPORT_PATH');
+  const exportPath = normalizeExportPath(exportText);
+  if (exportText && (!exportText.startsWith('/') || hasDotSegment(exportPath) || exportPath.includes('//'))) {
+    c.problems.push('ANQ_EXPORT_PATH must be an absolute file-system path without dot segments, e.g. /replica');
+  }
+  // A directory under the export: `dicom` and `/dicom/` both mean `dicom/`.
+  const prefix = c.str('ANQ_PREFIX', '').replace(/^\/+/, '').replace(/([^/])$/, '$1/');
+  if (hasDotSegment(prefix) || prefix.includes('//')) c.problems.push('ANQ_PREFIX must be a relative path without dot segments, e.g. dicom/');
+
+  const readFrom = c.str('ANQ_READ_FROM', 'snapshot');
+  if (readFrom !== 'snapshot' && readFrom !== 'head') c.problems.push('ANQ_READ_FROM must be "snapshot" or "head"');
+
+  let rest: AnqSettings['rest'];
+  const restText = c.optional('ANQ_REST_ENDPOINT');
+  if (restText) {
+    rest = { endpoint: c.url('ANQ_REST_ENDPOINT', restText), token: c.str('ANQ_REST_TOKEN') };
+  } else if (readFrom === 'snapshot') {
+    c.problems.push('ANQ_REST_ENDPOINT is required when ANQ_READ_FROM is snapshot (the snapshots are listed through the REST API)');
+  }
+
+  if (c.problems.length > 0) c.fail();
+  return { cluster, s3: { endpoint, bucket, region, accessKeyId, secretAccessKey }, exportPath, prefix, readFrom: readFrom as 'snapshot' | 'head', rest };
+}
+
+/**
+ * Reads the watcher's settings (the ANQ source settings must be valid too: the watcher needs
+ * the REST API). Throws CONFIG_INVALID naming every bad setting.
+ */
+export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettings {
+  const c = new Collector(env);
+  const topicText = c.str('ANQ_EVENTS_TOPIC_ENDPOINT');
+  // A query is allowed here: locally the "topic" is the function host's Event Grid webhook (`?functionName=...`).
+  const topic = { endpoint: topicText ? c.url('ANQ_EVENTS_TOPIC_ENDPOINT', topicText, true) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
+  const schedule = c.str('ANQ_WATCH_SCHEDULE', '0 */1 * * * *');
+  if (schedule.split(/\s+/).length !== 6) c.problems.push('ANQ_WATCH_SCHEDULE must be an NCRONTAB expression with six fields (seconds first)');
+
+  let storage: AnqWatcherSettings['checkpoint']['storage'];
+  const cs = c.optional('ANQ_CHECKPOINT_STORAGE') ?? c.optional('AzureWebJobsStorage');
+  const uri = c.optional('ANQ_CHECKPOINT_STORAGE__blobServiceUri');
+  if (uri) storage = { kind: 'identity', blobServiceUri: c.url('ANQ_CHECKPOINT_STORAGE__blobServiceUri', uri), clientId: c.optional('ANQ_CHECKPOINT_STORAGE__clientId') };
+  else if (cs) storage = { kind: 'connectionString', connectionString: cs };
+  else {
+    c.problems.push('ANQ_CHECKPOINT_STORAGE (connection string), ANQ_CHECKPOINT_STORAGE__blobServiceUri (managed identity) or AzureWebJobsStorage is required');
+    storage = { kind: 'connectionString', connectionString: '' };
+  }
+  const container = c.str('ANQ_CHECKPOINT_CONTAINER', 'anq-watcher');
+  if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(container)) c.problems.push('ANQ_CHECKPOINT_CONTAINER must be a valid blob container name');
+  const blobName = c.str('ANQ_CHECKPOINT_BLOB', 'checkpoint.json');
+  const startFrom = c.str('ANQ_WATCH_START', 'oldest');
+  if (startFrom !== 'oldest' && startFrom !== 'latest') c.problems.push('ANQ_WATCH_START must be "oldest" or "latest"');
+  const maxRunMs = c.int('ANQ_WATCH_MAX_RUN_MS', 240_000, 1_000, 3_600_000);
+
+  if (c.problems.length > 0) c.fail();
+  return { topic, schedule, checkpoint: { storage, container, blobName }, startFrom: startFrom as 'oldest' | 'latest', maxRunMs };
+}
