@@ -7,8 +7,8 @@ import type { ContainerClient } from '@azure/storage-blob';
 import type { AnqSettings } from '../config/anqSettings';
 import type { AnqScope } from '../events/ingestEvents';
 import { anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../storage/anqSourceStore';
-import type { QuarantineStore, SourceStore } from '../storage/blobStores';
 import { AnqQuarantineStore, QuarantineRouter, SourceRouter } from '../storage/sourceRouter';
+import type { QuarantineStore, SourceStore } from '../storage/stores';
 import { coveringSnapshotSources, QumuloRestClient } from './qumuloRest';
 
 /** What the event resolver checks ANQ events against (resolveRequestSource's `anq`). */

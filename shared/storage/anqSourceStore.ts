@@ -40,8 +40,7 @@ import { GetObjectCommand, GetObjectCommandOutput, HeadObjectCommand, ListObject
 import { anqObjectName, parseAnqObjectName, SNAPSHOT_PREFIX } from '../anq/objectNames';
 import type { AnqSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
-import type { OpenedSource, SourceProperties, SourceStore } from './blobStores';
-import { totalOfContentRange } from './blobStores';
+import { OpenedSource, SourceProperties, SourceStore, totalOfContentRange } from './stores';
 
 export { anqObjectName, parseAnqObjectName };
 

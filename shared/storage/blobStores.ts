@@ -11,6 +11,7 @@ import { BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azu
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
 import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
+import { totalOfContentRange } from './stores';
 
 const BLOCK_SIZE = 4 * 1024 * 1024;
 
@@ -93,11 +94,6 @@ export class AzureSourceStore implements SourceStore {
 
 /** Responses up to this size are read to the end when dropped; larger ones close their connection. */
 const DISCARD_BY_READING_MAX = 1024 * 1024;
-
-export function totalOfContentRange(contentRange: string | undefined): number | undefined {
-  const m = /\/(\d+)\s*$/.exec(contentRange ?? '');
-  return m ? Number(m[1]) : undefined;
-}
 
 async function* noBytes(): AsyncGenerator<Uint8Array> {
   // An empty blob.

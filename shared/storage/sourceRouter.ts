@@ -10,7 +10,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 
 import { bucketOfAnqContainer, parseAnqObjectName } from '../anq/objectNames';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
-import type { OpenedSource, QuarantineStore, SourceProperties, SourceStore } from './blobStores';
+import type { OpenedSource, QuarantineStore, SourceProperties, SourceStore } from './stores';
 
 export class SourceRouter implements SourceStore {
   constructor(

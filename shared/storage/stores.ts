@@ -104,3 +104,9 @@ export interface QuarantineStore {
   /** Copies a source blob version into quarantine; idempotent (same name, same content). */
   quarantine(sourceContainer: string, sourceBlob: string, etag: string, metadata: { errorCode: string; eventId: string }): Promise<string>;
 }
+
+/** The total size an HTTP Content-Range header states ("bytes 0-99/1234" gives 1234); undefined when it states none. */
+export function totalOfContentRange(contentRange: string | undefined): number | undefined {
+  const m = /\/(\d+)\s*$/.exec(contentRange ?? '');
+  return m ? Number(m[1]) : undefined;
+}

@@ -22,9 +22,10 @@ import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from '../../local/servic
 import { QumuloRestClient } from '../../shared/anq/qumuloRest';
 import { ArchiveEventSink, ArchiveFileEvent, WatcherDeps,watchSnapshots } from '../../shared/anq/watcher';
 import { BlobCheckpointStore, EventGridArchiveSink } from '../../shared/anq/watcherAdapters';
-import { asciiValue, Tags } from '../../shared/dicom/dataset';
+import { asciiValue } from '../../shared/dicom/dataset';
 import { defaultProfile } from '../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { Tags } from '../../shared/dicom/tags';
 import { ErrorCodes } from '../../shared/errors';
 import { AnqScope, anqSourceUrl, parseIncomingEvent, resolveRequestSource } from '../../shared/events/ingestEvents';
 import { ingestSourceFile } from '../../shared/ingest/ingestSourceFile';

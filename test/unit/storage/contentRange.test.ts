@@ -1,4 +1,4 @@
-import { totalOfContentRange } from '../../../shared/storage/blobStores';
+import { totalOfContentRange } from '../../../shared/storage/stores';
 
 describe('the blob size from a ranged response', () => {
   it('given a Content-Range, then the size is the number after the slash', () => {
