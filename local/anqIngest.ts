@@ -20,11 +20,20 @@ export interface PlacedFiles {
 }
 
 /** Copies a folder's files into the replication target (temporary name, then rename, so no half-written file is snapshotted) and takes a snapshot. */
-export async function placeAndSnapshot(options: { folder: string; targetDir: string; prefix: string; restEndpoint: string; restToken: string; nameSuffix?: string }): Promise<PlacedFiles> {
+export async function placeAndSnapshot(options: {
+  folder: string;
+  targetDir: string;
+  prefix: string;
+  restEndpoint: string;
+  restToken: string;
+  nameSuffix?: string;
+  /** Files left out, by relative path (e.g. a folder's manifest). */
+  exclude?: (relative: string) => boolean;
+}): Promise<PlacedFiles> {
   const prefix = options.prefix && !options.prefix.endsWith('/') ? `${options.prefix}/` : options.prefix;
   if (prefix.split('/').some((s) => s === '..' || s === '.')) throw new Error('the prefix must not have dot segments');
   let bytes = 0;
-  const files = listFolder(path.resolve(options.folder));
+  const files = listFolder(path.resolve(options.folder), options.exclude);
   for (const f of files) {
     const to = path.join(options.targetDir, ...`${prefix}${f.relative}`.split('/'));
     fs.mkdirSync(path.dirname(to), { recursive: true });

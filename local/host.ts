@@ -12,8 +12,16 @@
  * local/invocation.ts). It fires the appStart, preInvocation, postInvocation and appTerminate
  * hooks (appTerminate on stop(), as the worker does on shutdown).
  *
+ * Timer triggers fire on their NCRONTAB schedule once startTimers() is called (or `timers: true`):
+ * six fields, seconds first, each `*`, a number, a range, a step (`*\/5`, `0-30/10`) or a list
+ * (local/timerSchedule.ts); LOCAL_TIMER_INTERVAL_MS (or `timerIntervalMs`) fires every timer
+ * at a fixed interval instead. As on Azure, a timer's run never overlaps its previous one (a
+ * tick that comes while it runs is skipped) and `runOnStartup` fires it once at start.
+ *
  * Not emulated: function keys (admin and function levels are accepted from loopback only),
- * retry policies, log hooks, non-HTTP/Event Grid triggers (listed, never invoked), HTTP
+ * retry policies, log hooks, triggers other than HTTP, Event Grid and timer (listed, never
+ * invoked), the timer's schedule monitor (past-due runs after a restart), month and day names
+ * and TimeSpan schedules (such a timer is listed and never fired, with a warning), HTTP
  * streaming mode (refused at start).
  */
 import { randomUUID } from 'crypto';
@@ -37,6 +45,7 @@ import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks }
 import { closeServer, listen } from './net';
 import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
 import { toRpcHttpRequest, writeRpcHttpResponse } from './rpcHttp';
+import { nextOccurrence, parseTimerSchedule, TimerSchedule } from './timerSchedule';
 
 export type LogLevel = 'trace' | 'debug' | 'information' | 'warning' | 'error' | 'critical' | 'none';
 
@@ -58,6 +67,8 @@ export interface RegisteredFunction {
   methods?: string[];
   /** HTTP triggers: anonymous, function or admin. */
   authLevel?: string;
+  /** Timer triggers: the NCRONTAB schedule. */
+  schedule?: string;
 }
 
 export interface HostOptions {
@@ -86,6 +97,10 @@ export interface HostOptions {
   /** Win over host.json's `extensions.http` values (tests); Infinity for none. */
   maxConcurrentRequests?: number;
   maxOutstandingRequests?: number;
+  /** Fire timer triggers from the start (default false: call startTimers() when the settings they read are in place). */
+  timers?: boolean;
+  /** Fire every timer at this fixed interval instead of its schedule. Default: the LOCAL_TIMER_INTERVAL_MS setting, else the schedule. */
+  timerIntervalMs?: number;
 }
 
 /** The Functions host's default FUNCTIONS_REQUEST_BODY_SIZE_LIMIT. */
@@ -99,7 +114,14 @@ export interface FunctionHost {
   functions: RegisteredFunction[];
   /** The app's hooks by name (appStart, appTerminate, preInvocation, postInvocation), one entry per registration. */
   hooks: string[];
-  /** Closes the server, then runs the appTerminate hooks, as the worker does on shutdown. Idempotent. */
+  /** Starts firing the timer triggers on their schedules. Idempotent. */
+  startTimers(): void;
+  /**
+   * Runs a timer function now, as its schedule would (waits for a run in progress first).
+   * Rejects with what the invocation threw; throws when no timer function has that name.
+   */
+  fireTimer(name: string): Promise<void>;
+  /** Closes the server and stops the timers, then runs the appTerminate hooks, as the worker does on shutdown. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -358,6 +380,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         info.authLevel = typeof trigger.authLevel === 'string' ? trigger.authLevel.toLowerCase() : 'function';
         compiled = compileRoute(info.route);
       }
+      if (trigger.type.toLowerCase() === 'timertrigger') info.schedule = String(trigger.schedule ?? '');
       loaded.push({ info, metadata, triggerKey, handler, compiled });
     },
     registerHook(hookName, callback) {
@@ -504,6 +527,13 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     res.end();
   };
 
+  const timers = startTimerScheduler(
+    loaded.filter((f) => f.info.trigger.toLowerCase() === 'timertrigger'),
+    (fn, request) => invokeFunction(fn, request, environment()).then(() => undefined),
+    log,
+    options.timerIntervalMs ?? positiveIntSetting('LOCAL_TIMER_INTERVAL_MS'),
+  );
+
   const listFunctions = () => loaded.map((f) => ({ ...f.info }));
 
   const server = http.createServer((req, res) => {
@@ -530,6 +560,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   const port = await listen(server, options.port ?? 7071, hostName, 'function host');
   const url = `http://${hostName}:${port}`;
   log('information', '', `function host listening on ${url} with ${loaded.length} function(s): ${loaded.map((f) => f.info.name).join(', ')}`);
+  if (options.timers) timers.start();
 
   let stopping: Promise<void> | undefined;
   return {
@@ -537,8 +568,11 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     url,
     functions: listFunctions(),
     hooks: Object.entries(hooks).flatMap(([name, callbacks]) => [...callbacks].map(() => name)),
+    startTimers: () => timers.start(),
+    fireTimer: (name) => timers.fire(name),
     stop() {
       stopping ??= (async () => {
+        await timers.stop();
         await closeServer(server);
         await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });
       })();
@@ -565,4 +599,107 @@ function eventInvocationRequest(fn: LoadedFunction, event: Record<string, unknow
   const triggerMetadata: Record<string, RpcTypedData> = {};
   for (const [k, v] of Object.entries(metadata)) if (v !== undefined) triggerMetadata[k] = { json: JSON.stringify(v) };
   return { inputData: [{ name: fn.triggerKey, data: { json: JSON.stringify(event) } }], triggerMetadata };
+}
+
+function positiveIntSetting(name: string): number | undefined {
+  const raw = process.env[name]?.trim();
+  if (!raw) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`function host: ${name} must be a positive whole number of milliseconds, got "${raw}"`);
+  return n;
+}
+
+/**
+ * The timer input as the host's timer extension sends it (TimerInfo: the schedule status and
+ * whether the run is past due); the library camel-cases it into the handler's `Timer`.
+ */
+function timerInvocationRequest(fn: LoadedFunction, last: Date | undefined, next: Date | undefined): Omit<RpcInvocationRequest, 'invocationId' | 'functionId'> {
+  const info = {
+    Schedule: { AdjustForDST: true },
+    ScheduleStatus: { Last: (last ?? new Date(0)).toISOString(), Next: (next ?? new Date(0)).toISOString(), LastUpdated: new Date().toISOString() },
+    IsPastDue: false,
+  };
+  return { inputData: [{ name: fn.triggerKey, data: { json: JSON.stringify(info) } }], triggerMetadata: {} };
+}
+
+interface TimerScheduler {
+  start(): void;
+  fire(name: string): Promise<void>;
+  /** Stops scheduling and waits for the runs in progress. */
+  stop(): Promise<void>;
+}
+
+function startTimerScheduler(
+  functions: LoadedFunction[],
+  invoke: (fn: LoadedFunction, request: Omit<RpcInvocationRequest, 'invocationId' | 'functionId'>) => Promise<void>,
+  log: (level: string, functionName: string, message: string) => void,
+  intervalMs: number | undefined,
+): TimerScheduler {
+  interface TimerState {
+    fn: LoadedFunction;
+    schedule?: TimerSchedule;
+    running?: Promise<void>;
+    last?: Date;
+    handle?: NodeJS.Timeout;
+  }
+  const states: TimerState[] = functions.map((fn) => {
+    if (intervalMs !== undefined) return { fn };
+    try {
+      return { fn, schedule: parseTimerSchedule(fn.info.schedule ?? '') };
+    } catch (err) {
+      log('warning', fn.info.name, `timer "${fn.info.schedule ?? ''}" is not fired locally: ${(err as Error).message}`);
+      return { fn };
+    }
+  });
+  let started = false;
+  let stopped = false;
+
+  const nextAfter = (s: TimerState, now: Date): Date | undefined =>
+    intervalMs !== undefined ? new Date(now.getTime() + intervalMs) : s.schedule && nextOccurrence(s.schedule, now);
+
+  const run = (s: TimerState): Promise<void> => {
+    const now = new Date();
+    const request = timerInvocationRequest(s.fn, s.last, nextAfter(s, now));
+    s.last = now;
+    // The invocation logs its own failure (Executed ... Failed); the next tick tries again.
+    s.running = invoke(s.fn, request).finally(() => (s.running = undefined));
+    return s.running;
+  };
+
+  const schedule = (s: TimerState) => {
+    if (stopped) return;
+    const next = nextAfter(s, new Date());
+    if (!next) return;
+    s.handle = setTimeout(() => {
+      // A tick while the previous run goes on is skipped, as the timer extension's singleton lock does.
+      if (!s.running) run(s).catch(() => undefined);
+      schedule(s);
+    }, Math.max(0, next.getTime() - Date.now()));
+    s.handle.unref();
+  };
+
+  return {
+    start() {
+      if (started || stopped) return;
+      started = true;
+      for (const s of states) {
+        if (!s.schedule && intervalMs === undefined) continue;
+        const runOnStartup = s.fn.metadata.bindings[s.fn.triggerKey]?.runOnStartup === true;
+        if (runOnStartup) run(s).catch(() => undefined);
+        schedule(s);
+        log('information', s.fn.info.name, intervalMs !== undefined ? `timer fires every ${intervalMs} ms (LOCAL_TIMER_INTERVAL_MS)` : `timer fires on "${s.fn.info.schedule}"`);
+      }
+    },
+    async fire(name) {
+      const s = states.find((t) => t.fn.info.name.toLowerCase() === name.toLowerCase());
+      if (!s) throw new Error(`no timer function named "${name}"`);
+      while (s.running) await s.running.catch(() => undefined);
+      await run(s);
+    },
+    async stop() {
+      stopped = true;
+      for (const s of states) clearTimeout(s.handle);
+      await Promise.all(states.map((s) => s.running?.catch(() => undefined)));
+    },
+  };
 }

@@ -1,19 +1,26 @@
 /**
- * `npm run ingest -- <folder> [--prefix <p>] [--concurrency <n>]`: uploads every file of a folder
- * (recursively) into the landing container of a running local stack; blob names keep the
- * relative path. The event source then delivers a BlobCreated for each, as Event Grid would.
+ * `npm run ingest -- <folder> [--prefix <p>]`: copies every file of a folder (recursively) into
+ * the ANQ replication target of a running local stack (`npm start`) and takes a snapshot, as
+ * replication does on the cluster; the snapshot watcher then publishes a FileReplicated event
+ * for each on its next tick. The stack says where its stand-ins are in .local-data/anq.json.
+ *
+ * `npm run ingest -- <folder> --blob [--prefix <p>] [--concurrency <n>]`: uploads them into the
+ * landing container instead; blob names keep the relative path, and the event source delivers
+ * a BlobCreated for each, as Event Grid would.
  */
 import { BlobServiceClient } from '@azure/storage-blob';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { placeAndSnapshot } from './anqIngest';
 import { azuriteConnectionString } from './emulators';
 import { applyLocalSettings, DEFAULT_PORTS } from './stack';
 import { listFolder, uploadFiles } from './upload';
 
 function usage(message?: string): never {
   if (message) console.error(message);
-  console.error('usage: npm run ingest -- <folder> [--prefix <blob name prefix>] [--concurrency <n>]');
+  console.error('usage: npm run ingest -- <folder> [--prefix <path prefix>]                        (into the ANQ replication target, then a snapshot)');
+  console.error('       npm run ingest -- <folder> --blob [--prefix <blob name prefix>] [--concurrency <n>]   (into the landing container)');
   process.exit(2);
 }
 
@@ -22,9 +29,11 @@ async function main(): Promise<void> {
   let folder: string | undefined;
   let prefix = '';
   let concurrency = 8;
+  let blob = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
-    if (a === '--prefix') prefix = args[++i] ?? usage('--prefix needs a value');
+    if (a === '--blob') blob = true;
+    else if (a === '--prefix') prefix = args[++i] ?? usage('--prefix needs a value');
     else if (a === '--concurrency') concurrency = Number(args[++i]);
     else if (a.startsWith('--')) usage(`unknown option ${a}`);
     else folder = a;
@@ -34,6 +43,7 @@ async function main(): Promise<void> {
   const root = path.resolve(folder);
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) usage(`not a folder: ${folder}`);
   if (prefix && !prefix.endsWith('/')) prefix += '/';
+  if (!blob) return ingestIntoAnq(root, prefix);
 
   applyLocalSettings(path.resolve(__dirname, '..', '..', 'local.settings.json'));
   const connection =
@@ -63,6 +73,36 @@ async function main(): Promise<void> {
   for (const f of result.failures) console.error(`failed: ${f.relative}: ${f.message}`);
   console.log(`${result.done} file(s) into ${containerName} in ${((Date.now() - started) / 1000).toFixed(1)} s; the local event source delivers them to the ingestion`);
   if (result.failed > 0) process.exit(1);
+}
+
+/** The ANQ side of the running stack, as `npm start` wrote it (local/start.ts). */
+interface LocalAnqInfo {
+  targetDir: string;
+  prefix: string;
+  restEndpoint: string;
+  restToken: string;
+}
+
+async function ingestIntoAnq(root: string, prefix: string): Promise<void> {
+  const infoFile = path.resolve(__dirname, '..', '..', '.local-data', 'anq.json');
+  if (!fs.existsSync(infoFile)) usage(`no ${path.relative(process.cwd(), infoFile)}: is the local stack running (npm start)? (--blob uploads into the landing container)`);
+  const info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as LocalAnqInfo;
+  const started = Date.now();
+  let placed;
+  try {
+    placed = await placeAndSnapshot({
+      folder: root,
+      targetDir: path.join(info.targetDir, ...info.prefix.split('/').filter(Boolean)),
+      prefix,
+      restEndpoint: info.restEndpoint,
+      restToken: info.restToken,
+    });
+  } catch (err) {
+    usage(`${(err as Error).message} (the REST stand-in at ${info.restEndpoint})`);
+  }
+  console.log(
+    `${placed.files} file(s) (${(placed.bytes / 1048576).toFixed(1)} MB) into the ANQ replication target in ${((Date.now() - started) / 1000).toFixed(1)} s; snapshot ${placed.snapshot.id} (${placed.snapshot.name}): the snapshot watcher publishes their events on its next tick`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -2,18 +2,25 @@
  * The whole pipeline on embedded local services: Azurite, the blob proxy that plays Event Grid,
  * the Cosmos DB emulator server and the function host, wired so that the functions see the same
  * settings they would see in Azure (connection strings named SourceStorage, CosmosDb, ...).
+ *
+ * With `anq`, also the Azure Native Qumulo stand-ins (s3rver and the Qumulo REST stand-in) over
+ * a local folder that plays the replication target: the functions get the ANQ_* settings, the
+ * snapshot watcher's timer fires on its schedule and publishes to the host's own Event Grid
+ * webhook, as the Event Grid topic's subscription does in Azure; its checkpoint is in Azurite.
  */
 import { BlobServiceClient } from '@azure/storage-blob';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { QumuloRestClient } from '../shared/anq/qumuloRest';
 import { ensureCatalog } from '../shared/catalog/cosmosCatalog';
 import { loadSettings, Settings } from '../shared/config/settings';
 import { DevIssuer, startDevIssuer } from './devIssuer';
 import { azuriteConnectionString } from './emulators';
 import { BlobEventSource, emitExistingBlobs, startEventSource } from './eventSource';
 import { FunctionHost, LogSink, startHost, stdoutLogSink } from './host';
+import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from './services/anqStandIn';
 import { startAzurite } from './services/azurite';
 import { startCosmosServer } from './services/cosmos';
 
@@ -55,6 +62,37 @@ export interface StackOptions {
    */
   prepare?: ((context: PrepareContext) => Promise<void>) | null;
   eventSource?: { concurrency?: number; maxAttempts?: number; maxBackoffMs?: number; deadLetterFile?: string; deliveryTimeoutMs?: number };
+  /** Runs the ANQ path too (npm start's default); off when undefined (the tests' blob path). */
+  anq?: LocalAnqOptions;
+}
+
+export interface LocalAnqOptions {
+  /** The folder that plays the replication target (the export's root). */
+  targetDir: string;
+  /** Where the stand-ins keep their state (s3rver's store, the snapshot records); outside targetDir. */
+  stateDir: string;
+  /** Default `anq-local`, `replica`, `/replica`, `` (the whole export). */
+  cluster?: string;
+  bucket?: string;
+  exportPath?: string;
+  prefix?: string;
+  /** The watcher's NCRONTAB schedule; default ANQ_WATCH_SCHEDULE, else every 5 seconds. */
+  watchSchedule?: string;
+}
+
+/** The ANQ side of a running stack. */
+export interface LocalAnq {
+  standIn: AnqStandIn;
+  cluster: string;
+  bucket: string;
+  exportPath: string;
+  prefix: string;
+  targetDir: string;
+  restToken: string;
+  /** The watcher's checkpoint blob (container, name) in Azurite. */
+  checkpoint: { container: string; blobName: string };
+  /** True when this start took the baseline snapshot (the stand-in had none). */
+  baselineTaken: boolean;
 }
 
 export interface LocalStack {
@@ -74,6 +112,8 @@ export interface LocalStack {
   /** The development token issuer the API trusts; its role tokens are in `<dataDir>/tokens.json`. */
   devIssuer: DevIssuer;
   deadLetterFile: string;
+  /** The ANQ stand-ins and settings, when started with `anq`. */
+  anq?: LocalAnq;
   /** Emits BlobCreated for every blob already in the landing containers; returns how many. */
   reconcile(): Promise<number>;
   /** Stops everything, in reverse order. Idempotent. */
@@ -181,6 +221,33 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
     const devIssuer = await startDevIssuer({ dataDir, host: hostName, port: portSetting(undefined, 'LOCAL_ISSUER_PORT', 0) });
     stops.push(() => devIssuer.stop());
 
+    let anq: LocalAnq | undefined;
+    let anqEnv: Record<string, string> = {};
+    if (options.anq) {
+      anq = await startLocalAnq(options.anq, hostName);
+      const standIn = anq.standIn;
+      stops.push(() => standIn.close());
+      anqEnv = {
+        ANQ_CLUSTER: anq.cluster,
+        ANQ_S3_ENDPOINT: standIn.s3Endpoint,
+        ANQ_S3_BUCKET: anq.bucket,
+        ANQ_S3_ACCESS_KEY_ID: STAND_IN_S3_KEY.accessKeyId,
+        ANQ_S3_SECRET_ACCESS_KEY: STAND_IN_S3_KEY.secretAccessKey,
+        ANQ_EXPORT_PATH: anq.exportPath,
+        ANQ_PREFIX: anq.prefix,
+        ANQ_READ_FROM: 'snapshot',
+        ANQ_REST_ENDPOINT: standIn.restEndpoint,
+        ANQ_REST_TOKEN: anq.restToken,
+        // Read when the function files load; the topic endpoint is set once the host's port is known.
+        ANQ_WATCH_SCHEDULE: options.anq.watchSchedule ?? process.env.ANQ_WATCH_SCHEDULE ?? '*/5 * * * * *',
+        ANQ_WATCH_START: 'oldest',
+        ANQ_CHECKPOINT_CONTAINER: anq.checkpoint.container,
+        ANQ_CHECKPOINT_BLOB: anq.checkpoint.blobName,
+        // The host's webhook does not check keys (loopback only); a key keeps the publisher off Entra ID.
+        ANQ_EVENTS_TOPIC_KEY: 'local-topic-key',
+      };
+    }
+
     const storage = azuriteConnectionString(events.port, azurite.queuePort, hostName);
     const env: Record<string, string> = {
       FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -191,6 +258,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       DEID_KEY: options.deidKey || process.env.DEID_KEY || localDeidKey(dataDir),
       DEID_KEY_ID: options.deidKeyId || process.env.DEID_KEY_ID || 'local',
       ...devIssuer.env,
+      ...anqEnv,
       ...options.env,
     };
     for (const [k, v] of Object.entries(env)) process.env[k] = v;
@@ -212,6 +280,12 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
     const host = await startHost({ projectRoot, port: ports.functions, host: hostName, env, logSink: sink });
     stops.push(() => host.stop());
     events.setWebhookBaseUrl(host.url);
+    if (anq) {
+      // In Azure: the custom topic, and its subscription delivering to ingestReplicatedFile. Locally the watcher posts to the webhook itself.
+      env.ANQ_EVENTS_TOPIC_ENDPOINT = options.env?.ANQ_EVENTS_TOPIC_ENDPOINT ?? `${host.url}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`;
+      process.env.ANQ_EVENTS_TOPIC_ENDPOINT = env.ANQ_EVENTS_TOPIC_ENDPOINT;
+    }
+    if (anq || process.env.LOCAL_TIMERS === 'on') host.startTimers();
 
     let stopping: Promise<void> | undefined;
     return {
@@ -228,6 +302,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       events,
       devIssuer,
       deadLetterFile,
+      ...(anq ? { anq } : {}),
       async reconcile() {
         let n = 0;
         for (const container of settings.sourceContainers) n += await emitExistingBlobs(events, { container });
@@ -241,6 +316,45 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
   } catch (err) {
     await stopAll();
     throw err;
+  }
+}
+
+/**
+ * Starts the ANQ stand-ins over the replication target and, when they hold no snapshot yet,
+ * takes the `baseline` snapshot of the target as it is (empty on a first start): the watcher
+ * diffs every later snapshot against it, so what is placed afterwards is published.
+ */
+async function startLocalAnq(options: LocalAnqOptions, hostName: string): Promise<LocalAnq> {
+  const targetDir = path.resolve(options.targetDir);
+  const stateDir = path.resolve(options.stateDir);
+  if (`${stateDir}${path.sep}`.startsWith(`${targetDir}${path.sep}`)) throw new Error('the ANQ stand-ins\' state folder must be outside the replication target');
+  const cluster = options.cluster ?? 'anq-local';
+  const bucket = options.bucket ?? 'replica';
+  const exportPath = options.exportPath ?? '/replica';
+  const prefix = options.prefix ?? '';
+  // A token per stand-in state, kept with it, so that `npm run ingest` (another process) can take snapshots.
+  fs.mkdirSync(stateDir, { recursive: true });
+  const tokenFile = path.join(stateDir, 'rest.token');
+  if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
+  const restToken = fs.readFileSync(tokenFile, 'utf8').trim();
+  const standIn = await startAnqStandIn({
+    targetDir,
+    stateDir,
+    exportPath,
+    bucket,
+    restToken,
+    host: hostName,
+    s3Port: portSetting(undefined, 'LOCAL_ANQ_S3_PORT', 0),
+    restPort: portSetting(undefined, 'LOCAL_ANQ_REST_PORT', 0),
+  });
+  try {
+    const snapshots = await new QumuloRestClient(standIn.restEndpoint, restToken).listSnapshots();
+    const baselineTaken = snapshots.length === 0;
+    if (baselineTaken) await standIn.takeSnapshot('baseline');
+    return { standIn, cluster, bucket, exportPath, prefix, targetDir, restToken, checkpoint: { container: 'anq-watcher', blobName: 'checkpoint.json' }, baselineTaken };
+  } catch (err) {
+    await standIn.close();
+    throw new Error(`the ANQ stand-ins did not answer: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 
+import { anqScopeOf, bothSources } from './anq/sourceRuntime';
 import type { AccessAuditStore } from './audit/accessAudit';
 import { CosmosAccessAudit } from './audit/cosmosAccessAudit';
 import { type Authenticator, createAuthenticator } from './auth/authenticator';
@@ -11,9 +12,11 @@ import type { IndexStore } from './catalog/catalogStore';
 import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from './catalog/cosmosCatalog';
 import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
 import type { ResearchCatalogReader } from './catalog/researchCatalog';
+import { loadAnqSettings } from './config/anqSettings';
 import { loadAuthSettings, loadFreeTextCloudSettings, loadSettings, Settings, StorageConnection } from './config/settings';
 import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
 import { ErrorCodes, PipelineError } from './errors';
+import type { AnqScope } from './events/ingestEvents';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
 import { Limiter } from './ingest/limiter';
@@ -25,6 +28,8 @@ export interface Runtime {
   settings: Settings;
   /** Blob endpoints of the source account(s): event URLs must point inside them. */
   sourceBlobEndpoints: string[];
+  /** The ANQ export that `anq://` event URLs must point inside; undefined when the ANQ source is off. */
+  anqScope?: AnqScope;
   ingestDeps(log: Logger): IngestDeps;
   /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
   ingestions: Limiter;
@@ -59,6 +64,8 @@ export function loadDeidProfile(path: string | undefined): Profile {
 
 async function build(): Promise<Runtime> {
   const settings = loadSettings();
+  // Undefined when ANQ_S3_ENDPOINT is not set: the landing containers are then the only source.
+  const anq = loadAnqSettings();
   // Incomplete authentication settings fail the start like any other setting: the API is never served open.
   const auth = createAuthenticator(loadAuthSettings());
   const profile = loadDeidProfile(settings.deidProfilePath);
@@ -70,9 +77,11 @@ async function build(): Promise<Runtime> {
   const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
   const publisher = settings.eventGridTopic ? new EventGridPublisher(settings.eventGridTopic) : noopPublisher;
-  const source = new AzureSourceStore(sourceService);
   const research = new AzureResearchStore(researchService, settings.researchContainer);
-  const quarantine = new AzureQuarantineStore(sourceService, sourceService.getContainerClient(settings.quarantineContainer));
+  const quarantineContainer = sourceService.getContainerClient(settings.quarantineContainer);
+  const blob = { source: new AzureSourceStore(sourceService), quarantine: new AzureQuarantineStore(sourceService, quarantineContainer) };
+  // ANQ locations (container `anq/<bucket>`) go to the cluster's S3 API, the others to the landing account.
+  const { source, quarantine } = bothSources(blob, anq, quarantineContainer);
   const sourceBlobEndpoints = [endpointOf(settings.sourceStorage)];
   // The free-text detector's cloud option (off by default): FREE_TEXT_CLOUD.
   const cloudPhi = createCloudPhiRecognizer(loadFreeTextCloudSettings());
@@ -80,6 +89,7 @@ async function build(): Promise<Runtime> {
   return {
     settings,
     sourceBlobEndpoints,
+    ...(anq ? { anqScope: anqScopeOf(anq) } : {}),
     index,
     telemetry,
     auth,

@@ -4,7 +4,7 @@
  * deliberately ignored); rejects only when a retry may help.
  */
 import { isPipelineError } from '../errors';
-import { parseIncomingEvent, resolveSourceUrl } from '../events/ingestEvents';
+import { type AnqScope, parseIncomingEvent, resolveRequestSource } from '../events/ingestEvents';
 import type { Telemetry } from '../telemetry/telemetry';
 import { IngestDeps, IngestOutcome, ingestSourceFile, Logger } from './ingestSourceFile';
 import type { Limiter } from './limiter';
@@ -15,6 +15,8 @@ export type EventOutcome = IngestOutcome | { status: 'ignored' | 'refused' | 'in
 export interface EventDeps {
   /** Blob endpoints of the source account(s): event URLs must point inside them. */
   sourceBlobEndpoints: string[];
+  /** The ANQ export: `anq://` URLs must point inside its export and prefix (refused when undefined). */
+  anqScope?: AnqScope;
   settings: { sourceContainers: string[] };
   telemetry: Pick<Telemetry, 'trackFailure'>;
   /** Bounds the ingestions running at once; shared by every event this process handles. */
@@ -37,7 +39,7 @@ export async function handleIngestEvent(event: unknown, deps: EventDeps, log: Lo
     return { status: 'ignored', reason: parsed.reason };
   }
   const { request } = parsed;
-  const resolved = resolveSourceUrl(request.url, deps.sourceBlobEndpoints, deps.settings.sourceContainers);
+  const resolved = resolveRequestSource(request, { blobEndpoints: deps.sourceBlobEndpoints, sourceContainers: deps.settings.sourceContainers, ...(deps.anqScope ? { anq: deps.anqScope } : {}) });
   if (resolved.kind !== 'source') {
     const level = resolved.kind === 'refused' ? 'warn' : 'info';
     log[level](`event ${request.eventId} ${resolved.kind}: ${resolved.reason}`);

@@ -4,12 +4,14 @@ import type { HttpResponseInit } from '@azure/functions';
 import type { IndexStore } from '../catalog/catalogStore';
 import type { IngestionDocument } from '../catalog/documents';
 import { ErrorCodes, httpErrorBody, httpStatusFor, PipelineError } from '../errors';
-import { resolveSourceUrl } from '../events/ingestEvents';
+import { type AnqScope, resolveRequestSource } from '../events/ingestEvents';
 import { sourceId } from './ingestSourceFile';
 
 export interface OperationsDeps {
   index: IndexStore;
   sourceBlobEndpoints: string[];
+  /** The ANQ export, so that `source=anq://...` names a file of it (refused when undefined). */
+  anqScope?: AnqScope;
   settings: { sourceContainers: string[] };
 }
 
@@ -41,8 +43,8 @@ function view(doc: IngestionDocument) {
 export async function describeIngestion(deps: OperationsDeps, source: string | null): Promise<HttpResponseInit> {
   try {
     if (!source) throw new PipelineError(ErrorCodes.QUERY_INVALID, 'query parameter "source" (the source file URL) is required');
-    const resolved = resolveSourceUrl(source, deps.sourceBlobEndpoints, deps.settings.sourceContainers);
-    if (resolved.kind !== 'source') throw new PipelineError(ErrorCodes.QUERY_INVALID, `"source" is not a file of a configured source container: ${resolved.reason}`);
+    const resolved = resolveRequestSource({ url: source }, { blobEndpoints: deps.sourceBlobEndpoints, sourceContainers: deps.settings.sourceContainers, ...(deps.anqScope ? { anq: deps.anqScope } : {}) });
+    if (resolved.kind !== 'source') throw new PipelineError(ErrorCodes.QUERY_INVALID, `"source" is not a file of a configured source (container or ANQ export): ${resolved.reason}`);
     const record = await deps.index.get(sourceId(resolved.location.canonicalUrl));
     if (!record) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no ingestion is recorded for this source');
     const doc = record.doc;

@@ -17,7 +17,7 @@ const anonymousGet = (name: string, route: string): RegisteredFunction => ({ nam
 const EXPECTED: RegisteredFunction[] = [
   { name: 'ingestReplicatedFile', trigger: 'eventGridTrigger' },
   // The ANQ side: diffs the replication target's snapshots and publishes file events.
-  { name: 'anqSnapshotWatcher', trigger: 'timerTrigger' },
+  { name: 'anqSnapshotWatcher', trigger: 'timerTrigger', schedule: '0 */1 * * * *' },
   anonymousGet('health', 'health'),
   // Identified data (source paths, errors): Operations.Read, unlike the research routes.
   anonymousGet('ingestions', 'ingestions'),

@@ -30,6 +30,28 @@ function heldDeps(limiter: Limiter, gate: Promise<void>): { deps: EventDeps; ope
   };
 }
 
+const ANQ_SCOPE = { cluster: 'anq-local', bucket: 'replica', exportPath: '/replica', prefix: 'dicom/', readFrom: 'snapshot' as const };
+
+function fileReplicated(url: string, snapshotId = 7): unknown {
+  return { id: `evt-${++n}`, type: 'VNA.Archive.FileReplicated', source: '/anq/anq-local', data: { url, snapshotId } };
+}
+
+/** Event deps with the ANQ source on, whose source store records where it is asked to read (and finds nothing). */
+function anqDeps(): { deps: EventDeps; reads: Array<{ container: string; blobName: string }>; telemetry: CapturingTelemetry } {
+  const w = memoryWorld(defaultProfile());
+  const reads: Array<{ container: string; blobName: string }> = [];
+  w.source.open = async (container, blobName) => {
+    reads.push({ container, blobName });
+    return undefined;
+  };
+  const telemetry = new CapturingTelemetry();
+  return {
+    deps: { sourceBlobEndpoints: [ENDPOINT], anqScope: ANQ_SCOPE, settings: { sourceContainers: ['anq-replica'] }, telemetry, ingestions: new Limiter(2), ingestDeps: () => w.deps },
+    reads,
+    telemetry,
+  };
+}
+
 /** Lets every pending continuation run (the in-memory stores resolve at once). */
 async function settle(): Promise<void> {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
@@ -76,5 +98,41 @@ describe('handleIngestEvent', () => {
     expect(out.status).toBe('invalid');
     expect(log.lines[0]).toMatch(/^warn event rejected/);
     expect(held.opened()).toBe(0);
+  });
+
+  it('given an ANQ event for a file under the export and prefix, then it is read from the ANQ bucket as of the event\'s snapshot', async () => {
+    const anq = anqDeps();
+    const out = await handleIngestEvent(fileReplicated('anq://anq-local/replica/dicom/site/a%20b.dcm', 7), anq.deps, new CapturingLogger());
+    expect(out.status).not.toBe('refused');
+    expect(anq.reads).toEqual([{ container: 'anq/replica', blobName: '.snapshot/7/dicom/site/a b.dcm' }]);
+    expect(anq.telemetry.records).toEqual([]);
+  });
+
+  it.each([
+    ['outside the prefix', 'anq://anq-local/replica/other/a.dcm'],
+    ['outside the export', 'anq://anq-local/etc/passwd'],
+    ['with dot segments', 'anq://anq-local/replica/dicom/../secret/a.dcm'],
+    ['on another cluster', 'anq://elsewhere/replica/dicom/a.dcm'],
+  ])('given an ANQ event for a path %s, then it is refused, counted as a failure, and nothing is read', async (_what, url) => {
+    const anq = anqDeps();
+    const out = await handleIngestEvent(fileReplicated(url), anq.deps, new CapturingLogger());
+    expect(out.status).toBe('refused');
+    expect(anq.telemetry.records).toEqual([{ kind: 'failure', code: 'SOURCE_NOT_ALLOWED', operation: 'ingest' }]);
+    expect(anq.reads).toEqual([]);
+  });
+
+  it('given an ANQ event while the ANQ source is off, then it is refused and nothing is read', async () => {
+    const anq = anqDeps();
+    const { anqScope: _off, ...deps } = anq.deps;
+    const out = await handleIngestEvent(fileReplicated('anq://anq-local/replica/dicom/a.dcm'), deps, new CapturingLogger());
+    expect(out).toEqual({ status: 'refused', reason: 'the ANQ source is not configured' });
+    expect(anq.reads).toEqual([]);
+  });
+
+  it('given a blob event while the ANQ source is on, then the blob is read from its container as before', async () => {
+    const anq = anqDeps();
+    const out = await handleIngestEvent(blobCreated(`${ENDPOINT}/anq-replica/site/x.dcm`), anq.deps, new CapturingLogger());
+    expect(out.status).toBe('unchanged');
+    expect(anq.reads).toEqual([{ container: 'anq-replica', blobName: 'site/x.dcm' }]);
   });
 });
