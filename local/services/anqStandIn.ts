@@ -23,6 +23,7 @@ import * as path from 'node:path';
 
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
+import type { QumuloSnapshot } from '../../shared/anq/qumuloRest';
 import { closeServer, listen } from '../net';
 
 // s3rver ships no types: the part of it used here.
@@ -45,14 +46,8 @@ interface FileState {
   fileId: string;
 }
 
-interface SnapshotRecord {
-  id: number;
-  name: string;
-  timestamp: string;
-  source_file_id: string;
-  policy_id: number | null;
-  expiration: string | null;
-  in_delete: boolean;
+/** A snapshot as the REST API describes it (the client's type), with the files it froze. */
+interface SnapshotRecord extends QumuloSnapshot {
   /** Relative path → state; directories are the parents of these (and the root). */
   files: Record<string, FileState>;
 }

@@ -6,7 +6,7 @@
  * In Azure the secrets are Key Vault references in the app settings
  * (`@Microsoft.KeyVault(SecretUri=...)`), which the platform resolves into these variables.
  */
-import { ErrorCodes, PipelineError } from '../errors';
+import { Collector } from './settings';
 
 type Env = Record<string, string | undefined>;
 
@@ -57,59 +57,6 @@ export interface AnqWatcherSettings {
   maxRunMs: number;
 }
 
-function isLoopback(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '::1' || hostname === '[::1]' || /^127\./.test(hostname);
-}
-
-class Collector {
-  readonly problems: string[] = [];
-  constructor(private readonly env: Env) {}
-
-  optional(name: string): string | undefined {
-    const v = this.env[name]?.trim();
-    return v ? v : undefined;
-  }
-
-  str(name: string, fallback?: string): string {
-    const v = this.optional(name);
-    if (v) return v;
-    if (fallback !== undefined) return fallback;
-    this.problems.push(`${name} is required`);
-    return '';
-  }
-
-  /** An http(s) URL; clear text only to loopback, since what crosses it is identified data or a credential. */
-  url(name: string, value: string, allowQuery = false): string {
-    try {
-      const u = new URL(value);
-      if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('scheme');
-      if (u.protocol === 'http:' && !isLoopback(u.hostname)) {
-        this.problems.push(`${name} must use https (http is accepted on loopback only)`);
-      }
-      if (u.username || u.password || (u.search && !allowQuery) || u.hash) this.problems.push(`${name} must not carry credentials, a query or a fragment`);
-      return u.search ? value : value.replace(/\/+$/, '');
-    } catch {
-      this.problems.push(`${name} must be an http(s) URL`);
-      return '';
-    }
-  }
-
-  int(name: string, fallback: number, min: number, max: number): number {
-    const raw = this.optional(name);
-    if (!raw) return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      this.problems.push(`${name} must be a whole number from ${min} to ${max}`);
-      return fallback;
-    }
-    return n;
-  }
-
-  fail(): never {
-    throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${this.problems.join('; ')}`);
-  }
-}
-
 /** `/replica/`, `replica` and `/replica` all mean `/replica`; `/` stays `/`. */
 export function normalizeExportPath(path: string): string {
   const trimmed = path.replace(/\/+$/, '');
@@ -128,7 +75,7 @@ export function loadAnqSettings(env: Env = process.env): AnqSettings | undefined
   const c = new Collector(env);
   const endpointText = c.optional('ANQ_S3_ENDPOINT');
   if (!endpointText) return undefined;
-  const endpoint = c.url('ANQ_S3_ENDPOINT', endpointText);
+  const endpoint = c.secureUrl('ANQ_S3_ENDPOINT', endpointText);
 
   const cluster = c.str('ANQ_CLUSTER');
   if (cluster && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(cluster)) c.problems.push('ANQ_CLUSTER must be a host-name-like name (lower-case letters, digits, dots, hyphens)');
@@ -154,7 +101,7 @@ export function loadAnqSettings(env: Env = process.env): AnqSettings | undefined
   let rest: AnqSettings['rest'];
   const restText = c.optional('ANQ_REST_ENDPOINT');
   if (restText) {
-    rest = { endpoint: c.url('ANQ_REST_ENDPOINT', restText), token: c.str('ANQ_REST_TOKEN') };
+    rest = { endpoint: c.secureUrl('ANQ_REST_ENDPOINT', restText), token: c.str('ANQ_REST_TOKEN') };
   } else if (readFrom === 'snapshot') {
     c.problems.push('ANQ_REST_ENDPOINT is required when ANQ_READ_FROM is snapshot (the snapshots are listed through the REST API)');
   }
@@ -171,14 +118,14 @@ export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettin
   const c = new Collector(env);
   const topicText = c.str('ANQ_EVENTS_TOPIC_ENDPOINT');
   // A query is allowed here: locally the "topic" is the function host's Event Grid webhook (`?functionName=...`).
-  const topic = { endpoint: topicText ? c.url('ANQ_EVENTS_TOPIC_ENDPOINT', topicText, true) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
+  const topic = { endpoint: topicText ? c.secureUrl('ANQ_EVENTS_TOPIC_ENDPOINT', topicText, true) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
   const schedule = c.str('ANQ_WATCH_SCHEDULE', '0 */1 * * * *');
   if (schedule.split(/\s+/).length !== 6) c.problems.push('ANQ_WATCH_SCHEDULE must be an NCRONTAB expression with six fields (seconds first)');
 
   let storage: AnqWatcherSettings['checkpoint']['storage'];
   const cs = c.optional('ANQ_CHECKPOINT_STORAGE') ?? c.optional('AzureWebJobsStorage');
   const uri = c.optional('ANQ_CHECKPOINT_STORAGE__blobServiceUri');
-  if (uri) storage = { kind: 'identity', blobServiceUri: c.url('ANQ_CHECKPOINT_STORAGE__blobServiceUri', uri), clientId: c.optional('ANQ_CHECKPOINT_STORAGE__clientId') };
+  if (uri) storage = { kind: 'identity', blobServiceUri: c.secureUrl('ANQ_CHECKPOINT_STORAGE__blobServiceUri', uri), clientId: c.optional('ANQ_CHECKPOINT_STORAGE__clientId') };
   else if (cs) storage = { kind: 'connectionString', connectionString: cs };
   else {
     c.problems.push('ANQ_CHECKPOINT_STORAGE (connection string), ANQ_CHECKPOINT_STORAGE__blobServiceUri (managed identity) or AzureWebJobsStorage is required');

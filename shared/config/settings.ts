@@ -100,7 +100,8 @@ export function blobEndpointOf(cs: string): string | undefined {
   return undefined;
 }
 
-class Collector {
+/** Reads settings and collects every problem, so that one CONFIG_INVALID names them all. */
+export class Collector {
   readonly problems: string[] = [];
   constructor(private readonly env: Env) {}
 
@@ -137,6 +138,28 @@ class Collector {
       this.problems.push(`${name} must be an http(s) URL`);
       return '';
     }
+  }
+
+  /**
+   * An http(s) URL that carries identified data or a credential: clear text only to loopback
+   * (a local stand-in), and no credentials, fragment or (unless allowed) query in it.
+   */
+  secureUrl(name: string, value: string, allowQuery = false): string {
+    try {
+      const u = new URL(value);
+      if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('scheme');
+      if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) this.problems.push(`${name} must use https (http is accepted on loopback only)`);
+      if (u.username || u.password || (u.search && !allowQuery) || u.hash) this.problems.push(`${name} must not carry credentials, a query or a fragment`);
+      return u.search ? value : value.replace(/\/+$/, '');
+    } catch {
+      this.problems.push(`${name} must be an http(s) URL`);
+      return '';
+    }
+  }
+
+  /** Throws the one CONFIG_INVALID naming every problem collected. */
+  fail(): never {
+    throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${this.problems.join('; ')}`);
   }
 
   storage(name: string, fallbackName?: string): StorageConnection {
@@ -285,7 +308,7 @@ export type AuthSettings =
 const ENTRA_AUTHORITY = 'https://login.microsoftonline.com';
 
 function isLoopbackHost(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127\./.test(hostname);
+  return hostname === 'localhost' || hostname === '::1' || hostname === '[::1]' || /^127\./.test(hostname);
 }
 
 /**
@@ -360,10 +383,9 @@ export function loadFreeTextCloudSettings(env: Env = process.env): FreeTextCloud
     throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'invalid configuration: FREE_TEXT_CLOUD must be "off" or "azure-language"');
   }
   const endpointText = c.optional('AZURE_LANGUAGE_ENDPOINT');
-  const endpoint = endpointText ? c.url('AZURE_LANGUAGE_ENDPOINT', endpointText) : '';
-  if (!endpointText) c.problems.push('AZURE_LANGUAGE_ENDPOINT is required when FREE_TEXT_CLOUD is azure-language');
   // The texts sent are PHI: only loopback (a local stand-in) may be reached in clear text.
-  if (endpoint && new URL(endpoint).protocol === 'http:' && !isLoopbackHost(new URL(endpoint).hostname)) c.problems.push('AZURE_LANGUAGE_ENDPOINT must use https (http is accepted on loopback only)');
+  const endpoint = endpointText ? c.secureUrl('AZURE_LANGUAGE_ENDPOINT', endpointText) : '';
+  if (!endpointText) c.problems.push('AZURE_LANGUAGE_ENDPOINT is required when FREE_TEXT_CLOUD is azure-language');
   const language = c.str('AZURE_LANGUAGE_DOCUMENT_LANGUAGE', 'en');
   if (!/^[a-z]{2,3}(-[A-Za-z]{2,4})?$/.test(language)) c.problems.push('AZURE_LANGUAGE_DOCUMENT_LANGUAGE must be a language code such as en or zh-hans');
   const confidenceText = c.str('AZURE_LANGUAGE_MIN_CONFIDENCE', '0.6');
