@@ -531,10 +531,13 @@ async function withdrawOtherVersions(ing: Ingestion, commit: { previous: Ingesti
 /**
  * Removes the research copy and the instance document of `ref`, each only if `produced` says
  * this source (version) made it, and refreshes the summaries. A copy written before copies
- * carried their origin counts as the document's when their ranks agree. The copy goes even
- * while the catalog cannot be read (its own metadata names its source); the catalog's error
- * is thrown after, so that the document goes on a retry. The summaries are refreshed whenever
- * the document is gone, so that a retry completes a refresh an earlier attempt did not.
+ * carried their origin counts as the document's when their ranks agree. While the catalog
+ * cannot be read the copy goes at once (its own metadata names its source) and the catalog's
+ * error is thrown after, so that the document goes on a retry. Otherwise the order is document,
+ * summaries, copy: until the summaries are refreshed the copy stays, tagged with its source, so
+ * that a retry finds this instance again (tracedInstances) even when nothing else names it, and
+ * refreshes them. The summaries are refreshed whenever the document is gone, so that a retry
+ * completes a refresh an earlier attempt did not.
  */
 async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
   const { deps } = ing;
@@ -545,12 +548,13 @@ async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: 
     const inst = instRead.status === 'fulfilled' ? instRead.value : undefined;
     const instMine = inst !== undefined && inst.doc.researchBlob === ref.blob && produced(inst.doc);
     const copyMine = copy !== undefined && (copy.sourceKey !== undefined ? produced(copy) : instMine && copy.rank === inst?.doc.sourceRank);
-    if (copyMine) await deps.research.delete(ref.blob, copy.etag);
-    if (instRead.status === 'rejected') throw instRead.reason;
+    if (instRead.status === 'rejected') {
+      if (copyMine) await deps.research.delete(ref.blob, copy.etag);
+      throw instRead.reason;
+    }
     if (instMine) await deps.catalog.deleteInstance(ref.studyInstanceUid, ref.sopInstanceUid, inst.etag);
-    // With the document already gone, an earlier attempt may have deleted it and failed before
-    // its refresh: the summaries are refreshed again (level-triggered), or they would stay stale.
     if (copyMine || instMine || inst === undefined) await deps.catalog.refreshSummaries(ref.studyInstanceUid, ref.seriesInstanceUid);
+    if (copyMine) await deps.research.delete(ref.blob, copy.etag);
     return copyMine || instMine;
   });
 }

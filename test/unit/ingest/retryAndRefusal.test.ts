@@ -76,6 +76,37 @@ describe('a summary refresh that failed after the instance change', () => {
   });
 });
 
+describe('a version withdrawn because its source was deleted while it was ingested', () => {
+  it('given the withdrawal\'s summary refresh failed, when the event is retried (no record names the instance, only its research copy), then the series and study summaries are gone', async () => {
+    const w = memoryWorld(defaultProfile());
+    w.source.put('anq-replica', 'a.dcm', readFileSync(FIXTURE));
+    const refresh = w.catalog.refreshSummaries.bind(w.catalog);
+    let calls = 0;
+    w.catalog.refreshSummaries = async (study, series) => {
+      calls++;
+      // The ingestion's own refresh; then the source is deleted before its record is written.
+      if (calls === 1) {
+        await refresh(study, series);
+        w.source.delete('anq-replica', 'a.dcm');
+        return;
+      }
+      // The withdrawal's refresh, after the instance document was deleted: its answer is lost.
+      if (calls === 2) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'writing the series summary: service error (ECONNRESET)');
+      return refresh(study, series);
+    };
+    const creation = request('created', 'a.dcm');
+    await expect(ingestSourceFile(w.deps, creation, loc('a.dcm'))).rejects.toThrow(/summary/);
+    expect(w.catalog.instances.docs.size).toBe(0);
+    expect(w.catalog.series.size).toBe(1);
+    expect(w.index.all()).toHaveLength(0);
+    await ingestSourceFile(w.deps, creation, loc('a.dcm'));
+    expect(calls).toBeGreaterThanOrEqual(3);
+    expect(w.catalog.series.size).toBe(0);
+    expect(w.catalog.studies.size).toBe(0);
+    expect(w.research.blobs.size).toBe(0);
+  });
+});
+
 describe('an output the verification gate refuses', () => {
   it('given the patient name written into opaque binary data the profile keeps, then the file is quarantined DEID_VERIFICATION_FAILED and its record keeps the de-identification audit (gate failed), with no research copy', async () => {
     const src = await parseDicomBuffer(readFileSync(FIXTURE));
