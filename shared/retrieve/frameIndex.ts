@@ -1,0 +1,24 @@
+/**
+ * Where each frame of a research copy lies in the copy's bytes: a frame request is then one
+ * ranged read of the copy, whatever its size. Built while the copy is streamed out at
+ * ingestion (frameIndexBuilder), or from the copy itself for instances ingested before 0.7.0.
+ */
+
+/** Byte ranges in the research copy: [offset, length] of each piece. */
+export type ByteRange = readonly [offset: number, length: number];
+
+export type FrameIndex =
+  /** Native pixel data: frame i (0-based) is `frameLength` bytes at `offset + i * frameLength`. */
+  | { kind: 'native'; count: number; offset: number; frameLength: number }
+  /**
+   * Encapsulated pixel data: the value bytes (item headers excluded) of the fragments of each
+   * frame, in order; a frame is the concatenation of its fragments.
+   */
+  | { kind: 'encapsulated'; count: number; frames: ByteRange[][] }
+  /** No pixel data (a structured report, a presentation state...). */
+  | { kind: 'none' };
+
+/** Gives the frame index of a research instance; builds and keeps it on first use when the catalog has none. */
+export interface FrameIndexSource {
+  frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string }): Promise<FrameIndex>;
+}
