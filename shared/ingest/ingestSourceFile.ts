@@ -435,8 +435,11 @@ async function commitIndex(a: Attempt, fields: IndexFields): Promise<Commit> {
     const record = round === 1 ? a.known : await deps.index.get(a.id);
     const prev = record?.doc;
     if (round > 1 || (prev && prev.eTag !== props.etag)) contended = true;
-    // A first record too: the blob may have been deleted, with nothing recorded yet to mark it.
-    if (!prev || prev.eTag !== props.etag || prev.status === 'deleted') {
+    // A record of another version, or of a deletion, is replaced only while this version is
+    // still the blob's current one. A first record needs no such read: it is created only if
+    // none exists, and a deletion handled since the start has left its tombstone (handleGone),
+    // which makes the create conflict and the next round read the blob.
+    if (prev && (prev.eTag !== props.etag || prev.status === 'deleted')) {
       const now = await deps.source.getProperties(a.loc.container, a.loc.blobName);
       // The record read at the start may be older than the version that won: read it again.
       if (now?.etag !== props.etag) return { kind: 'superseded', current: round === 1 ? await deps.index.get(a.id) : record } as const;
@@ -631,10 +634,7 @@ async function handleGone(ing: Ingestion): Promise<IngestOutcome> {
   const targets = await tracedInstances(ing);
   if (existing?.doc.research) targets.refs.set(existing.doc.research.blob, existing.doc.research);
   const removed = await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey);
-  if (!existing) {
-    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and has no record${removed ? '; research instances traced to it withdrawn' : '; nothing to do'}`);
-    return { status: removed ? 'deleted' : 'unchanged' };
-  }
+  if (!existing) return recordTombstone(ing, removed);
 
   const deletedAt = (deps.now ?? (() => new Date()))().toISOString();
   const recorded = await retryOnConflict('ingestion record', async (round) => {
@@ -661,6 +661,34 @@ async function handleGone(ing: Ingestion): Promise<IngestOutcome> {
     }
   }
   return { status: 'deleted' };
+}
+
+/**
+ * A deletion of a source with no record leaves a tombstone: an ingestion of a version read
+ * before the deletion, still in flight, then finds its first-record create refused and reads
+ * the blob before it records anything (commitIndex). When a record appeared meanwhile (that
+ * ingestion committed first), its instance is withdrawn and the record marked deleted, unless
+ * the blob exists again.
+ */
+async function recordTombstone(ing: Ingestion, removed: boolean): Promise<IngestOutcome> {
+  const { deps, request, id } = ing;
+  const deletedAt = (deps.now ?? (() => new Date()))().toISOString();
+  const outcome = await retryOnConflict('ingestion record', async (round): Promise<'tombstone' | 'deleted' | 'unchanged'> => {
+    const record = round === 1 ? undefined : await deps.index.get(id);
+    if (record?.doc.status === 'deleted') return 'unchanged';
+    if (record && (await deps.source.getProperties(ing.loc.container, ing.loc.blobName))) return 'unchanged';
+    const research = record?.doc.research;
+    if (research) await withdrawAll(ing, { refs: new Map([[research.blob, research]]) }, (o) => o.sourceKey === ing.sourceKey);
+    const fields = record ? { eTag: record.doc.eTag, size: record.doc.size, lastModified: record.doc.lastModified } : {};
+    await deps.index.put(indexDocument(ing, record?.doc, { ...fields, status: 'deleted', deletedAt }), record?.etag);
+    return record ? 'deleted' : 'tombstone';
+  });
+  if (outcome === 'tombstone') {
+    deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} does not exist and had no record; a deletion is recorded${removed ? ' and research instances traced to it withdrawn' : ''}`);
+    return { status: removed ? 'deleted' : 'unchanged' };
+  }
+  if (outcome === 'deleted') deps.log.info(`event ${request.eventId}: source ${id.slice(0, 12)} deleted while its first version was recorded; its research instance withdrawn`);
+  return { status: outcome === 'deleted' || removed ? 'deleted' : 'unchanged' };
 }
 
 /** Marks a record so that the next ingestion of it is not skipped as already done. */

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 import { DefaultAzureCredential, ManagedIdentityCredential, TokenCredential } from '@azure/identity';
-import { BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
+import { BlobClient, BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
 
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
@@ -32,11 +32,23 @@ function statusOf(e: unknown): number | undefined {
 }
 
 export class AzureSourceStore implements SourceStore {
+  /** One client per container: building one costs a pipeline each time, and the containers are few. */
+  private readonly containers = new Map<string, ContainerClient>();
+
   constructor(private readonly service: BlobServiceClient) {}
+
+  private blob(container: string, blobName: string): BlobClient {
+    let client = this.containers.get(container);
+    if (!client) {
+      client = this.service.getContainerClient(container);
+      this.containers.set(container, client);
+    }
+    return client.getBlobClient(blobName);
+  }
 
   async getProperties(container: string, blobName: string, options: { abortSignal?: AbortSignal } = {}): Promise<SourceProperties | undefined> {
     try {
-      const p = await this.service.getContainerClient(container).getBlobClient(blobName).getProperties({ abortSignal: options.abortSignal });
+      const p = await this.blob(container, blobName).getProperties({ abortSignal: options.abortSignal });
       return { etag: p.etag ?? '', size: p.contentLength ?? 0, lastModified: p.lastModified ?? new Date(0), contentType: p.contentType };
     } catch (e) {
       if (statusOf(e) === 404) return undefined;
@@ -48,7 +60,7 @@ export class AzureSourceStore implements SourceStore {
     let r;
     try {
       // No condition: the response's ETag names the version these bytes belong to.
-      r = await this.service.getContainerClient(container).getBlobClient(blobName).download(0, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      r = await this.blob(container, blobName).download(0, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
     } catch (e) {
       const status = statusOf(e);
       if (status === 404) return undefined;
@@ -79,10 +91,7 @@ export class AzureSourceStore implements SourceStore {
 
   async readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
     try {
-      const r = await this.service
-        .getContainerClient(container)
-        .getBlobClient(blobName)
-        .download(offset, count, { conditions: { ifMatch: etag }, abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      const r = await this.blob(container, blobName).download(offset, count, { conditions: { ifMatch: etag }, abortSignal: options.abortSignal, maxRetryRequests: 3 });
       const body = r.readableStreamBody;
       if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
       return wrapStreamErrors(body as Readable);

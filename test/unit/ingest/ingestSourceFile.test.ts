@@ -73,14 +73,26 @@ describe('ingestSourceFile', () => {
     expect(w.publisher.events).toHaveLength(1);
   });
 
-  it('given a delete event that arrives before the create event, then nothing is cataloged and no record is left', async () => {
+  it('given a delete event that arrives before the create event, then nothing is cataloged and the deletion is recorded', async () => {
     // The blob was created and deleted before either event was handled: it was never recorded.
     const out1 = await ingestSourceFile(w.deps, deleted('gone.dcm'), loc('gone.dcm'));
     const out2 = await ingestSourceFile(w.deps, created('gone.dcm'), loc('gone.dcm'));
     expect(out1.status).toBe('unchanged');
     expect(out2.status).toBe('unchanged');
-    expect(w.index.all()).toHaveLength(0);
+    // A tombstone, without a version or a research instance.
+    expect(w.index.all()).toEqual([expect.objectContaining({ status: 'deleted', deletedAt: expect.any(String) })]);
+    expect(w.index.all()[0]!.research).toBeUndefined();
+    expect(w.index.all()[0]!.eTag).toBeUndefined();
     expect(w.catalog.instances.docs.size).toBe(0);
+  });
+
+  it('given a tombstone, when the source is written again, then the new version is cataloged over it', async () => {
+    await ingestSourceFile(w.deps, deleted('back.dcm'), loc('back.dcm'));
+    w.source.put('anq-replica', 'back.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
+    const out = await ingestSourceFile(w.deps, created('back.dcm'), loc('back.dcm'));
+    expect(out.status).toBe('cataloged');
+    expect(w.index.all()).toEqual([expect.objectContaining({ status: 'cataloged', research: expect.objectContaining({ sopInstanceUid: out.research!.sopInstanceUid }) })]);
+    expect(w.catalog.instances.docs.size).toBe(1);
   });
 
   it('given a cataloged file that is deleted, then the research copy and instance are withdrawn', async () => {
@@ -208,13 +220,23 @@ describe('ingestSourceFile', () => {
     expect(w.source.reads).toBe(1);
   });
 
-  it('given a small file, then one request reads it whole, no ranged read, and one properties request checks the version before it is recorded', async () => {
+  it('given a small new file, then one request reads it whole: no ranged read, and no properties request before its first record (the create-only record and the tombstones guard it)', async () => {
     w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
     const getProperties = jest.spyOn(w.source, 'getProperties');
     const out = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
     expect(out.status).toBe('cataloged');
     expect(w.source.opens).toBe(1);
     expect(w.source.reads).toBe(0);
+    expect(getProperties).not.toHaveBeenCalled();
+  });
+
+  it('given a recorded file overwritten, then one properties request checks the new version before it replaces the record', async () => {
+    w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'), new Date('2024-01-01T00:00:00Z'));
+    await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
+    w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small_bigendian.dcm'), new Date('2024-01-02T00:00:00Z'));
+    const getProperties = jest.spyOn(w.source, 'getProperties');
+    const out = await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'));
+    expect(out.status).toBe('cataloged');
     expect(getProperties).toHaveBeenCalledTimes(1);
   });
 

@@ -76,31 +76,46 @@ describe('a summary refresh that failed after the instance change', () => {
   });
 });
 
-describe('a version withdrawn because its source was deleted while it was ingested', () => {
-  it('given the withdrawal\'s summary refresh failed, when the event is retried (no record names the instance, only its research copy), then the series and study summaries are gone', async () => {
+describe('a version withdrawn because its source was deleted', () => {
+  it('given the source deleted while it was ingested (after its summaries, before its record), when the delete event comes, then nothing is left on the research side', async () => {
     const w = memoryWorld(defaultProfile());
     w.source.put('anq-replica', 'a.dcm', readFileSync(FIXTURE));
     const refresh = w.catalog.refreshSummaries.bind(w.catalog);
     let calls = 0;
     w.catalog.refreshSummaries = async (study, series) => {
       calls++;
-      // The ingestion's own refresh; then the source is deleted before its record is written.
-      if (calls === 1) {
-        await refresh(study, series);
-        w.source.delete('anq-replica', 'a.dcm');
-        return;
-      }
+      await refresh(study, series);
+      if (calls === 1) w.source.delete('anq-replica', 'a.dcm');
+    };
+    // The first record is created without reading the blob again: the delete event sorts it out.
+    await ingestSourceFile(w.deps, request('created', 'a.dcm'), loc('a.dcm'));
+    expect((await ingestSourceFile(w.deps, request('deleted', 'a.dcm'), loc('a.dcm'))).status).toBe('deleted');
+    expect(w.catalog.instances.docs.size).toBe(0);
+    expect(w.catalog.series.size).toBe(0);
+    expect(w.catalog.studies.size).toBe(0);
+    expect(w.research.blobs.size).toBe(0);
+    expect(w.index.all()).toEqual([expect.objectContaining({ status: 'deleted' })]);
+  });
+
+  it('given the withdrawal\'s summary refresh failed (a lost answer), when the delete event is retried, then the series and study summaries are gone', async () => {
+    const w = memoryWorld(defaultProfile());
+    w.source.put('anq-replica', 'a.dcm', readFileSync(FIXTURE));
+    await ingestSourceFile(w.deps, request('created', 'a.dcm'), loc('a.dcm'));
+    w.source.delete('anq-replica', 'a.dcm');
+    const refresh = w.catalog.refreshSummaries.bind(w.catalog);
+    let calls = 0;
+    w.catalog.refreshSummaries = async (study, series) => {
+      calls++;
       // The withdrawal's refresh, after the instance document was deleted: its answer is lost.
-      if (calls === 2) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'writing the series summary: service error (ECONNRESET)');
+      if (calls === 1) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'writing the series summary: service error (ECONNRESET)');
       return refresh(study, series);
     };
-    const creation = request('created', 'a.dcm');
-    await expect(ingestSourceFile(w.deps, creation, loc('a.dcm'))).rejects.toThrow(/summary/);
+    const deletion = request('deleted', 'a.dcm');
+    await expect(ingestSourceFile(w.deps, deletion, loc('a.dcm'))).rejects.toThrow(/summary/);
     expect(w.catalog.instances.docs.size).toBe(0);
     expect(w.catalog.series.size).toBe(1);
-    expect(w.index.all()).toHaveLength(0);
-    await ingestSourceFile(w.deps, creation, loc('a.dcm'));
-    expect(calls).toBeGreaterThanOrEqual(3);
+    await ingestSourceFile(w.deps, deletion, loc('a.dcm'));
+    expect(calls).toBeGreaterThanOrEqual(2);
     expect(w.catalog.series.size).toBe(0);
     expect(w.catalog.studies.size).toBe(0);
     expect(w.research.blobs.size).toBe(0);
