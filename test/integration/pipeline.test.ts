@@ -379,11 +379,13 @@ describe('at-least-once delivery', () => {
     expect(resource).toBeUndefined();
   });
 
-  it('given a delete event delivered before the create event of a blob that is gone and was never recorded, then both are accepted and no record is written', async () => {
+  it('given a delete event delivered before the create event of a blob that is gone and was never recorded, then both are accepted and only the deletion is recorded (a tombstone)', async () => {
     const name = `ooo/${randomUUID()}.dcm`;
     expect(await webhook([blobEvent('Microsoft.Storage.BlobDeleted', name)])).toBe(200);
     expect(await webhook([blobEvent('Microsoft.Storage.BlobCreated', name)])).toBe(200);
-    expect(await indexDoc(name)).toBeUndefined();
+    const record = await indexDoc(name);
+    expect(record?.status).toBe('deleted');
+    expect(record?.research).toBeUndefined();
   });
 
   it('given a cataloged blob deleted, with the delete event delivered twice and a stale create event after it, then it ends deleted', async () => {
