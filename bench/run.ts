@@ -401,6 +401,11 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
     );
     if (stackRatios) {
       lines.push(`  host CPU per instance ${stack.hostCpuMsPerInstance} ms against the core's ${stackRatios.coreCpuMsPerFile ?? '-'} ms per file (${stackRatios.coreCpuSource}): ${stackRatios.hostCpuToCoreCpu === null ? '-' : `${stackRatios.hostCpuToCoreCpu.toFixed(1)}x`}`);
+      const floor = stack.requestFloor;
+      lines.push(
+        `  request floor (the same requests per instance from a process doing nothing else, same SDK clients): ${floor.cpuMsPerInstance} ms CPU per instance; ` +
+          `the host's CPU less that floor ${round(stack.hostCpuMsPerInstance - floor.cpuMsPerInstance, 2)} ms, against the core's ${stackRatios.coreCpuMsPerFile ?? '-'} ms`,
+      );
       lines.push(`  throughput ${stack.instancesPerSecond}/s against the storage floor's ${stack.storageFloor?.instancesPerSecond ?? '-'}/s: ${stackRatios.throughputToFloor === null ? '-' : `${stackRatios.throughputToFloor.toFixed(2)}x`}`);
     }
     const kinds = (counts: Record<string, number>) => Object.entries(counts).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';

@@ -28,6 +28,7 @@ import { ensureCatalog } from '../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../shared/catalog/documents';
 import { loadSettings } from '../shared/config/settings';
 import { RequestCounts } from './requestCounter';
+import { FLOOR_PREFIX, FloorJob, FloorReport } from './requestFloor';
 import { percentile, round } from './stats';
 
 export interface StackScenarioOptions {
@@ -106,6 +107,12 @@ export interface StackResult extends LatencyRun {
    * of a copy per instance (what every ingestion needs of storage at the least), 16 at a time.
    */
   storageFloor: { instances: number; instancesPerSecond: number } | null;
+  /**
+   * The host's requests alone (bench/requestFloor.ts): the same mix per instance, sent with the
+   * same SDK clients from a process that does nothing else, on the same services. Its CPU per
+   * instance is the part of `hostCpuMsPerInstance` that only fewer requests can remove.
+   */
+  requestFloor: FloorReport;
 }
 
 export interface StackDetails {
@@ -195,6 +202,32 @@ function upload(job: { connectionString: string; container: string; files: { fil
       const line = out.split('\n').find((l) => l.startsWith('UPLOADED '));
       if (code === 0 && line) resolve(JSON.parse(line.slice('UPLOADED '.length)) as UploadReport);
       else reject(new Error(`uploader exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
+    });
+  });
+}
+
+/** One document of a container, without the system properties Cosmos adds. */
+async function sampleDocument(container: Container, query: string): Promise<Record<string, unknown>> {
+  const { resources } = await container.items.query<Record<string, unknown>>(query).fetchAll();
+  const { _rid: _a, _self: _b, _etag: _c, _attachments: _d, _ts: _e, ...doc } = resources[0] ?? {};
+  return doc;
+}
+
+/** Runs bench/requestFloor.js in a process of its own and returns its report. */
+function sendRequestFloor(job: FloorJob, workDir: string): Promise<FloorReport> {
+  const jobFile = path.join(workDir, 'request-floor.json');
+  fs.writeFileSync(jobFile, JSON.stringify(job));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'requestFloor.js'), jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-2000)));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith(FLOOR_PREFIX));
+      if (code === 0 && line) resolve(JSON.parse(line.slice(FLOOR_PREFIX.length)) as FloorReport);
+      else reject(new Error(`request floor exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
     });
   });
 }
@@ -385,6 +418,21 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     const burst = await phase(options.files, options.root, 'burst');
     if (options.hostProfileFile) await functionHost.stopProfile(options.hostProfileFile);
     const counts = await functionHost.requests();
+    // The same requests without the pipeline, on the same services, before the paced runs add documents.
+    const requestFloor = await sendRequestFloor(
+      {
+        storage: settings.sourceStorage,
+        cosmos: settings.cosmos,
+        database: settings.cosmosDatabase,
+        container,
+        blobs: burst.indexDocs.filter((d) => d.status === 'cataloged').map((d) => d.blobName),
+        mix: { ...perInstance(counts.blobOperations, burst.result.cataloged), ...perInstance(counts.cosmosKinds, burst.result.cataloged) },
+        instanceDoc: await sampleDocument(research, "SELECT TOP 1 * FROM c WHERE c.type = 'instance'"),
+        indexDoc: await sampleDocument(index, "SELECT TOP 1 * FROM c WHERE c.status = 'cataloged'"),
+        warmUp: Math.min(100, Math.floor(burst.result.cataloged / 5)),
+      },
+      options.workDir,
+    );
 
     const paced: PacedRun[] = [];
     if (options.paced) {
@@ -416,7 +464,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     const cataloged = burst.result.cataloged;
 
     return {
-      stack: { ...burst.result, hostCpuMsPerInstance: burst.cpu.host, cpuMsPerInstance: burst.cpu, paced, storageFloor: floor },
+      stack: { ...burst.result, hostCpuMsPerInstance: burst.cpu.host, cpuMsPerInstance: burst.cpu, paced, storageFloor: floor, requestFloor },
       details: {
         failed: burst.failed,
         uploadRetries: burst.uploaded.retries,
