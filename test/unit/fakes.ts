@@ -124,6 +124,12 @@ export class MemoryResearchStore implements ResearchStore {
     if (b && (!tag || b.version.etag === tag)) this.blobs.delete(name);
   }
 
+  async readRange(name: string, offset: number, count: number | undefined): Promise<AsyncIterable<Uint8Array>> {
+    const b = this.blobs.get(name);
+    if (!b) throw new PipelineError(ErrorCodes.NOT_FOUND, 'research copy not found');
+    return chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count));
+  }
+
   async findBySource(sourceKey: string): Promise<string[]> {
     return [...this.blobs.entries()].filter(([, b]) => b.version.sourceKey === sourceKey).map(([name]) => name);
   }
