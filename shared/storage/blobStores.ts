@@ -10,6 +10,7 @@ import { BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azu
 
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
+import { frameIndexSidecarName } from '../retrieve/frameIndexCodec';
 import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
 import { totalOfContentRange } from './stores';
 
@@ -235,7 +236,9 @@ export class AzureResearchStore implements ResearchStore {
 
   async delete(blobName: string, etag?: string): Promise<void> {
     try {
-      await this.container.getBlobClient(blobName).deleteIfExists({ conditions: etag ? { ifMatch: etag } : undefined });
+      const deleted = await this.container.getBlobClient(blobName).deleteIfExists({ conditions: etag ? { ifMatch: etag } : undefined });
+      // The copy's frame index sidecar goes with it (a newer copy's, removed by a race, is built again on first use).
+      if (deleted.succeeded) await this.container.getBlobClient(frameIndexSidecarName(blobName)).deleteIfExists();
     } catch (e) {
       if (statusOf(e) === 412) return;
       throw fromServiceError(e, 'deleting research copy');
