@@ -13,8 +13,7 @@
  */
 import { ByteReader } from '../dicom/byteReader';
 import { asciiValue, DicomDataset, Encoding, uintValue } from '../dicom/dataset';
-import type { PixelDataHeader } from '../dicom/parser';
-import { readHeader } from '../dicom/parser';
+import { type PixelDataHeader, readHeader } from '../dicom/parser';
 import { Tags } from '../dicom/tags';
 import { ErrorCodes, PipelineError } from '../errors';
 import type { ResearchStore } from '../storage/stores';
@@ -323,8 +322,9 @@ export async function* watched(chunks: AsyncIterable<Uint8Array>, builder: Frame
 const WALK_WINDOW = 64 * 1024;
 /** After a fragment longer than this, only the next item header and its first bytes are read. */
 const SMALL_FRAGMENT = 16 * 1024;
-/** Bytes per ranged read while the header is parsed. */
+/** Bytes of the first ranged read while the header is parsed; each next read doubles, up to HEADER_WINDOW_MAX. */
 const HEADER_WINDOW = 64 * 1024;
+const HEADER_WINDOW_MAX = 4 * 1024 * 1024;
 
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -332,9 +332,14 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** The copy as consecutive ranged reads of HEADER_WINDOW bytes, each made only when the parser asks for more. */
+/**
+ * The copy as consecutive ranged reads, each made only when the parser asks for more, each
+ * twice the last (a multi-frame header of megabytes takes a few requests, a small one one).
+ */
 async function* windows(research: ResearchStore, blobName: string, size: number, abortSignal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
-  for (let o = 0; o < size; o += HEADER_WINDOW) yield await collect(await research.readRange(blobName, o, Math.min(HEADER_WINDOW, size - o), { abortSignal }));
+  for (let o = 0, n = HEADER_WINDOW; o < size; o += n, n = Math.min(2 * n, HEADER_WINDOW_MAX)) {
+    yield await collect(await research.readRange(blobName, o, Math.min(n, size - o), { abortSignal }));
+  }
 }
 
 /**
