@@ -244,6 +244,11 @@ export class FrameIndexBuilder {
     return this.items >= 2 && this.sniffFill === SNIFF_BYTES ? this.remaining : 0;
   }
 
+  /** The basic offset table once it has passed, else undefined. */
+  get basicOffsetTable(): Uint8Array | undefined {
+    return this.items >= 2 || (this.items === 1 && this.remaining === 0) ? Buffer.concat(this.botParts) : undefined;
+  }
+
   /** Continues from `offset`, at or before the pixel data value: the bytes before the value need not be fed. */
   seek(offset: number): void {
     if (offset < this.at || offset > (this.layout?.valueOffset ?? 0)) throw new Error('seek outside the bytes before the pixel data');
@@ -346,7 +351,8 @@ async function* windows(research: ResearchStore, blobName: string, size: number,
  * The frame index of a copy already written, from ranged reads: the header through the
  * project's parser, then the item headers of encapsulated pixel data, a window at a time
  * (several small fragments per read; past a large fragment, one small read of the next item
- * header). Never the pixel data in memory. Throws NOT_FOUND when the copy is gone, SERVICE_*
+ * header), or, when the basic offset table names one fragment per frame, every item header at
+ * once (HEADER_READS_IN_FLIGHT reads in flight). Never the pixel data in memory. Throws NOT_FOUND when the copy is gone, SERVICE_*
  * on faults, DICOM_* when the copy cannot be parsed or its frames located.
  */
 export async function buildFrameIndexFromCopy(
@@ -367,7 +373,14 @@ export async function buildFrameIndexFromCopy(
   if (builder.done) return builder.result();
   builder.seek(layout!.valueOffset);
   let window = WALK_WINDOW;
+  let tried = false;
   while (!builder.done) {
+    const bot = tried ? undefined : builder.basicOffsetTable;
+    if (bot) {
+      tried = true;
+      const byTable = await fragmentsByOffsetTable(research, blobName, size, layout!, bot, options.abortSignal);
+      if (byTable) return encapsulatedFrameIndex(layout!, byTable);
+    }
     const at = builder.offset;
     if (at >= size) throw malformed('the copy ended inside its encapsulated pixel data');
     builder.feed(await collect(await research.readRange(blobName, at, Math.min(window, size - at), { abortSignal: options.abortSignal })));
@@ -376,6 +389,49 @@ export async function buildFrameIndexFromCopy(
     builder.skip(rest);
   }
   return builder.result();
+}
+
+/** Item header reads in flight at once when a basic offset table says where they are. */
+const HEADER_READS_IN_FLIGHT = 16;
+
+/**
+ * One fragment per frame where the basic offset table says, read concurrently (a header and
+ * the fragment's first bytes each): when the table holds one offset per frame and each item it
+ * names is one fragment reaching the next (the last one the sequence delimiter), the fragments
+ * are known without walking them one after another. Undefined when the table does not tell.
+ */
+async function fragmentsByOffsetTable(
+  research: ResearchStore,
+  blobName: string,
+  size: number,
+  l: PixelLayout,
+  bot: Uint8Array,
+  abortSignal: AbortSignal | undefined,
+): Promise<Fragments | undefined> {
+  const offsets = basicOffsets(bot);
+  // Offsets count from the first fragment's item header, after the table's own item.
+  const first = l.valueOffset + 8 + bot.length;
+  if (!offsets || offsets.length !== l.numberOfFrames || offsets[0] !== 0 || offsets.some((o, i) => i > 0 && o <= offsets[i - 1]!)) return undefined;
+  const heads: Buffer[] = new Array<Buffer>(offsets.length);
+  let next = 0;
+  const readHead = async (at: number) => (at + 8 > size ? Buffer.alloc(0) : collect(await research.readRange(blobName, at, Math.min(8 + SNIFF_BYTES, size - at), { abortSignal })));
+  await Promise.all(Array.from({ length: Math.min(HEADER_READS_IN_FLIGHT, offsets.length) }, async () => {
+    for (let i = next++; i < offsets.length; i = next++) heads[i] = await readHead(first + offsets[i]!);
+  }));
+  const le = l.littleEndian;
+  const u16 = (b: Buffer, o: number) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+  const u32 = (b: Buffer, o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+  const tagOf = (b: Buffer) => ((u16(b, 0) << 16) | u16(b, 2)) >>> 0;
+  const lengths: number[] = [];
+  for (const [i, h] of heads.entries()) {
+    if (h.length < 8 || tagOf(h) !== ITEM) return undefined;
+    const length = u32(h, 4);
+    if (i + 1 < offsets.length && offsets[i]! + 8 + length !== offsets[i + 1]) return undefined;
+    lengths.push(length);
+  }
+  const end = await readHead(first + offsets[offsets.length - 1]! + 8 + lengths[lengths.length - 1]!);
+  if (end.length < 8 || tagOf(end) !== SEQUENCE_DELIMITER) return undefined;
+  return { bot, lengths, imageStarts: heads.map((h) => startsImage(h.subarray(8))) };
 }
 
 /** What the ingestion's prepared instance tells of its output (shared/ingest/deidentifyInstance.ts). */

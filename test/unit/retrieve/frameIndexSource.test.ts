@@ -10,10 +10,11 @@ import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import type { SourceLocation } from '../../../shared/events/ingestEvents';
 import { ingestSourceFile, researchBlobName } from '../../../shared/ingest/ingestSourceFile';
 import type { FrameIndex } from '../../../shared/retrieve/frameIndex';
-import { CompactFrameIndex, encapsulatedFrameIndex, expandFrameIndex, FrameIndexBuilder, PixelLayout, pixelLayout } from '../../../shared/retrieve/frameIndexBuilder';
+import { buildFrameIndexFromCopy, CompactFrameIndex, encapsulatedFrameIndex, expandFrameIndex, FrameIndexBuilder, PixelLayout, pixelLayout } from '../../../shared/retrieve/frameIndexBuilder';
 import { decodeFrameIndex, encodeFrameIndex, frameIndexSidecarName, MAX_INLINE_FRAME_INDEX, placeFrameIndex } from '../../../shared/retrieve/frameIndexCodec';
 import { CatalogFrameIndexSource } from '../../../shared/retrieve/frameIndexSource';
-import { MemoryWorld,memoryWorld } from '../fakes';
+import { MemoryResearchStore, MemoryWorld, memoryWorld } from '../fakes';
+import { sha256 } from './independentFrames';
 import { syntheticEncapsulated, SyntheticOptions } from './syntheticFrames';
 
 /** The frames at an encapsulated index's ranges in a file. */
@@ -44,6 +45,25 @@ describe('fragments to frames', () => {
     const { file, frames } = syntheticEncapsulated(options);
     const index = expandFrameIndex(await indexOf(file));
     expect(framesAt(file, index)).toEqual(frames);
+  });
+
+  test('given a written copy whose basic offset table names one fragment per frame, then its item headers are read concurrently and give the streamed index', async () => {
+    const { file, frames } = syntheticEncapsulated({ frames: 200, fragmentsPerFrame: 1, frameBytes: 20_000, basicOffsetTable: true });
+    const research = new MemoryResearchStore();
+    research.blobs.set('c.dcm', { data: file, version: { etag: '"1"', rank: 'r' } });
+    let inFlight = 0;
+    let most = 0;
+    const readRange = research.readRange.bind(research);
+    research.readRange = async (name: string, offset: number, count: number | undefined) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      return readRange(name, offset, count);
+    };
+    const ranged = await buildFrameIndexFromCopy(research, 'c.dcm', file.length);
+    expect(expandFrameIndex(ranged)).toEqual(expandFrameIndex(await indexOf(file)));
+    expect(framesAt(file, expandFrameIndex(ranged)).map(sha256)).toEqual(frames.map(sha256));
+    expect(most).toBeGreaterThan(1);
   });
 
   const layout: PixelLayout = { valueOffset: 1000, length: undefined, littleEndian: true, transferSyntaxUid: '1.2.840.10008.1.2.5', samplesPerPixel: 1, numberOfFrames: 2 };
