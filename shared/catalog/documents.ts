@@ -69,7 +69,27 @@ export interface InstanceDocument extends ResearchDocumentBase {
    */
   sourceVersion?: string;
   deidentification: { profile: string; profileVersion: string; keyId: string };
+  /**
+   * Where the copy's frames lie (shared/retrieve/frameIndex.ts): the index itself when small,
+   * else the name of a sidecar blob holding it. Absent on documents written before 0.7.0 and
+   * when the frames could not be located at ingestion: built from the copy on first use.
+   */
+  frames?: StoredFrameIndex;
 }
+
+/**
+ * A frame index as a document keeps it (shared/retrieve/frameIndexCodec.ts): native frames as
+ * three numbers, encapsulated ones as the base64 of the fragments' lengths (little-endian
+ * uint32; the fragments lie back to back from `start`, each after its 8-byte item header) and
+ * of each frame's first fragment (omitted for one fragment per frame).
+ */
+export type StoredFrameIndex =
+  | { kind: 'none' }
+  | { kind: 'native'; count: number; offset: number; frameLength: number }
+  | { kind: 'bitPacked'; count: number; offset: number; frameBits: number }
+  | { kind: 'encapsulated'; count: number; start: number; lengths: string; frameStarts?: string }
+  /** Too large for the document: in the research container, next to the copy (`<researchBlob>.frames`). */
+  | { kind: 'sidecar'; blob: string; count: number };
 
 export type ResearchDocument = StudyDocument | SeriesDocument | InstanceDocument;
 

@@ -55,6 +55,8 @@ export interface PreparedInstance {
   enc: Encoding;
   /** The whole de-identified file; consumes the source. Call once. */
   output(): AsyncGenerator<Uint8Array>;
+  /** Where the pixel data value starts in `output()` (after its element header), when there is pixel data: for the frame index. */
+  pixelValueOffset?: number;
   /** Set when burned-in regions are blacked out: boxes per frame, and frames. */
   pixelsCleaned?: { boxes: number; frames: number };
 }
@@ -209,7 +211,8 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
     if (trailing.size) yield encodeDataset(trailing, enc);
   }
 
-  return { ok: true, prepared: { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, ...(pixelsCleaned ? { pixelsCleaned } : {}) } };
+  const pixelValueOffset = header.pixelData ? headerBytes.length + encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc).length : undefined;
+  return { ok: true, prepared: { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, pixelValueOffset, ...(pixelsCleaned ? { pixelsCleaned } : {}) } };
 }
 
 /** prepareForResearch for callers to whom a refused output is one more failure (the tools, the bench, tests): throws its DEID_VERIFICATION_FAILED. */

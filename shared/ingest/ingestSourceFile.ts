@@ -19,6 +19,8 @@ import { catalogMetadata } from '../dicom/metadata';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import type { IngestRequest, SourceLocation } from '../events/ingestEvents';
 import type { EventPublisher } from '../events/publisher';
+import { watchFrames } from '../retrieve/frameIndexBuilder';
+import { ingestedFrameIndex } from '../retrieve/frameIndexSource';
 import type { OpenedSource, QuarantineStore, ResearchCopyOrigin, ResearchStore, SourceProperties, SourceStore } from '../storage/stores';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
@@ -243,11 +245,13 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
       // Before anything is written: the UIDs name documents and blobs.
       checkSourceUids(prepared.original);
       const blobName = researchBlobName(prepared.research);
-      const decision = await writeResearchCopy(a, blobName, prepared.output);
+      // The frame index is built as the copy goes out (see shared/retrieve/frameIndexBuilder.ts).
+      const frames = watchFrames(prepared);
+      const decision = await writeResearchCopy(a, blobName, frames.output);
       // Whatever was not read (a superseded copy, bytes after the data set) still counts for the source hash.
       await reader.drain();
       const sha256 = (await reader.sha256()) ?? '';
-      return { ok: true as const, prepared, blobName, decision, sha256 };
+      return { ok: true as const, prepared, blobName, decision, sha256, frames };
     } finally {
       // A failed read releases its source response and the hash it started.
       await reader.close();
@@ -255,11 +259,13 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
   })();
   // The gate refused the output: recorded as a failure with the de-identification audit.
   if (!written.ok) return { refused: written.error, audit: written.audit };
-  const { prepared, blobName, decision, sha256 } = written;
+  const { prepared, blobName, decision, sha256, frames } = written;
   const { original, research, sopClassUid, outputTs, report, header, dataset: ds, enc } = prepared;
   deps.fileDone?.();
 
   const metadata = catalogMetadata(ds, enc.littleEndian);
+  const origin = { rank: a.rank, keyId: deps.deid.keyId, sourceKey: a.sourceKey, sourceVersion: a.version };
+  const frameIndex = decision.kept ? await ingestedFrameIndex(deps.research, frames, { ...origin, researchBlob: blobName, size: decision.size }, deps.log) : undefined;
   const instance: InstanceDocument = {
     id: `instance:${research.sopInstanceUid}`,
     type: 'instance',
@@ -275,6 +281,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
     sourceKey: a.sourceKey,
     sourceVersion: a.version,
     deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
+    ...(frameIndex ? { frames: frameIndex } : {}),
     dicom: {
       ...metadata.instance,
       '00020010': { vr: 'UI', Value: [outputTs] },

@@ -15,6 +15,15 @@ export type FrameIndex =
    * frame, in order; a frame is the concatenation of its fragments.
    */
   | { kind: 'encapsulated'; count: number; frames: ByteRange[][] }
+  /**
+   * Native pixel data of one bit per sample whose frames do not start on a byte boundary
+   * (PS3.5 8.1.1: the bits of consecutive frames are packed with no padding between them, so
+   * a frame of 23 x 38 pixels starts at bit 874 of the value). Frame i is the `frameBits` bits
+   * from bit `i * frameBits` of the value at `offset`, least significant bit first; see
+   * bitPackedFrameRange and repackBitFrame (frameIndexBits.ts). When Rows x Columns x Samples
+   * is a multiple of 8, one-bit frames are byte-aligned and indexed as `native`.
+   */
+  | { kind: 'bitPacked'; count: number; offset: number; frameBits: number }
   /** No pixel data (a structured report, a presentation state...). */
   | { kind: 'none' };
 

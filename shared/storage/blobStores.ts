@@ -10,6 +10,7 @@ import { BlobClient, BlobServiceClient, ContainerClient, StorageRetryPolicyType 
 
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
+import { frameIndexSidecarName } from '../retrieve/frameIndexCodec';
 import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
 import { totalOfContentRange } from './stores';
 
@@ -229,13 +230,37 @@ export class AzureResearchStore implements ResearchStore {
     return names;
   }
 
+  async readRange(blobName: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
+    const what = 'reading research copy';
+    let body: Readable | undefined;
+    try {
+      const r = await this.container.getBlobClient(blobName).download(offset, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      body = r.readableStreamBody as Readable | undefined;
+    } catch (e) {
+      throw fromServiceError(e, what);
+    }
+    if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+    return researchStream(body, what);
+  }
+
   async delete(blobName: string, etag?: string): Promise<void> {
     try {
-      await this.container.getBlobClient(blobName).deleteIfExists({ conditions: etag ? { ifMatch: etag } : undefined });
+      const deleted = await this.container.getBlobClient(blobName).deleteIfExists({ conditions: etag ? { ifMatch: etag } : undefined });
+      // The copy's frame index sidecar goes with it (a newer copy's, removed by a race, is built again on first use).
+      if (deleted.succeeded) await this.container.getBlobClient(frameIndexSidecarName(blobName)).deleteIfExists();
     } catch (e) {
       if (statusOf(e) === 412) return;
       throw fromServiceError(e, 'deleting research copy');
     }
+  }
+}
+
+/** A research copy's download, its stream's faults as PipelineError SERVICE_*. */
+async function* researchStream(stream: Readable, what: string): AsyncGenerator<Uint8Array> {
+  try {
+    for await (const chunk of stream) yield chunk as Uint8Array;
+  } catch (e) {
+    throw e instanceof PipelineError ? e : fromServiceError(e, what);
   }
 }
 

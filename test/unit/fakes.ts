@@ -121,7 +121,16 @@ export class MemoryResearchStore implements ResearchStore {
 
   async delete(name: string, tag?: string): Promise<void> {
     const b = this.blobs.get(name);
-    if (b && (!tag || b.version.etag === tag)) this.blobs.delete(name);
+    if (b && (!tag || b.version.etag === tag)) {
+      this.blobs.delete(name);
+      this.blobs.delete(`${name}.frames`);
+    }
+  }
+
+  async readRange(name: string, offset: number, count: number | undefined): Promise<AsyncIterable<Uint8Array>> {
+    const b = this.blobs.get(name);
+    if (!b) throw new PipelineError(ErrorCodes.NOT_FOUND, 'research copy not found');
+    return chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count));
   }
 
   async findBySource(sourceKey: string): Promise<string[]> {

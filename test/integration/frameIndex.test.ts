@@ -1,0 +1,153 @@
+/**
+ * The frame index through the running stack: files uploaded to the landing container are
+ * ingested by the functions host; the index kept with each research instance gives frames equal
+ * to the frames pydicom extracts from the research copy; a large multi-frame instance keeps its
+ * index in a sidecar blob with a small document; an instance whose document lacks the index
+ * gets one on first use. Each file is given fresh UIDs, so that no other test's copy of the same
+ * sample shares its research instance.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Container } from '@azure/cosmos';
+import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
+
+import { CosmosResearchCatalog,createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import type { IngestionDocument, InstanceDocument } from '../../shared/catalog/documents';
+import { loadSettings, Settings } from '../../shared/config/settings';
+import { encodeAsciiValue } from '../../shared/dicom/dataset';
+import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { Tags } from '../../shared/dicom/tags';
+import type { FrameIndex } from '../../shared/retrieve/frameIndex';
+import { bitPackedFrameRange, repackBitFrame } from '../../shared/retrieve/frameIndexBits';
+import { frameIndexSidecarName } from '../../shared/retrieve/frameIndexCodec';
+import { CatalogFrameIndexSource } from '../../shared/retrieve/frameIndexSource';
+import { AzureResearchStore } from '../../shared/storage/blobStores';
+import { encodeWithDataset } from '../unit/ingest/coreHelpers';
+import { independentFrameHashes, sha256 } from '../unit/retrieve/independentFrames';
+import { syntheticEncapsulated } from '../unit/retrieve/syntheticFrames';
+import { testStack, waitForEvents } from './stackEnv';
+
+const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');
+
+/** One of each kind the index handles (native, one bit, RLE, JPEG baseline, lossless, JPEG-LS, JPEG 2000; multi-frame, fragmented, with and without offset tables). */
+const SAMPLES = [
+  'highdicom/sm_image.dcm',
+  'ms-anonymizer/samples__lung.dcm',
+  'pydicom-deb/test_files__rtdose_expb.dcm',
+  'pydicom-data/liver_nonbyte_aligned.dcm',
+  'pydicom-deb/test_files__rtdose_rle.dcm',
+  'pydicom-data/emri_small_RLE.dcm',
+  'fo-dicom/JPEGwithIcon.dcm',
+  'dicomParser/encapsulated__multi-frame__IM00001.fragmented_no_bot_jpeg_baseline.50.dcm',
+  'fo-dicom/GH610.dcm',
+  'highdicom/sm_image_jpegls.dcm',
+  'dicomParser/encapsulated__single-frame__CT1_UNC.fragmented_bot_jpeg_ls.80.dcm',
+  'pydicom-data/emri_small_jpeg_2k_lossless.dcm',
+  'pydicom-data/liver_nonbyte_aligned_j2k.dcm',
+];
+/** Cosmos DB's limit on one document. */
+const COSMOS_DOCUMENT_LIMIT = 2 * 1024 * 1024;
+
+let settings: Settings;
+let research: ContainerClient;
+let index: Container;
+let catalogContainer: Container;
+let source: CatalogFrameIndexSource;
+const prefix = `frame-index-${randomBytes(4).toString('hex')}`;
+
+/**
+ * A sample with fresh Study, Series and SOP Instance UIDs, declared free of burned-in text (a
+ * secondary capture or an ultrasound is held for review otherwise); its pixel data as it was.
+ */
+async function withFreshUids(file: Buffer): Promise<Buffer> {
+  const parsed = await parseDicomBuffer(file);
+  const root = `2.25.${BigInt(`0x${randomBytes(12).toString('hex')}`)}`;
+  const ds = parsed.dataset;
+  for (const [tag, n] of [[Tags.StudyInstanceUID, 1], [Tags.SeriesInstanceUID, 2], [Tags.SOPInstanceUID, 3]] as const) ds.set(tag, { tag, vr: 'UI', value: encodeAsciiValue(`${root}.${n}`, 'UI') });
+  ds.set(Tags.BurnedInAnnotation, { tag: Tags.BurnedInAnnotation, vr: 'CS', value: encodeAsciiValue('NO', 'CS') });
+  return encodeWithDataset(parsed, ds);
+}
+
+async function cataloged(name: string): Promise<{ doc: InstanceDocument; etag: string; copy: Buffer }> {
+  const { resources } = await index.items.query<IngestionDocument>({ query: 'SELECT * FROM c WHERE c.blobName = @n', parameters: [{ name: '@n', value: name }] }).fetchAll();
+  const record = resources[0];
+  expect(record?.status).toBe('cataloged');
+  const r = record!.research!;
+  const { resource } = await catalogContainer.item(`instance:${r.sopInstanceUid}`, r.studyInstanceUid).read<InstanceDocument & { _etag: string }>();
+  const copy = await research.getBlobClient(resource!.researchBlob).downloadToBuffer();
+  return { doc: resource!, etag: resource!._etag, copy };
+}
+
+function framesOf(copy: Buffer, idx: FrameIndex): Buffer[] {
+  switch (idx.kind) {
+    case 'none':
+      return [];
+    case 'native':
+      return Array.from({ length: idx.count }, (_, i) => copy.subarray(idx.offset + i * idx.frameLength, idx.offset + (i + 1) * idx.frameLength));
+    case 'bitPacked':
+      return Array.from({ length: idx.count }, (_, i) => {
+        const r = bitPackedFrameRange(idx, i);
+        return repackBitFrame(copy.subarray(r.offset, r.offset + r.length), r.shift, idx.frameBits);
+      });
+    case 'encapsulated':
+      return idx.frames.map((ranges) => Buffer.concat(ranges.map(([o, n]) => copy.subarray(o, o + n))));
+  }
+}
+
+const sourceOf = (doc: InstanceDocument) => ({ studyInstanceUid: doc.studyInstanceUid, sopInstanceUid: doc.sopInstanceUid, researchBlob: doc.researchBlob });
+
+const large = syntheticEncapsulated({ frames: 4100, fragmentsPerFrame: 2, frameBytes: 64, basicOffsetTable: true });
+
+beforeAll(async () => {
+  const stack = testStack();
+  settings = loadSettings(stack.env);
+  const blobs = BlobServiceClient.fromConnectionString(stack.env.SourceStorage!);
+  const landing = blobs.getContainerClient(settings.sourceContainers[0]!);
+  research = blobs.getContainerClient(settings.researchContainer);
+  const db = createCosmosClient(settings.cosmos).database(settings.cosmosDatabase);
+  index = db.container(settings.indexContainer);
+  catalogContainer = db.container(settings.researchCatalogContainer);
+  source = new CatalogFrameIndexSource({ research: new AzureResearchStore(blobs, settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) });
+  for (const s of SAMPLES) await landing.getBlockBlobClient(`${prefix}/${s}`).uploadData(await withFreshUids(readFileSync(join(FIXTURES, s))));
+  await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(large.file);
+  await waitForEvents(180_000);
+}, 240_000);
+
+describe('frame index through the running stack', () => {
+  it('given the samples ingested, then every frame at the stored index equals the frame pydicom extracts from the research copy', async () => {
+    const docs = await Promise.all(SAMPLES.map((s) => cataloged(`${prefix}/${s}`)));
+    const expected = independentFrameHashes(docs.map((d) => d.copy));
+    let frames = 0;
+    for (const [i, d] of docs.entries()) {
+      expect(d.doc.frames).toBeDefined();
+      const got = framesOf(d.copy, await source.frameIndex(sourceOf(d.doc))).map(sha256);
+      expect({ sample: SAMPLES[i], frames: got }).toEqual({ sample: SAMPLES[i], frames: expected[i] });
+      frames += got.length;
+    }
+    console.log(`frame index: ${frames} frames of ${docs.length} instances equal to pydicom's`);
+  });
+
+  it('given a 4,100-frame instance, then its index is in a sidecar next to the copy, its document stays far under the limit, and frame 4,000 is found', async () => {
+    const d = await cataloged(`${prefix}/large.dcm`);
+    expect(d.doc.frames).toEqual({ kind: 'sidecar', blob: frameIndexSidecarName(d.doc.researchBlob), count: 4100 });
+    expect(await research.getBlobClient(frameIndexSidecarName(d.doc.researchBlob)).exists()).toBe(true);
+    expect(Buffer.byteLength(JSON.stringify(d.doc))).toBeLessThan(COSMOS_DOCUMENT_LIMIT / 100);
+    const frames = framesOf(d.copy, await source.frameIndex(sourceOf(d.doc)));
+    expect(frames).toHaveLength(4100);
+    expect(frames[3999]).toEqual(large.frames[3999]);
+    expect(frames[0]).toEqual(large.frames[0]);
+  });
+
+  it('given an instance whose document lacks the index (ingested before 0.7.0), then the first use builds it from the copy and keeps it in the document', async () => {
+    const d = await cataloged(`${prefix}/${SAMPLES[7]}`);
+    const stored = d.doc.frames;
+    const { frames: _drop, ...old } = d.doc;
+    await catalogContainer.item(old.id, old.studyInstanceUid).replace(old, { accessCondition: { type: 'IfMatch', condition: d.etag } });
+    const built = await new CatalogFrameIndexSource({ research: new AzureResearchStore(BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!), settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) }).frameIndex(sourceOf(d.doc));
+    const after = await cataloged(`${prefix}/${SAMPLES[7]}`);
+    expect(after.doc.frames).toEqual(stored);
+    expect(framesOf(d.copy, built).map(sha256)).toEqual(independentFrameHashes([d.copy])[0]);
+  });
+});
