@@ -280,6 +280,9 @@ function byteSetting(name: string, explicit: number | undefined, fallback: numbe
   return n;
 }
 
+/** How long the host waits, after an invocation in streaming mode, for the worker to begin its answer. */
+const STREAM_ANSWER_GRACE_MS = 3000;
+
 /**
  * Reads a request body of at most `limit` bytes. Past the limit (announced by content-length,
  * or reached while streaming) it stops reading at once and resolves 'too-large': the sender is
@@ -456,6 +459,12 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
           const invocation = { inputData: [{ name: fn.triggerKey, data: request }], triggerMetadata: streamTriggerMetadata(req.headers, params) };
           try {
             await invokeFunction(fn, invocation, environment(), invocationId);
+            // A handler that returned nothing: the library sends no answer (204, as without streaming).
+            if (!(await forwarded.answered(STREAM_ANSWER_GRACE_MS))) {
+              res.writeHead(204);
+              res.end();
+              forwarded.abort();
+            }
           } catch {
             if (!res.headersSent) sendJson(res, 500, {});
             forwarded.abort();

@@ -26,6 +26,11 @@ const HOP_HEADERS = new Set(['x-ms-invocation-id', 'connection', 'keep-alive', '
 export interface ForwardedRequest {
   /** Resolves when the worker's answer has been piped to the client (or the client went away). */
   done: Promise<void>;
+  /**
+   * Resolves true once the worker has begun its answer, false when it has not within `ms`: the
+   * library sends nothing for a handler that returned nothing (the caller then answers 204).
+   */
+  answered(ms: number): Promise<boolean>;
   /** Gives up the forwarded request (the invocation failed before answering). */
   abort(): void;
 }
@@ -40,8 +45,11 @@ export function forwardToWorker(workerUri: string, invocationId: string, req: ht
   headers['content-length'] = String(body.length);
   const target = new URL(`${url.pathname}${url.search}`, workerUri);
   const outgoing = http.request(target, { method: req.method, headers, agent: false });
+  let started = false;
+  const startedSignal = new Promise<void>((resolve) => outgoing.once('response', () => resolve()));
   const done = new Promise<void>((resolve) => {
     outgoing.on('response', (answer) => {
+      started = true;
       const out: http.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_HEADERS.has(k)) out[k] = v;
       res.writeHead(answer.statusCode ?? 500, out);
@@ -60,5 +68,15 @@ export function forwardToWorker(workerUri: string, invocationId: string, req: ht
     });
   });
   outgoing.end(body);
-  return { done, abort: () => outgoing.destroy() };
+  const answered = async (ms: number) => {
+    if (started) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    });
+    const result = await Promise.race([startedSignal.then(() => true as const), late]);
+    clearTimeout(timer);
+    return result;
+  };
+  return { done, answered, abort: () => outgoing.destroy() };
 }
