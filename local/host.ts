@@ -397,6 +397,10 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   });
 
   const cache = (nativeModule() as unknown as { _cache: Record<string, unknown> })._cache;
+  // Each host gets the library fresh, as each worker process does: its setup (HTTP streaming) is
+  // locked at a host's start and would otherwise hold for every later host in this process (tests).
+  const library = `${path.sep}node_modules${path.sep}@azure${path.sep}functions${path.sep}`;
+  for (const key of Object.keys(cache)) if (key.includes(library)) delete cache[key];
   for (const file of files) {
     // A second host in the same process (tests) must see the registrations again.
     delete cache[file];
