@@ -23,6 +23,7 @@ import { Limiter } from './ingest/limiter';
 import { createCloudPhiRecognizer } from './language/azureLanguagePii';
 import { CopyFrameIndexSource } from './retrieve/copyFrameIndex';
 import { MetadataCache } from './retrieve/instanceMetadata';
+import { ResearchInstanceCache } from './retrieve/researchInstances';
 import type { WadoDeps } from './retrieve/wado';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
@@ -109,6 +110,7 @@ async function build(): Promise<Runtime> {
       frameIndex: new CopyFrameIndexSource(research, headerLimits),
       headerLimits,
       metadataCache: new MetadataCache(),
+      instanceCache: new ResearchInstanceCache(),
     },
     ingestions: new Limiter(settings.maxConcurrentIngestions),
     ingestDeps: (log) => ({

@@ -73,3 +73,29 @@ export async function findResearchInstances(reader: ResearchCatalogReader, scope
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/**
+ * Recent answers of findResearchInstances, kept `ttlMs` (a viewer asks for the same instance's
+ * frames many times in a row; each lookup is a catalog round trip). Only found instances are
+ * kept: an unknown UID is asked again. A copy withdrawn or replaced meanwhile is seen at most
+ * `ttlMs` late, and its bytes are read from the research container as they are then.
+ */
+export class ResearchInstanceCache {
+  private readonly entries = new Map<string, { at: number; instances: ResearchInstance[] }>();
+
+  constructor(
+    private readonly ttlMs = 10_000,
+    private readonly maxEntries = 10_000,
+  ) {}
+
+  async find(reader: ResearchCatalogReader, scope: RetrieveScope, options: { abortSignal?: AbortSignal } = {}): Promise<ResearchInstance[]> {
+    const key = `${scope.study}/${scope.series ?? ''}/${scope.instance ?? ''}`;
+    const hit = this.entries.get(key);
+    if (hit && Date.now() - hit.at < this.ttlMs) return hit.instances;
+    const instances = await findResearchInstances(reader, scope, options);
+    this.entries.delete(key);
+    this.entries.set(key, { at: Date.now(), instances });
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+    return instances;
+  }
+}

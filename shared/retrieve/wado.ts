@@ -16,7 +16,7 @@ import { encapsulatedValueEnd, frameRanges, lengthOf, parseFrameList, parseRange
 import { instanceUrl, MetadataCache,metadataOf } from './instanceMetadata';
 import { concatenated, multipartBody, multipartContentType, newBoundary, type Part } from './multipart';
 import { negotiateBulkData, negotiateFrames, negotiateInstances, negotiateMetadata, parseAccept } from './negotiate';
-import { findResearchInstances, type ResearchInstance, type RetrieveScope } from './researchInstances';
+import { findResearchInstances, type ResearchInstance, ResearchInstanceCache, type RetrieveScope } from './researchInstances';
 
 export type WadoResource = 'instances' | 'metadata' | 'frames' | 'bulkdata';
 
@@ -26,6 +26,8 @@ export interface WadoDeps {
   frameIndex: FrameIndexSource;
   headerLimits: HeaderLimits;
   metadataCache: MetadataCache;
+  /** Recent catalog lookups (undefined: every request asks the catalog). */
+  instanceCache?: ResearchInstanceCache;
 }
 
 /** A WADO-RS request, whatever carried it. */
@@ -64,7 +66,8 @@ export async function retrieve(deps: WadoDeps, request: WadoRequest): Promise<Wa
   const ranges = parseAccept(request.accept);
   const frameList = request.resource === 'frames' ? parseFrameList(request.frames) : [];
   if (request.resource === 'metadata') negotiateMetadata(ranges);
-  const instances = await findResearchInstances(deps.catalog, request.scope, request.abortSignal ? { abortSignal: request.abortSignal } : {});
+  const lookup = request.abortSignal ? { abortSignal: request.abortSignal } : {};
+  const instances = deps.instanceCache ? await deps.instanceCache.find(deps.catalog, request.scope, lookup) : await findResearchInstances(deps.catalog, request.scope, lookup);
   switch (request.resource) {
     case 'instances':
       return retrieveInstances(deps, request, instances, ranges);

@@ -8,7 +8,7 @@ import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { ErrorCodes, isPipelineError } from '../../../shared/errors';
 import { CopyFrameIndexSource } from '../../../shared/retrieve/copyFrameIndex';
 import { MetadataCache } from '../../../shared/retrieve/instanceMetadata';
-import type { ResearchInstance } from '../../../shared/retrieve/researchInstances';
+import { type ResearchInstance, ResearchInstanceCache } from '../../../shared/retrieve/researchInstances';
 import { retrieve, type WadoDeps, type WadoRequest } from '../../../shared/retrieve/wado';
 import { MemoryResearchStore } from '../fakes';
 
@@ -148,6 +148,17 @@ describe('WADO-RS retrieve on the unit fakes', () => {
     const before = catalog.queries;
     await expect(retrieve(deps, request({ resource: 'instances', scope: { study: STUDY, series: '1..2' } }))).rejects.toThrow(/series/);
     expect(catalog.queries).toBe(before);
+  });
+
+  test('given an instance cache, then a second request within its time asks the catalog nothing, an unknown UID is asked again', async () => {
+    const cached: WadoDeps = { ...deps, instanceCache: new ResearchInstanceCache(60_000) };
+    const before = catalog.queries;
+    await retrieve(cached, request({ resource: 'metadata' }));
+    await retrieve(cached, request({ resource: 'metadata' }));
+    expect(catalog.queries).toBe(before + 1);
+    await codeOfCall(() => retrieve(cached, request({ resource: 'metadata', scope: { study: '2.25.404' } })));
+    await codeOfCall(() => retrieve(cached, request({ resource: 'metadata', scope: { study: '2.25.404' } })));
+    expect(catalog.queries).toBe(before + 3);
   });
 
   test('given a copy gone from storage, then its status before any byte is sent', async () => {
