@@ -5,7 +5,9 @@
  * burst with each of its processes' CPU read apart, prints one table and writes
  * bench/results.json.
  *
- * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack picks parts;
+ * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado picks parts;
+ * BENCH_WADO_MB (default 512) sizes the WADO-RS multi-frame file, BENCH_WADO_REPEATS (default
+ * 50) the timed frame requests;
  * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_KEEP=1 keeps the temp files;
  * BENCH_PROFILE=<folder> writes a CPU profile of the function host over the burst there (the
  * profiler costs the host CPU: take the CPU figures from a run without it).
@@ -19,6 +21,7 @@ import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
 import type { ChildReport } from './modes';
 import type { StackCpu, StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
 import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
+import type { WadoResult, WadoScenarioOptions } from './wadoScenario';
 
 const PROJECT_ROOT = path.resolve(__dirname, '..', '..');
 const RESULTS_FILE = path.join(PROJECT_ROOT, 'bench', 'results.json');
@@ -36,6 +39,10 @@ const HOST_CPU_TARGET_MS = 8;
 /** Stack throughput against the storage floor, the target. */
 const FLOOR_SHARE_TARGET = 0.8;
 const MiB = 1024 * 1024;
+/** WADO-RS frame retrieval against a plain ranged read of the same bytes: the issue's target. */
+const WADO_FRAME_RATIO_TARGET = 2;
+/** The host's RSS while it streams the large instance: "flat" is a peak this far above the level before, at most. */
+const WADO_RSS_DELTA_TARGET_MB = 64;
 
 type ScenarioName = 'ct-1000' | 'mf-200mb' | 'mf-2gb';
 
@@ -321,6 +328,31 @@ function skippedScenario(name: ScenarioName, bytes: number, files: number, reaso
   return { name, bytes, files, core: null, cat: null, naiveDcmjs: null, headerDcmjs: null, ratios: { coreToCatMBps: null, coreToNaiveMBps: null, coreToHeaderDcmjsMBps: null }, notes: [`skipped: ${reason}`] };
 }
 
+function wadoTargets(wado: WadoResult | null): TargetResult[] {
+  const frame = (name: 'firstFrame' | 'lastFrame', label: string): TargetResult => {
+    const r = wado?.[name];
+    return {
+      target: `wado: ${label} frame p50 and p99 <= ${WADO_FRAME_RATIO_TARGET}x a plain ranged read of the same bytes`,
+      measured: r ? `p50 ${r.wado.p50Ms} ms against ${r.plain.p50Ms} ms (${r.p50Ratio}x), p99 ${r.wado.p99Ms} ms against ${r.plain.p99Ms} ms (${r.p99Ratio}x)` : 'not measured',
+      pass: r ? r.p50Ratio <= WADO_FRAME_RATIO_TARGET && r.p99Ratio <= WADO_FRAME_RATIO_TARGET : null,
+    };
+  };
+  return [
+    frame('firstFrame', 'first'),
+    frame('lastFrame', 'last'),
+    {
+      target: 'wado: instance retrieve throughput against a plain blob download (reported)',
+      measured: wado ? `${wado.instance.wadoMBps} MB/s against ${wado.instance.plainMBps} MB/s (${wado.instance.ratio}x)` : 'not measured',
+      pass: null,
+    },
+    {
+      target: `wado: host RSS flat while it streams the instance and its last frame (peak <= ${WADO_RSS_DELTA_TARGET_MB} MiB above the level before)`,
+      measured: wado ? `+${wado.hostRss.peakDeltaMB} MiB (${wado.hostRss.beforeMB} -> ${wado.hostRss.peakMB} MiB) for a ${wado.hostRss.instanceMB} MiB instance` : 'not measured',
+      pass: wado ? wado.hostRss.peakDeltaMB <= WADO_RSS_DELTA_TARGET_MB : null,
+    },
+  ];
+}
+
 function evaluateTargets(scenarios: ScenarioResult[], stack: StackResult | null, stackRatios: StackRatios | null): TargetResult[] {
   const by = (name: ScenarioName) => scenarios.find((s) => s.name === name);
   const targets: TargetResult[] = [];
@@ -425,7 +457,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
 }
 
 async function main(): Promise<void> {
-  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack').split(',').map((s) => s.trim()).filter(Boolean));
+  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado').split(',').map((s) => s.trim()).filter(Boolean));
   const stackEvents = Number(process.env.BENCH_STACK_EVENTS ?? 1000);
   if (!Number.isInteger(stackEvents) || stackEvents < 1 || stackEvents > 1000) throw new Error('BENCH_STACK_EVENTS must be a whole number from 1 to 1000');
   if (!fs.existsSync(path.join(PROJECT_ROOT, 'dist', 'functions'))) throw new Error('the functions are not built: run "npm run bench" (it builds first)');
@@ -437,6 +469,8 @@ async function main(): Promise<void> {
   let details: StackDetails | null = null;
   let stackNote: string | undefined;
   let stackRatios: StackRatios | null = null;
+  let wado: WadoResult | null = null;
+  let wadoNote: string | undefined;
   const totalMem = os.totalmem();
   const naiveNodeArgs = [`--max-old-space-size=${Math.max(4096, Math.floor((totalMem * 0.75) / MiB))}`];
   const started = Date.now();
@@ -535,12 +569,32 @@ async function main(): Promise<void> {
         throughputToFloor: stack?.storageFloor ? roundOrNull(ratio(stack.instancesPerSecond, stack.storageFloor.instancesPerSecond), 3) : null,
       };
     }
+
+    if (only.has('wado')) {
+      const megabytes = Number(process.env.BENCH_WADO_MB ?? 512);
+      const repeats = Number(process.env.BENCH_WADO_REPEATS ?? 50);
+      if (!(megabytes >= 1) || !Number.isInteger(repeats) || repeats < 2) throw new Error('BENCH_WADO_MB must be at least 1 and BENCH_WADO_REPEATS a whole number of at least 2');
+      // The file on disk, and Azurite holding the landing and the research copy in memory.
+      const free = freeBytes(workDir);
+      if (free < megabytes * MiB + 512 * MiB || totalMem < megabytes * MiB * 3) {
+        wadoNote = `skipped: ${megabytes} MB needs ${megabytes + 512} MB of disk (${Math.round(free / MiB)} MB free) and ${megabytes * 3} MB of memory`;
+        log(`wado: ${wadoNote}`);
+      } else {
+        log(`wado: ${megabytes} MB multi-frame instance, ${repeats} requests per frame`);
+        const wadoDir = path.join(workDir, 'wado');
+        fs.mkdirSync(wadoDir, { recursive: true });
+        const job: WadoScenarioOptions = { projectRoot: PROJECT_ROOT, workDir: wadoDir, megabytes, repeats, deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789', seed: SEED + 7 };
+        const run = await runChild<WadoResult>('wado', job, workDir, { timeoutMs: 1_800_000 });
+        if (run.ok && run.result) wado = run.result;
+        else wadoNote = `failed: ${run.reason ?? 'unknown'}`;
+      }
+    }
   } finally {
     if (process.env.BENCH_KEEP !== '1') fs.rmSync(workDir, { recursive: true, force: true });
     else log(`kept ${workDir}`);
   }
 
-  const targets = evaluateTargets(scenarios, stack, stackRatios);
+  const targets = [...evaluateTargets(scenarios, stack, stackRatios), ...(only.has('wado') ? wadoTargets(wado) : [])];
   const results = {
     scenarios,
     stack: stack ? { ...stack, ratios: stackRatios } : null,
@@ -555,6 +609,7 @@ async function main(): Promise<void> {
     stackDetails: details
       ? { failed: details.failed, warmUpInstances: details.warmUpInstances, uploadRetries: details.uploadRetries, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
       : stackNote ? { note: stackNote } : null,
+    wado: wado ?? (wadoNote ? { note: wadoNote } : null),
     targets,
     environment: {
       node: process.version,

@@ -6,13 +6,14 @@ import * as fs from 'node:fs';
 
 import type { WorkList } from './modes';
 import type { StackScenarioOptions } from './stackScenario';
+import type { WadoScenarioOptions } from './wadoScenario';
 
 // run.ts looks for this prefix.
 const RESULT_PREFIX = 'BENCH_RESULT ';
 
 async function main(): Promise<void> {
   const [mode, jobFile] = process.argv.slice(2);
-  if (!mode || !jobFile) throw new Error('usage: worker.js <core|naive|dcmjs-header|stack> <job.json>');
+  if (!mode || !jobFile) throw new Error('usage: worker.js <core|naive|dcmjs-header|stack|wado> <job.json>');
   const job = JSON.parse(fs.readFileSync(jobFile, 'utf8')) as unknown;
   let result: unknown;
   // Loaded on demand: a core child must not carry the SDKs and the stack in its peak RSS.
@@ -20,6 +21,7 @@ async function main(): Promise<void> {
   else if (mode === 'naive') result = await (await import('./modes')).runNaiveDcmjs(job as WorkList);
   else if (mode === 'dcmjs-header') result = await (await import('./modes')).runHeaderDcmjs(job as WorkList);
   else if (mode === 'stack') result = await (await import('./stackScenario')).runStackScenario(job as StackScenarioOptions);
+  else if (mode === 'wado') result = await (await import('./wadoScenario')).runWadoScenario(job as WadoScenarioOptions);
   else throw new Error(`unknown mode ${mode}`);
   process.stdout.write(`${RESULT_PREFIX}${JSON.stringify(result)}\n`);
 }

@@ -21,8 +21,8 @@
  * Not emulated: function keys (admin and function levels are accepted from loopback only),
  * retry policies, log hooks, triggers other than HTTP, Event Grid and timer (listed, never
  * invoked), the timer's schedule monitor (past-due runs after a restart), month and day names
- * and TimeSpan schedules (such a timer is listed and never fired, with a warning), HTTP
- * streaming mode (refused at start).
+ * and TimeSpan schedules (such a timer is listed and never fired, with a warning). HTTP
+ * streaming mode is served as the host serves it (local/httpStream.ts).
  */
 import { randomUUID } from 'crypto';
 import * as fs from 'fs';
@@ -41,6 +41,7 @@ import {
   RpcInvocationRequest,
   RpcTypedData,
 } from './functionsCore';
+import { forwardToWorker, streamTriggerMetadata } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
@@ -279,6 +280,9 @@ function byteSetting(name: string, explicit: number | undefined, fallback: numbe
   return n;
 }
 
+/** How long the host waits, after an invocation in streaming mode, for the worker to begin its answer. */
+const STREAM_ANSWER_GRACE_MS = 3000;
+
 /**
  * Reads a request body of at most `limit` bytes. Past the limit (announced by content-length,
  * or reached while streaming) it stops reading at once and resolves 'too-large': the sender is
@@ -393,6 +397,10 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   });
 
   const cache = (nativeModule() as unknown as { _cache: Record<string, unknown> })._cache;
+  // Each host gets the library fresh, as each worker process does: its setup (HTTP streaming) is
+  // locked at a host's start and would otherwise hold for every later host in this process (tests).
+  const library = `${path.sep}node_modules${path.sep}@azure${path.sep}functions${path.sep}`;
+  for (const key of Object.keys(cache)) if (key.includes(library)) delete cache[key];
   for (const file of files) {
     // A second host in the same process (tests) must see the registrations again.
     delete cache[file];
@@ -406,9 +414,11 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   // Set by @azure/functions at its first app.* call (process-wide, as in the worker).
   const programmingModel: ProgrammingModel | undefined = registeredProgrammingModel();
   if (loaded.length > 0 && !programmingModel) throw new Error('function host: functions were registered but no programming model was set');
+  // Set when the app enables HTTP streaming: requests then go to the library's own listener.
+  let workerUri: string | undefined;
   if (programmingModel?.getCapabilities) {
     const capabilities = await programmingModel.getCapabilities({});
-    if (capabilities.HttpUri) throw new Error('function host: HTTP streaming mode (app.setup({ enableHttpStream: true })) is not supported locally');
+    workerUri = capabilities.HttpUri;
   }
 
   const routePrefix = hostJson.routePrefix;
@@ -447,6 +457,25 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
           return;
         }
         const request = toRpcHttpRequest(method, url, req.headers, params, body);
+        if (workerUri) {
+          const invocationId = randomUUID();
+          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res);
+          const invocation = { inputData: [{ name: fn.triggerKey, data: request }], triggerMetadata: streamTriggerMetadata(req.headers, params) };
+          try {
+            await invokeFunction(fn, invocation, environment(), invocationId);
+            // A handler that returned nothing: the library sends no answer (204, as without streaming).
+            if (!(await forwarded.answered(STREAM_ANSWER_GRACE_MS))) {
+              res.writeHead(204);
+              res.end();
+              forwarded.abort();
+            }
+          } catch {
+            if (!res.headersSent) sendJson(res, 500, {});
+            forwarded.abort();
+          }
+          await forwarded.done;
+          return;
+        }
         let returnValue: RpcTypedData | null | undefined;
         try {
           const response = await invokeFunction(fn, { inputData: [{ name: fn.triggerKey, data: request }] }, environment());

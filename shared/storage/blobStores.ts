@@ -231,16 +231,29 @@ export class AzureResearchStore implements ResearchStore {
   }
 
   async readRange(blobName: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
-    const what = 'reading research copy';
-    let body: Readable | undefined;
+    // A zero-byte range has nothing to ask for: the service would answer 416.
+    if (count === 0) return noBytes();
+    const researchError = (e: unknown) =>
+      statusOf(e) === 404 ? new PipelineError(ErrorCodes.NOT_FOUND, 'research copy does not exist', { cause: e }) : fromServiceError(e, 'reading research copy');
     try {
       const r = await this.container.getBlobClient(blobName).download(offset, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
-      body = r.readableStreamBody as Readable | undefined;
+      const body = r.readableStreamBody as Readable | undefined;
+      if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+      return (async function* () {
+        try {
+          for await (const chunk of body) yield chunk as Uint8Array;
+        } catch (e) {
+          throw researchError(e);
+        } finally {
+          // A consumer that stops early (a client gone) must not leave the connection open.
+          body.destroy();
+        }
+      })();
     } catch (e) {
-      throw fromServiceError(e, what);
+      // A range that starts at the copy's end: nothing to read (a reader reading until a short range).
+      if (statusOf(e) === 416) return noBytes();
+      throw researchError(e);
     }
-    if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
-    return researchStream(body, what);
   }
 
   async delete(blobName: string, etag?: string): Promise<void> {
@@ -252,15 +265,6 @@ export class AzureResearchStore implements ResearchStore {
       if (statusOf(e) === 412) return;
       throw fromServiceError(e, 'deleting research copy');
     }
-  }
-}
-
-/** A research copy's download, its stream's faults as PipelineError SERVICE_*. */
-async function* researchStream(stream: Readable, what: string): AsyncGenerator<Uint8Array> {
-  try {
-    for await (const chunk of stream) yield chunk as Uint8Array;
-  } catch (e) {
-    throw e instanceof PipelineError ? e : fromServiceError(e, what);
   }
 }
 

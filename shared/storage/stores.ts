@@ -79,9 +79,11 @@ export interface ResearchStore {
    */
   findBySource(sourceKey: string): Promise<string[]>;
   /**
-   * Streams `count` bytes of a copy from `offset` (to its end when count is undefined): a frame,
-   * a header, an item header. Throws NOT_FOUND when the copy does not exist, SERVICE_* on
-   * service faults (the stream too, while it is read). Idempotent: a read.
+   * Streams `count` bytes of the current copy from `offset` (to its end when `count` is
+   * undefined; fewer when the copy ends first, none from its end on), as the copy is read by
+   * WADO-RS and the frame index: one ranged request, the bytes never held whole. Throws
+   * NOT_FOUND when the copy does not exist, SERVICE_* on service faults (the stream too, while
+   * it is read). Idempotent: a read.
    */
   readRange(blobName: string, offset: number, count: number | undefined, options?: { abortSignal?: AbortSignal }): Promise<AsyncIterable<Uint8Array>>;
 }

@@ -28,6 +28,15 @@ const EXPECTED: RegisteredFunction[] = [
   anonymousGet('qidoStudySeriesInstances', 'dicomweb/studies/{study}/series/{series}/instances'),
   anonymousGet('qidoStudyInstances', 'dicomweb/studies/{study}/instances'),
   anonymousGet('qidoInstances', 'dicomweb/instances'),
+  // WADO-RS over the research copies (Research.Read, like QIDO-RS).
+  anonymousGet('wadoStudy', 'dicomweb/studies/{study}'),
+  anonymousGet('wadoSeries', 'dicomweb/studies/{study}/series/{series}'),
+  anonymousGet('wadoInstance', 'dicomweb/studies/{study}/series/{series}/instances/{instance}'),
+  anonymousGet('wadoStudyMetadata', 'dicomweb/studies/{study}/metadata'),
+  anonymousGet('wadoSeriesMetadata', 'dicomweb/studies/{study}/series/{series}/metadata'),
+  anonymousGet('wadoInstanceMetadata', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata'),
+  anonymousGet('wadoFrames', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}'),
+  anonymousGet('wadoBulkData', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}'),
 ];
 
 const byName = (a: RegisteredFunction, b: RegisteredFunction) => a.name.localeCompare(b.name);
