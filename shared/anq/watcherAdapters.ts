@@ -1,11 +1,16 @@
-/** The watcher's Azure adapters: an Event Grid topic for its events, a blob for its checkpoint. */
+/**
+ * The watcher's adapters: an Event Grid topic for its events, a blob for its checkpoint, and
+ * the cluster's S3 API for the files of a snapshot (the backfill).
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
 import { AzureKeyCredential, EventGridPublisherClient } from '@azure/eventgrid';
 import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identity';
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
 import type { AnqWatcherSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
-import type { ArchiveEventSink, ArchiveFileEvent, CheckpointStore, WatcherCheckpoint } from './watcher';
+import { listAnqPage } from '../storage/anqSourceStore';
+import type { ArchiveEventSink, ArchiveFileEvent, CheckpointStore, SnapshotFile, SnapshotFileLister, WatcherCheckpoint } from './watcher';
 
 /** Publishes the watcher's events as CloudEvents 1.0 (as shared/events/publisher.ts publishes its own). */
 export class EventGridArchiveSink implements ArchiveEventSink {
@@ -89,5 +94,21 @@ export class BlobCheckpointStore implements CheckpointStore {
       if (status === 412 || status === 409) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the ANQ watcher checkpoint changed meanwhile', { cause: e });
       throw fromServiceError(e, 'writing the ANQ watcher checkpoint');
     }
+  }
+}
+
+/**
+ * A snapshot's files through the S3 API: ListObjectsV2 of the snapshot's `.snapshot/<name>/`
+ * directory under the bucket root (read-only S3 access suffices), resumed with StartAfter.
+ */
+export class S3SnapshotFileLister implements SnapshotFileLister {
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+  ) {}
+
+  async listFiles(snapshot: { id: number; name: string }, prefix: string, after: string | undefined, options: { limit: number; abortSignal?: AbortSignal }): Promise<{ files: SnapshotFile[]; lastKey?: string; done: boolean }> {
+    const page = await listAnqPage(this.client, this.bucket, prefix, { snapshotName: snapshot.name, startAfter: after, pageSize: options.limit, abortSignal: options.abortSignal });
+    return { files: page.files.map((f) => ({ key: f.key, size: f.size, lastModified: f.lastModified })), lastKey: page.lastKey, done: page.done };
   }
 }
