@@ -16,14 +16,16 @@
  * written under its `.snapshot` name. A snapshot record holds each file's path, size, mtime and
  * content hash, which is what the tree diff compares.
  */
-import { createHash } from 'node:crypto';
+import { BinaryLike, CipherKey, createCipheriv, createDecipheriv, createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import type { TransformOptions } from 'node:stream';
 
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 import type { QumuloSnapshot } from '../../shared/anq/qumuloRest';
+import { withoutNodeSupportNotice } from '../../shared/storage/anqSourceStore';
 import { closeServer, listen } from '../net';
 
 // s3rver ships no types: the part of it used here.
@@ -35,6 +37,30 @@ interface S3rverInstance {
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const S3rver = require('@20minutes/s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
+const lent = Symbol.for('vna.anqStandIn.s3rverCipher');
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const nodeCrypto = require('node:crypto') as { createCipheriv: typeof createCipheriv; createDecipheriv: typeof createDecipheriv; [lent]?: true };
+
+/**
+ * s3rver makes the continuation tokens of truncated ListObjectsV2 answers with the DES cipher,
+ * which OpenSSL 3 (Node 17+) no longer offers, so every listing longer than one page fails with
+ * a 500 (the watcher's backfill lists page by page). Its `des` is served by AES-256-CBC under a
+ * key and IV derived from the ones s3rver passes: the tokens stay opaque and round-trip. Only the
+ * name `des`, which Node cannot serve at all, is touched; every other cipher is passed through.
+ */
+function lendS3rverItsCipher(): void {
+  if (nodeCrypto[lent]) return;
+  const cipher = nodeCrypto.createCipheriv;
+  const decipher = nodeCrypto.createDecipheriv;
+  const aes = (key: BinaryLike, iv: BinaryLike | null) =>
+    [createHash('sha256').update(key).digest(), createHash('md5').update(iv ?? '').digest()] as const;
+  nodeCrypto.createCipheriv = ((algorithm: string, key: CipherKey, iv: BinaryLike | null, options?: TransformOptions) =>
+    algorithm === 'des' ? cipher('aes-256-cbc', ...aes(key as BinaryLike, iv), options) : cipher(algorithm, key, iv, options)) as typeof createCipheriv;
+  nodeCrypto.createDecipheriv = ((algorithm: string, key: CipherKey, iv: BinaryLike | null, options?: TransformOptions) =>
+    algorithm === 'des' ? decipher('aes-256-cbc', ...aes(key as BinaryLike, iv), options) : decipher(algorithm, key, iv, options)) as typeof createDecipheriv;
+  nodeCrypto[lent] = true;
+}
 
 /** s3rver's built-in account; the cluster's S3 keys in Azure come from Key Vault. */
 export const STAND_IN_S3_KEY = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -204,11 +230,13 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
   fs.mkdirSync(options.stateDir, { recursive: true });
   const book = new SnapshotBook(path.join(options.stateDir, 'snapshots.json'));
 
+  lendS3rverItsCipher();
+  const s3rverDir = path.join(options.stateDir, 's3rver');
   const s3rver = new S3rver({
     address: host,
     port: options.s3Port ?? 0,
     silent: true,
-    directory: path.join(options.stateDir, 's3rver'),
+    directory: s3rverDir,
     configureBuckets: [{ name: options.bucket }],
   });
   // s3rver computes the canonical URI of a bucket-level request (ListObjectsV2) without the
@@ -222,17 +250,31 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
   });
   const { port: s3Port } = await s3rver.run();
   const s3Endpoint = `http://${host}:${s3Port}`;
-  const s3 = new S3Client({
+  const s3 = withoutNodeSupportNotice(() => new S3Client({
     endpoint: s3Endpoint,
     region: 'us-east-1',
     forcePathStyle: true,
     credentials: STAND_IN_S3_KEY,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  }));
 
+  /**
+   * Writes a file's bytes under a key, with the file's modification time as the object's
+   * Last-Modified: on Qumulo an object is the file, so its Last-Modified is the file's mtime
+   * (the same in every snapshot that holds that version), not the time of a copy. s3rver
+   * answers Last-Modified from its stored object file's mtime, so that file's times are set.
+   */
   const put = async (key: string, file: string) => {
+    const { mtime, size } = fs.statSync(file);
+    const parts = key.split('/');
+    const stored = path.join(s3rverDir, options.bucket, ...parts.slice(0, -1), `${parts.at(-1) ?? ''}._S3rver_object`);
+    // A replaced object's old bytes are removed first, so that the wait below sees the new ones only.
+    fs.rmSync(stored, { force: true });
     await s3.send(new PutObjectCommand({ Bucket: options.bucket, Key: key, Body: fs.readFileSync(file) }));
+    // s3rver answers before its write stream has closed: wait for the bytes to be there, so no late write moves the time again.
+    for (let i = 0; i < 100 && (!fs.existsSync(stored) || fs.statSync(stored).size < size); i++) await new Promise((r) => setTimeout(r, 5));
+    fs.utimesSync(stored, mtime, mtime);
   };
 
   /** Copies the live tree into the bucket: changed files are written, removed ones deleted. */
