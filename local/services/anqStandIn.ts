@@ -144,6 +144,17 @@ function directoriesOf(files: Iterable<string>): Set<string> {
   return dirs;
 }
 
+/** Copies into s3rver this many at a time: a snapshot copies the whole tree. */
+const COPY_CONCURRENCY = 8;
+
+async function eachLimited<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, items.length) }, worker));
+}
+
 export type DiffEntry = { op: 'CREATE' | 'MODIFY' | 'DELETE'; path: string };
 
 /**
@@ -280,9 +291,7 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
   /** Copies the live tree into the bucket: changed files are written, removed ones deleted. */
   let liveKeys = new Map<string, string>(Object.entries(book.state.snapshots.at(-1)?.files ?? {}).map(([rel, f]) => [rel, f.sha256]));
   const syncLive = async (files: Record<string, FileState>) => {
-    for (const [rel, f] of Object.entries(files)) {
-      if (liveKeys.get(rel) !== f.sha256) await put(rel, path.join(options.targetDir, rel));
-    }
+    await eachLimited(Object.entries(files).filter(([rel, f]) => liveKeys.get(rel) !== f.sha256), ([rel]) => put(rel, path.join(options.targetDir, rel)));
     for (const rel of liveKeys.keys()) if (!files[rel]) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: rel }));
     liveKeys = new Map(Object.entries(files).map(([rel, f]) => [rel, f.sha256]));
   };
@@ -308,7 +317,7 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
         in_delete: false,
         files,
       };
-      for (const rel of Object.keys(files)) await put(`.snapshot/${record.name}/${rel}`, path.join(options.targetDir, rel));
+      await eachLimited(Object.keys(files), (rel) => put(`.snapshot/${record.name}/${rel}`, path.join(options.targetDir, rel)));
       await syncLive(files);
       book.state.snapshots.push(record);
       book.save();

@@ -97,6 +97,11 @@ export class BlobCheckpointStore implements CheckpointStore {
   }
 }
 
+/** S3 orders keys by their UTF-8 bytes (not by UTF-16 code units, as `>` on strings would). */
+function keyAfter(key: string, after: string): boolean {
+  return Buffer.compare(Buffer.from(key, 'utf8'), Buffer.from(after, 'utf8')) > 0;
+}
+
 /**
  * A snapshot's files through the S3 API: ListObjectsV2 of the snapshot's `.snapshot/<name>/`
  * directory under the bucket root (read-only S3 access suffices), resumed with StartAfter.
@@ -109,6 +114,11 @@ export class S3SnapshotFileLister implements SnapshotFileLister {
 
   async listFiles(snapshot: { id: number; name: string }, prefix: string, after: string | undefined, options: { limit: number; abortSignal?: AbortSignal }): Promise<{ files: SnapshotFile[]; lastKey?: string; done: boolean }> {
     const page = await listAnqPage(this.client, this.bucket, prefix, { snapshotName: snapshot.name, startAfter: after, pageSize: options.limit, abortSignal: options.abortSignal });
-    return { files: page.files.map((f) => ({ key: f.key, size: f.size, lastModified: f.lastModified })), lastKey: page.lastKey, done: page.done };
+    // A server that ignored start-after would hand the same page back forever: fail instead of looping.
+    if (after !== undefined && page.lastKey !== undefined && !keyAfter(page.lastKey, after)) {
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'listing ANQ snapshot files: the S3 API did not start after the key asked for');
+    }
+    const files = page.files.filter((f) => after === undefined || keyAfter(f.key, after));
+    return { files: files.map((f) => ({ key: f.key, size: f.size, lastModified: f.lastModified })), lastKey: page.lastKey, done: page.done };
   }
 }

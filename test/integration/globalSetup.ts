@@ -50,6 +50,10 @@ export default async function globalSetup(): Promise<void> {
     throw new Error(`the local stack for integration tests did not start: ${(err as Error).message}`, { cause: err });
   }
 
+  // The stack's host read the watcher's one-second schedule when it loaded the functions; the
+  // workers must not inherit it, or a host they start registers that instead of the default.
+  delete process.env.ANQ_WATCH_SCHEDULE;
+
   const info: TestStackInfo = {
     blobEndpoint: stack.blobEndpoint,
     blobPort: stack.blobPort,
