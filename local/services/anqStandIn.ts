@@ -13,7 +13,8 @@
  *
  * s3rver keeps objects in its own layout, not as plain files, so the folder is copied into it
  * when a snapshot is taken: the live keys are brought up to date and the snapshot's files are
- * written under its `.snapshot` name. A snapshot record holds each file's path, size, mtime and
+ * written under its `.snapshot` name (files unchanged since the previous snapshot by copying
+ * s3rver's stored files on disk, the others through PutObject). A snapshot record holds each file's path, size, mtime and
  * content hash, which is what the tree diff compares.
  */
 import { BinaryLike, CipherKey, createCipheriv, createDecipheriv, createHash } from 'node:crypto';
@@ -276,16 +277,37 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
    * (the same in every snapshot that holds that version), not the time of a copy. s3rver
    * answers Last-Modified from its stored object file's mtime, so that file's times are set.
    */
+  /** Where s3rver's filesystem store keeps an object's bytes (`object`), `object.md5` and `metadata.json`. */
+  const storedPath = (key: string, resource: string) => {
+    const parts = key.split('/');
+    return path.join(s3rverDir, options.bucket, ...parts.slice(0, -1), `${parts.at(-1) ?? ''}._S3rver_${resource}`);
+  };
+  const STORED = ['object', 'object.md5', 'metadata.json'];
+
   const put = async (key: string, file: string) => {
     const { mtime, size } = fs.statSync(file);
-    const parts = key.split('/');
-    const stored = path.join(s3rverDir, options.bucket, ...parts.slice(0, -1), `${parts.at(-1) ?? ''}._S3rver_object`);
+    const stored = storedPath(key, 'object');
     // A replaced object's old bytes are removed first, so that the wait below sees the new ones only.
     fs.rmSync(stored, { force: true });
     await s3.send(new PutObjectCommand({ Bucket: options.bucket, Key: key, Body: fs.readFileSync(file) }));
     // s3rver answers before its write stream has closed: wait for the bytes to be there, so no late write moves the time again.
     for (let i = 0; i < 100 && (!fs.existsSync(stored) || fs.statSync(stored).size < size); i++) await new Promise((r) => setTimeout(r, 5));
     fs.utimesSync(stored, mtime, mtime);
+  };
+
+  /**
+   * The same version under another key: s3rver's stored files copied on disk, which is what a
+   * PutObject would have written (a snapshot holds most files unchanged from the one before,
+   * and copying those through S3 made every snapshot cost the whole tree). False when the
+   * source is not stored (an expired snapshot's objects are deleted): then it is put.
+   */
+  const copyStored = (fromKey: string, toKey: string, file: string): boolean => {
+    if (!STORED.every((r) => fs.existsSync(storedPath(fromKey, r)))) return false;
+    fs.mkdirSync(path.dirname(storedPath(toKey, 'object')), { recursive: true });
+    for (const r of STORED) fs.copyFileSync(storedPath(fromKey, r), storedPath(toKey, r));
+    const { mtime } = fs.statSync(file);
+    fs.utimesSync(storedPath(toKey, 'object'), mtime, mtime);
+    return true;
   };
 
   /** Copies the live tree into the bucket: changed files are written, removed ones deleted. */
@@ -317,7 +339,13 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
         in_delete: false,
         files,
       };
-      await eachLimited(Object.keys(files), (rel) => put(`.snapshot/${record.name}/${rel}`, path.join(options.targetDir, rel)));
+      const previous = book.state.snapshots.filter((s) => !s.in_delete).at(-1);
+      await eachLimited(Object.keys(files), async (rel) => {
+        const file = path.join(options.targetDir, rel);
+        const key = `.snapshot/${record.name}/${rel}`;
+        const unchanged = previous && previous.files[rel]?.sha256 === files[rel]?.sha256;
+        if (!unchanged || !copyStored(`.snapshot/${previous.name}/${rel}`, key, file)) await put(key, file);
+      });
       await syncLive(files);
       book.state.snapshots.push(record);
       book.save();
