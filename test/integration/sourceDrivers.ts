@@ -16,11 +16,13 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobClient, BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
 import type { WatcherCheckpoint } from '../../shared/anq/watcher';
 import { loadSettings } from '../../shared/config/settings';
 import { anqSourceUrl, encodeBlobName, FILE_DELETED, FILE_REPLICATED } from '../../shared/events/ingestEvents';
+import { anqS3Client } from '../../shared/storage/anqSourceStore';
 import { testStack, waitForEvents } from './stackEnv';
 
 export type SourceKind = 'blob' | 'anq';
@@ -33,8 +35,12 @@ export interface SourceDriver {
   put(name: string, data: Buffer, options?: { blockSize?: number }): Promise<void>;
   /** Deletes a file. */
   remove(name: string): Promise<void>;
+  /** Lets the pipeline see every put and remove so far without waiting for it (blob: they are seen as they happen; ANQ: a snapshot). */
+  publish(): Promise<void>;
   /** Lets the pipeline see every put and remove so far, and resolves once it has ingested them all; throws after timeoutMs. */
   settle(timeoutMs?: number): Promise<void>;
+  /** The ETag of a file's version as the pipeline reads it now (blob: the blob's; ANQ: the object's in the newest snapshot). */
+  currentEtag(name: string): Promise<string | undefined>;
   /** The source URL the operations record of a file carries (and the operations view is asked with). */
   sourceUrl(name: string): string;
   /** An event about a file as the source's notifications carry it, with a fresh id. */
@@ -73,8 +79,16 @@ class BlobDriver implements SourceDriver {
     await this.landing.getBlobClient(name).delete();
   }
 
+  async publish(): Promise<void> {
+    // Blob events are raised by the upload itself.
+  }
+
   async settle(timeoutMs = 60_000): Promise<void> {
     await waitForEvents(timeoutMs);
+  }
+
+  async currentEtag(name: string): Promise<string | undefined> {
+    return (await this.landing.getBlobClient(name).getProperties()).etag;
   }
 
   sourceUrl(name: string): string {
@@ -109,13 +123,16 @@ class AnqDriver implements SourceDriver {
   readonly kind = 'anq';
   private readonly anq: StackAnq;
   private readonly checkpointBlob: BlobClient;
-  /** The snapshot the last settle() took: events made by event() name it. */
+  private readonly s3: S3Client;
+  /** The snapshot the last publish() or settle() took: events made by event() name it. */
   private lastSnapshot: { id: number; name: string } | undefined;
 
   constructor() {
     const stack = testStack();
     if (!stack.anq) throw new Error('the test stack runs without the ANQ stand-ins (globalSetup starts them)');
     this.anq = stack.anq;
+    // The key the functions got.
+    this.s3 = anqS3Client({ endpoint: this.anq.s3Endpoint, bucket: this.anq.bucket, region: 'us-east-1', accessKeyId: stack.env.ANQ_S3_ACCESS_KEY_ID!, secretAccessKey: stack.env.ANQ_S3_SECRET_ACCESS_KEY! });
     this.checkpointBlob = BlobServiceClient.fromConnectionString(stack.env.AzureWebJobsStorage ?? stack.env.SourceStorage!)
       .getContainerClient(this.anq.checkpoint.container)
       .getBlobClient(this.anq.checkpoint.blobName);
@@ -151,15 +168,29 @@ class AnqDriver implements SourceDriver {
     }
   }
 
-  async settle(timeoutMs = 60_000): Promise<void> {
+  async publish(): Promise<void> {
     const res = await fetch(`${this.anq.restEndpoint}/v3/snapshots/`, {
       method: 'POST',
       headers: { authorization: `Bearer ${this.anq.restToken}`, 'content-type': 'application/json' },
       body: JSON.stringify({ name_suffix: 'replication' }),
     });
     if (!res.ok) throw new Error(`the REST stand-in refused the snapshot (${res.status})`);
-    const snapshot = (await res.json()) as { id: number; name: string };
-    this.lastSnapshot = snapshot;
+    this.lastSnapshot = (await res.json()) as { id: number; name: string };
+  }
+
+  async currentEtag(name: string): Promise<string | undefined> {
+    const snapshot = this.newest();
+    try {
+      return (await this.s3.send(new HeadObjectCommand({ Bucket: this.anq.bucket, Key: `.snapshot/${snapshot.name}/${this.anq.prefix}${name}` }))).ETag;
+    } catch (e) {
+      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;
+      throw e;
+    }
+  }
+
+  async settle(timeoutMs = 60_000): Promise<void> {
+    await this.publish();
+    const snapshot = this.newest();
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const c = await this.checkpoint();
@@ -174,7 +205,7 @@ class AnqDriver implements SourceDriver {
   }
 
   private newest(): { id: number; name: string } {
-    if (!this.lastSnapshot) throw new Error('no snapshot taken yet: settle() first');
+    if (!this.lastSnapshot) throw new Error('no snapshot taken yet: publish() or settle() first');
     return this.lastSnapshot;
   }
 
