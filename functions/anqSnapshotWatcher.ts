@@ -17,7 +17,7 @@ export async function anqSnapshotWatcher(_timer: Timer, context: InvocationConte
   }
   const r = await watchSnapshots(deps);
   context.info(
-    `ANQ snapshot watcher: ${r.snapshotsDiffed} snapshot(s) diffed, ${r.pages} page(s), ${r.replicated} replicated, ${r.deleted} deleted, at snapshot ${r.lastSnapshotId ?? '-'}${r.stoppedEarly ? ', to be continued' : ''}`,
+    `ANQ snapshot watcher: ${r.snapshotsDiffed} snapshot(s) diffed, ${r.pages} page(s), ${r.replicated} replicated (${r.backfilled} by the backfill), ${r.deleted} deleted, at snapshot ${r.lastSnapshotId ?? '-'}${r.stoppedEarly ? ', to be continued' : ''}`,
   );
 }
 

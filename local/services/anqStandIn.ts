@@ -13,17 +13,20 @@
  *
  * s3rver keeps objects in its own layout, not as plain files, so the folder is copied into it
  * when a snapshot is taken: the live keys are brought up to date and the snapshot's files are
- * written under its `.snapshot` name. A snapshot record holds each file's path, size, mtime and
+ * written under its `.snapshot` name (files unchanged since the previous snapshot by copying
+ * s3rver's stored files on disk, the others through PutObject). A snapshot record holds each file's path, size, mtime and
  * content hash, which is what the tree diff compares.
  */
-import { createHash } from 'node:crypto';
+import { BinaryLike, CipherKey, createCipheriv, createDecipheriv, createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import type { TransformOptions } from 'node:stream';
 
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 import type { QumuloSnapshot } from '../../shared/anq/qumuloRest';
+import { withoutNodeSupportNotice } from '../../shared/storage/anqSourceStore';
 import { closeServer, listen } from '../net';
 
 // s3rver ships no types: the part of it used here.
@@ -35,6 +38,30 @@ interface S3rverInstance {
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const S3rver = require('@20minutes/s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
+const lent = Symbol.for('vna.anqStandIn.s3rverCipher');
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const nodeCrypto = require('node:crypto') as { createCipheriv: typeof createCipheriv; createDecipheriv: typeof createDecipheriv; [lent]?: true };
+
+/**
+ * s3rver makes the continuation tokens of truncated ListObjectsV2 answers with the DES cipher,
+ * which OpenSSL 3 (Node 17+) no longer offers, so every listing longer than one page fails with
+ * a 500 (the watcher's backfill lists page by page). Its `des` is served by AES-256-CBC under a
+ * key and IV derived from the ones s3rver passes: the tokens stay opaque and round-trip. Only the
+ * name `des`, which Node cannot serve at all, is touched; every other cipher is passed through.
+ */
+function lendS3rverItsCipher(): void {
+  if (nodeCrypto[lent]) return;
+  const cipher = nodeCrypto.createCipheriv;
+  const decipher = nodeCrypto.createDecipheriv;
+  const aes = (key: BinaryLike, iv: BinaryLike | null) =>
+    [createHash('sha256').update(key).digest(), createHash('md5').update(iv ?? '').digest()] as const;
+  nodeCrypto.createCipheriv = ((algorithm: string, key: CipherKey, iv: BinaryLike | null, options?: TransformOptions) =>
+    algorithm === 'des' ? cipher('aes-256-cbc', ...aes(key as BinaryLike, iv), options) : cipher(algorithm, key, iv, options)) as typeof createCipheriv;
+  nodeCrypto.createDecipheriv = ((algorithm: string, key: CipherKey, iv: BinaryLike | null, options?: TransformOptions) =>
+    algorithm === 'des' ? decipher('aes-256-cbc', ...aes(key as BinaryLike, iv), options) : decipher(algorithm, key, iv, options)) as typeof createDecipheriv;
+  nodeCrypto[lent] = true;
+}
 
 /** s3rver's built-in account; the cluster's S3 keys in Azure come from Key Vault. */
 export const STAND_IN_S3_KEY = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -116,6 +143,17 @@ function directoriesOf(files: Iterable<string>): Set<string> {
     for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
   }
   return dirs;
+}
+
+/** Copies into s3rver this many at a time: a snapshot copies the whole tree. */
+const COPY_CONCURRENCY = 8;
+
+async function eachLimited<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, items.length) }, worker));
 }
 
 export type DiffEntry = { op: 'CREATE' | 'MODIFY' | 'DELETE'; path: string };
@@ -204,11 +242,13 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
   fs.mkdirSync(options.stateDir, { recursive: true });
   const book = new SnapshotBook(path.join(options.stateDir, 'snapshots.json'));
 
+  lendS3rverItsCipher();
+  const s3rverDir = path.join(options.stateDir, 's3rver');
   const s3rver = new S3rver({
     address: host,
     port: options.s3Port ?? 0,
     silent: true,
-    directory: path.join(options.stateDir, 's3rver'),
+    directory: s3rverDir,
     configureBuckets: [{ name: options.bucket }],
   });
   // s3rver computes the canonical URI of a bucket-level request (ListObjectsV2) without the
@@ -222,25 +262,58 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
   });
   const { port: s3Port } = await s3rver.run();
   const s3Endpoint = `http://${host}:${s3Port}`;
-  const s3 = new S3Client({
+  const s3 = withoutNodeSupportNotice(() => new S3Client({
     endpoint: s3Endpoint,
     region: 'us-east-1',
     forcePathStyle: true,
     credentials: STAND_IN_S3_KEY,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  }));
+
+  /**
+   * Writes a file's bytes under a key, with the file's modification time as the object's
+   * Last-Modified: on Qumulo an object is the file, so its Last-Modified is the file's mtime
+   * (the same in every snapshot that holds that version), not the time of a copy. s3rver
+   * answers Last-Modified from its stored object file's mtime, so that file's times are set.
+   */
+  /** Where s3rver's filesystem store keeps an object's bytes (`object`), `object.md5` and `metadata.json`. */
+  const storedPath = (key: string, resource: string) => {
+    const parts = key.split('/');
+    return path.join(s3rverDir, options.bucket, ...parts.slice(0, -1), `${parts.at(-1) ?? ''}._S3rver_${resource}`);
+  };
+  const STORED = ['object', 'object.md5', 'metadata.json'];
 
   const put = async (key: string, file: string) => {
+    const { mtime, size } = fs.statSync(file);
+    const stored = storedPath(key, 'object');
+    // A replaced object's old bytes are removed first, so that the wait below sees the new ones only.
+    fs.rmSync(stored, { force: true });
     await s3.send(new PutObjectCommand({ Bucket: options.bucket, Key: key, Body: fs.readFileSync(file) }));
+    // s3rver answers before its write stream has closed: wait for the bytes to be there, so no late write moves the time again.
+    for (let i = 0; i < 100 && (!fs.existsSync(stored) || fs.statSync(stored).size < size); i++) await new Promise((r) => setTimeout(r, 5));
+    fs.utimesSync(stored, mtime, mtime);
+  };
+
+  /**
+   * The same version under another key: s3rver's stored files copied on disk, which is what a
+   * PutObject would have written (a snapshot holds most files unchanged from the one before,
+   * and copying those through S3 made every snapshot cost the whole tree). False when the
+   * source is not stored (an expired snapshot's objects are deleted): then it is put.
+   */
+  const copyStored = (fromKey: string, toKey: string, file: string): boolean => {
+    if (!STORED.every((r) => fs.existsSync(storedPath(fromKey, r)))) return false;
+    fs.mkdirSync(path.dirname(storedPath(toKey, 'object')), { recursive: true });
+    for (const r of STORED) fs.copyFileSync(storedPath(fromKey, r), storedPath(toKey, r));
+    const { mtime } = fs.statSync(file);
+    fs.utimesSync(storedPath(toKey, 'object'), mtime, mtime);
+    return true;
   };
 
   /** Copies the live tree into the bucket: changed files are written, removed ones deleted. */
   let liveKeys = new Map<string, string>(Object.entries(book.state.snapshots.at(-1)?.files ?? {}).map(([rel, f]) => [rel, f.sha256]));
   const syncLive = async (files: Record<string, FileState>) => {
-    for (const [rel, f] of Object.entries(files)) {
-      if (liveKeys.get(rel) !== f.sha256) await put(rel, path.join(options.targetDir, rel));
-    }
+    await eachLimited(Object.entries(files).filter(([rel, f]) => liveKeys.get(rel) !== f.sha256), ([rel]) => put(rel, path.join(options.targetDir, rel)));
     for (const rel of liveKeys.keys()) if (!files[rel]) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: rel }));
     liveKeys = new Map(Object.entries(files).map(([rel, f]) => [rel, f.sha256]));
   };
@@ -266,7 +339,13 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
         in_delete: false,
         files,
       };
-      for (const rel of Object.keys(files)) await put(`.snapshot/${record.name}/${rel}`, path.join(options.targetDir, rel));
+      const previous = book.state.snapshots.filter((s) => !s.in_delete).at(-1);
+      await eachLimited(Object.keys(files), async (rel) => {
+        const file = path.join(options.targetDir, rel);
+        const key = `.snapshot/${record.name}/${rel}`;
+        const unchanged = previous && previous.files[rel]?.sha256 === files[rel]?.sha256;
+        if (!unchanged || !copyStored(`.snapshot/${previous.name}/${rel}`, key, file)) await put(key, file);
+      });
       await syncLive(files);
       book.state.snapshots.push(record);
       book.save();

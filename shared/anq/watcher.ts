@@ -13,6 +13,14 @@
  * run (same event ids) and never skips one. A repeat is harmless, as the ingestion is
  * level-triggered and idempotent. A conditional write that fails means another run moved the
  * checkpoint: this run stops rather than fight it.
+ *
+ * Backfill: the files already there in the snapshot the watcher starts from are in no diff.
+ * With `backfill` on, the first run records that snapshot as the one to backfill, and the
+ * runs publish `VNA.Archive.FileReplicated` for every file of it under the export and prefix
+ * (listed page by page in key order, through the S3 API's ListObjectsV2 of its `.snapshot`
+ * directory), checkpointing the last key after each page, before any diff: a crash mid-backfill
+ * resumes after the last page checkpointed (that page may be published twice), never from the
+ * start. Diffing then goes on from that snapshot.
  */
 import { createHash } from 'node:crypto';
 
@@ -45,6 +53,11 @@ export interface WatcherCheckpoint {
   lastSnapshotId: number;
   /** A diff not yet finished: its snapshots and the `after` key of the next page to read. */
   inProgress?: { olderId: number; newerId: number; after: string };
+  /**
+   * A backfill not yet finished (see backfillPage): every file of snapshot `snapshotId` (the
+   * one the watcher started from) whose key sorts after `after` is still to be published.
+   */
+  backfill?: { snapshotId: number; after?: string };
 }
 
 /** The checkpoint document, written only if it is still as read. */
@@ -58,6 +71,30 @@ export interface CheckpointStore {
   write(checkpoint: WatcherCheckpoint, expectedEtag: string | undefined): Promise<string>;
 }
 
+/** A file of a snapshot, as the backfill lists it. */
+export interface SnapshotFile {
+  /** The path relative to the export (the bucket root). */
+  key: string;
+  size: number;
+  lastModified: Date;
+}
+
+/** Lists the files of a snapshot, for the backfill. */
+export interface SnapshotFileLister {
+  /**
+   * One page of the files under `prefix` (relative to the export) as of a snapshot, in key
+   * order, after the key `after` (from the start when undefined). `lastKey` is where the next
+   * page starts (directories included); `done` when nothing follows. Throws SERVICE_* on
+   * faults. Idempotent.
+   */
+  listFiles(
+    snapshot: { id: number; name: string },
+    prefix: string,
+    after: string | undefined,
+    options: { limit: number; abortSignal?: AbortSignal },
+  ): Promise<{ files: SnapshotFile[]; lastKey?: string; done: boolean }>;
+}
+
 export interface WatcherConfig {
   cluster: string;
   /** Absolute file-system path of the export (the bucket root), "/" for the root. */
@@ -68,7 +105,9 @@ export interface WatcherConfig {
   snapshotSourceIds?: string[];
   /** On the first run: diff from the oldest kept snapshot (its files count as already there), or start at the newest. */
   startFrom: 'oldest' | 'latest';
-  /** Entries asked for per page of the tree diff. */
+  /** Publish the files already in the snapshot the watcher starts from (needs WatcherDeps.files). */
+  backfill?: boolean;
+  /** Entries asked for per page of the tree diff (and files per page of the backfill). */
   pageSize?: number;
   /** Events per publish call (Event Grid takes up to 1 MB per request). */
   publishBatch?: number;
@@ -87,6 +126,8 @@ export interface WatcherDeps {
   api: QumuloApi;
   sink: ArchiveEventSink;
   checkpoints: CheckpointStore;
+  /** The snapshot's files, for the backfill (required when config.backfill is on). */
+  files?: SnapshotFileLister;
   config: WatcherConfig;
   log: WatcherLogger;
   now?: () => number;
@@ -98,6 +139,8 @@ export interface WatchResult {
   pages: number;
   replicated: number;
   deleted: number;
+  /** Of `replicated`, the files published by the backfill. */
+  backfilled: number;
   /** The checkpoint's last snapshot when the run ended. */
   lastSnapshotId?: number;
   /** True when the run ended before the newest snapshot (time budget), to go on next time. */
@@ -109,10 +152,26 @@ export function archiveEventId(cluster: string, snapshotId: number, op: string, 
   return createHash('sha256').update(`${cluster}\0${snapshotId}\0${op}\0${path}`).digest('hex').slice(0, 32);
 }
 
+function exportRoot(config: WatcherConfig): string {
+  return config.exportPath === '/' ? '' : config.exportPath.replace(/\/+$/, '');
+}
+
 function inScope(config: WatcherConfig, path: string): boolean {
   if (path.endsWith('/')) return false;
-  const root = config.exportPath === '/' ? '' : config.exportPath.replace(/\/+$/, '');
-  return path.startsWith(`${root}/${config.prefix}`);
+  return path.startsWith(`${exportRoot(config)}/${config.prefix}`);
+}
+
+/** The event of a file found by the backfill: replicated as of the snapshot it was listed in. */
+function backfillEvent(config: WatcherConfig, snapshot: QumuloSnapshot, file: SnapshotFile): ArchiveFileEvent {
+  const path = `${exportRoot(config)}/${file.key}`;
+  return {
+    id: archiveEventId(config.cluster, snapshot.id, 'BACKFILL', path),
+    type: FILE_REPLICATED,
+    source: `anq://${config.cluster}`,
+    subject: path,
+    time: snapshot.timestamp,
+    data: { url: anqSourceUrl(config.cluster, path), path, size: file.size, mtime: file.lastModified.toISOString(), snapshotId: snapshot.id, snapshotName: snapshot.name },
+  };
 }
 
 async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -165,7 +224,13 @@ export async function watchSnapshots(deps: WatcherDeps, options: { abortSignal?:
   const { api, sink, checkpoints, config, log } = deps;
   const now = deps.now ?? Date.now;
   const started = now();
-  const result: WatchResult = { snapshotsDiffed: 0, pages: 0, replicated: 0, deleted: 0, stoppedEarly: false };
+  const result: WatchResult = { snapshotsDiffed: 0, pages: 0, replicated: 0, deleted: 0, backfilled: 0, stoppedEarly: false };
+  if (config.backfill && !deps.files) throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'ANQ watcher: the backfill needs a lister of snapshot files');
+  const outOfTime = () => now() - started > (config.maxRunMs ?? Number.POSITIVE_INFINITY) || options.abortSignal?.aborted === true;
+  const publish = async (events: ArchiveFileEvent[]) => {
+    const batch = config.publishBatch ?? 100;
+    for (let i = 0; i < events.length; i += batch) await sink.publish(events.slice(i, i + batch));
+  };
 
   const covers = (s: QumuloSnapshot) => !config.snapshotSourceIds || config.snapshotSourceIds.includes(s.source_file_id);
   const snapshots = (await api.listSnapshots({ abortSignal: options.abortSignal })).filter((s) => covers(s) && !s.in_delete).sort((a, b) => a.id - b.id);
@@ -179,14 +244,14 @@ export async function watchSnapshots(deps: WatcherDeps, options: { abortSignal?:
       log.info('ANQ watcher: no snapshot yet');
       return result;
     }
-    checkpoint = { version: 1, lastSnapshotId: base.id };
+    checkpoint = { version: 1, lastSnapshotId: base.id, ...(config.backfill ? { backfill: { snapshotId: base.id } } : {}) };
     try {
       etag = await checkpoints.write(checkpoint, undefined);
     } catch (e) {
       if (isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) return result;
       throw e;
     }
-    log.info(`ANQ watcher: starting from snapshot ${base.id}`);
+    log.info(`ANQ watcher: starting from snapshot ${base.id}${config.backfill ? ', its files first (backfill)' : ''}`);
   }
   result.lastSnapshotId = checkpoint.lastSnapshotId;
 
@@ -203,6 +268,36 @@ export async function watchSnapshots(deps: WatcherDeps, options: { abortSignal?:
       throw e;
     }
   };
+
+  // The backfill, page by page, before any diff.
+  for (;;) {
+    const fill = checkpoint.backfill;
+    if (!fill) break;
+    const snapshot = snapshots.find((s) => s.id === fill.snapshotId);
+    if (!snapshot) {
+      // It expired before the backfill was done: the next kept one is backfilled from the start
+      // (files passed already may have changed since), and the diffs go on from it.
+      const next = snapshots.find((s) => s.id > fill.snapshotId) ?? snapshots.at(-1);
+      if (!next) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `ANQ watcher: snapshot ${fill.snapshotId} expired mid-backfill and no snapshot is kept to backfill from`);
+      log.warn(`ANQ watcher: snapshot ${fill.snapshotId} expired mid-backfill; backfilling snapshot ${next.id} from the start`);
+      if (!(await save({ version: 1, lastSnapshotId: next.id, backfill: { snapshotId: next.id } }))) return result;
+      continue;
+    }
+    if (outOfTime()) {
+      result.stoppedEarly = true;
+      return result;
+    }
+    const page = await (deps.files as SnapshotFileLister).listFiles(snapshot, config.prefix, fill.after, { limit: config.pageSize ?? 1000, abortSignal: options.abortSignal });
+    const events = page.files.map((f) => backfillEvent(config, snapshot, f)).filter((e) => inScope(config, e.data.path));
+    await publish(events);
+    result.pages++;
+    result.replicated += events.length;
+    result.backfilled += events.length;
+    const { backfill: _done, ...rest } = checkpoint;
+    const next: WatcherCheckpoint = page.done || page.lastKey === undefined ? rest : { ...rest, backfill: { snapshotId: snapshot.id, after: page.lastKey } };
+    if (!(await save(next))) return result;
+    if (!next.backfill) log.info(`ANQ watcher: backfill of snapshot ${snapshot.id} done`);
+  }
 
   for (;;) {
     const current: WatcherCheckpoint = checkpoint;
@@ -240,7 +335,7 @@ export async function watchSnapshots(deps: WatcherDeps, options: { abortSignal?:
     let after = current.inProgress && current.inProgress.olderId === olderId ? current.inProgress.after : undefined;
 
     for (;;) {
-      if (now() - started > (config.maxRunMs ?? Number.POSITIVE_INFINITY) || options.abortSignal?.aborted) {
+      if (outOfTime()) {
         result.stoppedEarly = true;
         return result;
       }
@@ -253,8 +348,7 @@ export async function watchSnapshots(deps: WatcherDeps, options: { abortSignal?:
         throw e;
       }
       const events = await eventsOf(deps, page.entries, older, newer);
-      const batch = config.publishBatch ?? 100;
-      for (let i = 0; i < events.length; i += batch) await sink.publish(events.slice(i, i + batch));
+      await publish(events);
       result.pages++;
       for (const e of events) {
         if (e.type === FILE_DELETED) result.deleted++;

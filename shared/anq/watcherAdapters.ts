@@ -1,11 +1,16 @@
-/** The watcher's Azure adapters: an Event Grid topic for its events, a blob for its checkpoint. */
+/**
+ * The watcher's adapters: an Event Grid topic for its events, a blob for its checkpoint, and
+ * the cluster's S3 API for the files of a snapshot (the backfill).
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
 import { AzureKeyCredential, EventGridPublisherClient } from '@azure/eventgrid';
 import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identity';
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
 import type { AnqWatcherSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
-import type { ArchiveEventSink, ArchiveFileEvent, CheckpointStore, WatcherCheckpoint } from './watcher';
+import { listAnqPage } from '../storage/anqSourceStore';
+import type { ArchiveEventSink, ArchiveFileEvent, CheckpointStore, SnapshotFile, SnapshotFileLister, WatcherCheckpoint } from './watcher';
 
 /** Publishes the watcher's events as CloudEvents 1.0 (as shared/events/publisher.ts publishes its own). */
 export class EventGridArchiveSink implements ArchiveEventSink {
@@ -89,5 +94,31 @@ export class BlobCheckpointStore implements CheckpointStore {
       if (status === 412 || status === 409) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'the ANQ watcher checkpoint changed meanwhile', { cause: e });
       throw fromServiceError(e, 'writing the ANQ watcher checkpoint');
     }
+  }
+}
+
+/** S3 orders keys by their UTF-8 bytes (not by UTF-16 code units, as `>` on strings would). */
+function keyAfter(key: string, after: string): boolean {
+  return Buffer.compare(Buffer.from(key, 'utf8'), Buffer.from(after, 'utf8')) > 0;
+}
+
+/**
+ * A snapshot's files through the S3 API: ListObjectsV2 of the snapshot's `.snapshot/<name>/`
+ * directory under the bucket root (read-only S3 access suffices), resumed with StartAfter.
+ */
+export class S3SnapshotFileLister implements SnapshotFileLister {
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+  ) {}
+
+  async listFiles(snapshot: { id: number; name: string }, prefix: string, after: string | undefined, options: { limit: number; abortSignal?: AbortSignal }): Promise<{ files: SnapshotFile[]; lastKey?: string; done: boolean }> {
+    const page = await listAnqPage(this.client, this.bucket, prefix, { snapshotName: snapshot.name, startAfter: after, pageSize: options.limit, abortSignal: options.abortSignal });
+    // A server that ignored start-after would hand the same page back forever: fail instead of looping.
+    if (after !== undefined && page.lastKey !== undefined && !keyAfter(page.lastKey, after)) {
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'listing ANQ snapshot files: the S3 API did not start after the key asked for');
+    }
+    const files = page.files.filter((f) => after === undefined || keyAfter(f.key, after));
+    return { files: files.map((f) => ({ key: f.key, size: f.size, lastModified: f.lastModified })), lastKey: page.lastKey, done: page.done };
   }
 }

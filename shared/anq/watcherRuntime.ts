@@ -1,13 +1,14 @@
 /**
  * The watcher's dependencies from the settings, built once per process: the REST client, the
- * Event Grid sink, the blob checkpoint, and the ids of the directories whose snapshots cover
+ * Event Grid sink, the blob checkpoint, the S3 lister of the backfill, and the ids of the directories whose snapshots cover
  * the export (the export itself and its ancestors, read once through the attributes resource).
  */
 import { loadAnqSettings, loadAnqWatcherSettings } from '../config/anqSettings';
 import { ErrorCodes, PipelineError } from '../errors';
+import { anqS3Client } from '../storage/anqSourceStore';
 import { coveringSnapshotSources, QumuloRestClient } from './qumuloRest';
 import { WatcherDeps, WatcherLogger } from './watcher';
-import { BlobCheckpointStore, EventGridArchiveSink } from './watcherAdapters';
+import { BlobCheckpointStore, EventGridArchiveSink, S3SnapshotFileLister } from './watcherAdapters';
 
 let cached: Promise<Omit<WatcherDeps, 'log'> | undefined> | undefined;
 
@@ -23,12 +24,14 @@ export function watcherDeps(log: WatcherLogger, env: Record<string, string | und
       api,
       sink: new EventGridArchiveSink(watcher.topic),
       checkpoints: BlobCheckpointStore.fromSettings(watcher.checkpoint),
+      ...(watcher.backfill ? { files: new S3SnapshotFileLister(anqS3Client(anq.s3), anq.s3.bucket) } : {}),
       config: {
         cluster: anq.cluster,
         exportPath: anq.exportPath,
         prefix: anq.prefix,
         snapshotSourceIds: await coveringSnapshotSources(api, anq),
         startFrom: watcher.startFrom,
+        backfill: watcher.backfill,
         maxRunMs: watcher.maxRunMs,
       },
     };

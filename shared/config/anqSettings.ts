@@ -53,6 +53,12 @@ export interface AnqWatcherSettings {
   };
   /** Snapshots are diffed from the oldest kept one on the first run, or only new ones from the newest. */
   startFrom: 'oldest' | 'latest';
+  /**
+   * On the first run, publish every file already in the snapshot the watcher starts from
+   * (ANQ_WATCH_BACKFILL, default on): without it, the archive's existing files are never
+   * ingested, only what changes afterwards.
+   */
+  backfill: boolean;
   /** Stop taking new pages after this long, so one timer run ends before the host's time-out. */
   maxRunMs: number;
 }
@@ -137,7 +143,9 @@ export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettin
   const startFrom = c.str('ANQ_WATCH_START', 'oldest');
   if (startFrom !== 'oldest' && startFrom !== 'latest') c.problems.push('ANQ_WATCH_START must be "oldest" or "latest"');
   const maxRunMs = c.int('ANQ_WATCH_MAX_RUN_MS', 240_000, 1_000, 3_600_000);
+  const backfill = c.str('ANQ_WATCH_BACKFILL', 'on');
+  if (backfill !== 'on' && backfill !== 'off') c.problems.push('ANQ_WATCH_BACKFILL must be "on" or "off"');
 
   if (c.problems.length > 0) c.fail();
-  return { topic, schedule, checkpoint: { storage, container, blobName }, startFrom: startFrom as 'oldest' | 'latest', maxRunMs };
+  return { topic, schedule, checkpoint: { storage, container, blobName }, startFrom: startFrom as 'oldest' | 'latest', backfill: backfill === 'on', maxRunMs };
 }

@@ -53,9 +53,29 @@ export interface SnapshotResolver {
   newestFrom(floorId: number, options?: { abortSignal?: AbortSignal }): Promise<{ id: number; name: string } | undefined>;
 }
 
+/** The AWS SDK's documented switch for its Node.js version notice (aws/aws-sdk-js-v3 issue 7983). */
+const NODE_SUPPORT_WARNING_SWITCH = 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED';
+
+/**
+ * Makes an S3 client without the SDK's notice that its versions published after January 2027
+ * need Node.js 22: the SDK version here is pinned, so on Node 20 the notice says nothing about
+ * this deployment and only buries the start-up log. The switch is set for the construction
+ * alone (the SDK reads it there, once per process) and left as it was, so no other warning is
+ * hidden; an operator who sets it either way keeps the choice.
+ */
+export function withoutNodeSupportNotice<T>(make: () => T): T {
+  if (process.env[NODE_SUPPORT_WARNING_SWITCH] !== undefined) return make();
+  process.env[NODE_SUPPORT_WARNING_SWITCH] = 'true';
+  try {
+    return make();
+  } finally {
+    delete process.env[NODE_SUPPORT_WARNING_SWITCH];
+  }
+}
+
 /** An S3 client as the Qumulo S3 API takes it. */
 export function anqS3Client(s3: AnqSettings['s3']): S3Client {
-  return new S3Client({
+  return withoutNodeSupportNotice(() => new S3Client({
     endpoint: s3.endpoint,
     region: s3.region,
     forcePathStyle: true,
@@ -65,7 +85,7 @@ export function anqS3Client(s3: AnqSettings['s3']): S3Client {
     // Qumulo takes single-chunk SigV4 only.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  }));
 }
 
 function statusOf(e: unknown): number | undefined {
@@ -184,6 +204,18 @@ export class AnqSourceStore implements SourceStore {
     };
   }
 
+  /** No bytes when the object is still the empty version `etag`; SOURCE_CHANGED otherwise. */
+  private async emptyIfStill(bucket: string, key: string, etag: string, options: { abortSignal?: AbortSignal }): Promise<AsyncIterable<Uint8Array>> {
+    let head;
+    try {
+      head = await this.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: options.abortSignal });
+    } catch (e) {
+      throw s3Error(e, 'reading ANQ source file properties');
+    }
+    if (unquoted(head.ETag) !== unquoted(etag) || (head.ContentLength ?? 0) !== 0) throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'ANQ source file changed while it was read');
+    return noBytes();
+  }
+
   async readRange(bucket: string, name: string, etag: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
     const pinned = this.pins.get(`${bucket}\0${name}\0${unquoted(etag)}`);
     const target = await this.keyFor(name, pinned, options);
@@ -200,6 +232,8 @@ export class AnqSourceStore implements SourceStore {
         this.pins.delete(`${bucket}\0${name}\0${unquoted(etag)}`);
         throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'the ANQ snapshot this version was read from is gone', { cause: e });
       }
+      // An empty file has no byte 0: the whole of it is no bytes, if it is still the version asked for.
+      if (offset === 0 && statusOf(e) === 416) return this.emptyIfStill(bucket, target.key, etag, options);
       throw s3Error(e, 'reading ANQ source file');
     }
     const body = r.Body as Readable | undefined;
@@ -207,6 +241,12 @@ export class AnqSourceStore implements SourceStore {
     if (unquoted(r.ETag) !== unquoted(etag)) {
       body.destroy();
       throw new PipelineError(ErrorCodes.SOURCE_CHANGED, 'ANQ source file changed while it was read');
+    }
+    // s3rver answers a range of an empty object with "bytes 0-0/0", a length of 1 and no body:
+    // waiting for that byte would hang until the server drops the connection.
+    if (totalOfContentRange(r.ContentRange) === 0) {
+      body.destroy();
+      return noBytes();
     }
     return wrapStreamErrors(body);
   }
@@ -221,31 +261,71 @@ export interface AnqListedFile {
   lastModified: Date;
 }
 
+/** One page of a listing: its files, and where the next page starts. */
+export interface AnqListedPage {
+  files: AnqListedFile[];
+  /** The last key of the page relative to the bucket root (directories included), for StartAfter; undefined when the page is empty. */
+  lastKey?: string;
+  /** The token of the next page, or undefined on the last page. */
+  continuationToken?: string;
+  /** True when no key follows this page. */
+  done: boolean;
+}
+
 /**
- * Lists the files under a prefix of the bucket (ListObjectsV2, paged by continuation token),
- * as of a snapshot (by its `.snapshot` directory name) or the live tree: what a backfill of
- * the files already there before the watcher's first snapshot, or a periodic reconciliation
- * behind the change-notification stream, walks. Directory objects (keys ending in `/`, as
- * Qumulo lists directories) are left out. Throws PipelineError SERVICE_* on faults.
+ * One page of the files under a prefix of the bucket (ListObjectsV2), as of a snapshot (by its
+ * `.snapshot` directory name) or the live tree, in key order. It starts at a continuation token
+ * or after a key (StartAfter, which survives a restart: a checkpoint keeps the key, never the
+ * opaque token). Directory objects (keys ending in `/`, as Qumulo lists directories) are left
+ * out. Throws PipelineError SERVICE_* on faults.
+ */
+export async function listAnqPage(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  options: { snapshotName?: string; startAfter?: string; continuationToken?: string; abortSignal?: AbortSignal; pageSize?: number } = {},
+): Promise<AnqListedPage> {
+  const root = options.snapshotName ? `${SNAPSHOT_PREFIX}${options.snapshotName}/` : '';
+  let page;
+  try {
+    page = await client.send(
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        Prefix: `${root}${prefix}`,
+        ContinuationToken: options.continuationToken,
+        StartAfter: options.continuationToken === undefined && options.startAfter !== undefined ? `${root}${options.startAfter}` : undefined,
+        MaxKeys: options.pageSize ?? 1000,
+      }),
+      { abortSignal: options.abortSignal },
+    );
+  } catch (e) {
+    throw s3Error(e, 'listing ANQ files');
+  }
+  const files: AnqListedFile[] = [];
+  let lastKey: string | undefined;
+  for (const o of page.Contents ?? []) {
+    if (!o.Key) continue;
+    lastKey = o.Key.slice(root.length);
+    if (o.Key.endsWith('/')) continue;
+    // The live tree's listing must not wander into the snapshot directory.
+    if (!root && o.Key.startsWith(SNAPSHOT_PREFIX)) continue;
+    files.push({ key: o.Key.slice(root.length), etag: o.ETag ?? '', size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) });
+  }
+  const continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+  return { files, lastKey, continuationToken, done: continuationToken === undefined };
+}
+
+/**
+ * Lists the files under a prefix of the bucket, page after page (see listAnqPage): what a
+ * periodic reconciliation behind the change-notification stream walks.
  */
 export async function* listAnqFiles(client: S3Client, bucket: string, prefix: string, options: { snapshotName?: string; abortSignal?: AbortSignal; pageSize?: number } = {}): AsyncGenerator<AnqListedFile> {
-  const root = options.snapshotName ? `${SNAPSHOT_PREFIX}${options.snapshotName}/` : '';
-  let token: string | undefined;
+  let continuationToken: string | undefined;
   do {
-    let page;
-    try {
-      page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${root}${prefix}`, ContinuationToken: token, MaxKeys: options.pageSize ?? 1000 }), { abortSignal: options.abortSignal });
-    } catch (e) {
-      throw s3Error(e, 'listing ANQ files');
-    }
-    for (const o of page.Contents ?? []) {
-      if (!o.Key || o.Key.endsWith('/')) continue;
-      // The live tree's listing must not wander into the snapshot directory.
-      if (!root && o.Key.startsWith(SNAPSHOT_PREFIX)) continue;
-      yield { key: o.Key.slice(root.length), etag: o.ETag ?? '', size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
-    }
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
+    const page = await listAnqPage(client, bucket, prefix, { ...options, continuationToken });
+    yield* page.files;
+    continuationToken = page.continuationToken;
+  } while (continuationToken);
 }
 
 /**

@@ -3,7 +3,8 @@
  * target and snapshotted are found by the snapshot watcher (a timer the local host fires),
  * published to the host's Event Grid webhook, read through the S3 stand-in and cataloged; the
  * operations view answers for their anq:// URLs; a file deleted in a later snapshot is marked
- * deleted. A stack of its own (the shared test stack runs the blob path only).
+ * deleted. A stack of its own, started as `npm start` starts it (the shared test stack runs
+ * the ANQ path too, with a prefix, for pipeline.test.ts).
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';

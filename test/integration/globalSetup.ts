@@ -39,6 +39,9 @@ export default async function globalSetup(): Promise<void> {
       // Telemetry is written to a file so that tests can scan what the code emits for PHI.
       env: { TELEMETRY_CAPTURE_FILE: path.join(runDir, 'telemetry.jsonl') },
       eventSource: { maxBackoffMs: 1000 },
+      // Both sources, as npm start runs them: the ANQ stand-ins over a replication target, the
+      // snapshot watcher's timer every second (pipeline.test.ts runs its assertions on both).
+      anq: { targetDir: path.join(runDir, 'anq'), stateDir: path.join(runDir, 'anq-state'), prefix: 'dicom/', watchSchedule: '*/1 * * * * *' },
       logSink: (level, functionName, message) => {
         fs.appendFileSync(logFile, `${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}\n`);
       },
@@ -46,6 +49,10 @@ export default async function globalSetup(): Promise<void> {
   } catch (err) {
     throw new Error(`the local stack for integration tests did not start: ${(err as Error).message}`, { cause: err });
   }
+
+  // The stack's host read the watcher's one-second schedule when it loaded the functions; the
+  // workers must not inherit it, or a host they start registers that instead of the default.
+  delete process.env.ANQ_WATCH_SCHEDULE;
 
   const info: TestStackInfo = {
     blobEndpoint: stack.blobEndpoint,
@@ -61,6 +68,17 @@ export default async function globalSetup(): Promise<void> {
     env: stack.env,
     tokens: stack.devIssuer.tokens,
     dataDir: runDir,
+    anq: stack.anq && {
+      cluster: stack.anq.cluster,
+      bucket: stack.anq.bucket,
+      exportPath: stack.anq.exportPath,
+      prefix: stack.anq.prefix,
+      targetDir: stack.anq.targetDir,
+      s3Endpoint: stack.anq.standIn.s3Endpoint,
+      restEndpoint: stack.anq.standIn.restEndpoint,
+      restToken: stack.anq.restToken,
+      checkpoint: stack.anq.checkpoint,
+    },
   };
   const stackFile = path.join(runDir, 'stack.json');
   fs.writeFileSync(stackFile, JSON.stringify(info, null, 2));

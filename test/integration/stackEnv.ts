@@ -27,6 +27,20 @@ export interface TestStackInfo {
   tokens: DevTokens;
   /** The stack's data folder (the development issuer's key is there). */
   dataDir: string;
+  /** The ANQ side: the stand-ins over a replication target, as the functions' ANQ_* settings name them. */
+  anq?: {
+    cluster: string;
+    bucket: string;
+    exportPath: string;
+    prefix: string;
+    /** The folder that plays the replication target (the export's root). */
+    targetDir: string;
+    s3Endpoint: string;
+    restEndpoint: string;
+    restToken: string;
+    /** The snapshot watcher's checkpoint blob, in the stack's storage account. */
+    checkpoint: { container: string; blobName: string };
+  };
 }
 
 /** `Authorization: Bearer` of the development issuer's token for one role. */

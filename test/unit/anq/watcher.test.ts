@@ -6,7 +6,7 @@
  * page and checkpointing it.
  */
 import type { QumuloApi, QumuloFileAttributes, QumuloSnapshot, TreeDiffEntry, TreeDiffPage } from '../../../shared/anq/qumuloRest';
-import { archiveEventId, ArchiveEventSink, ArchiveFileEvent, CheckpointStore, WatcherCheckpoint, WatcherConfig, WatcherDeps,watchSnapshots } from '../../../shared/anq/watcher';
+import { archiveEventId, ArchiveEventSink, ArchiveFileEvent, CheckpointStore, SnapshotFileLister, WatcherCheckpoint, WatcherConfig, WatcherDeps, watchSnapshots } from '../../../shared/anq/watcher';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import { FILE_DELETED, FILE_REPLICATED } from '../../../shared/events/ingestEvents';
 
@@ -401,5 +401,94 @@ describe('watchSnapshots', () => {
         `${cluster.diffCalls} diff pages, ${cluster.attributeCalls} attribute reads, 0 missed, 0 repeated; ` +
         `with 2 crashes: ${sink2.events.length} events in ${ms2.toFixed(0)} ms, 0 missed, ${repeats} repeated (the crashed pages)`,
     );
+  });
+});
+
+/** The fake cluster's snapshots listed as the S3 API lists a `.snapshot` directory: keys relative to the export, in key order, paged by StartAfter. */
+class FakeLister implements SnapshotFileLister {
+  calls = 0;
+  constructor(private readonly cluster: FakeCluster) {}
+
+  async listFiles(snapshot: { id: number }, prefix: string, after: string | undefined, options: { limit: number }) {
+    this.calls++;
+    const files = this.cluster.snapshots.find((s) => s.info.id === snapshot.id)?.files ?? new Map<string, FileState>();
+    const keys = [...files.keys()].map((p) => p.slice('/replica/'.length)).filter((k) => k.startsWith(prefix) && (after === undefined || k > after)).sort();
+    const page = keys.slice(0, options.limit);
+    return {
+      files: page.map((key) => ({ key, size: files.get(`/replica/${key}`)!.size, lastModified: new Date(files.get(`/replica/${key}`)!.mtime) })),
+      lastKey: page.at(-1),
+      done: page.length === keys.length,
+    };
+  }
+}
+
+describe('backfill of the files already there when the watcher starts', () => {
+  function archiveBefore(cluster: FakeCluster, n: number): string[] {
+    const paths = Array.from({ length: n }, (_, i) => `/replica/dicom/old/${String(i).padStart(3, '0')}.dcm`);
+    for (const p of paths) cluster.write(p, 100);
+    cluster.write('/replica/other/not-ours.dcm', 1);
+    return paths;
+  }
+
+  test('given files in the snapshot the watcher starts from, then each is published once as replicated, before the changes after it', async () => {
+    const cluster = new FakeCluster();
+    const old = archiveBefore(cluster, 7);
+    const base = cluster.snapshot();
+    cluster.write('/replica/dicom/new.dcm', 5);
+    cluster.snapshot();
+    const sink = new RecordingSink();
+    const deps = { ...depsOf(cluster, sink, new MemoryCheckpoints(), { backfill: true, pageSize: 3 }), files: new FakeLister(cluster) };
+    const r = await watchSnapshots(deps);
+    expect(r).toMatchObject({ backfilled: 7, replicated: 8, snapshotsDiffed: 1 });
+    expect(sink.events.map((e) => e.data.path)).toEqual([...old, '/replica/dicom/new.dcm']);
+    expect(sink.events.slice(0, 7).every((e) => e.type === FILE_REPLICATED && e.data.snapshotId === base.id && e.data.size === 100 && e.data.mtime !== null)).toBe(true);
+    // Nothing more on the next run.
+    await watchSnapshots(deps);
+    expect(sink.events).toHaveLength(8);
+  });
+
+  test('given a crash after each checkpointed page of the backfill, then the next run resumes after the last page checkpointed: every file published, none skipped, only one page repeated per crash', async () => {
+    const cluster = new FakeCluster();
+    const old = archiveBefore(cluster, 10);
+    cluster.snapshot();
+    const sink = new RecordingSink();
+    const checkpoints = new MemoryCheckpoints();
+    // Write 1 records the start; writes 3 and 5 (after pages 2 and 4 were published) die.
+    checkpoints.crashAt = new Set([3, 5]);
+    const lister = new FakeLister(cluster);
+    const { crashes } = await runToEnd({ ...depsOf(cluster, sink, checkpoints, { backfill: true, pageSize: 3 }), files: lister });
+    expect(crashes).toBe(2);
+    const paths = sink.events.map((e) => e.data.path);
+    expect(new Set(paths)).toEqual(new Set(old));
+    // Each crash repeats the one page it had published (3 files), never the whole backfill.
+    expect(paths.length).toBe(old.length + 2 * 3);
+    // 4 pages, 2 of them listed twice.
+    expect(lister.calls).toBe(6);
+    expect(checkpoints.doc?.checkpoint).toEqual({ version: 1, lastSnapshotId: 1 });
+  });
+
+  test('given the snapshot being backfilled expires mid-backfill, then the next kept one is backfilled from the start and the diffs go on from it', async () => {
+    const cluster = new FakeCluster();
+    const old = archiveBefore(cluster, 4);
+    cluster.snapshot();
+    const sink = new RecordingSink();
+    const checkpoints = new MemoryCheckpoints();
+    checkpoints.crashAt = new Set([3]);
+    const deps = { ...depsOf(cluster, sink, checkpoints, { backfill: true, pageSize: 2 }), files: new FakeLister(cluster) };
+    await expect(watchSnapshots(deps)).rejects.toBeInstanceOf(Crash);
+    cluster.remove(old[0]!);
+    cluster.write('/replica/dicom/later.dcm', 9);
+    const second = cluster.snapshot();
+    cluster.expire(1);
+    await watchSnapshots(deps);
+    const afterExpiry = sink.events.slice(4).map((e) => `${e.data.snapshotId} ${e.data.path}`);
+    expect(afterExpiry).toEqual(['/replica/dicom/later.dcm', ...old.slice(1)].sort().map((p) => `${second.id} ${p}`));
+    expect(checkpoints.doc?.checkpoint).toEqual({ version: 1, lastSnapshotId: second.id });
+  });
+
+  test('given backfill on without a lister, then the run fails CONFIG_INVALID', async () => {
+    const cluster = new FakeCluster();
+    cluster.snapshot();
+    await expect(watchSnapshots(depsOf(cluster, new RecordingSink(), new MemoryCheckpoints(), { backfill: true }))).rejects.toMatchObject({ code: ErrorCodes.CONFIG_INVALID });
   });
 });

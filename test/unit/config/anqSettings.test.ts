@@ -66,6 +66,7 @@ describe('loadAnqWatcherSettings', () => {
       schedule: '0 */1 * * * *',
       checkpoint: { storage: { kind: 'connectionString', connectionString: 'UseDevelopmentStorage=true' }, container: 'anq-watcher', blobName: 'checkpoint.json' },
       startFrom: 'oldest',
+      backfill: true,
       maxRunMs: 240_000,
     });
   });
