@@ -24,8 +24,8 @@
  * Not emulated: function keys (admin and function levels are accepted from loopback only),
  * retry policies, log hooks, triggers other than HTTP, Event Grid and timer (listed, never
  * invoked), the timer's schedule monitor (past-due runs after a restart), month and day names
- * and TimeSpan schedules (such a timer is listed and never fired, with a warning), HTTP
- * streaming mode (refused at start).
+ * and TimeSpan schedules (such a timer is listed and never fired, with a warning). HTTP
+ * streaming mode is served as the host serves it (local/httpStream.ts).
  */
 import { randomUUID } from 'crypto';
 import * as fs from 'fs';
@@ -45,6 +45,7 @@ import {
   RpcInvocationRequest,
   RpcTypedData,
 } from './functionsCore';
+import { forwardToWorker, streamTriggerMetadata } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
@@ -412,9 +413,11 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   // Set by @azure/functions at its first app.* call (process-wide, as in the worker).
   const programmingModel: ProgrammingModel | undefined = registeredProgrammingModel();
   if (loaded.length > 0 && !programmingModel) throw new Error('function host: functions were registered but no programming model was set');
+  // Set when the app enables HTTP streaming: requests then go to the library's own listener.
+  let workerUri: string | undefined;
   if (programmingModel?.getCapabilities) {
     const capabilities = await programmingModel.getCapabilities({});
-    if (capabilities.HttpUri) throw new Error('function host: HTTP streaming mode (app.setup({ enableHttpStream: true })) is not supported locally');
+    workerUri = capabilities.HttpUri;
   }
 
   const routePrefix = hostJson.routePrefix;
@@ -453,6 +456,19 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
           return;
         }
         const request = toRpcHttpRequest(method, url, req.headers, params, body);
+        if (workerUri) {
+          const invocationId = randomUUID();
+          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res);
+          const invocation = { inputData: [{ name: fn.triggerKey, data: request }], triggerMetadata: streamTriggerMetadata(req.headers, params) };
+          try {
+            await invokeFunction(fn, invocation, environment(), invocationId);
+          } catch {
+            if (!res.headersSent) sendJson(res, 500, {});
+            forwarded.abort();
+          }
+          await forwarded.done;
+          return;
+        }
         let returnValue: RpcTypedData | null | undefined;
         try {
           const response = await invokeFunction(fn, { inputData: [{ name: fn.triggerKey, data: request }] }, environment());

@@ -76,9 +76,10 @@ export async function invokeFunction(
   fn: InvocationTarget,
   request: Omit<RpcInvocationRequest, 'invocationId' | 'functionId'>,
   env: InvocationEnvironment,
+  /** Given by the caller when it must know it first (HTTP streaming mode forwards the request under it). */
+  invocationId: string = randomUUID(),
 ): Promise<RpcInvocationResponse> {
   const name = fn.metadata.name;
-  const invocationId = randomUUID();
   const started = Date.now();
   const coreContext: CoreInvocationContext = {
     invocationId,

@@ -44,6 +44,10 @@ export const ErrorCodes = {
   /** A query that would read more of the catalog, or for longer, than one request may (PS3.18: 413, narrow the query). */
   QUERY_TOO_BROAD: 'QUERY_TOO_BROAD',
   NOT_FOUND: 'NOT_FOUND',
+  /** A retrieve whose Accept names no media type or transfer syntax the service can give (PS3.18 8.7.3: 406). */
+  NOT_ACCEPTABLE: 'NOT_ACCEPTABLE',
+  /** A Range that lies outside the value asked for (RFC 9110 15.5.17: 416). */
+  RANGE_NOT_SATISFIABLE: 'RANGE_NOT_SATISFIABLE',
   /** No bearer token, or one that does not validate (expired, another audience or issuer, bad signature). */
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   /** A valid caller without the app role the route needs. */
@@ -73,6 +77,8 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   UNAUTHENTICATED: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,
+  NOT_ACCEPTABLE: 406,
+  RANGE_NOT_SATISFIABLE: 416,
   SOURCE_NOT_FOUND: 404,
   CATALOG_CONFLICT: 409,
   DICOM_ELEMENT_TOO_LARGE: 413,

@@ -21,6 +21,9 @@ import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
 import { Limiter } from './ingest/limiter';
 import { createCloudPhiRecognizer } from './language/azureLanguagePii';
+import { CopyFrameIndexSource } from './retrieve/copyFrameIndex';
+import { MetadataCache } from './retrieve/instanceMetadata';
+import type { WadoDeps } from './retrieve/wado';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
@@ -34,6 +37,8 @@ export interface Runtime {
   /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
   ingestions: Limiter;
   researchCatalogReader: ResearchCatalogReader;
+  /** What WADO-RS reads: the research catalog and container only. `frameIndex` may be replaced (tests, the ingestion-built index). */
+  retrieve: WadoDeps;
   index: IndexStore;
   telemetry: Telemetry;
   /** Who calls the HTTP API (bearer tokens or Easy Auth, by AUTH_MODE). */
@@ -86,6 +91,9 @@ async function build(): Promise<Runtime> {
   // The free-text detector's cloud option (off by default): FREE_TEXT_CLOUD.
   const cloudPhi = createCloudPhiRecognizer(loadFreeTextCloudSettings());
 
+  const researchCatalogReader = new CosmosResearchCatalogReader(researchContainer);
+  const headerLimits = { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes };
+
   return {
     settings,
     sourceBlobEndpoints,
@@ -94,7 +102,14 @@ async function build(): Promise<Runtime> {
     telemetry,
     auth,
     accessAudit: new CosmosAccessAudit(auditContainer),
-    researchCatalogReader: new CosmosResearchCatalogReader(researchContainer),
+    researchCatalogReader,
+    retrieve: {
+      catalog: researchCatalogReader,
+      research,
+      frameIndex: new CopyFrameIndexSource(research, headerLimits),
+      headerLimits,
+      metadataCache: new MetadataCache(),
+    },
     ingestions: new Limiter(settings.maxConcurrentIngestions),
     ingestDeps: (log) => ({
       source,
@@ -106,7 +121,7 @@ async function build(): Promise<Runtime> {
       telemetry,
       log,
       deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId, ...(cloudPhi ? { cloudPhi } : {}) },
-      limits: { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes },
+      limits: headerLimits,
       burnedIn: { mode: settings.burnedInPolicy },
     }),
     async health() {

@@ -94,14 +94,39 @@ function textOf(el: DicomElement, charsets: string[]): string {
   return Buffer.from(el.value.buffer, el.value.byteOffset, el.value.byteLength).toString('latin1');
 }
 
-/** One element as a DICOM JSON attribute, or undefined for what the catalog does not hold (bulk data). */
-export function elementToJson(el: DicomElement, charsets: string[], littleEndian: boolean, depth = 0): DicomJsonAttribute | undefined {
+/**
+ * How a full data set (WADO-RS metadata) is written rather than the catalog's subset: every
+ * value kept, binary values inline up to `maxInlineBytes` and as a BulkDataURI past it.
+ */
+export interface BulkDataOptions {
+  /** Largest binary (or numeric) value given inline; larger ones become a BulkDataURI. */
+  maxInlineBytes: number;
+  /** Deepest sequence nesting written. */
+  maxDepth: number;
+  /** The BulkDataURI of the value at a path ("00540016/0/00181072": tags and item indexes). */
+  uri(path: string): string;
+}
+
+/** VRs whose value is bytes rather than text or numbers. */
+const BINARY_VRS: ReadonlySet<string> = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'UN']);
+
+/**
+ * One element as a DICOM JSON attribute, or undefined for what the catalog does not hold (bulk
+ * data). With `bulk`, nothing is left out: see BulkDataOptions; `path` names the element for its URI.
+ */
+export function elementToJson(el: DicomElement, charsets: string[], littleEndian: boolean, depth = 0, bulk?: BulkDataOptions, path = tagToHex(el.tag)): DicomJsonAttribute | undefined {
   if (el.items) {
-    if (depth >= 2) return undefined;
-    const items = el.items.map((item) => datasetToJson(item, charsets, littleEndian, depth + 1));
+    if (depth >= (bulk?.maxDepth ?? 2)) return undefined;
+    const items = el.items.map((item, i) => datasetToJson(item, charsets, littleEndian, depth + 1, undefined, bulk, `${path}/${i}/`));
     return items.length ? { vr: 'SQ', Value: items } : { vr: 'SQ' };
   }
-  if (el.value && el.value.length > MAX_CATALOG_VALUE_BYTES) return undefined;
+  if (bulk) {
+    const length = el.value?.length ?? 0;
+    const numeric = ['US', 'SS', 'UL', 'SL', 'FL', 'FD', 'SV', 'UV', 'AT'].includes(el.vr);
+    if (el.encapsulated || ((BINARY_VRS.has(el.vr) || numeric) && length > bulk.maxInlineBytes)) return { vr: el.vr, BulkDataURI: bulk.uri(path) };
+    if (BINARY_VRS.has(el.vr)) return length ? { vr: el.vr, InlineBinary: Buffer.from(el.value as Uint8Array).toString('base64') } : { vr: el.vr };
+  }
+  if (!bulk && el.value && el.value.length > MAX_CATALOG_VALUE_BYTES) return undefined;
   const vr = el.vr;
   if (vr === 'AT') {
     const v = el.value ?? new Uint8Array();
@@ -141,8 +166,8 @@ export function elementToJson(el: DicomElement, charsets: string[], littleEndian
   return { vr, Value: trimmed.map((s) => (s === '' ? null : s)) };
 }
 
-/** A data set (or item) as DICOM JSON. */
-export function datasetToJson(ds: DicomDataset, charsets: string[], littleEndian: boolean, depth = 0, filter?: (tag: number) => boolean): DicomJson {
+/** A data set (or item) as DICOM JSON; with `bulk`, every value (see BulkDataOptions), `prefix` being the item's path. */
+export function datasetToJson(ds: DicomDataset, charsets: string[], littleEndian: boolean, depth = 0, filter?: (tag: number) => boolean, bulk?: BulkDataOptions, prefix = ''): DicomJson {
   const out: DicomJson = {};
   const tags = [...ds.keys()].sort((a, b) => a - b);
   for (const tag of tags) {
@@ -150,7 +175,7 @@ export function datasetToJson(ds: DicomDataset, charsets: string[], littleEndian
     if ((tag & 0xffff) === 0) continue;
     const el = ds.get(tag);
     if (!el) continue;
-    const json = elementToJson(el, charsets, littleEndian, depth);
+    const json = elementToJson(el, charsets, littleEndian, depth, bulk, `${prefix}${tagToHex(tag)}`);
     if (json) out[tagToHex(tag)] = json;
   }
   return out;

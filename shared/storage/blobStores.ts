@@ -220,6 +220,32 @@ export class AzureResearchStore implements ResearchStore {
     return names;
   }
 
+  async readRange(blobName: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
+    // A zero-byte range has nothing to ask for: the service would answer 416.
+    if (count === 0) return noBytes();
+    const researchError = (e: unknown) =>
+      statusOf(e) === 404 ? new PipelineError(ErrorCodes.NOT_FOUND, 'research copy does not exist', { cause: e }) : fromServiceError(e, 'reading research copy');
+    try {
+      const r = await this.container.getBlobClient(blobName).download(offset, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      const body = r.readableStreamBody as Readable | undefined;
+      if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+      return (async function* () {
+        try {
+          for await (const chunk of body) yield chunk as Uint8Array;
+        } catch (e) {
+          throw researchError(e);
+        } finally {
+          // A consumer that stops early (a client gone) must not leave the connection open.
+          body.destroy();
+        }
+      })();
+    } catch (e) {
+      // A range that starts at the copy's end: nothing to read (a reader reading until a short range).
+      if (statusOf(e) === 416) return noBytes();
+      throw researchError(e);
+    }
+  }
+
   async delete(blobName: string, etag?: string): Promise<void> {
     try {
       await this.container.getBlobClient(blobName).deleteIfExists({ conditions: etag ? { ifMatch: etag } : undefined });

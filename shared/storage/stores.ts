@@ -78,6 +78,14 @@ export interface ResearchStore {
    * eventually consistent (a copy written seconds ago may be missing). A query. Idempotent.
    */
   findBySource(sourceKey: string): Promise<string[]>;
+  /**
+   * Streams `count` bytes of the current copy from `offset` (to its end when `count` is
+   * undefined; fewer when the copy ends first, none from its end on), as the copy is read by
+   * WADO-RS and the frame index: one ranged request, the bytes never held whole. Throws
+   * NOT_FOUND when the copy does not exist, SERVICE_* on service faults (the stream too, while
+   * it is read). Idempotent: a read.
+   */
+  readRange(blobName: string, offset: number, count: number | undefined, options?: { abortSignal?: AbortSignal }): Promise<AsyncIterable<Uint8Array>>;
 }
 
 /** What one conditional write of a research copy did. */

@@ -127,6 +127,12 @@ export class MemoryResearchStore implements ResearchStore {
   async findBySource(sourceKey: string): Promise<string[]> {
     return [...this.blobs.entries()].filter(([, b]) => b.version.sourceKey === sourceKey).map(([name]) => name);
   }
+
+  async readRange(name: string, offset: number, count: number | undefined): Promise<AsyncIterable<Uint8Array>> {
+    const b = this.blobs.get(name);
+    if (!b) throw new PipelineError(ErrorCodes.NOT_FOUND, 'research copy does not exist');
+    return chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count));
+  }
 }
 
 export class MemoryQuarantineStore implements QuarantineStore {

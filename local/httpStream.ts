@@ -1,0 +1,64 @@
+/**
+ * HTTP streaming mode (`app.setup({ enableHttpStream: true })`), as the Functions host runs it:
+ * the worker's library listens on the URI it reports as the `HttpUri` capability; the host
+ * sends the invocation (route parameters and headers as trigger metadata) and forwards the
+ * HTTP request itself to that URI with the header `x-ms-invocation-id`; the library gives the
+ * handler that request and writes the handler's response (a stream, read as it is written)
+ * onto the forwarded request's response, which the host pipes to the client. A response body
+ * is then never held whole, in the worker or here.
+ */
+import * as http from 'http';
+
+import type { RpcTypedData } from './functionsCore';
+
+/** What createStreamRequest (@azure/functions) reads: `Headers` as JSON, each route parameter as a string. */
+export function streamTriggerMetadata(headers: http.IncomingHttpHeaders, params: Record<string, string>): Record<string, RpcTypedData> {
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(', ') : v;
+  const metadata: Record<string, RpcTypedData> = { Headers: { json: JSON.stringify(flat) } };
+  for (const [k, v] of Object.entries(params)) metadata[k] = { string: v };
+  return metadata;
+}
+
+/** Headers of the worker's answer that belong to the hop between worker and host, not to the client. */
+const HOP_HEADERS = new Set(['x-ms-invocation-id', 'connection', 'keep-alive', 'transfer-encoding']);
+
+export interface ForwardedRequest {
+  /** Resolves when the worker's answer has been piped to the client (or the client went away). */
+  done: Promise<void>;
+  /** Gives up the forwarded request (the invocation failed before answering). */
+  abort(): void;
+}
+
+/**
+ * Forwards one request to the worker's HttpUri and pipes the answer to `res` with back
+ * pressure (a slow client slows the reading of the worker's answer).
+ */
+export function forwardToWorker(workerUri: string, invocationId: string, req: http.IncomingMessage, url: URL, body: Buffer, res: http.ServerResponse): ForwardedRequest {
+  const headers: http.OutgoingHttpHeaders = { ...req.headers, 'x-ms-invocation-id': invocationId, 'x-forwarded-host': url.host, 'x-forwarded-proto': url.protocol.replace(/:$/, '') };
+  delete headers['transfer-encoding'];
+  headers['content-length'] = String(body.length);
+  const target = new URL(`${url.pathname}${url.search}`, workerUri);
+  const outgoing = http.request(target, { method: req.method, headers, agent: false });
+  const done = new Promise<void>((resolve) => {
+    outgoing.on('response', (answer) => {
+      const out: http.OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_HEADERS.has(k)) out[k] = v;
+      res.writeHead(answer.statusCode ?? 500, out);
+      answer.pipe(res);
+      answer.on('error', () => res.destroy());
+      res.on('close', () => {
+        // The client went away: stop reading the worker's answer, so that the handler's stream ends.
+        if (!answer.complete) answer.destroy();
+        resolve();
+      });
+    });
+    outgoing.on('error', () => {
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'application/json; charset=utf-8' });
+      res.end();
+      resolve();
+    });
+  });
+  outgoing.end(body);
+  return { done, abort: () => outgoing.destroy() };
+}

@@ -1,0 +1,48 @@
+/**
+ * multipart/related bodies (RFC 2387, PS3.18 8.7.3.3) written as a stream: each part's bytes
+ * are read only when the client has taken the previous ones, so a response of any size holds
+ * one chunk in memory at a time.
+ */
+import { randomBytes } from 'node:crypto';
+
+/** One part: its headers and, opened only when it is its turn, its bytes. */
+export interface Part {
+  contentType: string;
+  /** Content-Location of the part (the resource it is), when useful to the client. */
+  location?: string;
+  /** Bytes of the part, when known up front (sent as Content-Length). */
+  length?: number;
+  open(): Promise<AsyncIterable<Uint8Array>>;
+}
+
+/** A boundary that cannot occur by chance in the parts (random, 32 hex digits). */
+export function newBoundary(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/** The Content-Type of a multipart/related answer whose root parts are `type`. */
+export function multipartContentType(type: string, boundary: string): string {
+  return `multipart/related; type="${type}"; boundary=${boundary}`;
+}
+
+/**
+ * The body: for each part its delimiter and headers, then its bytes as they stream, then the
+ * close delimiter. Parts are opened one after the other, lazily. A failure while a part
+ * streams ends the body with that error (the client sees a truncated answer, not a wrong one).
+ */
+export async function* multipartBody(parts: Iterable<Part> | AsyncIterable<Part>, boundary: string): AsyncGenerator<Uint8Array> {
+  for await (const part of parts) {
+    const headers = [`--${boundary}`, `Content-Type: ${part.contentType}`];
+    if (part.length !== undefined) headers.push(`Content-Length: ${part.length}`);
+    if (part.location) headers.push(`Content-Location: ${part.location}`);
+    yield Buffer.from(`${headers.join('\r\n')}\r\n\r\n`, 'latin1');
+    for await (const chunk of await part.open()) yield chunk;
+    yield Buffer.from('\r\n', 'latin1');
+  }
+  yield Buffer.from(`--${boundary}--\r\n`, 'latin1');
+}
+
+/** Concatenates streams opened one after the other (the pieces of a fragmented frame). */
+export async function* concatenated(openers: Iterable<() => Promise<AsyncIterable<Uint8Array>>>): AsyncGenerator<Uint8Array> {
+  for (const open of openers) for await (const chunk of await open()) yield chunk;
+}

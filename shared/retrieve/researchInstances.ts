@@ -1,0 +1,75 @@
+/**
+ * Which research copies a WADO-RS request names: the instance documents of the research
+ * catalog under a study, a series or one instance. Only the research catalog is read, so only
+ * research UIDs and research blob names can come out of here.
+ */
+import type { ResearchCatalogReader, SqlParameter } from '../catalog/researchCatalog';
+import { ErrorCodes, PipelineError } from '../errors';
+
+/** What the retrieve needs of one cataloged research instance. */
+export interface ResearchInstance {
+  studyInstanceUid: string;
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  transferSyntaxUid: string;
+  /** Bytes of the research copy. */
+  size: number;
+  researchBlob: string;
+  /** When the catalog entry last changed: a replaced copy gets a new one (cache key). */
+  updatedAt: string;
+}
+
+/** A study, a series in it, or an instance in that: the path of a WADO-RS resource. */
+export interface RetrieveScope {
+  study: string;
+  series?: string;
+  instance?: string;
+}
+
+/** PS3.5 9.1: digits and dots, no empty or zero-led component, at most 64 characters. */
+const UID = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
+
+/** Throws QUERY_INVALID naming the path parameter whose value is not a UID. Pure. */
+export function checkScope(scope: RetrieveScope): void {
+  for (const [name, value] of [['study', scope.study], ['series', scope.series], ['instance', scope.instance]] as const) {
+    if (value !== undefined && (value.length > 64 || !UID.test(value))) {
+      throw new PipelineError(ErrorCodes.QUERY_INVALID, `the ${name} UID in the path is not a valid UID (PS3.5 9.1)`);
+    }
+  }
+}
+
+const FIELDS = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid', 'transferSyntaxUid', 'size', 'researchBlob', 'updatedAt'] as const;
+
+/**
+ * The research instances in scope, ordered by series and instance UID (a stable order for
+ * multipart answers). Throws QUERY_INVALID for a malformed UID, NOT_FOUND when the scope
+ * holds no instance, SERVICE_* when the catalog fails. One single-partition query. Read-only.
+ */
+export async function findResearchInstances(reader: ResearchCatalogReader, scope: RetrieveScope, options: { abortSignal?: AbortSignal } = {}): Promise<ResearchInstance[]> {
+  checkScope(scope);
+  const where = ["c.type = 'instance'", 'c.studyInstanceUid = @study'];
+  const parameters: SqlParameter[] = [{ name: '@study', value: scope.study }];
+  if (scope.series !== undefined) {
+    where.push('c.seriesInstanceUid = @series');
+    parameters.push({ name: '@series', value: scope.series });
+  }
+  if (scope.instance !== undefined) {
+    where.push('c.sopInstanceUid = @instance');
+    parameters.push({ name: '@instance', value: scope.instance });
+  }
+  const query = `SELECT ${FIELDS.map((f) => `c.${f}`).join(', ')} FROM c WHERE ${where.join(' AND ')}`;
+  const found: ResearchInstance[] = [];
+  for await (const doc of reader.query<ResearchInstance>({ query, parameters }, { partitionKey: scope.study, ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}) })) {
+    found.push(doc);
+  }
+  if (found.length === 0) {
+    const level = scope.instance !== undefined ? 'instance' : scope.series !== undefined ? 'series' : 'study';
+    throw new PipelineError(ErrorCodes.NOT_FOUND, `no research ${level} has this UID`);
+  }
+  return found.sort((a, b) => compare(a.seriesInstanceUid, b.seriesInstanceUid) || compare(a.sopInstanceUid, b.sopInstanceUid));
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

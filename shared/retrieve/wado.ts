@@ -1,0 +1,210 @@
+/**
+ * WADO-RS (PS3.18 10.4) over the research copies: instances, metadata, frames and bulk data.
+ *
+ * Only the research catalog and the research container are read, so nothing identified can be
+ * served. The bytes of a retrieved instance are its research blob's bytes, streamed: parts are
+ * opened one after the other and read as the client takes them. Nothing is transcoded (see
+ * negotiate.ts). The HTTP side (functions/wado.ts) turns a WadoAnswer into a response and a
+ * thrown PipelineError into its status.
+ */
+import type { ResearchCatalogReader } from '../catalog/researchCatalog';
+import type { HeaderLimits } from '../dicom/limits';
+import { ErrorCodes, PipelineError } from '../errors';
+import { type CopyHeader, elementAt, pixelDataPath, readCopyHeader, type ResearchReader } from './copyHeader';
+import type { ByteRange, FrameIndexSource } from './frameIndex';
+import { encapsulatedValueEnd, frameRanges, lengthOf, parseFrameList, parseRange } from './frames';
+import { instanceUrl, MetadataCache,metadataOf } from './instanceMetadata';
+import { concatenated, multipartBody, multipartContentType, newBoundary, type Part } from './multipart';
+import { negotiateBulkData, negotiateFrames, negotiateInstances, negotiateMetadata, parseAccept } from './negotiate';
+import { findResearchInstances, type ResearchInstance, type RetrieveScope } from './researchInstances';
+
+export type WadoResource = 'instances' | 'metadata' | 'frames' | 'bulkdata';
+
+export interface WadoDeps {
+  catalog: ResearchCatalogReader;
+  research: ResearchReader;
+  frameIndex: FrameIndexSource;
+  headerLimits: HeaderLimits;
+  metadataCache: MetadataCache;
+}
+
+/** A WADO-RS request, whatever carried it. */
+export interface WadoRequest {
+  resource: WadoResource;
+  scope: RetrieveScope;
+  /** `{frames}` of a frames request. */
+  frames?: string;
+  /** `{path}` of a bulk data request: tags and item indexes ("7FE00010", "00540016/0/00181072"). */
+  path?: string;
+  accept: string | null;
+  range: string | null;
+  /** The DICOMweb root the request came through (`https://host/api/dicomweb`), for BulkDataURIs. */
+  root: string;
+  abortSignal?: AbortSignal;
+}
+
+export interface WadoAnswer {
+  status: 200 | 206;
+  headers: Record<string, string>;
+  body: AsyncIterable<Uint8Array> | string;
+  /** The research instances whose bytes or data sets the answer carries, for the access audit. */
+  returned: ResearchInstance[];
+}
+
+/** Metadata of a series is read this many copies at a time. */
+const METADATA_CONCURRENCY = 8;
+
+/**
+ * Answers one WADO-RS request. Throws PipelineError: QUERY_INVALID (400: a bad UID, frame list
+ * or Accept), NOT_FOUND (404), NOT_ACCEPTABLE (406), RANGE_NOT_SATISFIABLE (416), SERVICE_*
+ * (503) when the catalog or the first read of storage fails. A storage failure after the answer
+ * has started ends its body with the error. Read-only; safe to repeat.
+ */
+export async function retrieve(deps: WadoDeps, request: WadoRequest): Promise<WadoAnswer> {
+  const ranges = parseAccept(request.accept);
+  const frameList = request.resource === 'frames' ? parseFrameList(request.frames) : [];
+  if (request.resource === 'metadata') negotiateMetadata(ranges);
+  const instances = await findResearchInstances(deps.catalog, request.scope, request.abortSignal ? { abortSignal: request.abortSignal } : {});
+  switch (request.resource) {
+    case 'instances':
+      return retrieveInstances(deps, request, instances, ranges);
+    case 'metadata':
+      return retrieveMetadata(deps, request, instances);
+    case 'frames':
+      return retrieveFrames(deps, request, only(instances), ranges, frameList);
+    case 'bulkdata':
+      return retrieveBulkData(deps, request, only(instances), ranges);
+  }
+}
+
+async function* oneChunk(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes;
+}
+
+function only(instances: ResearchInstance[]): ResearchInstance {
+  const [one] = instances;
+  if (!one) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no research instance has this UID');
+  return one;
+}
+
+function readOptions(request: WadoRequest): { abortSignal?: AbortSignal } {
+  return request.abortSignal ? { abortSignal: request.abortSignal } : {};
+}
+
+/**
+ * Opens the first part before the answer is given, so that a copy that cannot be read gives
+ * its status (404, 503) rather than a 200 that breaks off.
+ */
+async function withFirstOpened(parts: Part[]): Promise<Part[]> {
+  const [first, ...rest] = parts;
+  if (!first) return parts;
+  const opened = await first.open();
+  return [{ ...first, open: async () => opened }, ...rest];
+}
+
+async function retrieveInstances(deps: WadoDeps, request: WadoRequest, instances: ResearchInstance[], ranges: ReturnType<typeof parseAccept>): Promise<WadoAnswer> {
+  const { multipart } = negotiateInstances(ranges, instances.map((i) => i.transferSyntaxUid), request.scope.instance !== undefined);
+  const parts = await withFirstOpened(
+    instances.map((instance): Part => ({
+      contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`,
+      location: instanceUrl(request.root, instance),
+      open: () => deps.research.readRange(instance.researchBlob, 0, undefined, readOptions(request)),
+    })),
+  );
+  if (!multipart) {
+    const [part] = parts as [Part];
+    return { status: 200, headers: { 'content-type': part.contentType }, body: concatenated([part.open]), returned: instances };
+  }
+  const boundary = newBoundary();
+  return {
+    status: 200,
+    headers: { 'content-type': multipartContentType('application/dicom', boundary) },
+    body: multipartBody(parts, boundary),
+    returned: instances,
+  };
+}
+
+async function metadataJson(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance): Promise<string> {
+  const key = MetadataCache.keyOf(instance, request.root);
+  const cached = deps.metadataCache.get(key);
+  if (cached !== undefined) return cached;
+  const header = await readCopyHeader(deps.research, instance, deps.headerLimits, readOptions(request));
+  const json = JSON.stringify(metadataOf(header, instanceUrl(request.root, instance)));
+  deps.metadataCache.set(key, json);
+  return json;
+}
+
+async function retrieveMetadata(deps: WadoDeps, request: WadoRequest, instances: ResearchInstance[]): Promise<WadoAnswer> {
+  const out: string[] = new Array<string>(instances.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(METADATA_CONCURRENCY, instances.length) }, async () => {
+      for (let i = next++; i < instances.length; i = next++) out[i] = await metadataJson(deps, request, instances[i] as ResearchInstance);
+    }),
+  );
+  return { status: 200, headers: { 'content-type': 'application/dicom+json' }, body: `[${out.join(',')}]`, returned: instances };
+}
+
+function openRanges(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, pieces: readonly ByteRange[]): () => Promise<AsyncIterable<Uint8Array>> {
+  return async () => concatenated(pieces.map(([offset, length]) => () => deps.research.readRange(instance.researchBlob, offset, length, readOptions(request))));
+}
+
+async function retrieveFrames(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, ranges: ReturnType<typeof parseAccept>, frameList: number[]): Promise<WadoAnswer> {
+  const { partType } = negotiateFrames(ranges, instance.transferSyntaxUid);
+  const index = await deps.frameIndex.frameIndex(instance);
+  const base = instanceUrl(request.root, instance);
+  const parts = frameList.map((n): Part => {
+    const pieces = frameRanges(index, n);
+    return { contentType: `${partType}; transfer-syntax=${instance.transferSyntaxUid}`, length: lengthOf(pieces), location: `${base}/frames/${n}`, open: openRanges(deps, request, instance, pieces) };
+  });
+  const boundary = newBoundary();
+  return {
+    status: 200,
+    headers: { 'content-type': multipartContentType(partType, boundary) },
+    body: multipartBody(await withFirstOpened(parts), boundary),
+    returned: [instance],
+  };
+}
+
+/** Where a bulk data value is: a range of the copy (the pixel data) or bytes of the header. */
+type BulkValue = { kind: 'copy'; offset: number; length: number } | { kind: 'bytes'; bytes: Uint8Array };
+
+async function locateBulkData(deps: WadoDeps, instance: ResearchInstance, header: CopyHeader, path: string): Promise<BulkValue> {
+  const pixel = header.pixelData;
+  if (pixel && path.toUpperCase() === pixelDataPath(header)) {
+    if (pixel.length !== undefined) return { kind: 'copy', offset: pixel.valueOffset, length: pixel.length };
+    // Encapsulated: the value as stored (item headers, fragments and delimiter), up to where the frame index says it ends.
+    const end = encapsulatedValueEnd(await deps.frameIndex.frameIndex(instance));
+    if (end === undefined) throw new PipelineError(ErrorCodes.INTERNAL, 'the frame index of encapsulated pixel data is not encapsulated');
+    return { kind: 'copy', offset: pixel.valueOffset, length: end - pixel.valueOffset };
+  }
+  const el = elementAt(header.dataset, path);
+  if (!el?.value || el.items) throw new PipelineError(ErrorCodes.NOT_FOUND, 'this instance has no bulk data at this path');
+  return { kind: 'bytes', bytes: el.value };
+}
+
+async function retrieveBulkData(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, ranges: ReturnType<typeof parseAccept>): Promise<WadoAnswer> {
+  const path = (request.path ?? '').replace(/\/+$/, '');
+  if (!/^[0-9A-Fa-f]{8}(\/\d+\/[0-9A-Fa-f]{8})*$/.test(path)) {
+    throw new PipelineError(ErrorCodes.QUERY_INVALID, 'bulkdata: the path must be tags (8 hex digits) and item indexes, as a BulkDataURI gives it');
+  }
+  const { multipart } = negotiateBulkData(ranges);
+  const header = await readCopyHeader(deps.research, instance, deps.headerLimits, readOptions(request));
+  const value = await locateBulkData(deps, instance, header, path);
+  const length = value.kind === 'copy' ? value.length : value.bytes.length;
+  const wanted = multipart ? { kind: 'whole' as const } : parseRange(request.range, length);
+  const start = wanted.kind === 'partial' ? wanted.start : 0;
+  const count = wanted.kind === 'partial' ? wanted.end - wanted.start + 1 : length;
+  const open =
+    value.kind === 'copy'
+      ? () => deps.research.readRange(instance.researchBlob, value.offset + start, count, readOptions(request))
+      : async () => oneChunk(value.bytes.subarray(start, start + count));
+  const [part] = await withFirstOpened([{ contentType: 'application/octet-stream', length: count, location: `${instanceUrl(request.root, instance)}/bulkdata/${path}`, open }]);
+  if (multipart) {
+    const boundary = newBoundary();
+    return { status: 200, headers: { 'content-type': multipartContentType('application/octet-stream', boundary) }, body: multipartBody([part as Part], boundary), returned: [instance] };
+  }
+  const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(count), 'accept-ranges': 'bytes' };
+  if (wanted.kind === 'partial') headers['content-range'] = `bytes ${wanted.start}-${wanted.end}/${length}`;
+  return { status: wanted.kind === 'partial' ? 206 : 200, headers, body: concatenated([(part as Part).open]), returned: [instance] };
+}
