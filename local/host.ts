@@ -12,6 +12,9 @@
  * local/invocation.ts). It fires the appStart, preInvocation, postInvocation and appTerminate
  * hooks (appTerminate on stop(), as the worker does on shutdown).
  *
+ * Like the Function App's platform CORS, it answers the preflights of allowed origins and adds
+ * the CORS headers to their answers (local/cors.ts, CORS_ALLOWED_ORIGINS).
+ *
  * Timer triggers fire on their NCRONTAB schedule once startTimers() is called (or `timers: true`):
  * six fields, seconds first, each `*`, a number, a range, a step (`*\/5`, `0-30/10`) or a list
  * (local/timerSchedule.ts); LOCAL_TIMER_INTERVAL_MS (or `timerIntervalMs`) fires every timer
@@ -29,6 +32,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 
+import { applyCors, parseAllowedOrigins } from './cors';
 import { parseEventGridDelivery } from './eventGridBody';
 import {
   CoreFunctionMetadata,
@@ -355,6 +359,8 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   }
 
   const hostJson = readHostJson(projectRoot);
+  // The Function App's platform CORS (local/cors.ts); read once, as the platform reads its configuration.
+  const corsOrigins = parseAllowedOrigins(process.env.CORS_ALLOWED_ORIGINS);
   const functionTimeoutMs = options.functionTimeoutMs ?? hostJson.functionTimeoutMs;
   const throttle = new HttpThrottle(
     options.maxConcurrentRequests ?? hostJson.maxConcurrentRequests,
@@ -568,6 +574,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', `http://${req.headers.host ?? `${hostName}`}`);
     const pathname = url.pathname;
+    if (applyCors(corsOrigins, req, res)) return;
     const work = (async () => {
       if (/^\/runtime\/webhooks\/eventgrid\/?$/i.test(pathname)) return handleEventGrid(req, res, url);
       const prefix = routePrefix === '' ? '/' : `/${routePrefix}/`;

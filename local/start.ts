@@ -9,6 +9,10 @@
  * but the Cosmos DB server starts empty, so the watcher's checkpoint is reset (every snapshot is
  * diffed again) and a reconciliation scan re-emits the landing container's blobs. Ctrl+C stops.
  *
+ * The OHIF viewer (local/viewer.ts) is served on http://127.0.0.1:7072 (LOCAL_VIEWER_PORT) with
+ * the development token of the Research.Read role, and the summary ends with a link that opens
+ * the first cataloged study in it.
+ *
  * The console gets a summary by status and error code, the URLs to try and the development
  * tokens; every log line, one per file among them, goes to .local-data/host.log. Warnings on
  * the console are for what is unexpected (local/startSummary.ts).
@@ -19,10 +23,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { placeAndSnapshot } from './anqIngest';
+import { DEV_CALLERS } from './devIssuer';
 import { COSMOS_EMULATOR_KEY } from './emulators';
 import { LocalStack, startStack } from './stack';
-import { type IngestionOutcome, isConsoleWorthy, summarizeIngestions } from './startSummary';
+import { type IngestionOutcome, isConsoleWorthy, type QidoStudy, summarizeIngestions, viewerStudy } from './startSummary';
 import { listFolder, uploadFiles } from './upload';
+import { ensureViewerBuild, startViewer, type ViewerServer } from './viewer';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
 const dataDir = path.join(projectRoot, '.local-data');
@@ -146,6 +152,38 @@ async function printSummary(stack: LocalStack, what: string, expectedRecords: nu
   return records?.find((r) => r.status === 'cataloged')?.sourceUrl ?? records?.[0]?.sourceUrl;
 }
 
+/**
+ * Starts the OHIF viewer on the research API, with a fresh Research.Read token in each
+ * app-config.js. Without the build (npm cannot fetch it) the pipeline still starts: warns instead.
+ */
+async function startLocalViewer(stack: LocalStack): Promise<ViewerServer | undefined> {
+  try {
+    const distDir = await ensureViewerBuild(projectRoot, (line) => status(line, true));
+    const research = DEV_CALLERS.research;
+    return await startViewer({
+      distDir,
+      dicomWebRoot: `${stack.hostUrl}/api/dicomweb`,
+      token: () => stack.devIssuer.sign({ subject: research.oid, roles: [research.role], claims: { scp: 'access_as_user', idtyp: 'user' } }),
+    });
+  } catch (err) {
+    warn(`the viewer is not served: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/** The research study the viewer link opens (startSummary.viewerStudy), asked of QIDO-RS as the viewer would. */
+async function firstStudy(stack: LocalStack): Promise<string | undefined> {
+  try {
+    const res = await fetch(`${stack.hostUrl}/api/dicomweb/studies?limit=100`, { headers: { authorization: `Bearer ${stack.devIssuer.tokens.research}`, accept: 'application/dicom+json' } });
+    if (res.status === 204) return undefined;
+    if (!res.ok) throw new Error(`QIDO-RS answered ${res.status}`);
+    return viewerStudy((await res.json()) as QidoStudy[]);
+  } catch (err) {
+    warn(`could not find a study for the viewer link: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
   const source = localSource();
   fs.mkdirSync(dataDir, { recursive: true });
@@ -165,11 +203,13 @@ async function main(): Promise<void> {
     },
   });
 
+  const viewer = await startLocalViewer(stack);
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     status(`${signal}: stopping...`, true);
+    await viewer?.stop();
     await stack.stop();
     log.end();
     process.exit(0);
@@ -188,6 +228,7 @@ async function main(): Promise<void> {
   console.log(`ANQ S3 (s3rver)             ${anq.standIn.s3Endpoint} (bucket ${anq.bucket}, export ${anq.exportPath})`);
   console.log(`ANQ REST (Qumulo stand-in)  ${anq.standIn.restEndpoint}`);
   console.log(`ANQ replication target      ${path.relative(process.cwd(), anq.targetDir)} (snapshot watcher on "${stack.env.ANQ_WATCH_SCHEDULE}")`);
+  if (viewer) console.log(`OHIF viewer                 ${viewer.url} (research archive at ${stack.hostUrl}/api/dicomweb, Research.Read token)`);
   // For `npm run ingest` (another process): where to copy files and whom to ask for a snapshot.
   const anqFile = path.join(dataDir, LOCAL_ANQ_FILE);
   fs.writeFileSync(
@@ -278,6 +319,10 @@ async function main(): Promise<void> {
   console.log(`  curl ${bearer} '${stack.hostUrl}/api/audit?caller=local-researcher'`);
   console.log(`  npm run ingest -- <folder>          (copies into the ANQ replication target and takes a snapshot)`);
   console.log(`  npm run ingest -- <folder> --blob   (uploads into ${landingName})`);
+  if (viewer) {
+    const study = await firstStudy(stack);
+    console.log(study ? `\nopen the first cataloged study in the viewer:\n  ${viewer.studyUrl(study)}` : `\nthe viewer's study list (no study is cataloged yet): ${viewer.url}/`);
+  }
   console.log('\nserving; Ctrl+C stops');
 }
 

@@ -78,3 +78,23 @@ export function isConsoleWorthy(level: LogLevel, functionName: string): boolean 
   if (level === 'error' || level === 'critical') return true;
   return level === 'warning' && functionName === '';
 }
+
+/** Modalities OHIF's default mode shows as images (not documents, segmentations, plans or slide microscopy). */
+const IMAGE_MODALITIES = new Set(['CT', 'MR', 'PT', 'NM', 'DX', 'CR', 'MG', 'US', 'XA', 'RF', 'IO', 'PX', 'OT', 'XC', 'ES', 'OP']);
+
+/** The fields of a QIDO-RS study result that viewerStudy reads (DICOM JSON). */
+export type QidoStudy = Record<string, { Value?: unknown[] } | undefined>;
+
+/**
+ * The study that `npm start`'s viewer link opens: the first one, in the order QIDO-RS answers,
+ * with an image modality (0008,0061), else the first one; undefined when there is none.
+ */
+export function viewerStudy(studies: QidoStudy[]): string | undefined {
+  const uidOf = (s: QidoStudy) => {
+    const v = s['0020000D']?.Value?.[0];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const withImages = studies.find((s) => uidOf(s) && (s['00080061']?.Value ?? []).some((m) => typeof m === 'string' && IMAGE_MODALITIES.has(m)));
+  const chosen = withImages ?? studies.find((s) => uidOf(s));
+  return chosen && uidOf(chosen);
+}
