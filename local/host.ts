@@ -422,8 +422,13 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   if (loaded.length > 0 && !programmingModel) throw new Error('function host: functions were registered but no programming model was set');
   // Set when the app enables HTTP streaming: requests then go to the library's own listener.
   let workerUri: string | undefined;
+  // The library's listener for streaming mode, closed when this host stops: in a worker process
+  // it lives as long as the process, but a process that starts hosts one after another (tests)
+  // would otherwise be kept alive by every one of them.
+  const workerListeners: http.Server[] = [];
   if (programmingModel?.getCapabilities) {
-    const capabilities = await programmingModel.getCapabilities({});
+    const getCapabilities = programmingModel.getCapabilities.bind(programmingModel);
+    const capabilities = await capturingServers(workerListeners, async () => getCapabilities({}));
     workerUri = capabilities.HttpUri;
   }
 
@@ -610,11 +615,29 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
       stopping ??= (async () => {
         await timers.stop();
         await closeServer(server);
+        await Promise.all(workerListeners.map((listener) => closeServer(listener)));
         await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });
       })();
       return stopping;
     },
   };
+}
+
+/** Runs `work`, keeping every HTTP server created meanwhile (the library makes its streaming listener inside it). */
+async function capturingServers<T>(into: http.Server[], work: () => Promise<T>): Promise<T> {
+  // The module object itself (the library's `require('http')`), not this file's import of it.
+  const shared = nativeRequire(__filename)('http') as { createServer: typeof http.createServer };
+  const original = shared.createServer;
+  shared.createServer = ((...args: Parameters<typeof http.createServer>) => {
+    const created = original(...args);
+    into.push(created);
+    return created;
+  }) as typeof http.createServer;
+  try {
+    return await work();
+  } finally {
+    shared.createServer = original;
+  }
 }
 
 /**
