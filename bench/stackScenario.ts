@@ -187,23 +187,35 @@ function cpuMs(usage: NodeJS.CpuUsage): number {
   return (usage.user + usage.system) / 1000;
 }
 
-/** Runs bench/uploader.js in a process of its own and returns its report. */
-function upload(job: { connectionString: string; container: string; files: { file: string; name: string }[]; concurrency: number; ratePerSecond?: number }, workDir: string, tag: string): Promise<UploadReport> {
-  const jobFile = path.join(workDir, `upload-${tag}.json`);
+/**
+ * Runs a bench script (`bench/<script>.js <job.json>`) in a process of its own and returns the
+ * report it prints on one line after `prefix`.
+ */
+function runJob<T>(script: string, job: unknown, jobFile: string, prefix: string): Promise<T> {
   fs.writeFileSync(jobFile, JSON.stringify(job));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'uploader.js'), jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(__dirname, `${script}.js`), jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
     child.stderr.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-2000)));
     child.on('error', reject);
     child.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('UPLOADED '));
-      if (code === 0 && line) resolve(JSON.parse(line.slice('UPLOADED '.length)) as UploadReport);
-      else reject(new Error(`uploader exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
+      const line = out.split('\n').find((l) => l.startsWith(prefix));
+      if (code === 0 && line) resolve(JSON.parse(line.slice(prefix.length)) as T);
+      else reject(new Error(`${script} exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
     });
   });
+}
+
+/** The archive's uploads (bench/uploader.ts), in a process of its own. */
+function upload(job: { connectionString: string; container: string; files: { file: string; name: string }[]; concurrency: number; ratePerSecond?: number }, workDir: string, tag: string): Promise<UploadReport> {
+  return runJob<UploadReport>('uploader', job, path.join(workDir, `upload-${tag}.json`), 'UPLOADED ');
+}
+
+/** The request floor (bench/requestFloor.ts), in a process of its own. */
+function sendRequestFloor(job: FloorJob, workDir: string): Promise<FloorReport> {
+  return runJob<FloorReport>('requestFloor', job, path.join(workDir, 'request-floor.json'), FLOOR_PREFIX);
 }
 
 /** One document of a container, without the system properties Cosmos adds. */
@@ -211,25 +223,6 @@ async function sampleDocument(container: Container, query: string): Promise<Reco
   const { resources } = await container.items.query<Record<string, unknown>>(query).fetchAll();
   const { _rid: _a, _self: _b, _etag: _c, _attachments: _d, _ts: _e, ...doc } = resources[0] ?? {};
   return doc;
-}
-
-/** Runs bench/requestFloor.js in a process of its own and returns its report. */
-function sendRequestFloor(job: FloorJob, workDir: string): Promise<FloorReport> {
-  const jobFile = path.join(workDir, 'request-floor.json');
-  fs.writeFileSync(jobFile, JSON.stringify(job));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'requestFloor.js'), jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-2000)));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith(FLOOR_PREFIX));
-      if (code === 0 && line) resolve(JSON.parse(line.slice(FLOOR_PREFIX.length)) as FloorReport);
-      else reject(new Error(`request floor exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
-    });
-  });
 }
 
 /**
