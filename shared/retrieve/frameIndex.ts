@@ -3,6 +3,7 @@
  * ranged read of the copy, whatever its size. Built while the copy is streamed out at
  * ingestion (frameIndexBuilder), or from the copy itself for instances ingested before 0.7.0.
  */
+import type { StoredFrameIndex } from '../catalog/documents';
 
 /** Byte ranges in the research copy: [offset, length] of each piece. */
 export type ByteRange = readonly [offset: number, length: number];
@@ -29,5 +30,9 @@ export type FrameIndex =
 
 /** Gives the frame index of a research instance; builds and keeps it on first use when the catalog has none. */
 export interface FrameIndexSource {
-  frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string }): Promise<FrameIndex>;
+  /**
+   * `frames` is the index as the instance's catalog document keeps it, when the caller read it
+   * with the document (an index kept in the document then costs no further read).
+   */
+  frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string; frames?: StoredFrameIndex }): Promise<FrameIndex>;
 }

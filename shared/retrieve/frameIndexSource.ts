@@ -73,7 +73,9 @@ export class CatalogFrameIndexSource implements FrameIndexSource {
    * for an instance not cataloged (or whose copy is gone), SERVICE_* on faults, DICOM_* when
    * the copy's frames cannot be located. Idempotent.
    */
-  async frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string }): Promise<FrameIndex> {
+  async frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string; frames?: StoredFrameIndex }): Promise<FrameIndex> {
+    // Kept in the document the caller read: nothing more to read.
+    if (instance.frames && instance.frames.kind !== 'sidecar') return expandFrameIndex(decodeFrameIndex(instance.frames));
     const read = await this.deps.catalog.getInstance(instance.studyInstanceUid, instance.sopInstanceUid);
     if (!read) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no such research instance');
     const key = `${read.doc.researchBlob}\0${read.etag}`;

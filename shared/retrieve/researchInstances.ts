@@ -3,6 +3,7 @@
  * catalog under a study, a series or one instance. Only the research catalog is read, so only
  * research UIDs and research blob names can come out of here.
  */
+import type { StoredFrameIndex } from '../catalog/documents';
 import type { ResearchCatalogReader, SqlParameter } from '../catalog/researchCatalog';
 import { ErrorCodes, PipelineError } from '../errors';
 
@@ -18,6 +19,8 @@ export interface ResearchInstance {
   researchBlob: string;
   /** When the catalog entry last changed: a replaced copy gets a new one (cache key). */
   updatedAt: string;
+  /** The frame index as the document keeps it (absent before 0.7.0, or for a sidecar's pointer only). */
+  frames?: StoredFrameIndex;
 }
 
 /** A study, a series in it, or an instance in that: the path of a WADO-RS resource. */
@@ -39,7 +42,7 @@ export function checkScope(scope: RetrieveScope): void {
   }
 }
 
-const FIELDS = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid', 'transferSyntaxUid', 'size', 'researchBlob', 'updatedAt'] as const;
+const FIELDS = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid', 'transferSyntaxUid', 'size', 'researchBlob', 'updatedAt', 'frames'] as const;
 
 /**
  * The research instances in scope, ordered by series and instance UID (a stable order for

@@ -151,6 +151,17 @@ describe('CatalogFrameIndexSource', () => {
     expect(reads.size).toBe(0);
   });
 
+  test('given the index the caller read with the document, then neither the catalog nor the copy is read again', async () => {
+    const i = await ingested(w, base);
+    const frames = (await i.doc()).frames!;
+    const reads = countReads(w);
+    const getInstance = jest.spyOn(w.catalog, 'getInstance');
+    const index = await new CatalogFrameIndexSource(w).frameIndex({ ...i.instance, frames });
+    expect(framesAt(i.copy(), index)).toEqual(i.frames);
+    expect(getInstance).not.toHaveBeenCalled();
+    expect(reads.size).toBe(0);
+  });
+
   test('given a document without an index (ingested before 0.7.0), then the first use builds it from the copy and keeps it, and the next use reads only the document', async () => {
     const i = await ingested(w, base);
     const read = (await w.catalog.getInstance(i.instance.studyInstanceUid, i.instance.sopInstanceUid))!;
