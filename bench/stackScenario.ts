@@ -18,15 +18,11 @@ import * as path from 'node:path';
 import { Container, CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient } from '@azure/storage-blob';
 
-import { startDevIssuer } from '../local/devIssuer';
 import { azuriteConnectionString } from '../local/emulators';
-import { startEventSource } from '../local/eventSource';
 import { HostProcess, startHostProcess } from '../local/hostProcess';
 import { startAzurite } from '../local/services/azurite';
-import { startCosmosServer } from '../local/services/cosmos';
-import { ensureCatalog } from '../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../shared/catalog/documents';
-import { loadSettings } from '../shared/config/settings';
+import { startBenchServices } from './benchServices';
 import { RequestCounts } from './requestCounter';
 import { FLOOR_PREFIX, FloorJob, FloorReport } from './requestFloor';
 import { percentile, round } from './stats';
@@ -278,48 +274,13 @@ function cpuPerInstance(from: CpuMark, to: CpuMark, uploaderMs: number, instance
 }
 
 export async function runStackScenario(options: StackScenarioOptions): Promise<{ stack: StackResult; details: StackDetails }> {
-  const host = '127.0.0.1';
   const stops: (() => Promise<void>)[] = [];
   try {
     const floor = options.floorFiles?.length ? await storageFloor(options.floorFiles) : null;
 
     // The services as local/stack.ts wires them, with the function host in a process of its own.
-    const preliminary = loadSettings({ ...process.env, SourceStorage: azuriteConnectionString(), CosmosDb: `AccountEndpoint=http://${host}/;AccountKey=x;`, DEID_KEY: 'x'.repeat(32) });
-    const azurite = await startAzurite({ host, blobPort: 0, queuePort: 0 });
-    stops.push(() => azurite.stop());
     const eventConcurrency = process.env.LOCAL_EVENT_CONCURRENCY ? Number(process.env.LOCAL_EVENT_CONCURRENCY) : undefined;
-    const events = await startEventSource({
-      upstreamUrl: `http://${host}:${azurite.blobPort}`,
-      port: 0,
-      host,
-      sourceContainers: preliminary.sourceContainers,
-      concurrency: eventConcurrency,
-      deadLetterFile: path.join(options.workDir, 'deadletter.jsonl'),
-    });
-    stops.push(() => events.stop());
-    const cosmosServer = await startCosmosServer({ host, port: 0 });
-    stops.push(() => cosmosServer.stop());
-    const devIssuer = await startDevIssuer({ dataDir: options.workDir, host, port: 0 });
-    stops.push(() => devIssuer.stop());
-    const storage = azuriteConnectionString(events.port, azurite.queuePort, host);
-    const env: Record<string, string> = {
-      FUNCTIONS_WORKER_RUNTIME: 'node',
-      AZURE_FUNCTIONS_ENVIRONMENT: 'Development',
-      SourceStorage: storage,
-      AzureWebJobsStorage: storage,
-      CosmosDb: cosmosServer.connectionString,
-      DEID_KEY: options.deidKey,
-      DEID_KEY_ID: 'bench',
-      ...devIssuer.env,
-      // Synthetic CT carries no burned-in text; the default policy would hold some SOP classes for review.
-      BURNED_IN_POLICY: 'allow',
-    };
-    const settings = loadSettings({ ...process.env, ...env });
-    const blobService = BlobServiceClient.fromConnectionString(storage);
-    for (const name of new Set([...settings.sourceContainers, settings.researchContainer, settings.quarantineContainer])) {
-      await blobService.getContainerClient(name).createIfNotExists();
-    }
-    await ensureCatalog(settings);
+    const { azurite, events, cosmosServer, storage, env, settings } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey, eventConcurrency }, stops);
     const functionHost: HostProcess = await startHostProcess({
       projectRoot: options.projectRoot,
       env,

@@ -17,17 +17,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Container, CosmosClient } from '@azure/cosmos';
-import { BlobServiceClient } from '@azure/storage-blob';
 
-import { startDevIssuer } from '../local/devIssuer';
-import { azuriteConnectionString } from '../local/emulators';
-import { startEventSource } from '../local/eventSource';
 import { startHostProcess } from '../local/hostProcess';
-import { startAzurite } from '../local/services/azurite';
-import { startCosmosServer } from '../local/services/cosmos';
-import { ensureCatalog } from '../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../shared/catalog/documents';
-import { loadSettings } from '../shared/config/settings';
+import { startBenchServices } from './benchServices';
 import { FRAME_BYTES, writeMultiFrame } from './generate';
 import { percentile, round } from './stats';
 
@@ -102,38 +95,13 @@ async function waitForCataloged(index: Container, blobName: string, timeoutMs: n
 }
 
 export async function runWadoScenario(options: WadoScenarioOptions): Promise<WadoResult> {
-  const host = '127.0.0.1';
   const stops: (() => Promise<void>)[] = [];
   try {
     const frames = Math.max(2, Math.floor((options.megabytes * 1024 * 1024) / FRAME_BYTES));
     const file = path.join(options.workDir, 'wado-mf.dcm');
     const fileBytes = writeMultiFrame(file, { seed: options.seed, frames });
 
-    const preliminary = loadSettings({ ...process.env, SourceStorage: azuriteConnectionString(), CosmosDb: `AccountEndpoint=http://${host}/;AccountKey=x;`, DEID_KEY: 'x'.repeat(32) });
-    const azurite = await startAzurite({ host, blobPort: 0, queuePort: 0 });
-    stops.push(() => azurite.stop());
-    const events = await startEventSource({ upstreamUrl: `http://${host}:${azurite.blobPort}`, port: 0, host, sourceContainers: preliminary.sourceContainers, deadLetterFile: path.join(options.workDir, 'deadletter.jsonl') });
-    stops.push(() => events.stop());
-    const cosmosServer = await startCosmosServer({ host, port: 0 });
-    stops.push(() => cosmosServer.stop());
-    const devIssuer = await startDevIssuer({ dataDir: options.workDir, host, port: 0 });
-    stops.push(() => devIssuer.stop());
-    const storage = azuriteConnectionString(events.port, azurite.queuePort, host);
-    const env: Record<string, string> = {
-      FUNCTIONS_WORKER_RUNTIME: 'node',
-      AZURE_FUNCTIONS_ENVIRONMENT: 'Development',
-      SourceStorage: storage,
-      AzureWebJobsStorage: storage,
-      CosmosDb: cosmosServer.connectionString,
-      DEID_KEY: options.deidKey,
-      DEID_KEY_ID: 'bench',
-      ...devIssuer.env,
-      BURNED_IN_POLICY: 'allow',
-    };
-    const settings = loadSettings({ ...process.env, ...env });
-    const blobService = BlobServiceClient.fromConnectionString(storage);
-    for (const name of new Set([...settings.sourceContainers, settings.researchContainer, settings.quarantineContainer])) await blobService.getContainerClient(name).createIfNotExists();
-    await ensureCatalog(settings);
+    const { events, cosmosServer, env, settings, blobService } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey }, stops);
     const functionHost = await startHostProcess({ projectRoot: options.projectRoot, env, logFile: path.join(options.workDir, 'wado-stack.log') });
     stops.push(() => functionHost.stop());
     events.setWebhookBaseUrl(functionHost.url);
