@@ -21,8 +21,10 @@
  * at a fixed interval instead. As on Azure, a timer's run never overlaps its previous one (a
  * tick that comes while it runs is skipped) and `runOnStartup` fires it once at start.
  *
+ * Storage queue triggers poll their queues as the queue extension does (local/queueTriggers.ts).
+ *
  * Not emulated: function keys (admin and function levels are accepted from loopback only),
- * retry policies, log hooks, triggers other than HTTP, Event Grid and timer (listed, never
+ * retry policies, log hooks, triggers other than HTTP, Event Grid, timer and queue (listed, never
  * invoked), the timer's schedule monitor (past-due runs after a restart), month and day names
  * and TimeSpan schedules (such a timer is listed and never fired, with a warning). HTTP
  * streaming mode is served as the host serves it (local/httpStream.ts).
@@ -48,6 +50,7 @@ import {
 import { forwardToWorker, streamTriggerMetadata } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
+import { DEFAULT_QUEUE_SETTINGS, type QueueFunction, type QueueHostSettings, queueSettingsOf, startQueueListeners } from './queueTriggers';
 import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
 import { toRpcHttpRequest, writeRpcHttpResponse } from './rpcHttp';
 import { nextOccurrence, parseTimerSchedule, TimerSchedule } from './timerSchedule';
@@ -74,6 +77,8 @@ export interface RegisteredFunction {
   authLevel?: string;
   /** Timer triggers: the NCRONTAB schedule. */
   schedule?: string;
+  /** Storage queue triggers: the queue. */
+  queueName?: string;
 }
 
 export interface HostOptions {
@@ -106,6 +111,8 @@ export interface HostOptions {
   timers?: boolean;
   /** Fire every timer at this fixed interval instead of its schedule. Default: the LOCAL_TIMER_INTERVAL_MS setting, else the schedule. */
   timerIntervalMs?: number;
+  /** Poll the storage queues of queue triggers (default true; local/queueTriggers.ts). */
+  queues?: boolean;
 }
 
 /** The Functions host's default FUNCTIONS_REQUEST_BODY_SIZE_LIMIT. */
@@ -189,6 +196,8 @@ export interface HostJsonSettings {
   functionTimeoutMs: number;
   maxConcurrentRequests: number;
   maxOutstandingRequests: number;
+  /** `extensions.queues` (local/queueTriggers.ts). */
+  queues: QueueHostSettings;
 }
 
 /**
@@ -217,7 +226,10 @@ function requestLimit(name: string, value: unknown): number {
 /** Throws naming the setting when host.json is not JSON or a value it sets is malformed. */
 export function readHostJson(projectRoot: string): HostJsonSettings {
   const file = path.join(projectRoot, 'host.json');
-  let hostJson: { functionTimeout?: unknown; extensions?: { http?: { routePrefix?: unknown; maxConcurrentRequests?: unknown; maxOutstandingRequests?: unknown } } } = {};
+  let hostJson: {
+    functionTimeout?: unknown;
+    extensions?: { http?: { routePrefix?: unknown; maxConcurrentRequests?: unknown; maxOutstandingRequests?: unknown }; queues?: Record<string, unknown> };
+  } = {};
   if (fs.existsSync(file)) {
     try {
       hostJson = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof hostJson;
@@ -234,6 +246,7 @@ export function readHostJson(projectRoot: string): HostJsonSettings {
     functionTimeoutMs: timeout === undefined ? DEFAULT_FUNCTION_TIMEOUT_MS : parseFunctionTimeout(timeout),
     maxConcurrentRequests: requestLimit('maxConcurrentRequests', httpSettings.maxConcurrentRequests),
     maxOutstandingRequests: requestLimit('maxOutstandingRequests', httpSettings.maxOutstandingRequests),
+    queues: hostJson.extensions?.queues ? queueSettingsOf(hostJson.extensions.queues) : DEFAULT_QUEUE_SETTINGS,
   };
 }
 
@@ -391,6 +404,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         compiled = compileRoute(info.route);
       }
       if (trigger.type.toLowerCase() === 'timertrigger') info.schedule = String(trigger.schedule ?? '');
+      if (trigger.type.toLowerCase() === 'queuetrigger') info.queueName = String(trigger.queueName ?? '');
       loaded.push({ info, metadata, triggerKey, handler, compiled });
     },
     registerHook(hookName, callback) {
@@ -574,6 +588,25 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     options.timerIntervalMs ?? positiveIntSetting('LOCAL_TIMER_INTERVAL_MS'),
   );
 
+  const queueFunctions: QueueFunction[] = loaded
+    .filter((f) => f.info.trigger.toLowerCase() === 'queuetrigger')
+    .map((f) => {
+      const binding = f.metadata.bindings[f.triggerKey];
+      const connection = typeof binding?.connection === 'string' && binding.connection !== '' ? binding.connection : 'AzureWebJobsStorage';
+      return { name: f.info.name, queueName: f.info.queueName ?? '', connection, triggerKey: f.triggerKey };
+    });
+  const queues = options.queues === false || queueFunctions.length === 0
+    ? undefined
+    : startQueueListeners(
+      queueFunctions,
+      hostJson.queues,
+      async (qf, request) => {
+        const fn = loaded.find((f) => f.info.name === qf.name) as LoadedFunction;
+        await invokeFunction(fn, request, environment());
+      },
+      log,
+    );
+
   const listFunctions = () => loaded.map((f) => ({ ...f.info }));
 
   const server = http.createServer((req, res) => {
@@ -614,6 +647,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
     stop() {
       stopping ??= (async () => {
         await timers.stop();
+        await queues?.stop();
         await closeServer(server);
         await Promise.all(workerListeners.map((listener) => closeServer(listener)));
         await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });

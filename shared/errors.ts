@@ -52,6 +52,10 @@ export const ErrorCodes = {
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   /** A valid caller without the app role the route needs. */
   FORBIDDEN: 'FORBIDDEN',
+  /** A request body that is not what the route takes; the message names the bad field. */
+  REQUEST_INVALID: 'REQUEST_INVALID',
+  /** An action the resource's state does not allow (an export of a suspended or revoked agreement, a revoked agreement reactivated). */
+  STATE_CONFLICT: 'STATE_CONFLICT',
   CONFIG_INVALID: 'CONFIG_INVALID',
   PROFILE_INVALID: 'PROFILE_INVALID',
   INTERNAL: 'INTERNAL',
@@ -71,6 +75,8 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 /** The one table from error code to HTTP status. Anything not listed is a 500 that says nothing internal. */
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   QUERY_INVALID: 400,
+  REQUEST_INVALID: 400,
+  STATE_CONFLICT: 409,
   QUERY_TOO_BROAD: 413,
   EVENT_INVALID: 400,
   SOURCE_NOT_ALLOWED: 400,

@@ -25,6 +25,10 @@ import { CatalogFrameIndexSource } from './retrieve/frameIndexSource';
 import { MetadataCache } from './retrieve/instanceMetadata';
 import { ResearchInstanceCache } from './retrieve/researchInstances';
 import type { WadoDeps } from './retrieve/wado';
+import { CosmosAgreementStore, CosmosExportStore, CosmosSharingAudit } from './sharing/cosmosSharing';
+import { AzureDestinations } from './sharing/destination';
+import { AzureExportQueue, EXPORT_QUEUE_CONNECTION, queueServiceFor } from './sharing/exportQueue';
+import type { ExportQueue, SharingDeps } from './sharing/sharing';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
@@ -46,6 +50,8 @@ export interface Runtime {
   auth: Authenticator;
   /** The access audit of the HTTP API: append-only. */
   accessAudit: AccessAuditStore;
+  /** Data sharing (shared/sharing): agreements, exports, the record of shared files. */
+  sharing: SharingDeps;
   /** Checks every dependency; resolves with one entry per dependency. */
   health(): Promise<Record<string, 'ok' | 'unavailable'>>;
 }
@@ -78,7 +84,7 @@ async function build(): Promise<Runtime> {
   const sourceService = blobServiceClient(settings.sourceStorage);
   const researchService = settings.researchStorage === settings.sourceStorage ? sourceService : blobServiceClient(settings.researchStorage);
   const cosmos = createCosmosClient(settings.cosmos);
-  const { index: indexContainer, research: researchContainer, audit: auditContainer } = await ensureCatalog(settings, cosmos);
+  const { index: indexContainer, research: researchContainer, audit: auditContainer, sharing: sharingContainers } = await ensureCatalog(settings, cosmos);
   const index = new CosmosIndexStore(indexContainer);
   const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
@@ -95,8 +101,32 @@ async function build(): Promise<Runtime> {
   const researchCatalogReader = new CosmosResearchCatalogReader(researchContainer);
   const headerLimits = { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes };
 
+  // Built on first send: a process that never exports needs no queue connection.
+  let exportQueue: ExportQueue | undefined;
+  const queue: ExportQueue = {
+    send: (messages) => (exportQueue ??= new AzureExportQueue(queueServiceFor(EXPORT_QUEUE_CONNECTION), settings.sharing.exportQueue)).send(messages),
+  };
+  const sharing: SharingDeps = {
+    agreements: new CosmosAgreementStore(sharingContainers.agreements),
+    exports: new CosmosExportStore(sharingContainers.exports),
+    audit: new CosmosSharingAudit(sharingContainers.audit),
+    destinations: new AzureDestinations(researchService),
+    catalog: researchCatalogReader,
+    index,
+    source,
+    queue,
+    publisher,
+    masterKey: settings.deidKey,
+    masterKeyId: settings.deidKeyId,
+    sasMaxHours: settings.sharing.sasMaxHours,
+    reservedContainers: [...settings.sourceContainers, settings.researchContainer, settings.quarantineContainer],
+    limits: headerLimits,
+    burnedIn: { mode: settings.burnedInPolicy },
+  };
+
   return {
     settings,
+    sharing,
     sourceBlobEndpoints,
     ...(anq ? { anqScope: anqScopeOf(anq) } : {}),
     index,

@@ -116,7 +116,10 @@ export async function withCatalogRecovery<T>(container: Container, op: () => Pro
 }
 
 /** Creates the database and containers when missing. Idempotent; run at start-up and by deployment. */
-export async function ensureCatalog(s: Settings, client = createCosmosClient(s.cosmos)): Promise<{ database: Database; index: Container; research: Container; audit: Container }> {
+export async function ensureCatalog(
+  s: Settings,
+  client = createCosmosClient(s.cosmos),
+): Promise<{ database: Database; index: Container; research: Container; audit: Container; sharing: SharingContainers }> {
   try {
     const { database } = await client.databases.createIfNotExists({ id: s.cosmosDatabase });
     const { container: index } = await database.containers.createIfNotExists({ id: s.indexContainer, partitionKey: { paths: ['/id'] } });
@@ -127,13 +130,25 @@ export async function ensureCatalog(s: Settings, client = createCosmosClient(s.c
     });
     // The access audit (shared/audit): append-only, one caller's month per logical partition.
     const { container: audit } = await database.containers.createIfNotExists({ id: s.auditContainer, partitionKey: { paths: ['/pk'] } });
+    // Data sharing (shared/sharing): agreements by id; an export's job and item documents in one partition; the record of shared files by partner.
+    const { container: agreements } = await database.containers.createIfNotExists({ id: s.sharing.agreementsContainer, partitionKey: { paths: ['/id'] } });
+    const { container: exports } = await database.containers.createIfNotExists({ id: s.sharing.exportsContainer, partitionKey: { paths: ['/exportId'] } });
+    const { container: shared } = await database.containers.createIfNotExists({ id: s.sharing.sharingAuditContainer, partitionKey: { paths: ['/partnerId'] } });
     let again: Promise<unknown> | undefined;
     const recreate = () => (again ??= ensureCatalog(s, client).finally(() => (again = undefined)));
-    for (const c of [index, research, audit]) recreators.set(c, recreate);
-    return { database, index, research, audit };
+    for (const c of [index, research, audit, agreements, exports, shared]) recreators.set(c, recreate);
+    return { database, index, research, audit, sharing: { agreements, exports, audit: shared } };
   } catch (e) {
     throw fromServiceError(e, 'preparing the catalog');
   }
+}
+
+/** The data-sharing containers (shared/sharing). */
+export interface SharingContainers {
+  agreements: Container;
+  exports: Container;
+  /** Append-only record of every file that left, partitioned by partner. */
+  audit: Container;
 }
 
 function statusOf(e: unknown): number | undefined {

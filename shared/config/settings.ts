@@ -24,6 +24,17 @@ export interface EventGridTopic {
   clientId?: string;
 }
 
+export interface SharingSettings {
+  agreementsContainer: string;
+  exportsContainer: string;
+  /** Append-only: one document per file that left, by partner. */
+  sharingAuditContainer: string;
+  /** The storage queue the export fans out through (one message per instance); its poison queue is `<name>-poison`. */
+  exportQueue: string;
+  /** Hours a destination SAS is valid for at most (it also ends with the agreement or its revocation). */
+  sasMaxHours: number;
+}
+
 export interface Settings {
   sourceStorage: StorageConnection;
   researchStorage: StorageConnection;
@@ -39,6 +50,8 @@ export interface Settings {
   researchCatalogContainer: string;
   /** Access audit: one document per served API request, created only, never replaced (research UIDs only). */
   auditContainer: string;
+  /** Data-sharing (shared/sharing): agreements, export jobs and their items, the append-only record of files shared. */
+  sharing: SharingSettings;
   /** Topic that receives VNA.Catalog.InstanceCataloged events; absent: no publishing. */
   eventGridTopic?: EventGridTopic;
   /** HMAC key for research UIDs, pseudonyms and date shifts. */
@@ -232,6 +245,15 @@ export function loadSettings(env: Env = process.env): Settings {
   const researchCatalogContainer = c.str('COSMOS_RESEARCH_CONTAINER', 'research-catalog');
   const auditContainer = c.str('COSMOS_AUDIT_CONTAINER', 'access-audit');
 
+  const sharing: SharingSettings = {
+    agreementsContainer: c.str('COSMOS_AGREEMENTS_CONTAINER', 'agreements'),
+    exportsContainer: c.str('COSMOS_EXPORTS_CONTAINER', 'exports'),
+    sharingAuditContainer: c.str('COSMOS_SHARING_AUDIT_CONTAINER', 'sharing-audit'),
+    exportQueue: c.str('EXPORT_QUEUE', 'partner-exports'),
+    sasMaxHours: c.int('SHARING_SAS_MAX_HOURS', 24 * 30, 1, 24 * 365),
+  };
+  if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,56}[a-z0-9]$/.test(sharing.exportQueue)) c.problems.push('EXPORT_QUEUE must be a valid queue name (3-58 lower-case letters, digits and single hyphens)');
+
   let eventGridTopic: EventGridTopic | undefined;
   const topic = c.optional('EVENTGRID_TOPIC_ENDPOINT');
   if (topic) {
@@ -261,6 +283,7 @@ export function loadSettings(env: Env = process.env): Settings {
     indexContainer,
     researchCatalogContainer,
     auditContainer,
+    sharing,
     eventGridTopic,
     deidKey,
     deidKeyId,

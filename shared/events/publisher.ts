@@ -23,9 +23,30 @@ export interface EventPublisher {
   instanceCataloged(data: InstanceCatalogedData, id: string): Promise<void>;
 }
 
-export const noopPublisher: EventPublisher = { instanceCataloged: async () => undefined };
+export const EXPORT_COMPLETED = 'VNA.Export.Completed';
 
-export class EventGridPublisher implements EventPublisher {
+/** A partner export that has ended: every instance written or failed, the manifest in place (partner identifiers only). */
+export interface ExportCompletedData {
+  exportId: string;
+  agreementId: string;
+  partnerId: string;
+  done: number;
+  failed: number;
+  bytes: number;
+  /** Blob names of the manifest in the destination. */
+  manifest: { json: string; csv: string };
+  keyId: string;
+  profile: string;
+}
+
+export interface ExportEventPublisher {
+  /** Publishes one event with a stable id (the export id: a repeat is the same event). Throws SERVICE_* when the topic cannot take it. */
+  exportCompleted(data: ExportCompletedData, id: string): Promise<void>;
+}
+
+export const noopPublisher: EventPublisher & ExportEventPublisher = { instanceCataloged: async () => undefined, exportCompleted: async () => undefined };
+
+export class EventGridPublisher implements EventPublisher, ExportEventPublisher {
   private readonly client: EventGridPublisherClient<'EventGrid'>;
 
   constructor(topic: EventGridTopic) {
@@ -50,6 +71,14 @@ export class EventGridPublisher implements EventPublisher {
           data,
         },
       ]);
+    } catch (e) {
+      throw fromServiceError(e, 'publishing an event');
+    }
+  }
+
+  async exportCompleted(data: ExportCompletedData, id: string): Promise<void> {
+    try {
+      await this.client.send([{ id, eventType: EXPORT_COMPLETED, subject: `/agreements/${data.agreementId}/exports/${data.exportId}`, dataVersion: '1.0', data }]);
     } catch (e) {
       throw fromServiceError(e, 'publishing an event');
     }

@@ -37,6 +37,13 @@ const EXPECTED: RegisteredFunction[] = [
   anonymousGet('wadoInstanceMetadata', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata'),
   anonymousGet('wadoFrames', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}'),
   anonymousGet('wadoBulkData', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}'),
+  // Data sharing (Sharing.Manage): agreements, exports, and the worker of the export queue.
+  { name: 'createAgreement', trigger: 'httpTrigger', route: 'agreements', methods: ['POST'], authLevel: 'anonymous' },
+  anonymousGet('getAgreement', 'agreements/{id}'),
+  { name: 'patchAgreement', trigger: 'httpTrigger', route: 'agreements/{id}', methods: ['PATCH'], authLevel: 'anonymous' },
+  { name: 'startExport', trigger: 'httpTrigger', route: 'agreements/{id}/exports', methods: ['POST'], authLevel: 'anonymous' },
+  anonymousGet('getExport', 'exports/{exportId}'),
+  { name: 'exportInstance', trigger: 'queueTrigger', queueName: process.env.EXPORT_QUEUE?.trim() || 'partner-exports' },
 ];
 
 const byName = (a: RegisteredFunction, b: RegisteredFunction) => a.name.localeCompare(b.name);

@@ -1,0 +1,335 @@
+/**
+ * The data-sharing use cases: agreements (create, read, suspend, revoke), exports as jobs
+ * (start, one instance per queue message, the manifest last, then the event) and the record
+ * of every file that left.
+ *
+ * A partner's copy is made from the SOURCE file, not from the research copy, by the same
+ * preparation as the research copy (prepareForResearch: the gate, the burned-in policy, the
+ * profile machinery), with the agreement's profile and key. The restricted index maps a
+ * research instance back to its source and version. So a partner's UIDs and date shifts are
+ * the agreement's own, reproducible from its key, and not linkable to the research catalog's.
+ */
+import { randomBytes } from 'node:crypto';
+
+import type { IndexStore } from '../catalog/catalogStore';
+import type { ResearchCatalogReader } from '../catalog/researchCatalog';
+import { ByteReader } from '../dicom/byteReader';
+import type { HeaderLimits } from '../dicom/limits';
+import { ErrorCodes, isPipelineError, isTransient, PipelineError } from '../errors';
+import type { ExportEventPublisher } from '../events/publisher';
+import type { BurnedInPolicy } from '../ingest/burnedIn';
+import { prepareForResearch } from '../ingest/deidentifyInstance';
+import { researchBlobName } from '../ingest/ingestSourceFile';
+import type { SourceStore } from '../storage/stores';
+import {
+  type Agreement,
+  type AgreementChange,
+  agreementProfile,
+  mayShare,
+  nextStatus,
+  parseAgreementChange,
+  parseAgreementRequest,
+} from './agreement';
+import { type CohortInstance, resolveCohort } from './cohort';
+import type { DestinationProvider } from './destination';
+import { agreementKey, agreementKeyId } from './keys';
+import { manifestCsv, manifestJson, manifestNames } from './manifest';
+import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharingAuditStore } from './stores';
+
+/** One queue message: one research instance of one export (research UIDs only, never a source). */
+export interface ExportMessage extends CohortInstance {
+  exportId: string;
+  agreementId: string;
+}
+
+export interface ExportQueue {
+  /** Enqueues the messages (in any order). Throws SERVICE_* on faults; a retry may enqueue some twice, which the worker absorbs. */
+  send(messages: ExportMessage[]): Promise<void>;
+}
+
+export interface SharingDeps {
+  agreements: AgreementStore;
+  exports: ExportStore;
+  audit: SharingAuditStore;
+  destinations: DestinationProvider;
+  catalog: ResearchCatalogReader;
+  index: Pick<IndexStore, 'findByResearchInstance'>;
+  source: SourceStore;
+  queue: ExportQueue;
+  publisher: ExportEventPublisher;
+  masterKey: Buffer;
+  masterKeyId: string;
+  /** A SAS never lives longer than this, whatever the agreement's term. */
+  sasMaxHours: number;
+  /** Containers of ours that no agreement may name (landing, research, quarantine). */
+  reservedContainers: string[];
+  limits: Partial<HeaderLimits> & { maxHeaderBytes: number };
+  burnedIn: BurnedInPolicy;
+  now?: () => Date;
+}
+
+const now = (deps: SharingDeps) => (deps.now ?? (() => new Date()))();
+
+function notFound(what: string): PipelineError {
+  return new PipelineError(ErrorCodes.NOT_FOUND, `${what} not found`);
+}
+
+/** The agreement as the API shows it. */
+export type AgreementView = Agreement;
+
+/** `POST /api/agreements`. Throws REQUEST_INVALID naming the bad field, STATE_CONFLICT when another live agreement holds the container. */
+export async function createAgreement(deps: SharingDeps, body: unknown, callerId: string): Promise<Agreement> {
+  const request = parseAgreementRequest(body);
+  const d = request.destination;
+  if (d.kind === 'sas' && deps.reservedContainers.includes(d.container)) {
+    throw new PipelineError(ErrorCodes.REQUEST_INVALID, 'destination.container: a container of the pipeline itself cannot be shared');
+  }
+  const at = now(deps).toISOString();
+  const id = `agr-${randomBytes(8).toString('hex')}`;
+  let agreement: Agreement = {
+    id,
+    ...request,
+    status: 'active',
+    keyId: agreementKeyId(deps.masterKeyId, id),
+    createdAt: at,
+    createdBy: callerId,
+    updatedAt: at,
+    history: [{ status: 'active', at, by: callerId }],
+  };
+  if (d.kind === 'sas') {
+    const until = Math.min(Date.parse(request.validUntil), now(deps).getTime() + deps.sasMaxHours * 3600_000);
+    agreement = { ...agreement, sas: await deps.destinations.grant(agreement, new Date(until)) };
+  }
+  await deps.agreements.create(agreement);
+  return agreement;
+}
+
+export async function getAgreement(deps: Pick<SharingDeps, 'agreements'>, id: string): Promise<Agreement> {
+  const found = await deps.agreements.get(id);
+  if (!found) throw notFound('agreement');
+  return found.doc;
+}
+
+/**
+ * `PATCH /api/agreements/{id}`: suspend, reactivate or revoke. Revoking deletes the SAS
+ * destination's stored access policy (every SAS under it stops working), stops the feed and
+ * records in the agreement what had been shared by then. Throws STATE_CONFLICT out of revoked.
+ */
+export async function changeAgreement(deps: SharingDeps, id: string, body: unknown, callerId: string): Promise<Agreement> {
+  const change: AgreementChange = parseAgreementChange(body);
+  for (;;) {
+    const found = await deps.agreements.get(id);
+    if (!found) throw notFound('agreement');
+    const a = found.doc;
+    const status = nextStatus(a.status, change.status);
+    if (status === a.status) return a;
+    const at = now(deps).toISOString();
+    let next: Agreement = {
+      ...a,
+      status,
+      updatedAt: at,
+      history: [...a.history, { status, at, by: callerId, ...(change.reason ? { reason: change.reason } : {}) }],
+    };
+    if (status === 'revoked') {
+      await deps.destinations.revokeGrant(a);
+      const shared = (await deps.audit.byPartner(a.partnerId)).filter((r) => r.agreementId === a.id && r.action === 'shared');
+      const { sas, ...rest } = next;
+      next = {
+        ...rest,
+        ...(sas ? { sas: { ...sas, url: '', expiresOn: at } } : {}),
+        sharedAtRevocation: { files: shared.length, bytes: shared.reduce((n, r) => n + r.size, 0) },
+      };
+    }
+    try {
+      await deps.agreements.replace(next, found.etag);
+      return next;
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+}
+
+/** An export's status as `GET /api/exports/{id}` gives it. */
+export interface ExportStatus {
+  exportId: string;
+  agreementId: string;
+  partnerId: string;
+  status: 'running' | 'completed';
+  total: number;
+  done: number;
+  failed: number;
+  left: number;
+  bytes: number;
+  startedAt: string;
+  finishedAt?: string;
+  manifest?: { json: string; csv: string };
+}
+
+function statusOf(job: ExportJob, counts: ExportCounts): ExportStatus {
+  return {
+    exportId: job.exportId,
+    agreementId: job.agreementId,
+    partnerId: job.partnerId,
+    status: job.status,
+    total: job.total,
+    done: counts.done,
+    failed: counts.failed,
+    left: Math.max(0, job.total - counts.done - counts.failed),
+    bytes: counts.bytes,
+    startedAt: job.startedAt,
+    ...(job.finishedAt ? { finishedAt: job.finishedAt } : {}),
+    ...(job.manifest ? { manifest: job.manifest } : {}),
+  };
+}
+
+export async function getExport(deps: Pick<SharingDeps, 'exports'>, exportId: string): Promise<ExportStatus> {
+  const found = await deps.exports.getJob(exportId);
+  if (!found) throw notFound('export');
+  return statusOf(found.doc, await deps.exports.counts(exportId));
+}
+
+/** Messages enqueued at once. */
+const SEND_BATCH = 256;
+
+/**
+ * `POST /api/agreements/{id}/exports`: resolves the cohort, creates the job and enqueues one
+ * message per instance. Throws NOT_FOUND, STATE_CONFLICT for an agreement that is not active
+ * and in its term.
+ */
+export async function startExport(deps: SharingDeps, agreementId: string, requestedBy: string, options: { instances?: CohortInstance[] } = {}): Promise<ExportStatus> {
+  const a = await getAgreement(deps, agreementId);
+  if (!mayShare(a, now(deps))) throw new PipelineError(ErrorCodes.STATE_CONFLICT, `status: the agreement is ${a.status === 'active' ? 'outside its term' : a.status}; nothing can be exported`);
+  const instances: CohortInstance[] = options.instances ?? [];
+  if (!options.instances) for await (const i of resolveCohort(deps.catalog, a.cohort)) instances.push(i);
+  const exportId = `exp-${randomBytes(8).toString('hex')}`;
+  const profile = agreementProfile(a.profile);
+  const job: ExportJob = {
+    id: exportId,
+    exportId,
+    type: 'job',
+    agreementId: a.id,
+    partnerId: a.partnerId,
+    total: instances.length,
+    status: 'running',
+    requestedBy,
+    profile: `${profile.name} ${profile.version}`,
+    keyId: a.keyId,
+    startedAt: now(deps).toISOString(),
+  };
+  await deps.exports.createJob(job);
+  for (let i = 0; i < instances.length; i += SEND_BATCH) {
+    await deps.queue.send(instances.slice(i, i + SEND_BATCH).map((inst) => ({ exportId, agreementId: a.id, ...inst })));
+  }
+  if (instances.length === 0) await finishExport(deps, exportId);
+  return getExport(deps, exportId);
+}
+
+export interface Delivery {
+  /** How many times the queue has handed this message out, this time included. */
+  dequeueCount: number;
+  /** The host's maxDequeueCount: at the last delivery a transient failure is recorded as failed, so that the export still ends. */
+  maxDequeueCount: number;
+}
+
+/** What the worker did with one message. */
+export type ExportOutcome = 'written' | 'already-done' | 'failed';
+
+/**
+ * The queue-triggered worker: writes one instance's partner copy, records it (audit, then the
+ * item), then finishes the export when it was the last. Idempotent per message: the file is
+ * named by partner UIDs and committed only if absent; the audit record and the item are created
+ * once. Throws transient errors (the message is delivered again) except at the last delivery.
+ */
+export async function exportInstance(deps: SharingDeps, message: ExportMessage, delivery: Delivery): Promise<ExportOutcome> {
+  const { exportId } = message;
+  const existing = await deps.exports.getItem(exportId, message.sopInstanceUid);
+  if (existing) {
+    await finishExport(deps, exportId);
+    return 'already-done';
+  }
+  const [job, agreement] = await Promise.all([deps.exports.getJob(exportId), deps.agreements.get(message.agreementId)]);
+  if (!job || !agreement) throw new PipelineError(ErrorCodes.NOT_FOUND, 'export message: its export or agreement does not exist');
+  const fail = async (code: string) => {
+    await deps.exports.recordItem({ id: `item:${message.sopInstanceUid}`, exportId, type: 'item', status: 'failed', at: now(deps).toISOString(), errorCode: code });
+    await finishExport(deps, exportId);
+    return 'failed' as const;
+  };
+  if (!mayShare(agreement.doc, now(deps))) return fail(ErrorCodes.STATE_CONFLICT);
+  try {
+    return await writePartnerCopy(deps, agreement.doc, job.doc, message);
+  } catch (e) {
+    if (isTransient(e) && delivery.dequeueCount < delivery.maxDequeueCount) throw e;
+    if (!isPipelineError(e)) throw e;
+    return fail(e.code);
+  }
+}
+
+async function writePartnerCopy(deps: SharingDeps, a: Agreement, job: ExportJob, message: ExportMessage): Promise<ExportOutcome> {
+  const sources = (await deps.index.findByResearchInstance(message.sopInstanceUid)).filter(
+    (d) => d.status === 'cataloged' && d.research?.sopInstanceUid === message.sopInstanceUid && d.eTag,
+  );
+  // Several sources of one research instance: the one the research copy comes from (highest rank).
+  const source = sources.sort((x, y) => ((x.sourceRank ?? '') < (y.sourceRank ?? '') ? 1 : -1))[0];
+  if (!source?.eTag) throw new PipelineError(ErrorCodes.SOURCE_NOT_FOUND, 'export: no cataloged source for the research instance');
+  const data = await deps.source.readRange(source.container, source.blobName, source.eTag, 0, undefined);
+  const key = agreementKey(deps.masterKey, a.id);
+  const preparation = await prepareForResearch(new ByteReader(data), {
+    deid: { profile: agreementProfile(a.profile), key, keyId: a.keyId },
+    maxHeaderBytes: deps.limits.maxHeaderBytes,
+    limits: deps.limits,
+    ...(source.size !== undefined ? { totalSize: source.size } : {}),
+    burnedIn: deps.burnedIn,
+  });
+  if (!preparation.ok) throw preparation.error;
+  const { prepared } = preparation;
+  const blob = researchBlobName(prepared.research);
+  const destination = deps.destinations.open(a);
+  const written = await destination.writeOnce(blob, prepared.output());
+  const at = now(deps).toISOString();
+  const file = { blob, ...prepared.research, sopClassUid: prepared.sopClassUid, size: written.size, sha256: written.sha256 };
+  // The record of the file that left comes before the item: an item never exists without it.
+  await deps.audit.append({
+    id: `${a.id}:${prepared.research.sopInstanceUid}`,
+    partnerId: a.partnerId,
+    agreementId: a.id,
+    exportId: job.exportId,
+    action: 'shared',
+    time: at,
+    requestedBy: job.requestedBy,
+    destination: destination.label,
+    ...file,
+    keyId: a.keyId,
+  });
+  const item: ExportItem = { id: `item:${message.sopInstanceUid}`, exportId: job.exportId, type: 'item', status: 'done', at, file };
+  const created = await deps.exports.recordItem(item);
+  await finishExport(deps, job.exportId);
+  return created === 'created' && written.created ? 'written' : 'already-done';
+}
+
+/**
+ * Ends an export once every instance is done or failed: the manifest (JSON and CSV) is written
+ * last, then the event is published (id = export id), then the job is marked completed. Safe to
+ * run by several workers at once and again after a crash: the manifest is the same content,
+ * the event the same id.
+ */
+export async function finishExport(deps: SharingDeps, exportId: string): Promise<void> {
+  const found = await deps.exports.getJob(exportId);
+  if (!found || found.doc.status === 'completed') return;
+  const job = found.doc;
+  const counts = await deps.exports.counts(exportId);
+  if (counts.done + counts.failed < job.total) return;
+  const agreement = await getAgreement(deps, job.agreementId);
+  const items = await deps.exports.doneItems(exportId);
+  const names = manifestNames(exportId);
+  const destination = deps.destinations.open(agreement);
+  const header = { exportId, agreementId: agreement.id, partnerId: agreement.partnerId, profile: job.profile, keyId: job.keyId, counts };
+  await destination.putText(names.csv, manifestCsv(items), 'text/csv; charset=utf-8');
+  await destination.putText(names.json, manifestJson(header, items), 'application/json');
+  await deps.publisher.exportCompleted({ ...header, done: counts.done, failed: counts.failed, bytes: counts.bytes, manifest: names }, exportId);
+  try {
+    await deps.exports.replaceJob({ ...job, status: 'completed', finishedAt: now(deps).toISOString(), manifest: names }, found.etag);
+  } catch (e) {
+    // Another worker finished it meanwhile.
+    if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * What data sharing keeps: agreements, export jobs with one item per instance, and the
+ * append-only record of every file that left. Interfaces here; the Cosmos DB adapter is in
+ * cosmosSharing.ts, in-memory fakes in the unit tests.
+ */
+import type { Versioned } from '../catalog/catalogStore';
+import type { Agreement } from './agreement';
+
+export interface AgreementStore {
+  /** Creates the agreement. Throws CATALOG_CONFLICT when the id exists, SERVICE_* on faults. */
+  create(agreement: Agreement): Promise<void>;
+  /** Point read; undefined when missing. Idempotent. */
+  get(id: string): Promise<Versioned<Agreement> | undefined>;
+  /** Replaces it if unchanged since `etag`. Throws CATALOG_CONFLICT otherwise. */
+  replace(agreement: Agreement, etag: string): Promise<void>;
+  /** Active `live` agreements (the feed reads them per cataloged instance). A query. */
+  listLive(): Promise<Agreement[]>;
+}
+
+/** One export: a job document and, per instance, one item document in the same partition. */
+export interface ExportJob {
+  /** = exportId. */
+  id: string;
+  exportId: string;
+  type: 'job';
+  agreementId: string;
+  partnerId: string;
+  /** Instances the cohort named when the job started (live parts: the instances of the part). */
+  total: number;
+  status: 'running' | 'completed';
+  /** The caller who asked (principal id), or `live-feed`. */
+  requestedBy: string;
+  profile: string;
+  keyId: string;
+  startedAt: string;
+  finishedAt?: string;
+  /** Blob names of the manifest, in the destination. */
+  manifest?: { json: string; csv: string };
+}
+
+/** What became of one instance of an export. Created once: a redelivered message finds it and counts nothing twice. */
+export interface ExportItem {
+  /** `item:<research SOP instance UID>`: one per instance per export. */
+  id: string;
+  exportId: string;
+  type: 'item';
+  status: 'done' | 'failed';
+  at: string;
+  /** Failed: the stable error code. */
+  errorCode?: string;
+  /** Done: the partner's copy. */
+  file?: ExportedFile;
+}
+
+export interface ExportedFile {
+  /** Blob name in the destination: `<partner study>/<partner series>/<partner instance>.dcm`. */
+  blob: string;
+  studyInstanceUid: string;
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  size: number;
+  sha256: string;
+}
+
+export interface ExportCounts {
+  done: number;
+  failed: number;
+  bytes: number;
+}
+
+export interface ExportStore {
+  /** Creates the job. Throws CATALOG_CONFLICT when it exists. */
+  createJob(job: ExportJob): Promise<void>;
+  getJob(exportId: string): Promise<Versioned<ExportJob> | undefined>;
+  /** Replaces the job if unchanged since `etag`; throws CATALOG_CONFLICT otherwise. */
+  replaceJob(job: ExportJob, etag: string): Promise<void>;
+  /** Creates the item; 'exists' when an earlier delivery already did (nothing is changed then). */
+  recordItem(item: ExportItem): Promise<'created' | 'exists'>;
+  getItem(exportId: string, researchSopInstanceUid: string): Promise<ExportItem | undefined>;
+  /** Counted from the item documents, so that redelivery never counts twice. */
+  counts(exportId: string): Promise<ExportCounts>;
+  /** The done items, ordered by blob name (the manifest's order). */
+  doneItems(exportId: string): Promise<ExportItem[]>;
+}
+
+/** One file that left: to whom, under which agreement and export, when, at whose request. */
+export interface SharedFileRecord {
+  /** `<agreementId>:<partner SOP instance UID>`: a file is recorded once however often its message is delivered. */
+  id: string;
+  /** Partition key: one partner's record is one logical partition. */
+  partnerId: string;
+  agreementId: string;
+  exportId: string;
+  action: 'shared' | 'withdrawn';
+  time: string;
+  requestedBy: string;
+  destination: string;
+  blob: string;
+  studyInstanceUid: string;
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  sopClassUid: string;
+  size: number;
+  sha256: string;
+  keyId: string;
+}
+
+/** The record of files shared: created only, never replaced or deleted (the adapter has no path for either). */
+export interface SharingAuditStore {
+  /** Records a file; a record with the same id already there is kept as it is (idempotent). Throws SERVICE_* on faults. */
+  append(record: SharedFileRecord): Promise<void>;
+  /** What a partner has received, oldest first: the one query of docs/sharing.md. */
+  byPartner(partnerId: string): Promise<SharedFileRecord[]>;
+}

@@ -1,0 +1,265 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { ResearchCatalogReader } from '../../../shared/catalog/researchCatalog';
+import { asciiValue } from '../../../shared/dicom/dataset';
+import { defaultProfile } from '../../../shared/dicom/deid/profile';
+import { parseDicomBuffer } from '../../../shared/dicom/parser';
+import { Tags } from '../../../shared/dicom/tags';
+import { ErrorCodes, isPipelineError, PipelineError } from '../../../shared/errors';
+import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
+import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
+import { parseAgreementChange, parseAgreementRequest } from '../../../shared/sharing/agreement';
+import { agreementKey } from '../../../shared/sharing/keys';
+import { changeAgreement, createAgreement, exportInstance, type ExportMessage, getExport, type SharingDeps, startExport } from '../../../shared/sharing/sharing';
+import { type MemoryWorld, memoryWorld } from '../fakes';
+import { CapturingExportEvents, CapturingQueue, MemoryAgreements, MemoryDestinations, MemoryExports, MemorySharingAudit } from './fakes';
+
+const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
+const SOURCES = [
+  'pydicom-deb/test_files__MR_small.dcm',
+  'pydicom-deb/test_files__SC_rgb_small_odd.dcm',
+  'dcmjs/test__sample-dicom.dcm',
+  'pydicom-deb/test_files__rtdose.dcm',
+];
+const ENDPOINT = 'http://127.0.0.1:10000/devstoreaccount1';
+const MASTER = Buffer.from('unit-test-key-0123456789abcdefghijklmnop');
+
+function loc(name: string): SourceLocation {
+  return { canonicalUrl: `${ENDPOINT}/anq-replica/${encodeURIComponent(name)}`, container: 'anq-replica', blobName: name };
+}
+let n = 0;
+function created(name: string): IngestRequest {
+  return { kind: 'created', eventId: `evt-${++n}`, eventType: 'Microsoft.Storage.BlobCreated', url: loc(name).canonicalUrl };
+}
+
+const noCatalog: ResearchCatalogReader = {
+  query() {
+    throw new Error('the unit tests hand the cohort in');
+  },
+};
+
+const body = (over: Record<string, unknown> = {}) => ({
+  partnerId: 'uni-a',
+  partnerName: 'University A',
+  profile: { builtIn: 'safe-harbor' },
+  cohort: { filter: { Modality: 'MR' } },
+  mode: 'once',
+  validFrom: '2026-01-01',
+  validUntil: '2027-01-01',
+  destination: { kind: 'sas', container: 'partner-uni-a' },
+  ...over,
+});
+
+interface World {
+  w: MemoryWorld;
+  deps: SharingDeps;
+  agreements: MemoryAgreements;
+  exports: MemoryExports;
+  audit: MemorySharingAudit;
+  destinations: MemoryDestinations;
+  queue: CapturingQueue;
+  events: CapturingExportEvents;
+}
+
+async function world(): Promise<World> {
+  const w = memoryWorld(defaultProfile(), MASTER);
+  for (const name of SOURCES) {
+    w.source.put('anq-replica', name, readFileSync(join(FIXTURES, name)));
+    const out = await ingestSourceFile(w.deps, created(name), loc(name));
+    expect(out.status).toBe('cataloged');
+  }
+  const agreements = new MemoryAgreements();
+  const exports = new MemoryExports();
+  const audit = new MemorySharingAudit();
+  const destinations = new MemoryDestinations();
+  const queue = new CapturingQueue();
+  const events = new CapturingExportEvents();
+  const deps: SharingDeps = {
+    agreements, exports, audit, destinations, queue, publisher: events,
+    catalog: noCatalog,
+    index: w.index,
+    source: w.source,
+    masterKey: MASTER,
+    masterKeyId: 'k-test',
+    sasMaxHours: 24,
+    reservedContainers: ['anq-replica', 'research', 'quarantine'],
+    limits: { maxHeaderBytes: 16 * 1024 * 1024 },
+    burnedIn: { mode: 'allow' },
+    now: () => new Date('2026-06-01T00:00:00Z'),
+  };
+  return { w, deps, agreements, exports, audit, destinations, queue, events };
+}
+
+function researchInstances(w: MemoryWorld) {
+  return w.index.all().flatMap((d) => (d.research ? [{ studyInstanceUid: d.research.studyInstanceUid, seriesInstanceUid: d.research.seriesInstanceUid, sopInstanceUid: d.research.sopInstanceUid }] : []));
+}
+
+/** Every UID in a DICOM file's data set (UI values). */
+async function uidsIn(file: Buffer): Promise<string[]> {
+  const ds = (await parseDicomBuffer(file)).dataset;
+  return [Tags.StudyInstanceUID, Tags.SeriesInstanceUID, Tags.SOPInstanceUID, Tags.FrameOfReferenceUID].flatMap((t) => asciiValue(ds.get(t)) ?? []);
+}
+
+async function runQueue(x: World, deliveries = 1): Promise<void> {
+  const messages: ExportMessage[] = x.queue.messages.splice(0);
+  for (let d = 1; d <= deliveries; d++) {
+    for (const m of messages) await exportInstance(x.deps, m, { dequeueCount: d, maxDequeueCount: 5 });
+  }
+}
+
+function partnerFiles(x: World, container: string): Map<string, Buffer> {
+  return new Map([...x.destinations.files].filter(([k]) => k.startsWith(`${container}/`) && k.endsWith('.dcm')));
+}
+
+describe('agreement validation', () => {
+  it.each([
+    [{ partnerId: 'A B' }, 'partnerId'],
+    [{ profile: { builtIn: 'nope' } }, 'profile.builtIn'],
+    [{ cohort: { filter: { NoSuchKeyword: 'x' } } }, 'cohort.filter'],
+    [{ cohort: { studies: ['1.2.x'] } }, 'cohort.studies[0]'],
+    [{ cohort: {} }, 'cohort'],
+    [{ mode: 'forever' }, 'mode'],
+    [{ validFrom: '2026-13-45' }, 'validFrom'],
+    [{ validUntil: '2025-01-01' }, 'validUntil'],
+    [{ destination: { kind: 'ftp', container: 'abc' } }, 'destination.kind'],
+    [{ destination: { kind: 'sas', container: 'Bad_Name' } }, 'destination.container'],
+    [{ destination: { kind: 'managedIdentity', container: 'abc', accountUrl: 'http://x.blob.core.windows.net' } }, 'destination.accountUrl'],
+  ])('given %j, then REQUEST_INVALID naming %s', (over, field) => {
+    try {
+      parseAgreementRequest(body(over));
+      throw new Error('accepted');
+    } catch (e) {
+      expect(isPipelineError(e, ErrorCodes.REQUEST_INVALID)).toBe(true);
+      expect((e as Error).message.startsWith(`${field}:`)).toBe(true);
+    }
+  });
+
+  it('given a valid body, then it is normalised (ISO instants, unique studies)', () => {
+    const a = parseAgreementRequest(body({ cohort: { studies: ['1.2.3', '1.2.3'] } }));
+    expect(a.validFrom).toBe('2026-01-01T00:00:00.000Z');
+    expect(a.cohort.studies).toEqual(['1.2.3']);
+  });
+
+  it('given a PATCH with another field, then REQUEST_INVALID naming it', () => {
+    expect(() => parseAgreementChange({ status: 'suspended', partnerId: 'x' })).toThrow(/^partnerId:/);
+    expect(() => parseAgreementChange({ status: 'gone' })).toThrow(/^status:/);
+  });
+});
+
+describe('agreement keys', () => {
+  it('given the same master key and agreement, then the same key; another agreement or master, another key', () => {
+    const k = agreementKey(MASTER, 'agr-1');
+    expect(k).toHaveLength(32);
+    expect(agreementKey(MASTER, 'agr-1').equals(k)).toBe(true);
+    expect(agreementKey(MASTER, 'agr-2').equals(k)).toBe(false);
+    expect(agreementKey(Buffer.from('another-master-key-0123456789abcdef'), 'agr-1').equals(k)).toBe(false);
+    expect(k.equals(MASTER.subarray(0, 32))).toBe(false);
+  });
+});
+
+describe('agreements and exports', () => {
+  it('given a container of the pipeline as destination, then REQUEST_INVALID', async () => {
+    const x = await world();
+    await expect(createAgreement(x.deps, body({ destination: { kind: 'sas', container: 'research' } }), 'caller')).rejects.toThrow(/^destination.container:/);
+  });
+
+  it('given two agreements over the same studies, then disjoint partner UIDs, none a research UID, and the same UIDs on a second run', async () => {
+    const x = await world();
+    const instances = researchInstances(x.w);
+    const researchUids = new Set(x.w.index.all().flatMap((d) => (d.research ? [d.research.studyInstanceUid, d.research.seriesInstanceUid, d.research.sopInstanceUid] : [])));
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const b = await createAgreement(x.deps, body({ partnerId: 'vendor-b', destination: { kind: 'sas', container: 'partner-vendor-b' } }), 'caller-1');
+    await startExport(x.deps, a.id, 'caller-1', { instances });
+    await startExport(x.deps, b.id, 'caller-1', { instances });
+    await runQueue(x);
+    const uidsOf = async (container: string) => new Set((await Promise.all([...partnerFiles(x, container).values()].map(uidsIn))).flat());
+    const ua = await uidsOf('partner-uni-a');
+    const ub = await uidsOf('partner-vendor-b');
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(SOURCES.length);
+    expect(ua.size).toBeGreaterThanOrEqual(SOURCES.length * 2);
+    expect([...ua].filter((u) => ub.has(u))).toEqual([]);
+    expect([...ua, ...ub].filter((u) => researchUids.has(u))).toEqual([]);
+    // Reproducible from the key alone: a second export under the same agreement writes the same names and bytes.
+    const before = new Map(partnerFiles(x, 'partner-uni-a'));
+    x.destinations.files.clear();
+    await startExport(x.deps, a.id, 'caller-1', { instances });
+    await runQueue(x);
+    const again = partnerFiles(x, 'partner-uni-a');
+    expect([...again.keys()].sort()).toEqual([...before.keys()].sort());
+    for (const [k, v] of again) expect(v.equals(before.get(k) as Buffer)).toBe(true);
+  });
+
+  it('given every message delivered twice and a worker that fails after writing a file, then each file once, counts exact, manifest hashes equal the files, one event id', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const started = await startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w) });
+    expect(started).toMatchObject({ status: 'running', total: SOURCES.length, done: 0, left: SOURCES.length });
+    const messages = x.queue.messages.splice(0);
+    // The first delivery of the first message writes its file, then the worker fails before recording it.
+    x.exports.failNextRecord = true;
+    await expect(exportInstance(x.deps, messages[0] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 })).rejects.toThrow(/unavailable/);
+    for (const d of [2, 3]) for (const m of messages) await exportInstance(x.deps, m, { dequeueCount: d, maxDequeueCount: 5 });
+    const files = partnerFiles(x, 'partner-uni-a');
+    expect(files.size).toBe(SOURCES.length);
+    const status = await getExport(x.deps, started.exportId);
+    const bytes = [...files.values()].reduce((s, f) => s + f.length, 0);
+    expect(status).toMatchObject({ status: 'completed', total: SOURCES.length, done: SOURCES.length, failed: 0, left: 0, bytes });
+    expect(status.finishedAt).toBeDefined();
+    const manifest = JSON.parse((x.destinations.files.get(`partner-uni-a/${status.manifest?.json}`) as Buffer).toString()) as { files: { blob: string; sha256: string; size: number }[]; keyId: string };
+    expect(manifest.keyId).toBe(a.keyId);
+    expect(manifest.files).toHaveLength(SOURCES.length);
+    for (const f of manifest.files) {
+      const stored = files.get(`partner-uni-a/${f.blob}`) as Buffer;
+      expect(createHash('sha256').update(stored).digest('hex')).toBe(f.sha256);
+      expect(stored.length).toBe(f.size);
+    }
+    const csv = (x.destinations.files.get(`partner-uni-a/${status.manifest?.csv}`) as Buffer).toString().trim().split('\r\n');
+    expect(csv).toHaveLength(SOURCES.length + 1);
+    expect(new Set(x.events.events.map((e) => e.id))).toEqual(new Set([started.exportId]));
+    // The audit: one record per file that left, whatever the deliveries.
+    const received = await x.audit.byPartner('uni-a');
+    expect(received).toHaveLength(SOURCES.length);
+    expect(received.every((r) => r.requestedBy === 'caller-1' && r.agreementId === a.id && r.destination === 'sas:partner-uni-a')).toBe(true);
+  });
+
+  it('given a transient failure, then it is thrown for redelivery, and at the last delivery recorded failed so that the export ends', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const started = await startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w).slice(0, 1) });
+    const m = x.queue.messages.splice(0)[0] as ExportMessage;
+    x.w.source.failNextRead = new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'storage unavailable');
+    await expect(exportInstance(x.deps, m, { dequeueCount: 4, maxDequeueCount: 5 })).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    x.w.source.failNextRead = new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'storage unavailable');
+    expect(await exportInstance(x.deps, m, { dequeueCount: 5, maxDequeueCount: 5 })).toBe('failed');
+    expect(await getExport(x.deps, started.exportId)).toMatchObject({ status: 'completed', done: 0, failed: 1, left: 0 });
+  });
+
+  it('given an instance whose source is not in the index, then it is recorded failed at once', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const s = await startExport(x.deps, a.id, 'caller-1', { instances: [{ studyInstanceUid: '1.2.3', seriesInstanceUid: '1.2.3.4', sopInstanceUid: '1.2.3.4.5' }] });
+    await runQueue(x);
+    expect(await getExport(x.deps, s.exportId)).toMatchObject({ status: 'completed', done: 0, failed: 1, left: 0 });
+  });
+
+  it('given a revoked agreement, then its grant is gone, what was shared is recorded, no export starts and pending messages fail', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    expect(x.destinations.policies.get('partner-uni-a')).toBe(a.id);
+    const started = await startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w) });
+    const messages = x.queue.messages.splice(0);
+    await exportInstance(x.deps, messages[0] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 });
+    const revoked = await changeAgreement(x.deps, a.id, { status: 'revoked', reason: 'term ended early' }, 'caller-2');
+    expect(revoked.status).toBe('revoked');
+    expect(revoked.sharedAtRevocation?.files).toBe(1);
+    expect(revoked.sas?.url).toBe('');
+    expect(x.destinations.policies.has('partner-uni-a')).toBe(false);
+    await expect(startExport(x.deps, a.id, 'caller-1', { instances: [] })).rejects.toMatchObject({ code: ErrorCodes.STATE_CONFLICT });
+    for (const m of messages.slice(1)) await exportInstance(x.deps, m, { dequeueCount: 1, maxDequeueCount: 5 });
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(1);
+    expect(await getExport(x.deps, started.exportId)).toMatchObject({ status: 'completed', done: 1, failed: SOURCES.length - 1 });
+    await expect(changeAgreement(x.deps, a.id, { status: 'active' }, 'caller-2')).rejects.toMatchObject({ code: ErrorCodes.STATE_CONFLICT });
+  });
+});
