@@ -132,12 +132,12 @@ export async function ensureCatalog(
     const { container: audit } = await database.containers.createIfNotExists({ id: s.auditContainer, partitionKey: { paths: ['/pk'] } });
     // Data sharing (shared/sharing): agreements by id; an export's job and item documents in one partition; the record of shared files by partner.
     const { container: agreements } = await database.containers.createIfNotExists({ id: s.sharing.agreementsContainer, partitionKey: { paths: ['/id'] } });
-    const { container: exports } = await database.containers.createIfNotExists({ id: s.sharing.exportsContainer, partitionKey: { paths: ['/exportId'] } });
+    const { container: exportJobs } = await database.containers.createIfNotExists({ id: s.sharing.exportsContainer, partitionKey: { paths: ['/exportId'] } });
     const { container: shared } = await database.containers.createIfNotExists({ id: s.sharing.sharingAuditContainer, partitionKey: { paths: ['/partnerId'] } });
     let again: Promise<unknown> | undefined;
     const recreate = () => (again ??= ensureCatalog(s, client).finally(() => (again = undefined)));
-    for (const c of [index, research, audit, agreements, exports, shared]) recreators.set(c, recreate);
-    return { database, index, research, audit, sharing: { agreements, exports, audit: shared } };
+    for (const c of [index, research, audit, agreements, exportJobs, shared]) recreators.set(c, recreate);
+    return { database, index, research, audit, sharing: { agreements, exports: exportJobs, audit: shared } };
   } catch (e) {
     throw fromServiceError(e, 'preparing the catalog');
   }
