@@ -8,7 +8,7 @@ import type { Versioned } from '../catalog/catalogStore';
 import { withCatalogRecovery, withTransientRetry } from '../catalog/cosmosCatalog';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import type { Agreement } from './agreement';
-import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore } from './stores';
+import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore, WantedItem } from './stores';
 
 function statusOf(e: unknown): number | undefined {
   const c = e as { code?: unknown; statusCode?: unknown } | null;
@@ -107,23 +107,28 @@ export class CosmosExportStore implements ExportStore {
     return (await read<ExportItem>(this.container, `item:${researchSopInstanceUid}`, exportId, 'reading an exported instance'))?.doc;
   }
 
-  async counts(exportId: string): Promise<ExportCounts> {
-    const count = async (status: string) => {
+  want(item: WantedItem): Promise<'created' | 'exists'> {
+    return create(this.container, item, 'recording a wanted instance');
+  }
+
+  async counts(exportId: string, options: { live?: boolean } = {}): Promise<ExportCounts> {
+    const count = async (type: string, status?: string) => {
       const [n] = await query<number>(this.container, {
-        query: 'SELECT VALUE COUNT(1) FROM c WHERE c.exportId = @e AND c.type = @t AND c.status = @s',
-        parameters: [{ name: '@e', value: exportId }, { name: '@t', value: 'item' }, { name: '@s', value: status }],
+        query: `SELECT VALUE COUNT(1) FROM c WHERE c.exportId = @e AND c.type = @t${status ? ' AND c.status = @s' : ''}`,
+        parameters: [{ name: '@e', value: exportId }, { name: '@t', value: type }, ...(status ? [{ name: '@s', value: status }] : [])],
       }, 'counting an export', exportId);
       return n ?? 0;
     };
-    const [done, failed, bytesRows] = await Promise.all([
-      count('done'),
-      count('failed'),
+    const [done, failed, wanted, bytesRows] = await Promise.all([
+      count('item', 'done'),
+      count('item', 'failed'),
+      options.live ? count('want') : Promise.resolve(0),
       query<number>(this.container, {
         query: 'SELECT VALUE SUM(c.file.size) FROM c WHERE c.exportId = @e AND c.type = @t AND c.status = @s',
         parameters: [{ name: '@e', value: exportId }, { name: '@t', value: 'item' }, { name: '@s', value: 'done' }],
       }, 'counting an export', exportId),
     ]);
-    return { done, failed, bytes: bytesRows[0] ?? 0 };
+    return { done, failed, wanted, bytes: bytesRows[0] ?? 0 };
   }
 
   async doneItems(exportId: string): Promise<ExportItem[]> {

@@ -166,15 +166,16 @@ export interface ExportStatus {
 }
 
 function statusOf(job: ExportJob, counts: ExportCounts): ExportStatus {
+  const total = job.live ? counts.wanted : job.total;
   return {
     exportId: job.exportId,
     agreementId: job.agreementId,
     partnerId: job.partnerId,
     status: job.status,
-    total: job.total,
+    total,
     done: counts.done,
     failed: counts.failed,
-    left: Math.max(0, job.total - counts.done - counts.failed),
+    left: Math.max(0, total - counts.done - counts.failed),
     bytes: counts.bytes,
     startedAt: job.startedAt,
     ...(job.finishedAt ? { finishedAt: job.finishedAt } : {}),
@@ -185,7 +186,7 @@ function statusOf(job: ExportJob, counts: ExportCounts): ExportStatus {
 export async function getExport(deps: Pick<SharingDeps, 'exports'>, exportId: string): Promise<ExportStatus> {
   const found = await deps.exports.getJob(exportId);
   if (!found) throw notFound('export');
-  return statusOf(found.doc, await deps.exports.counts(exportId));
+  return statusOf(found.doc, await deps.exports.counts(exportId, { live: found.doc.live === true }));
 }
 
 /** Messages enqueued at once. */
@@ -316,6 +317,10 @@ export async function finishExport(deps: SharingDeps, exportId: string): Promise
   const found = await deps.exports.getJob(exportId);
   if (!found || found.doc.status === 'completed') return;
   const job = found.doc;
+  if (job.live) {
+    await refreshLiveManifest(deps, job);
+    return;
+  }
   const counts = await deps.exports.counts(exportId);
   if (counts.done + counts.failed < job.total) return;
   const agreement = await getAgreement(deps, job.agreementId);
@@ -332,4 +337,66 @@ export async function finishExport(deps: SharingDeps, exportId: string): Promise
     // Another worker finished it meanwhile.
     if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
   }
+}
+
+/** The id of a live agreement's part for the day (UTC) of `at`: `live-<agreement hex>-<YYYYMMDD>`. */
+export function livePartId(agreementId: string, at: Date): string {
+  return `live-${agreementId.replace(/^agr-/, '')}-${at.toISOString().slice(0, 10).replace(/-/g, '')}`;
+}
+
+/**
+ * A live part's manifest, rewritten as the part grows (by every worker that records an item).
+ * Read again until the counts hold still, so that the last writer writes the last state.
+ */
+async function refreshLiveManifest(deps: SharingDeps, job: ExportJob): Promise<void> {
+  const agreement = await getAgreement(deps, job.agreementId);
+  const destination = deps.destinations.open(agreement);
+  const names = manifestNames(job.exportId);
+  for (let round = 0; round < 3; round++) {
+    const counts = await deps.exports.counts(job.exportId, { live: true });
+    const items = await deps.exports.doneItems(job.exportId);
+    const header = { exportId: job.exportId, agreementId: agreement.id, partnerId: agreement.partnerId, profile: job.profile, keyId: job.keyId, counts };
+    await destination.putText(names.csv, manifestCsv(items), 'text/csv; charset=utf-8');
+    await destination.putText(names.json, manifestJson(header, items), 'application/json');
+    const after = await deps.exports.counts(job.exportId, { live: true });
+    if (after.done === counts.done && after.failed === counts.failed) return;
+  }
+}
+
+/** Whether a research instance belongs to a cohort: the cohort's own query, confined to the instance's study. */
+async function inCohort(deps: Pick<SharingDeps, 'catalog'>, cohort: Agreement['cohort'], instance: CohortInstance): Promise<boolean> {
+  if (cohort.studies && !cohort.studies.includes(instance.studyInstanceUid)) return false;
+  for await (const i of resolveCohort(deps.catalog, { ...cohort, studies: [instance.studyInstanceUid] })) {
+    if (i.sopInstanceUid === instance.sopInstanceUid) return true;
+  }
+  return false;
+}
+
+/**
+ * A newly cataloged research instance (VNA.Catalog.InstanceCataloged), fed to every active
+ * `live` agreement in its term whose cohort it matches: recorded as wanted by the day's part,
+ * then one message to the export queue. Idempotent: a redelivered event finds the instance
+ * wanted already and sends its message again, which the worker absorbs. Resolves with the
+ * agreements fed.
+ */
+export async function feedLiveAgreements(deps: SharingDeps, instance: CohortInstance): Promise<string[]> {
+  const at = now(deps);
+  const fed: string[] = [];
+  for (const a of await deps.agreements.listLive()) {
+    if (!mayShare(a, at) || !(await inCohort(deps, a.cohort, instance))) continue;
+    const exportId = livePartId(a.id, at);
+    const profile = agreementProfile(a.profile);
+    try {
+      await deps.exports.createJob({
+        id: exportId, exportId, type: 'job', agreementId: a.id, partnerId: a.partnerId, total: 0, status: 'running',
+        requestedBy: 'live-feed', profile: `${profile.name} ${profile.version}`, keyId: a.keyId, startedAt: at.toISOString(), live: true,
+      });
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+    await deps.exports.want({ id: `want:${instance.sopInstanceUid}`, exportId, type: 'want' });
+    await deps.queue.send([{ exportId, agreementId: a.id, ...instance }]);
+    fed.push(a.id);
+  }
+  return fed;
 }

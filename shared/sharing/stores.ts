@@ -36,6 +36,20 @@ export interface ExportJob {
   finishedAt?: string;
   /** Blob names of the manifest, in the destination. */
   manifest?: { json: string; csv: string };
+  /**
+   * A dated part of a live agreement's feed (`live-<agreement>-<YYYYMMDD>`): its instances arrive
+   * one by one, its total is the count of instances wanted so far, its manifest is rewritten as
+   * it grows, and it stays `running`.
+   */
+  live?: true;
+}
+
+/** An instance a live part wants (created once per instance, before its message is sent). */
+export interface WantedItem {
+  /** `want:<research SOP instance UID>`. */
+  id: string;
+  exportId: string;
+  type: 'want';
 }
 
 /** What became of one instance of an export. Created once: a redelivered message finds it and counts nothing twice. */
@@ -67,6 +81,8 @@ export interface ExportCounts {
   done: number;
   failed: number;
   bytes: number;
+  /** Live parts: instances wanted so far (the part's total). */
+  wanted: number;
 }
 
 export interface ExportStore {
@@ -78,8 +94,10 @@ export interface ExportStore {
   /** Creates the item; 'exists' when an earlier delivery already did (nothing is changed then). */
   recordItem(item: ExportItem): Promise<'created' | 'exists'>;
   getItem(exportId: string, researchSopInstanceUid: string): Promise<ExportItem | undefined>;
-  /** Counted from the item documents, so that redelivery never counts twice. */
-  counts(exportId: string): Promise<ExportCounts>;
+  /** Live parts: records that the part wants an instance; 'exists' when it already did. */
+  want(item: WantedItem): Promise<'created' | 'exists'>;
+  /** Counted from the item documents, so that redelivery never counts twice; `wanted` only when `live`. */
+  counts(exportId: string, options?: { live?: boolean }): Promise<ExportCounts>;
   /** The done items, ordered by blob name (the manifest's order). */
   doneItems(exportId: string): Promise<ExportItem[]>;
 }

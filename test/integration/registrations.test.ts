@@ -43,6 +43,7 @@ const EXPECTED: RegisteredFunction[] = [
   { name: 'patchAgreement', trigger: 'httpTrigger', route: 'agreements/{id}', methods: ['PATCH'], authLevel: 'anonymous' },
   { name: 'startExport', trigger: 'httpTrigger', route: 'agreements/{id}/exports', methods: ['POST'], authLevel: 'anonymous' },
   anonymousGet('getExport', 'exports/{exportId}'),
+  { name: 'shareCatalogedInstance', trigger: 'eventGridTrigger' },
   { name: 'exportInstance', trigger: 'queueTrigger', queueName: process.env.EXPORT_QUEUE?.trim() || 'partner-exports' },
 ];
 

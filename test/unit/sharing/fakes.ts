@@ -11,7 +11,7 @@ import type { ExportCompletedData, ExportEventPublisher } from '../../../shared/
 import type { Agreement } from '../../../shared/sharing/agreement';
 import type { DestinationProvider, PartnerDestination, WrittenFile } from '../../../shared/sharing/destination';
 import type { ExportMessage, ExportQueue } from '../../../shared/sharing/sharing';
-import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore } from '../../../shared/sharing/stores';
+import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore, WantedItem } from '../../../shared/sharing/stores';
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
@@ -50,7 +50,7 @@ export class MemoryAgreements implements AgreementStore {
 }
 
 export class MemoryExports implements ExportStore {
-  readonly v = new Versions<ExportJob | ExportItem>();
+  readonly v = new Versions<ExportJob | ExportItem | WantedItem>();
   /** Fails the next recordItem once (a worker that crashes after writing the file). */
   failNextRecord = false;
   async createJob(job: ExportJob) {
@@ -72,13 +72,17 @@ export class MemoryExports implements ExportStore {
   async getItem(exportId: string, sop: string) {
     return this.v.get(`${exportId}/item:${sop}`)?.doc as ExportItem | undefined;
   }
+  async want(item: WantedItem) {
+    return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
+  }
   private items(exportId: string): ExportItem[] {
     return [...this.v.docs.entries()].filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === 'item').map(([, d]) => clone(d.doc as ExportItem));
   }
   async counts(exportId: string): Promise<ExportCounts> {
     const items = this.items(exportId);
     const done = items.filter((i) => i.status === 'done');
-    return { done: done.length, failed: items.length - done.length, bytes: done.reduce((n, i) => n + (i.file?.size ?? 0), 0) };
+    const wanted = [...this.v.docs.entries()].filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === 'want').length;
+    return { done: done.length, failed: items.length - done.length, wanted, bytes: done.reduce((n, i) => n + (i.file?.size ?? 0), 0) };
   }
   async doneItems(exportId: string) {
     return this.items(exportId).filter((i) => i.status === 'done').sort((a, b) => ((a.file?.blob ?? '') < (b.file?.blob ?? '') ? -1 : 1));

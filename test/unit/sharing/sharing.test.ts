@@ -12,7 +12,7 @@ import type { IngestRequest, SourceLocation } from '../../../shared/events/inges
 import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
 import { parseAgreementChange, parseAgreementRequest } from '../../../shared/sharing/agreement';
 import { agreementKey } from '../../../shared/sharing/keys';
-import { changeAgreement, createAgreement, exportInstance, type ExportMessage, getExport, type SharingDeps, startExport } from '../../../shared/sharing/sharing';
+import { changeAgreement, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport } from '../../../shared/sharing/sharing';
 import { type MemoryWorld, memoryWorld } from '../fakes';
 import { CapturingExportEvents, CapturingQueue, MemoryAgreements, MemoryDestinations, MemoryExports, MemorySharingAudit } from './fakes';
 
@@ -261,5 +261,34 @@ describe('agreements and exports', () => {
     expect(partnerFiles(x, 'partner-uni-a').size).toBe(1);
     expect(await getExport(x.deps, started.exportId)).toMatchObject({ status: 'completed', done: 1, failed: SOURCES.length - 1 });
     await expect(changeAgreement(x.deps, a.id, { status: 'active' }, 'caller-2')).rejects.toMatchObject({ code: ErrorCodes.STATE_CONFLICT });
+  });
+
+  it('given a live agreement, then a cataloged instance of its cohort is fed (once, however often the event comes), another is not, and the part\'s manifest grows', async () => {
+    const x = await world();
+    const instances = researchInstances(x.w);
+    const [first, second] = instances;
+    // A catalog that answers a study's instance query with the study's instances (the cohort has no filter to apply).
+    x.deps.catalog = {
+      async *query<T>(_spec: unknown, options?: { partitionKey?: string }) {
+        for (const i of instances) if (i.studyInstanceUid === options?.partitionKey) yield { id: `instance:${i.sopInstanceUid}`, type: 'instance', dicom: {}, ...i } as unknown as T;
+      },
+    };
+    const a = await createAgreement(x.deps, body({ mode: 'live', cohort: { studies: [first?.studyInstanceUid] } }), 'caller-1');
+    expect(await feedLiveAgreements(x.deps, first as (typeof instances)[number])).toEqual([a.id]);
+    expect(await feedLiveAgreements(x.deps, first as (typeof instances)[number])).toEqual([a.id]);
+    const other = instances.find((i) => i.studyInstanceUid !== first?.studyInstanceUid) as (typeof instances)[number];
+    expect(await feedLiveAgreements(x.deps, other)).toEqual([]);
+    await runQueue(x);
+    const part = livePartId(a.id, new Date('2026-06-01T00:00:00Z'));
+    expect(await getExport(x.deps, part)).toMatchObject({ status: 'running', total: 1, done: 1, failed: 0, left: 0 });
+    const manifestOf = () => JSON.parse((x.destinations.files.get(`partner-uni-a/manifests/${part}.json`) as Buffer).toString()) as { files: unknown[] };
+    expect(manifestOf().files).toHaveLength(1);
+    // A second instance of the same study later that day: the part and its manifest grow.
+    const sameStudy = instances.filter((i) => i.studyInstanceUid === first?.studyInstanceUid && i.sopInstanceUid !== first?.sopInstanceUid);
+    for (const i of sameStudy) await feedLiveAgreements(x.deps, i);
+    await runQueue(x);
+    expect(await getExport(x.deps, part)).toMatchObject({ total: 1 + sameStudy.length, done: 1 + sameStudy.length });
+    expect(manifestOf().files).toHaveLength(1 + sameStudy.length);
+    expect(second).toBeDefined();
   });
 });
