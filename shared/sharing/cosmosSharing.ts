@@ -107,6 +107,14 @@ export class CosmosExportStore implements ExportStore {
     return (await read<ExportItem>(this.container, `item:${researchSopInstanceUid}`, exportId, 'reading an exported instance'))?.doc;
   }
 
+  async settled(exportId: string): Promise<number> {
+    const [n] = await query<number>(this.container, {
+      query: 'SELECT VALUE COUNT(1) FROM c WHERE c.exportId = @e AND c.type = @t',
+      parameters: [{ name: '@e', value: exportId }, { name: '@t', value: 'item' }],
+    }, 'counting an export', exportId);
+    return n ?? 0;
+  }
+
   want(item: WantedItem): Promise<'created' | 'exists'> {
     return create(this.container, item, 'recording a wanted instance');
   }

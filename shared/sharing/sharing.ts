@@ -321,8 +321,8 @@ export async function finishExport(deps: SharingDeps, exportId: string): Promise
     await refreshLiveManifest(deps, job);
     return;
   }
+  if ((await deps.exports.settled(exportId)) < job.total) return;
   const counts = await deps.exports.counts(exportId);
-  if (counts.done + counts.failed < job.total) return;
   const agreement = await getAgreement(deps, job.agreementId);
   const items = await deps.exports.doneItems(exportId);
   const names = manifestNames(exportId);

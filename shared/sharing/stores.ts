@@ -96,6 +96,8 @@ export interface ExportStore {
   getItem(exportId: string, researchSopInstanceUid: string): Promise<ExportItem | undefined>;
   /** Live parts: records that the part wants an instance; 'exists' when it already did. */
   want(item: WantedItem): Promise<'created' | 'exists'>;
+  /** Items recorded (done or failed): one query, what each message checks to see whether it was the last. */
+  settled(exportId: string): Promise<number>;
   /** Counted from the item documents, so that redelivery never counts twice; `wanted` only when `live`. */
   counts(exportId: string, options?: { live?: boolean }): Promise<ExportCounts>;
   /** The done items, ordered by blob name (the manifest's order). */

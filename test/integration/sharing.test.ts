@@ -216,4 +216,48 @@ describe('data sharing through the stack', () => {
     expect(second).toMatchObject({ done: STUDIES * PER_STUDY, failed: 0 });
     expect(await uidsOf(await readAll(a.sas.url))).toEqual(ua);
   }, 180_000);
+
+  it('given a live agreement, then the cataloged instances of its cohort reach the partner as the events arrive, and the others do not', async () => {
+    const created = await api('POST', '/api/agreements', 'sharing', agreementBody('live-a', [studies[0] as string], { mode: 'live' }));
+    expect(created.status).toBe(201);
+    const agreement = (await created.json()) as { id: string; sas: { url: string } };
+    // VNA.Catalog.InstanceCataloged as the pipeline's topic delivers it to the subscription (Event Grid schema).
+    const events = ingestions.map((d, i) => ({
+      id: `cataloged-${SEED}-${i}`,
+      eventType: 'VNA.Catalog.InstanceCataloged',
+      subject: `/studies/${d.research?.studyInstanceUid}`,
+      eventTime: new Date().toISOString(),
+      dataVersion: '1.0',
+      data: { ...d.research, sopClassUid: '1.2.840.10008.5.1.4.1.1.2', modality: 'CT', researchBlob: d.research?.blob, size: 1 },
+    }));
+    const res = await fetch(`${testStack().hostUrl}/runtime/webhooks/eventgrid?functionName=shareCatalogedInstance`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'aeg-event-type': 'Notification' },
+      body: JSON.stringify(events),
+    });
+    expect(res.status).toBe(200);
+    const part = `/api/exports/live-${agreement.id.replace(/^agr-/, '')}-${new Date().toISOString().slice(0, 10).replace(/-/g, '')}`;
+    const deadline = Date.now() + 60_000;
+    let status: ExportStatus;
+    for (;;) {
+      status = (await (await api('GET', part, 'sharing')).json()) as ExportStatus;
+      if (status.done === PER_STUDY) break;
+      if (Date.now() > deadline) throw new Error(`live part incomplete: ${JSON.stringify(status)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(status).toMatchObject({ status: 'running', total: PER_STUDY, done: PER_STUDY, failed: 0, left: 0 });
+    // The part's manifest is rewritten after each item is recorded: read until it has caught up.
+    let files: Map<string, Buffer>;
+    let listed: string[] = [];
+    for (;;) {
+      files = await readAll(agreement.sas.url);
+      const manifest = files.get(`manifests/${status.exportId}.json`);
+      listed = manifest ? (JSON.parse(manifest.toString()) as { files: { blob: string }[] }).files.map((f) => f.blob).sort() : [];
+      if (listed.length === PER_STUDY || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const dicom = [...files.keys()].filter((k) => k.endsWith('.dcm')).sort();
+    expect(dicom).toHaveLength(PER_STUDY);
+    expect(listed).toEqual(dicom);
+  }, 120_000);
 });

@@ -72,6 +72,9 @@ export class MemoryExports implements ExportStore {
   async getItem(exportId: string, sop: string) {
     return this.v.get(`${exportId}/item:${sop}`)?.doc as ExportItem | undefined;
   }
+  async settled(exportId: string) {
+    return this.items(exportId).length;
+  }
   async want(item: WantedItem) {
     return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
   }
