@@ -5,7 +5,7 @@
  * burst with each of its processes' CPU read apart, prints one table and writes
  * bench/results.json.
  *
- * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado picks parts;
+ * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado,sharing picks parts;
  * BENCH_WADO_MB (default 512) sizes the WADO-RS multi-frame file, BENCH_WADO_REPEATS (default
  * 50) the timed frame requests;
  * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_KEEP=1 keeps the temp files;
@@ -19,6 +19,7 @@ import * as path from 'node:path';
 
 import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
 import type { ChildReport } from './modes';
+import type { SharingResult, SharingScenarioOptions } from './sharingScenario';
 import type { StackCpu, StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
 import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
 import type { WadoResult, WadoScenarioOptions } from './wadoScenario';
@@ -457,7 +458,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
 }
 
 async function main(): Promise<void> {
-  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado').split(',').map((s) => s.trim()).filter(Boolean));
+  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado,sharing').split(',').map((s) => s.trim()).filter(Boolean));
   const stackEvents = Number(process.env.BENCH_STACK_EVENTS ?? 1000);
   if (!Number.isInteger(stackEvents) || stackEvents < 1 || stackEvents > 1000) throw new Error('BENCH_STACK_EVENTS must be a whole number from 1 to 1000');
   if (!fs.existsSync(path.join(PROJECT_ROOT, 'dist', 'functions'))) throw new Error('the functions are not built: run "npm run bench" (it builds first)');
@@ -469,6 +470,8 @@ async function main(): Promise<void> {
   let details: StackDetails | null = null;
   let stackNote: string | undefined;
   let stackRatios: StackRatios | null = null;
+  let sharing: SharingResult | null = null;
+  let sharingNote: string | undefined;
   let wado: WadoResult | null = null;
   let wadoNote: string | undefined;
   const totalMem = os.totalmem();
@@ -589,6 +592,20 @@ async function main(): Promise<void> {
         else wadoNote = `failed: ${run.reason ?? 'unknown'}`;
       }
     }
+
+    if (only.has('sharing')) {
+      // Issue 15: export throughput against a plain blob copy, and ingestion-to-live-copy latency.
+      const count = Number(process.env.BENCH_SHARING_COUNT ?? 300);
+      const liveCount = Number(process.env.BENCH_SHARING_LIVE ?? 50);
+      const sharingDir = path.join(workDir, 'sharing');
+      fs.mkdirSync(sharingDir, { recursive: true });
+      log(`sharing: export of ${count} instances, ${liveCount} live copies`);
+      const job: SharingScenarioOptions = { projectRoot: PROJECT_ROOT, workDir: sharingDir, count, liveCount, deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789', seed: SEED + 15 };
+      const run = await runChild<SharingResult>('sharing', job, workDir, { timeoutMs: 3_600_000 });
+      if (run.ok && run.result) sharing = run.result;
+      else sharingNote = `failed: ${run.reason ?? 'unknown'}`;
+      log(`sharing: ${JSON.stringify(sharing ?? sharingNote)}`);
+    }
   } finally {
     if (process.env.BENCH_KEEP !== '1') fs.rmSync(workDir, { recursive: true, force: true });
     else log(`kept ${workDir}`);
@@ -610,6 +627,7 @@ async function main(): Promise<void> {
       ? { failed: details.failed, warmUpInstances: details.warmUpInstances, uploadRetries: details.uploadRetries, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
       : stackNote ? { note: stackNote } : null,
     wado: wado ?? (wadoNote ? { note: wadoNote } : null),
+    sharing: sharing ?? (sharingNote ? { note: sharingNote } : null),
     targets,
     environment: {
       node: process.version,

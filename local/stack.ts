@@ -64,6 +64,12 @@ export interface StackOptions {
   eventSource?: { concurrency?: number; maxAttempts?: number; maxBackoffMs?: number; deadLetterFile?: string; deliveryTimeoutMs?: number };
   /** Runs the ANQ path too (npm start's default); off when undefined (the tests' blob path). */
   anq?: LocalAnqOptions;
+  /**
+   * Publishes VNA.Catalog.InstanceCataloged to the host's own `shareCatalogedInstance` webhook, as
+   * the topic's subscription does in Azure, so that live data-sharing agreements are fed (npm
+   * start's default); off when undefined. An EVENTGRID_TOPIC_ENDPOINT already set wins.
+   */
+  liveSharing?: boolean;
 }
 
 export interface LocalAnqOptions {
@@ -284,6 +290,13 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       // In Azure: the custom topic, and its subscription delivering to ingestReplicatedFile. Locally the watcher posts to the webhook itself.
       env.ANQ_EVENTS_TOPIC_ENDPOINT = options.env?.ANQ_EVENTS_TOPIC_ENDPOINT ?? `${host.url}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`;
       process.env.ANQ_EVENTS_TOPIC_ENDPOINT = env.ANQ_EVENTS_TOPIC_ENDPOINT;
+    }
+    if (options.liveSharing && !process.env.EVENTGRID_TOPIC_ENDPOINT) {
+      // Read by the functions on first use, after this: the runtime is built at the first invocation.
+      env.EVENTGRID_TOPIC_ENDPOINT = `${host.url}/runtime/webhooks/eventgrid?functionName=shareCatalogedInstance`;
+      env.EVENTGRID_TOPIC_KEY = 'local-topic-key';
+      process.env.EVENTGRID_TOPIC_ENDPOINT = env.EVENTGRID_TOPIC_ENDPOINT;
+      process.env.EVENTGRID_TOPIC_KEY = env.EVENTGRID_TOPIC_KEY;
     }
     if (anq || process.env.LOCAL_TIMERS === 'on') host.startTimers();
 

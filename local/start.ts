@@ -193,6 +193,7 @@ async function main(): Promise<void> {
     dataDir,
     persistence: { location: path.join(dataDir, 'azurite') },
     anq: { targetDir: anqTargetDir, stateDir: anqStateDir },
+    liveSharing: true,
     logSink: (level, functionName, message) => {
       const line = `${new Date().toISOString()} [${level}] ${functionName || 'host'}: ${message}`;
       log.write(`${line}\n`);
