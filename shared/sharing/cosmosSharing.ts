@@ -82,6 +82,14 @@ export class CosmosAgreementStore implements AgreementStore {
     const rows = await query<Agreement>(this.container, { query: 'SELECT * FROM c WHERE c.mode = @m AND c.status = @s', parameters: [{ name: '@m', value: 'live' }, { name: '@s', value: 'active' }] }, 'listing live agreements');
     return rows.map((r) => strip(r));
   }
+
+  async holdingContainer(container: string): Promise<Agreement[]> {
+    const rows = await query<Agreement>(this.container, {
+      query: 'SELECT * FROM c WHERE c.destination.kind = @k AND c.destination.container = @c AND c.status != @r',
+      parameters: [{ name: '@k', value: 'sas' }, { name: '@c', value: container }, { name: '@r', value: 'revoked' }],
+    }, 'listing agreements by container');
+    return rows.map((r) => strip(r));
+  }
 }
 
 export class CosmosExportStore implements ExportStore {

@@ -84,6 +84,10 @@ export async function createAgreement(deps: SharingDeps, body: unknown, callerId
   if (d.kind === 'sas' && deps.reservedContainers.includes(d.container)) {
     throw new PipelineError(ErrorCodes.REQUEST_INVALID, 'destination.container: a container of the pipeline itself cannot be shared');
   }
+  // One stored access policy per container: a second agreement on it would replace the first's grant.
+  if (d.kind === 'sas' && (await deps.agreements.holdingContainer(d.container)).length > 0) {
+    throw new PipelineError(ErrorCodes.STATE_CONFLICT, 'destination.container: held by another agreement that is not revoked');
+  }
   const at = now(deps).toISOString();
   const id = `agr-${randomBytes(8).toString('hex')}`;
   let agreement: Agreement = {

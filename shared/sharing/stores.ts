@@ -15,6 +15,8 @@ export interface AgreementStore {
   replace(agreement: Agreement, etag: string): Promise<void>;
   /** Active `live` agreements (the feed reads them per cataloged instance). A query. */
   listLive(): Promise<Agreement[]>;
+  /** Agreements not revoked whose destination is this container of ours (SAS). A query. */
+  holdingContainer(container: string): Promise<Agreement[]>;
 }
 
 /** One export: a job document and, per instance, one item document in the same partition. */

@@ -44,6 +44,9 @@ export class MemoryAgreements implements AgreementStore {
   async replace(a: Agreement, etag: string) {
     this.v.replace(a.id, a, etag);
   }
+  async holdingContainer(container: string) {
+    return [...this.v.docs.values()].map((x) => clone(x.doc)).filter((a) => a.destination.kind === 'sas' && a.destination.container === container && a.status !== 'revoked');
+  }
   async listLive() {
     return [...this.v.docs.values()].map((x) => clone(x.doc)).filter((a) => a.mode === 'live' && a.status === 'active');
   }

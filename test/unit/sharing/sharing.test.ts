@@ -165,6 +165,14 @@ describe('agreements and exports', () => {
     await expect(createAgreement(x.deps, body({ destination: { kind: 'sas', container: 'research' } }), 'caller')).rejects.toThrow(/^destination.container:/);
   });
 
+  it('given a container held by another agreement, then STATE_CONFLICT until that one is revoked', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    await expect(createAgreement(x.deps, body({ partnerId: 'other' }), 'caller-1')).rejects.toMatchObject({ code: ErrorCodes.STATE_CONFLICT });
+    await changeAgreement(x.deps, a.id, { status: 'revoked' }, 'caller-1');
+    expect((await createAgreement(x.deps, body({ partnerId: 'other' }), 'caller-1')).partnerId).toBe('other');
+  });
+
   it('given two agreements over the same studies, then disjoint partner UIDs, none a research UID, and the same UIDs on a second run', async () => {
     const x = await world();
     const instances = researchInstances(x.w);
