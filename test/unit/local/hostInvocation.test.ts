@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { type FunctionHost, parseFunctionTimeout, readHostJson, startHost } from '../../../local/host';
+import { DEFAULT_QUEUE_SETTINGS } from '../../../local/queueTriggers';
 
 const functionsLib = JSON.stringify(require.resolve('@azure/functions'));
 
@@ -227,19 +228,20 @@ describe('host.json', () => {
     for (const bad of ['10:00', '00:61:00', '00:00:00', 'ten minutes']) expect(() => parseFunctionTimeout(bad)).toThrow(/functionTimeout/);
   });
 
-  test("given the project's host.json, then the route prefix, a ten-minute timeout and the HTTP limits it sets", () => {
+  test("given the project's host.json, then the route prefix, a ten-minute timeout, the HTTP limits and the queue settings it sets", () => {
     expect(readHostJson(path.resolve(__dirname, '..', '..', '..'))).toEqual({
       routePrefix: 'api',
       functionTimeoutMs: 600_000,
       maxConcurrentRequests: 64,
       maxOutstandingRequests: 512,
+      queues: { batchSize: 16, newBatchThreshold: 8, maxDequeueCount: 5, visibilityTimeoutMs: 0, maxPollingIntervalMs: 2000, messageEncoding: 'base64' },
     });
   });
 
   test('given no host.json, then the defaults: prefix api, the Flex Consumption timeout and no HTTP limits', () => {
     const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'host-json-'));
     try {
-      expect(readHostJson(empty)).toEqual({ routePrefix: 'api', functionTimeoutMs: 30 * 60_000, maxConcurrentRequests: Infinity, maxOutstandingRequests: Infinity });
+      expect(readHostJson(empty)).toEqual({ routePrefix: 'api', functionTimeoutMs: 30 * 60_000, maxConcurrentRequests: Infinity, maxOutstandingRequests: Infinity, queues: DEFAULT_QUEUE_SETTINGS });
       fs.writeFileSync(path.join(empty, 'host.json'), JSON.stringify({ extensions: { http: { maxConcurrentRequests: 0 } } }));
       expect(() => readHostJson(empty)).toThrow(/maxConcurrentRequests/);
     } finally {
