@@ -126,7 +126,7 @@ describe('data sharing through the stack', () => {
     researchUids = new Set(ingestions.flatMap((d) => (d.research ? [d.research.studyInstanceUid, d.research.seriesInstanceUid, d.research.sopInstanceUid] : [])));
   }, 180_000);
 
-  it('given a body with a bad field, then 400 REQUEST_INVALID naming it; without Sharing.Manage, 403', async () => {
+  it('given a body with a bad field, then 400 REQUEST_INVALID naming it; without Sharing.Manage, 403; without a token, 401 on every sharing route', async () => {
     const bad = await api('POST', '/api/agreements', 'sharing', agreementBody('bad-partner', studies, { validUntil: '2020-01-01' }));
     expect(bad.status).toBe(400);
     const { error } = (await bad.json()) as { error: { code: string; message: string } };
@@ -134,6 +134,10 @@ describe('data sharing through the stack', () => {
     expect(error.message).toMatch(/^validUntil:/);
     expect((await api('POST', '/api/agreements', 'research', agreementBody('r-partner', studies))).status).toBe(403);
     expect((await api('GET', '/api/agreements/agr-0000000000000000', 'sharing')).status).toBe(404);
+    for (const [method, route] of [['POST', '/api/agreements'], ['GET', '/api/agreements/agr-0000000000000000'], ['PATCH', '/api/agreements/agr-0000000000000000'], ['POST', '/api/agreements/agr-0000000000000000/exports'], ['GET', '/api/exports/exp-0000000000000000']]) {
+      const res = await fetch(`${testStack().hostUrl}${route}`, { method });
+      expect({ route, method, status: res.status }).toEqual({ route, method, status: 401 });
+    }
   });
 
   it('given an agreement, then its export ends with every instance once, the manifest hashes equal the files, no PHI and no research UID, and the audit answers for the partner; revoked, its SAS stops working', async () => {
