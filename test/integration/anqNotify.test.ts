@@ -66,6 +66,7 @@ interface Session {
 function start(deps: NotifyWatcherDeps): Session {
   const ac = new AbortController();
   const done = runNotifySession(deps, { durationMs: 600_000, abortSignal: ac.signal });
+  done.catch(() => undefined); // awaited by the test, possibly after it rejected
   return {
     done,
     async stop() {
@@ -230,6 +231,7 @@ test('given the watcher held back until the cluster drops its stream, and change
 
 test('given a crash between publishing and writing the state, then the next session publishes the same events again (same ids) and nothing is missed', async () => {
   fs.rmSync(path.join(t.target, 'dicom'), { recursive: true, force: true });
+  fs.mkdirSync(path.join(t.target, 'dicom')); // the watched directory must exist (a missing one is a 404, which stops the session)
   await t.standIn.settled();
   const dying = new DyingSink(new EventGridArchiveSink({ endpoint: topic.url, key: 'topic-key' }));
   const blob = `notify-crash-${Date.now()}.json`;
@@ -238,7 +240,8 @@ test('given a crash between publishing and writing the state, then the next sess
   await new Promise((r) => setTimeout(r, 2 * SETTLE_MS));
   dying.dieAfterNextPublish = true;
   t.place('dicom/crash/a.dcm', await dicomInstance(FIXTURE, 700));
-  await expect(session.done).rejects.toThrow(/died after publishing/);
+  // The sink's plain Error comes out wrapped (INTERNAL), the cause kept.
+  await expect(session.done).rejects.toMatchObject({ code: 'INTERNAL', cause: expect.objectContaining({ message: expect.stringMatching(/died after publishing/) }) });
   const published = topic.delivered.slice(first).map((e) => e.id as string);
   expect(published).toHaveLength(1);
 
