@@ -11,7 +11,7 @@
  * is random.
  *
  * Run: `npm run build && node dist/bench/anqLatency.js` (ANQ_LATENCY_FILES, default 12 per mode;
- * ANQ_LATENCY_SETTLE_MS, default 1000).
+ * ANQ_LATENCY_SETTLE_MS, default 1000; ANQ_LATENCY_MODES, default snapshots,notify).
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -37,9 +37,11 @@ interface StackInfo {
   exportPath: string;
 }
 
-const childScript = (options: object) => `
+const childScript = (options: object, logFile: string) => `
 const { startStack } = require(${JSON.stringify(path.join(projectRoot, 'dist', 'local', 'stack.js'))});
-startStack(${JSON.stringify(options)}).then((stack) => {
+const fs = require('fs');
+const logSink = (level, fn, message) => fs.appendFileSync(${JSON.stringify(logFile)}, level + ' ' + (fn || 'host') + ': ' + message + '\\n');
+startStack({ ...${JSON.stringify(options)}, logSink }).then((stack) => {
   process.stdout.write(JSON.stringify({
     hostUrl: stack.hostUrl, targetDir: stack.anq.targetDir, restEndpoint: stack.anq.standIn.restEndpoint, restToken: stack.anq.restToken,
     operationsToken: stack.devIssuer.tokens.operations, cluster: stack.anq.cluster, exportPath: stack.anq.exportPath,
@@ -58,16 +60,15 @@ async function startStackProcess(mode: 'snapshots' | 'notify', dir: string, sett
     dataDir: dir,
     deidKey: 'bench-anq-latency-deid-key-0123456789abcdef',
     anq: { targetDir: path.join(dir, 'anq'), stateDir: path.join(dir, 'anq-state'), prefix: 'dicom/', watchSchedule: '*/5 * * * * *', watchMode: mode },
-    logSink: undefined,
   };
   const env = { ...process.env, ANQ_WATCH_MODE: mode, ANQ_NOTIFY_SETTLE_MS: String(settleMs), ANQ_WATCH_MAX_RUN_MS: '3600000' };
-  const proc = spawn(process.execPath, ['-e', childScript(options)], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, ['-e', childScript(options, path.join(dir, 'stack.log'))], { env, stdio: ['pipe', 'pipe', 'inherit'] });
   const info = await new Promise<StackInfo>((resolve, reject) => {
     let out = '';
     proc.stdout?.on('data', (c: Buffer) => {
       out += c.toString('utf8');
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)) as StackInfo);
+      const line = out.split('\n').find((l) => l.startsWith('{"hostUrl"'));
+      if (line) resolve(JSON.parse(line) as StackInfo);
     });
     proc.on('exit', (code) => reject(new Error(`the ${mode} stack exited (${code})`)));
   });
@@ -119,14 +120,19 @@ async function measure(mode: 'snapshots' | 'notify', files: number, settleMs: nu
         const status = await statusOf(info, url);
         if (status === 'cataloged') break;
         if (status && status !== 'cataloged') throw new Error(`${rel} ended ${status}`);
-        if (Date.now() > deadline) throw new Error(`${rel} not cataloged within 120 s in ${mode} mode`);
+        if (Date.now() > deadline) {
+          const log = fs.readFileSync(path.join(dir, 'stack.log'), 'utf8').split('\n').filter((l) => /anq|warn|error/i.test(l)).slice(-15).join('\n');
+          throw new Error(`${rel} not cataloged within 120 s in ${mode} mode; the stack's last ANQ lines:\n${log}`);
+        }
         await new Promise((r) => setTimeout(r, 25));
       }
       latencies.push(Date.now() - closed);
     }
   } finally {
-    proc.stdin?.end();
-    await new Promise((r) => proc.once('exit', r));
+    // The notify session holds the timer's run, which a graceful stop waits for: the stack's process is ended outright.
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGKILL');
+    await exited;
     fs.rmSync(dir, { recursive: true, force: true });
   }
   return latencies;
@@ -136,14 +142,16 @@ async function main(): Promise<void> {
   const files = Number(process.env.ANQ_LATENCY_FILES ?? 12);
   const settleMs = Number(process.env.ANQ_LATENCY_SETTLE_MS ?? 1000);
   const results: Record<string, { p50: number; p90: number; max: number; n: number }> = {};
-  for (const mode of ['snapshots', 'notify'] as const) {
+  const modes = (process.env.ANQ_LATENCY_MODES ?? 'snapshots,notify').split(',') as ('snapshots' | 'notify')[];
+  for (const mode of modes) {
     const l = await measure(mode, files, settleMs);
     results[mode] = { p50: percentile(l, 50), p90: percentile(l, 90), max: Math.max(...l), n: l.length };
     console.log(`${mode}: ${l.join(', ')} ms`);
   }
-  const s = results.snapshots as { p50: number };
-  const n = results.notify as { p50: number };
-  console.log(JSON.stringify({ anqLatency: { settleMs, watchSchedule: '*/5 * * * * *', ...results, notifyVsSnapshotsP50: Math.round((n.p50 / s.p50) * 100) / 100 } }, null, 2));
+  const s = results.snapshots;
+  const n = results.notify;
+  const ratio = s && n ? { notifyVsSnapshotsP50: Math.round((n.p50 / s.p50) * 100) / 100 } : {};
+  console.log(JSON.stringify({ anqLatency: { settleMs, watchSchedule: '*/5 * * * * *', ...results, ...ratio } }, null, 2));
 }
 
 main().catch((e: unknown) => {

@@ -249,6 +249,8 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
         // The host's webhook does not check keys (loopback only); a key keeps the publisher off Entra ID.
         ANQ_EVENTS_TOPIC_KEY: 'local-topic-key',
         ANQ_WATCH_MODE: anq.watchMode,
+        // A notify session holds its timer run, and the host's stop waits for that run: short sessions keep a stop quick.
+        ...(anq.watchMode === 'notify' ? { ANQ_WATCH_MAX_RUN_MS: process.env.ANQ_WATCH_MAX_RUN_MS ?? '15000' } : {}),
       };
     }
 

@@ -6,10 +6,13 @@
  * `VNA.Archive.FileReplicated` / `VNA.Archive.FileDeleted` CloudEvents as the snapshot watcher,
  * without a snapshot: the ingestion reads the live file (ANQ_READ_FROM=head), pinned by its ETag.
  *
- * A notification only marks a file as pending. A pending file is published once settled: two
- * looks at its ETag, size and mtime (HeadObject), `settleMs` apart, agree; a file replication is
- * still writing keeps moving and is published once, when it stops. A file gone at its look is a
- * deletion, if it was published before.
+ * A notification only marks a file as pending. A pending file is published once settled: no
+ * notification for it during `settleMs` (the stream misses nothing while it is registered: every
+ * write is notified), then one look (HeadObject) gives the version published. A file the stream
+ * did not tell about (found by the reconciliation while still changing, or pending when a stream
+ * was lost) is settled when two looks `settleMs` apart agree on its ETag, size and mtime. So a
+ * file replication is still writing is published once, when it stops. A file gone at its look
+ * is a deletion, if it was published before.
  *
  * The listing state (a blob, written with If-Match) holds, for each file, the version last
  * published, and the reconciliation's position. The state is written after each publish, so a
@@ -156,6 +159,8 @@ interface Pending {
   due: number;
   /** The last look. */
   seen?: PublishedVersion;
+  /** Quiet on a registered stream since its last notification: one look settles it. */
+  quiet: boolean;
 }
 
 /**
@@ -227,12 +232,17 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
     }
   };
 
-  const markPending = (key: string) => {
+  /** `notified`: the stream told about it (the settle time runs from now); otherwise look at once, then twice. */
+  const markPending = (key: string, notified: boolean) => {
     if (key.startsWith('.snapshot/') || !key.startsWith(config.prefix) || key.endsWith('/')) return;
     const p = pending.get(key);
-    // Another change: look again a full settle time from now.
-    if (p) p.due = Math.max(p.due, now() + config.settleMs);
-    else pending.set(key, { due: now() });
+    if (notified) {
+      // Another change: a full settle time from now, with no further notification, settles it.
+      if (p) {
+        p.due = now() + config.settleMs;
+        p.quiet = true;
+      } else pending.set(key, { due: now() + config.settleMs, quiet: true });
+    } else if (!p) pending.set(key, { due: now(), quiet: false });
   };
 
   const listUnder = async (dirKey: string): Promise<string[]> => {
@@ -253,10 +263,10 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
       const key = `${config.prefix}${n.path.replace(/^\/+/, '').replace(/\/+$/, '')}`;
       if (n.type === 'child_dir_removed' || n.type === 'child_dir_moved_from') {
         // The files of a directory that went away are not notified one by one.
-        for (const known of Object.keys(state.files)) if (known.startsWith(`${key}/`)) markPending(known);
+        for (const known of Object.keys(state.files)) if (known.startsWith(`${key}/`)) markPending(known, true);
       } else if (n.type === 'child_dir_moved_to') {
-        for (const k of await listUnder(`${key}/`)) markPending(k);
-      } else if (!n.type.startsWith('child_dir_')) markPending(key);
+        for (const k of await listUnder(`${key}/`)) markPending(k, true);
+      } else if (!n.type.startsWith('child_dir_')) markPending(key, true);
     }
   };
 
@@ -278,7 +288,7 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
           continue;
         }
         const seen = versionOf(file);
-        if (!sameVersion(p.seen, seen)) {
+        if (!p.quiet && !sameVersion(p.seen, seen)) {
           p.seen = seen;
           p.due = now() + config.settleMs;
           continue;
@@ -314,7 +324,7 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
           if (pending.has(f.key)) continue; // the stream has it; it settles there
           // Still being written: settled like a notified file.
           if (t - f.lastModified.getTime() < config.settleMs) {
-            markPending(f.key);
+            markPending(f.key, false);
             continue;
           }
           if (!sameVersion(state.files[f.key], versionOf(f))) events.push(replicatedEvent(f));
@@ -325,7 +335,7 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
           const last = state.files[key];
           if (!last || listed.has(key) || pending.has(key)) continue;
           // Listed as gone: confirmed, since it may have come back since the page was listed.
-          if (await tree.head(key, { abortSignal: signal })) markPending(key);
+          if (await tree.head(key, { abortSignal: signal })) markPending(key, false);
           else events.push(deletedEvent(key, last));
         }
         await publish(events, true);
@@ -377,6 +387,8 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
         if (signal.aborted) return;
         if (isPipelineError(e) && (e.code === ErrorCodes.UNAUTHENTICATED || e.code === ErrorCodes.FORBIDDEN || e.code === ErrorCodes.NOT_FOUND || e.code === ErrorCodes.INTERNAL)) throw e;
         registered = false;
+        // What was quiet on the lost stream may have changed unseen since: two looks settle it now.
+        for (const p of pending.values()) p.quiet = false;
         result.streamsLost++;
         log.warn(`ANQ notify watcher: the notification stream ended (${isPipelineError(e) ? e.code : 'error'}); registering again, then reconciling`);
         await sleep(backoff, signal);

@@ -138,6 +138,44 @@ describe('runNotifySession on fakes', () => {
     expect(Object.keys(state.doc!.document.files).sort()).toEqual(['dicom/b/1.dcm', 'dicom/b/2.dcm']);
   });
 
+  test('given a file written in steps with a notification each, then it is published once, as its last version, after a quiet settle time', async () => {
+    const tree = new FakeTree();
+    const stream = new FakeStream();
+    const sink = new Sink();
+    const s = session(deps(tree, stream, new MemoryState(), sink));
+    await until(() => stream.opened === 1);
+    for (let i = 0; i < 8; i++) {
+      tree.write('dicom/growing.dcm', 0);
+      stream.send(['child_data_written', 'growing.dcm']);
+      await new Promise((r) => setTimeout(r, 8)); // shorter than the settle time (20 ms)
+    }
+    await until(() => sink.events.length === 1);
+    await new Promise((r) => setTimeout(r, 100));
+    await s.stop();
+    expect(sink.events).toHaveLength(1);
+    expect(sink.events[0]!.data.etag).toBe(tree.files.get('dicom/growing.dcm')!.etag);
+  });
+
+  test('given a file the reconciliation finds still changing, then it waits for two looks that agree', async () => {
+    const tree = new FakeTree();
+    tree.write('dicom/fresh.dcm', 0); // modified just now
+    const sink = new Sink();
+    const looks: string[] = [];
+    const head = tree.head.bind(tree);
+    tree.head = async (key) => {
+      const f = await head(key);
+      looks.push(f?.etag ?? '-');
+      // Still being written at the first look.
+      if (looks.length === 1) tree.write('dicom/fresh.dcm', 0);
+      return f;
+    };
+    const s = session(deps(tree, new FakeStream(), new MemoryState(), sink));
+    await until(() => sink.events.length === 1);
+    await s.stop();
+    expect(looks.length).toBeGreaterThanOrEqual(3);
+    expect(sink.events[0]!.data.etag).toBe(tree.files.get('dicom/fresh.dcm')!.etag);
+  });
+
   test('given a reconciliation pass checkpointed mid-way, then the next session goes on after its key rather than from the start', async () => {
     const tree = new FakeTree();
     for (const k of ['a', 'b', 'c', 'd']) tree.write(`dicom/${k}.dcm`);
