@@ -107,7 +107,7 @@ export interface NotifySessionResult {
   notifications: number;
   replicated: number;
   deleted: number;
-  /** Of replicated and deleted, the events found by the reconciliation rather than the stream. */
+  /** Of replicated and deleted, the events of files found by the reconciliation rather than told by the stream. */
   reconciled: number;
   /** Reconciliation passes finished. */
   passes: number;
@@ -161,6 +161,8 @@ interface Pending {
   seen?: PublishedVersion;
   /** Quiet on a registered stream since its last notification: one look settles it. */
   quiet: boolean;
+  /** Found by the reconciliation, not told by the stream (counted as reconciled). */
+  listed: boolean;
 }
 
 /**
@@ -222,13 +224,13 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
     const data: AnqFileEventData = { url: anqSourceUrl(config.cluster, path), path, size: last.size, mtime: last.mtime, etag: last.etag };
     return { id: liveEventId(config.cluster, 'DELETED', path, last.etag), type: FILE_DELETED, source: `anq://${config.cluster}`, subject: path, time: new Date(now()).toISOString(), data };
   };
-  const publish = async (events: ArchiveFileEvent[], byReconciliation: boolean) => {
+  const publish = async (events: ArchiveFileEvent[], byReconciliation: (e: ArchiveFileEvent) => boolean) => {
     const batch = config.publishBatch ?? 100;
     for (let i = 0; i < events.length; i += batch) await sink.publish(events.slice(i, i + batch));
     for (const e of events) {
       if (e.type === FILE_DELETED) result.deleted++;
       else result.replicated++;
-      if (byReconciliation) result.reconciled++;
+      if (byReconciliation(e)) result.reconciled++;
     }
   };
 
@@ -241,8 +243,9 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
       if (p) {
         p.due = now() + config.settleMs;
         p.quiet = true;
-      } else pending.set(key, { due: now() + config.settleMs, quiet: true });
-    } else if (!p) pending.set(key, { due: now(), quiet: false });
+        p.listed = false;
+      } else pending.set(key, { due: now() + config.settleMs, quiet: true, listed: false });
+    } else if (!p) pending.set(key, { due: now(), quiet: false, listed: true });
   };
 
   const listUnder = async (dirKey: string): Promise<string[]> => {
@@ -278,9 +281,11 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
       if (due.length === 0) return;
       const looks = await Promise.all(due.map(async ([key]) => [key, await tree.head(key, { abortSignal: signal })] as const));
       const events: ArchiveFileEvent[] = [];
+      const listed = new Set<string>();
       for (const [key, file] of looks) {
         const p = pending.get(key);
         if (!p) continue;
+        if (p.listed) listed.add(pathOf(key));
         if (!file) {
           pending.delete(key);
           const last = state.files[key];
@@ -297,7 +302,7 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
         if (!sameVersion(state.files[key], seen)) events.push(replicatedEvent(file));
       }
       if (events.length === 0) return;
-      await publish(events, false);
+      await publish(events, (e) => listed.has(e.subject));
       for (const e of events) {
         const key = e.subject.slice(root.length + 1);
         if (e.type === FILE_DELETED) delete state.files[key];
@@ -338,7 +343,7 @@ export async function runNotifySession(deps: NotifyWatcherDeps, options: { durat
           if (await tree.head(key, { abortSignal: signal })) markPending(key, false);
           else events.push(deletedEvent(key, last));
         }
-        await publish(events, true);
+        await publish(events, () => true);
         for (const e of events) {
           const key = e.subject.slice(root.length + 1);
           if (e.type === FILE_DELETED) delete state.files[key];
