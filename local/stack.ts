@@ -84,6 +84,8 @@ export interface LocalAnqOptions {
   prefix?: string;
   /** The watcher's NCRONTAB schedule; default ANQ_WATCH_SCHEDULE, else every 5 seconds. */
   watchSchedule?: string;
+  /** `snapshots` (default: ANQ_WATCH_MODE, else snapshots) or `notify`: the stand-in then watches the folder live and the files are read live. */
+  watchMode?: 'snapshots' | 'notify';
 }
 
 /** The ANQ side of a running stack. */
@@ -99,6 +101,7 @@ export interface LocalAnq {
   checkpoint: { container: string; blobName: string };
   /** True when this start took the baseline snapshot (the stand-in had none). */
   baselineTaken: boolean;
+  watchMode: 'snapshots' | 'notify';
 }
 
 export interface LocalStack {
@@ -241,7 +244,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
         ANQ_S3_SECRET_ACCESS_KEY: STAND_IN_S3_KEY.secretAccessKey,
         ANQ_EXPORT_PATH: anq.exportPath,
         ANQ_PREFIX: anq.prefix,
-        ANQ_READ_FROM: 'snapshot',
+        ANQ_READ_FROM: anq.watchMode === 'notify' ? 'head' : 'snapshot',
         ANQ_REST_ENDPOINT: standIn.restEndpoint,
         ANQ_REST_TOKEN: anq.restToken,
         // Read when the function files load; the topic endpoint is set once the host's port is known.
@@ -251,6 +254,9 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
         ANQ_CHECKPOINT_BLOB: anq.checkpoint.blobName,
         // The host's webhook does not check keys (loopback only); a key keeps the publisher off Entra ID.
         ANQ_EVENTS_TOPIC_KEY: 'local-topic-key',
+        ANQ_WATCH_MODE: anq.watchMode,
+        // A notify session holds its timer run, and the host's stop waits for that run: short sessions keep a stop quick.
+        ...(anq.watchMode === 'notify' ? { ANQ_WATCH_MAX_RUN_MS: process.env.ANQ_WATCH_MAX_RUN_MS ?? '15000' } : {}),
       };
     }
 
@@ -350,7 +356,9 @@ async function startLocalAnq(options: LocalAnqOptions, hostName: string): Promis
   const tokenFile = path.join(stateDir, 'rest.token');
   if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
   const restToken = fs.readFileSync(tokenFile, 'utf8').trim();
+  const watchMode = options.watchMode ?? (process.env.ANQ_WATCH_MODE === 'notify' ? 'notify' : 'snapshots');
   const standIn = await startAnqStandIn({
+    ...(watchMode === 'notify' ? { notify: {} } : {}),
     targetDir,
     stateDir,
     exportPath,
@@ -364,7 +372,7 @@ async function startLocalAnq(options: LocalAnqOptions, hostName: string): Promis
     const snapshots = await new QumuloRestClient(standIn.restEndpoint, restToken).listSnapshots();
     const baselineTaken = snapshots.length === 0;
     if (baselineTaken) await standIn.takeSnapshot('baseline');
-    return { standIn, cluster, bucket, exportPath, prefix, targetDir, restToken, checkpoint: { container: 'anq-watcher', blobName: 'checkpoint.json' }, baselineTaken };
+    return { standIn, cluster, bucket, exportPath, prefix, targetDir, restToken, checkpoint: { container: 'anq-watcher', blobName: 'checkpoint.json' }, baselineTaken, watchMode };
   } catch (err) {
     await standIn.close();
     throw new Error(`the ANQ stand-ins did not answer: ${(err as Error).message}`, { cause: err });

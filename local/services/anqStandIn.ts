@@ -9,7 +9,9 @@
  *   the Qumulo REST API Guide (docs.qumulo.com/rest-api-guide): `GET/POST /v3/snapshots/`
  *   (snapshots/v3_snapshots.html), `GET /v2/snapshots/{newer}/changes-since/{older}` with
  *   `after`/`limit` paging (snapshots/v2_snapshots_newer_id_changes-since_older_id.html), and
- *   `GET /v1/files/{ref}/info/attributes?snapshot=` (files/files_ref_info_attributes.html).
+ *   `GET /v1/files/{ref}/info/attributes?snapshot=` (files/files_ref_info_attributes.html), and,
+ *   with the `notify` option, `GET /v1/files/{ref}/notify?recursive=&filter=`
+ *   (files/files_ref_notify.html), see notify below.
  *
  * s3rver keeps objects in its own layout, not as plain files, so the folder is copied into it
  * when a snapshot is taken: the live keys are brought up to date and the snapshot's files are
@@ -100,6 +102,22 @@ export interface AnqStandInOptions {
   s3Port?: number;
   restPort?: number;
   host?: string;
+  /**
+   * Watch the folder live, as a cluster's file system is live: a poll of the tree (every
+   * `pollMs`, default 100) keeps the S3 view of the live tree in step with the folder (on a
+   * cluster an object is the file) and feeds the change-notification streams. Without it the
+   * live keys follow the folder only when a snapshot is taken.
+   */
+  notify?: {
+    pollMs?: number;
+    /**
+     * A stream whose unsent bytes exceed this is dropped with an error, as the cluster drops
+     * a client that cannot keep up (default 1 MiB).
+     */
+    maxBufferedBytes?: number;
+    /** Keep-alive comments this often (default 10 s). */
+    keepAliveMs?: number;
+  };
 }
 
 export interface AnqStandIn {
@@ -111,6 +129,10 @@ export interface AnqStandIn {
   takeSnapshot(nameSuffix?: string): Promise<SnapshotRecord>;
   /** Deletes a snapshot (it expired): listed as in_delete, and its `.snapshot` objects removed. */
   deleteSnapshot(id: number): Promise<void>;
+  /** With the notify option: resolves once the folder's changes so far are in S3 and sent to the streams. */
+  settled(): Promise<void>;
+  /** With the notify option: how many notification streams are open, and how many were dropped for falling behind. */
+  notifyStreams(): { open: number; dropped: number };
   close(): Promise<void>;
 }
 
@@ -234,6 +256,110 @@ function snapshotInfo(s: SnapshotRecord): Omit<SnapshotRecord, 'files'> {
   return info;
 }
 
+/** What the poll sees of one entry of the folder. */
+interface LiveEntry {
+  ino: number;
+  dir: boolean;
+  size: number;
+  mtimeMs: number;
+}
+
+/** The folder as it is now: files and directories by relative path (dot names left out, as in walk). */
+function scanTree(dir: string, rel = '', out = new Map<string, LiveEntry>()): Map<string, LiveEntry> {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(path.join(dir, rel), { withFileTypes: true });
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    if (entry.name.startsWith('.')) continue;
+    const r = rel ? `${rel}/${entry.name}` : entry.name;
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(path.join(dir, r));
+    } catch {
+      continue; // removed meanwhile: the next poll sees it gone
+    }
+    if (st.isDirectory()) {
+      out.set(r, { ino: st.ino, dir: true, size: 0, mtimeMs: 0 });
+      scanTree(dir, r, out);
+    } else if (st.isFile()) out.set(r, { ino: st.ino, dir: false, size: st.size, mtimeMs: st.mtimeMs });
+  }
+  return out;
+}
+
+/** The notification types of the REST API Guide (files/files_ref_notify.html, `filter`). */
+export const NOTIFY_TYPES = [
+  'child_file_added', 'child_dir_added', 'child_file_removed', 'child_dir_removed',
+  'child_file_moved_from', 'child_file_moved_to', 'child_dir_moved_from', 'child_dir_moved_to',
+  'child_btime_changed', 'child_mtime_changed', 'child_atime_changed', 'child_size_changed',
+  'child_extra_attrs_changed', 'child_acl_changed', 'child_owner_changed', 'child_group_changed',
+  'child_data_written', 'child_stream_added', 'child_stream_removed', 'child_stream_moved_from',
+  'child_stream_moved_to', 'child_stream_size_changed', 'child_stream_data_written', 'self_removed',
+] as const;
+
+/** A change seen by the poll, by path relative to the export. */
+interface LiveChange {
+  type: (typeof NOTIFY_TYPES)[number];
+  rel: string;
+}
+
+/**
+ * The changes between two polls, in the order a file system makes them: moves (by inode;
+ * entries under a moved directory move with it and are not reported one by one), removals,
+ * additions, then writes.
+ */
+function liveChanges(before: Map<string, LiveEntry>, after: Map<string, LiveEntry>): { changes: LiveChange[]; moved: [string, string][] } {
+  const changes: LiveChange[] = [];
+  const moved: [string, string][] = [];
+  const beforeByIno = new Map<number, string>();
+  for (const [rel, e] of before) beforeByIno.set(e.ino, rel);
+  const movedFrom = new Set<string>();
+  const movedTo = new Set<string>();
+  // Shortest paths first, so a moved directory is found before its entries.
+  for (const [rel, e] of [...after].sort((a, b) => a[0].length - b[0].length)) {
+    if (before.get(rel)?.ino === e.ino) continue;
+    const from = beforeByIno.get(e.ino);
+    if (from === undefined || after.get(from)?.ino === e.ino) continue;
+    if (moved.some(([f, t]) => from.startsWith(`${f}/`) && rel === `${t}${from.slice(f.length)}`)) {
+      movedFrom.add(from);
+      movedTo.add(rel);
+      continue;
+    }
+    moved.push([from, rel]);
+    movedFrom.add(from);
+    movedTo.add(rel);
+    changes.push({ type: e.dir ? 'child_dir_moved_from' : 'child_file_moved_from', rel: from }, { type: e.dir ? 'child_dir_moved_to' : 'child_file_moved_to', rel });
+  }
+  for (const [rel, e] of before) {
+    if (movedFrom.has(rel) || after.get(rel)?.ino === e.ino) continue;
+    changes.push({ type: e.dir ? 'child_dir_removed' : 'child_file_removed', rel });
+  }
+  for (const [rel, e] of after) {
+    const was = before.get(rel);
+    if (movedTo.has(rel)) continue;
+    if (was?.ino !== e.ino) {
+      changes.push({ type: e.dir ? 'child_dir_added' : 'child_file_added', rel });
+      if (!e.dir && e.size > 0) changes.push({ type: 'child_data_written', rel });
+    } else if (!e.dir && (was.size !== e.size || was.mtimeMs !== e.mtimeMs)) {
+      changes.push({ type: 'child_data_written', rel });
+      if (was.size !== e.size) changes.push({ type: 'child_size_changed', rel });
+      else changes.push({ type: 'child_mtime_changed', rel });
+    }
+  }
+  return { changes, moved };
+}
+
+interface NotifyClient {
+  res: http.ServerResponse;
+  /** The watched directory, relative to the export ("" for its root). */
+  base: string;
+  recursive: boolean;
+  filter?: Set<string>;
+  keepAlive: NodeJS.Timeout;
+}
+
 /** Starts both stand-ins. */
 export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqStandIn> {
   const host = options.host ?? '127.0.0.1';
@@ -346,7 +472,8 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
         const unchanged = previous && previous.files[rel]?.sha256 === files[rel]?.sha256;
         if (!unchanged || !copyStored(`.snapshot/${previous.name}/${rel}`, key, file)) await put(key, file);
       });
-      await syncLive(files);
+      // With the notify option the poll keeps the live keys in step with the folder itself.
+      if (!options.notify) await syncLive(files);
       book.state.snapshots.push(record);
       book.save();
       return record;
@@ -413,6 +540,103 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
     };
   };
 
+  /*
+   * Change notifications (files/files_ref_notify.html; the payload is described in the
+   * administrator guide, watching-file-attribute-directory-changes/rest.html): after a comment
+   * line that says the request registered, each SSE `data:` line is a JSON list of `{ type,
+   * path, spine, stream_name }`, `path` relative to the watched directory, `spine` the file ids
+   * from the oldest ancestor to the file, `stream_name` null for the default stream; comments
+   * keep the connection alive. "In case a client can't keep up with the amount of events that
+   * the system emits, the cluster stops queuing events and produces an error" (how-file-system-
+   * change-notifications-work.html): here a stream whose unsent bytes exceed maxBufferedBytes
+   * gets a final `event: error` whose data is a Qumulo error body and is closed. The guide does
+   * not give that error's class; `fs_notify_queue_overflow_error` is the stand-in's.
+   */
+  const notifyClients = new Set<NotifyClient>();
+  let notifyDropped = 0;
+  const maxBuffered = options.notify?.maxBufferedBytes ?? 1024 * 1024;
+  const spineOf = (rel: string) => {
+    const parts = rel.split('/');
+    return [ROOT_FILE_ID, ...parts.map((_, i) => book.fileIdOf(parts.slice(0, i + 1).join('/')))];
+  };
+  const endNotifyClient = (client: NotifyClient, error?: { error_class: string; description: string }) => {
+    if (!notifyClients.delete(client)) return;
+    clearInterval(client.keepAlive);
+    if (error) {
+      notifyDropped++;
+      client.res.write(`event: error\ndata: ${JSON.stringify({ module: 'qfsd', ...error })}\n\n`);
+    }
+    client.res.end();
+    // A client that reads nothing more would hold the socket: it is cut after a while.
+    setTimeout(() => client.res.destroy(), 5_000).unref();
+  };
+  const sendChanges = (changes: LiveChange[]) => {
+    for (const client of [...notifyClients]) {
+      const list = changes
+        .filter((c) => !client.filter || client.filter.has(c.type))
+        .filter((c) => (client.base === '' || c.rel.startsWith(`${client.base}/`)))
+        .map((c) => ({ rel: client.base === '' ? c.rel : c.rel.slice(client.base.length + 1), c }))
+        .filter(({ rel }) => client.recursive || !rel.includes('/'))
+        .map(({ rel, c }) => ({ type: c.type, path: rel, spine: spineOf(c.rel), stream_name: null }));
+      if (list.length === 0) continue;
+      client.res.write(`data: ${JSON.stringify(list)}\n\n`);
+      if (client.res.writableLength > maxBuffered) {
+        endNotifyClient(client, { error_class: 'fs_notify_queue_overflow_error', description: 'The client did not keep up with the notifications; events were dropped' });
+      }
+    }
+  };
+  const openNotifyStream = (ref: string, url: URL, res: http.ServerResponse) => {
+    if (!options.notify) return qumuloError(res, 404, 'http_not_found_error', 'No such resource');
+    const found = attributesOf(ref, undefined);
+    if (!found) return qumuloError(res, 404, 'fs_no_such_entry_error', 'No such entry');
+    if (found.type !== 'FS_FILE_TYPE_DIRECTORY') return qumuloError(res, 400, 'fs_not_a_directory_error', 'Not a directory');
+    const filterText = url.searchParams.get('filter');
+    const filter = filterText ? new Set(filterText.split(',').map((t) => t.trim()).filter(Boolean)) : undefined;
+    const unknown = [...(filter ?? [])].filter((t) => !(NOTIFY_TYPES as readonly string[]).includes(t));
+    if (unknown.length > 0) return qumuloError(res, 400, 'http_bad_request_error', `Unknown notification type: ${unknown.join(', ')}`);
+    const base = relOf(String(found.path)) ?? '';
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.write(': registered for notifications\n\n');
+    const client: NotifyClient = {
+      res,
+      base,
+      recursive: url.searchParams.get('recursive') === 'true',
+      ...(filter ? { filter } : {}),
+      keepAlive: setInterval(() => res.write(': keep-alive\n\n'), options.notify.keepAliveMs ?? 10_000),
+    };
+    client.keepAlive.unref();
+    notifyClients.add(client);
+    res.on('close', () => endNotifyClient(client));
+  };
+
+  // The poll: the live keys in S3 follow the folder, then the streams are told (one poll at a time, never during a snapshot's copy).
+  let liveView = new Map<string, LiveEntry>();
+  let pollTimer: NodeJS.Timeout | undefined;
+  let closing = false;
+  const poll = (): Promise<void> => {
+    const run = snapshotChain.then(async () => {
+      const next = scanTree(options.targetDir);
+      const { changes } = liveChanges(liveView, next);
+      const toPut = new Set<string>();
+      for (const [rel, e] of next) {
+        const was = liveView.get(rel);
+        if (!e.dir && (!was || was.ino !== e.ino || was.size !== e.size || was.mtimeMs !== e.mtimeMs)) toPut.add(rel);
+      }
+      await eachLimited([...toPut], (rel) => put(rel, path.join(options.targetDir, rel)).catch(() => undefined));
+      for (const [rel, e] of liveView) {
+        if (!e.dir && !next.get(rel)) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: rel }));
+      }
+      liveView = next;
+      if (changes.length > 0) sendChanges(changes);
+    });
+    snapshotChain = run.catch(() => undefined);
+    return run;
+  };
+  const schedulePoll = () => {
+    if (closing) return;
+    pollTimer = setTimeout(() => void poll().catch(() => undefined).finally(schedulePoll), options.notify?.pollMs ?? 100);
+  };
+
   const rest = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -450,6 +674,8 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
             paging: { next: more ? `${p}?after=${Buffer.from(last.path).toString('base64url')}&limit=${limit}` : null },
           });
         }
+        const notify = /^\/v1\/files\/([^/]+)\/notify$/.exec(p);
+        if (notify && req.method === 'GET') return openNotifyStream(decodeURIComponent(notify[1] ?? ''), url, res);
         const attrs = /^\/v1\/files\/([^/]+)\/info\/attributes$/.exec(p);
         if (attrs && req.method === 'GET') {
           const snapshot = url.searchParams.get('snapshot');
@@ -461,6 +687,10 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
     });
   });
   const restPort = await listen(rest, options.restPort ?? 0, host, 'Qumulo REST stand-in');
+  if (options.notify) {
+    await poll();
+    schedulePoll();
+  }
 
   return {
     s3Endpoint,
@@ -474,7 +704,19 @@ export async function startAnqStandIn(options: AnqStandInOptions): Promise<AnqSt
       book.save();
       for (const rel of Object.keys(snap.files)) await s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: `.snapshot/${snap.name}/${rel}` }));
     },
+    async settled() {
+      // The poll under way may have read the folder before the caller's last change: one more, whole.
+      await snapshotChain;
+      await poll();
+    },
+    notifyStreams: () => ({ open: notifyClients.size, dropped: notifyDropped }),
     async close() {
+      closing = true;
+      if (pollTimer) clearTimeout(pollTimer);
+      const clients = [...notifyClients];
+      for (const client of clients) endNotifyClient(client);
+      for (const client of clients) client.res.destroy();
+      await snapshotChain;
       await closeServer(rest);
       await s3rver.close();
       s3.destroy();

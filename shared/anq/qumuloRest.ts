@@ -156,3 +156,118 @@ export async function coveringSnapshotSources(api: QumuloApi, anq: Pick<AnqSetti
   }
   return ids;
 }
+
+/**
+ * One notification of the change-notification stream (`GET /v1/files/{ref}/notify`, REST API
+ * Guide files/files_ref_notify.html; payload as in the administrator guide,
+ * watching-file-attribute-directory-changes/rest.html): `path` is relative to the watched directory.
+ */
+export interface QumuloNotification {
+  type: string;
+  path: string;
+  spine?: string[];
+  stream_name: string | null;
+}
+
+/** What the stream gives: first that the watch is registered, then lists of notifications. */
+export type NotifyStreamItem = { kind: 'registered' } | { kind: 'notifications'; notifications: QumuloNotification[] };
+
+/** The change-notification stream of a directory. */
+export interface QumuloNotifyApi {
+  /**
+   * Watches a directory (recursively) and yields what the stream carries. Never ends normally:
+   * when the cluster drops the stream (the client fell behind: an `error` event) or the
+   * connection ends, it throws PipelineError SERVICE_UNAVAILABLE; 401/403 and 404 as
+   * fromServiceError maps them. Aborting ends it with the abort's error.
+   */
+  notifications(dirPath: string, options: { filter?: string[]; abortSignal?: AbortSignal }): AsyncIterable<NotifyStreamItem>;
+}
+
+/** Splits an SSE body into events (HTML Living Standard, "server-sent events"): `event` name, `data` joined, comments flagged. */
+async function* sseEvents(body: AsyncIterable<Uint8Array>): AsyncGenerator<{ event?: string; data?: string; comment: boolean }> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let event: string | undefined;
+  let data: string[] = [];
+  let comment = false;
+  for await (const chunk of body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    for (let nl = buffer.search(/\r?\n/); nl >= 0; nl = buffer.search(/\r?\n/)) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + (buffer[nl] === '\r' ? 2 : 1));
+      if (line === '') {
+        if (data.length > 0 || comment) yield { ...(event !== undefined ? { event } : {}), ...(data.length > 0 ? { data: data.join('\n') } : {}), comment: comment && data.length === 0 };
+        event = undefined;
+        data = [];
+        comment = false;
+      } else if (line.startsWith(':')) comment = true;
+      else {
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'event') event = value;
+        else if (field === 'data') data.push(value);
+      }
+    }
+  }
+}
+
+export class QumuloNotifyClient implements QumuloNotifyApi {
+  constructor(
+    private readonly endpoint: string,
+    private readonly token: string,
+    private readonly fetchImpl: typeof fetch = fetch,
+  ) {}
+
+  async *notifications(dirPath: string, options: { filter?: string[]; abortSignal?: AbortSignal }): AsyncGenerator<NotifyStreamItem> {
+    const q = new URLSearchParams({ recursive: 'true' });
+    if (options.filter?.length) q.set('filter', options.filter.join(','));
+    const what = 'watching ANQ change notifications';
+    let res: Response;
+    try {
+      res = await this.fetchImpl(`${this.endpoint}/v1/files/${fileRef(dirPath)}/notify?${q.toString()}`, {
+        headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream' },
+        ...(options.abortSignal ? { signal: options.abortSignal } : {}),
+      });
+    } catch (e) {
+      throw fromServiceError(e, what);
+    }
+    if (!res.ok || !res.body) {
+      await res.body?.cancel();
+      throw fromServiceError({ statusCode: res.status }, what);
+    }
+    let registered = false;
+    try {
+      for await (const e of sseEvents(res.body)) {
+        if (e.event === 'error') {
+          let cls = 'unknown';
+          try {
+            cls = String((JSON.parse(e.data ?? '{}') as { error_class?: unknown }).error_class ?? cls);
+          } catch {
+            // an error whose body is not JSON is still the end of the stream
+          }
+          throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `${what}: the cluster dropped the stream (${cls})`);
+        }
+        if (!registered && (e.comment || e.data !== undefined)) {
+          registered = true;
+          yield { kind: 'registered' };
+        }
+        if (e.data === undefined) continue;
+        let list: unknown;
+        try {
+          list = JSON.parse(e.data);
+        } catch (err) {
+          throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `${what}: an event is not JSON`, { cause: err });
+        }
+        if (!Array.isArray(list)) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `${what}: an event is not a list of notifications`);
+        yield { kind: 'notifications', notifications: list.filter((n): n is QumuloNotification => typeof (n as QumuloNotification)?.type === 'string' && typeof (n as QumuloNotification)?.path === 'string') };
+      }
+    } catch (e) {
+      if (options.abortSignal?.aborted) throw options.abortSignal.reason;
+      throw e instanceof PipelineError ? e : fromServiceError(e, what);
+    } finally {
+      await res.body.cancel().catch(() => undefined);
+    }
+    throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, `${what}: the stream ended`);
+  }
+}

@@ -6,9 +6,10 @@
 import { loadAnqSettings, loadAnqWatcherSettings } from '../config/anqSettings';
 import { ErrorCodes, PipelineError } from '../errors';
 import { anqS3Client } from '../storage/anqSourceStore';
-import { coveringSnapshotSources, QumuloRestClient } from './qumuloRest';
+import type { NotifyWatcherDeps } from './notifyWatcher';
+import { coveringSnapshotSources, QumuloNotifyClient, QumuloRestClient } from './qumuloRest';
 import { WatcherDeps, WatcherLogger } from './watcher';
-import { BlobCheckpointStore, EventGridArchiveSink, S3SnapshotFileLister } from './watcherAdapters';
+import { BlobCheckpointStore, BlobListingStateStore, EventGridArchiveSink, S3LiveTree, S3SnapshotFileLister } from './watcherAdapters';
 
 let cached: Promise<Omit<WatcherDeps, 'log'> | undefined> | undefined;
 
@@ -44,4 +45,38 @@ export function watcherDeps(log: WatcherLogger, env: Record<string, string | und
 /** For tests that change the environment. */
 export function resetWatcherDepsForTests(): void {
   cached = undefined;
+  cachedNotify = undefined;
+}
+
+/** The watcher's mode and, in notify mode, its dependencies and session length. */
+export type WatcherRun =
+  | { mode: 'off' }
+  | { mode: 'snapshots'; deps: WatcherDeps }
+  | { mode: 'notify'; deps: NotifyWatcherDeps; sessionMs: number };
+
+let cachedNotify: Promise<Omit<NotifyWatcherDeps, 'log'> & { sessionMs: number }> | undefined;
+
+/** What the timer runs (ANQ_WATCH_MODE). Throws CONFIG_INVALID on bad settings. */
+export async function watcherRun(log: WatcherLogger, env: Record<string, string | undefined> = process.env): Promise<WatcherRun> {
+  const anq = loadAnqSettings(env);
+  if (!anq) return { mode: 'off' };
+  const watcher = loadAnqWatcherSettings(env);
+  if (watcher.mode === 'snapshots') {
+    const deps = await watcherDeps(log, env);
+    return deps ? { mode: 'snapshots', deps } : { mode: 'off' };
+  }
+  cachedNotify ??= (async () => {
+    if (!anq.rest) throw new PipelineError(ErrorCodes.CONFIG_INVALID, 'invalid configuration: the ANQ notify watcher needs ANQ_REST_ENDPOINT and ANQ_REST_TOKEN');
+    return {
+      notify: new QumuloNotifyClient(anq.rest.endpoint, anq.rest.token),
+      tree: new S3LiveTree(anqS3Client(anq.s3), anq.s3.bucket),
+      sink: new EventGridArchiveSink(watcher.topic),
+      state: BlobListingStateStore.fromSettings(watcher.checkpoint, watcher.notify.stateBlobName),
+      config: { cluster: anq.cluster, exportPath: anq.exportPath, prefix: anq.prefix, settleMs: watcher.notify.settleMs, reconcileMs: watcher.notify.reconcileMs },
+      sessionMs: watcher.maxRunMs,
+    };
+  })();
+  cachedNotify.catch(() => (cachedNotify = undefined));
+  const { sessionMs, ...deps } = await cachedNotify;
+  return { mode: 'notify', deps: { ...deps, log }, sessionMs };
 }

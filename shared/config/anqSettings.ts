@@ -59,8 +59,21 @@ export interface AnqWatcherSettings {
    * ingested, only what changes afterwards.
    */
   backfill: boolean;
-  /** Stop taking new pages after this long, so one timer run ends before the host's time-out. */
+  /** Stop taking new pages after this long, so one timer run ends before the host's time-out (in notify mode: the length of a session). */
   maxRunMs: number;
+  /**
+   * `snapshots` (default): the snapshot-diff watcher. `notify`: the change-notification stream
+   * with a periodic reconciliation, for targets that keep no snapshots (needs ANQ_READ_FROM=head).
+   */
+  mode: 'snapshots' | 'notify';
+  notify: {
+    /** A notified file is published once two looks this far apart agree (ANQ_NOTIFY_SETTLE_MS). */
+    settleMs: number;
+    /** A reconciliation pass at least this often (ANQ_NOTIFY_RECONCILE_MS), and after every stream registration. */
+    reconcileMs: number;
+    /** The listing state's blob, in the checkpoint container (ANQ_NOTIFY_STATE_BLOB). */
+    stateBlobName: string;
+  };
 }
 
 /** `/replica/`, `replica` and `/replica` all mean `/replica`; `/` stays `/`. */
@@ -146,6 +159,23 @@ export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettin
   const backfill = c.str('ANQ_WATCH_BACKFILL', 'on');
   if (backfill !== 'on' && backfill !== 'off') c.problems.push('ANQ_WATCH_BACKFILL must be "on" or "off"');
 
+  const mode = c.str('ANQ_WATCH_MODE', 'snapshots');
+  if (mode !== 'snapshots' && mode !== 'notify') c.problems.push('ANQ_WATCH_MODE must be "snapshots" or "notify"');
+  // Without snapshots, an event names the live file: the ingestion must read the live tree.
+  if (mode === 'notify' && (env.ANQ_READ_FROM || 'snapshot') !== 'head') c.problems.push('ANQ_WATCH_MODE=notify needs ANQ_READ_FROM=head (its events name no snapshot)');
+  const settleMs = c.int('ANQ_NOTIFY_SETTLE_MS', 5_000, 10, 600_000);
+  const reconcileMs = c.int('ANQ_NOTIFY_RECONCILE_MS', 900_000, 1_000, 86_400_000);
+  const stateBlobName = c.str('ANQ_NOTIFY_STATE_BLOB', 'listing-state.json');
+
   if (c.problems.length > 0) c.fail();
-  return { topic, schedule, checkpoint: { storage, container, blobName }, startFrom: startFrom as 'oldest' | 'latest', backfill: backfill === 'on', maxRunMs };
+  return {
+    topic,
+    schedule,
+    checkpoint: { storage, container, blobName },
+    startFrom: startFrom as 'oldest' | 'latest',
+    backfill: backfill === 'on',
+    maxRunMs,
+    mode: mode as 'snapshots' | 'notify',
+    notify: { settleMs, reconcileMs, stateBlobName },
+  };
 }

@@ -29,9 +29,11 @@ export interface AnqFileEventData {
   size: number | null;
   /** Modification time, RFC 3339 (null when unknown). */
   mtime: string | null;
-  /** The snapshot the change was seen in (the newer one of the diff). */
-  snapshotId: number;
-  snapshotName: string;
+  /** The snapshot the change was seen in (the newer one of the diff); absent from the notify-mode watcher's events, which name the live file. */
+  snapshotId?: number;
+  snapshotName?: string;
+  /** The notify-mode watcher's events: the live version's S3 ETag (for a deletion, the last one published). */
+  etag?: string;
 }
 export const SUBSCRIPTION_VALIDATION = 'Microsoft.EventGrid.SubscriptionValidationEvent';
 

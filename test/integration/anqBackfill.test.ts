@@ -7,75 +7,39 @@
  * The watcher process dies mid-backfill and the next run resumes from its checkpoint.
  */
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { BlobServiceClient } from '@azure/storage-blob';
 
-import { closeServer, listen } from '../../local/net';
-import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from '../../local/services/anqStandIn';
+import { STAND_IN_S3_KEY } from '../../local/services/anqStandIn';
 import { QumuloRestClient } from '../../shared/anq/qumuloRest';
 import { ArchiveEventSink, ArchiveFileEvent, watchSnapshots } from '../../shared/anq/watcher';
 import { BlobCheckpointStore, EventGridArchiveSink, S3SnapshotFileLister } from '../../shared/anq/watcherAdapters';
-import { asciiValue } from '../../shared/dicom/dataset';
 import { defaultProfile } from '../../shared/dicom/deid/profile';
-import { parseDicomBuffer } from '../../shared/dicom/parser';
-import { Tags } from '../../shared/dicom/tags';
-import { AnqScope, anqSourceUrl, parseIncomingEvent, resolveRequestSource } from '../../shared/events/ingestEvents';
-import { ingestSourceFile } from '../../shared/ingest/ingestSourceFile';
+import { AnqScope, anqSourceUrl } from '../../shared/events/ingestEvents';
 import { anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../../shared/storage/anqSourceStore';
 import { SourceRouter } from '../../shared/storage/sourceRouter';
 import { memoryWorld } from '../unit/fakes';
+import { AnqTarget, dicomInstance, ingestEvents, LoopbackTopic, STAND_IN_BUCKET as BUCKET, STAND_IN_TOKEN as TOKEN, startAnqTarget, startLoopbackTopic } from './anqHarness';
 import { testStack } from './stackEnv';
 
-const BUCKET = 'replica';
-const TOKEN = 'stand-in-token';
 const FIXTURE = fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm'));
 const scope: AnqScope = { cluster: 'anq-local', bucket: BUCKET, exportPath: '/replica', prefix: 'dicom/', readFrom: 'snapshot' };
 
-let dir: string;
-let target: string;
-let standIn: AnqStandIn;
-let topic: http.Server;
-let topicUrl: string;
-const delivered: Record<string, unknown>[] = [];
+let t: AnqTarget;
+let topic: LoopbackTopic;
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'anq-backfill-'));
-  target = path.join(dir, 'target');
-  standIn = await startAnqStandIn({ targetDir: target, stateDir: path.join(dir, 'state'), exportPath: '/replica', bucket: BUCKET, restToken: TOKEN });
-  topic = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      delivered.push(...(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>[]));
-      res.writeHead(200, { 'content-length': 0 });
-      res.end();
-    });
-  });
-  topicUrl = `http://127.0.0.1:${await listen(topic, 0, '127.0.0.1', 'loopback Event Grid topic')}/api/events`;
+  t = await startAnqTarget('anq-backfill');
+  topic = await startLoopbackTopic();
 });
 
 afterAll(async () => {
-  await standIn?.close();
-  if (topic) await closeServer(topic);
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  await t?.close();
+  await topic?.close();
 });
 
-/** The fixture as another SOP instance (the last digits of its UID), one per `i`. */
-async function instance(i: number): Promise<Buffer> {
-  const sop = asciiValue((await parseDicomBuffer(FIXTURE)).dataset.get(Tags.SOPInstanceUID))!;
-  const next = `${sop.slice(0, -5)}${String(i).padStart(5, '0')}`;
-  const out = Buffer.from(FIXTURE);
-  for (let at = out.indexOf(sop, 132); at >= 0; at = out.indexOf(sop, at + 1)) out.write(next, at, 'latin1');
-  return out;
-}
-
-function place(rel: string, content: Buffer): void {
-  fs.mkdirSync(path.dirname(path.join(target, rel)), { recursive: true });
-  fs.writeFileSync(path.join(target, rel), content);
-}
+const instance = (i: number) => dicomInstance(FIXTURE, i);
 
 /** Dies after publishing its Nth batch, before the checkpoint of that page is written. */
 class DyingSink implements ArchiveEventSink {
@@ -93,36 +57,36 @@ class DyingSink implements ArchiveEventSink {
 
 test('given files in the replication target before the watcher\'s first run, then the backfill publishes each, a crash mid-backfill resumes from the checkpoint, and each file is cataloged exactly once', async () => {
   const files = Array.from({ length: 11 }, (_, i) => `dicom/before/${String(i).padStart(2, '0')}.dcm`);
-  for (const [i, f] of files.entries()) place(f, await instance(500 + i));
-  place('other/not-the-archive.dcm', await instance(599));
-  const base = await standIn.takeSnapshot('replication');
+  for (const [i, f] of files.entries()) t.place(f, await instance(500 + i));
+  t.place('other/not-the-archive.dcm', await instance(599));
+  const base = await t.standIn.takeSnapshot('replication');
 
-  const s3 = anqS3Client({ endpoint: standIn.s3Endpoint, bucket: BUCKET, region: 'us-east-1', ...STAND_IN_S3_KEY });
-  const rest = new QumuloRestClient(standIn.restEndpoint, TOKEN);
+  const s3 = anqS3Client({ endpoint: t.standIn.s3Endpoint, bucket: BUCKET, region: 'us-east-1', ...STAND_IN_S3_KEY });
+  const rest = new QumuloRestClient(t.standIn.restEndpoint, TOKEN);
   const checkpoints = new BlobCheckpointStore(BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!).getContainerClient('anq-watcher'), `backfill-${Date.now()}.json`);
   const deps = (sink: ArchiveEventSink) => ({
     api: rest,
     sink,
     checkpoints,
     files: new S3SnapshotFileLister(s3, BUCKET),
-    config: { cluster: scope.cluster, exportPath: scope.exportPath, prefix: scope.prefix, snapshotSourceIds: [standIn.exportFileId], startFrom: 'oldest' as const, backfill: true, pageSize: 4, publishBatch: 4 },
+    config: { cluster: scope.cluster, exportPath: scope.exportPath, prefix: scope.prefix, snapshotSourceIds: [t.standIn.exportFileId], startFrom: 'oldest' as const, backfill: true, pageSize: 4, publishBatch: 4 },
     log: { info: () => undefined, warn: () => undefined },
   });
-  const topicSink = new EventGridArchiveSink({ endpoint: topicUrl, key: 'topic-key' });
+  const topicSink = new EventGridArchiveSink({ endpoint: topic.url, key: 'topic-key' });
 
   // The first run dies after publishing the second page (files 5-8), before checkpointing it.
   await expect(watchSnapshots(deps(new DyingSink(topicSink, 2)))).rejects.toThrow(/died after publishing/);
   expect((await checkpoints.read())?.checkpoint).toEqual({ version: 1, lastSnapshotId: base.id, backfill: { snapshotId: base.id, after: files[3] } });
-  const beforeResume = delivered.length;
+  const beforeResume = topic.delivered.length;
   expect(beforeResume).toBe(8);
 
   // A file placed meanwhile reaches the pipeline through the next snapshot's diff, after the backfill.
-  place('dicom/after.dcm', await instance(600));
-  await standIn.takeSnapshot('replication');
+  t.place('dicom/after.dcm', await instance(600));
+  await t.standIn.takeSnapshot('replication');
   const r = await watchSnapshots(deps(topicSink));
   expect(r).toMatchObject({ backfilled: 7, replicated: 8, snapshotsDiffed: 1 });
   // The resumed run started at the page that was not checkpointed: files 5-8 again, then the rest; the first page never again.
-  const paths = delivered.map((e) => (e.data as { path: string }).path);
+  const paths = topic.delivered.map((e) => (e.data as { path: string }).path);
   expect(paths.slice(beforeResume)).toEqual([...files.slice(4), 'dicom/after.dcm'].map((f) => `/replica/${f}`));
   expect(new Set(paths)).toEqual(new Set([...files, 'dicom/after.dcm'].map((f) => `/replica/${f}`)));
   expect((await checkpoints.read())?.checkpoint).toEqual({ version: 1, lastSnapshotId: base.id + 1 });
@@ -130,14 +94,7 @@ test('given files in the replication target before the watcher\'s first run, the
   // Every event as the topic got it, into the ingestion reading from s3rver.
   const world = memoryWorld(defaultProfile());
   world.deps.source = new SourceRouter(world.source, new AnqSourceStore(s3, new RestSnapshotResolver((o) => rest.listSnapshots(o), () => true, 0)));
-  const outcomes: string[] = [];
-  for (const event of delivered) {
-    const parsed = parseIncomingEvent(event);
-    if (parsed.kind !== 'ingest') throw new Error(`event not ingested: ${parsed.reason}`);
-    const resolved = resolveRequestSource(parsed.request, { blobEndpoints: [], sourceContainers: [], anq: scope });
-    if (resolved.kind !== 'source') throw new Error(`event ${resolved.kind}: ${resolved.reason}`);
-    outcomes.push((await ingestSourceFile(world.deps, parsed.request, resolved.location)).status);
-  }
+  const outcomes = await ingestEvents(world, topic.delivered, scope);
   // The repeated page changes nothing.
   expect(outcomes.filter((s) => s === 'cataloged')).toHaveLength(12);
   expect(outcomes.filter((s) => s === 'unchanged')).toHaveLength(4);

@@ -10,63 +10,41 @@
  * checkpointing, and duplicate deliveries.
  */
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
 import { placeAndSnapshot } from '../../local/anqIngest';
-import { closeServer, listen } from '../../local/net';
-import { AnqStandIn, STAND_IN_S3_KEY, startAnqStandIn } from '../../local/services/anqStandIn';
+import { STAND_IN_S3_KEY } from '../../local/services/anqStandIn';
 import { QumuloRestClient } from '../../shared/anq/qumuloRest';
-import { ArchiveEventSink, ArchiveFileEvent, WatcherDeps,watchSnapshots } from '../../shared/anq/watcher';
+import { ArchiveEventSink, ArchiveFileEvent, WatcherDeps, watchSnapshots } from '../../shared/anq/watcher';
 import { BlobCheckpointStore, EventGridArchiveSink } from '../../shared/anq/watcherAdapters';
 import { asciiValue } from '../../shared/dicom/dataset';
 import { defaultProfile } from '../../shared/dicom/deid/profile';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
 import { Tags } from '../../shared/dicom/tags';
 import { ErrorCodes } from '../../shared/errors';
-import { AnqScope, anqSourceUrl, parseIncomingEvent, resolveRequestSource } from '../../shared/events/ingestEvents';
-import { ingestSourceFile } from '../../shared/ingest/ingestSourceFile';
+import { AnqScope, anqSourceUrl } from '../../shared/events/ingestEvents';
 import { anqS3Client, AnqSourceStore, RestSnapshotResolver } from '../../shared/storage/anqSourceStore';
 import { AnqQuarantineStore, QuarantineRouter, SourceRouter } from '../../shared/storage/sourceRouter';
-import { MemoryWorld,memoryWorld } from '../unit/fakes';
+import { MemoryWorld, memoryWorld } from '../unit/fakes';
+import { AnqTarget, ingestEvents, LoopbackTopic, STAND_IN_BUCKET as BUCKET, STAND_IN_TOKEN as TOKEN, startAnqTarget, startLoopbackTopic } from './anqHarness';
 import { hostLog, testStack } from './stackEnv';
 
-const BUCKET = 'replica';
-const TOKEN = 'stand-in-token';
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 'dicom', 'pydicom-deb', 'test_files__MR_small.dcm');
 const scope: AnqScope = { cluster: 'anq-local', bucket: BUCKET, exportPath: '/replica', prefix: 'dicom/', readFrom: 'snapshot' };
 
-let dir: string;
-let target: string;
-let standIn: AnqStandIn;
-let topic: http.Server;
-let topicUrl: string;
-/** CloudEvents as the topic received them (the wire format subscribers parse). */
-const delivered: Record<string, unknown>[] = [];
+let t: AnqTarget;
+let topic: LoopbackTopic;
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'anq-watcher-'));
-  target = path.join(dir, 'target');
-  standIn = await startAnqStandIn({ targetDir: target, stateDir: path.join(dir, 'state'), exportPath: '/replica', bucket: BUCKET, restToken: TOKEN });
-  topic = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      delivered.push(...(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>[]));
-      res.writeHead(200, { 'content-length': 0 });
-      res.end();
-    });
-  });
-  topicUrl = `http://127.0.0.1:${await listen(topic, 0, '127.0.0.1', 'loopback Event Grid topic')}/api/events`;
+  t = await startAnqTarget('anq-watcher');
+  topic = await startLoopbackTopic();
 });
 
 afterAll(async () => {
-  await standIn?.close();
-  if (topic) await closeServer(topic);
-  fs.rmSync(dir, { recursive: true, force: true });
+  await t?.close();
+  await topic?.close();
 });
 
 const base = fs.readFileSync(FIXTURE);
@@ -87,11 +65,6 @@ async function variantOf(i: number, series = 'A'): Promise<Buffer> {
   replace(sop, `${sop.slice(0, sop.length - 4)}${String(i).padStart(4, '0')}`);
   replace(seriesUid, `${seriesUid.slice(0, seriesUid.length - 1)}${series === 'A' ? '1' : '2'}`);
   return out;
-}
-
-function place(rel: string, content: Buffer): void {
-  fs.mkdirSync(path.dirname(path.join(target, rel)), { recursive: true });
-  fs.writeFileSync(path.join(target, rel), content);
 }
 
 /** A sink that "crashes the process" after publishing when told to, like a host killed mid-run. */
@@ -117,27 +90,27 @@ interface Harness {
 }
 
 async function harness(checkpointBlob: string): Promise<Harness> {
-  const s3 = anqS3Client({ endpoint: standIn.s3Endpoint, bucket: BUCKET, region: 'us-east-1', ...STAND_IN_S3_KEY });
-  const rest = new QumuloRestClient(standIn.restEndpoint, TOKEN);
+  const s3 = anqS3Client({ endpoint: t.standIn.s3Endpoint, bucket: BUCKET, region: 'us-east-1', ...STAND_IN_S3_KEY });
+  const rest = new QumuloRestClient(t.standIn.restEndpoint, TOKEN);
   const blobService = BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!);
   const container = blobService.getContainerClient('anq-watcher');
   const quarantineContainer = blobService.getContainerClient('anq-test-quarantine');
   await quarantineContainer.createIfNotExists();
   const world = memoryWorld(defaultProfile());
-  const anqStore = new AnqSourceStore(s3, new RestSnapshotResolver((o) => rest.listSnapshots(o), (s) => s.source_file_id === standIn.exportFileId, 0));
+  const anqStore = new AnqSourceStore(s3, new RestSnapshotResolver((o) => rest.listSnapshots(o), (s) => s.source_file_id === t.standIn.exportFileId, 0));
   // As the runtime serves both sources: anq/<bucket> locations go to the cluster, others to the landing containers.
   world.deps.source = new SourceRouter(world.source, anqStore);
   world.deps.quarantine = new QuarantineRouter(world.quarantine, new AnqQuarantineStore(world.deps.source, quarantineContainer));
-  const sink = new CrashingSink(new EventGridArchiveSink({ endpoint: topicUrl, key: 'topic-key' }));
+  const sink = new CrashingSink(new EventGridArchiveSink({ endpoint: topic.url, key: 'topic-key' }));
   const deps: WatcherDeps = {
     api: rest,
     sink,
     checkpoints: new BlobCheckpointStore(container, checkpointBlob),
-    config: { cluster: scope.cluster, exportPath: scope.exportPath, prefix: scope.prefix, snapshotSourceIds: [standIn.exportFileId], startFrom: 'oldest', pageSize: 3 },
+    config: { cluster: scope.cluster, exportPath: scope.exportPath, prefix: scope.prefix, snapshotSourceIds: [t.standIn.exportFileId], startFrom: 'oldest', pageSize: 3 },
     log: { info: () => undefined, warn: () => undefined },
   };
   // Events published before this harness belong to earlier tests.
-  const first = delivered.length;
+  const first = topic.delivered.length;
   let next = first;
   return {
     world,
@@ -146,17 +119,9 @@ async function harness(checkpointBlob: string): Promise<Harness> {
     sink,
     async deliver(options = {}) {
       const from = options.again ? first : next;
-      const batch = delivered.slice(from);
-      next = delivered.length;
-      const outcomes: string[] = [];
-      for (const event of batch) {
-        const parsed = parseIncomingEvent(event);
-        if (parsed.kind !== 'ingest') throw new Error(`event not ingested: ${parsed.reason}`);
-        const resolved = resolveRequestSource(parsed.request, { blobEndpoints: [], sourceContainers: [], anq: scope });
-        if (resolved.kind !== 'source') throw new Error(`event ${resolved.kind}: ${resolved.reason}`);
-        outcomes.push((await ingestSourceFile(world.deps, parsed.request, resolved.location)).status);
-      }
-      return outcomes;
+      const batch = topic.delivered.slice(from);
+      next = topic.delivered.length;
+      return ingestEvents(world, batch, scope);
     },
   };
 }
@@ -179,17 +144,17 @@ function expectedFrom(files: string[], gone: string[]): Record<string, string> {
 describe('ANQ watcher and ingestion on the stand-ins', () => {
   test('given a burst across two snapshots, then modified, deleted and renamed files, a crash between publishing and checkpointing, and duplicate deliveries, the catalog ends as the latest snapshot says', async () => {
     const h = await harness('burst.json');
-    await standIn.takeSnapshot('replication'); // the baseline the watcher starts from
+    await t.standIn.takeSnapshot('replication'); // the baseline the watcher starts from
 
     // A burst of 8 files across two snapshots (and a file outside the prefix, which is not the archive's).
-    for (let i = 0; i < 5; i++) place(`dicom/study/${i}.dcm`, await variantOf(i));
-    place('other/ignored.dcm', await variantOf(99));
-    await standIn.takeSnapshot('replication');
-    for (let i = 5; i < 8; i++) place(`dicom/study/${i}.dcm`, await variantOf(i));
-    await standIn.takeSnapshot('replication');
+    for (let i = 0; i < 5; i++) t.place(`dicom/study/${i}.dcm`, await variantOf(i));
+    t.place('other/ignored.dcm', await variantOf(99));
+    await t.standIn.takeSnapshot('replication');
+    for (let i = 5; i < 8; i++) t.place(`dicom/study/${i}.dcm`, await variantOf(i));
+    await t.standIn.takeSnapshot('replication');
 
     expect((await watchSnapshots(h.deps)).replicated).toBe(8);
-    const cloudEvent = delivered[0]!;
+    const cloudEvent = topic.delivered[0]!;
     expect(cloudEvent).toMatchObject({ specversion: '1.0', type: 'VNA.Archive.FileReplicated', source: 'anq://anq-local', datacontenttype: 'application/json' });
     expect(Object.keys(cloudEvent.data as object).sort()).toEqual(['mtime', 'path', 'size', 'snapshotId', 'snapshotName', 'url']);
     expect((await h.deliver()).every((s) => s === 'cataloged')).toBe(true);
@@ -197,18 +162,18 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
     expect(catalogOf(h.world)).toEqual({ sources: expectedFrom(files, []), instances: 8 });
 
     // Modified (another instance in the same file), deleted, renamed; and the watcher dies after publishing the first page.
-    place('dicom/study/0.dcm', await variantOf(100, 'B'));
-    fs.rmSync(path.join(target, 'dicom/study/1.dcm'));
-    fs.renameSync(path.join(target, 'dicom/study/2.dcm'), path.join(target, 'dicom/study/2-renamed.dcm'));
-    await standIn.takeSnapshot('replication');
-    const before = delivered.length;
+    t.place('dicom/study/0.dcm', await variantOf(100, 'B'));
+    fs.rmSync(path.join(t.target, 'dicom/study/1.dcm'));
+    fs.renameSync(path.join(t.target, 'dicom/study/2.dcm'), path.join(t.target, 'dicom/study/2-renamed.dcm'));
+    await t.standIn.takeSnapshot('replication');
+    const before = topic.delivered.length;
     h.sink.crashAfterNextPublish = true;
     await expect(watchSnapshots(h.deps)).rejects.toThrow(/died after publishing/);
-    const firstPage = delivered.length - before;
+    const firstPage = topic.delivered.length - before;
     expect(firstPage).toBeGreaterThan(0);
     // The next run repeats that page (same ids), then goes on.
     await watchSnapshots(h.deps);
-    const ids = delivered.slice(before).map((e) => e.id as string);
+    const ids = topic.delivered.slice(before).map((e) => e.id as string);
     expect(ids.length - new Set(ids).size).toBe(firstPage);
     expect(new Set(ids).size).toBe(4); // 0 modified, 1 deleted, 2 deleted, 2-renamed created
 
@@ -221,7 +186,7 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
     // 0.dcm now holds instance 100 (its old instance withdrawn), 1 gone, 2 moved under a new name.
     expect(after.instances).toBe(7);
 
-    // Every event delivered again: nothing changes.
+    // Every event topic.delivered again: nothing changes.
     const again = await h.deliver({ again: true });
     expect(again.every((s) => s === 'unchanged')).toBe(true);
     expect(catalogOf(h.world)).toEqual(after);
@@ -230,21 +195,21 @@ describe('ANQ watcher and ingestion on the stand-ins', () => {
   test('given the watcher run twice over the same snapshots, then the checkpoint keeps the second run from publishing anything', async () => {
     const h = await harness('twice.json');
     await watchSnapshots({ ...h.deps, config: { ...h.deps.config, startFrom: 'latest' } });
-    const before = delivered.length;
+    const before = topic.delivered.length;
     await watchSnapshots(h.deps);
-    expect(delivered.length).toBe(before);
-    place('dicom/late.dcm', await variantOf(200));
-    await standIn.takeSnapshot('replication');
+    expect(topic.delivered.length).toBe(before);
+    t.place('dicom/late.dcm', await variantOf(200));
+    await t.standIn.takeSnapshot('replication');
     expect((await watchSnapshots(h.deps)).replicated).toBe(1);
-    expect(delivered.slice(before).map((e) => (e.data as { path: string }).path)).toEqual(['/replica/dicom/late.dcm']);
+    expect(topic.delivered.slice(before).map((e) => (e.data as { path: string }).path)).toEqual(['/replica/dicom/late.dcm']);
   });
 
   test('given a replicated file that is not DICOM, then it is recorded as failed and its replicated version copied to quarantine from the cluster', async () => {
     const h = await harness('quarantine.json');
     await watchSnapshots({ ...h.deps, config: { ...h.deps.config, startFrom: 'latest' } });
     const bytes = Buffer.from('this is a scanned requisition, not a DICOM file'.repeat(10));
-    place('dicom/notes/req.txt', bytes);
-    await standIn.takeSnapshot('replication');
+    t.place('dicom/notes/req.txt', bytes);
+    await t.standIn.takeSnapshot('replication');
     await watchSnapshots(h.deps);
     expect(await h.deliver()).toEqual(['failed']);
     const doc = h.world.index.all().find((d) => d.sourceUrl === anqSourceUrl(scope.cluster, '/replica/dicom/notes/req.txt'));
@@ -274,20 +239,20 @@ describe('placing a folder into the replication target (the ANQ mode of npm run 
   test('given a folder of files, then they land under the prefix, one snapshot is taken, and the watcher publishes each once, all cataloged', async () => {
     const h = await harness('ingest.json');
     await watchSnapshots({ ...h.deps, config: { ...h.deps.config, startFrom: 'latest' } });
-    const folder = path.join(dir, 'to-ingest');
+    const folder = path.join(t.dir, 'to-ingest');
     for (let i = 0; i < 4; i++) {
       fs.mkdirSync(path.join(folder, `series-${i % 2}`), { recursive: true });
       fs.writeFileSync(path.join(folder, `series-${i % 2}`, `${i}.dcm`), await variantOf(300 + i));
     }
-    const placed = await placeAndSnapshot({ folder, targetDir: target, prefix: 'dicom/batch', restEndpoint: standIn.restEndpoint, restToken: TOKEN });
+    const placed = await placeAndSnapshot({ folder, targetDir: t.target, prefix: 'dicom/batch', restEndpoint: t.standIn.restEndpoint, restToken: TOKEN });
     expect(placed).toMatchObject({ files: 4, snapshot: { name: `${placed.snapshot.id}_ingest` } });
-    expect(fs.existsSync(path.join(target, 'dicom', 'batch', 'series-1', '3.dcm'))).toBe(true);
+    expect(fs.existsSync(path.join(t.target, 'dicom', 'batch', 'series-1', '3.dcm'))).toBe(true);
     expect((await watchSnapshots(h.deps)).replicated).toBe(4);
     expect(await h.deliver()).toEqual(['cataloged', 'cataloged', 'cataloged', 'cataloged']);
   });
 });
 
-describe('the watcher\'s events delivered to the local function host', () => {
+describe('the watcher\'s events topic.delivered to the local function host', () => {
   test('given the Event Grid webhook of the host as the topic, then the SDK\'s CloudEvents batch is accepted and reaches ingestReplicatedFile', async () => {
     const sink = new EventGridArchiveSink({ endpoint: `${testStack().hostUrl}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`, key: 'local' });
     const event: ArchiveFileEvent = {

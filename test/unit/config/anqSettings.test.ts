@@ -68,12 +68,24 @@ describe('loadAnqWatcherSettings', () => {
       startFrom: 'oldest',
       backfill: true,
       maxRunMs: 240_000,
+      mode: 'snapshots',
+      notify: { settleMs: 5_000, reconcileMs: 900_000, stateBlobName: 'listing-state.json' },
     });
   });
 
   test('given the local host\'s Event Grid webhook as the topic, then its query is kept', () => {
     const endpoint = 'http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile';
     expect(loadAnqWatcherSettings({ ANQ_EVENTS_TOPIC_ENDPOINT: endpoint, AzureWebJobsStorage: 'UseDevelopmentStorage=true' }).topic.endpoint).toBe(endpoint);
+  });
+
+  test('given notify mode with live reads, then its settings are read; with snapshot reads, the conflict is named', () => {
+    const env = { ANQ_EVENTS_TOPIC_ENDPOINT: 'https://t.westeurope-1.eventgrid.azure.net/api/events', AzureWebJobsStorage: 'UseDevelopmentStorage=true', ANQ_WATCH_MODE: 'notify' };
+    expect(loadAnqWatcherSettings({ ...env, ANQ_READ_FROM: 'head', ANQ_NOTIFY_SETTLE_MS: '2000', ANQ_NOTIFY_RECONCILE_MS: '60000', ANQ_NOTIFY_STATE_BLOB: 'state.json' })).toMatchObject({
+      mode: 'notify',
+      notify: { settleMs: 2_000, reconcileMs: 60_000, stateBlobName: 'state.json' },
+    });
+    expect(() => loadAnqWatcherSettings(env)).toThrow(/ANQ_WATCH_MODE=notify needs ANQ_READ_FROM=head/);
+    expect(() => loadAnqWatcherSettings({ ...env, ANQ_WATCH_MODE: 'stream', ANQ_NOTIFY_SETTLE_MS: 'soon' })).toThrow(/ANQ_WATCH_MODE must be "snapshots" or "notify".*ANQ_NOTIFY_SETTLE_MS/s);
   });
 
   test('given no topic, no storage and a bad schedule, then each is named', () => {

@@ -44,3 +44,23 @@ test('given ANQ settings without the watcher\'s topic, then the run fails with C
   const { context } = contextWithLog();
   await expect(anqSnapshotWatcher(timer, context)).rejects.toMatchObject({ code: ErrorCodes.CONFIG_INVALID, message: expect.stringContaining('ANQ_EVENTS_TOPIC_ENDPOINT is required') });
 });
+
+test('given ANQ_WATCH_MODE=notify with snapshot reads, then the run fails with CONFIG_INVALID naming ANQ_READ_FROM, before any stream is opened', async () => {
+  Object.assign(process.env, {
+    ANQ_S3_ENDPOINT: 'https://10.0.0.4:9000',
+    ANQ_CLUSTER: 'anq-west',
+    ANQ_S3_BUCKET: 'replica',
+    ANQ_S3_ACCESS_KEY_ID: 'AKID',
+    ANQ_S3_SECRET_ACCESS_KEY: 'secret',
+    ANQ_EXPORT_PATH: '/replica',
+    ANQ_REST_ENDPOINT: 'https://10.0.0.4:8000',
+    ANQ_REST_TOKEN: 'token',
+    ANQ_EVENTS_TOPIC_ENDPOINT: 'https://t.westeurope-1.eventgrid.azure.net/api/events',
+    AzureWebJobsStorage: 'UseDevelopmentStorage=true',
+    ANQ_WATCH_MODE: 'notify',
+    ANQ_READ_FROM: 'snapshot',
+  });
+  resetWatcherDepsForTests();
+  const { context } = contextWithLog();
+  await expect(anqSnapshotWatcher(timer, context)).rejects.toMatchObject({ code: ErrorCodes.CONFIG_INVALID, message: expect.stringContaining('ANQ_WATCH_MODE=notify needs ANQ_READ_FROM=head') });
+});
