@@ -25,6 +25,8 @@ import { CatalogFrameIndexSource } from './retrieve/frameIndexSource';
 import { MetadataCache } from './retrieve/instanceMetadata';
 import { ResearchInstanceCache } from './retrieve/researchInstances';
 import type { WadoDeps } from './retrieve/wado';
+import type { IngestionOutcomeReader } from './statistics/catalogStatistics';
+import { CosmosIngestionOutcomes } from './statistics/cosmosIngestionOutcomes';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
@@ -38,6 +40,8 @@ export interface Runtime {
   /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
   ingestions: Limiter;
   researchCatalogReader: ResearchCatalogReader;
+  /** Files per ingestion status and error code, from the restricted index (statistics, Operations.Read). */
+  ingestionOutcomes: IngestionOutcomeReader;
   /** What WADO-RS reads: the research catalog and container only. `frameIndex` may be replaced (tests, the ingestion-built index). */
   retrieve: WadoDeps;
   index: IndexStore;
@@ -104,6 +108,7 @@ async function build(): Promise<Runtime> {
     auth,
     accessAudit: new CosmosAccessAudit(auditContainer),
     researchCatalogReader,
+    ingestionOutcomes: new CosmosIngestionOutcomes(indexContainer),
     retrieve: {
       catalog: researchCatalogReader,
       research,
