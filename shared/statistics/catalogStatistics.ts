@@ -48,7 +48,7 @@ type SeriesDoc = QidoDocument & { statistics?: SeriesStatistics };
  */
 export async function catalogStatistics(reader: ResearchCatalogReader, query: URLSearchParams, limits: QidoLimits, options: { abortSignal?: AbortSignal } = {}): Promise<RawStatistics> {
   const q = parseStatisticsFilters(query, limits);
-  const read = { pageSize: 1000, ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}) };
+  const read = { pageSize: 5000, ...(options.abortSignal ? { abortSignal: options.abortSignal } : {}) };
   let studies: Set<string> | undefined;
   const studyPass = buildStudyPassQuery(q, { projection: STUDY_PROJECTION, ordered: false });
   if (studyPass) {
