@@ -230,6 +230,7 @@ async function main(): Promise<void> {
   console.log(`ANQ REST (Qumulo stand-in)  ${anq.standIn.restEndpoint}`);
   console.log(`ANQ replication target      ${path.relative(process.cwd(), anq.targetDir)} (snapshot watcher on "${stack.env.ANQ_WATCH_SCHEDULE}")`);
   if (viewer) console.log(`OHIF viewer                 ${viewer.url} (research archive at ${stack.hostUrl}/api/dicomweb, Research.Read token)`);
+  if (viewer) console.log(`statistics dashboard        ${viewer.dashboardUrl} (GET ${stack.hostUrl}/api/statistics)`);
   // For `npm run ingest` (another process): where to copy files and whom to ask for a snapshot.
   const anqFile = path.join(dataDir, LOCAL_ANQ_FILE);
   fs.writeFileSync(

@@ -221,6 +221,8 @@ export interface ViewerOptions {
   /** The OHIF build (ensureViewerBuild). */
   distDir: string;
   dicomWebRoot: string;
+  /** The statistics dashboard's files (default: the project's `dashboard/`), served at `/dashboard/`. */
+  dashboardDir?: string;
   /** Default 127.0.0.1. */
   host?: string;
   /** Default LOCAL_VIEWER_PORT, else 7072; 0 picks a free port. */
@@ -235,6 +237,8 @@ export interface ViewerServer {
   url: string;
   /** `<url>/viewer?StudyInstanceUIDs=<uid>` */
   studyUrl(studyInstanceUid: string): string;
+  /** `<url>/dashboard/` */
+  dashboardUrl: string;
   stop(): Promise<void>;
 }
 
@@ -269,6 +273,54 @@ function sendFile(req: http.IncomingMessage, res: http.ServerResponse, file: str
     .pipe(res);
 }
 
+/** The folder holding this project's package.json, above this module (its source or its build). */
+function projectRootOf(dir: string): string {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'package.json'))) return d;
+    if (path.dirname(d) === d) throw new Error('viewer: no package.json above the module');
+  }
+}
+
+/** The files of the dashboard: the page's folder, and the charting library from node_modules (pinned in package.json). */
+export function dashboardFiles(dashboardDir?: string): { dir: string; chartJs: string } {
+  const root = projectRootOf(__dirname);
+  return { dir: path.resolve(dashboardDir ?? path.join(root, 'dashboard')), chartJs: path.join(root, 'node_modules', 'chart.js', 'dist', 'chart.umd.min.js') };
+}
+
+/** `/dashboard/config.js`: where the API is, and locally the development token of the Research.Read role. */
+export function dashboardConfigScript(options: { apiRoot: string; token?: string }): string {
+  return `window.DASHBOARD_CONFIG = ${JSON.stringify({ apiRoot: options.apiRoot, ...(options.token !== undefined ? { token: options.token } : {}) })};\n`;
+}
+
+/**
+ * The statistics dashboard (CONTRACT.md: `/dashboard/` on the viewer's origin): its static
+ * files, its config.js and Chart.js's UMD bundle. True when the request was answered.
+ */
+async function serveDashboard(req: http.IncomingMessage, res: http.ServerResponse, pathname: string, options: ViewerOptions): Promise<boolean> {
+  if (pathname === '/dashboard') {
+    res.writeHead(301, { location: '/dashboard/', 'content-length': 0 });
+    res.end();
+    return true;
+  }
+  if (!pathname.startsWith('/dashboard/')) return false;
+  const files = dashboardFiles(options.dashboardDir);
+  const rest = pathname.slice('/dashboard'.length);
+  if (rest === '/config.js') {
+    const token = options.token ? await options.token() : undefined;
+    const script = dashboardConfigScript({ apiRoot: options.dicomWebRoot.replace(/\/dicomweb\/?$/, ''), ...(token !== undefined ? { token } : {}) });
+    res.writeHead(200, { 'content-type': contentTypeOf(rest), 'content-length': Buffer.byteLength(script), 'cache-control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : script);
+    return true;
+  }
+  const file = rest === '/vendor/chart.umd.min.js' ? files.chartJs : fileFor(files.dir, rest === '/' ? '/index.html' : rest);
+  if (!file || !fs.existsSync(file)) {
+    sendText(res, 404, 'not found\n');
+    return true;
+  }
+  sendFile(req, res, file, 'no-cache');
+  return true;
+}
+
 /** Serves the OHIF build and its configuration. Throws when the port is busy or distDir holds no build. */
 export async function startViewer(options: ViewerOptions): Promise<ViewerServer> {
   const distDir = path.resolve(options.distDir);
@@ -282,6 +334,7 @@ export async function startViewer(options: ViewerOptions): Promise<ViewerServer>
       return;
     }
     const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (await serveDashboard(req, res, pathname, options)) return;
     if (pathname === '/app-config.js') {
       const token = options.token ? await options.token() : undefined;
       const script = viewerConfigScript({ dicomWebRoot: options.dicomWebRoot, token });
@@ -314,6 +367,7 @@ export async function startViewer(options: ViewerOptions): Promise<ViewerServer>
     port,
     url,
     studyUrl: (uid) => `${url}/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`,
+    dashboardUrl: `${url}/dashboard/`,
     stop: () => closeServer(server),
   };
 }

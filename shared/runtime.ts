@@ -29,6 +29,8 @@ import { CosmosAgreementStore, CosmosExportStore, CosmosSharingAudit } from './s
 import { AzureDestinations } from './sharing/destination';
 import { AzureExportQueue, EXPORT_QUEUE_CONNECTION, queueServiceFor } from './sharing/exportQueue';
 import type { ExportQueue, SharingDeps } from './sharing/sharing';
+import type { IngestionOutcomeReader } from './statistics/catalogStatistics';
+import { CosmosIngestionOutcomes } from './statistics/cosmosIngestionOutcomes';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
 import { createTelemetry, Telemetry } from './telemetry/telemetry';
 
@@ -42,6 +44,8 @@ export interface Runtime {
   /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
   ingestions: Limiter;
   researchCatalogReader: ResearchCatalogReader;
+  /** Files per ingestion status and error code, from the restricted index (statistics, Operations.Read). */
+  ingestionOutcomes: IngestionOutcomeReader;
   /** What WADO-RS reads: the research catalog and container only. `frameIndex` may be replaced (tests, the ingestion-built index). */
   retrieve: WadoDeps;
   index: IndexStore;
@@ -134,6 +138,7 @@ async function build(): Promise<Runtime> {
     auth,
     accessAudit: new CosmosAccessAudit(auditContainer),
     researchCatalogReader,
+    ingestionOutcomes: new CosmosIngestionOutcomes(indexContainer),
     retrieve: {
       catalog: researchCatalogReader,
       research,

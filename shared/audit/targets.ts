@@ -73,3 +73,8 @@ export function ingestionAccessTarget(_request: HttpRequest, response: HttpRespo
     ...(typeof body?.sha256 === 'string' ? { sourceSha256: body.sha256 } : {}),
   };
 }
+
+/** Statistics: counts only, no UIDs answered; the filter keys (not their values) and the UIDs they name. */
+export function statisticsAccessTarget(request: HttpRequest, _response: HttpResponseInit): AccessTarget {
+  return { requested: uidsInDicomwebRequest(request), queryKeys: [...new Set(request.query.keys())] };
+}

@@ -30,10 +30,14 @@ export interface GuardDeps {
 
 export type HttpHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
 
+/** A handler behind the guard that answers differently by the caller's roles (statistics). */
+export type PrincipalHandler = (request: HttpRequest, context: InvocationContext, principal: Principal) => Promise<HttpResponseInit>;
+
 export interface GuardOptions {
   /** The function's name, recorded in the audit. */
   route: string;
-  role: Role;
+  /** The role the route requires; with a list, any one of them (the handler then sees the principal). */
+  role: Role | readonly Role[];
   /** What the request and its answer touched (research UIDs, query keys), for the audit. */
   describe?: (request: HttpRequest, response: HttpResponseInit) => AccessTarget;
 }
@@ -58,8 +62,9 @@ function codeOf(e: unknown): string {
  * Wraps a handler with authentication, the role check and the access audit. `getDeps` is called
  * per request (the runtime is built once, on first use).
  */
-export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOptions, handler: HttpHandler): HttpHandler {
-  const { route, role } = options;
+export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOptions, handler: HttpHandler | PrincipalHandler): HttpHandler {
+  const { route } = options;
+  const accepted: readonly Role[] = typeof options.role === 'string' ? [options.role] : options.role;
   return async (request, context) => {
     let deps: GuardDeps;
     try {
@@ -82,25 +87,26 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
       return { status: status === 500 ? 503 : status, jsonBody: httpErrorBody(status === 500 ? new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'authentication is not available') : e) };
     }
 
+    const role = accepted.find((r) => hasRole(principal, r)) ?? (accepted[0] as Role);
     const record = async (status: number, target?: AccessTarget) =>
       deps.accessAudit.append(
         accessRecord({ id: randomUUID(), time: new Date(), principal, route, method: request.method, role, status, invocationId: context.invocationId, target }),
       );
 
-    if (!hasRole(principal, role)) {
-      context.warn(`${route}: 403 (caller lacks ${role})`);
+    if (!accepted.some((r) => hasRole(principal, r))) {
+      context.warn(`${route}: 403 (caller lacks ${accepted.join(' or ')})`);
       // Nothing is disclosed on a 403, so a failed audit write does not change the answer; it is logged as an error.
       await record(403).catch((e: unknown) => {
         context.error(`${route}: access audit not written for a 403 (${codeOf(e)})`);
         deps.telemetry?.trackFailure(AUDIT_FAILURE, route);
       });
-      const denied = new PipelineError(ErrorCodes.FORBIDDEN, `this route needs the app role ${role}`);
+      const denied = new PipelineError(ErrorCodes.FORBIDDEN, `this route needs the app role ${accepted.join(' or ')}`);
       return { status: 403, headers: { 'www-authenticate': 'Bearer realm="api", error="insufficient_scope"' }, jsonBody: httpErrorBody(denied) };
     }
 
     let response: HttpResponseInit;
     try {
-      response = await handler(request, context);
+      response = await handler(request, context, principal);
     } catch (e) {
       context.error(`${route}: handler failed (${codeOf(e)})`);
       response = { status: httpStatusFor(e), jsonBody: httpErrorBody(e) };

@@ -15,6 +15,7 @@ import { type DicomJson, jsonKey } from '../dicom/json';
 import { levelOf } from '../dicom/metadata';
 import { Tags } from '../dicom/tags';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
+import { seriesStatistics } from '../statistics/aggregate';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
@@ -354,9 +355,9 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
     const params = [{ name: '@s', value: series }];
     // Only small projections are read per instance; the representative attributes come from
     // the newest instance (this process's copy of it when it wrote it, else one point read).
-    const rows = await queryAll<{ id: string; sopClassUid: string; updatedAt: string }>(
+    const rows = await queryAll<{ id: string; sopClassUid: string; updatedAt: string; size?: number; transferSyntaxUid?: string }>(
       this.container,
-      "SELECT c.id, c.sopClassUid, c.updatedAt FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s",
+      "SELECT c.id, c.sopClassUid, c.updatedAt, c.size, c.transferSyntaxUid FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s",
       params,
       study,
     );
@@ -375,12 +376,14 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
       modality: latest.modality,
       numberOfSeriesRelatedInstances: rows.length,
       sopClassesInSeries: sopClasses,
+      statistics: seriesStatistics(rows),
       dicom: { ...seriesJson, [jsonKey('NumberOfSeriesRelatedInstances')]: { vr: 'IS', Value: [rows.length] } },
       updatedAt: new Date().toISOString(),
     };
     await this.writeSummary(doc, existing, (old) =>
       old.numberOfSeriesRelatedInstances === doc.numberOfSeriesRelatedInstances &&
       JSON.stringify(old.sopClassesInSeries) === JSON.stringify(sopClasses) &&
+      JSON.stringify(old.statistics) === JSON.stringify(doc.statistics) &&
       JSON.stringify(old.dicom) === JSON.stringify(doc.dicom), 'writing the series summary');
   }
 

@@ -42,6 +42,19 @@ export interface SeriesDocument extends ResearchDocumentBase {
   modality: string;
   numberOfSeriesRelatedInstances: number;
   sopClassesInSeries: string[];
+  /**
+   * The series' share of the catalog statistics (shared/statistics), recomputed with the rest of
+   * the summary from the instance documents: never a counter, so a redelivered, deleted or
+   * re-ingested instance cannot be counted twice. Absent on series written before 0.8.0.
+   */
+  statistics?: SeriesStatistics;
+}
+
+/** Instances and bytes of one series, by SOP class and by transfer syntax. */
+export interface SeriesStatistics {
+  bytes: number;
+  sopClasses: Record<string, { instances: number; bytes: number }>;
+  transferSyntaxes: Record<string, { instances: number; bytes: number }>;
 }
 
 export interface InstanceDocument extends ResearchDocumentBase {

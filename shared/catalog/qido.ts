@@ -19,5 +19,5 @@ export {
   type QidoQuery,
 } from './qido/model';
 export { parseQidoRequest } from './qido/parse';
-export { buildCatalogQuery, buildStudyPassQuery, type CatalogQuery } from './qido/query';
+export { buildCatalogQuery, buildStudyPassQuery, type CatalogQuery, type QueryShape } from './qido/query';
 export { createQidoHandler, type QidoHandlerOptions, runQido, type RunQidoOptions } from './qido/response';

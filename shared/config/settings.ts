@@ -86,6 +86,8 @@ export interface Settings {
    * QIDO_MAX_SCANNED_DOCUMENTS catalog documents read and QIDO_TIME_BUDGET_MS spent (413 beyond).
    */
   qidoLimits: { maxPatternLength: number; maxWildcards: number; maxScannedDocuments: number; timeBudgetMs: number };
+  /** STATISTICS_MIN_CELL: research-facing statistics withhold cells describing fewer studies (default 11). */
+  statisticsMinCell: number;
 }
 
 /** The account `UseDevelopmentStorage=true` names (Azurite's; its key lives with the local stack, local/emulators.ts). */
@@ -308,6 +310,7 @@ export function loadSettings(env: Env = process.env): Settings {
       maxScannedDocuments: c.int('QIDO_MAX_SCANNED_DOCUMENTS', 50_000, 100, 10_000_000),
       timeBudgetMs: c.int('QIDO_TIME_BUDGET_MS', 10_000, 100, 230_000),
     },
+    statisticsMinCell: c.int('STATISTICS_MIN_CELL', 11, 1, 1_000_000),
   };
   if (c.problems.length > 0) {
     throw new PipelineError(ErrorCodes.CONFIG_INVALID, `invalid configuration: ${c.problems.join('; ')}`);

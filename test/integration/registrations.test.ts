@@ -36,6 +36,8 @@ const EXPECTED: RegisteredFunction[] = [
   anonymousGet('wadoSeriesMetadata', 'dicomweb/studies/{study}/series/{series}/metadata'),
   anonymousGet('wadoInstanceMetadata', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata'),
   anonymousGet('wadoFrames', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}'),
+  // Catalog statistics (Research.Read; the ingestion outcomes on top for Operations.Read).
+  anonymousGet('statistics', 'statistics'),
   anonymousGet('wadoBulkData', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}'),
   // Data sharing (Sharing.Manage): agreements, exports, and the worker of the export queue.
   { name: 'createAgreement', trigger: 'httpTrigger', route: 'agreements', methods: ['POST'], authLevel: 'anonymous' },

@@ -120,6 +120,9 @@ const SEARCHABLE_BY_KEYWORD: Readonly<Partial<Record<TagKeyword, QidoLevel>>> = 
   SeriesTime: 'series',
   SeriesDescription: 'series',
   BodyPartExamined: 'series',
+  // The equipment of the series ("per scanner model": the statistics' filters); indexed already.
+  Manufacturer: 'series',
+  ManufacturerModelName: 'series',
   SeriesInstanceUID: 'series',
   SeriesNumber: 'series',
   PerformedProcedureStepStartDate: 'series',

@@ -87,7 +87,16 @@ function matcherSql(key: QidoMatchKey, m: QidoMatcher, p: Params): MatcherSql {
 }
 
 /** Builds the SQL of one level for the given keys; `study`/`series` confine it to one study or series. */
-function buildLevelQuery(level: QidoLevel, keys: QidoMatchKey[], scope: { study?: string; series?: string }): CatalogQuery {
+/**
+ * Another reader of the same matching (statistics): its own SELECT list (which must keep
+ * c.dicom and the fields the post-filter reads) and no ORDER BY when it reads every match anyway.
+ */
+export interface QueryShape {
+  projection?: string;
+  ordered?: boolean;
+}
+
+function buildLevelQuery(level: QidoLevel, keys: QidoMatchKey[], scope: { study?: string; series?: string }, shape: QueryShape = {}): CatalogQuery {
   const p = new Params();
   const where = [`c.type = ${p.add(level)}`];
   let partitionKey = scope.study;
@@ -112,7 +121,7 @@ function buildLevelQuery(level: QidoLevel, keys: QidoMatchKey[], scope: { study?
   return {
     // c.id is unique within a partition and, per level, a function of the UID: a total
     // order that makes offset paging repeatable.
-    sql: { query: `${PROJECTION} WHERE ${where.join(' AND ')} ORDER BY c.id`, parameters: p.list },
+    sql: { query: `${shape.projection ?? PROJECTION} WHERE ${where.join(' AND ')}${shape.ordered === false ? '' : ' ORDER BY c.id'}`, parameters: p.list },
     ...(partitionKey !== undefined ? { partitionKey } : {}),
     ...(postKeys.length > 0 ? { postFilter: (doc: QidoDocument) => postKeys.every((k) => keyMatches(doc, k)) } : {}),
   };
@@ -128,21 +137,21 @@ function studyOnlyKeys(q: QidoQuery): QidoMatchKey[] {
  * summary (ModalitiesInStudy on `/series`), those keys are left to a first pass over study
  * documents (`buildStudyPassQuery`), as no lower document carries them.
  */
-export function buildCatalogQuery(q: QidoQuery, withinStudy?: string): CatalogQuery {
+export function buildCatalogQuery(q: QidoQuery, withinStudy?: string, shape?: QueryShape): CatalogQuery {
   const deferred = new Set(studyOnlyKeys(q));
   const study = withinStudy ?? q.studyInstanceUid;
   return buildLevelQuery(q.level, q.keys.filter((k) => !deferred.has(k)), {
     ...(study !== undefined ? { study } : {}),
     ...(q.seriesInstanceUid !== undefined ? { series: q.seriesInstanceUid } : {}),
-  });
+  }, shape);
 }
 
 /** The first pass over study documents, when study summaries are matched below the study level; undefined otherwise. */
-export function buildStudyPassQuery(q: QidoQuery): CatalogQuery | undefined {
+export function buildStudyPassQuery(q: QidoQuery, shape?: QueryShape): CatalogQuery | undefined {
   const summaries = studyOnlyKeys(q);
   if (summaries.length === 0) return undefined;
   const studyKeys = q.keys.filter((k) => k.level === 'study');
-  return buildLevelQuery('study', studyKeys, q.studyInstanceUid !== undefined ? { study: q.studyInstanceUid } : {});
+  return buildLevelQuery('study', studyKeys, q.studyInstanceUid !== undefined ? { study: q.studyInstanceUid } : {}, shape);
 }
 
 

@@ -40,6 +40,7 @@ import { audit } from '../../../functions/audit';
 import { health } from '../../../functions/health';
 import { ingestions } from '../../../functions/ingestions';
 import * as qido from '../../../functions/qido';
+import { statistics } from '../../../functions/statistics';
 
 type Who = 'none' | 'research' | 'sharing' | 'operations';
 const ROLE_OF: Record<Exclude<Who, 'none'>, string> = { research: 'Research.Read', sharing: 'Sharing.Manage', operations: 'Operations.Read' };
@@ -64,6 +65,8 @@ const ROUTES: Route[] = [
   { name: 'qidoInstances', handler: qido.qidoInstances, url: '/api/dicomweb/instances', expect: research },
   { name: 'ingestions', handler: ingestions, url: `/api/ingestions?source=${encodeURIComponent(SOURCE)}`, expect: operations },
   { name: 'audit', handler: audit, url: '/api/audit', expect: operations },
+  // Either role: research counts for Research.Read, ingestion outcomes for Operations.Read.
+  { name: 'statistics', handler: statistics, url: '/api/statistics', expect: { none: 401, research: 200, sharing: 403, operations: 200 } },
 ];
 
 let keys: TestKeys;
@@ -97,6 +100,7 @@ beforeEach(() => {
     // Real settings with their defaults: the handlers read what they need of them (container names, QIDO limits).
     settings: loadSettings(SETTINGS_ENV),
     health: async () => ({ catalog: 'ok' }),
+    ingestionOutcomes: { outcomes: async () => ({ byStatus: { cataloged: 1 }, byError: [] }) },
     telemetry: { trackFailure: jest.fn() },
   });
 });
@@ -116,6 +120,16 @@ describe('role checks, route by route', () => {
       });
     }
   }
+
+  test('given statistics asked with Research.Read, then counts without ingestion outcomes; with Operations.Read, outcomes without counts', async () => {
+    const route = { handler: statistics, url: '/api/statistics' };
+    const asResearch = (await call(route, await bearer('research'))).jsonBody as Record<string, unknown>;
+    expect(asResearch).toHaveProperty('breakdowns');
+    expect(asResearch).not.toHaveProperty('ingestions');
+    const asOperator = (await call(route, await bearer('operations'))).jsonBody as Record<string, unknown>;
+    expect(asOperator).toEqual({ ingestions: { byStatus: { cataloged: 1 }, byError: [] } });
+    expect(accessAudit.records.map((r) => r.role)).toEqual(['Research.Read', 'Operations.Read']);
+  });
 
   test('given no token, then /api/health still answers 200', async () => {
     const res = await health(new HttpRequest({ method: 'GET', url: 'http://localhost/api/health' }), context());
