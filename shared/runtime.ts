@@ -15,6 +15,7 @@ import type { ResearchCatalogReader } from './catalog/researchCatalog';
 import { loadAnqSettings } from './config/anqSettings';
 import { loadAuthSettings, loadFreeTextCloudSettings, loadSettings, Settings, StorageConnection } from './config/settings';
 import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
+import { TesseractDetector } from './dicom/pixels/tesseractDetector';
 import { ErrorCodes, PipelineError } from './errors';
 import type { AnqScope } from './events/ingestEvents';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
@@ -94,6 +95,8 @@ async function build(): Promise<Runtime> {
 
   const researchCatalogReader = new CosmosResearchCatalogReader(researchContainer);
   const headerLimits = { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes };
+  // One OCR engine pool per instance, apart from the ingestion limiter: its workers start on first use.
+  const textDetector = new TesseractDetector({ workers: settings.ocrWorkers });
 
   return {
     settings,
@@ -124,7 +127,7 @@ async function build(): Promise<Runtime> {
       log,
       deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId, ...(cloudPhi ? { cloudPhi } : {}) },
       limits: headerLimits,
-      burnedIn: { mode: settings.burnedInPolicy },
+      burnedIn: { mode: settings.burnedInPolicy, ...(settings.burnedInPolicy === 'redact' ? { ocr: { detector: textDetector, sampleFrames: settings.ocrSampleFrames } } : {}) },
     }),
     async health() {
       const check = async (f: () => Promise<unknown>) => {

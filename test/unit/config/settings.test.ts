@@ -17,7 +17,7 @@ describe('loadSettings', () => {
     expect(s.cosmosDatabase).toBe('vna');
     expect(s.sourceStorage).toMatchObject({ kind: 'connectionString', blobEndpoint: 'http://127.0.0.1:10000/devstoreaccount1' });
     expect(s.researchStorage).toBe(s.sourceStorage);
-    expect(s.burnedInPolicy).toBe('quarantine');
+    expect(s.burnedInPolicy).toBe('redact');
   });
 
   it('given identity-based connections, then no secret is needed for storage and Cosmos DB', () => {
