@@ -212,7 +212,7 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
   const cleaning = burnedIn.action === 'clean' ? { geometry: burnedIn.geometry, boxes: burnedIn.boxes } : ocr && ocr.boxes.length > 0 ? ocr : undefined;
   // Marked before de-identification, so the gate checks the header that is actually written.
   if (burnedIn.action === 'clean' || ocr) markBurnedInRemoved(ds);
-  const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames, method: 'regions' as const } : ocr?.audit;
+  const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : ocr?.audit;
 
   await nextTurn();
   // Pixels OCR'd and cleaned: the copy says so in its method sequence (Clean Pixel Data, 113101).

@@ -1,8 +1,8 @@
 /**
  * One frame of native pixel data as 8-bit grey, for OCR: what a screen would show, close
  * enough for text to stand out. 8-bit monochrome as is; wider samples windowed (the header's
- * first window, else the frame's own range); colour as the brightest channel of each pixel, so
- * coloured overlay text keeps its contrast against a grey image.
+ * first window, else the frame's own range); colour as its luma (Rec. 601), as a grey screen
+ * would show it.
  */
 import { asciiValue, DicomDataset, uintValue } from '../dataset';
 import { Tags } from '../tags';
@@ -47,11 +47,11 @@ export function grayFrame(frame: Uint8Array, g: PixelGeometry, look: PixelLook):
   };
   const spp = g.samplesPerPixel;
   const at = (pixel: number, s: number) => (g.planar ? s * n + pixel : pixel * spp + s);
-  // Per pixel: the brightest channel (YBR_FULL: the luma channel).
+  // Per pixel: its luma (YBR_FULL carries it as the first channel).
   const value = (p: number) => {
     if (spp === 1) return sample(p);
     if (look.photometric === 'YBR_FULL') return sample(at(p, 0));
-    return Math.max(sample(at(p, 0)), sample(at(p, 1)), sample(at(p, 2)));
+    return 0.299 * sample(at(p, 0)) + 0.587 * sample(at(p, 1)) + 0.114 * sample(at(p, 2));
   };
   let lo: number;
   let hi: number;

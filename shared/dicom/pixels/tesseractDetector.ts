@@ -48,8 +48,9 @@ export class TesseractDetector implements TextDetector {
   private startWorker(): Promise<Worker> {
     return (async () => {
       const worker = await createWorker('eng', OEM.LSTM_ONLY, { langPath: englishModelPath(), gzip: true, cacheMethod: 'none' });
-      // Sparse text: overlays are scattered words and lines on an image, not a page.
-      await worker.setParameters({ tessedit_pageseg_mode: PSM.SPARSE_TEXT, user_defined_dpi: '96' });
+      // Sparse text: overlays are scattered words and lines on an image, not a page. Adaptive
+      // (tiled Otsu) thresholds: a light label over one band of an image and a dark one elsewhere.
+      await worker.setParameters({ tessedit_pageseg_mode: PSM.SPARSE_TEXT, user_defined_dpi: '96', thresholding_method: '1' });
       return worker;
     })();
   }
