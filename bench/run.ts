@@ -5,7 +5,7 @@
  * burst with each of its processes' CPU read apart, prints one table and writes
  * bench/results.json.
  *
- * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado picks parts;
+ * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado,ocr picks parts;
  * BENCH_WADO_MB (default 512) sizes the WADO-RS multi-frame file, BENCH_WADO_REPEATS (default
  * 50) the timed frame requests;
  * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_KEEP=1 keeps the temp files;
@@ -19,6 +19,7 @@ import * as path from 'node:path';
 
 import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
 import type { ChildReport } from './modes';
+import { OcrResult, runOcrScenario } from './ocrScenario';
 import type { StackCpu, StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
 import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
 import type { WadoResult, WadoScenarioOptions } from './wadoScenario';
@@ -457,7 +458,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
 }
 
 async function main(): Promise<void> {
-  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado').split(',').map((s) => s.trim()).filter(Boolean));
+  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado,ocr').split(',').map((s) => s.trim()).filter(Boolean));
   const stackEvents = Number(process.env.BENCH_STACK_EVENTS ?? 1000);
   if (!Number.isInteger(stackEvents) || stackEvents < 1 || stackEvents > 1000) throw new Error('BENCH_STACK_EVENTS must be a whole number from 1 to 1000');
   if (!fs.existsSync(path.join(PROJECT_ROOT, 'dist', 'functions'))) throw new Error('the functions are not built: run "npm run bench" (it builds first)');
@@ -468,6 +469,7 @@ async function main(): Promise<void> {
   let stack: StackResult | null = null;
   let details: StackDetails | null = null;
   let stackNote: string | undefined;
+  let ocr: OcrResult | null = null;
   let stackRatios: StackRatios | null = null;
   let wado: WadoResult | null = null;
   let wadoNote: string | undefined;
@@ -570,6 +572,11 @@ async function main(): Promise<void> {
       };
     }
 
+    if (only.has('ocr')) {
+      log('ocr: burned-in text OCR against the core without it, same files');
+      ocr = await runOcrScenario(PROJECT_ROOT, log);
+    }
+
     if (only.has('wado')) {
       const megabytes = Number(process.env.BENCH_WADO_MB ?? 512);
       const repeats = Number(process.env.BENCH_WADO_REPEATS ?? 50);
@@ -610,6 +617,7 @@ async function main(): Promise<void> {
       ? { failed: details.failed, warmUpInstances: details.warmUpInstances, uploadRetries: details.uploadRetries, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
       : stackNote ? { note: stackNote } : null,
     wado: wado ?? (wadoNote ? { note: wadoNote } : null),
+    ocr,
     targets,
     environment: {
       node: process.version,

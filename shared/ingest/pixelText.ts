@@ -38,8 +38,10 @@ export function sampleFrameIndexes(frames: number, count: number): number[] {
 
 /**
  * Whether a recognised word is text worth blacking out, not a shape the engine read as
- * letters: two letters or digits at least, the size of a line of type, and mostly letters and
- * digits or read with some confidence. Anatomy read as text ("|", "~", "ee") falls out here.
+ * letters: two letters or digits at least, the size of a line of type, and read with some
+ * confidence, or long and mostly letters and digits. Anatomy read as text ("ne", "Wasi", "A)",
+ * confidence under 50 on the MR sample) falls out here; a short real word missed this way is
+ * still read by the gate, which holds the file if it is identifying.
  */
 export function isTextWord(w: TextBox, image: { width: number; height: number }): boolean {
   const alnum = (w.text.match(/[\p{L}\p{N}]/gu) ?? []).length;
@@ -47,7 +49,7 @@ export function isTextWord(w: TextBox, image: { width: number; height: number })
   const [, , width, height] = w.box;
   if (height < 5 || height > image.height / 4 || width > image.width * 0.9) return false;
   const share = alnum / [...w.text].length;
-  return w.confidence >= 50 || share >= 0.6;
+  return w.confidence >= 50 || (alnum >= 5 && share >= 0.6);
 }
 
 /** The box grown by its margin on every side, clipped to the image. */
