@@ -116,7 +116,7 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
   let found: Box[];
   let remaining: string[];
   try {
-    found = await detectTextBoxes(frames, g, layout.look, decision.ocr.detector);
+    found = await detectTextBoxes(frames, g, layout.look, decision.ocr.detector, ids);
     const boxes = mergeBoxes([...decision.boxes, ...found]);
     remaining = await verifyRedactedFrames(frames, g, layout.look, boxes, decision.ocr.detector, ids);
   } catch (e) {

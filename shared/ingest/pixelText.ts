@@ -107,13 +107,19 @@ export async function readSampledFrames(read: SourceRangeReader, pixelOffset: nu
   return { indexes, bytes };
 }
 
-/** The word boxes found in the sampled frames, with margins, merged: what to black out in every frame. */
-export async function detectTextBoxes(frames: SampledFrames, g: PixelGeometry, look: PixelLook, detector: TextDetector): Promise<Box[]> {
+/**
+ * The word boxes found in the sampled frames, with margins, merged: what to black out in every
+ * frame. A word is kept when it looks like type (isTextWord), or when its line reads as
+ * identifying text (a name, a date, the source's ID) however poorly the engine rated it.
+ */
+export async function detectTextBoxes(frames: SampledFrames, g: PixelGeometry, look: PixelLook, detector: TextDetector, ids: SourceIdentifiers): Promise<Box[]> {
   const boxes: Box[] = [];
   for (const frame of frames.bytes) {
     const image = grayFrame(frame, g, look);
     const words = await detector.detect(image);
-    for (const w of words) if (isTextWord(w, image)) boxes.push(withMargin(w.box, image));
+    const kept = new Set(words.filter((w) => isTextWord(w, image)));
+    for (const line of identifyingLines(words, ids)) for (const w of line.words) kept.add(w);
+    for (const w of kept) boxes.push(withMargin(w.box, image));
   }
   return mergeBoxes(boxes);
 }
@@ -149,8 +155,8 @@ export function sourceIdentifiers(ds: DicomDataset): SourceIdentifiers {
 
 const normalized = (s: string) => s.toUpperCase().replace(/[^\p{L}\p{N}]/gu, '');
 
-/** Words grouped into lines (vertical overlap), left to right: the free-text detector reads lines, not words. */
-function lines(words: readonly TextBox[]): string[] {
+/** Words grouped into lines (vertical overlap), each left to right: the free-text detector reads lines, not words. */
+function lines(words: readonly TextBox[]): TextBox[][] {
   const sorted = [...words].sort((a, b) => a.box[1] - b.box[1] || a.box[0] - b.box[0]);
   const groups: TextBox[][] = [];
   for (const w of sorted) {
@@ -159,22 +165,30 @@ function lines(words: readonly TextBox[]): string[] {
     if (g) g.push(w);
     else groups.push([w]);
   }
-  return groups.map((g) => g.sort((a, b) => a.box[0] - b.box[0]).map((w) => w.text).join(' '));
+  return groups.map((g) => g.sort((a, b) => a.box[0] - b.box[0]));
+}
+
+/** The kinds of identifying text in one line: the free-text detector's, and the source's own IDs and name parts. */
+function lineKinds(text: string, ids: SourceIdentifiers, context: { names: ReturnType<typeof sourceNames> }): string[] {
+  const kinds = new Set<string>();
+  for (const span of localDetector.detect(text, context)) kinds.add(span.kind);
+  const flat = normalized(text);
+  if (ids.values.map(normalized).some((v) => v.length >= 4 && flat.includes(v))) kinds.add('identifier');
+  if (ids.names.flatMap((n) => n.split(/[\^=\s,\\]+/)).map(normalized).some((p) => p.length >= 3 && flat.includes(p))) kinds.add('name');
+  return [...kinds];
+}
+
+/** The words on lines that read as identifying text, with the kinds found: PHI in `words`, never log them. */
+export function identifyingLines(words: readonly TextBox[], ids: SourceIdentifiers): { words: TextBox[]; kinds: string[] }[] {
+  const context = { names: sourceNames(ids.names) };
+  return lines(words)
+    .map((line) => ({ words: line, kinds: lineKinds(line.map((w) => w.text).join(' '), ids, context) }))
+    .filter((l) => l.kinds.length > 0);
 }
 
 /** What legible identifying text a frame still shows: kinds only ('name', 'date', 'identifier', ...). */
 export function identifyingText(words: readonly TextBox[], ids: SourceIdentifiers): string[] {
-  const kinds = new Set<string>();
-  const context = { names: sourceNames(ids.names) };
-  const wanted = ids.values.map(normalized).filter((v) => v.length >= 4);
-  const nameParts = ids.names.flatMap((n) => n.split(/[\^=\s,\\]+/)).map(normalized).filter((p) => p.length >= 3);
-  for (const line of lines(words)) {
-    for (const span of localDetector.detect(line, context)) kinds.add(span.kind);
-    const flat = normalized(line);
-    if (wanted.some((v) => flat.includes(v))) kinds.add('identifier');
-    if (nameParts.some((p) => flat.includes(p))) kinds.add('name');
-  }
-  return [...kinds].sort();
+  return [...new Set(identifyingLines(words, ids).flatMap((l) => l.kinds))].sort();
 }
 
 /**

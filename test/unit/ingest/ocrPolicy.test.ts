@@ -108,13 +108,22 @@ describe('given the real ultrasound under the redact policy, with a scripted det
     expect(await held(new ScriptedDetector([], true))).toMatch(/held for review: OCR failed$/);
   });
 
-  it('when a date is still legible after redaction (a word the detection pass did not keep), then the file is held naming the kind, not the value', async () => {
-    // Confidence 0 and mostly punctuation: not kept as a box, but the gate reads its line.
-    const leftover: TextBox = { box: [300, 300, 200, 20], text: '~~ 14 March 2019 ~~~~~~~~~~~~~~~~~~~~~~~~', confidence: 0 };
-    expect(isTextWord(leftover, { width: 1024, height: 768 })).toBe(false);
-    const message = await held(new ScriptedDetector([leftover]));
+  it('when a date is still legible after redaction (text the detection pass missed), then the file is held naming the kind, not the value', async () => {
+    const leftover: TextBox = { box: [300, 300, 200, 20], text: 'Exam 14 March 2019', confidence: 40 };
+    // The detection pass reads nothing; the gate's pass reads the date.
+    const missedFirst = new ScriptedDetector([leftover]);
+    let call = 0;
+    const detector: TextDetector = { detect: (image) => (++call === 1 ? Promise.resolve([]) : missedFirst.detect(image)), close: () => Promise.resolve() };
+    const message = await held(detector);
     expect(message).toMatch(/text still legible after redaction \(date\)/);
     expect(message).not.toMatch(/March|2019/);
+  });
+
+  it('when a poorly rated word sits on a line that reads as a date, then it is blacked out all the same', async () => {
+    const word: TextBox = { box: [10, 5, 150, 20], text: '~~ 14 March 2019 ~~~~~~~~~~~~~~~~~~~~~~~~', confidence: 0 };
+    expect(isTextWord(word, { width: 1024, height: 768 })).toBe(false);
+    const prepared = await run(new ScriptedDetector([word]));
+    expect(prepared.pixelsCleaned).toMatchObject({ boxes: 1, method: 'ocr' });
   });
 
   it('when the words found are blacked out, then the gate passes, the copy is marked, and the audit has the boxes and the frame sampled', async () => {

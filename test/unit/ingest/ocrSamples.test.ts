@@ -18,7 +18,7 @@ import { Tags } from '../../../shared/dicom/tags';
 import { isPipelineError } from '../../../shared/errors';
 import type { BurnedInPolicy } from '../../../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
-import { detectTextBoxes, readSampledFrames } from '../../../shared/ingest/pixelText';
+import { detectTextBoxes, readSampledFrames, sourceIdentifiers } from '../../../shared/ingest/pixelText';
 
 jest.setTimeout(900_000);
 
@@ -108,7 +108,7 @@ describe('given the bundled samples', () => {
       }
       const pixels = parsed.pixelValue ?? Buffer.alloc(0);
       const frames = await readSampledFrames((o, l) => Promise.resolve(pixels.subarray(o, o + l)), 0, layout.geometry, 5);
-      const found = await detectTextBoxes(frames, layout.geometry, look.look, detector);
+      const found = await detectTextBoxes(frames, layout.geometry, look.look, detector, sourceIdentifiers(parsed.dataset));
       images += frames.indexes.length;
       if (found.length > 0) {
         withBoxes++;
