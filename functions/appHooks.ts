@@ -5,6 +5,7 @@
  */
 import { app, AppTerminateContext } from '@azure/functions';
 
+import { closeAllTextDetectors } from '../shared/dicom/pixels/tesseractDetector';
 import { flushTelemetry } from '../shared/telemetry/telemetry';
 
 export async function flushTelemetryOnTerminate(_context: AppTerminateContext): Promise<void> {
@@ -14,3 +15,10 @@ export async function flushTelemetryOnTerminate(_context: AppTerminateContext): 
 }
 
 app.hook.appTerminate(flushTelemetryOnTerminate);
+
+/** The OCR engine's worker threads (burned-in text) stop with the app. */
+export async function stopOcrOnTerminate(_context: AppTerminateContext): Promise<void> {
+  await closeAllTextDetectors();
+}
+
+app.hook.appTerminate(stopOcrOnTerminate);

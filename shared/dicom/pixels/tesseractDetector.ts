@@ -37,12 +37,24 @@ interface Word {
   bbox: { x0: number; y0: number; x1: number; y1: number };
 }
 
+/** Every detector of this process, for closeAllTextDetectors. */
+const live = new Set<TesseractDetector>();
+
+/**
+ * Stops the engine workers of every detector in this process (the app's appTerminate hook): a
+ * worker thread left running would keep the process (a local host inside a test run) alive.
+ */
+export async function closeAllTextDetectors(): Promise<void> {
+  await Promise.all([...live].map((d) => d.close()));
+}
+
 export class TesseractDetector implements TextDetector {
   private slots: Slot[] = [];
   private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly options: TesseractOptions) {
     if (!Number.isInteger(options.workers) || options.workers < 1 || options.workers > 16) throw new RangeError('workers must be an integer from 1 to 16');
+    live.add(this);
   }
 
   private startWorker(): Promise<Worker> {
