@@ -14,11 +14,10 @@ export async function flushTelemetryOnTerminate(_context: AppTerminateContext): 
   if (failed > 0) console.warn(`appTerminate: ${failed} telemetry sink(s) could not flush`);
 }
 
-app.hook.appTerminate(flushTelemetryOnTerminate);
-
-/** The OCR engine's worker threads (burned-in text) stop with the app. */
-export async function stopOcrOnTerminate(_context: AppTerminateContext): Promise<void> {
+/** The one appTerminate hook: the telemetry flush, then the OCR engine's worker threads (burned-in text) stop. */
+export async function onAppTerminate(context: AppTerminateContext): Promise<void> {
+  await flushTelemetryOnTerminate(context);
   await closeAllTextDetectors();
 }
 
-app.hook.appTerminate(stopOcrOnTerminate);
+app.hook.appTerminate(onAppTerminate);
