@@ -13,6 +13,10 @@ const SLOW = [
   '<rootDir>/test/unit/dicom/fuzz.test.ts',
   // Every real fixture under every Annex E option and built-in profile.
   '<rootDir>/test/unit/dicom/deid/gateOptionsFixtures.test.ts',
+  // OCR of drawn identifiers on real US/SC files, checked by Debian's tesseract (minutes on 2 CPUs).
+  '<rootDir>/test/unit/ingest/ocrRedaction.test.ts',
+  // Every bundled sample under the quarantine and the redact policies, and the CT/MR false boxes.
+  '<rootDir>/test/unit/ingest/ocrSamples.test.ts',
 ];
 
 module.exports = {

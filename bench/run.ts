@@ -5,7 +5,7 @@
  * burst with each of its processes' CPU read apart, prints one table and writes
  * bench/results.json.
  *
- * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado,sharing,statistics picks parts
+ * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado,sharing,statistics,ocr picks parts
  * (BENCH_STATS_INSTANCES, default 10000: the generated catalog of the statistics scenario);
  * BENCH_WADO_MB (default 512) sizes the WADO-RS multi-frame file, BENCH_WADO_REPEATS (default
  * 50) the timed frame requests;
@@ -21,6 +21,7 @@ import * as path from 'node:path';
 import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
 import type { ChildReport } from './modes';
 import type { SharingResult, SharingScenarioOptions } from './sharingScenario';
+import { OcrResult, runOcrScenario } from './ocrScenario';
 import type { StackCpu, StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
 import { runStatisticsScenario, type StatisticsResult } from './statisticsScenario';
 import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
@@ -460,7 +461,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
 }
 
 async function main(): Promise<void> {
-  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado,sharing,statistics').split(',').map((s) => s.trim()).filter(Boolean));
+  const only = new Set((process.env.BENCH_ONLY ?? 'ct-1000,mf-200mb,mf-2gb,stack,wado,sharing,statistics,ocr').split(',').map((s) => s.trim()).filter(Boolean));
   const stackEvents = Number(process.env.BENCH_STACK_EVENTS ?? 1000);
   if (!Number.isInteger(stackEvents) || stackEvents < 1 || stackEvents > 1000) throw new Error('BENCH_STACK_EVENTS must be a whole number from 1 to 1000');
   if (!fs.existsSync(path.join(PROJECT_ROOT, 'dist', 'functions'))) throw new Error('the functions are not built: run "npm run bench" (it builds first)');
@@ -471,6 +472,7 @@ async function main(): Promise<void> {
   let stack: StackResult | null = null;
   let details: StackDetails | null = null;
   let stackNote: string | undefined;
+  let ocr: OcrResult | null = null;
   let stackRatios: StackRatios | null = null;
   let sharing: SharingResult | null = null;
   let sharingNote: string | undefined;
@@ -577,6 +579,11 @@ async function main(): Promise<void> {
       };
     }
 
+    if (only.has('ocr')) {
+      log('ocr: burned-in text OCR against the core without it, same files');
+      ocr = await runOcrScenario(PROJECT_ROOT, log);
+    }
+
     if (only.has('wado')) {
       const megabytes = Number(process.env.BENCH_WADO_MB ?? 512);
       const repeats = Number(process.env.BENCH_WADO_REPEATS ?? 50);
@@ -647,6 +654,7 @@ async function main(): Promise<void> {
     wado: wado ?? (wadoNote ? { note: wadoNote } : null),
     sharing: sharing ?? (sharingNote ? { note: sharingNote } : null),
     statistics: statistics ?? (statisticsNote ? { note: statisticsNote } : null),
+    ocr,
     targets,
     environment: {
       node: process.version,

@@ -5,6 +5,7 @@
  */
 import { app, AppTerminateContext } from '@azure/functions';
 
+import { closeAllTextDetectors } from '../shared/dicom/pixels/tesseractDetector';
 import { flushTelemetry } from '../shared/telemetry/telemetry';
 
 export async function flushTelemetryOnTerminate(_context: AppTerminateContext): Promise<void> {
@@ -13,4 +14,10 @@ export async function flushTelemetryOnTerminate(_context: AppTerminateContext): 
   if (failed > 0) console.warn(`appTerminate: ${failed} telemetry sink(s) could not flush`);
 }
 
-app.hook.appTerminate(flushTelemetryOnTerminate);
+/** The one appTerminate hook: the telemetry flush, then the OCR engine's worker threads (burned-in text) stop. */
+export async function onAppTerminate(context: AppTerminateContext): Promise<void> {
+  await flushTelemetryOnTerminate(context);
+  await closeAllTextDetectors();
+}
+
+app.hook.appTerminate(onAppTerminate);

@@ -15,6 +15,7 @@ import type { ResearchCatalogReader } from './catalog/researchCatalog';
 import { loadAnqSettings } from './config/anqSettings';
 import { loadAuthSettings, loadFreeTextCloudSettings, loadSettings, Settings, StorageConnection } from './config/settings';
 import { builtInProfile, defaultProfile, loadProfile, Profile } from './dicom/deid/profile';
+import { TesseractDetector } from './dicom/pixels/tesseractDetector';
 import { ErrorCodes, PipelineError } from './errors';
 import type { AnqScope } from './events/ingestEvents';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
@@ -104,6 +105,8 @@ async function build(): Promise<Runtime> {
 
   const researchCatalogReader = new CosmosResearchCatalogReader(researchContainer);
   const headerLimits = { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes };
+  // One OCR engine pool per instance, apart from the ingestion limiter: its workers start on first use.
+  const textDetector = new TesseractDetector({ workers: settings.ocrWorkers });
 
   // Built on first send: a process that never exports needs no queue connection.
   let exportQueue: ExportQueue | undefined;
@@ -159,7 +162,7 @@ async function build(): Promise<Runtime> {
       log,
       deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId, ...(cloudPhi ? { cloudPhi } : {}) },
       limits: headerLimits,
-      burnedIn: { mode: settings.burnedInPolicy },
+      burnedIn: { mode: settings.burnedInPolicy, ...(settings.burnedInPolicy === 'redact' ? { ocr: { detector: textDetector, sampleFrames: settings.ocrSampleFrames } } : {}) },
     }),
     async health() {
       const check = async (f: () => Promise<unknown>) => {

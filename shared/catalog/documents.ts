@@ -136,7 +136,14 @@ export interface IngestionDocument {
     actions: Record<string, number>;
     gate: 'passed' | 'failed';
     /** Burned-in text blacked out under Clean Pixel Data: boxes per frame and frames. */
-    pixelsCleaned?: { boxes: number; frames: number };
+    pixelsCleaned?: {
+      boxes: number;
+      frames: number;
+      /** How the boxes were found: the device's region set, OCR, or both (issue 17). */
+      method?: 'regions' | 'ocr' | 'regions+ocr';
+      /** The frames OCR read (0-based), and the gate read again after redaction. */
+      sampledFrames?: number[];
+    };
   };
   transferSyntaxUid?: string;
   modality?: string;

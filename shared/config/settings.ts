@@ -78,8 +78,12 @@ export interface Settings {
    * ratio of a deflated data set.
    */
   headerLimits: { maxElements: number; maxItems: number; maxDepth: number; maxHeaderMemoryBytes: number; maxInflatedBytes: number; maxInflationRatio: number };
-  /** Source files whose pixel data may hold burned-in text: 'quarantine' (default) or 'allow'. */
-  burnedInPolicy: 'quarantine' | 'allow';
+  /** Source files whose pixel data may hold burned-in text: 'redact' (default: OCR and black out), 'quarantine' or 'allow'. */
+  burnedInPolicy: 'redact' | 'quarantine' | 'allow';
+  /** OCR engine workers (OCR_WORKERS), apart from the ingestion concurrency. */
+  ocrWorkers: number;
+  /** Frames OCR'd per multi-frame instance (OCR_SAMPLE_FRAMES). */
+  ocrSampleFrames: number;
   /**
    * Bounds on one QIDO-RS request: wild card patterns (all keys together) of at most
    * QIDO_MAX_PATTERN_LENGTH characters and QIDO_MAX_WILDCARDS wild cards (400 beyond); at most
@@ -271,8 +275,8 @@ export function loadSettings(env: Env = process.env): Settings {
   const deidKeyId = c.str('DEID_KEY_ID', 'k1');
   if (!/^[A-Za-z0-9._-]{1,32}$/.test(deidKeyId)) c.problems.push('DEID_KEY_ID must be 1-32 letters, digits, dots, underscores or hyphens');
 
-  const burned = c.str('BURNED_IN_POLICY', 'quarantine');
-  if (burned !== 'quarantine' && burned !== 'allow') c.problems.push('BURNED_IN_POLICY must be "quarantine" or "allow"');
+  const burned = c.str('BURNED_IN_POLICY', 'redact');
+  if (burned !== 'redact' && burned !== 'quarantine' && burned !== 'allow') c.problems.push('BURNED_IN_POLICY must be "redact", "quarantine" or "allow"');
 
   const settings: Settings = {
     sourceStorage,
@@ -303,7 +307,9 @@ export function loadSettings(env: Env = process.env): Settings {
       maxInflatedBytes: c.int('MAX_INFLATED_BYTES', DEFAULT_LIMITS.maxInflatedBytes, 1024 * 1024, 1024 * 1024 * 1024 * 1024),
       maxInflationRatio: c.int('MAX_INFLATION_RATIO', DEFAULT_LIMITS.maxInflationRatio, 2, 1100),
     },
-    burnedInPolicy: burned as 'quarantine' | 'allow',
+    burnedInPolicy: burned as 'redact' | 'quarantine' | 'allow',
+    ocrWorkers: c.int('OCR_WORKERS', 1, 1, 16),
+    ocrSampleFrames: c.int('OCR_SAMPLE_FRAMES', 5, 1, 100),
     qidoLimits: {
       maxPatternLength: c.int('QIDO_MAX_PATTERN_LENGTH', 128, 1, 4096),
       maxWildcards: c.int('QIDO_MAX_WILDCARDS', 32, 1, 1024),

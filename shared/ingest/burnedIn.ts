@@ -9,14 +9,19 @@ import type { PixelDataHeader } from '../dicom/parser';
 import { PixelGeometry,pixelGeometry } from '../dicom/pixels/blackout';
 import { Box, boxesFor, parseBurnedInConfig } from '../dicom/pixels/regions';
 import { Tags } from '../dicom/tags';
+import type { BurnedInOcr } from './pixelText';
 
 export interface BurnedInPolicy {
   /**
-   * quarantine: hold for review (default), unless the profile has the Clean Pixel Data option
-   * and a region set for the device, in which case the regions are blacked out; allow: ingest
-   * as is (for sources known to be clean).
+   * redact (default): on the image types at risk, the device's region set (if any) and the
+   * text OCR finds are blacked out, and the gate OCRs the result; BurnedInAnnotation NO is not
+   * taken on its word for these types. quarantine: hold for review, unless the profile has the
+   * Clean Pixel Data option and a region set for the device, in which case the regions are
+   * blacked out; allow: ingest as is (for sources known to be clean).
    */
-  mode: 'quarantine' | 'allow';
+  mode: 'redact' | 'quarantine' | 'allow';
+  /** The OCR engine and its sampling, for `redact`; without it, `redact` holds what it would OCR. */
+  ocr?: BurnedInOcr;
 }
 
 
@@ -27,10 +32,29 @@ const RISKY_SOP_CLASSES: readonly { uid: string; what: string }[] = [
   { uid: '1.2.840.10008.5.1.4.1.1.3.1', what: 'ultrasound multi-frame' },
   { uid: '1.2.840.10008.5.1.4.1.1.104', what: 'encapsulated document' },
   { uid: '1.2.840.10008.5.1.4.1.1.77.1', what: 'visible light image' },
+  { uid: '1.2.840.10008.5.1.4.1.1.12.1', what: 'X-ray angiography' },
+  { uid: '1.2.840.10008.5.1.4.1.1.12.2', what: 'X-ray radiofluoroscopy' },
+  { uid: '1.2.840.10008.5.1.4.1.1.12.3', what: 'X-ray angiographic bi-plane' },
 ];
 
 /** Modalities whose images commonly carry text when the SOP class does not say. */
 const RISKY_MODALITIES: ReadonlySet<string> = new Set(['US', 'OT', 'SC', 'XC', 'ES', 'GM', 'DOC', 'OP', 'IVUS']);
+/** Modalities OCR'd under the redact policy besides the above: fluoroscopy and angiography screens. */
+const OCR_MODALITIES: ReadonlySet<string> = new Set([...RISKY_MODALITIES, 'XA', 'RF', 'SM']);
+
+/**
+ * Why this instance is of a type at risk whatever its BurnedInAnnotation says (captures,
+ * ultrasound, XA/RF, endoscopy and photos, screen saves), or undefined. Under the redact
+ * policy these are OCR'd even when the flag says NO: a flag is a claim, the pixels are the fact.
+ */
+export function typeAtRisk(ds: DicomDataset, sopClassUid: string, modality: string): string | undefined {
+  const imageType = (asciiValue(ds.get(Tags.ImageType)) ?? '').toUpperCase().split('\\').map((v) => v.trim());
+  if (imageType.includes('SCREEN SAVE')) return 'ImageType SCREEN SAVE';
+  const byClass = RISKY_SOP_CLASSES.find((c) => sopClassUid === c.uid || sopClassUid.startsWith(`${c.uid}.`));
+  if (byClass) return byClass.what;
+  if (OCR_MODALITIES.has(modality)) return `modality ${modality}`;
+  return undefined;
+}
 
 /**
  * Why this instance's pixels may show identifying text, or undefined when there is no such
@@ -51,7 +75,9 @@ export function burnedInRisk(ds: DicomDataset, sopClassUid: string, modality: st
 export type BurnedInDecision =
   | { action: 'pass' }
   | { action: 'quarantine'; reason: string }
-  | { action: 'clean'; geometry: PixelGeometry; boxes: Box[] };
+  | { action: 'clean'; geometry: PixelGeometry; boxes: Box[] }
+  /** Redact policy: OCR the frames, then black out `boxes` (the device's regions) and what it finds. */
+  | { action: 'ocr'; geometry: PixelGeometry; boxes: Box[]; risk: string; ocr: BurnedInOcr };
 
 export interface BurnedInInput {
   dataset: DicomDataset;
@@ -69,6 +95,7 @@ export interface BurnedInInput {
  */
 export function decideBurnedIn(input: BurnedInInput, policy: BurnedInPolicy, profile: Profile): BurnedInDecision {
   if (policy.mode === 'allow') return { action: 'pass' };
+  if (policy.mode === 'redact') return decideRedaction(input, policy, profile);
   const risk = burnedInRisk(input.dataset, input.sopClassUid, input.modality);
   if (!risk) return { action: 'pass' };
   const hold = (why: string): BurnedInDecision => ({ action: 'quarantine', reason: `pixel data may hold burned-in text (${risk}); held for review: ${why}` });
@@ -87,6 +114,36 @@ export function decideBurnedIn(input: BurnedInInput, policy: BurnedInPolicy, pro
   const layout = pixelGeometry(input.dataset, le, input.pixelData);
   if ('reason' in layout) return hold(`cannot clean ${layout.reason}`);
   return { action: 'clean', geometry: layout.geometry, boxes };
+}
+
+function deviceBoxes(input: BurnedInInput, profile: Profile): Box[] {
+  const { config } = parseBurnedInConfig(profile.burnedIn);
+  const le = input.littleEndian;
+  const image = {
+    manufacturer: asciiValue(input.dataset.get(Tags.Manufacturer)) ?? '',
+    model: asciiValue(input.dataset.get(Tags.ManufacturerModelName)) ?? '',
+    rows: uintValue(input.dataset.get(Tags.Rows), le) ?? 0,
+    columns: uintValue(input.dataset.get(Tags.Columns), le) ?? 0,
+  };
+  return image.manufacturer === '' ? [] : boxesFor(config, image);
+}
+
+/**
+ * The redact policy: the types at risk (whatever the flag), and any instance flagged YES, are
+ * OCR'd; the device's region set applies first, OCR adds what it misses. What cannot be OCR'd
+ * (compressed or unmapped pixel data, no engine) is held with its reason.
+ */
+function decideRedaction(input: BurnedInInput, policy: BurnedInPolicy, profile: Profile): BurnedInDecision {
+  const flag = asciiValue(input.dataset.get(Tags.BurnedInAnnotation))?.toUpperCase();
+  const type = typeAtRisk(input.dataset, input.sopClassUid, input.modality);
+  const risk = flag === 'YES' ? 'BurnedInAnnotation is YES' : type && (flag === 'NO' ? `${type}, flagged NO` : `${type} without BurnedInAnnotation`);
+  if (!risk) return { action: 'pass' };
+  const hold = (why: string): BurnedInDecision => ({ action: 'quarantine', reason: `pixel data may hold burned-in text (${risk}); held for review: ${why}` });
+  if (!input.pixelData) return { action: 'pass' };
+  const layout = pixelGeometry(input.dataset, input.littleEndian, input.pixelData);
+  if ('reason' in layout) return hold(`cannot OCR ${layout.reason}`);
+  if (!policy.ocr) return hold('no OCR engine configured');
+  return { action: 'ocr', geometry: layout.geometry, boxes: deviceBoxes(input, profile), risk, ocr: policy.ocr };
 }
 
 /** After cleaning, the header must stop claiming (or leaving open) that text is burned in. */

@@ -15,12 +15,15 @@ import { resolveAction } from '../dicom/deid/resolve';
 import { verifyDeidentified } from '../dicom/deid/verify';
 import { HeaderLimits, nextTurn, runSliced, withDefaults } from '../dicom/limits';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
-import { blackOutBoxes } from '../dicom/pixels/blackout';
+import { blackOutBoxes, PixelGeometry } from '../dicom/pixels/blackout';
+import { pixelLook } from '../dicom/pixels/grayFrame';
+import type { Box } from '../dicom/pixels/regions';
 import { Tags } from '../dicom/tags';
 import { checkPixelEncapsulation, verifyOutputTransferSyntax } from '../dicom/transferSyntax';
 import { encodeDataset, encodeDatasetWork, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
-import { ErrorCodes, PipelineError } from '../errors';
-import { BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
+import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
+import { BurnedInDecision, BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
+import { detectTextBoxes, mergeBoxes, readSampledFrames, sourceIdentifiers, SourceRangeReader, verifyRedactedFrames } from './pixelText';
 
 const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
 /** Encapsulated PDF, CDA, STL, OBJ, MTL and any later encapsulated document class (PS3.4 B.5). */
@@ -58,7 +61,9 @@ export interface PreparedInstance {
   /** Where the pixel data value starts in `output()` (after its element header), when there is pixel data: for the frame index. */
   pixelValueOffset?: number;
   /** Set when burned-in regions are blacked out: boxes per frame, and frames. */
-  pixelsCleaned?: { boxes: number; frames: number };
+  pixelsCleaned?: NonNullable<DeidAudit['pixelsCleaned']>;
+  /** The boxes blacked out in every frame (coordinates only, for tests and tools; not recorded). */
+  pixelBoxes?: Box[];
 }
 
 /** The audit record of a de-identification (what the index keeps of it: counts, profile, key id, gate result). */
@@ -78,6 +83,55 @@ export interface PrepareOptions {
   /** Size of the source, when known: declared lengths beyond it fail early. */
   totalSize?: number;
   burnedIn: BurnedInPolicy;
+  /**
+   * Reads a byte range of the same source version: how OCR gets sampled frames without
+   * holding the stream back. Without it, what the redact policy would OCR is held.
+   */
+  readSourceRange?: SourceRangeReader;
+}
+
+/** What OCR leaves to the writer: the boxes to black out in every frame, and the audit. */
+interface OcrRedaction {
+  geometry: PixelGeometry;
+  boxes: Box[];
+  audit: NonNullable<DeidAudit['pixelsCleaned']>;
+}
+
+/**
+ * The redact policy on one instance: sampled frames read by range, OCR'd, the union of the
+ * boxes (device regions first) checked by a second OCR of the redacted frames. Throws
+ * DEID_BURNED_IN_ANNOTATION, naming a category only, when the file must be held: pixels it
+ * cannot read, OCR that fails, identifying text still legible.
+ */
+async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecision, { action: 'ocr' }>, read: SourceRangeReader | undefined): Promise<OcrRedaction> {
+  const hold = (why: string, cause?: unknown) =>
+    new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${decision.risk}); held for review: ${why}`, { cause });
+  if (header.deflated) throw hold('a deflated source cannot be read by frame for OCR');
+  if (!read) throw hold('the source cannot be read by range for OCR');
+  const g = decision.geometry;
+  const layout = pixelLook(header.dataset, header.encoding.littleEndian, g);
+  if ('reason' in layout) throw hold(`cannot OCR: ${layout.reason}`);
+  const ids = sourceIdentifiers(header.dataset);
+  const frames = await readSampledFrames(read, header.body.position, g, decision.ocr.sampleFrames);
+  let found: Box[];
+  let remaining: string[];
+  try {
+    found = await detectTextBoxes(frames, g, layout.look, decision.ocr.detector, ids);
+    const boxes = mergeBoxes([...decision.boxes, ...found]);
+    remaining = await verifyRedactedFrames(frames, g, layout.look, boxes, decision.ocr.detector, ids);
+  } catch (e) {
+    if (isPipelineError(e, ErrorCodes.OCR_FAILED)) throw hold('OCR failed', e);
+    throw e;
+  }
+  if (remaining.length > 0) throw hold(`text still legible after redaction (${remaining.join(', ')})`);
+  const boxes = mergeBoxes([...decision.boxes, ...found]);
+  const method = decision.boxes.length > 0 ? (found.length > 0 ? 'regions+ocr' : 'regions') : 'ocr';
+  return { geometry: g, boxes, audit: { boxes: boxes.length, frames: g.frames, method, sampledFrames: frames.indexes } };
+}
+
+/** The profile with the Clean Pixel Data option: what the copy claims once its pixels were cleaned. */
+function withCleanPixelData(profile: Profile): Profile {
+  return profile.options.has('cleanPixelData') ? profile : { ...profile, options: new Set([...profile.options, 'cleanPixelData']) };
 }
 
 export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed' | 'failed'): DeidAudit {
@@ -154,12 +208,16 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
     options.deid.profile,
   );
   if (burnedIn.action === 'quarantine') throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, burnedIn.reason);
+  const ocr = burnedIn.action === 'ocr' ? await redactByOcr(header, burnedIn, options.readSourceRange) : undefined;
+  const cleaning = burnedIn.action === 'clean' ? { geometry: burnedIn.geometry, boxes: burnedIn.boxes } : ocr && ocr.boxes.length > 0 ? ocr : undefined;
   // Marked before de-identification, so the gate checks the header that is actually written.
-  if (burnedIn.action === 'clean') markBurnedInRemoved(ds);
-  const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : undefined;
+  if (burnedIn.action === 'clean' || ocr) markBurnedInRemoved(ds);
+  const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : ocr?.audit;
 
   await nextTurn();
-  const deid = await withCloudFindings(ds, options.deid);
+  // Pixels OCR'd and cleaned: the copy says so in its method sequence (Clean Pixel Data, 113101).
+  const deidOptions = ocr ? { ...options.deid, profile: withCleanPixelData(options.deid.profile) } : options.deid;
+  const deid = await withCloudFindings(ds, deidOptions);
   const report = await deidentifyDatasetSliced(ds, deid);
   const research = {
     studyInstanceUid: report.research.studyInstanceUid ?? '',
@@ -174,7 +232,7 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
 
   // The gate: what is about to be written, re-parsed and checked, before anything is published.
   const gateLimits = withDefaults(limits);
-  const gate = await verifyDeidentified(headerBytes, report, options.deid.profile, {
+  const gate = await verifyDeidentified(headerBytes, report, deid.profile, {
     ...gateLimits,
     detector: deid.detector,
     maxHeaderBytes: Math.max(gateLimits.maxHeaderBytes, headerBytes.length),
@@ -196,7 +254,7 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
     return {
       ok: false,
       error: new PipelineError(ErrorCodes.DEID_VERIFICATION_FAILED, `de-identified output failed verification: ${gate.findings.slice(0, 5).join('; ')}`),
-      audit: auditRecord(options.deid, report, 'failed'),
+      audit: auditRecord(deid, report, 'failed'),
     };
   }
 
@@ -205,14 +263,14 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
     if (header.pixelData) {
       yield encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc);
       const chunks = pixelDataChunks(header, header.deflated ? undefined : options.totalSize);
-      yield* burnedIn.action === 'clean' ? blackOutBoxes(chunks, burnedIn.geometry, burnedIn.boxes) : chunks;
+      yield* cleaning ? blackOutBoxes(chunks, cleaning.geometry, cleaning.boxes) : chunks;
     }
     const trailing = keepTrailing(await readTrailing(header.body, header.encoding, limits), options.deid.profile);
     if (trailing.size) yield encodeDataset(trailing, enc);
   }
 
   const pixelValueOffset = header.pixelData ? headerBytes.length + encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc).length : undefined;
-  return { ok: true, prepared: { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, pixelValueOffset, ...(pixelsCleaned ? { pixelsCleaned } : {}) } };
+  return { ok: true, prepared: { header, dataset: ds, report, original, research, sopClassUid, outputTs, enc, output, pixelValueOffset, ...(pixelsCleaned ? { pixelsCleaned } : {}), ...(cleaning ? { pixelBoxes: [...cleaning.boxes] } : {}) } };
 }
 
 /** prepareForResearch for callers to whom a refused output is one more failure (the tools, the bench, tests): throws its DEID_VERIFICATION_FAILED. */

@@ -112,6 +112,13 @@ async function* sourceChunks(a: Attempt, opened: OpenedSource | undefined): Asyn
   if (props.size > offset) yield* await deps.source.readRange(loc.container, loc.blobName, props.etag, offset, undefined);
 }
 
+/** `length` bytes of the version being ingested from `offset` (OCR's sampled frames). */
+async function readSourceRange(a: Attempt, offset: number, length: number): Promise<Uint8Array> {
+  const parts: Buffer[] = [];
+  for await (const chunk of await a.deps.source.readRange(a.loc.container, a.loc.blobName, a.props.etag, offset, length)) parts.push(Buffer.from(chunk));
+  return Buffer.concat(parts);
+}
+
 /** What one ingestion of one source works with, handed from step to step as one object. */
 interface Ingestion {
   deps: IngestDeps;
@@ -239,6 +246,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
         limits: deps.limits,
         totalSize: props.size,
         burnedIn: deps.burnedIn,
+        readSourceRange: (offset, length) => readSourceRange(a, offset, length),
       });
       if (!preparation.ok) return preparation;
       const { prepared } = preparation;

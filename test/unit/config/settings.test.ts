@@ -17,7 +17,9 @@ describe('loadSettings', () => {
     expect(s.cosmosDatabase).toBe('vna');
     expect(s.sourceStorage).toMatchObject({ kind: 'connectionString', blobEndpoint: 'http://127.0.0.1:10000/devstoreaccount1' });
     expect(s.researchStorage).toBe(s.sourceStorage);
-    expect(s.burnedInPolicy).toBe('quarantine');
+    expect(s.burnedInPolicy).toBe('redact');
+    expect(s.ocrWorkers).toBe(1);
+    expect(s.ocrSampleFrames).toBe(5);
   });
 
   it('given identity-based connections, then no secret is needed for storage and Cosmos DB', () => {
@@ -33,13 +35,13 @@ describe('loadSettings', () => {
   it('given several bad settings, then one error names every one of them and echoes no secret', () => {
     let error: unknown;
     try {
-      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', BURNED_IN_POLICY: 'maybe' });
+      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', BURNED_IN_POLICY: 'maybe', OCR_WORKERS: '0', OCR_SAMPLE_FRAMES: 'many' });
     } catch (e) {
       error = e;
     }
     expect(error).toBeInstanceOf(PipelineError);
     const message = (error as Error).message;
-    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'BURNED_IN_POLICY']) expect(message).toContain(name);
+    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'BURNED_IN_POLICY', 'OCR_WORKERS', 'OCR_SAMPLE_FRAMES']) expect(message).toContain(name);
     expect(message).not.toContain('short-secret');
     expect((error as PipelineError).code).toBe(ErrorCodes.CONFIG_INVALID);
   });

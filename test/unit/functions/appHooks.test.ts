@@ -15,14 +15,14 @@ jest.mock('applicationinsights', () => ({
   defaultClient: { trackEvent: () => undefined, trackMetric: () => undefined, flush: () => mockFlush() },
 }));
 
-import { flushTelemetryOnTerminate } from '../../../functions/appHooks';
+import { flushTelemetryOnTerminate, onAppTerminate } from '../../../functions/appHooks';
 import { createTelemetry, flushTelemetry } from '../../../shared/telemetry/telemetry';
 
 const terminateContext = { hookData: {}, appHookData: {} } as unknown as Parameters<typeof flushTelemetryOnTerminate>[0];
 
 describe('appTerminate', () => {
-  test('given the function files loaded, then one appTerminate hook is registered: the telemetry flush', () => {
-    expect(mockTerminateHooks).toEqual([flushTelemetryOnTerminate]);
+  test('given the function files loaded, then one appTerminate hook is registered: the telemetry flush, then the OCR engine\'s stop', () => {
+    expect(mockTerminateHooks).toEqual([onAppTerminate]);
   });
 
   test('given no telemetry sink made yet (the runtime never built), then the hook flushes nothing and resolves', async () => {

@@ -1,0 +1,144 @@
+/**
+ * OCR of burned-in text (issue 17): the cost of the redact policy per frame and per cine clip,
+ * against the ingestion core on the same file without OCR (policy `allow`), in the same run.
+ *
+ * Files are made from the bundled real samples: the Philips ultrasound scaled to 640x480 (grey,
+ * one frame, and a cine clip of BENCH_OCR_CINE_FRAMES frames), and the RGB secondary capture
+ * scaled to 1024x768. Each is de-identified whole (output read to the end) `repeats` times per
+ * policy, alternating; the medians are compared. OCR runs on one engine worker (OCR_WORKERS=1),
+ * so the per-frame figure is one worker's; the engine's start-up is paid before timing.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { bufferReader } from '../shared/dicom/byteReader';
+import { encodeAsciiValue } from '../shared/dicom/dataset';
+import { defaultProfile } from '../shared/dicom/deid/profile';
+import { parseDicomBuffer } from '../shared/dicom/parser';
+import { PixelGeometry,pixelGeometry } from '../shared/dicom/pixels/blackout';
+import { TesseractDetector } from '../shared/dicom/pixels/tesseractDetector';
+import { Tags } from '../shared/dicom/tags';
+import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../shared/dicom/writer';
+import type { BurnedInPolicy } from '../shared/ingest/burnedIn';
+import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
+import { percentile, round } from './stats';
+
+export interface OcrCase {
+  name: string;
+  width: number;
+  height: number;
+  frames: number;
+  /** Frames OCR'd (sampled), each twice: detection and the gate. */
+  framesOcrd: number;
+  withoutOcrMs: number;
+  withOcrMs: number;
+  /** withOcrMs / withoutOcrMs. */
+  ratio: number;
+  /** (withOcrMs - withoutOcrMs) / (framesOcrd × 2). */
+  ocrMsPerFramePass: number;
+  boxes: number;
+}
+
+export interface OcrResult {
+  note: string;
+  repeats: number;
+  sampleFrames: number;
+  cases: OcrCase[];
+}
+
+function scaled(frame: Buffer, g: PixelGeometry, width: number, height: number): Buffer {
+  const pixelBytes = g.samplesPerPixel * g.bytesPerSample;
+  const out = Buffer.alloc(width * height * pixelBytes);
+  for (let y = 0; y < height; y++) {
+    const sy = Math.floor((y * g.rows) / height);
+    for (let x = 0; x < width; x++) {
+      const sx = Math.floor((x * g.columns) / width);
+      frame.copy(out, (y * width + x) * pixelBytes, (sy * g.columns + sx) * pixelBytes, (sy * g.columns + sx + 1) * pixelBytes);
+    }
+  }
+  return out;
+}
+
+/** A sample resized to width × height with `frames` frames (the same frame repeated), explicit VR little endian, interleaved. */
+async function resized(sample: string, width: number, height: number, frames: number): Promise<Buffer> {
+  const src = await parseDicomBuffer(fs.readFileSync(sample));
+  if (!src.pixelData || !src.pixelValue || !src.encoding.littleEndian) throw new Error(`${path.basename(sample)}: not a little endian native sample`);
+  const layout = pixelGeometry(src.dataset, true, src.pixelData);
+  if ('reason' in layout || layout.geometry.planar) throw new Error(`${path.basename(sample)}: not an interleaved native sample`);
+  const one = scaled(src.pixelValue.subarray(0, layout.geometry.frameBytes), layout.geometry, width, height);
+  const ds = new Map(src.dataset);
+  const us = (tag: number, v: number) => {
+    const b = Buffer.alloc(2);
+    b.writeUInt16LE(v);
+    ds.set(tag, { tag, vr: 'US', value: b });
+  };
+  us(Tags.Rows, height);
+  us(Tags.Columns, width);
+  if (frames > 1) ds.set(Tags.NumberOfFrames, { tag: Tags.NumberOfFrames, vr: 'IS', value: encodeAsciiValue(String(frames), 'IS') });
+  const pixels = Buffer.concat(Array.from({ length: frames }, () => one));
+  const sopClass = ds.get(Tags.SOPClassUID)?.value ?? Buffer.alloc(0);
+  const sopInstance = ds.get(Tags.SOPInstanceUID)?.value ?? Buffer.alloc(0);
+  const text = (v: Uint8Array) => Buffer.from(v).toString('latin1').replace(/[\0 ]+$/, '');
+  return Buffer.concat([encodeFileMeta(text(sopClass), text(sopInstance), src.transferSyntaxUid), encodeDataset(ds, src.encoding), encodePixelDataHeader(src.pixelData.tag, src.pixelData.vr, pixels.length, src.encoding), pixels]);
+}
+
+async function deidentify(file: Buffer, burnedIn: BurnedInPolicy): Promise<{ ms: number; boxes: number; sampled: number }> {
+  const started = process.hrtime.bigint();
+  const prepared = await prepareDeidentifiedInstance(bufferReader(file), {
+    deid: { profile: defaultProfile(), key: Buffer.from('vna-bench-ocr-key-not-for-production-use'), keyId: 'bench' },
+    maxHeaderBytes: 1 << 24,
+    totalSize: file.length,
+    burnedIn,
+    readSourceRange: (offset, length) => Promise.resolve(file.subarray(offset, offset + length)),
+  });
+  for await (const chunk of prepared.output()) void chunk;
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  return { ms, boxes: prepared.pixelsCleaned?.boxes ?? 0, sampled: prepared.pixelsCleaned?.sampledFrames?.length ?? 0 };
+}
+
+export async function runOcrScenario(projectRoot: string, log: (m: string) => void): Promise<OcrResult> {
+  const fixtures = path.join(projectRoot, 'test', 'fixtures', 'dicom');
+  const repeats = Number(process.env.BENCH_OCR_REPEATS ?? 5);
+  const cineFrames = Number(process.env.BENCH_OCR_CINE_FRAMES ?? 60);
+  const sampleFrames = 5;
+  const us = path.join(fixtures, 'deid', 'ultrasounds__GREYSCALE_IMAGE.dcm');
+  const sc = path.join(fixtures, 'pydicom-data', 'SC_rgb_gdcm2k_uncompressed.dcm');
+  const files: { name: string; width: number; height: number; frames: number; file: Buffer }[] = [
+    { name: 'US 640x480 grey, 1 frame', width: 640, height: 480, frames: 1, file: await resized(us, 640, 480, 1) },
+    { name: 'SC 1024x768 RGB, 1 frame', width: 1024, height: 768, frames: 1, file: await resized(sc, 1024, 768, 1) },
+    { name: `US cine 640x480 grey, ${cineFrames} frames`, width: 640, height: 480, frames: cineFrames, file: await resized(us, 640, 480, cineFrames) },
+  ];
+  const detector = new TesseractDetector({ workers: 1 });
+  const redact: BurnedInPolicy = { mode: 'redact', ocr: { detector, sampleFrames } };
+  const cases: OcrCase[] = [];
+  try {
+    // The engine starts once per process: paid here, not in the figures.
+    await deidentify(files[0]?.file ?? Buffer.alloc(0), redact);
+    for (const f of files) {
+      const without: number[] = [];
+      const withOcr: number[] = [];
+      let boxes = 0;
+      let sampled = 0;
+      for (let i = 0; i < repeats; i++) {
+        without.push((await deidentify(f.file, { mode: 'allow' })).ms);
+        const r = await deidentify(f.file, redact);
+        withOcr.push(r.ms);
+        boxes = r.boxes;
+        sampled = r.sampled;
+      }
+      const a = percentile(without, 50);
+      const b = percentile(withOcr, 50);
+      const c: OcrCase = { name: f.name, width: f.width, height: f.height, frames: f.frames, framesOcrd: sampled, withoutOcrMs: round(a, 1), withOcrMs: round(b, 1), ratio: round(b / a, 1), ocrMsPerFramePass: round((b - a) / Math.max(1, sampled * 2), 1), boxes };
+      log(`ocr: ${c.name}: ${c.withoutOcrMs} ms without OCR, ${c.withOcrMs} ms with (x${c.ratio}); ${c.ocrMsPerFramePass} ms per frame per OCR pass; ${c.boxes} boxes`);
+      cases.push(c);
+    }
+  } finally {
+    await detector.close();
+  }
+  return {
+    note: 'median of repeats, one OCR worker; each sampled frame is OCR\'d twice (detection, then the gate on the redacted frame); the engine start-up (~1-5 s per worker) is paid once per process and left out',
+    repeats,
+    sampleFrames,
+    cases,
+  };
+}
