@@ -40,7 +40,8 @@ const PLATFORM_SETTING = /^(AzureWebJobsStorage__\w+|WEBSITE_\w+|APPLICATIONINSI
 const DEID_KEY = 'k'.repeat(40);
 const baseContext = (parameters: Record<string, unknown>): EvalContext => ({
   template,
-  parameters: { ...Object.fromEntries(Object.entries(parameterFile.parameters).map(([k, v]) => [k, v.value])), deidKey: DEID_KEY, ...parameters },
+  // The final state npm run deploy leaves: the second pass deploys the Event Grid subscriptions.
+  parameters: { ...Object.fromEntries(Object.entries(parameterFile.parameters).map(([k, v]) => [k, v.value])), deidKey: DEID_KEY, deployEventSubscriptions: true, ...parameters },
   resourceGroupId: '/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-vna',
   subscriptionId: '00000000-1111-2222-3333-444444444444',
   tenantId: '99999999-8888-7777-6666-555555555555',
