@@ -15,7 +15,7 @@ import { join } from 'node:path';
 
 import { BlobContainerLister, FileCheckpointStore, TopicBackfillSink } from '../shared/backfill/adapters';
 import { type BackfillOptions, type BackfillProgress, runBackfill } from '../shared/backfill/backfill';
-import { createCosmosClient, CosmosIndexStore } from '../shared/catalog/cosmosCatalog';
+import { CosmosIndexStore,createCosmosClient } from '../shared/catalog/cosmosCatalog';
 import { loadSettings } from '../shared/config/settings';
 import { blobServiceClient } from '../shared/storage/blobStores';
 import { createTelemetry, flushTelemetry } from '../shared/telemetry/telemetry';
@@ -30,7 +30,7 @@ interface CliOptions extends BackfillOptions {
 const USAGE = 'usage: npm run backfill -- [--container <name>] [--prefix <blob name prefix>] [--rate <events/s, 0: unpaced>] [--page-size <n>] [--batch-size <n>] [--concurrency <n>] [--checkpoint <file>] [--no-count] [--max-run-seconds <n>]';
 
 export function parseBackfillArgs(args: string[]): CliOptions {
-  const o: CliOptions = { ratePerSecond: 200, pageSize: 1000, batchSize: 20, concurrency: 4, countFirst: true };
+  const o: CliOptions = { ratePerSecond: 200, pageSize: 1000, batchSize: 10, concurrency: 16, countFirst: true };
   const num = (name: string, v: string | undefined, min: number, max: number) => {
     const n = Number(v);
     if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number from ${min} to ${max}`);

@@ -142,6 +142,6 @@ describe('runBackfill', () => {
     expect(mid?.rate).toBeCloseTo(100, 0);
     expect(mid?.etaSeconds).toBeCloseTo(1, 1);
     expect(seen.at(-1)?.done).toBe(true);
-    expect(renderProgress(mid as BackfillProgress, 20)).toMatch(/^\[#{10}\.{10}\]  50\.0% 100\/200 files  100\/s  ETA 0:01  \(emitted 100, skipped 0\)$/);
+    expect(renderProgress(mid as BackfillProgress, 20)).toMatch(/^\[#{10}\.{10}\] {2}50\.0% 100\/200 files {2}100\/s {2}ETA 0:01 {2}\(emitted 100, skipped 0\)$/);
   });
 });
