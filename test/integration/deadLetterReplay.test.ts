@@ -68,7 +68,8 @@ test('given events dead-lettered while Cosmos DB answered 503, when they are lis
     for (const r of rows) {
       expect(r[1]).toBe('Microsoft.Storage.BlobCreated');
       expect(r[2]).toBe('MaxDeliveryAttemptsExceeded');
-      expect(r[3]).toBe('503');
+      // The function's answer to the last attempt: the transient failure it rethrew.
+      expect(r[3]).toMatch(/^5\d\d$/);
       expect(r[4]).toMatch(/^[0-9a-f]{12}$/);
       expect(r[7]).toBe('no');
     }
