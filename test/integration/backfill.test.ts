@@ -4,26 +4,22 @@
  * again, under a pseudo-terminal (`script` from Debian's bsdutils), then a third run. Every file
  * must be cataloged once: none missed, none ingested twice.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { CosmosClient } from '@azure/cosmos';
 
-import { type LocalStack, startStack } from '../../local/stack';
 import type { BackfillCheckpoint } from '../../shared/backfill/backfill';
-import { seedArchive } from '../../tools/backfillArchive';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
 const FILES = 240;
-const CONTAINER = 'anq-replica';
 
 let dir: string;
-let stack: LocalStack;
 let env: Record<string, string>;
 const checkpointFile = () => path.join(dir, 'backfill.json');
-const telemetryFile = () => path.join(dir, 'telemetry.jsonl');
+const telemetryFile = () => info.telemetryFile;
 
 /**
  * Runs a command without blocking this process: the stack's event source and function host run
@@ -51,38 +47,46 @@ function readCheckpoint(): BackfillCheckpoint | undefined {
 
 const backfillArgs = ['--rate', '0', '--batch-size', '2', '--concurrency', '8', '--page-size', '50', '--checkpoint'];
 
+let stackProcess: ChildProcess;
+let info: { env: Record<string, string>; hostUrl: string; telemetryFile: string; problems: string; cosmosDatabase: string; indexContainer: string; cosmosEndpoint: string };
+
 beforeAll(async () => {
   expect(spawnSync('script', ['--version']).status).toBe(0);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-backfill-'));
-  await seedArchive({ location: path.join(dir, 'azurite'), container: CONTAINER, count: FILES, seed: 18 });
-  stack = await startStack({
-    projectRoot,
-    ports: { blob: 0, queue: 0, cosmos: 0, functions: 0 },
-    persistence: { location: path.join(dir, 'azurite') },
-    localSettings: false,
-    dataDir: path.join(dir, 'data'),
-    deidKey: 'backfill-test-deid-key-0123456789abcdef',
-    deidKeyId: 'bf',
-    env: { TELEMETRY_CAPTURE_FILE: telemetryFile(), SOURCE_CONTAINERS: CONTAINER },
-    logSink: () => undefined,
+  // The stack runs in its own process: one in this worker would share its environment with the shared test stack's.
+  stackProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfillStack.js'), dir, String(FILES)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  info = await new Promise((resolve, reject) => {
+    let out = '';
+    stackProcess.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line) resolve(JSON.parse(line) as typeof info);
+    });
+    stackProcess.on('exit', (code) => reject(new Error(`the backfill stack exited (${code}) before it was ready`)));
   });
+  // Only this stack's settings.
   env = {
-    ...(process.env as Record<string, string>),
-    ...stack.env,
-    ANQ_EVENTS_TOPIC_ENDPOINT: `${stack.hostUrl}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`,
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    ...info.env,
+    ANQ_EVENTS_TOPIC_ENDPOINT: `${info.hostUrl}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`,
     ANQ_EVENTS_TOPIC_KEY: 'local-topic-key',
     TELEMETRY_CAPTURE_FILE: path.join(dir, 'backfill-telemetry.jsonl'),
   };
 }, 300_000);
 
 afterAll(async () => {
-  await stack?.stop();
+  if (stackProcess && stackProcess.exitCode === null) {
+    const exited = new Promise((r) => stackProcess.on('exit', r));
+    stackProcess.kill('SIGTERM');
+    await exited;
+  }
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function indexDocuments(): Promise<{ status: string; eventIds: string[] }[]> {
-  const client = new CosmosClient({ endpoint: stack.cosmosEndpoint, key: stack.env.CosmosDb?.match(/AccountKey=([^;]+)/)?.[1] ?? '', connectionPolicy: { enableEndpointDiscovery: false } });
-  const { resources } = await client.database(stack.settings.cosmosDatabase).container(stack.settings.indexContainer).items.query<{ status: string; eventIds: string[] }>('SELECT c.status, c.eventIds FROM c').fetchAll();
+  const client = new CosmosClient({ endpoint: info.cosmosEndpoint, key: info.env.CosmosDb?.match(/AccountKey=([^;]+)/)?.[1] ?? '', connectionPolicy: { enableEndpointDiscovery: false } });
+  const { resources } = await client.database(info.cosmosDatabase).container(info.indexContainer).items.query<{ status: string; eventIds: string[] }>('SELECT c.status, c.eventIds FROM c').fetchAll();
   return resources;
 }
 
@@ -127,7 +131,7 @@ test('given an archive no event announced, when a backfill is killed half way an
   expect(cp.counts.emitted + cp.counts.skipped).toBe(FILES);
 
   const docs = await indexDocuments();
-  expect(docs).toHaveLength(FILES);
+  if (docs.length !== FILES) throw new Error(`${docs.length} index documents; ingestion outcomes ${JSON.stringify(ingestionTelemetry().reduce<Record<string, number>>((a, o) => ({ ...a, [o.status]: (a[o.status] ?? 0) + 1 }), {}))}; host problems:\n${fs.existsSync(info.problems) ? fs.readFileSync(info.problems, 'utf8').slice(0, 2000) : ''}`);
   expect(docs.filter((d) => d.status !== 'cataloged')).toEqual([]);
   // Ingested once: one cataloged outcome per file, whatever was in flight at the kill.
   const outcomes = ingestionTelemetry();
