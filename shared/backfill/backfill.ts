@@ -122,6 +122,11 @@ export interface BackfillOptions {
 /** The states after which the same version needs nothing more (ingestion says "unchanged" for them). */
 const TERMINAL = new Set(['cataloged', 'failed', 'quarantined']);
 
+/** ETags compared without their quotes: listings give them bare, reads quoted. */
+function sameVersion(a: string | undefined, b: string): boolean {
+  return a !== undefined && a.replace(/^(W\/)?"|"$/g, '') === b.replace(/^(W\/)?"|"$/g, '');
+}
+
 /** The same event id for the same file version, in every run: a repeat is recognisably a repeat. */
 export function backfillEventId(url: string, etag: string): string {
   return `backfill-${createHash('sha256').update(`${url}\0${etag}`).digest('hex').slice(0, 40)}`;
@@ -226,7 +231,7 @@ export async function runBackfill(deps: BackfillDeps, options: BackfillOptions =
       const known = await Promise.all(slice.map((it) => deps.index.get(sourceId(it.url))));
       const toEmit = slice.filter((it, i) => {
         const d = known[i]?.doc;
-        return !(d && d.eTag === it.etag && TERMINAL.has(d.status));
+        return !(d && sameVersion(d.eTag, it.etag) && TERMINAL.has(d.status));
       });
       await pace(toEmit.length);
       if (toEmit.length > 0) await deps.sink.publish(toEmit.map((it) => backfillEvent(it, iso())));
