@@ -1,0 +1,39 @@
+/**
+ * For the backfill's integration test: seeds `count` generated files into Azurite with no stack
+ * running, starts the local stack on them in this process, prints one JSON line (the functions'
+ * settings, the host URL, the telemetry file), and stops the stack on SIGTERM or when stdin ends.
+ * The test runs the backfill against it from other processes: a stack in the test's own worker
+ * would share that worker's environment with the shared test stack.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { startStack } from '../local/stack';
+import { seedArchive } from './backfillArchive';
+
+async function main(): Promise<void> {
+  const [dir, countArg] = process.argv.slice(2);
+  if (!dir || !countArg) throw new Error('usage: backfillStack <dir> <count>');
+  const projectRoot = path.resolve(__dirname, '..', '..');
+  await seedArchive({ location: path.join(dir, 'azurite'), container: 'anq-replica', count: Number(countArg), seed: 18 });
+  const telemetryFile = path.join(dir, 'telemetry.jsonl');
+  const problems = path.join(dir, 'host-problems.log');
+  const stack = await startStack({
+    projectRoot, ports: { blob: 0, queue: 0, cosmos: 0, functions: 0 }, persistence: { location: path.join(dir, 'azurite') }, localSettings: false,
+    dataDir: path.join(dir, 'data'), deidKey: 'backfill-test-deid-key-0123456789abcdef', deidKeyId: 'bf',
+    env: { TELEMETRY_CAPTURE_FILE: telemetryFile, SOURCE_CONTAINERS: 'anq-replica' },
+    logSink: (level, fn, message) => { if (level === 'warning' || level === 'error') fs.appendFileSync(problems, `${fn}: ${message}\n`); },
+  });
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    void stack.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.stdin.on('end', stop);
+  process.stdin.resume();
+  process.stdout.write(`${JSON.stringify({ env: stack.env, hostUrl: stack.hostUrl, telemetryFile, problems, cosmosDatabase: stack.settings.cosmosDatabase, indexContainer: stack.settings.indexContainer, cosmosEndpoint: stack.cosmosEndpoint })}\n`);
+}
+
+main().catch((e: unknown) => { process.stderr.write(`${(e as Error).stack ?? String(e)}\n`); process.exit(1); });
