@@ -171,7 +171,7 @@ describe('verified tokens remembered', () => {
     const validate = validatorFor(keys);
     const t = await token(keys, { oid: 'oid-11', roles: ['Research.Read'] });
     const first = await validate(t);
-    (first as { roles: string[] }).roles.push('Operations.Read');
+    (first.roles as string[]).push('Operations.Read');
     expect((await validate(t)).roles).toEqual(['Research.Read']);
   });
 });
