@@ -45,7 +45,7 @@ import {
   RpcInvocationRequest,
   RpcTypedData,
 } from './functionsCore';
-import { forwardToWorker, streamTriggerMetadata } from './httpStream';
+import { forwardToWorker, streamTriggerMetadata, workerAgent } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
@@ -426,6 +426,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   // it lives as long as the process, but a process that starts hosts one after another (tests)
   // would otherwise be kept alive by every one of them.
   const workerListeners: http.Server[] = [];
+  const toWorker = workerAgent();
   if (programmingModel?.getCapabilities) {
     const getCapabilities = programmingModel.getCapabilities.bind(programmingModel);
     const capabilities = await capturingServers(workerListeners, async () => getCapabilities({}));
@@ -470,7 +471,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         const request = toRpcHttpRequest(method, url, req.headers, params, body);
         if (workerUri) {
           const invocationId = randomUUID();
-          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res);
+          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res, toWorker);
           const invocation = { inputData: [{ name: fn.triggerKey, data: request }], triggerMetadata: streamTriggerMetadata(req.headers, params) };
           try {
             await invokeFunction(fn, invocation, environment(), invocationId);
@@ -616,6 +617,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         await timers.stop();
         await closeServer(server);
         await Promise.all(workerListeners.map((listener) => closeServer(listener)));
+        toWorker.destroy();
         await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });
       })();
       return stopping;

@@ -75,7 +75,7 @@ beforeEach(async () => {
   const retrieve: WadoDeps = {
     catalog: new OneInstanceCatalog(),
     research,
-    frameIndex: new CatalogFrameIndexSource({ research, catalog: { getInstance: async () => undefined, putInstance: async () => '"x"' } }),
+    frameIndex: new CatalogFrameIndexSource({ research, catalog: { getInstance: async () => undefined, putInstance: async () => undefined } }),
     headerLimits: DEFAULT_LIMITS,
     metadataCache: new MetadataCache(),
   };
