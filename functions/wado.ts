@@ -1,7 +1,9 @@
 /**
  * WADO-RS (PS3.18 10.4) over the research copies: instances, metadata, frames and bulk data
  * (shared/retrieve/wado.ts). Like QIDO-RS, each route requires the app role Research.Read and
- * records each answer in the access audit: the research UIDs of the instances it carried.
+ * records each answer in the access audit: the research UIDs of the instances it carried. The
+ * record is written in advance, once the instances are found, alongside the first read of
+ * their copies (recordInAdvance): the answer waits for both, not for one after the other.
  *
  * HTTP streaming is on for the app: without it the worker reads a response body whole before
  * handing it to the host, and a 2 GB instance would be held in memory.
@@ -10,7 +12,7 @@ import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } 
 
 import type { AccessTarget } from '../shared/audit/accessAudit';
 import { uidsInDicomwebRequest } from '../shared/audit/targets';
-import { type HttpHandler, requireRole } from '../shared/auth/guard';
+import { type HttpHandler, recordInAdvance, requireRole } from '../shared/auth/guard';
 import { Roles } from '../shared/auth/principal';
 import { ErrorCodes, httpErrorBody, httpStatusFor, isPipelineError } from '../shared/errors';
 import type { ResearchInstance } from '../shared/retrieve/researchInstances';
@@ -37,6 +39,7 @@ function wadoHandler(resource: WadoResource) {
     try {
       const deps = (await runtime()).retrieve;
       const { study, series, instance, frames, path } = request.params;
+      const advance = recordInAdvance(request);
       const answer = await retrieve(deps, {
         resource,
         scope: { study: study ?? '', ...(series !== undefined ? { series } : {}), ...(instance !== undefined ? { instance } : {}) },
@@ -45,6 +48,8 @@ function wadoHandler(resource: WadoResource) {
         accept: request.headers.get('accept'),
         range: request.headers.get('range'),
         root: rootOf(request),
+        // The access audit is written while the first bytes are read, not after (shared/auth/guard.ts).
+        ...(advance ? { disclosing: (status: number, returned: ResearchInstance[]) => advance(status, accessTargetOf(request, returned)) } : {}),
       });
       const response: HttpResponseInit = { status: answer.status, headers: answer.headers, body: answer.body };
       carried.set(response, answer.returned);
@@ -62,11 +67,8 @@ function wadoHandler(resource: WadoResource) {
   };
 }
 
-/** WADO-RS: the research UIDs of the instances answered and the UIDs asked for. Throws when a success carries no record of them. */
-export function wadoAccessTarget(request: HttpRequest, response: HttpResponseInit): AccessTarget {
-  const status = response.status ?? 200;
-  const instances = carried.get(response);
-  if (status < 300 && !instances) throw new Error('a WADO-RS answer without the record of what it carries');
+/** The research UIDs of the instances an answer carries (undefined: none) and the UIDs the request names. */
+function accessTargetOf(request: HttpRequest, instances: ResearchInstance[] | undefined): AccessTarget {
   return {
     returned: instances
       ? {
@@ -77,6 +79,14 @@ export function wadoAccessTarget(request: HttpRequest, response: HttpResponseIni
       : undefined,
     requested: uidsInDicomwebRequest(request),
   };
+}
+
+/** WADO-RS: the research UIDs of the instances answered and the UIDs asked for. Throws when a success carries no record of them. */
+export function wadoAccessTarget(request: HttpRequest, response: HttpResponseInit): AccessTarget {
+  const status = response.status ?? 200;
+  const instances = carried.get(response);
+  if (status < 300 && !instances) throw new Error('a WADO-RS answer without the record of what it carries');
+  return accessTargetOf(request, instances);
 }
 
 function wado(name: string, resource: WadoResource): HttpHandler {

@@ -47,7 +47,7 @@ import {
   RpcInvocationRequest,
   RpcTypedData,
 } from './functionsCore';
-import { forwardToWorker, streamTriggerMetadata } from './httpStream';
+import { forwardToWorker, streamTriggerMetadata, workerAgent } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { DEFAULT_QUEUE_SETTINGS, type QueueFunction, type QueueHostSettings, queueSettingsOf, startQueueListeners } from './queueTriggers';
@@ -440,6 +440,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   // it lives as long as the process, but a process that starts hosts one after another (tests)
   // would otherwise be kept alive by every one of them.
   const workerListeners: http.Server[] = [];
+  const toWorker = workerAgent();
   if (programmingModel?.getCapabilities) {
     const getCapabilities = programmingModel.getCapabilities.bind(programmingModel);
     const capabilities = await capturingServers(workerListeners, async () => getCapabilities({}));
@@ -484,7 +485,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         const request = toRpcHttpRequest(method, url, req.headers, params, body);
         if (workerUri) {
           const invocationId = randomUUID();
-          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res);
+          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res, toWorker);
           const invocation = { inputData: [{ name: fn.triggerKey, data: request }], triggerMetadata: streamTriggerMetadata(req.headers, params) };
           try {
             await invokeFunction(fn, invocation, environment(), invocationId);
@@ -650,6 +651,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         await queues?.stop();
         await closeServer(server);
         await Promise.all(workerListeners.map((listener) => closeServer(listener)));
+        toWorker.destroy();
         await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });
       })();
       return stopping;

@@ -36,15 +36,27 @@ export interface ForwardedRequest {
 }
 
 /**
- * Forwards one request to the worker's HttpUri and pipes the answer to `res` with back
- * pressure (a slow client slows the reading of the worker's answer).
+ * The connections from the host to the worker's listener, kept open between requests (one
+ * connection per request cost a DNS lookup of the worker's `localhost` and a TCP handshake each
+ * time). An idle connection is closed before the listener's announced keep-alive time runs out
+ * (Node's agent reads it from the `Keep-Alive` header, less a second; the agent's own timeout
+ * must be set for that hint to apply), so a request never lands on a connection being closed.
  */
-export function forwardToWorker(workerUri: string, invocationId: string, req: http.IncomingMessage, url: URL, body: Buffer, res: http.ServerResponse): ForwardedRequest {
+export function workerAgent(): http.Agent {
+  return new http.Agent({ keepAlive: true, timeout: 60_000 });
+}
+
+/**
+ * Forwards one request to the worker's HttpUri and pipes the answer to `res` with back
+ * pressure (a slow client slows the reading of the worker's answer). Without `agent`, one
+ * connection per request.
+ */
+export function forwardToWorker(workerUri: string, invocationId: string, req: http.IncomingMessage, url: URL, body: Buffer, res: http.ServerResponse, agent?: http.Agent): ForwardedRequest {
   const headers: http.OutgoingHttpHeaders = { ...req.headers, 'x-ms-invocation-id': invocationId, 'x-forwarded-host': url.host, 'x-forwarded-proto': url.protocol.replace(/:$/, '') };
   delete headers['transfer-encoding'];
   headers['content-length'] = String(body.length);
   const target = new URL(`${url.pathname}${url.search}`, workerUri);
-  const outgoing = http.request(target, { method: req.method, headers, agent: false });
+  const outgoing = http.request(target, { method: req.method, headers, agent: agent ?? false });
   let started = false;
   const startedSignal = new Promise<void>((resolve) => outgoing.once('response', () => resolve()));
   const done = new Promise<void>((resolve) => {

@@ -43,6 +43,12 @@ export interface AccessRecord {
   sourceSha256?: string;
   /** The Functions invocation id, to find the request in the logs. */
   invocationId: string;
+  /**
+   * The id of an earlier record of the same request that this one corrects: the access was
+   * recorded while the answer was prepared (alongside its first read) and the answer then
+   * came out otherwise (the read failed). The earlier record stays, as every record does.
+   */
+  supersedes?: string;
 }
 
 export interface AccessQuery {
@@ -99,6 +105,7 @@ export interface NewAccessRecord {
   status: number;
   invocationId: string;
   target?: AccessTarget;
+  supersedes?: string;
 }
 
 /** Builds the record; requested UIDs the answer does not hold are dropped (see the module comment). */
@@ -127,5 +134,15 @@ export function accessRecord(r: NewAccessRecord): AccessRecord {
     ...(r.target?.queryKeys && r.target.queryKeys.length > 0 ? { queryKeys: unique(r.target.queryKeys).sort() } : {}),
     ...(r.target?.sourceSha256 ? { sourceSha256: r.target.sourceSha256 } : {}),
     invocationId: r.invocationId,
+    ...(r.supersedes ? { supersedes: r.supersedes } : {}),
   };
+}
+
+/** Whether two targets make the same record (the UIDs returned and named, the query keys, the content hash). */
+export function sameTarget(a: AccessTarget | undefined, b: AccessTarget | undefined): boolean {
+  const norm = (t: AccessTarget | undefined) => {
+    const uids = (u: Partial<ResearchUids> | undefined) => [unique(u?.studies).sort(), unique(u?.series).sort(), unique(u?.instances).sort()];
+    return JSON.stringify([uids(t?.returned), uids(t?.requested), unique(t?.queryKeys).sort(), t?.sourceSha256 ?? null]);
+  };
+  return norm(a) === norm(b);
 }

@@ -23,7 +23,7 @@ export function monthsBetween(from: string, to: string): string[] {
   return out;
 }
 
-const FIELDS = 'c.id, c.time, c.callerId, c.callerKind, c.appId, c.via, c.route, c.method, c.role, c.status, c.returned, c.requested, c.queryKeys, c.sourceSha256, c.invocationId';
+const FIELDS = 'c.id, c.time, c.callerId, c.callerKind, c.appId, c.via, c.route, c.method, c.role, c.status, c.returned, c.requested, c.queryKeys, c.sourceSha256, c.invocationId, c.supersedes';
 
 export class CosmosAccessAudit implements AccessAuditStore {
   constructor(private readonly container: Container) {}

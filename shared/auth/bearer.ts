@@ -6,6 +6,7 @@
  *
  * Nothing of a token reaches a log or an error message: failures say which check failed.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 import { createLocalJWKSet, createRemoteJWKSet, errors, type JSONWebKeySet, jwtVerify, type JWTVerifyGetKey } from 'jose';
@@ -22,7 +23,19 @@ export interface BearerValidatorOptions {
   /** Resolves the verification key of a token from its header (a jose JWKS function). */
   keys: JWTVerifyGetKey;
   clockToleranceSeconds?: number;
+  /** Tokens remembered once verified (0: verify every request). Default VERIFIED_TOKEN_CACHE_ENTRIES. */
+  cacheEntries?: number;
+  /** The clock (ms since the epoch), for tests; the expiry checks of jose use it too. */
+  now?: () => number;
 }
+
+/** Verified tokens remembered: a viewer sends the same token with every frame it asks for. */
+export const VERIFIED_TOKEN_CACHE_ENTRIES = 1000;
+/**
+ * A remembered token is verified again after this long even before it expires, so that a key
+ * the issuer stops publishing (a rollover, a revoked key) stops being honoured within minutes.
+ */
+export const VERIFIED_TOKEN_MAX_AGE_MS = 5 * 60 * 1000;
 
 /** Entra ID signs access tokens with RS256; anything else (`none`, HMAC with a public key) is refused. */
 const ALGORITHMS = ['RS256'];
@@ -89,9 +102,11 @@ export type BearerValidator = (token: string) => Promise<Principal>;
 /**
  * A validator for one API. The returned function throws PipelineError UNAUTHENTICATED for a
  * token that does not validate or names no caller, SERVICE_UNAVAILABLE when the keys cannot be
- * fetched. It holds no per-token state; safe to share.
+ * fetched. A token that verified is remembered (by its hash) until it expires, at most
+ * VERIFIED_TOKEN_MAX_AGE_MS: its next requests skip the signature check. Safe to share.
  */
 export function createBearerValidator(options: BearerValidatorOptions): BearerValidator {
+  const now = options.now ?? Date.now;
   const verifyOptions = {
     issuer: options.issuers,
     audience: options.audiences,
@@ -99,15 +114,27 @@ export function createBearerValidator(options: BearerValidatorOptions): BearerVa
     clockTolerance: options.clockToleranceSeconds ?? 60,
     requiredClaims: ['exp'],
   };
+  const maxEntries = options.cacheEntries ?? VERIFIED_TOKEN_CACHE_ENTRIES;
+  // By the token's SHA-256, never the token: only a token that verified gets in, and only until
+  // its `exp` (without the clock tolerance) or VERIFIED_TOKEN_MAX_AGE_MS, whichever comes first.
+  const verified = new Map<string, { principal: Principal; until: number }>();
   return async (token) => {
+    const key = maxEntries > 0 ? createHash('sha256').update(token).digest('base64url') : '';
+    const hit = key ? verified.get(key) : undefined;
+    if (hit && now() < hit.until) return { ...hit.principal, roles: [...hit.principal.roles] };
+    if (hit) verified.delete(key);
     let payload;
     try {
-      ({ payload } = await jwtVerify(token, options.keys, verifyOptions));
+      ({ payload } = await jwtVerify(token, options.keys, { ...verifyOptions, currentDate: new Date(now()) }));
     } catch (e) {
       throw classify(e);
     }
     const principal = principalFromClaims(payload as Record<string, unknown>, 'bearer');
     if (!principal) throw new PipelineError(ErrorCodes.UNAUTHENTICATED, 'the bearer token names no caller (oid or sub)');
+    if (key && typeof payload.exp === 'number') {
+      verified.set(key, { principal: { ...principal, roles: [...principal.roles] }, until: Math.min(payload.exp * 1000, now() + VERIFIED_TOKEN_MAX_AGE_MS) });
+      while (verified.size > maxEntries) verified.delete(verified.keys().next().value as string);
+    }
     return principal;
   };
 }

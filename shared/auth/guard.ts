@@ -8,13 +8,16 @@
  * - the audit cannot be written: 503 and the answer is withheld. Fail closed: a disclosure that
  *   cannot be accounted for is not made (HIPAA §164.312(b) audit controls). The caller may retry.
  *
+ * A handler that knows what it will disclose before its answer is ready may record it in
+ * advance (recordInAdvance), so that the audit write overlaps its work; the same rules hold.
+ *
  * Logs name the route, the status and the failed check, never a token, a claim or a query value.
  */
 import { randomUUID } from 'node:crypto';
 
 import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 
-import { type AccessAuditStore, accessRecord, type AccessTarget } from '../audit/accessAudit';
+import { type AccessAuditStore, accessRecord, type AccessTarget, sameTarget } from '../audit/accessAudit';
 import { ErrorCodes, httpErrorBody, httpStatusFor, isPipelineError, PipelineError } from '../errors';
 import type { Telemetry } from '../telemetry/telemetry';
 import type { Authenticator } from './authenticator';
@@ -58,6 +61,31 @@ function codeOf(e: unknown): string {
   return isPipelineError(e) ? e.code : 'unexpected error';
 }
 
+/** Records the access of a request in advance: its status and target. */
+export type AdvanceRecord = (status: number, target: AccessTarget) => Promise<void>;
+
+const advanceRecorders = new WeakMap<HttpRequest, AdvanceRecord>();
+
+/**
+ * For a handler that knows what it will disclose before its answer is ready (WADO-RS: the
+ * instances, once found, while their first bytes are read): records the access now, so that
+ * the audit write runs alongside that work instead of after it. The handler must not give its
+ * answer before the returned promise resolves, and must fail when it rejects; the gate then
+ * withholds the answer (503), as when the audit cannot be written after the handler. When the
+ * answer comes out otherwise than recorded (another status: the read failed after all), the
+ * gate records the final answer too, naming the first record in `supersedes`. Undefined for a
+ * request that did not pass requireRole's checks.
+ */
+export function recordInAdvance(request: HttpRequest): AdvanceRecord | undefined {
+  return advanceRecorders.get(request);
+}
+
+/** Ends a streamed body that will not be sent (its reads are released). */
+async function discardBody(response: HttpResponseInit): Promise<void> {
+  const body = response.body as unknown;
+  if (body && typeof body === 'object' && Symbol.asyncIterator in body) await (body as AsyncIterable<unknown>)[Symbol.asyncIterator]().return?.();
+}
+
 /**
  * Wraps a handler with authentication, the role check and the access audit. `getDeps` is called
  * per request (the runtime is built once, on first use).
@@ -88,9 +116,9 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
     }
 
     const role = accepted.find((r) => hasRole(principal, r)) ?? (accepted[0] as Role);
-    const record = async (status: number, target?: AccessTarget) =>
+    const record = async (status: number, target?: AccessTarget, id = randomUUID(), supersedes?: string) =>
       deps.accessAudit.append(
-        accessRecord({ id: randomUUID(), time: new Date(), principal, route, method: request.method, role, status, invocationId: context.invocationId, target }),
+        accessRecord({ id, time: new Date(), principal, route, method: request.method, role, status, invocationId: context.invocationId, target, supersedes }),
       );
 
     if (!accepted.some((r) => hasRole(principal, r))) {
@@ -104,12 +132,27 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
       return { status: 403, headers: { 'www-authenticate': 'Bearer realm="api", error="insufficient_scope"' }, jsonBody: httpErrorBody(denied) };
     }
 
+    // The latest record made in advance, if the handler made one.
+    let advance: { id: string; status: number; target: AccessTarget; written: Promise<{ ok: true } | { ok: false; error: unknown }> } | undefined;
+    advanceRecorders.set(request, (status, target) => {
+      if (advance && advance.status === status && sameTarget(advance.target, target)) return advance.written.then((w) => (w.ok ? undefined : Promise.reject(w.error)));
+      const id = randomUUID();
+      const written = record(status, target, id, advance?.id).then(
+        () => ({ ok: true as const }),
+        (error: unknown) => ({ ok: false as const, error }),
+      );
+      advance = { id, status, target, written };
+      return written.then((w) => (w.ok ? undefined : Promise.reject(w.error)));
+    });
+
     let response: HttpResponseInit;
     try {
       response = await handler(request, context, principal);
     } catch (e) {
       context.error(`${route}: handler failed (${codeOf(e)})`);
       response = { status: httpStatusFor(e), jsonBody: httpErrorBody(e) };
+    } finally {
+      advanceRecorders.delete(request);
     }
     const status = response.status ?? 200;
     let target: AccessTarget | undefined;
@@ -119,10 +162,22 @@ export function requireRole(getDeps: () => Promise<GuardDeps>, options: GuardOpt
       // The answer cannot be described, so it cannot be accounted for: withheld like an unwritable audit.
       context.error(`${route}: access audit could not describe the answer (${codeOf(e)})`);
       deps.telemetry?.trackFailure(AUDIT_FAILURE, route);
+      await discardBody(response).catch(() => undefined);
       return auditUnavailable();
     }
+    if (advance) {
+      const early = await advance.written;
+      if (!early.ok) {
+        context.error(`${route}: access audit not written, answer withheld (${codeOf(early.error)})`);
+        deps.telemetry?.trackFailure(AUDIT_FAILURE, route);
+        await discardBody(response).catch(() => undefined);
+        return auditUnavailable();
+      }
+      // Recorded as it came out: nothing more to write.
+      if (advance.status === status && sameTarget(advance.target, target)) return response;
+    }
     try {
-      await record(status, target);
+      await record(status, target, randomUUID(), advance?.id);
     } catch (e) {
       context.error(`${route}: access audit not written, answer withheld (${codeOf(e)})`);
       deps.telemetry?.trackFailure(AUDIT_FAILURE, route);

@@ -20,4 +20,4 @@ export {
 } from './qido/model';
 export { parseQidoRequest } from './qido/parse';
 export { buildCatalogQuery, buildStudyPassQuery, type CatalogQuery, type QueryShape } from './qido/query';
-export { createQidoHandler, type QidoHandlerOptions, runQido, type RunQidoOptions } from './qido/response';
+export { createQidoHandler, dicomwebRootOf, type QidoHandlerOptions, runQido, type RunQidoOptions } from './qido/response';

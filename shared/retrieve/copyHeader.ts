@@ -10,7 +10,7 @@ import { tagToHex } from '../dicom/dictionary';
 import type { HeaderLimits } from '../dicom/limits';
 import { readHeader } from '../dicom/parser';
 import { ErrorCodes, PipelineError } from '../errors';
-import type { ResearchStore } from '../storage/stores';
+import type { CopyReadOptions, ResearchStore } from '../storage/stores';
 import type { ResearchInstance } from './researchInstances';
 
 /** The first range read of a copy: most headers fit in it. */
@@ -34,7 +34,7 @@ export interface CopyHeader {
  * only when the reader wants more: the reading stops where the parse does. A range that
  * comes back short is the copy's end.
  */
-export async function* rangedReads(research: ResearchReader, blob: string, offset = 0, options: { abortSignal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+export async function* rangedReads(research: ResearchReader, blob: string, offset = 0, options: CopyReadOptions = {}): AsyncGenerator<Uint8Array> {
   for (let o = offset, step = FIRST_RANGE_BYTES; ; step = Math.min(step * 2, MAX_RANGE_BYTES)) {
     let got = 0;
     for await (const chunk of await research.readRange(blob, o, step, options)) {

@@ -46,3 +46,20 @@ export async function* multipartBody(parts: Iterable<Part> | AsyncIterable<Part>
 export async function* concatenated(openers: Iterable<() => Promise<AsyncIterable<Uint8Array>>>): AsyncGenerator<Uint8Array> {
   for (const open of openers) for await (const chunk of await open()) yield chunk;
 }
+
+/**
+ * `first` (already opened) then the pieces `rest` opens, one after the other. Ending it early,
+ * even before reading it, ends `first` too, so that a read opened but never taken is released.
+ */
+export function afterOpened(first: AsyncIterable<Uint8Array>, rest: Iterable<() => Promise<AsyncIterable<Uint8Array>>>): AsyncIterable<Uint8Array> {
+  const all = concatenated([async () => first, ...rest]);
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => all.next(),
+      return: async () => {
+        await first[Symbol.asyncIterator]().return?.();
+        return all.return(undefined);
+      },
+    }),
+  };
+}

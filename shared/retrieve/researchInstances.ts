@@ -21,6 +21,11 @@ export interface ResearchInstance {
   updatedAt: string;
   /** The frame index as the document keeps it (absent before 0.7.0, or for a sidecar's pointer only). */
   frames?: StoredFrameIndex;
+  /**
+   * The ETag of the copy as first read after this lookup (not from the catalog): later reads
+   * through the same lookup ask for that version only (If-Match), see wado.ts readOptions.
+   */
+  copyEtag?: string;
 }
 
 /** A study, a series in it, or an instance in that: the path of a WADO-RS resource. */
@@ -80,8 +85,12 @@ function compare(a: string, b: string): number {
 /**
  * Recent answers of findResearchInstances, kept `ttlMs` (a viewer asks for the same instance's
  * frames many times in a row; each lookup is a catalog round trip). Only found instances are
- * kept: an unknown UID is asked again. A copy withdrawn or replaced meanwhile is seen at most
- * `ttlMs` late, and its bytes are read from the research container as they are then.
+ * kept: an unknown UID is asked again. Reads through a kept answer are conditional on the
+ * copy's version first read (If-Match): a replaced or removed copy fails the read, and the
+ * retrieve forgets the answer and asks the catalog again (wado.ts), so a kept frame index is
+ * never applied to another copy's bytes. An instance withdrawn from the catalog whose copy is
+ * not removed yet (withdrawal removes the document first, then the copy) is served at most
+ * `ttlMs` longer.
  */
 export class ResearchInstanceCache {
   private readonly entries = new Map<string, { at: number; instances: ResearchInstance[] }>();
@@ -92,7 +101,7 @@ export class ResearchInstanceCache {
   ) {}
 
   async find(reader: ResearchCatalogReader, scope: RetrieveScope, options: { abortSignal?: AbortSignal } = {}): Promise<ResearchInstance[]> {
-    const key = `${scope.study}/${scope.series ?? ''}/${scope.instance ?? ''}`;
+    const key = keyOf(scope);
     const hit = this.entries.get(key);
     if (hit && Date.now() - hit.at < this.ttlMs) return hit.instances;
     const instances = await findResearchInstances(reader, scope, options);
@@ -101,4 +110,13 @@ export class ResearchInstanceCache {
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
     return instances;
   }
+
+  /** Drops the kept answer for `scope`: the next find asks the catalog. */
+  forget(scope: RetrieveScope): void {
+    this.entries.delete(keyOf(scope));
+  }
+}
+
+function keyOf(scope: RetrieveScope): string {
+  return `${scope.study}/${scope.series ?? ''}/${scope.instance ?? ''}`;
 }

@@ -9,13 +9,14 @@
  */
 import type { ResearchCatalogReader } from '../catalog/researchCatalog';
 import type { HeaderLimits } from '../dicom/limits';
-import { ErrorCodes, PipelineError } from '../errors';
+import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
+import type { CopyRead, CopyReadOptions } from '../storage/stores';
 import { type CopyHeader, elementAt, pixelDataPath, readCopyHeader, type ResearchReader } from './copyHeader';
 import type { ByteRange, FrameIndex, FrameIndexSource } from './frameIndex';
 import { bitPackedFrameRange, repackBitFrame } from './frameIndexBits';
 import { checkFrameNumber, encapsulatedValueEnd, frameRanges, lengthOf, parseFrameList, parseRange } from './frames';
 import { instanceUrl, MetadataCache,metadataOf } from './instanceMetadata';
-import { concatenated, multipartBody, multipartContentType, newBoundary, type Part } from './multipart';
+import { afterOpened, concatenated, multipartBody, multipartContentType, newBoundary, type Part } from './multipart';
 import { negotiateBulkData, negotiateFrames, negotiateInstances, negotiateMetadata, parseAccept } from './negotiate';
 import { findResearchInstances, type ResearchInstance, ResearchInstanceCache, type RetrieveScope } from './researchInstances';
 
@@ -44,6 +45,13 @@ export interface WadoRequest {
   /** The DICOMweb root the request came through (`https://host/api/dicomweb`), for BulkDataURIs. */
   root: string;
   abortSignal?: AbortSignal;
+  /**
+   * Told what the answer will carry (its status and instances) once the instances are found,
+   * and run while the first part is opened: the access audit is then written alongside the
+   * first read rather than after it. No answer is given until it resolves; when it fails, the
+   * retrieve fails with its error and the opened part is closed unread.
+   */
+  disclosing?: (status: 200 | 206, returned: ResearchInstance[]) => Promise<void>;
 }
 
 export interface WadoAnswer {
@@ -68,7 +76,19 @@ export async function retrieve(deps: WadoDeps, request: WadoRequest): Promise<Wa
   const frameList = request.resource === 'frames' ? parseFrameList(request.frames) : [];
   if (request.resource === 'metadata') negotiateMetadata(ranges);
   const lookup = request.abortSignal ? { abortSignal: request.abortSignal } : {};
-  const instances = deps.instanceCache ? await deps.instanceCache.find(deps.catalog, request.scope, lookup) : await findResearchInstances(deps.catalog, request.scope, lookup);
+  const cache = deps.instanceCache;
+  if (!cache) return answer(deps, request, await findResearchInstances(deps.catalog, request.scope, lookup), ranges, frameList);
+  try {
+    return await answer(deps, request, await cache.find(deps.catalog, request.scope, lookup), ranges, frameList);
+  } catch (e) {
+    if (!staleReads.has(e as object)) throw e;
+    // The copy a remembered lookup named was replaced or removed: the catalog says what is there now.
+    cache.forget(request.scope);
+    return answer(deps, request, await cache.find(deps.catalog, request.scope, lookup), ranges, frameList);
+  }
+}
+
+async function answer(deps: WadoDeps, request: WadoRequest, instances: ResearchInstance[], ranges: ReturnType<typeof parseAccept>, frameList: number[]): Promise<WadoAnswer> {
   switch (request.resource) {
     case 'instances':
       return retrieveInstances(deps, request, instances, ranges);
@@ -91,19 +111,64 @@ function only(instances: ResearchInstance[]): ResearchInstance {
   return one;
 }
 
-function readOptions(request: WadoRequest): { abortSignal?: AbortSignal } {
-  return request.abortSignal ? { abortSignal: request.abortSignal } : {};
+/** Failures of conditional reads: the copy is no longer the version the remembered lookup read. */
+const staleReads = new WeakSet<object>();
+
+/**
+ * How a copy is read: the request's abort signal, and, once a version of the copy has been
+ * read after this lookup, that version only (If-Match). A remembered lookup (instanceCache)
+ * then never pairs its frame index with the bytes of a replaced copy.
+ */
+function readOptions(request: WadoRequest, instance: ResearchInstance): CopyReadOptions {
+  return { ...(request.abortSignal ? { abortSignal: request.abortSignal } : {}), ...(instance.copyEtag !== undefined ? { ifMatch: instance.copyEtag } : {}) };
+}
+
+/** A ranged read of an instance's copy (see readOptions); remembers the version first read. */
+async function readCopy(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, offset: number, count: number | undefined): Promise<CopyRead> {
+  const options = readOptions(request, instance);
+  try {
+    const read = await deps.research.readRange(instance.researchBlob, offset, count, options);
+    if (instance.copyEtag === undefined && read.etag !== undefined) instance.copyEtag = read.etag;
+    return read;
+  } catch (e) {
+    if (options.ifMatch !== undefined && (isPipelineError(e, ErrorCodes.CATALOG_CONFLICT) || isPipelineError(e, ErrorCodes.NOT_FOUND))) staleReads.add(e);
+    throw e;
+  }
+}
+
+/** The research reader for one instance's header (readCopyHeader): reads as readCopy does. */
+function copyReader(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance): ResearchReader {
+  return { readRange: (_blob, offset, count) => readCopy(deps, request, instance, offset, count) };
+}
+
+/** Ends a stream that will not be read (its connection is released). */
+async function discard(stream: AsyncIterable<Uint8Array>): Promise<void> {
+  await stream[Symbol.asyncIterator]().return?.();
 }
 
 /**
  * Opens the first part before the answer is given, so that a copy that cannot be read gives
- * its status (404, 503) rather than a 200 that breaks off.
+ * its status (404, 503) rather than a 200 that breaks off. `disclosing` (the access audit) runs
+ * alongside; when it fails, the opened part is closed unread and its error thrown.
  */
-async function withFirstOpened(parts: Part[]): Promise<Part[]> {
+async function withFirstOpened(parts: Part[], disclosing?: () => Promise<void>): Promise<Part[]> {
   const [first, ...rest] = parts;
-  if (!first) return parts;
-  const opened = await first.open();
-  return [{ ...first, open: async () => opened }, ...rest];
+  if (!first) {
+    await disclosing?.();
+    return parts;
+  }
+  const [opened, told] = await Promise.allSettled([first.open(), disclosing?.()]);
+  if (told.status === 'rejected') {
+    if (opened.status === 'fulfilled') await discard(opened.value);
+    throw told.reason;
+  }
+  if (opened.status === 'rejected') throw opened.reason;
+  return [{ ...first, open: async () => opened.value }, ...rest];
+}
+
+function disclosingOf(request: WadoRequest, status: 200 | 206, returned: ResearchInstance[]): (() => Promise<void>) | undefined {
+  const hook = request.disclosing;
+  return hook ? () => hook(status, returned) : undefined;
 }
 
 async function retrieveInstances(deps: WadoDeps, request: WadoRequest, instances: ResearchInstance[], ranges: ReturnType<typeof parseAccept>): Promise<WadoAnswer> {
@@ -112,8 +177,9 @@ async function retrieveInstances(deps: WadoDeps, request: WadoRequest, instances
     instances.map((instance): Part => ({
       contentType: `application/dicom; transfer-syntax=${instance.transferSyntaxUid}`,
       location: instanceUrl(request.root, instance),
-      open: () => deps.research.readRange(instance.researchBlob, 0, undefined, readOptions(request)),
+      open: () => readCopy(deps, request, instance, 0, undefined),
     })),
+    disclosingOf(request, 200, instances),
   );
   if (!multipart) {
     const [part] = parts as [Part];
@@ -132,7 +198,7 @@ async function metadataJson(deps: WadoDeps, request: WadoRequest, instance: Rese
   const key = MetadataCache.keyOf(instance, request.root);
   const cached = deps.metadataCache.get(key);
   if (cached !== undefined) return cached;
-  const header = await readCopyHeader(deps.research, instance, deps.headerLimits, readOptions(request));
+  const header = await readCopyHeader(copyReader(deps, request, instance), instance, deps.headerLimits, request.abortSignal ? { abortSignal: request.abortSignal } : {});
   const json = JSON.stringify(metadataOf(header, instanceUrl(request.root, instance)));
   deps.metadataCache.set(key, json);
   return json;
@@ -150,7 +216,13 @@ async function retrieveMetadata(deps: WadoDeps, request: WadoRequest, instances:
 }
 
 function openRanges(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, pieces: readonly ByteRange[]): () => Promise<AsyncIterable<Uint8Array>> {
-  return async () => concatenated(pieces.map(([offset, length]) => () => deps.research.readRange(instance.researchBlob, offset, length, readOptions(request))));
+  return async () => {
+    // The first piece is read now: a copy that cannot be read fails the opening, not the body.
+    const [first, ...rest] = pieces;
+    if (!first) return concatenated([]);
+    const opened = await readCopy(deps, request, instance, first[0], first[1]);
+    return rest.length === 0 ? opened : afterOpened(opened, rest.map(([offset, length]) => () => readCopy(deps, request, instance, offset, length)));
+  };
 }
 
 /**
@@ -161,7 +233,7 @@ function openRanges(deps: WadoDeps, request: WadoRequest, instance: ResearchInst
 function openBitPackedFrame(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, index: Extract<FrameIndex, { kind: 'bitPacked' }>, n: number): () => Promise<AsyncIterable<Uint8Array>> {
   const { offset, length, shift } = bitPackedFrameRange(index, n - 1);
   return async () => {
-    const stream = await deps.research.readRange(instance.researchBlob, offset, length, readOptions(request));
+    const stream = await readCopy(deps, request, instance, offset, length);
     return (async function* () {
       const chunks: Uint8Array[] = [];
       for await (const chunk of stream) chunks.push(chunk);
@@ -187,7 +259,7 @@ async function retrieveFrames(deps: WadoDeps, request: WadoRequest, instance: Re
   return {
     status: 200,
     headers: { 'content-type': multipartContentType(partType, boundary) },
-    body: multipartBody(await withFirstOpened(parts), boundary),
+    body: multipartBody(await withFirstOpened(parts, disclosingOf(request, 200, [instance])), boundary),
     returned: [instance],
   };
 }
@@ -215,7 +287,7 @@ async function retrieveBulkData(deps: WadoDeps, request: WadoRequest, instance: 
     throw new PipelineError(ErrorCodes.QUERY_INVALID, 'bulkdata: the path must be tags (8 hex digits) and item indexes, as a BulkDataURI gives it');
   }
   const { multipart } = negotiateBulkData(ranges);
-  const header = await readCopyHeader(deps.research, instance, deps.headerLimits, readOptions(request));
+  const header = await readCopyHeader(copyReader(deps, request, instance), instance, deps.headerLimits, request.abortSignal ? { abortSignal: request.abortSignal } : {});
   const value = await locateBulkData(deps, instance, header, path);
   const length = value.kind === 'copy' ? value.length : value.bytes.length;
   const wanted = multipart ? { kind: 'whole' as const } : parseRange(request.range, length);
@@ -223,9 +295,10 @@ async function retrieveBulkData(deps: WadoDeps, request: WadoRequest, instance: 
   const count = wanted.kind === 'partial' ? wanted.end - wanted.start + 1 : length;
   const open =
     value.kind === 'copy'
-      ? () => deps.research.readRange(instance.researchBlob, value.offset + start, count, readOptions(request))
+      ? () => readCopy(deps, request, instance, value.offset + start, count)
       : async () => oneChunk(value.bytes.subarray(start, start + count));
-  const [part] = await withFirstOpened([{ contentType: 'application/octet-stream', length: count, location: `${instanceUrl(request.root, instance)}/bulkdata/${path}`, open }]);
+  const status = !multipart && wanted.kind === 'partial' ? 206 : 200;
+  const [part] = await withFirstOpened([{ contentType: 'application/octet-stream', length: count, location: `${instanceUrl(request.root, instance)}/bulkdata/${path}`, open }], disclosingOf(request, status, [instance]));
   if (multipart) {
     const boundary = newBoundary();
     return { status: 200, headers: { 'content-type': multipartContentType('application/octet-stream', boundary) }, body: multipartBody([part as Part], boundary), returned: [instance] };

@@ -11,7 +11,7 @@ import { BlobClient, BlobServiceClient, ContainerClient, StorageRetryPolicyType 
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
 import { frameIndexSidecarName } from '../retrieve/frameIndexCodec';
-import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
+import type { CopyRead, CopyReadOptions, OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
 import { totalOfContentRange } from './stores';
 
 const BLOCK_SIZE = 4 * 1024 * 1024;
@@ -230,16 +230,24 @@ export class AzureResearchStore implements ResearchStore {
     return names;
   }
 
-  async readRange(blobName: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
+  async readRange(blobName: string, offset: number, count: number | undefined, options: CopyReadOptions = {}): Promise<CopyRead> {
     // A zero-byte range has nothing to ask for: the service would answer 416.
     if (count === 0) return noBytes();
-    const researchError = (e: unknown) =>
-      statusOf(e) === 404 ? new PipelineError(ErrorCodes.NOT_FOUND, 'research copy does not exist', { cause: e }) : fromServiceError(e, 'reading research copy');
+    const researchError = (e: unknown) => {
+      const status = statusOf(e);
+      if (status === 404) return new PipelineError(ErrorCodes.NOT_FOUND, 'research copy does not exist', { cause: e });
+      if (status === 412) return new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research copy was replaced since its version was read (412)', { cause: e });
+      return fromServiceError(e, 'reading research copy');
+    };
     try {
-      const r = await this.container.getBlobClient(blobName).download(offset, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      const r = await this.container.getBlobClient(blobName).download(offset, count, {
+        abortSignal: options.abortSignal,
+        maxRetryRequests: 3,
+        ...(options.ifMatch !== undefined ? { conditions: { ifMatch: options.ifMatch } } : {}),
+      });
       const body = r.readableStreamBody as Readable | undefined;
       if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
-      return (async function* () {
+      const bytes = (async function* () {
         try {
           for await (const chunk of body) yield chunk as Uint8Array;
         } catch (e) {
@@ -249,6 +257,15 @@ export class AzureResearchStore implements ResearchStore {
           body.destroy();
         }
       })();
+      // Ended before it was read (the answer withheld): a generator not started skips its finally.
+      const end = bytes.return.bind(bytes);
+      return Object.assign(bytes, {
+        etag: r.etag,
+        return: async () => {
+          body.destroy();
+          return end(undefined);
+        },
+      });
     } catch (e) {
       // A range that starts at the copy's end: nothing to read (a reader reading until a short range).
       if (statusOf(e) === 416) return noBytes();

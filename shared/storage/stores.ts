@@ -83,9 +83,21 @@ export interface ResearchStore {
    * undefined; fewer when the copy ends first, none from its end on), as the copy is read by
    * WADO-RS and the frame index: one ranged request, the bytes never held whole. Throws
    * NOT_FOUND when the copy does not exist, SERVICE_* on service faults (the stream too, while
-   * it is read). Idempotent: a read.
+   * it is read). With `ifMatch`, reads only that version of the copy: CATALOG_CONFLICT when the
+   * copy is another one now (replaced). Idempotent: a read.
    */
-  readRange(blobName: string, offset: number, count: number | undefined, options?: { abortSignal?: AbortSignal }): Promise<AsyncIterable<Uint8Array>>;
+  readRange(blobName: string, offset: number, count: number | undefined, options?: CopyReadOptions): Promise<CopyRead>;
+}
+
+export interface CopyReadOptions {
+  abortSignal?: AbortSignal;
+  /** The ETag the copy must still have (If-Match). */
+  ifMatch?: string;
+}
+
+/** The bytes of one ranged read of a research copy, and the ETag of the version they come from (absent when nothing was read). */
+export interface CopyRead extends AsyncIterable<Uint8Array> {
+  readonly etag?: string;
 }
 
 /** What one conditional write of a research copy did. */

@@ -82,6 +82,22 @@ describe('dicomweb-client against the service', () => {
     }
   });
 
+  test('given a QIDO-RS search at each level, then each match\'s Retrieve URL (0008,1190) is the WADO-RS resource that answers its bytes', async () => {
+    const stack = testStack();
+    const { studyInstanceUID: study, seriesInstanceUID: series, sopInstanceUID: sop } = uids.native!;
+    const auth = { authorization: `Bearer ${stack.tokens.research}` };
+    const root = `${stack.hostUrl}/api/dicomweb`;
+    const search = async (path: string) => (await (await fetch(`${root}${path}`, { headers: auth })).json()) as DicomJson[];
+    const url = (matches: DicomJson[], tag: string, uid: string) => matches.find((m) => m[tag]?.Value?.[0] === uid)?.['00081190'];
+    expect(url(await search(`/studies?StudyInstanceUID=${study}`), '0020000D', study)).toEqual({ vr: 'UR', Value: [`${root}/studies/${study}`] });
+    expect(url(await search(`/studies/${study}/series`), '0020000E', series)).toEqual({ vr: 'UR', Value: [`${root}/studies/${study}/series/${series}`] });
+    const instanceUrl = url(await search(`/studies/${study}/series/${series}/instances`), '00080018', sop)?.Value?.[0] as string;
+    expect(instanceUrl).toBe(`${root}/studies/${study}/series/${series}/instances/${sop}`);
+    const res = await fetch(instanceUrl, { headers: { ...auth, accept: 'application/dicom; transfer-syntax=*' } });
+    expect(res.status).toBe(200);
+    expect(Buffer.from(await res.arrayBuffer()).equals(await blob('native'))).toBe(true);
+  });
+
   test('given retrieveInstanceFrames on a JPEG-LS multi-frame instance (25 frames), then each frame is its fragment', async () => {
     const value = (await parseDicomBuffer(await blob('multiFrame'))).pixelValue!;
     const fragments: Buffer[] = [];

@@ -10,7 +10,7 @@ import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument
 import { ErrorCodes, isPipelineError, PipelineError } from '../../shared/errors';
 import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
 import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
-import type { OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from '../../shared/storage/stores';
+import type { CopyRead, CopyReadOptions, OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from '../../shared/storage/stores';
 import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
 
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
@@ -127,10 +127,11 @@ export class MemoryResearchStore implements ResearchStore {
     }
   }
 
-  async readRange(name: string, offset: number, count: number | undefined): Promise<AsyncIterable<Uint8Array>> {
+  async readRange(name: string, offset: number, count: number | undefined, options: CopyReadOptions = {}): Promise<CopyRead> {
     const b = this.blobs.get(name);
     if (!b) throw new PipelineError(ErrorCodes.NOT_FOUND, 'research copy not found');
-    return chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count));
+    if (options.ifMatch !== undefined && options.ifMatch !== b.version.etag) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research copy was replaced (412)');
+    return Object.assign(chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count)), { etag: b.version.etag });
   }
 
   async findBySource(sourceKey: string): Promise<string[]> {

@@ -34,7 +34,8 @@ import { buildCatalogQuery, buildStudyPassQuery, buildSummaryQuery, type Catalog
 /**
  * Default return attributes per level (PS3.18 Tables 10.6.3-3, -4, -5). `required` ones are
  * returned empty when unknown, as C-FIND returns required keys; `conditional` ones only when
- * the catalog holds a value. Retrieve URL is left out: the research copies have no WADO-RS.
+ * the catalog holds a value. Retrieve URL (0008,1190), present when the entity can be
+ * retrieved, is added by runQido from the DICOMweb root (every research entity can be).
  */
 const DEFAULTS: Readonly<Record<QidoLevel, { required: TagKeyword[]; conditional: TagKeyword[] }>> = {
   study: {
@@ -58,6 +59,11 @@ function pageSizeFor(q: QidoQuery, filtered: boolean): number {
 
 export interface RunQidoOptions {
   abortSignal?: AbortSignal;
+  /**
+   * The DICOMweb root the request came through (`https://host/api/dicomweb`): each match then
+   * carries its Retrieve URL (0008,1190), the WADO-RS resource of its study, series or instance.
+   */
+  retrieveRoot?: string;
   /** Catalog documents and time one request may use; default QIDO_DEFAULT_LIMITS. */
   limits?: Pick<QidoLimits, 'maxScannedDocuments' | 'timeBudgetMs'>;
 }
@@ -225,12 +231,46 @@ function responseLevels(q: QidoQuery): QidoLevel[] {
 export async function runQido(reader: ResearchCatalogReader, q: QidoQuery, options: RunQidoOptions = {}): Promise<DicomJson[]> {
   const budget = new RequestBudget(options.limits ?? QIDO_DEFAULT_LIMITS, options.abortSignal);
   try {
-    return await answer(reader, q, budget);
+    const matches = await answer(reader, q, budget);
+    const root = options.retrieveRoot;
+    return root === undefined ? matches : matches.map((ds) => withRetrieveUrl(ds, root, q.level));
   } catch (e) {
     throw budget.translate(e);
   } finally {
     budget.close();
   }
+}
+
+const RETRIEVE_URL = jsonKey('RetrieveURL');
+
+/**
+ * The WADO-RS resource of a match (PS3.18 10.4.1): its study, series or instance, as the
+ * query's level says, from the unique keys every match carries. UIDs are digits and dots:
+ * nothing to escape.
+ */
+function withRetrieveUrl(ds: DicomJson, root: string, level: QidoLevel): DicomJson {
+  const uid = (tag: string) => {
+    const v = ds[tag]?.Value?.[0];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const study = uid(T.StudyInstanceUID);
+  const series = uid(T.SeriesInstanceUID);
+  const instance = uid(T.SOPInstanceUID);
+  if (study === undefined || (level !== 'study' && series === undefined) || (level === 'instance' && instance === undefined)) return ds;
+  let url = `${root}/studies/${study}`;
+  if (level !== 'study') url += `/series/${series}`;
+  if (level === 'instance') url += `/instances/${instance}`;
+  return sortedByTag({ ...ds, [RETRIEVE_URL]: { vr: 'UR', Value: [url] } });
+}
+
+/**
+ * The DICOMweb root of a QIDO-RS request URL: the URL up to its `/studies`, `/series` or
+ * `/instances` resource (`https://host/api/dicomweb/studies/1.2/series` → `https://host/api/dicomweb`).
+ */
+export function dicomwebRootOf(requestUrl: string): string {
+  const url = new URL(requestUrl);
+  const m = /^(.*?)\/(studies|series|instances)(\/|$)/.exec(url.pathname);
+  return `${url.origin}${m ? m[1] : url.pathname.replace(/\/+$/, '')}`;
 }
 
 async function answer(reader: ResearchCatalogReader, q: QidoQuery, budget: RequestBudget): Promise<DicomJson[]> {
@@ -291,7 +331,7 @@ export function createQidoHandler(getReader: () => Promise<ResearchCatalogReader
         ...(study !== undefined ? { study } : {}),
         ...(series !== undefined ? { series } : {}),
       }, limits);
-      const body = await runQido(await getReader(), q, { limits });
+      const body = await runQido(await getReader(), q, { limits, retrieveRoot: dicomwebRootOf(request.url) });
       const headers: Record<string, string> = { 'content-type': 'application/dicom+json' };
       if (q.warnings.length > 0) headers['warning'] = q.warnings.map((w) => `299 dicomweb "${w}"`).join(', ');
       // No match is 200 with [] rather than 204: a client parses every answer the same way,

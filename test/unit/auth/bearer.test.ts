@@ -1,7 +1,8 @@
 import * as http from 'http';
+import { createLocalJWKSet } from 'jose';
 import { type AddressInfo } from 'net';
 
-import { bearerToken, createBearerValidator, jwksKeys } from '../../../shared/auth/bearer';
+import { bearerToken, createBearerValidator, jwksKeys, VERIFIED_TOKEN_MAX_AGE_MS } from '../../../shared/auth/bearer';
 import { ErrorCodes, isPipelineError, PipelineError } from '../../../shared/errors';
 import { AUDIENCE, ISSUER, makeKeys, type TestKeys, token, validatorFor } from './authFixtures';
 
@@ -103,6 +104,75 @@ describe('createBearerValidator', () => {
     const e = await failure(validatorFor(keys)(t));
     expect(e.message).not.toContain('secret-caller-id');
     expect(e.message).not.toContain(t.split('.')[1] as string);
+  });
+});
+
+describe('verified tokens remembered', () => {
+  const localKeys = () => createLocalJWKSet({ keys: [keys.publicJwk] });
+  const counting = () => {
+    const resolve = localKeys();
+    const calls = { n: 0 };
+    const getKey: typeof resolve = async (...args) => {
+      calls.n++;
+      return resolve(...args);
+    };
+    return { getKey, calls };
+  };
+
+  test('given the same token twice, then its signature is checked once and both calls name the same caller', async () => {
+    const { getKey, calls } = counting();
+    const validate = createBearerValidator({ issuers: [ISSUER], audiences: [AUDIENCE], keys: getKey, clockToleranceSeconds: 0 });
+    const t = await token(keys, { oid: 'oid-9', roles: ['Research.Read'] });
+    const first = await validate(t);
+    const second = await validate(t);
+    expect(second).toEqual(first);
+    expect(calls.n).toBe(1);
+    // Another token is verified on its own.
+    await validate(await token(keys, { oid: 'oid-10' }));
+    expect(calls.n).toBe(2);
+  });
+
+  test('given a remembered token past its expiry, then it is verified again and refused as expired', async () => {
+    let clock = Date.now();
+    const { getKey, calls } = counting();
+    const validate = createBearerValidator({ issuers: [ISSUER], audiences: [AUDIENCE], keys: getKey, clockToleranceSeconds: 0, now: () => clock });
+    const t = await token(keys, { expiresIn: 120 });
+    await validate(t);
+    clock += 60_000;
+    await validate(t);
+    expect(calls.n).toBe(1);
+    clock += 61_000;
+    const e = await failure(validate(t));
+    expect(e.message).toMatch(/expired/);
+    expect(calls.n).toBe(2);
+  });
+
+  test('given a remembered token older than the maximum age, then it is verified again (a withdrawn key stops being honoured)', async () => {
+    let clock = Date.now();
+    const { getKey, calls } = counting();
+    const validate = createBearerValidator({ issuers: [ISSUER], audiences: [AUDIENCE], keys: getKey, clockToleranceSeconds: 0, now: () => clock });
+    const t = await token(keys, { expiresIn: 3600 });
+    await validate(t);
+    clock += VERIFIED_TOKEN_MAX_AGE_MS + 1;
+    await validate(t);
+    expect(calls.n).toBe(2);
+  });
+
+  test('given a token that fails, then it is not remembered: each try is checked and refused', async () => {
+    const { getKey, calls } = counting();
+    const validate = createBearerValidator({ issuers: [ISSUER], audiences: [AUDIENCE], keys: getKey, clockToleranceSeconds: 0 });
+    const forged = await token(other, { kid: keys.kid });
+    await failure(validate(forged));
+    await failure(validate(forged));
+    expect(calls.n).toBe(2);
+  });
+
+  test('given the caller changes the principal it got, then the next call still gets the verified one', async () => {
+    const validate = validatorFor(keys);
+    const t = await token(keys, { oid: 'oid-11', roles: ['Research.Read'] });
+    const first = await validate(t);
+    (first.roles as string[]).push('Operations.Read');
+    expect((await validate(t)).roles).toEqual(['Research.Read']);
   });
 });
 

@@ -4,6 +4,7 @@ import {
   buildCatalogQuery,
   buildStudyPassQuery,
   createQidoHandler,
+  dicomwebRootOf,
   parseQidoRequest,
   QIDO_DEFAULT_LIMITS,
   type QidoDocument,
@@ -323,6 +324,42 @@ describe('runQido', () => {
     const named = docs.map((d, i) => ({ ...d, dicom: { ...d.dicom, '00100010': { vr: 'PN', Value: [{ Alphabetic: i % 2 ? 'ODD^X' : 'EVEN^X' }] } } }));
     const result = await runQido(new FakeReader(named), query('PatientName=odd*&offset=1&limit=2'));
     expect(result.map((ds) => ds['0020000D']?.Value?.[0])).toEqual(['1.2.3', '1.2.5']);
+  });
+});
+
+describe('Retrieve URL (0008,1190)', () => {
+  const ROOT = 'https://vna.example/api/dicomweb';
+  const series: QidoDocument = { id: '1.2.0.1', type: 'series', studyInstanceUid: '1.2.0', seriesInstanceUid: '1.2.0.1', modality: 'CT', dicom: { '00080060': { vr: 'CS', Value: ['CT'] } }, numberOfSeriesRelatedInstances: 1 };
+  const instance: QidoDocument = { id: '1.2.0.1.1', type: 'instance', studyInstanceUid: '1.2.0', seriesInstanceUid: '1.2.0.1', sopInstanceUid: '1.2.0.1.1', sopClassUid: '1.2.840.10008.5.1.4.1.1.2', dicom: {} };
+  const docs = [studyDoc(0), series, instance];
+
+  test('given a DICOMweb root, then each study, series and instance carries the WADO-RS URL of its resource', async () => {
+    const url = async (level: QidoLevel, text = '') => (await runQido(new FakeReader(docs), parse(level, text), { retrieveRoot: ROOT }))[0]?.['00081190'];
+    expect(await url('study')).toEqual({ vr: 'UR', Value: [`${ROOT}/studies/1.2.0`] });
+    expect(await url('series')).toEqual({ vr: 'UR', Value: [`${ROOT}/studies/1.2.0/series/1.2.0.1`] });
+    expect(await url('instance')).toEqual({ vr: 'UR', Value: [`${ROOT}/studies/1.2.0/series/1.2.0.1/instances/1.2.0.1.1`] });
+    expect(await url('study', 'includefield=all')).toEqual({ vr: 'UR', Value: [`${ROOT}/studies/1.2.0`] });
+  });
+
+  test('given the attributes of a match, then the Retrieve URL sits in tag order among them', async () => {
+    const [study] = await runQido(new FakeReader(docs), parse('study', ''), { retrieveRoot: ROOT });
+    expect(Object.keys(study as DicomJson)).toEqual(Object.keys(study as DicomJson).sort());
+  });
+
+  test('given request URLs of each QIDO-RS resource, then the DICOMweb root they came through', () => {
+    expect(dicomwebRootOf('http://localhost:7071/api/dicomweb/studies?limit=1')).toBe('http://localhost:7071/api/dicomweb');
+    expect(dicomwebRootOf('http://localhost:7071/api/dicomweb/studies/1.2.3/series')).toBe('http://localhost:7071/api/dicomweb');
+    expect(dicomwebRootOf('https://vna.example/api/dicomweb/series')).toBe('https://vna.example/api/dicomweb');
+    expect(dicomwebRootOf('https://vna.example/api/dicomweb/studies/1.2/series/1.3/instances')).toBe('https://vna.example/api/dicomweb');
+    expect(dicomwebRootOf('https://vna.example/dicomweb/instances')).toBe('https://vna.example/dicomweb');
+  });
+
+  test('given a QIDO-RS request, then the handler answers with Retrieve URLs under the root it was called through', async () => {
+    const res = await createQidoHandler(async () => new FakeReader(docs), 'study', { limits: () => QIDO_DEFAULT_LIMITS })(
+      new HttpRequest({ method: 'GET', url: 'http://127.0.0.1:7071/api/dicomweb/studies?limit=1' }),
+      new InvocationContext({ functionName: 'qido', logHandler: () => undefined }),
+    );
+    expect((res.jsonBody as DicomJson[])[0]?.['00081190']).toEqual({ vr: 'UR', Value: ['http://127.0.0.1:7071/api/dicomweb/studies/1.2.0'] });
   });
 });
 

@@ -140,8 +140,11 @@ describe('WADO-RS retrieve on the unit fakes', () => {
 
   test('given a bulk data Range, then 206 with that slice of the value and its Content-Range', async () => {
     const pixels = (await parseDicomBuffer(bytes.native!)).pixelValue!;
-    const answer = await retrieve(deps, request({ resource: 'bulkdata', path: '7FE00010', range: 'bytes=10-19' }));
+    const told: number[] = [];
+    const answer = await retrieve(deps, request({ resource: 'bulkdata', path: '7FE00010', range: 'bytes=10-19', disclosing: async (status) => void told.push(status) }));
     expect(answer.status).toBe(206);
+    // The access audit is told the status the answer will have.
+    expect(told).toEqual([206]);
     expect(answer.headers['content-range']).toBe(`bytes 10-19/${pixels.length}`);
     expect((await collect(answer.body)).equals(pixels.subarray(10, 20))).toBe(true);
     expect(await codeOfCall(() => retrieve(deps, request({ resource: 'bulkdata', path: '00420011' })))).toBe(ErrorCodes.NOT_FOUND);
