@@ -11,6 +11,7 @@ import { join } from 'node:path';
 
 import { ensureCatalog } from '../../../shared/catalog/cosmosCatalog';
 import { loadSettings } from '../../../shared/config/settings';
+import { EXPORT_QUEUE_CONNECTION, queueServiceFor } from '../../../shared/sharing/exportQueue';
 import { ARM_FUNCTIONS, calls, type EvalContext, evaluate, idOfResource, isExpression, parseExpression, type Resource, strings, type Template } from './arm';
 import { connectionForms, containerCreateCalls, filesUsing, handledEventTypes, projectRoot, runtimeSources, settingsLoaderModules, settingsRead } from './codeFacts';
 
@@ -331,25 +332,53 @@ describe('infra/azuredeploy.json: Cosmos DB containers as the code creates them'
     expect(sortById(inTemplate)).toEqual(sortById(fromCode));
   });
 
-  test('given each container the code creates, then the Function App identity has a data role on it; the access audit only an append-only one', async () => {
+  /**
+   * The append-only containers: each audit container and the adapter class that alone writes it.
+   * The class must create and may read and query, never replace, upsert, delete or patch, and the
+   * template gives the identity no more than that on the container.
+   */
+  const appendOnly = (s: ReturnType<typeof loadSettings>) => [
+    { container: s.auditContainer, file: /audit[\\/]cosmosAccessAudit\.ts$/, adapter: 'CosmosAccessAudit' },
+    { container: s.sharing.sharingAuditContainer, file: /sharing[\\/]cosmosSharing\.ts$/, adapter: 'CosmosSharingAudit' },
+  ];
+  /** The text of `class <name> ... {...}` up to the next top-level declaration. */
+  function classBody(file: RegExp, name: string): string {
+    const text = sources.find((s) => file.test(s.path))?.text ?? '';
+    const start = text.indexOf(`export class ${name} `);
+    if (start < 0) return '';
+    const rest = text.slice(start + 1);
+    const end = rest.search(/\n(export |class |function |const )/);
+    return end < 0 ? rest : rest.slice(0, end);
+  }
+
+  test('given each container the code creates, then the Function App identity has a data role on it; the access and sharing audits only an append-only one', async () => {
     const created = await createdByCode(BLOB_ONLY);
     const ctx = BLOB_ONLY;
     const settings = loadSettings(appSettings(ctx));
     const principal = functionPrincipal(ctx);
     const assignments = byType(ctx, 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments').map((a) => evaluate(ctx, a.properties) as { roleDefinitionId: string; principalId: string; scope: string });
     const definitions = new Map(byType(ctx, 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions').map((d) => [idOfResource(ctx, d), evaluate(ctx, d.properties) as { permissions: { dataActions: string[] }[] }]));
+    const audits = appendOnly(settings);
+    expect(audits.every((a) => created.containers.some((c) => c.id === a.container))).toBe(true);
     for (const c of created.containers) {
       const mine = assignments.filter((a) => a.principalId === principal && (a.scope.endsWith(`/dbs/${created.database}/colls/${c.id}`) || a.scope.endsWith(`/dbs/${created.database}`)));
       expect({ container: c.id, assigned: mine.length }).toEqual({ container: c.id, assigned: 1 });
       const role = mine[0] as { roleDefinitionId: string };
-      if (c.id === settings.auditContainer) {
+      const audit = audits.find((a) => a.container === c.id);
+      if (audit) {
         const actions = definitions.get(role.roleDefinitionId)?.permissions.flatMap((p) => p.dataActions) ?? [];
-        expect(actions.some((a) => /items\/(replace|upsert|delete|\*)$|\/\*$/.test(a))).toBe(false);
+        expect({ container: c.id, writesBeyondCreate: actions.some((a) => /items\/(replace|upsert|delete|\*)$|\/\*$/.test(a)) }).toEqual({ container: c.id, writesBeyondCreate: false });
         expect(actions).toEqual(expect.arrayContaining([expect.stringMatching(/items\/create$/), expect.stringMatching(/executeQuery$/)]));
-        // The code must need no more than that: the audit adapter creates, reads and queries only.
-        const audit = sources.filter((s) => /cosmosAccessAudit\.ts$/.test(s.path)).map((s) => s.text).join('\n');
-        expect(audit).toMatch(/\.create\(/);
-        expect(audit).not.toMatch(/\.(replace|upsert|delete|patch)\(/);
+        // The code must need no more than that: the adapter creates, reads and queries only.
+        const body = classBody(audit.file, audit.adapter);
+        expect({ adapter: audit.adapter, creates: /\bcreate\(/.test(body) }).toEqual({ adapter: audit.adapter, creates: true });
+        expect({ adapter: audit.adapter, changes: /\b(replace|upsert|delete|patch)\(/.test(body) }).toEqual({ adapter: audit.adapter, changes: false });
+        // ... and it is the only store built on that container in the runtime.
+        const runtime = sources.find((s) => /^shared[\\/]runtime\.ts$/.test(s.path))?.text ?? '';
+        const wraps = [...runtime.matchAll(/new (Cosmos\w+)\(([^)]*)\)/g)].filter((m) => m[1] === audit.adapter);
+        expect({ adapter: audit.adapter, built: wraps.length }).toEqual({ adapter: audit.adapter, built: 1 });
+        const handedTo = [...runtime.matchAll(/new (\w+)\(([^)]*)\)/g)].filter((m) => m[2]?.trim() === wraps[0]?.[2]?.trim()).map((m) => m[1]);
+        expect({ container: wraps[0]?.[2], handedTo }).toEqual({ container: wraps[0]?.[2], handedTo: [audit.adapter] });
       } else {
         expect(role.roleDefinitionId.endsWith(`/sqlRoleDefinitions/${COSMOS_BUILT_IN_DATA_CONTRIBUTOR}`)).toBe(true);
       }
@@ -417,6 +446,14 @@ describe('infra/azuredeploy.json: storage and roles', () => {
       const q = queues.find((id) => id.endsWith(`/queues/${value}`));
       expect({ setting: f.name, queue: q !== undefined }).toEqual({ setting: f.name, queue: true });
       expect(granted(WITH_ANQ, q as string, [BUILT_IN_ROLES['Storage Queue Data Contributor']])).toBe(true);
+      // The trigger moves a message to <queue>-poison after maxDequeueCount deliveries (host.json).
+      expect({ setting: f.name, poison: queues.some((id) => id === `${q}-poison`) }).toEqual({ setting: f.name, poison: true });
+      // The connection the code sends with and the trigger reads from resolves, by identity, to the account holding the queue.
+      const service = queueServiceFor(EXPORT_QUEUE_CONNECTION, env);
+      const account = (q as string).replace(/\/queueServices\/default\/queues\/[^/]+$/, '');
+      const endpoint = evaluate(WITH_ANQ, `[reference('${account}', '2023-05-01').primaryEndpoints.queue]`) as string;
+      expect(service.url.replace(/\/+$/, '')).toBe(endpoint.replace(/\/+$/, ''));
+      expect(env[EXPORT_QUEUE_CONNECTION]).toBeUndefined();
     }
     if (usesQueues) expect(facts.length).toBeGreaterThan(0);
   });
