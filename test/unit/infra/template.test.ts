@@ -54,6 +54,8 @@ const WITH_ANQ = baseContext({
   anqS3SecretAccessKey: 'secret-example-value', anqRestEndpoint: 'https://anq-west.example.org:8000', anqRestToken: 'token-example-value', anqExportPath: '/replica',
 });
 const PUBLIC_NETWORK = baseContext({ enablePrivateNetworking: false });
+/** With the account of the `sas` partner destinations (signed with its key). */
+const WITH_SAS = baseContext({ enablePartnerSas: true });
 
 function deployed(ctx: EvalContext): Resource[] {
   return template.resources.filter((r) => r.condition === undefined || evaluate(ctx, r.condition) === true);
@@ -162,7 +164,7 @@ describe('infra/azuredeploy.json: ARM syntax', () => {
   });
 
   test('given the whole template evaluated with the parameters file, then every expression evaluates', () => {
-    for (const ctx of [BLOB_ONLY, WITH_ANQ, PUBLIC_NETWORK]) {
+    for (const ctx of [BLOB_ONLY, WITH_ANQ, PUBLIC_NETWORK, WITH_SAS, baseContext({ enablePartnerSas: true, enablePrivateNetworking: false })]) {
       for (const r of deployed(ctx)) {
         try {
           evaluate(ctx, r);
@@ -250,7 +252,7 @@ describe('infra/azuredeploy.json: settings the code reads', () => {
     expect([...setInTemplate].filter((n) => !readNames.has(n) && !PLATFORM_SETTING.test(n))).toEqual([]);
   });
 
-  test.each([['blob landing only', BLOB_ONLY], ['with the ANQ source', WITH_ANQ]] as const)('given the app settings (%s), then every load*Settings of shared/config accepts them', async (_label, ctx) => {
+  test.each([['blob landing only', BLOB_ONLY], ['with the ANQ source', WITH_ANQ], ['with partner SAS', WITH_SAS]] as const)('given the app settings (%s), then every load*Settings of shared/config accepts them', async (_label, ctx) => {
     const env = appSettings(ctx);
     const modules = settingsLoaderModules(sources);
     expect(modules.map((m) => m.loaders).flat().length).toBeGreaterThanOrEqual(4);
@@ -282,6 +284,14 @@ describe('infra/azuredeploy.json: settings the code reads', () => {
   test('given the parameters, then no secret is an app setting value or an output in clear', () => {
     const raw = JSON.stringify(evaluate(WITH_ANQ, appSettingsResource().properties)) + JSON.stringify(evaluate(WITH_ANQ, template.outputs));
     for (const secret of [DEID_KEY, 'secret-example-value', 'token-example-value']) expect(raw.includes(secret)).toBe(false);
+    // The partner-SAS account's key: in the Key Vault secret SharingStorage refers to, nowhere else.
+    const withSas = JSON.stringify(evaluate(WITH_SAS, appSettingsResource().properties)) + JSON.stringify(evaluate(WITH_SAS, template.outputs));
+    const sharing = loadSettings(appSettings(WITH_SAS)).sharing.storage;
+    expect(sharing.kind).toBe('connectionString');
+    const key = /AccountKey=([^;]+)/.exec(sharing.kind === 'connectionString' ? sharing.connectionString : '')?.[1] ?? '';
+    expect(key.length).toBeGreaterThan(10);
+    expect(withSas.includes(key)).toBe(false);
+    expect(keyVaultReferences(WITH_SAS).map((r) => r.setting)).toContain('SharingStorage');
   });
 });
 
@@ -467,7 +477,7 @@ describe('infra/azuredeploy.json: storage and roles', () => {
   });
 
   test('given every Key Vault reference in the app settings, then the identity may read that secret (Key Vault Secrets User)', () => {
-    for (const ctx of [BLOB_ONLY, WITH_ANQ]) {
+    for (const ctx of [BLOB_ONLY, WITH_ANQ, WITH_SAS]) {
       const vault = byType(ctx, 'Microsoft.KeyVault/vaults')[0] as Resource;
       for (const { secret } of keyVaultReferences(ctx)) {
         expect({ secret, granted: granted(ctx, `${idOfResource(ctx, vault)}/secrets/${secret}`, [BUILT_IN_ROLES['Key Vault Secrets User']]) }).toEqual({ secret, granted: true });
@@ -510,6 +520,23 @@ describe('infra/azuredeploy.json: storage and roles', () => {
     const immutable = byType(ctx, 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies').map((p) => nameOf(ctx, p).split('/')[2]);
     expect(immutable).toEqual([evaluate(ctx, "[parameters('exportsContainerName')]")]);
   });
+
+  test('given partner SAS on, then the one account with shared keys is the one SharingStorage names: apart from the research account, holding no container of the template, with soft delete', () => {
+    const ctx = WITH_SAS;
+    const s = loadSettings(appSettings(ctx));
+    // The code signs the sas destinations' SAS with the key of the account settings.sharing.storage names (shared/sharing/destination.ts).
+    expect(s.sharing.storage.kind).toBe('connectionString');
+    const share = storageAccountByEndpoint(ctx, s.sharing.storage.kind === 'connectionString' ? s.sharing.storage.blobEndpoint : '');
+    const withKeys = byType(ctx, 'Microsoft.Storage/storageAccounts').filter((a) => (evaluate(ctx, a.properties) as { allowSharedKeyAccess: boolean }).allowSharedKeyAccess !== false);
+    expect(withKeys.map((a) => idOfResource(ctx, a))).toEqual([idOfResource(ctx, share)]);
+    expect(s.researchStorage.kind).toBe('identity');
+    expect(idOfResource(ctx, share)).not.toBe(idOfResource(ctx, storageAccountByEndpoint(ctx, s.researchStorage.kind === 'identity' ? s.researchStorage.blobServiceUri : '')));
+    expect([...blobContainerIds(ctx)].filter((id) => id.startsWith(`${idOfResource(ctx, share)}/`))).toEqual([]);
+    expect(byType(ctx, 'Microsoft.Storage/storageAccounts/blobServices').some((b) => nameOf(ctx, b) === `${nameOf(ctx, share)}/default`)).toBe(true);
+    // Off (the default): no such account, and the sas destinations fall back to the research account (identity, no SAS).
+    expect(byType(BLOB_ONLY, 'Microsoft.Storage/storageAccounts').filter((a) => (evaluate(BLOB_ONLY, a.properties) as { allowSharedKeyAccess: boolean }).allowSharedKeyAccess !== false)).toEqual([]);
+    expect(loadSettings(appSettings(BLOB_ONLY)).sharing.storage.kind).toBe('identity');
+  });
 });
 
 describe('infra/azuredeploy.json: events, network, monitoring', () => {
@@ -549,8 +576,7 @@ describe('infra/azuredeploy.json: events, network, monitoring', () => {
     }
   });
 
-  test('given private networking, then the Function App is VNet-integrated and every account, vault and topic that closes its public endpoint has a private endpoint and DNS zone', () => {
-    const ctx = BLOB_ONLY;
+  test.each([['blob landing only', BLOB_ONLY], ['with partner SAS', WITH_SAS]] as const)('given private networking (%s), then the Function App is VNet-integrated and every account, vault and topic that closes its public endpoint has a private endpoint and DNS zone', (_l, ctx) => {
     const site = evaluate(ctx, siteResource().properties) as { virtualNetworkSubnetId: string | null };
     expect(site.virtualNetworkSubnetId).toMatch(/\/subnets\/functions$/);
     const vnet = byType(ctx, 'Microsoft.Network/virtualNetworks')[0] as Resource;
