@@ -117,7 +117,7 @@ async function build(): Promise<Runtime> {
     agreements: new CosmosAgreementStore(sharingContainers.agreements),
     exports: new CosmosExportStore(sharingContainers.exports),
     audit: new CosmosSharingAudit(sharingContainers.audit),
-    destinations: new AzureDestinations(researchService),
+    destinations: new AzureDestinations(settings.sharing.storage === settings.researchStorage ? researchService : blobServiceClient(settings.sharing.storage)),
     catalog: researchCatalogReader,
     index,
     source,

@@ -33,6 +33,12 @@ export interface SharingSettings {
   exportQueue: string;
   /** Hours a destination SAS is valid for at most (it also ends with the agreement or its revocation). */
   sasMaxHours: number;
+  /**
+   * The account of the `sas` destinations' containers (SharingStorage; the research account when
+   * unset). A SAS under a stored access policy is signed with the account key, so in Azure this is
+   * a connection string to an account of its own that holds partner copies only.
+   */
+  storage: StorageConnection;
 }
 
 export interface Settings {
@@ -257,6 +263,7 @@ export function loadSettings(env: Env = process.env): Settings {
     sharingAuditContainer: c.str('COSMOS_SHARING_AUDIT_CONTAINER', 'sharing-audit'),
     exportQueue: c.str('EXPORT_QUEUE', 'partner-exports'),
     sasMaxHours: c.int('SHARING_SAS_MAX_HOURS', 24 * 30, 1, 24 * 365),
+    storage: c.optional('SharingStorage') || c.optional('SharingStorage__blobServiceUri') ? c.storage('SharingStorage') : researchStorage,
   };
   if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,56}[a-z0-9]$/.test(sharing.exportQueue)) c.problems.push('EXPORT_QUEUE must be a valid queue name (3-58 lower-case letters, digits and single hyphens)');
 

@@ -277,6 +277,8 @@ export function evalExpr(ctx: EvalContext, e: Expr): unknown {
     case 'subscriptionResourceId': return buildResourceId(`/subscriptions/${ctx.subscriptionId}`, String(a(0)), all().slice(1).map(String));
     case 'extensionResourceId': return `${String(a(0))}/providers/${String(a(1))}/${all().slice(2).map(String).join('/')}`;
     case 'reference': return runtimeState(ctx, String(a(0)));
+    // A storage account's keys: a value derived from its ID, so that a test can look for it where it must not be.
+    case 'listKeys': return { keys: [{ keyName: 'key1', value: `key-${guidOf('key', String(a(0)))}` }] };
     default: throw new Error(`the evaluator does not know ${e.name}()`);
   }
 }

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 
 import { ensureCatalog } from '../../../shared/catalog/cosmosCatalog';
 import { loadSettings } from '../../../shared/config/settings';
+import { EXPORT_QUEUE_CONNECTION, queueServiceFor } from '../../../shared/sharing/exportQueue';
 import { ARM_FUNCTIONS, calls, type EvalContext, evaluate, idOfResource, isExpression, parseExpression, type Resource, strings, type Template } from './arm';
 import { connectionForms, containerCreateCalls, filesUsing, handledEventTypes, projectRoot, runtimeSources, settingsLoaderModules, settingsRead } from './codeFacts';
 
@@ -53,6 +54,8 @@ const WITH_ANQ = baseContext({
   anqS3SecretAccessKey: 'secret-example-value', anqRestEndpoint: 'https://anq-west.example.org:8000', anqRestToken: 'token-example-value', anqExportPath: '/replica',
 });
 const PUBLIC_NETWORK = baseContext({ enablePrivateNetworking: false });
+/** With the account of the `sas` partner destinations (signed with its key). */
+const WITH_SAS = baseContext({ enablePartnerSas: true });
 
 function deployed(ctx: EvalContext): Resource[] {
   return template.resources.filter((r) => r.condition === undefined || evaluate(ctx, r.condition) === true);
@@ -161,7 +164,7 @@ describe('infra/azuredeploy.json: ARM syntax', () => {
   });
 
   test('given the whole template evaluated with the parameters file, then every expression evaluates', () => {
-    for (const ctx of [BLOB_ONLY, WITH_ANQ, PUBLIC_NETWORK]) {
+    for (const ctx of [BLOB_ONLY, WITH_ANQ, PUBLIC_NETWORK, WITH_SAS, baseContext({ enablePartnerSas: true, enablePrivateNetworking: false })]) {
       for (const r of deployed(ctx)) {
         try {
           evaluate(ctx, r);
@@ -249,7 +252,7 @@ describe('infra/azuredeploy.json: settings the code reads', () => {
     expect([...setInTemplate].filter((n) => !readNames.has(n) && !PLATFORM_SETTING.test(n))).toEqual([]);
   });
 
-  test.each([['blob landing only', BLOB_ONLY], ['with the ANQ source', WITH_ANQ]] as const)('given the app settings (%s), then every load*Settings of shared/config accepts them', async (_label, ctx) => {
+  test.each([['blob landing only', BLOB_ONLY], ['with the ANQ source', WITH_ANQ], ['with partner SAS', WITH_SAS]] as const)('given the app settings (%s), then every load*Settings of shared/config accepts them', async (_label, ctx) => {
     const env = appSettings(ctx);
     const modules = settingsLoaderModules(sources);
     expect(modules.map((m) => m.loaders).flat().length).toBeGreaterThanOrEqual(4);
@@ -281,6 +284,14 @@ describe('infra/azuredeploy.json: settings the code reads', () => {
   test('given the parameters, then no secret is an app setting value or an output in clear', () => {
     const raw = JSON.stringify(evaluate(WITH_ANQ, appSettingsResource().properties)) + JSON.stringify(evaluate(WITH_ANQ, template.outputs));
     for (const secret of [DEID_KEY, 'secret-example-value', 'token-example-value']) expect(raw.includes(secret)).toBe(false);
+    // The partner-SAS account's key: in the Key Vault secret SharingStorage refers to, nowhere else.
+    const withSas = JSON.stringify(evaluate(WITH_SAS, appSettingsResource().properties)) + JSON.stringify(evaluate(WITH_SAS, template.outputs));
+    const sharing = loadSettings(appSettings(WITH_SAS)).sharing.storage;
+    expect(sharing.kind).toBe('connectionString');
+    const key = /AccountKey=([^;]+)/.exec(sharing.kind === 'connectionString' ? sharing.connectionString : '')?.[1] ?? '';
+    expect(key.length).toBeGreaterThan(10);
+    expect(withSas.includes(key)).toBe(false);
+    expect(keyVaultReferences(WITH_SAS).map((r) => r.setting)).toContain('SharingStorage');
   });
 });
 
@@ -331,25 +342,53 @@ describe('infra/azuredeploy.json: Cosmos DB containers as the code creates them'
     expect(sortById(inTemplate)).toEqual(sortById(fromCode));
   });
 
-  test('given each container the code creates, then the Function App identity has a data role on it; the access audit only an append-only one', async () => {
+  /**
+   * The append-only containers: each audit container and the adapter class that alone writes it.
+   * The class must create and may read and query, never replace, upsert, delete or patch, and the
+   * template gives the identity no more than that on the container.
+   */
+  const appendOnly = (s: ReturnType<typeof loadSettings>) => [
+    { container: s.auditContainer, file: /audit[\\/]cosmosAccessAudit\.ts$/, adapter: 'CosmosAccessAudit' },
+    { container: s.sharing.sharingAuditContainer, file: /sharing[\\/]cosmosSharing\.ts$/, adapter: 'CosmosSharingAudit' },
+  ];
+  /** The text of `class <name> ... {...}` up to the next top-level declaration. */
+  function classBody(file: RegExp, name: string): string {
+    const text = sources.find((s) => file.test(s.path))?.text ?? '';
+    const start = text.indexOf(`export class ${name} `);
+    if (start < 0) return '';
+    const rest = text.slice(start + 1);
+    const end = rest.search(/\n(export |class |function |const )/);
+    return end < 0 ? rest : rest.slice(0, end);
+  }
+
+  test('given each container the code creates, then the Function App identity has a data role on it; the access and sharing audits only an append-only one', async () => {
     const created = await createdByCode(BLOB_ONLY);
     const ctx = BLOB_ONLY;
     const settings = loadSettings(appSettings(ctx));
     const principal = functionPrincipal(ctx);
     const assignments = byType(ctx, 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments').map((a) => evaluate(ctx, a.properties) as { roleDefinitionId: string; principalId: string; scope: string });
     const definitions = new Map(byType(ctx, 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions').map((d) => [idOfResource(ctx, d), evaluate(ctx, d.properties) as { permissions: { dataActions: string[] }[] }]));
+    const audits = appendOnly(settings);
+    expect(audits.every((a) => created.containers.some((c) => c.id === a.container))).toBe(true);
     for (const c of created.containers) {
       const mine = assignments.filter((a) => a.principalId === principal && (a.scope.endsWith(`/dbs/${created.database}/colls/${c.id}`) || a.scope.endsWith(`/dbs/${created.database}`)));
       expect({ container: c.id, assigned: mine.length }).toEqual({ container: c.id, assigned: 1 });
       const role = mine[0] as { roleDefinitionId: string };
-      if (c.id === settings.auditContainer) {
+      const audit = audits.find((a) => a.container === c.id);
+      if (audit) {
         const actions = definitions.get(role.roleDefinitionId)?.permissions.flatMap((p) => p.dataActions) ?? [];
-        expect(actions.some((a) => /items\/(replace|upsert|delete|\*)$|\/\*$/.test(a))).toBe(false);
+        expect({ container: c.id, writesBeyondCreate: actions.some((a) => /items\/(replace|upsert|delete|\*)$|\/\*$/.test(a)) }).toEqual({ container: c.id, writesBeyondCreate: false });
         expect(actions).toEqual(expect.arrayContaining([expect.stringMatching(/items\/create$/), expect.stringMatching(/executeQuery$/)]));
-        // The code must need no more than that: the audit adapter creates, reads and queries only.
-        const audit = sources.filter((s) => /cosmosAccessAudit\.ts$/.test(s.path)).map((s) => s.text).join('\n');
-        expect(audit).toMatch(/\.create\(/);
-        expect(audit).not.toMatch(/\.(replace|upsert|delete|patch)\(/);
+        // The code must need no more than that: the adapter creates, reads and queries only.
+        const body = classBody(audit.file, audit.adapter);
+        expect({ adapter: audit.adapter, creates: /\bcreate\(/.test(body) }).toEqual({ adapter: audit.adapter, creates: true });
+        expect({ adapter: audit.adapter, changes: /\b(replace|upsert|delete|patch)\(/.test(body) }).toEqual({ adapter: audit.adapter, changes: false });
+        // ... and it is the only store built on that container in the runtime.
+        const runtime = sources.find((s) => /^shared[\\/]runtime\.ts$/.test(s.path))?.text ?? '';
+        const wraps = [...runtime.matchAll(/new (Cosmos\w+)\(([^)]*)\)/g)].filter((m) => m[1] === audit.adapter);
+        expect({ adapter: audit.adapter, built: wraps.length }).toEqual({ adapter: audit.adapter, built: 1 });
+        const handedTo = [...runtime.matchAll(/new (\w+)\(([^)]*)\)/g)].filter((m) => m[2]?.trim() === wraps[0]?.[2]?.trim()).map((m) => m[1]);
+        expect({ container: wraps[0]?.[2], handedTo }).toEqual({ container: wraps[0]?.[2], handedTo: [audit.adapter] });
       } else {
         expect(role.roleDefinitionId.endsWith(`/sqlRoleDefinitions/${COSMOS_BUILT_IN_DATA_CONTRIBUTOR}`)).toBe(true);
       }
@@ -417,6 +456,14 @@ describe('infra/azuredeploy.json: storage and roles', () => {
       const q = queues.find((id) => id.endsWith(`/queues/${value}`));
       expect({ setting: f.name, queue: q !== undefined }).toEqual({ setting: f.name, queue: true });
       expect(granted(WITH_ANQ, q as string, [BUILT_IN_ROLES['Storage Queue Data Contributor']])).toBe(true);
+      // The trigger moves a message to <queue>-poison after maxDequeueCount deliveries (host.json).
+      expect({ setting: f.name, poison: queues.some((id) => id === `${q}-poison`) }).toEqual({ setting: f.name, poison: true });
+      // The connection the code sends with and the trigger reads from resolves, by identity, to the account holding the queue.
+      const service = queueServiceFor(EXPORT_QUEUE_CONNECTION, env);
+      const account = (q as string).replace(/\/queueServices\/default\/queues\/[^/]+$/, '');
+      const endpoint = evaluate(WITH_ANQ, `[reference('${account}', '2023-05-01').primaryEndpoints.queue]`) as string;
+      expect(service.url.replace(/\/+$/, '')).toBe(endpoint.replace(/\/+$/, ''));
+      expect(env[EXPORT_QUEUE_CONNECTION]).toBeUndefined();
     }
     if (usesQueues) expect(facts.length).toBeGreaterThan(0);
   });
@@ -430,7 +477,7 @@ describe('infra/azuredeploy.json: storage and roles', () => {
   });
 
   test('given every Key Vault reference in the app settings, then the identity may read that secret (Key Vault Secrets User)', () => {
-    for (const ctx of [BLOB_ONLY, WITH_ANQ]) {
+    for (const ctx of [BLOB_ONLY, WITH_ANQ, WITH_SAS]) {
       const vault = byType(ctx, 'Microsoft.KeyVault/vaults')[0] as Resource;
       for (const { secret } of keyVaultReferences(ctx)) {
         expect({ secret, granted: granted(ctx, `${idOfResource(ctx, vault)}/secrets/${secret}`, [BUILT_IN_ROLES['Key Vault Secrets User']]) }).toEqual({ secret, granted: true });
@@ -473,6 +520,23 @@ describe('infra/azuredeploy.json: storage and roles', () => {
     const immutable = byType(ctx, 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies').map((p) => nameOf(ctx, p).split('/')[2]);
     expect(immutable).toEqual([evaluate(ctx, "[parameters('exportsContainerName')]")]);
   });
+
+  test('given partner SAS on, then the one account with shared keys is the one SharingStorage names: apart from the research account, holding no container of the template, with soft delete', () => {
+    const ctx = WITH_SAS;
+    const s = loadSettings(appSettings(ctx));
+    // The code signs the sas destinations' SAS with the key of the account settings.sharing.storage names (shared/sharing/destination.ts).
+    expect(s.sharing.storage.kind).toBe('connectionString');
+    const share = storageAccountByEndpoint(ctx, s.sharing.storage.kind === 'connectionString' ? s.sharing.storage.blobEndpoint : '');
+    const withKeys = byType(ctx, 'Microsoft.Storage/storageAccounts').filter((a) => (evaluate(ctx, a.properties) as { allowSharedKeyAccess: boolean }).allowSharedKeyAccess !== false);
+    expect(withKeys.map((a) => idOfResource(ctx, a))).toEqual([idOfResource(ctx, share)]);
+    expect(s.researchStorage.kind).toBe('identity');
+    expect(idOfResource(ctx, share)).not.toBe(idOfResource(ctx, storageAccountByEndpoint(ctx, s.researchStorage.kind === 'identity' ? s.researchStorage.blobServiceUri : '')));
+    expect([...blobContainerIds(ctx)].filter((id) => id.startsWith(`${idOfResource(ctx, share)}/`))).toEqual([]);
+    expect(byType(ctx, 'Microsoft.Storage/storageAccounts/blobServices').some((b) => nameOf(ctx, b) === `${nameOf(ctx, share)}/default`)).toBe(true);
+    // Off (the default): no such account, and the sas destinations fall back to the research account (identity, no SAS).
+    expect(byType(BLOB_ONLY, 'Microsoft.Storage/storageAccounts').filter((a) => (evaluate(BLOB_ONLY, a.properties) as { allowSharedKeyAccess: boolean }).allowSharedKeyAccess !== false)).toEqual([]);
+    expect(loadSettings(appSettings(BLOB_ONLY)).sharing.storage.kind).toBe('identity');
+  });
 });
 
 describe('infra/azuredeploy.json: events, network, monitoring', () => {
@@ -512,8 +576,7 @@ describe('infra/azuredeploy.json: events, network, monitoring', () => {
     }
   });
 
-  test('given private networking, then the Function App is VNet-integrated and every account, vault and topic that closes its public endpoint has a private endpoint and DNS zone', () => {
-    const ctx = BLOB_ONLY;
+  test.each([['blob landing only', BLOB_ONLY], ['with partner SAS', WITH_SAS]] as const)('given private networking (%s), then the Function App is VNet-integrated and every account, vault and topic that closes its public endpoint has a private endpoint and DNS zone', (_l, ctx) => {
     const site = evaluate(ctx, siteResource().properties) as { virtualNetworkSubnetId: string | null };
     expect(site.virtualNetworkSubnetId).toMatch(/\/subnets\/functions$/);
     const vnet = byType(ctx, 'Microsoft.Network/virtualNetworks')[0] as Resource;
