@@ -20,8 +20,8 @@ import * as path from 'node:path';
 
 import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
 import type { ChildReport } from './modes';
-import type { SharingResult, SharingScenarioOptions } from './sharingScenario';
 import { OcrResult, runOcrScenario } from './ocrScenario';
+import type { SharingResult, SharingScenarioOptions } from './sharingScenario';
 import type { StackCpu, StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
 import { runStatisticsScenario, type StatisticsResult } from './statisticsScenario';
 import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
