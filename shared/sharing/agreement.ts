@@ -28,17 +28,10 @@ export type Destination =
   /** A container in the partner's account, written with our managed identity (granted Storage Blob Data Contributor there). */
   | { kind: 'managedIdentity'; accountUrl: string; container: string };
 
-export interface Agreement {
+/** An agreement as stored: what was asked for, plus its identity, state and history. */
+export interface Agreement extends AgreementRequest {
   /** `agr-<uuid>`; also the partition key. */
   id: string;
-  partnerId: string;
-  partnerName: string;
-  profile: AgreementProfile;
-  cohort: Cohort;
-  mode: AgreementMode;
-  validFrom: string;
-  validUntil: string;
-  destination: Destination;
   status: AgreementStatus;
   /** Names the agreement's key (HKDF of the master key) in the partner's files: `<master key id>.<agreement id>`. */
   keyId: string;

@@ -21,6 +21,7 @@ import { parseDicomBuffer } from '../../shared/dicom/parser';
 import { Tags } from '../../shared/dicom/tags';
 import { sourceId } from '../../shared/ingest/ingestSourceFile';
 import { CosmosSharingAudit } from '../../shared/sharing/cosmosSharing';
+import type { ExportStatus } from '../../shared/sharing/sharing';
 import { sourceDriver } from './sourceDrivers';
 import { authHeader, testStack } from './stackEnv';
 
@@ -50,18 +51,6 @@ function agreementBody(partnerId: string, studies: string[], over: Record<string
   };
 }
 
-interface ExportStatus {
-  exportId: string;
-  status: string;
-  total: number;
-  done: number;
-  failed: number;
-  left: number;
-  bytes: number;
-  startedAt: string;
-  finishedAt?: string;
-  manifest?: { json: string; csv: string };
-}
 
 async function runExport(agreementId: string): Promise<ExportStatus> {
   const res = await api('POST', `/api/agreements/${agreementId}/exports`, 'sharing');

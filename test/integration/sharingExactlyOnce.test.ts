@@ -22,6 +22,7 @@ import type { IngestionDocument } from '../../shared/catalog/documents';
 import { loadSettings } from '../../shared/config/settings';
 import { sourceId } from '../../shared/ingest/ingestSourceFile';
 import { CosmosSharingAudit } from '../../shared/sharing/cosmosSharing';
+import type { ExportStatus } from '../../shared/sharing/sharing';
 import { sourceDriver } from './sourceDrivers';
 import { authHeader, testStack } from './stackEnv';
 
@@ -31,16 +32,6 @@ const PER_STUDY = 100;
 const TOTAL = STUDIES * PER_STUDY;
 const projectRoot = resolve(__dirname, '..', '..');
 
-interface ExportStatus {
-  exportId: string;
-  status: string;
-  total: number;
-  done: number;
-  failed: number;
-  left: number;
-  bytes: number;
-  manifest?: { json: string; csv: string };
-}
 
 async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
