@@ -7,13 +7,17 @@
 import { app, type EventGridEvent, type InvocationContext } from '@azure/functions';
 
 import { ErrorCodes, PipelineError } from '../shared/errors';
-import { INSTANCE_CATALOGED } from '../shared/events/publisher';
+import { INSTANCE_CATALOGED, INSTANCE_WITHDRAWN } from '../shared/events/publisher';
 import { runtime } from '../shared/runtime';
 import { feedLiveAgreements } from '../shared/sharing/sharing';
+import { withdrawSharedInstance } from './withdrawSharedInstance';
 
 const UID = /^[0-9]+(\.[0-9]+)*$/;
 
 export async function shareCatalogedInstance(event: EventGridEvent, context: InvocationContext): Promise<void> {
+  // Locally the topic has one endpoint, this function's (local/stack.ts liveSharing); in Azure
+  // withdrawSharedInstance has its own subscription and this one filters on InstanceCataloged.
+  if (event.eventType === INSTANCE_WITHDRAWN) return withdrawSharedInstance(event, context);
   if (event.eventType !== INSTANCE_CATALOGED) {
     context.log(`event ${event.id}: ${event.eventType} ignored`);
     return;
