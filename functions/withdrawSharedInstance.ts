@@ -9,24 +9,21 @@ import { app, type EventGridEvent, type InvocationContext } from '@azure/functio
 import { ErrorCodes, PipelineError } from '../shared/errors';
 import { INSTANCE_WITHDRAWN } from '../shared/events/publisher';
 import { runtime } from '../shared/runtime';
+import { researchInstanceOf } from '../shared/sharing/instanceEvent';
 import { withdrawSharedInstance as withdraw } from '../shared/sharing/sharing';
-
-const UID = /^[0-9]+(\.[0-9]+)*$/;
 
 export async function withdrawSharedInstance(event: EventGridEvent, context: InvocationContext): Promise<void> {
   if (event.eventType !== INSTANCE_WITHDRAWN) {
     context.log(`event ${event.id}: ${event.eventType} ignored`);
     return;
   }
-  const data = event.data as Record<string, unknown> | undefined;
-  const uids = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid'].map((k) => data?.[k]);
-  if (!uids.every((u) => typeof u === 'string' && u.length <= 64 && UID.test(u))) {
+  const instance = researchInstanceOf(event.data);
+  if (!instance) {
     // Never redelivered: no retry can make it valid.
     context.warn(`event ${event.id}: ${new PipelineError(ErrorCodes.EVENT_INVALID, 'not a withdrawn instance').message}`);
     return;
   }
-  const [studyInstanceUid, seriesInstanceUid, sopInstanceUid] = uids as string[];
-  const done = await withdraw((await runtime()).sharing, { studyInstanceUid: studyInstanceUid as string, seriesInstanceUid: seriesInstanceUid as string, sopInstanceUid: sopInstanceUid as string });
+  const done = await withdraw((await runtime()).sharing, instance);
   context.log(`event ${event.id}: ${done.deleted} partner cop(ies) deleted, ${done.notified} partner(s) notified`);
 }
 

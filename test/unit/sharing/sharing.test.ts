@@ -13,7 +13,7 @@ import type { InstanceWithdrawnData } from '../../../shared/events/publisher';
 import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
 import { parseAgreementChange, parseAgreementRequest } from '../../../shared/sharing/agreement';
 import { agreementKey } from '../../../shared/sharing/keys';
-import { changeAgreement, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport, withdrawSharedInstance, WITHDRAWN_BY } from '../../../shared/sharing/sharing';
+import { changeAgreement, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport, WITHDRAWN_BY,withdrawSharedInstance } from '../../../shared/sharing/sharing';
 import { type MemoryWorld, memoryWorld } from '../fakes';
 import { CapturingExportEvents, CapturingQueue, MemoryAgreements, MemoryDestinations, MemoryExports, MemorySharingAudit } from './fakes';
 
