@@ -307,6 +307,10 @@ async function writePartnerCopy(deps: SharingDeps, a: Agreement, job: ExportJob,
   });
   const item: ExportItem = { id: `item:${message.sopInstanceUid}`, exportId: job.exportId, type: 'item', status: 'done', at, file };
   const created = await deps.exports.recordItem(item);
+  // The source deleted while this copy was written: the deletion's withdrawal may have run before
+  // the item existed and missed it. The blob goes before the withdrawal is announced, so either
+  // this finds it gone or the withdrawal, later, finds the item.
+  if (!(await deps.source.getProperties(source.container, source.blobName))) await withdrawSharedInstance(deps, message);
   await finishExport(deps, job.exportId);
   return created === 'created' && written.created ? 'written' : 'already-done';
 }

@@ -403,6 +403,34 @@ describe('deletion propagates to partners', () => {
     expect((await x.audit.byPartner('uni-a')).filter((r) => r.action === 'withdrawn')).toHaveLength(1);
   });
 
+  it('given the source deleted while its partner copy is written, then the worker withdraws the copy it wrote', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const name = SOURCES[0] as string;
+    const research = x.w.index.all().find((d) => d.blobName === name)?.research;
+    if (!research) throw new Error('the first source was not cataloged');
+    const { blob: _blob, ...instance } = research;
+    void _blob;
+    // The source read, then deleted before the copy is recorded (the deletion's withdrawal found no item).
+    const source = x.deps.source;
+    const deps: SharingDeps = {
+      ...x.deps,
+      source: {
+        ...source,
+        getProperties: (c, b, o) => source.getProperties(c, b, o),
+        readRange: async (c, b, e, off, n) => {
+          const data = await source.readRange(c, b, e, off, n);
+          x.w.source.delete(c, b);
+          return data;
+        },
+      } as SharingDeps['source'],
+    };
+    await startExport(deps, a.id, 'caller-1', { instances: [instance] });
+    for (const m of x.queue.messages.splice(0)) expect(await exportInstance(deps, m, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('written');
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(0);
+    expect((await x.audit.byPartner('uni-a')).map((r) => r.action)).toEqual(['shared', 'withdrawn']);
+  });
+
   it('given a research instance no export holds, then nothing is withdrawn or recorded', async () => {
     const x = await world();
     await createAgreement(x.deps, body(), 'caller-1');
