@@ -50,8 +50,9 @@ function withdrawnEvent(id: string, research: NonNullable<IngestionDocument['res
   return { id, eventType: 'VNA.Catalog.InstanceWithdrawn', subject: `/studies/${studyInstanceUid}`, eventTime: new Date().toISOString(), dataVersion: '1.0', data: { studyInstanceUid, seriesInstanceUid, sopInstanceUid } };
 }
 
-async function deliver(events: unknown[]): Promise<number> {
-  const res = await fetch(`${testStack().hostUrl}/runtime/webhooks/eventgrid?functionName=withdrawSharedInstance`, {
+/** Delivers to a function's webhook: `withdrawSharedInstance` (Azure's subscription) or `shareCatalogedInstance` (the local topic's one endpoint). */
+async function deliver(events: unknown[], functionName = 'withdrawSharedInstance'): Promise<number> {
+  const res = await fetch(`${testStack().hostUrl}/runtime/webhooks/eventgrid?functionName=${functionName}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'aeg-event-type': 'Notification' },
     body: JSON.stringify(events),
@@ -125,5 +126,15 @@ describe('deletion propagates to partners through the stack', () => {
     expect(withdrawn).toHaveLength(1);
     expect(withdrawn[0]).toMatchObject({ agreementId: agreement.id, blob: partnerBlob, requestedBy: 'source-deleted', destination: `sas:share-${PARTNER}` });
     expect(received.filter((r) => r.action === 'shared')).toHaveLength(COUNT);
+
+    // A second source deleted, its withdrawal delivered where `npm start`'s topic sends every catalog event.
+    const second = sources[1] as string;
+    const secondResearch = ingested[1]?.research as NonNullable<IngestionDocument['research']>;
+    await driver.remove(second);
+    await driver.settle(120_000);
+    const secondItem = (await exports.item(`item:${secondResearch.sopInstanceUid}`, done.exportId).read<{ file: { blob: string } }>()).resource;
+    expect(await deliver([withdrawnEvent(`withdrawn-${SEED}-2`, secondResearch)], 'shareCatalogedInstance')).toBe(200);
+    expect(await names(agreement.sas.url)).not.toContain(secondItem?.file.blob);
+    expect((await audit.byPartner(PARTNER)).filter((r) => r.action === 'withdrawn').map((r) => r.blob).sort()).toEqual([partnerBlob, secondItem?.file.blob].sort());
   }, 300_000);
 });
