@@ -7,26 +7,31 @@
 import { app, type EventGridEvent, type InvocationContext } from '@azure/functions';
 
 import { ErrorCodes, PipelineError } from '../shared/errors';
-import { INSTANCE_CATALOGED } from '../shared/events/publisher';
+import { INSTANCE_CATALOGED, INSTANCE_WITHDRAWN } from '../shared/events/publisher';
 import { runtime } from '../shared/runtime';
-import { feedLiveAgreements } from '../shared/sharing/sharing';
-
-const UID = /^[0-9]+(\.[0-9]+)*$/;
+import { researchInstanceOf } from '../shared/sharing/instanceEvent';
+import { feedLiveAgreements, withdrawSharedInstance } from '../shared/sharing/sharing';
 
 export async function shareCatalogedInstance(event: EventGridEvent, context: InvocationContext): Promise<void> {
-  if (event.eventType !== INSTANCE_CATALOGED) {
+  const withdrawn = event.eventType === INSTANCE_WITHDRAWN;
+  if (event.eventType !== INSTANCE_CATALOGED && !withdrawn) {
     context.log(`event ${event.id}: ${event.eventType} ignored`);
     return;
   }
-  const data = event.data as Record<string, unknown> | undefined;
-  const uids = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid'].map((k) => data?.[k]);
-  if (!uids.every((u) => typeof u === 'string' && u.length <= 64 && UID.test(u))) {
+  const instance = researchInstanceOf(event.data);
+  if (!instance) {
     // Never redelivered: no retry can make it valid.
-    context.warn(`event ${event.id}: ${new PipelineError(ErrorCodes.EVENT_INVALID, 'not a cataloged instance').message}`);
+    context.warn(`event ${event.id}: ${new PipelineError(ErrorCodes.EVENT_INVALID, withdrawn ? 'not a withdrawn instance' : 'not a cataloged instance').message}`);
     return;
   }
-  const [studyInstanceUid, seriesInstanceUid, sopInstanceUid] = uids as string[];
-  const fed = await feedLiveAgreements((await runtime()).sharing, { studyInstanceUid: studyInstanceUid as string, seriesInstanceUid: seriesInstanceUid as string, sopInstanceUid: sopInstanceUid as string });
+  if (withdrawn) {
+    // Locally the topic has one endpoint, this function's (local/stack.ts liveSharing); in Azure
+    // withdrawSharedInstance has its own subscription and this one filters on InstanceCataloged.
+    const done = await withdrawSharedInstance((await runtime()).sharing, instance);
+    context.log(`event ${event.id}: ${done.deleted} partner cop(ies) deleted, ${done.notified} partner(s) notified`);
+    return;
+  }
+  const fed = await feedLiveAgreements((await runtime()).sharing, instance);
   context.log(`event ${event.id}: fed to ${fed.length} live agreement(s)`);
 }
 

@@ -518,19 +518,41 @@ async function tracedInstances(ing: Ingestion): Promise<Traced> {
   return failed ? { refs, failure: failed.reason } : { refs };
 }
 
-/** Withdraws each instance with `produced` as the test; the first failure (the search's first) is rethrown after all were tried. */
-async function withdrawAll(ing: Ingestion, traced: Traced, produced: (o: Origin) => boolean): Promise<boolean> {
+/**
+ * Withdraws each instance with `produced` as the test; the first failure (the search's first) is
+ * rethrown after all were tried. `gone`, when given, collects the instances that are absent after
+ * (removed now, or by an earlier delivery): those whose withdrawal is announced.
+ */
+async function withdrawAll(ing: Ingestion, traced: Traced, produced: (o: Origin) => boolean, gone?: ResearchRef[]): Promise<boolean> {
   let removed = false;
   let first = traced.failure;
   for (const ref of traced.refs.values()) {
     try {
-      removed = (await withdrawInstance(ing, ref, produced)) || removed;
+      const result = await withdrawInstance(ing, ref, produced);
+      removed = result === 'removed' || removed;
+      if (result !== 'kept') gone?.push(ref);
     } catch (e) {
       first ??= e;
     }
   }
   if (first !== undefined) throw first;
   return removed;
+}
+
+/**
+ * Announces (VNA.Catalog.InstanceWithdrawn, research UIDs only) each research instance a deleted
+ * source no longer provides, so that data sharing withdraws the partners' copies. The id is keyed
+ * by the source version the deletion found and the instance: a redelivered deletion, which finds
+ * the instance gone already, publishes the same event again before the record is marked deleted.
+ */
+async function announceWithdrawals(ing: Ingestion, gone: ResearchRef[], eTag: string | undefined): Promise<void> {
+  for (const ref of gone) {
+    const { studyInstanceUid, seriesInstanceUid, sopInstanceUid } = ref;
+    await ing.deps.publisher.instanceWithdrawn(
+      { studyInstanceUid, seriesInstanceUid, sopInstanceUid },
+      keyed(ing.deps.deid.key, 'withdrawn', `${ing.loc.canonicalUrl}\0${eTag ?? ''}\0${sopInstanceUid}`).slice(0, 32),
+    );
+  }
 }
 
 /**
@@ -557,7 +579,7 @@ async function withdrawOtherVersions(ing: Ingestion, commit: { previous: Ingesti
  * refreshes them. The summaries are refreshed whenever the document is gone, so that a retry
  * completes a refresh an earlier attempt did not.
  */
-async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<boolean> {
+async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: Origin) => boolean): Promise<'removed' | 'absent' | 'kept'> {
   const { deps } = ing;
   return retryOnConflict('research instance', async () => {
     const [instRead, copyRead] = await Promise.allSettled([deps.catalog.getInstance(ref.studyInstanceUid, ref.sopInstanceUid), deps.research.getVersion(ref.blob)]);
@@ -573,7 +595,7 @@ async function withdrawInstance(ing: Ingestion, ref: ResearchRef, produced: (o: 
     if (instMine) await deps.catalog.deleteInstance(ref.studyInstanceUid, ref.sopInstanceUid, inst.etag);
     if (copyMine || instMine || inst === undefined) await deps.catalog.refreshSummaries(ref.studyInstanceUid, ref.seriesInstanceUid);
     if (copyMine) await deps.research.delete(ref.blob, copy.etag);
-    return copyMine || instMine;
+    return copyMine || instMine ? 'removed' : inst === undefined && copy === undefined ? 'absent' : 'kept';
   });
 }
 
@@ -648,7 +670,10 @@ async function handleGone(ing: Ingestion): Promise<IngestOutcome> {
   // catalog), every instance traced to the source is withdrawn.
   const targets = await tracedInstances(ing);
   if (existing?.doc.research) targets.refs.set(existing.doc.research.blob, existing.doc.research);
-  const removed = await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey);
+  const gone: ResearchRef[] = [];
+  const removed = await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey, gone);
+  // Before the record says deleted: a failure here is redelivered and announced again.
+  await announceWithdrawals(ing, gone, existing?.doc.eTag);
   if (!existing) return recordTombstone(ing, removed);
 
   const deletedAt = (deps.now ?? (() => new Date()))().toISOString();
@@ -693,7 +718,11 @@ async function recordTombstone(ing: Ingestion, removed: boolean): Promise<Ingest
     if (record?.doc.status === 'deleted') return 'unchanged';
     if (record && (await deps.source.getProperties(ing.loc.container, ing.loc.blobName))) return 'unchanged';
     const research = record?.doc.research;
-    if (research) await withdrawAll(ing, { refs: new Map([[research.blob, research]]) }, (o) => o.sourceKey === ing.sourceKey);
+    if (research) {
+      const gone: ResearchRef[] = [];
+      await withdrawAll(ing, { refs: new Map([[research.blob, research]]) }, (o) => o.sourceKey === ing.sourceKey, gone);
+      await announceWithdrawals(ing, gone, record?.doc.eTag);
+    }
     const fields = record ? { eTag: record.doc.eTag, size: record.doc.size, lastModified: record.doc.lastModified } : {};
     await deps.index.put(indexDocument(ing, record?.doc, { ...fields, status: 'deleted', deletedAt }), record?.etag);
     return record ? 'deleted' : 'tombstone';

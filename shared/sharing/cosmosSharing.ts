@@ -8,7 +8,7 @@ import type { Versioned } from '../catalog/catalogStore';
 import { withCatalogRecovery, withTransientRetry } from '../catalog/cosmosCatalog';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import type { Agreement } from './agreement';
-import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore, WantedItem } from './stores';
+import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore, WantedItem, WithdrawnItem } from './stores';
 
 function statusOf(e: unknown): number | undefined {
   const c = e as { code?: unknown; statusCode?: unknown } | null;
@@ -153,6 +153,26 @@ export class CosmosExportStore implements ExportStore {
       parameters: [{ name: '@e', value: exportId }, { name: '@t', value: 'item' }, { name: '@s', value: 'done' }],
     }, 'listing an export', exportId);
     return rows.map((r) => strip(r)).sort((a, b) => ((a.file?.blob ?? '') < (b.file?.blob ?? '') ? -1 : 1));
+  }
+
+  async itemsOfInstance(researchSopInstanceUid: string): Promise<ExportItem[]> {
+    const rows = await query<ExportItem>(this.container, {
+      query: 'SELECT * FROM c WHERE c.id = @id AND c.type = @t AND c.status = @s',
+      parameters: [{ name: '@id', value: `item:${researchSopInstanceUid}` }, { name: '@t', value: 'item' }, { name: '@s', value: 'done' }],
+    }, 'finding the exports of an instance');
+    return rows.map((r) => strip(r));
+  }
+
+  recordWithdrawal(item: WithdrawnItem): Promise<'created' | 'exists'> {
+    return create(this.container, item, 'recording a withdrawn file');
+  }
+
+  async withdrawals(exportId: string): Promise<WithdrawnItem[]> {
+    const rows = await query<WithdrawnItem>(this.container, {
+      query: 'SELECT * FROM c WHERE c.exportId = @e AND c.type = @t',
+      parameters: [{ name: '@e', value: exportId }, { name: '@t', value: 'withdrawal' }],
+    }, 'listing the withdrawals of an export', exportId);
+    return rows.map((r) => strip(r)).sort((a, b) => (a.file.blob < b.file.blob ? -1 : 1));
   }
 }
 

@@ -33,8 +33,8 @@ import {
 import { type CohortInstance, resolveCohort } from './cohort';
 import type { DestinationProvider } from './destination';
 import { agreementKey, agreementKeyId } from './keys';
-import { manifestCsv, manifestJson, manifestNames } from './manifest';
-import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharingAuditStore } from './stores';
+import { manifestCsv, manifestJson, manifestNames, withdrawalCsv, withdrawalJson, withdrawalNames } from './manifest';
+import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharingAuditStore, WithdrawnItem } from './stores';
 
 /** One queue message: one research instance of one export (research UIDs only, never a source). */
 export interface ExportMessage extends CohortInstance {
@@ -307,6 +307,10 @@ async function writePartnerCopy(deps: SharingDeps, a: Agreement, job: ExportJob,
   });
   const item: ExportItem = { id: `item:${message.sopInstanceUid}`, exportId: job.exportId, type: 'item', status: 'done', at, file };
   const created = await deps.exports.recordItem(item);
+  // The source deleted while this copy was written: the deletion's withdrawal may have run before
+  // the item existed and missed it. The blob goes before the withdrawal is announced, so either
+  // this finds it gone or the withdrawal, later, finds the item.
+  if (!(await deps.source.getProperties(source.container, source.blobName))) await withdrawSharedInstance(deps, message);
   await finishExport(deps, job.exportId);
   return created === 'created' && written.created ? 'written' : 'already-done';
 }
@@ -403,4 +407,80 @@ export async function feedLiveAgreements(deps: SharingDeps, instance: CohortInst
     fed.push(a.id);
   }
   return fed;
+}
+
+/** What became of a withdrawn research instance's partner copies. */
+export interface WithdrawalResult {
+  /** Copies removed from containers of ours (SAS destinations). */
+  deleted: number;
+  /** Copies in partner accounts whose partner was sent VNA.Export.InstanceWithdrawn. */
+  notified: number;
+}
+
+/** Who the withdrawal's audit record names as having asked: the deletion of the source, not a caller. */
+export const WITHDRAWN_BY = 'source-deleted';
+
+/**
+ * A research instance withdrawn because its source was deleted (VNA.Catalog.InstanceWithdrawn):
+ * every partner copy of it is withdrawn, whatever the agreement's status now (a revoked or
+ * suspended agreement's copies were shared under it, and the duty to delete outlasts it). In a
+ * container of ours (SAS) the copy is deleted; in a partner's account (managed identity) the
+ * partner is sent VNA.Export.InstanceWithdrawn with its own UIDs. Then, per export, a withdrawal
+ * item and the withdrawal list next to the manifest; per agreement, one `withdrawn` audit record.
+ * Idempotent and level-triggered: a redelivered event finds the same items, deletes nothing that
+ * is left, publishes the same event ids and appends no second record. Every copy is tried; the
+ * first failure is then rethrown, so that Event Grid delivers the event again.
+ */
+export async function withdrawSharedInstance(deps: SharingDeps, instance: CohortInstance): Promise<WithdrawalResult> {
+  const items = await deps.exports.itemsOfInstance(instance.sopInstanceUid);
+  const result: WithdrawalResult = { deleted: 0, notified: 0 };
+  const jobs = new Map<string, ExportJob>();
+  const agreements = new Map<string, Agreement>();
+  let first: unknown;
+  for (const item of items) {
+    try {
+      const file = item.file;
+      if (item.status !== 'done' || !file) continue;
+      const job = jobs.get(item.exportId) ?? (await deps.exports.getJob(item.exportId))?.doc;
+      if (!job) throw new PipelineError(ErrorCodes.NOT_FOUND, 'withdrawal: an exported instance has no export');
+      jobs.set(job.exportId, job);
+      const a = agreements.get(job.agreementId) ?? (await getAgreement(deps, job.agreementId));
+      agreements.set(a.id, a);
+      const destination = deps.destinations.open(a);
+      const controlled = a.destination.kind === 'sas';
+      if (controlled) {
+        await destination.delete(file.blob);
+      } else {
+        await deps.publisher.exportInstanceWithdrawn(
+          { agreementId: a.id, partnerId: a.partnerId, destination: destination.label, blob: file.blob, studyInstanceUid: file.studyInstanceUid, seriesInstanceUid: file.seriesInstanceUid, sopInstanceUid: file.sopInstanceUid, keyId: a.keyId },
+          `withdrawn:${a.id}:${file.sopInstanceUid}`,
+        );
+      }
+      const at = now(deps).toISOString();
+      const withdrawal: WithdrawnItem = { id: `withdrawn:${instance.sopInstanceUid}`, exportId: job.exportId, type: 'withdrawal', at, outcome: controlled ? 'deleted' : 'notified', file };
+      await deps.exports.recordWithdrawal(withdrawal);
+      await deps.audit.append({
+        id: `${a.id}:${file.sopInstanceUid}:withdrawn`,
+        partnerId: a.partnerId,
+        agreementId: a.id,
+        exportId: job.exportId,
+        action: 'withdrawn',
+        time: at,
+        requestedBy: WITHDRAWN_BY,
+        destination: destination.label,
+        ...file,
+        keyId: a.keyId,
+      });
+      const names = withdrawalNames(job.exportId);
+      const withdrawn = await deps.exports.withdrawals(job.exportId);
+      const header = { exportId: job.exportId, agreementId: a.id, partnerId: a.partnerId };
+      await destination.putText(names.csv, withdrawalCsv(withdrawn), 'text/csv; charset=utf-8');
+      await destination.putText(names.json, withdrawalJson(header, withdrawn), 'application/json');
+      result[controlled ? 'deleted' : 'notified'] += 1;
+    } catch (e) {
+      first ??= e;
+    }
+  }
+  if (first !== undefined) throw first;
+  return result;
 }

@@ -68,6 +68,21 @@ export interface ExportItem {
   file?: ExportedFile;
 }
 
+/**
+ * A partner file withdrawn because its source was deleted: one per instance per export, in the
+ * export's partition, created once. The export's withdrawal list is written from these.
+ */
+export interface WithdrawnItem {
+  /** `withdrawn:<research SOP instance UID>`. */
+  id: string;
+  exportId: string;
+  type: 'withdrawal';
+  at: string;
+  /** `deleted`: the copy was removed from our container; `notified`: the partner was sent VNA.Export.InstanceWithdrawn. */
+  outcome: 'deleted' | 'notified';
+  file: ExportedFile;
+}
+
 export interface ExportedFile {
   /** Blob name in the destination: `<partner study>/<partner series>/<partner instance>.dcm`. */
   blob: string;
@@ -104,11 +119,20 @@ export interface ExportStore {
   counts(exportId: string, options?: { live?: boolean }): Promise<ExportCounts>;
   /** The done items, ordered by blob name (the manifest's order). */
   doneItems(exportId: string): Promise<ExportItem[]>;
+  /** The done items of one research instance in every export (a cross-partition query): its partner copies. */
+  itemsOfInstance(researchSopInstanceUid: string): Promise<ExportItem[]>;
+  /** Records a withdrawal; 'exists' when an earlier delivery already did (nothing is changed then). */
+  recordWithdrawal(item: WithdrawnItem): Promise<'created' | 'exists'>;
+  /** The withdrawals of an export, ordered by blob name (the withdrawal list's order). */
+  withdrawals(exportId: string): Promise<WithdrawnItem[]>;
 }
 
 /** One file that left: to whom, under which agreement and export, when, at whose request. */
 export interface SharedFileRecord {
-  /** `<agreementId>:<partner SOP instance UID>`: a file is recorded once however often its message is delivered. */
+  /**
+   * `<agreementId>:<partner SOP instance UID>` (shared) or the same with `:withdrawn` (withdrawn):
+   * a file is recorded once per action however often its message or event is delivered.
+   */
   id: string;
   /** Partition key: one partner's record is one logical partition. */
   partnerId: string;

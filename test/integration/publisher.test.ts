@@ -7,7 +7,7 @@ import * as http from 'http';
 
 import { closeServer, listen } from '../../local/net';
 import { ErrorCodes, isPipelineError, isTransient } from '../../shared/errors';
-import { EventGridPublisher, INSTANCE_CATALOGED, InstanceCatalogedData } from '../../shared/events/publisher';
+import { EventGridPublisher, EXPORT_INSTANCE_WITHDRAWN, INSTANCE_CATALOGED, INSTANCE_WITHDRAWN, InstanceCatalogedData } from '../../shared/events/publisher';
 
 interface Recorded {
   method: string;
@@ -81,6 +81,22 @@ describe('EventGridPublisher', () => {
       data,
     });
     expect(INSTANCE_CATALOGED).toBe('VNA.Catalog.InstanceCataloged');
+  });
+
+  test('given withdrawals, then InstanceWithdrawn (research UIDs) and Export.InstanceWithdrawn (partner UIDs) go out with their ids and subjects', async () => {
+    const withdrawn = { studyInstanceUid: '2.25.111', seriesInstanceUid: '2.25.222', sopInstanceUid: '2.25.333' };
+    await publisher.instanceWithdrawn(withdrawn, 'withdrawn-id-1');
+    const notice = {
+      agreementId: 'agr-0123456789abcdef', partnerId: 'uni-b', destination: 'https://partnerb.blob.core.windows.net/incoming',
+      blob: '2.25.7/2.25.8/2.25.9.dcm', studyInstanceUid: '2.25.7', seriesInstanceUid: '2.25.8', sopInstanceUid: '2.25.9', keyId: 'k1.agr-0123456789abcdef',
+    };
+    await publisher.exportInstanceWithdrawn(notice, 'withdrawn:agr-0123456789abcdef:2.25.9');
+    const sent = requests.map((r) => (r.body as Record<string, unknown>[])[0]);
+    expect(sent).toEqual([
+      expect.objectContaining({ id: 'withdrawn-id-1', eventType: INSTANCE_WITHDRAWN, subject: '/studies/2.25.111/series/2.25.222/instances/2.25.333', dataVersion: '1.0', data: withdrawn }),
+      expect.objectContaining({ id: 'withdrawn:agr-0123456789abcdef:2.25.9', eventType: EXPORT_INSTANCE_WITHDRAWN, subject: '/agreements/agr-0123456789abcdef/files/2.25.7/2.25.8/2.25.9.dcm', data: notice }),
+    ]);
+    expect([INSTANCE_WITHDRAWN, EXPORT_INSTANCE_WITHDRAWN]).toEqual(['VNA.Catalog.InstanceWithdrawn', 'VNA.Export.InstanceWithdrawn']);
   });
 
   // The publisher passes no retry options, so the SDK's default policy (3 retries, exponential

@@ -46,6 +46,7 @@ const EXPECTED: RegisteredFunction[] = [
   { name: 'startExport', trigger: 'httpTrigger', route: 'agreements/{id}/exports', methods: ['POST'], authLevel: 'anonymous' },
   anonymousGet('getExport', 'exports/{exportId}'),
   { name: 'shareCatalogedInstance', trigger: 'eventGridTrigger' },
+  { name: 'withdrawSharedInstance', trigger: 'eventGridTrigger' },
   { name: 'exportInstance', trigger: 'queueTrigger', queueName: process.env.EXPORT_QUEUE?.trim() || 'partner-exports' },
 ];
 

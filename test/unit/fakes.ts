@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { IndexStore, ResearchCatalogWriter, Versioned } from '../../shared/catalog/catalogStore';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from '../../shared/catalog/documents';
 import { ErrorCodes, isPipelineError, PipelineError } from '../../shared/errors';
-import type { EventPublisher, InstanceCatalogedData } from '../../shared/events/publisher';
+import type { EventPublisher, InstanceCatalogedData, InstanceWithdrawnData } from '../../shared/events/publisher';
 import type { IngestDeps, Logger } from '../../shared/ingest/ingestSourceFile';
 import type { CopyRead, CopyReadOptions, OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from '../../shared/storage/stores';
 import type { IngestionTelemetry, Telemetry } from '../../shared/telemetry/telemetry';
@@ -233,6 +233,10 @@ export class CapturingPublisher implements EventPublisher {
   readonly events: { data: InstanceCatalogedData; id: string }[] = [];
   async instanceCataloged(data: InstanceCatalogedData, id: string) {
     this.events.push({ data, id });
+  }
+  readonly withdrawals: { data: InstanceWithdrawnData; id: string }[] = [];
+  async instanceWithdrawn(data: InstanceWithdrawnData, id: string) {
+    this.withdrawals.push({ data, id });
   }
 }
 

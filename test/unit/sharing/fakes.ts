@@ -7,11 +7,11 @@ import { createHash, randomUUID } from 'node:crypto';
 
 import type { Versioned } from '../../../shared/catalog/catalogStore';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
-import type { ExportCompletedData, ExportEventPublisher } from '../../../shared/events/publisher';
+import type { ExportCompletedData, ExportEventPublisher, ExportInstanceWithdrawnData } from '../../../shared/events/publisher';
 import type { Agreement } from '../../../shared/sharing/agreement';
 import type { DestinationProvider, PartnerDestination, WrittenFile } from '../../../shared/sharing/destination';
 import type { ExportMessage, ExportQueue } from '../../../shared/sharing/sharing';
-import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore, WantedItem } from '../../../shared/sharing/stores';
+import type { AgreementStore, ExportCounts, ExportItem, ExportJob, ExportStore, SharedFileRecord, SharingAuditStore, WantedItem, WithdrawnItem } from '../../../shared/sharing/stores';
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 const conflict = () => new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'changed by another writer');
@@ -53,7 +53,7 @@ export class MemoryAgreements implements AgreementStore {
 }
 
 export class MemoryExports implements ExportStore {
-  readonly v = new Versions<ExportJob | ExportItem | WantedItem>();
+  readonly v = new Versions<ExportJob | ExportItem | WantedItem | WithdrawnItem>();
   /** Fails the next recordItem once (a worker that crashes after writing the file). */
   failNextRecord = false;
   async createJob(job: ExportJob) {
@@ -93,6 +93,18 @@ export class MemoryExports implements ExportStore {
   async doneItems(exportId: string) {
     return this.items(exportId).filter((i) => i.status === 'done').sort((a, b) => ((a.file?.blob ?? '') < (b.file?.blob ?? '') ? -1 : 1));
   }
+  async itemsOfInstance(sop: string) {
+    return [...this.v.docs.values()].map((d) => clone(d.doc)).filter((d): d is ExportItem => d.type === 'item' && d.id === `item:${sop}` && d.status === 'done');
+  }
+  async recordWithdrawal(item: WithdrawnItem) {
+    return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
+  }
+  async withdrawals(exportId: string) {
+    return [...this.v.docs.entries()]
+      .filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === 'withdrawal')
+      .map(([, d]) => clone(d.doc as WithdrawnItem))
+      .sort((a, b) => (a.file.blob < b.file.blob ? -1 : 1));
+  }
 }
 
 export class MemorySharingAudit implements SharingAuditStore {
@@ -113,10 +125,11 @@ export class MemoryDestinations implements DestinationProvider {
   readonly policies = new Map<string, string>();
 
   open(a: Agreement): PartnerDestination {
-    const container = a.destination.container;
+    const d = a.destination;
+    const container = d.container;
     const files = this.files;
     return {
-      label: `sas:${container}`,
+      label: d.kind === 'sas' ? `sas:${container}` : `${d.accountUrl}/${container}`,
       writeOnce: async (blob: string, data: AsyncIterable<Uint8Array>): Promise<WrittenFile> => {
         const chunks: Buffer[] = [];
         for await (const c of data) chunks.push(Buffer.from(c));
@@ -156,7 +169,11 @@ export class CapturingQueue implements ExportQueue {
 
 export class CapturingExportEvents implements ExportEventPublisher {
   readonly events: { id: string; data: ExportCompletedData }[] = [];
+  readonly withdrawals: { id: string; data: ExportInstanceWithdrawnData }[] = [];
   async exportCompleted(data: ExportCompletedData, id: string) {
     this.events.push({ id, data: clone(data) });
+  }
+  async exportInstanceWithdrawn(data: ExportInstanceWithdrawnData, id: string) {
+    this.withdrawals.push({ id, data: clone(data) });
   }
 }

@@ -9,10 +9,11 @@ import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import { Tags } from '../../../shared/dicom/tags';
 import { ErrorCodes, isPipelineError, PipelineError } from '../../../shared/errors';
 import type { IngestRequest, SourceLocation } from '../../../shared/events/ingestEvents';
+import type { InstanceWithdrawnData } from '../../../shared/events/publisher';
 import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
 import { parseAgreementChange, parseAgreementRequest } from '../../../shared/sharing/agreement';
 import { agreementKey } from '../../../shared/sharing/keys';
-import { changeAgreement, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport } from '../../../shared/sharing/sharing';
+import { changeAgreement, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport, WITHDRAWN_BY,withdrawSharedInstance } from '../../../shared/sharing/sharing';
 import { type MemoryWorld, memoryWorld } from '../fakes';
 import { CapturingExportEvents, CapturingQueue, MemoryAgreements, MemoryDestinations, MemoryExports, MemorySharingAudit } from './fakes';
 
@@ -32,6 +33,9 @@ function loc(name: string): SourceLocation {
 let n = 0;
 function created(name: string): IngestRequest {
   return { kind: 'created', eventId: `evt-${++n}`, eventType: 'Microsoft.Storage.BlobCreated', url: loc(name).canonicalUrl };
+}
+function deleted(name: string): IngestRequest {
+  return { kind: 'deleted', eventId: `evt-${++n}`, eventType: 'Microsoft.Storage.BlobDeleted', url: loc(name).canonicalUrl };
 }
 
 const noCatalog: ResearchCatalogReader = {
@@ -298,5 +302,142 @@ describe('agreements and exports', () => {
     expect(await getExport(x.deps, part)).toMatchObject({ total: 1 + sameStudy.length, done: 1 + sameStudy.length });
     expect(manifestOf().files).toHaveLength(1 + sameStudy.length);
     expect(second).toBeDefined();
+  });
+});
+
+describe('deletion propagates to partners', () => {
+  const MI = { kind: 'managedIdentity', accountUrl: 'https://partnerb.blob.core.windows.net', container: 'incoming' };
+
+  /** Exports every instance under a SAS agreement (ours) and a managed-identity one (the partner's account); the first source is then deleted. */
+  async function exportedThenDeleted() {
+    const x = await world();
+    const instances = researchInstances(x.w);
+    const ours = await createAgreement(x.deps, body(), 'caller-1');
+    const theirs = await createAgreement(x.deps, body({ partnerId: 'vendor-b', destination: MI }), 'caller-1');
+    await startExport(x.deps, ours.id, 'caller-1', { instances });
+    await startExport(x.deps, theirs.id, 'caller-1', { instances });
+    await runQueue(x);
+    const name = SOURCES[0] as string;
+    const source = x.w.index.all().find((d) => d.blobName === name);
+    const research = source?.research;
+    if (!research) throw new Error('the first source was not cataloged');
+    x.w.source.delete('anq-replica', name);
+    expect((await ingestSourceFile(x.w.deps, deleted(name), loc(name))).status).toBe('deleted');
+    return { x, ours, theirs, research, sourceUrl: loc(name).canonicalUrl };
+  }
+
+  it('given a deleted source, then ingestion announces the withdrawn research instance by research UIDs only', async () => {
+    const { x, research, sourceUrl } = await exportedThenDeleted();
+    expect(x.w.publisher.withdrawals.map((e) => e.data)).toEqual([{ studyInstanceUid: research.studyInstanceUid, seriesInstanceUid: research.seriesInstanceUid, sopInstanceUid: research.sopInstanceUid }]);
+    expect(JSON.stringify(x.w.publisher.withdrawals)).not.toContain(sourceUrl);
+  });
+
+  it('given the announcement fails, then the redelivered deletion announces it again with the same event id', async () => {
+    const x = await world();
+    const name = SOURCES[1] as string;
+    x.w.source.delete('anq-replica', name);
+    const tried: { data: InstanceWithdrawnData; id: string }[] = [];
+    const failing = {
+      ...x.w.deps,
+      publisher: {
+        instanceCataloged: async () => undefined,
+        instanceWithdrawn: async (data: InstanceWithdrawnData, id: string) => {
+          tried.push({ data, id });
+          throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'topic unavailable');
+        },
+      },
+    };
+    await expect(ingestSourceFile(failing, deleted(name), loc(name))).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    // The research instance is gone already; the redelivery still announces it, then records the deletion.
+    expect((await ingestSourceFile(x.w.deps, deleted(name), loc(name))).status).toBe('deleted');
+    expect(tried).toHaveLength(1);
+    expect(x.w.publisher.withdrawals).toEqual(tried);
+    expect((await ingestSourceFile(x.w.deps, deleted(name), loc(name))).status).toBe('unchanged');
+    expect(x.w.publisher.withdrawals).toHaveLength(1);
+  });
+
+  it('given a withdrawn instance, then our container loses the copy, the partner account is notified by partner UIDs, and each agreement records one withdrawal', async () => {
+    const { x, ours, theirs, research } = await exportedThenDeleted();
+    const filesBefore = partnerFiles(x, 'partner-uni-a').size;
+    const sharedOurs = (await x.audit.byPartner('uni-a')).find((r) => r.action === 'shared' && x.exports.v.get(`${r.exportId}/item:${research.sopInstanceUid}`)?.doc);
+    if (!sharedOurs) throw new Error('the instance was not shared');
+    const result = await withdrawSharedInstance(x.deps, research);
+    expect(result).toEqual({ deleted: 1, notified: 1 });
+    expect(x.destinations.files.has(`partner-uni-a/${sharedOurs.blob}`)).toBe(false);
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(filesBefore - 1);
+    // The partner's account is not ours to delete in: the copy stays, the partner is told.
+    expect(partnerFiles(x, 'incoming').size).toBe(SOURCES.length);
+    expect(x.events.withdrawals).toHaveLength(1);
+    const notice = x.events.withdrawals[0];
+    const theirsShared = (await x.audit.byPartner('vendor-b')).find((r) => r.action === 'shared' && r.blob === notice?.data.blob);
+    expect(notice?.data).toMatchObject({ agreementId: theirs.id, partnerId: 'vendor-b', destination: 'https://partnerb.blob.core.windows.net/incoming', sopInstanceUid: theirsShared?.sopInstanceUid });
+    const researchUids = [research.studyInstanceUid, research.seriesInstanceUid, research.sopInstanceUid];
+    for (const u of researchUids) expect(JSON.stringify(x.events.withdrawals)).not.toContain(u);
+    const withdrawn = [...(await x.audit.byPartner('uni-a')), ...(await x.audit.byPartner('vendor-b'))].filter((r) => r.action === 'withdrawn');
+    expect(withdrawn.map((r) => [r.agreementId, r.requestedBy]).sort()).toEqual([[ours.id, WITHDRAWN_BY], [theirs.id, WITHDRAWN_BY]].sort());
+    expect(withdrawn.find((r) => r.agreementId === ours.id)).toMatchObject({ blob: sharedOurs.blob, sopInstanceUid: sharedOurs.sopInstanceUid, sha256: sharedOurs.sha256 });
+    // The manifest is left as shipped; the withdrawal list next to it names the file.
+    const list = x.destinations.files.get(`partner-uni-a/manifests/${sharedOurs.exportId}.withdrawn.csv`)?.toString() ?? '';
+    expect(list.split('\r\n')[1]).toMatch(new RegExp(`^2026-06-01T00:00:00.000Z,deleted,${sharedOurs.blob},`));
+    expect(x.destinations.files.get(`partner-uni-a/manifests/${sharedOurs.exportId}.json`)?.toString()).toContain(sharedOurs.blob);
+  });
+
+  it('given the withdrawal event delivered again, then nothing is recorded twice and the notice keeps its id', async () => {
+    const { x, research } = await exportedThenDeleted();
+    await withdrawSharedInstance(x.deps, research);
+    const audit = [...x.audit.records.values()];
+    const items = [...x.exports.v.docs.values()].map((d) => d.doc);
+    await withdrawSharedInstance(x.deps, research);
+    expect([...x.audit.records.values()]).toEqual(audit);
+    expect([...x.exports.v.docs.values()].map((d) => d.doc)).toEqual(items);
+    expect(new Set(x.events.withdrawals.map((e) => e.id)).size).toBe(1);
+    expect(x.events.withdrawals).toHaveLength(2);
+  });
+
+  it('given a revoked agreement, then its copies are still withdrawn and recorded', async () => {
+    const { x, ours, research } = await exportedThenDeleted();
+    await changeAgreement(x.deps, ours.id, { status: 'revoked' }, 'caller-2');
+    const before = partnerFiles(x, 'partner-uni-a').size;
+    expect((await withdrawSharedInstance(x.deps, research)).deleted).toBe(1);
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(before - 1);
+    expect((await x.audit.byPartner('uni-a')).filter((r) => r.action === 'withdrawn')).toHaveLength(1);
+  });
+
+  it('given the source deleted while its partner copy is written, then the worker withdraws the copy it wrote', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const name = SOURCES[0] as string;
+    const research = x.w.index.all().find((d) => d.blobName === name)?.research;
+    if (!research) throw new Error('the first source was not cataloged');
+    const { blob: _blob, ...instance } = research;
+    void _blob;
+    // The source read, then deleted before the copy is recorded (the deletion's withdrawal found no item).
+    const source = x.deps.source;
+    const deps: SharingDeps = {
+      ...x.deps,
+      source: {
+        ...source,
+        getProperties: (c, b, o) => source.getProperties(c, b, o),
+        readRange: async (c, b, e, off, n) => {
+          const data = await source.readRange(c, b, e, off, n);
+          x.w.source.delete(c, b);
+          return data;
+        },
+      } as SharingDeps['source'],
+    };
+    await startExport(deps, a.id, 'caller-1', { instances: [instance] });
+    for (const m of x.queue.messages.splice(0)) expect(await exportInstance(deps, m, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('written');
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(0);
+    expect((await x.audit.byPartner('uni-a')).map((r) => r.action)).toEqual(['shared', 'withdrawn']);
+  });
+
+  it('given a research instance no export holds, then nothing is withdrawn or recorded', async () => {
+    const x = await world();
+    await createAgreement(x.deps, body(), 'caller-1');
+    const [instance] = researchInstances(x.w);
+    if (!instance) throw new Error('no instance');
+    expect(await withdrawSharedInstance(x.deps, instance)).toEqual({ deleted: 0, notified: 0 });
+    expect(x.audit.records.size).toBe(0);
+    expect(x.events.withdrawals).toEqual([]);
   });
 });
