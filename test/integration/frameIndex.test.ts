@@ -57,15 +57,23 @@ let catalogContainer: Container;
 let source: CatalogFrameIndexSource;
 const prefix = `frame-index-${randomBytes(4).toString('hex')}`;
 
+/** CT Image Storage: a class whose pixels are not of a type at risk of burned-in text. */
+const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
+
 /**
- * A sample with fresh Study, Series and SOP Instance UIDs, declared free of burned-in text (a
- * secondary capture or an ultrasound is held for review otherwise); its pixel data as it was.
+ * A sample with fresh Study, Series and SOP Instance UIDs and its pixel data as it was, labelled
+ * a CT flagged free of burned-in text. What is tested here is where frames lie in each pixel
+ * encoding; under the default redact policy a capture, ultrasound, microscopy or angiography
+ * image is OCR'd whatever its flag, and one with compressed pixel data is held for review, so
+ * such samples would never reach the index (the burned-in tests cover that policy).
  */
 async function withFreshUids(file: Buffer): Promise<Buffer> {
   const parsed = await parseDicomBuffer(file);
   const root = `2.25.${BigInt(`0x${randomBytes(12).toString('hex')}`)}`;
   const ds = parsed.dataset;
   for (const [tag, n] of [[Tags.StudyInstanceUID, 1], [Tags.SeriesInstanceUID, 2], [Tags.SOPInstanceUID, 3]] as const) ds.set(tag, { tag, vr: 'UI', value: encodeAsciiValue(`${root}.${n}`, 'UI') });
+  ds.set(Tags.SOPClassUID, { tag: Tags.SOPClassUID, vr: 'UI', value: encodeAsciiValue(CT_IMAGE_STORAGE, 'UI') });
+  ds.set(Tags.Modality, { tag: Tags.Modality, vr: 'CS', value: encodeAsciiValue('CT', 'CS') });
   ds.set(Tags.BurnedInAnnotation, { tag: Tags.BurnedInAnnotation, vr: 'CS', value: encodeAsciiValue('NO', 'CS') });
   return encodeWithDataset(parsed, ds);
 }
@@ -111,7 +119,7 @@ beforeAll(async () => {
   catalogContainer = db.container(settings.researchCatalogContainer);
   source = new CatalogFrameIndexSource({ research: new AzureResearchStore(blobs, settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) });
   for (const s of SAMPLES) await landing.getBlockBlobClient(`${prefix}/${s}`).uploadData(await withFreshUids(readFileSync(join(FIXTURES, s))));
-  await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(large.file);
+  await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(await withFreshUids(large.file));
   await waitForEvents(180_000);
 }, 240_000);
 
