@@ -53,6 +53,6 @@ describe('catalog after the Cosmos server restarts empty', () => {
     await client.database(settings.cosmosDatabase).delete();
     await expect(catalog.findInstancesBySource('no-such-source')).resolves.toEqual([]);
     const { resources } = await client.database(settings.cosmosDatabase).containers.readAll().fetchAll();
-    expect(resources.map((c) => c.id).sort()).toEqual([settings.auditContainer, settings.indexContainer, settings.researchCatalogContainer].sort());
+    expect(resources.map((c) => c.id).sort()).toEqual([settings.auditContainer, settings.indexContainer, settings.researchCatalogContainer, settings.sharing.agreementsContainer, settings.sharing.exportsContainer, settings.sharing.sharingAuditContainer].sort());
   });
 });

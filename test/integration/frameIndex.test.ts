@@ -16,17 +16,14 @@ import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 import { CosmosResearchCatalog,createCosmosClient } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument, InstanceDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
-import { encodeAsciiValue } from '../../shared/dicom/dataset';
-import { parseDicomBuffer } from '../../shared/dicom/parser';
-import { Tags } from '../../shared/dicom/tags';
 import type { FrameIndex } from '../../shared/retrieve/frameIndex';
 import { bitPackedFrameRange, repackBitFrame } from '../../shared/retrieve/frameIndexBits';
 import { frameIndexSidecarName } from '../../shared/retrieve/frameIndexCodec';
 import { CatalogFrameIndexSource } from '../../shared/retrieve/frameIndexSource';
 import { AzureResearchStore } from '../../shared/storage/blobStores';
-import { encodeWithDataset } from '../unit/ingest/coreHelpers';
 import { independentFrameHashes, sha256 } from '../unit/retrieve/independentFrames';
 import { syntheticEncapsulated } from '../unit/retrieve/syntheticFrames';
+import { asCtWithFreshUids } from './relabel';
 import { testStack, waitForEvents } from './stackEnv';
 
 const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');
@@ -57,26 +54,6 @@ let catalogContainer: Container;
 let source: CatalogFrameIndexSource;
 const prefix = `frame-index-${randomBytes(4).toString('hex')}`;
 
-/** CT Image Storage: a class whose pixels are not of a type at risk of burned-in text. */
-const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
-
-/**
- * A sample with fresh Study, Series and SOP Instance UIDs and its pixel data as it was, labelled
- * a CT flagged free of burned-in text. What is tested here is where frames lie in each pixel
- * encoding; under the default redact policy a capture, ultrasound, microscopy or angiography
- * image is OCR'd whatever its flag, and one with compressed pixel data is held for review, so
- * such samples would never reach the index (the burned-in tests cover that policy).
- */
-async function withFreshUids(file: Buffer): Promise<Buffer> {
-  const parsed = await parseDicomBuffer(file);
-  const root = `2.25.${BigInt(`0x${randomBytes(12).toString('hex')}`)}`;
-  const ds = parsed.dataset;
-  for (const [tag, n] of [[Tags.StudyInstanceUID, 1], [Tags.SeriesInstanceUID, 2], [Tags.SOPInstanceUID, 3]] as const) ds.set(tag, { tag, vr: 'UI', value: encodeAsciiValue(`${root}.${n}`, 'UI') });
-  ds.set(Tags.SOPClassUID, { tag: Tags.SOPClassUID, vr: 'UI', value: encodeAsciiValue(CT_IMAGE_STORAGE, 'UI') });
-  ds.set(Tags.Modality, { tag: Tags.Modality, vr: 'CS', value: encodeAsciiValue('CT', 'CS') });
-  ds.set(Tags.BurnedInAnnotation, { tag: Tags.BurnedInAnnotation, vr: 'CS', value: encodeAsciiValue('NO', 'CS') });
-  return encodeWithDataset(parsed, ds);
-}
 
 async function cataloged(name: string): Promise<{ doc: InstanceDocument; etag: string; copy: Buffer }> {
   const { resources } = await index.items.query<IngestionDocument>({ query: 'SELECT * FROM c WHERE c.blobName = @n', parameters: [{ name: '@n', value: name }] }).fetchAll();
@@ -118,8 +95,8 @@ beforeAll(async () => {
   index = db.container(settings.indexContainer);
   catalogContainer = db.container(settings.researchCatalogContainer);
   source = new CatalogFrameIndexSource({ research: new AzureResearchStore(blobs, settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) });
-  for (const s of SAMPLES) await landing.getBlockBlobClient(`${prefix}/${s}`).uploadData(await withFreshUids(readFileSync(join(FIXTURES, s))));
-  await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(await withFreshUids(large.file));
+  for (const s of SAMPLES) await landing.getBlockBlobClient(`${prefix}/${s}`).uploadData(await asCtWithFreshUids(readFileSync(join(FIXTURES, s))));
+  await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(await asCtWithFreshUids(large.file));
   await waitForEvents(180_000);
 }, 240_000);
 

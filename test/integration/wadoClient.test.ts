@@ -16,6 +16,7 @@ import type { IngestionDocument } from '../../shared/catalog/documents';
 import { loadSettings } from '../../shared/config/settings';
 import type { DicomJson } from '../../shared/dicom/json';
 import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { asCtWithFreshUids } from './relabel';
 import { testStack, waitForEvents } from './stackEnv';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -25,6 +26,7 @@ const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');
 const PREFIX = `wado-client-${randomUUID()}`;
 // Files whose SOP Instance UID no other fixture shares (the emri_small files of pydicom-data share one:
 // the research side keeps one of them, by rank, and the others' uploads could replace it mid-test).
+// The multi-frame sample is microscopy with JPEG-LS frames, held by the burned-in policy as it is: relabelled (relabel.ts).
 const FILES = { native: 'pydicom-deb/test_files__MR_small.dcm', multiFrame: 'highdicom/sm_image_jpegls.dcm' };
 
 interface Uids { studyInstanceUID: string; seriesInstanceUID: string; sopInstanceUID: string }
@@ -48,7 +50,7 @@ beforeAll(async () => {
   const service = BlobServiceClient.fromConnectionString(stack.env.SourceStorage!);
   const landing = service.getContainerClient(settings.sourceContainers[0]!);
   research = service.getContainerClient(settings.researchContainer);
-  for (const [name, file] of Object.entries(FILES)) await landing.getBlockBlobClient(`${PREFIX}/${name}.dcm`).uploadData(readFileSync(join(FIXTURES, file)));
+  for (const [name, file] of Object.entries(FILES)) await landing.getBlockBlobClient(`${PREFIX}/${name}.dcm`).uploadData(name === 'multiFrame' ? await asCtWithFreshUids(readFileSync(join(FIXTURES, file))) : readFileSync(join(FIXTURES, file)));
   await waitForEvents(120_000);
   const index = createCosmosClient(settings.cosmos).database(settings.cosmosDatabase).container(settings.indexContainer);
   for (const name of Object.keys(FILES)) {
