@@ -101,21 +101,14 @@ export function decideBurnedIn(input: BurnedInInput, policy: BurnedInPolicy, pro
   const hold = (why: string): BurnedInDecision => ({ action: 'quarantine', reason: `pixel data may hold burned-in text (${risk}); held for review: ${why}` });
   if (!profile.options.has('cleanPixelData')) return hold('the profile has no Clean Pixel Data option');
   if (!input.pixelData) return hold('no pixel data to clean');
-  const { config } = parseBurnedInConfig(profile.burnedIn);
-  const le = input.littleEndian;
-  const image = {
-    manufacturer: asciiValue(input.dataset.get(Tags.Manufacturer)) ?? '',
-    model: asciiValue(input.dataset.get(Tags.ManufacturerModelName)) ?? '',
-    rows: uintValue(input.dataset.get(Tags.Rows), le) ?? 0,
-    columns: uintValue(input.dataset.get(Tags.Columns), le) ?? 0,
-  };
-  const boxes = image.manufacturer === '' ? [] : boxesFor(config, image);
+  const boxes = deviceBoxes(input, profile);
   if (boxes.length === 0) return hold('no burned-in region configured for this device and image size');
-  const layout = pixelGeometry(input.dataset, le, input.pixelData);
+  const layout = pixelGeometry(input.dataset, input.littleEndian, input.pixelData);
   if ('reason' in layout) return hold(`cannot clean ${layout.reason}`);
   return { action: 'clean', geometry: layout.geometry, boxes };
 }
 
+/** The device's region set for this image (manufacturer, model and size), or none. */
 function deviceBoxes(input: BurnedInInput, profile: Profile): Box[] {
   const { config } = parseBurnedInConfig(profile.burnedIn);
   const le = input.littleEndian;
