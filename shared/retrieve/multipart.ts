@@ -25,21 +25,77 @@ export function multipartContentType(type: string, boundary: string): string {
   return `multipart/related; type="${type}"; boundary=${boundary}`;
 }
 
+/** A part's delimiter and headers, up to the blank line before its bytes. */
+function partHead(part: Part, boundary: string): Buffer {
+  const headers = [`--${boundary}`, `Content-Type: ${part.contentType}`];
+  if (part.length !== undefined) headers.push(`Content-Length: ${part.length}`);
+  if (part.location) headers.push(`Content-Location: ${part.location}`);
+  return Buffer.from(`${headers.join('\r\n')}\r\n\r\n`, 'latin1');
+}
+
+const CRLF = Buffer.from('\r\n', 'latin1');
+const closeDelimiter = (boundary: string) => Buffer.from(`--${boundary}--\r\n`, 'latin1');
+
+/**
+ * The body's length in bytes when every part's length is known up front (frames, bulk data),
+ * else undefined. Sent as Content-Length, it spares each hop the chunked framing (two more
+ * small writes per chunk), and lets a client see a truncated answer for what it is.
+ */
+export function multipartLength(parts: readonly Part[], boundary: string): number | undefined {
+  let total = closeDelimiter(boundary).length;
+  for (const part of parts) {
+    if (part.length === undefined) return undefined;
+    total += partHead(part, boundary).length + part.length + CRLF.length;
+  }
+  return total;
+}
+
 /**
  * The body: for each part its delimiter and headers, then its bytes as they stream, then the
  * close delimiter. Parts are opened one after the other, lazily. A failure while a part
  * streams ends the body with that error (the client sees a truncated answer, not a wrong one).
+ * Small pieces (a part's headers, the storage client's 16-64 KiB reads) go out joined in
+ * chunks of about COALESCE_BYTES: every chunk costs each HTTP hop a write, and a frame's
+ * request was spending more CPU on writes than on its bytes.
  */
 export async function* multipartBody(parts: Iterable<Part> | AsyncIterable<Part>, boundary: string): AsyncGenerator<Uint8Array> {
-  for await (const part of parts) {
-    const headers = [`--${boundary}`, `Content-Type: ${part.contentType}`];
-    if (part.length !== undefined) headers.push(`Content-Length: ${part.length}`);
-    if (part.location) headers.push(`Content-Location: ${part.location}`);
-    yield Buffer.from(`${headers.join('\r\n')}\r\n\r\n`, 'latin1');
-    for await (const chunk of await part.open()) yield chunk;
-    yield Buffer.from('\r\n', 'latin1');
+  yield* coalesced(
+    (async function* () {
+      for await (const part of parts) {
+        yield partHead(part, boundary);
+        for await (const chunk of await part.open()) yield chunk;
+        yield CRLF;
+      }
+      yield closeDelimiter(boundary);
+    })(),
+  );
+}
+
+/** Chunks joined until they reach this many bytes (a bound on what is held, with one chunk more). */
+export const COALESCE_BYTES = 256 * 1024;
+
+/**
+ * `source`'s bytes in chunks of at least `min` bytes (the last one may be shorter), in order.
+ * At most `min` bytes plus one chunk are held. Ending it early ends `source` too.
+ */
+export async function* coalesced(source: AsyncIterable<Uint8Array>, min = COALESCE_BYTES): AsyncGenerator<Uint8Array> {
+  let held: Uint8Array[] = [];
+  let heldBytes = 0;
+  for await (const chunk of source) {
+    if (held.length === 0 && chunk.length >= min) {
+      yield chunk;
+      continue;
+    }
+    held.push(chunk);
+    heldBytes += chunk.length;
+    if (heldBytes >= min) {
+      const joined = held.length === 1 ? (held[0] as Uint8Array) : Buffer.concat(held, heldBytes);
+      held = [];
+      heldBytes = 0;
+      yield joined;
+    }
   }
-  yield Buffer.from(`--${boundary}--\r\n`, 'latin1');
+  if (heldBytes > 0) yield held.length === 1 ? (held[0] as Uint8Array) : Buffer.concat(held, heldBytes);
 }
 
 /** Concatenates streams opened one after the other (the pieces of a fragmented frame). */

@@ -16,7 +16,7 @@ import type { ByteRange, FrameIndex, FrameIndexSource } from './frameIndex';
 import { bitPackedFrameRange, repackBitFrame } from './frameIndexBits';
 import { checkFrameNumber, encapsulatedValueEnd, frameRanges, lengthOf, parseFrameList, parseRange } from './frames';
 import { instanceUrl, MetadataCache,metadataOf } from './instanceMetadata';
-import { afterOpened, concatenated, multipartBody, multipartContentType, newBoundary, type Part } from './multipart';
+import { afterOpened, coalesced, concatenated, multipartBody, multipartContentType, multipartLength, newBoundary, type Part } from './multipart';
 import { negotiateBulkData, negotiateFrames, negotiateInstances, negotiateMetadata, parseAccept } from './negotiate';
 import { findResearchInstances, type ResearchInstance, ResearchInstanceCache, type RetrieveScope } from './researchInstances';
 
@@ -183,7 +183,7 @@ async function retrieveInstances(deps: WadoDeps, request: WadoRequest, instances
   );
   if (!multipart) {
     const [part] = parts as [Part];
-    return { status: 200, headers: { 'content-type': part.contentType }, body: concatenated([part.open]), returned: instances };
+    return { status: 200, headers: { 'content-type': part.contentType }, body: coalesced(concatenated([part.open])), returned: instances };
   }
   const boundary = newBoundary();
   return {
@@ -256,12 +256,13 @@ async function retrieveFrames(deps: WadoDeps, request: WadoRequest, instance: Re
     return { contentType, length: lengthOf(pieces), location: `${base}/frames/${n}`, open: openRanges(deps, request, instance, pieces) };
   });
   const boundary = newBoundary();
-  return {
-    status: 200,
-    headers: { 'content-type': multipartContentType(partType, boundary) },
-    body: multipartBody(await withFirstOpened(parts, disclosingOf(request, 200, [instance])), boundary),
-    returned: [instance],
-  };
+  const opened = await withFirstOpened(parts, disclosingOf(request, 200, [instance]));
+  return { status: 200, headers: withLength({ 'content-type': multipartContentType(partType, boundary) }, multipartLength(opened, boundary)), body: multipartBody(opened, boundary), returned: [instance] };
+}
+
+/** `headers` with Content-Length when the body's length is known. */
+function withLength(headers: Record<string, string>, length: number | undefined): Record<string, string> {
+  return length === undefined ? headers : { ...headers, 'content-length': String(length) };
 }
 
 /** Where a bulk data value is: a range of the copy (the pixel data) or bytes of the header. */
@@ -301,9 +302,10 @@ async function retrieveBulkData(deps: WadoDeps, request: WadoRequest, instance: 
   const [part] = await withFirstOpened([{ contentType: 'application/octet-stream', length: count, location: `${instanceUrl(request.root, instance)}/bulkdata/${path}`, open }], disclosingOf(request, status, [instance]));
   if (multipart) {
     const boundary = newBoundary();
-    return { status: 200, headers: { 'content-type': multipartContentType('application/octet-stream', boundary) }, body: multipartBody([part as Part], boundary), returned: [instance] };
+    const headers = withLength({ 'content-type': multipartContentType('application/octet-stream', boundary) }, multipartLength([part as Part], boundary));
+    return { status: 200, headers, body: multipartBody([part as Part], boundary), returned: [instance] };
   }
   const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(count), 'accept-ranges': 'bytes' };
   if (wanted.kind === 'partial') headers['content-range'] = `bytes ${wanted.start}-${wanted.end}/${length}`;
-  return { status: wanted.kind === 'partial' ? 206 : 200, headers, body: concatenated([(part as Part).open]), returned: [instance] };
+  return { status: wanted.kind === 'partial' ? 206 : 200, headers, body: coalesced(concatenated([(part as Part).open])), returned: [instance] };
 }

@@ -108,8 +108,10 @@ describe('WADO-RS retrieve on the unit fakes', () => {
     const parsed = await parseDicomBuffer(bytes.native!);
     const frame = parsed.pixelValue!;
     const answer = await retrieve(deps, request({ resource: 'frames', frames: '1' }));
-    const [part] = partsOf(answer.headers['content-type']!, await collect(answer.body));
+    const body = await collect(answer.body);
+    const [part] = partsOf(answer.headers['content-type']!, body);
     expect(part!.equals(frame)).toBe(true);
+    expect(answer.headers['content-length']).toBe(String(body.length));
   });
 
   test('given JPEG-LS multi-frame frames in any order, then each is its fragment, typed image/jls', async () => {
@@ -121,7 +123,9 @@ describe('WADO-RS retrieve on the unit fakes', () => {
     expect(fragments.length).toBe(10);
     const answer = await retrieve(deps, request({ resource: 'frames', scope: { study: STUDY, series: SERIES, instance: '2.25.1.1.2' }, frames: '10,1,5' }));
     expect(answer.headers['content-type']).toContain('type="image/jls"');
-    expect(partsOf(answer.headers['content-type']!, await collect(answer.body))).toEqual([fragments[9], fragments[0], fragments[4]]);
+    const body = await collect(answer.body);
+    expect(partsOf(answer.headers['content-type']!, body)).toEqual([fragments[9], fragments[0], fragments[4]]);
+    expect(answer.headers['content-length']).toBe(String(body.length));
     expect(await codeOfCall(() => retrieve(deps, request({ resource: 'frames', scope: { study: STUDY, series: SERIES, instance: '2.25.1.1.2' }, frames: '11' })))).toBe(ErrorCodes.NOT_FOUND);
   });
 
