@@ -7,6 +7,10 @@
  * scaled to 1024x768. Each is de-identified whole (output read to the end) `repeats` times per
  * policy, alternating; the medians are compared. OCR runs on one engine worker (OCR_WORKERS=1),
  * so the per-frame figure is one worker's; the engine's start-up is paid before timing.
+ *
+ * Then whether OCR blocks other files (issue 17): CT slices arrive behind a burst of ultrasound
+ * files to OCR, through an ingestion limiter, with the OCR run in the files' slots (as before)
+ * and outside them on the OCR queue (as the ingestion does now), against the CT slices alone.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -21,6 +25,9 @@ import { Tags } from '../shared/dicom/tags';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../shared/dicom/writer';
 import type { BurnedInPolicy } from '../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
+import { Limiter } from '../shared/ingest/limiter';
+import { OcrQueue } from '../shared/ingest/ocrQueue';
+import { ctSliceBytes } from './generate';
 import { percentile, round } from './stats';
 
 export interface OcrCase {
@@ -39,11 +46,37 @@ export interface OcrCase {
   boxes: number;
 }
 
+/** CT latency (arrival to output written) in one run of the burst. */
+export interface CtLatency {
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** When the last ultrasound file of the burst was done, from the start of the run (0: none). */
+  ocrBurstSeconds: number;
+}
+
+/** Does OCR block other files: CT slices arriving behind a burst of ultrasound files to OCR. */
+export interface OcrBlockingResult {
+  note: string;
+  ingestionSlots: number;
+  ocrWorkers: number;
+  ultrasoundFiles: number;
+  ctFiles: number;
+  ctIntervalMs: number;
+  /** No OCR burst: the CT slices alone. */
+  ctAlone: CtLatency;
+  /** The burst OCR'd in the files' ingestion slots (before issue 17's OCR queue). */
+  ocrInSlot: CtLatency;
+  /** The burst OCR'd outside the slots, on the OCR queue (as the ingestion does now). */
+  ocrOutsideSlot: CtLatency;
+}
+
 export interface OcrResult {
   note: string;
   repeats: number;
   sampleFrames: number;
   cases: OcrCase[];
+  blocking: OcrBlockingResult;
 }
 
 function scaled(frame: Buffer, g: PixelGeometry, width: number, height: number): Buffer {
@@ -82,7 +115,7 @@ async function resized(sample: string, width: number, height: number, frames: nu
   return Buffer.concat([encodeFileMeta(text(sopClass), text(sopInstance), src.transferSyntaxUid), encodeDataset(ds, src.encoding), encodePixelDataHeader(src.pixelData.tag, src.pixelData.vr, pixels.length, src.encoding), pixels]);
 }
 
-async function deidentify(file: Buffer, burnedIn: BurnedInPolicy): Promise<{ ms: number; boxes: number; sampled: number }> {
+async function deidentify(file: Buffer, burnedIn: BurnedInPolicy, ocrStage?: <T>(run: () => Promise<T>) => Promise<T>): Promise<{ ms: number; boxes: number; sampled: number }> {
   const started = process.hrtime.bigint();
   const prepared = await prepareDeidentifiedInstance(bufferReader(file), {
     deid: { profile: defaultProfile(), key: Buffer.from('vna-bench-ocr-key-not-for-production-use'), keyId: 'bench' },
@@ -90,10 +123,39 @@ async function deidentify(file: Buffer, burnedIn: BurnedInPolicy): Promise<{ ms:
     totalSize: file.length,
     burnedIn,
     readSourceRange: (offset, length) => Promise.resolve(file.subarray(offset, offset + length)),
+    ...(ocrStage ? { ocrStage } : {}),
   });
   for await (const chunk of prepared.output()) void chunk;
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   return { ms, boxes: prepared.pixelsCleaned?.boxes ?? 0, sampled: prepared.pixelsCleaned?.sampledFrames?.length ?? 0 };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One run: the ultrasound files land at once, then CT slices arrive every `intervalMs`; each
+ * file goes through an ingestion limiter of `slots` as the ingestion does (core only, files in
+ * memory). `mode` says where the OCR runs: none (no burst), in the file's slot, or outside it
+ * on the OCR queue. Returns the CT latencies.
+ */
+async function blockingRun(mode: 'none' | 'inSlot' | 'outside', us: Buffer[], ct: Buffer[], slots: number, intervalMs: number, redact: BurnedInPolicy): Promise<CtLatency> {
+  const limiter = new Limiter(slots);
+  const queue = new OcrQueue({ running: 1, maxQueued: 1024, maxWaitMs: 480_000 });
+  const ingest = (file: Buffer, key: string) =>
+    limiter.run(async (_release, outside) => {
+      await deidentify(file, redact, mode === 'outside' ? <T>(run: () => Promise<T>) => outside(() => queue.run(key, run)) : undefined);
+    });
+  const t0 = performance.now();
+  const burst = mode === 'none' ? [] : us.map((f, i) => ingest(f, `us${i}`).then(() => performance.now() - t0));
+  const latencies: Promise<number>[] = [];
+  for (const [i, f] of ct.entries()) {
+    await sleep(intervalMs);
+    const arrived = performance.now();
+    latencies.push(ingest(f, `ct${i}`).then(() => performance.now() - arrived));
+  }
+  const ms = await Promise.all(latencies);
+  const burstMs = await Promise.all(burst);
+  return { p50Ms: round(percentile(ms, 50), 1), p99Ms: round(percentile(ms, 99), 1), maxMs: round(Math.max(...ms), 1), ocrBurstSeconds: round(Math.max(0, ...burstMs) / 1000, 1) };
 }
 
 export async function runOcrScenario(projectRoot: string, log: (m: string) => void): Promise<OcrResult> {
@@ -111,6 +173,7 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
   const detector = new TesseractDetector({ workers: 1 });
   const redact: BurnedInPolicy = { mode: 'redact', ocr: { detector, sampleFrames } };
   const cases: OcrCase[] = [];
+  let blocking: OcrBlockingResult | undefined;
   try {
     // The engine starts once per process: paid here, not in the figures.
     await deidentify(files[0]?.file ?? Buffer.alloc(0), redact);
@@ -132,6 +195,30 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
       log(`ocr: ${c.name}: ${c.withoutOcrMs} ms without OCR, ${c.withOcrMs} ms with (x${c.ratio}); ${c.ocrMsPerFramePass} ms per frame per OCR pass; ${c.boxes} boxes`);
       cases.push(c);
     }
+    // Does OCR block other files? CT slices behind a burst of ultrasound files, three ways.
+    const ultrasoundFiles = Number(process.env.BENCH_OCR_BURST ?? 4);
+    const ctFiles = Number(process.env.BENCH_OCR_CT ?? 40);
+    const slots = 4;
+    const ctIntervalMs = 50;
+    const burstFiles = Array.from({ length: ultrasoundFiles }, () => files[0]?.file ?? Buffer.alloc(0));
+    const cts = Array.from({ length: ctFiles }, (_, i) => ctSliceBytes({ seed: 17, study: 1, instance: i + 1 }));
+    const ctAlone = await blockingRun('none', burstFiles, cts, slots, ctIntervalMs, redact);
+    const ocrInSlot = await blockingRun('inSlot', burstFiles, cts, slots, ctIntervalMs, redact);
+    const ocrOutsideSlot = await blockingRun('outside', burstFiles, cts, slots, ctIntervalMs, redact);
+    for (const [name, r] of Object.entries({ 'CT alone': ctAlone, 'OCR in the slot (before)': ocrInSlot, 'OCR outside the slot (now)': ocrOutsideSlot })) {
+      log(`ocr: ${ctFiles} CT slices every ${ctIntervalMs} ms, ${name}: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms; ${ultrasoundFiles} US files done after ${r.ocrBurstSeconds} s`);
+    }
+    blocking = {
+      note: `${ultrasoundFiles} US 640x480 files to OCR land at once, then ${ctFiles} CT 512x512 slices arrive every ${ctIntervalMs} ms; ${slots} ingestion slots, one OCR worker; core only (files in memory), latency from a slice's arrival to its output written`,
+      ingestionSlots: slots,
+      ocrWorkers: 1,
+      ultrasoundFiles,
+      ctFiles,
+      ctIntervalMs,
+      ctAlone,
+      ocrInSlot,
+      ocrOutsideSlot,
+    };
   } finally {
     await detector.close();
   }
@@ -140,5 +227,6 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
     repeats,
     sampleFrames,
     cases,
+    blocking: blocking as OcrBlockingResult,
   };
 }

@@ -30,6 +30,8 @@ export const ErrorCodes = {
   DEID_VERIFICATION_FAILED: 'DEID_VERIFICATION_FAILED',
   DEID_BURNED_IN_ANNOTATION: 'DEID_BURNED_IN_ANNOTATION',
   OCR_FAILED: 'OCR_FAILED',
+  /** No place in the OCR queue (OCR_QUEUE_MAX full, or OCR_WAIT_MAX_MS waited): a retry later may find one. */
+  OCR_BUSY: 'OCR_BUSY',
   // Where the file is, or what the event says.
   SOURCE_NOT_FOUND: 'SOURCE_NOT_FOUND',
   SOURCE_CHANGED: 'SOURCE_CHANGED',
@@ -71,6 +73,7 @@ const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCodes.SERVICE_TIMEOUT,
   ErrorCodes.CATALOG_CONFLICT,
   ErrorCodes.SOURCE_CHANGED,
+  ErrorCodes.OCR_BUSY,
 ]);
 
 /** The one table from error code to HTTP status. Anything not listed is a 500 that says nothing internal. */
@@ -96,6 +99,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   SERVICE_THROTTLED: 503,
   SERVICE_UNAVAILABLE: 503,
   SERVICE_TIMEOUT: 503,
+  OCR_BUSY: 503,
 };
 
 export interface PipelineErrorOptions {

@@ -21,6 +21,7 @@ import type { AnqScope } from './events/ingestEvents';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
 import { Limiter } from './ingest/limiter';
+import { OcrQueue } from './ingest/ocrQueue';
 import { createCloudPhiRecognizer } from './language/azureLanguagePii';
 import { CatalogFrameIndexSource } from './retrieve/frameIndexSource';
 import { MetadataCache } from './retrieve/instanceMetadata';
@@ -107,6 +108,8 @@ async function build(): Promise<Runtime> {
   const headerLimits = { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes };
   // One OCR engine pool per instance, apart from the ingestion limiter: its workers start on first use.
   const textDetector = new TesseractDetector({ workers: settings.ocrWorkers });
+  // Files in OCR and waiting for it, bounded apart from the ingestion slots (see ocrQueue.ts).
+  const ocrQueue = new OcrQueue({ running: settings.ocrWorkers, maxQueued: settings.ocrQueueMax, maxWaitMs: settings.ocrWaitMaxMs });
 
   // Built on first send: a process that never exports needs no queue connection.
   let exportQueue: ExportQueue | undefined;
@@ -163,6 +166,7 @@ async function build(): Promise<Runtime> {
       deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId, ...(cloudPhi ? { cloudPhi } : {}) },
       limits: headerLimits,
       burnedIn: { mode: settings.burnedInPolicy, ...(settings.burnedInPolicy === 'redact' ? { ocr: { detector: textDetector, sampleFrames: settings.ocrSampleFrames } } : {}) },
+      ocrQueue,
     }),
     async health() {
       const check = async (f: () => Promise<unknown>) => {

@@ -90,6 +90,10 @@ export interface Settings {
   ocrWorkers: number;
   /** Frames OCR'd per multi-frame instance (OCR_SAMPLE_FRAMES). */
   ocrSampleFrames: number;
+  /** Files waiting for OCR at most, beyond the OCR_WORKERS in OCR (OCR_QUEUE_MAX); more are refused with OCR_BUSY (Event Grid retries them). */
+  ocrQueueMax: number;
+  /** Longest a file waits for OCR, in ms (OCR_WAIT_MAX_MS), before it is refused with OCR_BUSY: well within functionTimeout. */
+  ocrWaitMaxMs: number;
   /**
    * Bounds on one QIDO-RS request: wild card patterns (all keys together) of at most
    * QIDO_MAX_PATTERN_LENGTH characters and QIDO_MAX_WILDCARDS wild cards (400 beyond); at most
@@ -317,6 +321,8 @@ export function loadSettings(env: Env = process.env): Settings {
     burnedInPolicy: burned as 'redact' | 'quarantine' | 'allow',
     ocrWorkers: c.int('OCR_WORKERS', 1, 1, 16),
     ocrSampleFrames: c.int('OCR_SAMPLE_FRAMES', 5, 1, 100),
+    ocrQueueMax: c.int('OCR_QUEUE_MAX', 16, 0, 1024),
+    ocrWaitMaxMs: c.int('OCR_WAIT_MAX_MS', 240_000, 1_000, 480_000),
     qidoLimits: {
       maxPatternLength: c.int('QIDO_MAX_PATTERN_LENGTH', 128, 1, 4096),
       maxWildcards: c.int('QIDO_MAX_WILDCARDS', 32, 1, 1024),

@@ -50,7 +50,7 @@ export class InlineSha256 implements ChunkHasher {
  * size of what flows through `pipe`. Optionally hashes every byte it consumes.
  */
 export class ByteReader {
-  private readonly iterator: AsyncIterator<Uint8Array>;
+  private iterator: AsyncIterator<Uint8Array>;
   private chunks: Buffer[] = [];
   private buffered = 0;
   private ended = false;
@@ -197,6 +197,27 @@ export class ByteReader {
   /** Resolves once every byte consumed so far is hashed (memory passed to the hasher may then be reused). */
   hashed(): Promise<void> {
     return this.hash?.settled() ?? Promise.resolve();
+  }
+
+  /**
+   * Lets go of the source while the caller waits on something else (a file queued for OCR):
+   * the bytes buffered beyond `position` are dropped and the source is closed (a response left
+   * half read releases its connection). Reading is refused until `resume`. The hash so far is kept.
+   */
+  async suspend(): Promise<void> {
+    this.chunks = [];
+    this.buffered = 0;
+    this.ended = true;
+    await this.iterator.return?.();
+  }
+
+  /**
+   * Carries on after `suspend` from `source`, which must yield the same bytes as the first
+   * source from `position` on (a ranged read of the same version): the hash stays the source's.
+   */
+  resume(source: AsyncIterable<Uint8Array>): void {
+    this.iterator = source[Symbol.asyncIterator]();
+    this.ended = false;
   }
 
   /**

@@ -88,6 +88,12 @@ export interface PrepareOptions {
    * holding the stream back. Without it, what the redact policy would OCR is held.
    */
   readSourceRange?: SourceRangeReader;
+  /**
+   * Where the redact policy's OCR of the instance runs (`run` reads the sampled frames and OCRs
+   * them): the ingestion queues it on OCR's own bound, outside its concurrency slot and with
+   * the source let go meanwhile (shared/ingest/ocrQueue.ts). Without it, in place.
+   */
+  ocrStage?: <T>(run: () => Promise<T>) => Promise<T>;
 }
 
 /** What OCR leaves to the writer: the boxes to black out in every frame, and the audit. */
@@ -208,7 +214,9 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
     options.deid.profile,
   );
   if (burnedIn.action === 'quarantine') throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, burnedIn.reason);
-  const ocr = burnedIn.action === 'ocr' ? await redactByOcr(header, burnedIn, options.readSourceRange) : undefined;
+  // A deflated source is held by redactByOcr at once, and its inflating reader cannot be let go and taken up again.
+  const runOcr = (decision: Extract<BurnedInDecision, { action: 'ocr' }>) => () => redactByOcr(header, decision, options.readSourceRange);
+  const ocr = burnedIn.action === 'ocr' ? await (options.ocrStage && !header.deflated ? options.ocrStage(runOcr(burnedIn)) : runOcr(burnedIn)()) : undefined;
   const cleaning = burnedIn.action === 'clean' ? { geometry: burnedIn.geometry, boxes: burnedIn.boxes } : ocr && ocr.boxes.length > 0 ? ocr : undefined;
   // Marked before de-identification, so the gate checks the header that is actually written.
   if (burnedIn.action === 'clean' || ocr) markBurnedInRemoved(ds);

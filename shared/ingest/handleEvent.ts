@@ -46,5 +46,5 @@ export async function handleIngestEvent(event: unknown, deps: EventDeps, log: Lo
     if (resolved.kind === 'refused') deps.telemetry.trackFailure('SOURCE_NOT_ALLOWED', 'ingest');
     return { status: resolved.kind, reason: resolved.reason };
   }
-  return deps.ingestions.run((release) => ingestSourceFile({ ...deps.ingestDeps(log), fileDone: release }, request, resolved.location));
+  return deps.ingestions.run((release, outside) => ingestSourceFile({ ...deps.ingestDeps(log), fileDone: release, outsideSlot: outside }, request, resolved.location));
 }

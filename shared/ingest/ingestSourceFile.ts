@@ -26,6 +26,7 @@ import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { sha256For } from './chunkHasher';
 import { auditRecord, DeidAudit, prepareForResearch } from './deidentifyInstance';
+import type { OcrQueue } from './ocrQueue';
 
 export interface Logger {
   info(message: string): void;
@@ -52,6 +53,14 @@ export interface IngestDeps {
    * concurrency slot (see Limiter) can go to the next file.
    */
   fileDone?: () => void;
+  /**
+   * OCR's own bound (OCR_WORKERS, OCR_QUEUE_MAX, OCR_WAIT_MAX_MS). With it, a file to OCR lets
+   * its source go and gives its slot up (`outsideSlot`) while it waits for and runs OCR; without
+   * it, OCR runs in the file's slot.
+   */
+  ocrQueue?: OcrQueue;
+  /** Runs `wait` outside the concurrency slot, taking a slot again after (see Limiter.run). */
+  outsideSlot?: <T>(wait: () => Promise<T>) => Promise<T>;
 }
 
 export type IngestStatus = 'cataloged' | 'superseded' | 'failed' | 'quarantined' | 'deleted' | 'unchanged';
@@ -117,6 +126,26 @@ async function readSourceRange(a: Attempt, offset: number, length: number): Prom
   const parts: Buffer[] = [];
   for await (const chunk of await a.deps.source.readRange(a.loc.container, a.loc.blobName, a.props.etag, offset, length)) parts.push(Buffer.from(chunk));
   return Buffer.concat(parts);
+}
+
+/**
+ * The OCR of a file, on OCR's own bound and holding nothing the ingestion limit is about: the
+ * source is let go (bytes buffered past the header dropped, the response closed) and the slot
+ * given up while the file waits for and runs OCR, so that a burst of clips to OCR cannot take
+ * every slot from the files behind them. After, a slot is taken again and the source read on
+ * by range from where the header ended, in the same version (ETag).
+ */
+async function ocrOutsideSlot<T>(a: Attempt, reader: ByteReader, queue: OcrQueue, run: () => Promise<T>): Promise<T> {
+  const at = reader.position;
+  await reader.suspend();
+  const result = await (a.deps.outsideSlot ?? ((wait) => wait()))(() => queue.run(a.version, run));
+  reader.resume(sourceFrom(a, at));
+  return result;
+}
+
+/** The version being ingested from `offset` to its end, requested on the first read. */
+async function* sourceFrom(a: Attempt, offset: number): AsyncGenerator<Uint8Array> {
+  if (a.props.size > offset) yield* await a.deps.source.readRange(a.loc.container, a.loc.blobName, a.props.etag, offset, undefined);
 }
 
 /** What one ingestion of one source works with, handed from step to step as one object. */
@@ -236,6 +265,7 @@ function versionKey(ing: Ingestion, props: SourceProperties): string {
 async function processVersion(a: Attempt, opened: OpenedSource | undefined): Promise<IngestOutcome | { refused: PipelineError; audit: DeidAudit }> {
   const { deps, request, props } = a;
   const now = deps.now ?? (() => new Date());
+  const ocrQueue = deps.ocrQueue;
   // A large source is hashed on the hashing thread while this one parses and uploads.
   const reader = new ByteReader(sourceChunks(a, opened), { hasher: sha256For(props.size) });
   const written = await (async () => {
@@ -247,6 +277,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
         totalSize: props.size,
         burnedIn: deps.burnedIn,
         readSourceRange: (offset, length) => readSourceRange(a, offset, length),
+        ...(ocrQueue ? { ocrStage: <T>(run: () => Promise<T>) => ocrOutsideSlot(a, reader, ocrQueue, run) } : {}),
       });
       if (!preparation.ok) return preparation;
       const { prepared } = preparation;

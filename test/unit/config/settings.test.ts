@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { azuriteConnectionString, cosmosEmulatorConnectionString } from '../../../local/emulators';
 import { loadSettings } from '../../../shared/config/settings';
 import { ErrorCodes, httpErrorBody, httpStatusFor, isTransient, PipelineError } from '../../../shared/errors';
@@ -20,6 +23,17 @@ describe('loadSettings', () => {
     expect(s.burnedInPolicy).toBe('redact');
     expect(s.ocrWorkers).toBe(1);
     expect(s.ocrSampleFrames).toBe(5);
+    expect(s.ocrQueueMax).toBe(16);
+    expect(s.ocrWaitMaxMs).toBe(240_000);
+  });
+
+  it('given OCR queue settings, then they are taken within bounds, and the longest OCR wait allowed stays within host.json\'s functionTimeout', () => {
+    expect(loadSettings({ ...valid, OCR_QUEUE_MAX: '0', OCR_WAIT_MAX_MS: '480000' })).toMatchObject({ ocrQueueMax: 0, ocrWaitMaxMs: 480_000 });
+    expect(() => loadSettings({ ...valid, OCR_WAIT_MAX_MS: '480001' })).toThrow(/OCR_WAIT_MAX_MS/);
+    // An OCR wait never ends the invocation by the host's timeout: at most 8 of its 10 minutes.
+    const host = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'host.json'), 'utf8')) as { functionTimeout: string };
+    const [h, m, sec] = host.functionTimeout.split(':').map(Number);
+    expect(480_000).toBeLessThanOrEqual(((h ?? 0) * 3600 + (m ?? 0) * 60 + (sec ?? 0)) * 1000 * 0.8);
   });
 
   it('given identity-based connections, then no secret is needed for storage and Cosmos DB', () => {
@@ -35,13 +49,13 @@ describe('loadSettings', () => {
   it('given several bad settings, then one error names every one of them and echoes no secret', () => {
     let error: unknown;
     try {
-      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', BURNED_IN_POLICY: 'maybe', OCR_WORKERS: '0', OCR_SAMPLE_FRAMES: 'many' });
+      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', BURNED_IN_POLICY: 'maybe', OCR_WORKERS: '0', OCR_SAMPLE_FRAMES: 'many', OCR_QUEUE_MAX: '-1', OCR_WAIT_MAX_MS: 'forever' });
     } catch (e) {
       error = e;
     }
     expect(error).toBeInstanceOf(PipelineError);
     const message = (error as Error).message;
-    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'BURNED_IN_POLICY', 'OCR_WORKERS', 'OCR_SAMPLE_FRAMES']) expect(message).toContain(name);
+    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'BURNED_IN_POLICY', 'OCR_WORKERS', 'OCR_SAMPLE_FRAMES', 'OCR_QUEUE_MAX', 'OCR_WAIT_MAX_MS']) expect(message).toContain(name);
     expect(message).not.toContain('short-secret');
     expect((error as PipelineError).code).toBe(ErrorCodes.CONFIG_INVALID);
   });
