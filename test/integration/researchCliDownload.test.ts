@@ -1,7 +1,7 @@
 /**
  * `vna-research download` (the package's bin, as a separate process) against the running
  * stack: generated CT studies are ingested, a download of them is killed (SIGKILL) once some
- * files are written, then run again with the same arguments under a pseudo-terminal (`script`,
+ * files are written and one is being written, then run again with the same arguments under a pseudo-terminal (`script`,
  * Debian's bsdutils, as the backfill test does). It must end with every file byte-equal to its
  * research blob read from Azurite, each once, the files complete at the kill left untouched,
  * and its progress bar drawn. An instance ingested into the cohort's study between the runs is
@@ -113,18 +113,21 @@ test('given a download killed mid-way and run again, then every file is byte-equ
   first.stderr?.on('data', (d: Buffer) => { firstErr += d.toString(); });
   const exited = new Promise<NodeJS.Signals | null>((resolve) => first.on('exit', (_code, signal) => resolve(signal)));
   const complete = () => (fs.existsSync(out) ? filesUnder(out).filter((f) => f.endsWith('.dcm')) : []);
+  const partial = () => (fs.existsSync(out) ? filesUnder(out).some((f) => f.endsWith('.part')) : false);
+  // Killed while a file is being written, so that the resume meets a partial file too.
   for (;;) {
-    if (complete().length >= KILL_AFTER) break;
+    if (complete().length >= KILL_AFTER && partial()) break;
     if (first.exitCode !== null) throw new Error(`the first download ended (${first.exitCode}) before it was killed: ${firstErr}`);
     await new Promise((r) => setTimeout(r, 5));
   }
   first.kill('SIGKILL');
   expect(await exited).toBe('SIGKILL');
   const atKill = complete();
+  const partsAtKill = filesUnder(out).filter((f) => f.endsWith('.part')).length;
   expect(atKill.length).toBeGreaterThanOrEqual(KILL_AFTER);
   expect(atKill.length).toBeLessThan(cohort.length);
+  expect(partsAtKill).toBe(1);
   expect(fs.existsSync(path.join(out, STATE_FILE))).toBe(true);
-  const partsAtKill = fs.existsSync(out) ? filesUnder(out).filter((f) => f.endsWith('.part')).length : 0;
   const untouched = new Map(atKill.map((f) => [f, fs.statSync(path.join(out, f), { bigint: true })]));
 
   // 2. An instance joins the cohort's first study in the catalog between the runs.
