@@ -17,6 +17,7 @@ import { backoffSeconds, downloadCohort, type DownloadDeps, type DownloadOptions
 import { canonicalSelection, CHECKSUMS_FILE, type CohortInstance, JOURNAL_FILE, readJournal, readState, relativeFileOf, relist, STATE_FILE } from '../../../tools/cohortState';
 import { renderDownloadProgress } from '../../../tools/downloadProgress';
 import { readPartTenMeta } from '../../../tools/partTenMeta';
+import { main } from '../../../tools/vnaResearch';
 
 const CT = '1.2.840.10008.5.1.4.1.1.2';
 const EXPLICIT_LE = '1.2.840.10008.1.2.1';
@@ -380,5 +381,47 @@ describe('cohort state and checks', () => {
   test('given progress mid-way, then the line shows files, bytes, rate and ETA', () => {
     const line = renderDownloadProgress({ total: 100, present: 20, fetched: 30, missing: 0, failed: 0, bytes: 15_000_000, elapsedSeconds: 10, done: false }, 20);
     expect(line).toBe('[##########..........]  50.0% 50/100 files  15.0 MB  1.5 MB/s  ETA 0:17  (fetched 30, already here 20)');
+  });
+});
+
+describe('vna-research download arguments', () => {
+  async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const out = jest.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
+    try {
+      return { code: await main(args), stdout, stderr };
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+    }
+  }
+
+  test('given --help, then the usage with every exit code, and 0', async () => {
+    const help = await cli(['download', '--help']);
+    expect(help.code).toBe(0);
+    for (const code of Object.values(ExitCodes)) expect(help.stdout).toMatch(new RegExp(`^\\s+(exit codes: )?${code} \\S`, 'm'));
+  });
+
+  test('given no folder, a study that is not a UID, or a bad concurrency, then exit 2 and the usage', async () => {
+    for (const args of [['download'], ['download', out, '--study', '1.2.abc'], ['download', out, 'Modality=CT', '--concurrency', '0']]) {
+      const r = await cli([...args, '--token', 't', '--api', api]);
+      expect({ code: r.code, usage: r.stderr.includes('usage') }).toEqual({ code: ExitCodes.USAGE, usage: true });
+    }
+    expect(server.qidoRequests + server.fetches.size).toBe(0);
+  });
+
+  test('given a study file and a filter, then the cohort is those studies matching the filter, and the summary says so', async () => {
+    const list = path.join(os.tmpdir(), `studies-${process.pid}.txt`);
+    fs.writeFileSync(list, `# cohort\n${server.instances[0]!.study}\n\n${server.instances[5]!.study}\n`);
+    try {
+      const r = await cli(['download', out, 'Modality=CT', '--studies-file', list, '--token', server.token, '--api', api]);
+      expect(r.code).toBe(ExitCodes.OK);
+      expect(r.stdout).toContain('download: 5 fetched, 0 already here, of 5 instances');
+      expectFilesEqual(server.instances.filter((i) => i.study === server.instances[0]!.study));
+    } finally {
+      fs.rmSync(list, { force: true });
+    }
   });
 });
