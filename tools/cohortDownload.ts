@@ -438,6 +438,7 @@ export async function downloadCohort(input: DownloadOptions, deps: DownloadDeps)
     throw new CohortError(isDiskError(e) ? ExitCodes.DISK : ExitCodes.FAILED, `cannot write the cohort state: ${(e as Error).message}`, { cause: e });
   }
 
+  if (state.instances.length === 0) deps.notice(`the selection matches no research instance (${describeSelection(state.selection)})`);
   const progress: DownloadProgress = { total: state.instances.length, present: 0, fetched: 0, missing: 0, failed: 0, bytes: 0, elapsedSeconds: 0, done: false };
   const todo: CohortInstance[] = [];
   for (const i of state.instances) {

@@ -241,6 +241,12 @@ describe('downloadCohort', () => {
     expect(server.fetches.size).toBe(0);
   });
 
+  test('given a filter nothing matches, then exit 0 with an empty cohort, and a notice that says so', async () => {
+    const result = await downloadCohort(options({ selection: canonicalSelection([['Modality', 'US']], []) }), deps());
+    expect(result).toMatchObject({ exitCode: ExitCodes.OK, total: 0, fetched: 0 });
+    expect(notices).toEqual(['the selection matches no research instance (Modality=US)']);
+  });
+
   test('given no filter and no study, then exit 2: the whole catalog is not a cohort', async () => {
     await expect(downloadCohort(options({ selection: canonicalSelection([], []) }), deps())).rejects.toMatchObject({ exitCode: ExitCodes.USAGE });
   });
