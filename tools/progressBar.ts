@@ -4,7 +4,8 @@
  */
 import type { BackfillProgress } from '../shared/backfill/backfill';
 
-function duration(seconds: number): string {
+/** `m:ss`, or `h:mm:ss` from an hour. */
+export function duration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
@@ -12,7 +13,7 @@ function duration(seconds: number): string {
   return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
 }
 
-const count = (n: number) => n.toLocaleString('en-US');
+export const count = (n: number) => n.toLocaleString('en-US');
 
 /** One line: `[#####.....]  52.1% 52,100/100,000 files  1,234/s  ETA 0:39  (emitted 52,000, skipped 100)`. */
 export function renderProgress(p: BackfillProgress, width = 30): string {
@@ -26,12 +27,20 @@ export function renderProgress(p: BackfillProgress, width = 30): string {
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}% ${count(done)}/${count(p.total)} files  ${rate}  ${eta}  ${tally}`;
 }
 
-export interface ProgressWriter {
-  update(p: BackfillProgress): void;
-  finish(p: BackfillProgress): void;
+export interface ProgressWriter<P = BackfillProgress> {
+  update(p: P): void;
+  finish(p: P): void;
 }
 
 export function progressWriter(stream: NodeJS.WriteStream, options: { intervalMs?: number; now?: () => number } = {}): ProgressWriter {
+  return lineWriter(stream, renderProgress, options);
+}
+
+/**
+ * Draws `render`'s line: redrawn in place at most every `intervalMs` on a TTY (its width from
+ * the terminal's), else a plain line every few seconds; `finish` always draws the last state.
+ */
+export function lineWriter<P>(stream: NodeJS.WriteStream, render: (p: P, width?: number) => string, options: { intervalMs?: number; now?: () => number } = {}): ProgressWriter<P> {
   const now = options.now ?? Date.now;
   const tty = stream.isTTY === true;
   const interval = options.intervalMs ?? (tty ? 100 : 5000);
@@ -41,12 +50,12 @@ export function progressWriter(stream: NodeJS.WriteStream, options: { intervalMs
     update(p) {
       if (now() - last < interval) return;
       last = now();
-      if (tty) stream.write(`\r\x1b[2K${renderProgress(p, width())}`);
-      else stream.write(`${renderProgress(p)}\n`);
+      if (tty) stream.write(`\r\x1b[2K${render(p, width())}`);
+      else stream.write(`${render(p)}\n`);
     },
     finish(p) {
-      if (tty) stream.write(`\r\x1b[2K${renderProgress(p, width())}\n`);
-      else stream.write(`${renderProgress(p)}\n`);
+      if (tty) stream.write(`\r\x1b[2K${render(p, width())}\n`);
+      else stream.write(`${render(p)}\n`);
     },
   };
 }
