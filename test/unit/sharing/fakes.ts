@@ -78,6 +78,20 @@ export class MemoryExports implements ExportStore {
   async settled(exportId: string) {
     return this.items(exportId).length;
   }
+  async countRecorded(exportId: string, by = 1) {
+    const found = this.v.docs.get(`${exportId}/${exportId}`);
+    if (!found) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no such export');
+    const job = found.doc as ExportJob;
+    const recorded = (job.recorded ?? 0) + by;
+    // An atomic increment: a new etag, as Cosmos DB's patch gives.
+    this.v.docs.set(`${exportId}/${exportId}`, { doc: { ...job, recorded }, etag: randomUUID() });
+    return recorded;
+  }
+  async openLiveParts(agreementId?: string) {
+    return [...this.v.docs.values()]
+      .map((d) => clone(d.doc))
+      .filter((d): d is ExportJob => d.type === 'job' && d.live === true && d.status === 'running' && (!agreementId || d.agreementId === agreementId));
+  }
   async want(item: WantedItem) {
     return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
   }
@@ -162,8 +176,13 @@ export class MemoryDestinations implements DestinationProvider {
 
 export class CapturingQueue implements ExportQueue {
   readonly messages: ExportMessage[] = [];
+  /** Set: the queue takes this many more messages, then fails (SERVICE_UNAVAILABLE) part way through a send. */
+  failAfter?: number;
   async send(messages: ExportMessage[]) {
-    this.messages.push(...clone(messages));
+    for (const m of messages) {
+      if (this.failAfter !== undefined && this.failAfter-- <= 0) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'enqueuing an export: queue unavailable');
+      this.messages.push(clone(m));
+    }
   }
 }
 
