@@ -78,7 +78,13 @@ export class MemoryExports implements ExportStore {
   async settled(exportId: string) {
     return this.items(exportId).length;
   }
+  /** Fails the next countRecorded once (a worker that crashes between its item and the gate). */
+  failNextCount = false;
   async countRecorded(exportId: string, by = 1) {
+    if (this.failNextCount) {
+      this.failNextCount = false;
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'catalog unavailable');
+    }
     const found = this.v.docs.get(`${exportId}/${exportId}`);
     if (!found) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no such export');
     const job = found.doc as ExportJob;
