@@ -64,6 +64,8 @@ export interface SharingResult {
   plainCopy: { seconds: number; instancesPerSecond: number; MBps: number };
   exportToPlainCopy: number;
   requestsPerInstance: SharingRequestsPerInstance;
+  /** CPU time of the function host (every thread) from the POST to completed, per exported instance: less sensitive to the machine's other load than the seconds. */
+  hostCpuMsPerInstance: number;
   /** Self time of the host over the export, by module (ms), when profiled. */
   profile?: { totalMs: number; modules: { name: string; ms: number; share: number }[] };
   live: { instances: number; p50Ms: number; p99Ms: number; maxMs: number };
@@ -186,6 +188,7 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
       validFrom: '2026-01-01', validUntil: '2030-01-01', destination: { kind: 'sas', container: 'bench-share' },
     })).json()) as { id: string };
     await host.resetRequests();
+    const cpuBefore = await host.cpuUsage();
     if (options.profileFile) await host.startProfile();
     const exportStarted = Date.now();
     const location = (await api('POST', `/api/agreements/${agreement.id}/exports`)).headers.get('location') as string;
@@ -197,6 +200,8 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
     });
     const exportSeconds = (Date.now() - exportStarted) / 1000;
     const counts = await host.requests();
+    const cpuAfter = await host.cpuUsage();
+    const hostCpuMs = (cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system) / 1000;
     const final = (await (await api('GET', location)).json()) as { status: string; done: number; failed: number; bytes: number };
     let profile: SharingResult['profile'];
     if (options.profileFile) {
@@ -246,6 +251,7 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
       plainCopy: { seconds: round(copySeconds, 2), instancesPerSecond: round(options.count / copySeconds, 1), MBps: round(copiedBytes / 1e6 / copySeconds, 2) },
       exportToPlainCopy: round(copySeconds / exportSeconds, 3),
       requestsPerInstance: perInstance(counts, options.count),
+      hostCpuMsPerInstance: round(hostCpuMs / options.count, 2),
       ...(profile ? { profile } : {}),
       live: { instances: latencies.length, p50Ms: Math.round(percentile(latencies, 50)), p99Ms: Math.round(percentile(latencies, 99)), maxMs: Math.max(...latencies) },
     };
