@@ -29,6 +29,8 @@ export interface RequestCounts {
   cosmosKinds: Record<string, number>;
   /** Per container and kind, e.g. `ingestions pointRead`, `research-catalog replace`. */
   cosmosContainerKinds: Record<string, number>;
+  /** Queue requests per kind (send, receive, delete, update, other), when a queue port is watched. */
+  queueKinds: Record<string, number>;
 }
 
 export interface BlobRequestClass {
@@ -102,9 +104,33 @@ export function classifyCosmosRequest(method: string, url: string, header: (name
   return { container, cls: 'write', kind: 'create' };
 }
 
+/** What a queue request does: send, receive (get messages, peek included), delete, update (lease renewal, visibility), other (queue create, metadata). */
+export type QueueRequestKind = 'send' | 'receive' | 'delete' | 'update' | 'other';
+
+/** Queue REST: messages under /{account}/{queue}/messages[/{id}]; everything else is `other`. */
+export function classifyQueueRequest(method: string, url: string): QueueRequestKind {
+  const parts = new URL(url, 'http://local').pathname.split('/').filter(Boolean);
+  const at = parts.indexOf('messages');
+  if (at < 0) return 'other';
+  const one = parts.length > at + 1;
+  const m = method.toUpperCase();
+  if (m === 'POST' && !one) return 'send';
+  if (m === 'GET' && !one) return 'receive';
+  if (m === 'DELETE' && one) return 'delete';
+  if (m === 'PUT' && one) return 'update';
+  return 'other';
+}
+
+/** The ports whose requests are counted; `queue` is optional (the stack bench leaves it out). */
+export interface WatchedPorts {
+  blob: number;
+  cosmos: number;
+  queue?: number;
+}
+
 export interface RequestCounter {
-  /** Starts counting requests to these ports (the functions' blob endpoint and Cosmos endpoint). */
-  watch(ports: { blob: number; cosmos: number }): void;
+  /** Starts counting requests to these ports (the functions' blob endpoint, Cosmos endpoint and, optionally, queue endpoint). */
+  watch(ports: WatchedPorts): void;
   reset(): void;
   snapshot(): RequestCounts;
   dispose(): void;
@@ -119,6 +145,7 @@ export function emptyRequestCounts(): RequestCounts {
     cosmosOperations: {},
     cosmosKinds: {},
     cosmosContainerKinds: {},
+    queueKinds: {},
   };
 }
 
@@ -131,7 +158,7 @@ function add(counts: Record<string, number>, key: string): void {
  * would not do, because the blob proxy forwards requests to Azurite with the client's Host.
  */
 export function createRequestCounter(): RequestCounter {
-  let ports: { blob: number; cosmos: number } | undefined;
+  let ports: WatchedPorts | undefined;
   let counts = emptyRequestCounts();
   const onResponse = (message: unknown) => {
     const { request, response } = message as { request?: ClientRequest; response?: IncomingMessage };
@@ -154,6 +181,8 @@ export function createRequestCounter(): RequestCounter {
       add(counts.cosmosOperations, `${container} ${cls}`);
       add(counts.cosmosKinds, kind);
       add(counts.cosmosContainerKinds, `${container} ${kind}`);
+    } else if (ports.queue !== undefined && port === ports.queue) {
+      add(counts.queueKinds, classifyQueueRequest(method, url));
     }
   };
   diagnostics.subscribe('http.client.response.finish', onResponse);

@@ -611,7 +611,10 @@ async function main(): Promise<void> {
       const sharingDir = path.join(workDir, 'sharing');
       fs.mkdirSync(sharingDir, { recursive: true });
       log(`sharing: export of ${count} instances, ${liveCount} live copies`);
-      const job: SharingScenarioOptions = { projectRoot: PROJECT_ROOT, workDir: sharingDir, count, liveCount, deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789', seed: SEED + 15 };
+      const job: SharingScenarioOptions = {
+        projectRoot: PROJECT_ROOT, workDir: sharingDir, count, liveCount, deidKey: 'vna-bench-deid-key-not-for-production-use-0123456789', seed: SEED + 15,
+        ...(process.env.BENCH_PROFILE ? { profileFile: path.join(path.resolve(process.env.BENCH_PROFILE), `host-sharing-${Date.now()}.cpuprofile`) } : {}),
+      };
       const run = await runChild<SharingResult>('sharing', job, workDir, { timeoutMs: 3_600_000 });
       if (run.ok && run.result) sharing = run.result;
       else sharingNote = `failed: ${run.reason ?? 'unknown'}`;

@@ -10,10 +10,16 @@
  *   one by one; for each, the time from its upload's end to its partner copy's record (the
  *   export item, written right after the copy is committed): p50 and p99.
  *
+ * The export's requests are counted in the host's process (bench/requestCounter.ts: Cosmos DB by
+ * kind and container, blob by kind, queue by kind), from the POST to `completed`, and given per
+ * exported instance. `profileFile` (BENCH_PROFILE) writes a CPU profile of the host over the same
+ * span and the summary of its self time by module.
+ *
  * The function host runs in a process of its own. Its Event Grid topic is a relay in this
  * process that posts each VNA.Catalog.InstanceCataloged to the host's own webhook for
  * `shareCatalogedInstance`, as the topic's subscription does in Azure.
  */
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 
@@ -27,6 +33,8 @@ import { sourceId } from '../shared/ingest/ingestSourceFile';
 import type { ExportItem } from '../shared/sharing/stores';
 import { startBenchServices } from './benchServices';
 import { ctSliceBytes } from './generate';
+import { summarise } from './profileSummary';
+import type { RequestCounts } from './requestCounter';
 import { percentile, round } from './stats';
 
 export interface SharingScenarioOptions {
@@ -36,6 +44,17 @@ export interface SharingScenarioOptions {
   liveCount: number;
   deidKey: string;
   seed: number;
+  /** Writes a CPU profile of the host over the export here. */
+  profileFile?: string;
+}
+
+/** Requests of the export per exported instance, by kind (the host's own, from the POST to completed). */
+export interface SharingRequestsPerInstance {
+  cosmos: Record<string, number>;
+  cosmosByContainer: Record<string, number>;
+  blob: Record<string, number>;
+  queue: Record<string, number>;
+  total: number;
 }
 
 export interface SharingResult {
@@ -44,7 +63,28 @@ export interface SharingResult {
   export: { seconds: number; instancesPerSecond: number; MBps: number };
   plainCopy: { seconds: number; instancesPerSecond: number; MBps: number };
   exportToPlainCopy: number;
+  requestsPerInstance: SharingRequestsPerInstance;
+  /** CPU time of the function host (every thread) from the POST to completed, per exported instance: less sensitive to the machine's other load than the seconds. */
+  hostCpuMsPerInstance: number;
+  /** Self time of the host over the export, by module (ms), when profiled. */
+  profile?: { totalMs: number; modules: { name: string; ms: number; share: number }[] };
   live: { instances: number; p50Ms: number; p99Ms: number; maxMs: number };
+}
+
+function per(counts: Record<string, number>, n: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, round(v / n, 2)]));
+}
+
+/** The export's requests per exported instance; the polls of the bench itself come from this process and are not counted. */
+function perInstance(counts: RequestCounts, n: number): SharingRequestsPerInstance {
+  const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+  return {
+    cosmos: per(counts.cosmosKinds, n),
+    cosmosByContainer: per(counts.cosmosContainerKinds, n),
+    blob: per(counts.blobKinds, n),
+    queue: per(counts.queueKinds, n),
+    total: round((sum(counts.cosmosKinds) + sum(counts.blobKinds) + sum(counts.queueKinds)) / n, 2),
+  };
 }
 
 async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -106,7 +146,12 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
     const relayPort = await listen(relay, 0, '127.0.0.1', 'topic relay');
     stops.push(() => closeServer(relay));
     const env = { ...services.env, EVENTGRID_TOPIC_ENDPOINT: `http://127.0.0.1:${relayPort}/api/events`, EVENTGRID_TOPIC_KEY: 'bench-topic-key' };
-    const host: HostProcess = await startHostProcess({ projectRoot: options.projectRoot, env, logFile: path.join(options.workDir, 'sharing-stack.log') });
+    const host: HostProcess = await startHostProcess({
+      projectRoot: options.projectRoot,
+      env,
+      logFile: path.join(options.workDir, 'sharing-stack.log'),
+      countRequests: { blob: services.events.port, cosmos: services.cosmosServer.port, queue: services.azurite.queuePort },
+    });
     stops.push(() => host.stop());
     hostUrl = host.url;
     services.events.setWebhookBaseUrl(host.url);
@@ -142,13 +187,28 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
       partnerId: 'bench-partner', partnerName: 'Bench', profile: { builtIn: 'safe-harbor' }, cohort: { studies }, mode: 'once',
       validFrom: '2026-01-01', validUntil: '2030-01-01', destination: { kind: 'sas', container: 'bench-share' },
     })).json()) as { id: string };
+    await host.resetRequests();
+    const cpuBefore = await host.cpuUsage();
+    if (options.profileFile) await host.startProfile();
     const exportStarted = Date.now();
     const location = (await api('POST', `/api/agreements/${agreement.id}/exports`)).headers.get('location') as string;
-    const final = await waitFor('the export', 1_800_000, async () => {
-      const s = (await (await api('GET', location)).json()) as { status: string; done: number; failed: number; bytes: number };
-      return s.status === 'completed' ? s : undefined;
+    // Polled on the job document from this process (the status route's own queries would be counted as the export's).
+    const exportId = location.split('/').pop() as string;
+    await waitFor('the export', 1_800_000, async () => {
+      const r = await exportsContainer.item(exportId, exportId).read<{ status: string }>().catch(() => ({ resource: undefined }));
+      return r.resource && r.resource.status !== 'running' ? r.resource : undefined;
     });
     const exportSeconds = (Date.now() - exportStarted) / 1000;
+    const counts = await host.requests();
+    const cpuAfter = await host.cpuUsage();
+    const hostCpuMs = (cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system) / 1000;
+    const final = (await (await api('GET', location)).json()) as { status: string; done: number; failed: number; bytes: number };
+    let profile: SharingResult['profile'];
+    if (options.profileFile) {
+      await host.stopProfile(options.profileFile);
+      const summary = summarise(JSON.parse(fs.readFileSync(options.profileFile, 'utf8')) as Parameters<typeof summarise>[0]);
+      profile = { totalMs: round(summary.totalMs, 0), modules: summary.modules.slice(0, 12).map((m) => ({ name: m.name, ms: round(m.ms, 0), share: round(m.share, 3) })) };
+    }
     if (final.done !== options.count) throw new Error(`bench sharing: the export did ${final.done} of ${options.count} (${final.failed} failed)`);
 
     // The baseline: a plain copy of the same research copies, download and upload, 16 at a time.
@@ -190,6 +250,9 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
       export: { seconds: round(exportSeconds, 2), instancesPerSecond: round(options.count / exportSeconds, 1), MBps: round(final.bytes / 1e6 / exportSeconds, 2) },
       plainCopy: { seconds: round(copySeconds, 2), instancesPerSecond: round(options.count / copySeconds, 1), MBps: round(copiedBytes / 1e6 / copySeconds, 2) },
       exportToPlainCopy: round(copySeconds / exportSeconds, 3),
+      requestsPerInstance: perInstance(counts, options.count),
+      hostCpuMsPerInstance: round(hostCpuMs / options.count, 2),
+      ...(profile ? { profile } : {}),
       live: { instances: latencies.length, p50Ms: Math.round(percentile(latencies, 50)), p99Ms: Math.round(percentile(latencies, 99)), maxMs: Math.max(...latencies) },
     };
   } finally {

@@ -19,7 +19,7 @@ import * as fs from 'fs';
 import { Session } from 'inspector';
 import * as path from 'path';
 
-import { createRequestCounter, emptyRequestCounts, RequestCounter, RequestCounts } from '../bench/requestCounter';
+import { createRequestCounter, emptyRequestCounts, RequestCounter, RequestCounts, WatchedPorts } from '../bench/requestCounter';
 import { FunctionHost, LogLevel, startHost } from './host';
 import { hasExited, stopChildProcess } from './services/childProcess';
 
@@ -31,8 +31,8 @@ export interface HostProcessOptions {
   logFile: string;
   /** Extra arguments for the child's Node (e.g. `--cpu-prof`). */
   nodeArgs?: string[];
-  /** Count the functions' requests to these ports (the blob endpoint and the Cosmos DB endpoint). */
-  countRequests?: { blob: number; cosmos: number };
+  /** Count the functions' requests to these ports (the blob endpoint, the Cosmos DB endpoint and, optionally, the queue endpoint). */
+  countRequests?: WatchedPorts;
 }
 
 export interface HostLogCounts {

@@ -27,6 +27,7 @@ import { CatalogFrameIndexSource } from './retrieve/frameIndexSource';
 import { MetadataCache } from './retrieve/instanceMetadata';
 import { ResearchInstanceCache } from './retrieve/researchInstances';
 import type { WadoDeps } from './retrieve/wado';
+import { SharingCache } from './sharing/cache';
 import { CosmosAgreementStore, CosmosExportStore, CosmosSharingAudit } from './sharing/cosmosSharing';
 import { AzureDestinations } from './sharing/destination';
 import { AzureExportQueue, EXPORT_QUEUE_CONNECTION, queueServiceFor } from './sharing/exportQueue';
@@ -132,6 +133,7 @@ async function build(): Promise<Runtime> {
     reservedContainers: [...settings.sourceContainers, settings.researchContainer, settings.quarantineContainer],
     limits: headerLimits,
     burnedIn: { mode: settings.burnedInPolicy },
+    cache: new SharingCache(),
   };
 
   return {

@@ -123,6 +123,24 @@ export class CosmosExportStore implements ExportStore {
     return n ?? 0;
   }
 
+  async countRecorded(exportId: string, by = 1): Promise<number> {
+    try {
+      const r = await withTransientRetry(() => this.container.item(exportId, exportId).patch<ExportJob>([{ op: 'incr', path: '/recorded', value: by }]));
+      return r.resource?.recorded ?? 0;
+    } catch (e) {
+      if (statusOf(e) === 404) throw new PipelineError(ErrorCodes.NOT_FOUND, 'counting an export: the export does not exist', { cause: e });
+      throw fromServiceError(e, 'counting an export');
+    }
+  }
+
+  async openLiveParts(agreementId?: string): Promise<ExportJob[]> {
+    const rows = await query<ExportJob>(this.container, {
+      query: `SELECT * FROM c WHERE c.type = @t AND c.live = true AND c.status = @s${agreementId ? ' AND c.agreementId = @a' : ''}`,
+      parameters: [{ name: '@t', value: 'job' }, { name: '@s', value: 'running' }, ...(agreementId ? [{ name: '@a', value: agreementId }] : [])],
+    }, 'listing the open live parts');
+    return rows.map((r) => strip(r));
+  }
+
   want(item: WantedItem): Promise<'created' | 'exists'> {
     return create(this.container, item, 'recording a wanted instance');
   }

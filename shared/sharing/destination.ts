@@ -4,7 +4,8 @@
  * working at once), or a container in the partner's account written with our managed identity.
  *
  * Files are written once: staged as blocks while their SHA-256 is computed, then committed
- * only if no blob of that name exists (If-None-Match: *), with the hash and size as metadata.
+ * only if no blob of that name exists (If-None-Match: *), with the hash and size as metadata
+ * (a file under one block, 4 MiB, is one conditional Put Blob instead).
  * A second delivery of the same instance finds the committed file and takes its hash from it:
  * a file is never written twice, and a crash before the commit leaves only uncommitted blocks,
  * which the service discards.
@@ -61,10 +62,36 @@ export function policyIdOf(agreement: Agreement): string {
   return agreement.id;
 }
 
+/**
+ * Creates each container once per process (a create per file was one blob request in four of
+ * an export); forgotten when a write finds the container gone, so that the next delivery
+ * creates it again.
+ */
+class ContainersCreated {
+  private readonly created = new Map<string, Promise<unknown>>();
+
+  ensure(container: ContainerClient): Promise<unknown> {
+    let p = this.created.get(container.url);
+    if (!p) {
+      p = container.createIfNotExists().catch((e: unknown) => {
+        this.created.delete(container.url);
+        throw e;
+      });
+      this.created.set(container.url, p);
+    }
+    return p;
+  }
+
+  forget(container: ContainerClient): void {
+    this.created.delete(container.url);
+  }
+}
+
 class BlobContainerDestination implements PartnerDestination {
   constructor(
     private readonly container: ContainerClient,
     readonly label: string,
+    private readonly containers: ContainersCreated = new ContainersCreated(),
   ) {}
 
   async writeOnce(blob: string, data: AsyncIterable<Uint8Array>, options: { abortSignal?: AbortSignal } = {}): Promise<WrittenFile> {
@@ -86,7 +113,7 @@ class BlobContainerDestination implements PartnerDestination {
       ids.push(id);
     };
     try {
-      await this.container.createIfNotExists();
+      await this.containers.ensure(this.container);
       for await (const chunk of data) {
         hash.update(chunk);
         size += chunk.byteLength;
@@ -94,18 +121,26 @@ class BlobContainerDestination implements PartnerDestination {
         pendingBytes += chunk.byteLength;
         if (pendingBytes >= BLOCK_BYTES) await flush();
       }
-      await flush();
       const sha256 = hash.digest('hex');
+      const commit = {
+        conditions: { ifNoneMatch: '*' },
+        metadata: { sha256, size: String(size) },
+        blobHTTPHeaders: { blobContentType: 'application/dicom' },
+        abortSignal: options.abortSignal,
+      };
       try {
-        await client.commitBlockList(ids, {
-          conditions: { ifNoneMatch: '*' },
-          metadata: { sha256, size: String(size) },
-          blobHTTPHeaders: { blobContentType: 'application/dicom' },
-          abortSignal: options.abortSignal,
-        });
+        if (ids.length === 0) {
+          // Under one block: one Put Blob, as atomic as a block list and one request instead of two.
+          const body = Buffer.concat(pending);
+          await client.upload(body, body.length, commit);
+        } else {
+          await flush();
+          await client.commitBlockList(ids, commit);
+        }
         return { size, sha256, created: true };
       } catch (e) {
         const status = statusOf(e);
+        if (status === 404) this.containers.forget(this.container);
         if (status !== 409 && status !== 412) throw e;
       }
       // Committed by an earlier delivery: what is stored is what left.
@@ -120,7 +155,7 @@ class BlobContainerDestination implements PartnerDestination {
 
   async putText(blob: string, text: string, contentType: string): Promise<void> {
     try {
-      await this.container.createIfNotExists();
+      await this.containers.ensure(this.container);
       const body = Buffer.from(text, 'utf8');
       await this.container.getBlockBlobClient(blob).upload(body, body.length, { blobHTTPHeaders: { blobContentType: contentType } });
     } catch (e) {
@@ -140,19 +175,20 @@ class BlobContainerDestination implements PartnerDestination {
 /** Our account's containers (a connection string, so that SAS can be signed with the account key) and partner accounts by managed identity. */
 export class AzureDestinations implements DestinationProvider {
   private readonly partnerServices = new Map<string, BlobServiceClient>();
+  private readonly containers = new ContainersCreated();
 
   constructor(private readonly ours: BlobServiceClient) {}
 
   open(agreement: Agreement): PartnerDestination {
     const d = agreement.destination;
-    if (d.kind === 'sas') return new BlobContainerDestination(this.ours.getContainerClient(d.container), `sas:${d.container}`);
+    if (d.kind === 'sas') return new BlobContainerDestination(this.ours.getContainerClient(d.container), `sas:${d.container}`, this.containers);
     let service = this.partnerServices.get(d.accountUrl);
     if (!service) {
       // Not testable locally: Azurite has no Entra ID. In Azure the Function App's identity needs Storage Blob Data Contributor on the container.
       service = new BlobServiceClient(d.accountUrl, new DefaultAzureCredential());
       this.partnerServices.set(d.accountUrl, service);
     }
-    return new BlobContainerDestination(service.getContainerClient(d.container), `${d.accountUrl}/${d.container}`);
+    return new BlobContainerDestination(service.getContainerClient(d.container), `${d.accountUrl}/${d.container}`, this.containers);
   }
 
   async grant(agreement: Agreement, expiresOn: Date): Promise<{ policyId: string; url: string; expiresOn: string }> {

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 
-import type { IndexStore } from '../catalog/catalogStore';
+import type { IndexStore, Versioned } from '../catalog/catalogStore';
 import type { ResearchCatalogReader } from '../catalog/researchCatalog';
 import { ByteReader } from '../dicom/byteReader';
 import type { HeaderLimits } from '../dicom/limits';
@@ -30,6 +30,7 @@ import {
   parseAgreementChange,
   parseAgreementRequest,
 } from './agreement';
+import type { SharingCache } from './cache';
 import { type CohortInstance, resolveCohort } from './cohort';
 import type { DestinationProvider } from './destination';
 import { agreementKey, agreementKeyId } from './keys';
@@ -66,7 +67,12 @@ export interface SharingDeps {
   limits: Partial<HeaderLimits> & { maxHeaderBytes: number };
   burnedIn: BurnedInPolicy;
   now?: () => Date;
+  /** The worker's cache of jobs and agreements (cache.ts); none: every message reads both. */
+  cache?: SharingCache;
 }
+
+/** A live part closes this long after its day (UTC) ends: the feed may still be adding the day's last instances. */
+export const LIVE_PART_GRACE_MS = 5 * 60_000;
 
 const now = (deps: SharingDeps) => (deps.now ?? (() => new Date()))();
 
@@ -146,6 +152,7 @@ export async function changeAgreement(deps: SharingDeps, id: string, body: unkno
     }
     try {
       await deps.agreements.replace(next, found.etag);
+      deps.cache?.forgetAgreement(id);
       return next;
     } catch (e) {
       if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
@@ -158,7 +165,9 @@ export interface ExportStatus {
   exportId: string;
   agreementId: string;
   partnerId: string;
-  status: 'running' | 'completed';
+  status: 'running' | 'completed' | 'failed';
+  /** Why an export ended `failed` (its enqueueing failed part way). */
+  error?: { code: string; message: string };
   total: number;
   done: number;
   failed: number;
@@ -184,6 +193,7 @@ function statusOf(job: ExportJob, counts: ExportCounts): ExportStatus {
     startedAt: job.startedAt,
     ...(job.finishedAt ? { finishedAt: job.finishedAt } : {}),
     ...(job.manifest ? { manifest: job.manifest } : {}),
+    ...(job.error ? { error: job.error } : {}),
   };
 }
 
@@ -199,7 +209,11 @@ const SEND_BATCH = 256;
 /**
  * `POST /api/agreements/{id}/exports`: resolves the cohort, creates the job and enqueues one
  * message per instance. Throws NOT_FOUND, STATE_CONFLICT for an agreement that is not active
- * and in its term.
+ * and in its term. When the queue fails part way (after the SDK's own retries), the instances
+ * not enqueued are recorded failed with the queue's code, the job ends `failed` once the
+ * messages that did go are done (so it never stays `running`), and the error is thrown (503
+ * for SERVICE_*): a retried request starts a new export, whose copies of files already written
+ * are the same files (named by partner UIDs, written once).
  */
 export async function startExport(deps: SharingDeps, agreementId: string, requestedBy: string, options: { instances?: CohortInstance[] } = {}): Promise<ExportStatus> {
   const a = await getAgreement(deps, agreementId);
@@ -222,11 +236,55 @@ export async function startExport(deps: SharingDeps, agreementId: string, reques
     startedAt: now(deps).toISOString(),
   };
   await deps.exports.createJob(job);
-  for (let i = 0; i < instances.length; i += SEND_BATCH) {
-    await deps.queue.send(instances.slice(i, i + SEND_BATCH).map((inst) => ({ exportId, agreementId: a.id, ...inst })));
+  let sent = 0;
+  try {
+    for (; sent < instances.length; sent += SEND_BATCH) {
+      await deps.queue.send(instances.slice(sent, sent + SEND_BATCH).map((inst) => ({ exportId, agreementId: a.id, ...inst })));
+    }
+  } catch (e) {
+    await abandonEnqueue(deps, exportId, instances.slice(sent), e);
+    const code = isPipelineError(e) ? e.code : ErrorCodes.SERVICE_UNAVAILABLE;
+    throw new PipelineError(code, `export ${exportId}: enqueueing failed after ${sent} of ${instances.length} instances; the rest are recorded failed and the export ends failed`, { cause: e });
   }
   if (instances.length === 0) await finishExport(deps, exportId);
   return getExport(deps, exportId);
+}
+
+/** Instances recorded at once when an enqueue is abandoned. */
+const ABANDON_WIDTH = 16;
+
+/**
+ * An enqueue that failed part way: the job gets its error first (whoever finishes the export
+ * then ends it `failed`), then every instance from the failed batch on is recorded failed
+ * (some of that batch may have been sent: their worker then finds the item and does nothing),
+ * then the workers' gate is advanced by as many, and the export is finished if its other
+ * messages are done already. Idempotent.
+ */
+async function abandonEnqueue(deps: SharingDeps, exportId: string, unsent: CohortInstance[], cause: unknown): Promise<void> {
+  const code = isPipelineError(cause) ? cause.code : ErrorCodes.SERVICE_UNAVAILABLE;
+  const error = { code, message: `the export queue failed: ${unsent.length} instance(s) were not enqueued` };
+  for (;;) {
+    const found = await deps.exports.getJob(exportId);
+    if (!found) throw notFound('export');
+    try {
+      await deps.exports.replaceJob({ ...found.doc, error }, found.etag);
+      break;
+    } catch (e) {
+      // A worker counted meanwhile (the gate): read again.
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
+  }
+  const at = now(deps).toISOString();
+  let next = 0;
+  let created = 0;
+  await Promise.all(Array.from({ length: Math.min(ABANDON_WIDTH, unsent.length) }, async () => {
+    while (next < unsent.length) {
+      const inst = unsent[next++] as CohortInstance;
+      if ((await deps.exports.recordItem({ id: `item:${inst.sopInstanceUid}`, exportId, type: 'item', status: 'failed', at, errorCode: code })) === 'created') created += 1;
+    }
+  }));
+  if (created > 0) await deps.exports.countRecorded(exportId, created);
+  await finishExport(deps, exportId);
 }
 
 export interface Delivery {
@@ -247,16 +305,19 @@ export type ExportOutcome = 'written' | 'already-done' | 'failed';
  */
 export async function exportInstance(deps: SharingDeps, message: ExportMessage, delivery: Delivery): Promise<ExportOutcome> {
   const { exportId } = message;
-  const existing = await deps.exports.getItem(exportId, message.sopInstanceUid);
+  const [existing, job, agreement] = await Promise.all([
+    deps.exports.getItem(exportId, message.sopInstanceUid),
+    jobOf(deps, exportId),
+    agreementOf(deps, message.agreementId),
+  ]);
+  if (!job || !agreement) throw new PipelineError(ErrorCodes.NOT_FOUND, 'export message: its export or agreement does not exist');
   if (existing) {
-    await finishExport(deps, exportId);
+    await settle(deps, job.doc);
     return 'already-done';
   }
-  const [job, agreement] = await Promise.all([deps.exports.getJob(exportId), deps.agreements.get(message.agreementId)]);
-  if (!job || !agreement) throw new PipelineError(ErrorCodes.NOT_FOUND, 'export message: its export or agreement does not exist');
   const fail = async (code: string) => {
     await deps.exports.recordItem({ id: `item:${message.sopInstanceUid}`, exportId, type: 'item', status: 'failed', at: now(deps).toISOString(), errorCode: code });
-    await finishExport(deps, exportId);
+    await settle(deps, job.doc);
     return 'failed' as const;
   };
   if (!mayShare(agreement.doc, now(deps))) return fail(ErrorCodes.STATE_CONFLICT);
@@ -311,8 +372,34 @@ async function writePartnerCopy(deps: SharingDeps, a: Agreement, job: ExportJob,
   // the item existed and missed it. The blob goes before the withdrawal is announced, so either
   // this finds it gone or the withdrawal, later, finds the item.
   if (!(await deps.source.getProperties(source.container, source.blobName))) await withdrawSharedInstance(deps, message);
-  await finishExport(deps, job.exportId);
+  await settle(deps, job);
   return created === 'created' && written.created ? 'written' : 'already-done';
+}
+
+/** The job, through the worker's cache when there is one. */
+function jobOf(deps: SharingDeps, exportId: string): Promise<Versioned<ExportJob> | undefined> {
+  return deps.cache ? deps.cache.job(exportId, () => deps.exports.getJob(exportId)) : deps.exports.getJob(exportId);
+}
+
+/** The agreement, through the worker's cache when there is one (kept a few seconds: cache.ts). */
+function agreementOf(deps: SharingDeps, id: string): Promise<Versioned<Agreement> | undefined> {
+  return deps.cache ? deps.cache.agreement(id, () => deps.agreements.get(id)) : deps.agreements.get(id);
+}
+
+/**
+ * After a message's item is recorded (or found): a once-export advances the gate and, only
+ * when the gate has reached the total, counts the items and finishes the export if they are
+ * all there. The gate is advanced on every delivery that gets here, so it is never behind the
+ * items (a crash between the item and the gate is followed by a redelivery that counts), and
+ * the worker that records the last item always sees the gate at the total. A live part
+ * rewrites its manifest, and closes once its day is over.
+ */
+async function settle(deps: SharingDeps, job: ExportJob): Promise<void> {
+  if (job.live) {
+    await finishExport(deps, job.exportId);
+    return;
+  }
+  if ((await deps.exports.countRecorded(job.exportId)) >= job.total) await finishExport(deps, job.exportId);
 }
 
 /**
@@ -323,14 +410,25 @@ async function writePartnerCopy(deps: SharingDeps, a: Agreement, job: ExportJob,
  */
 export async function finishExport(deps: SharingDeps, exportId: string): Promise<void> {
   const found = await deps.exports.getJob(exportId);
-  if (!found || found.doc.status === 'completed') return;
+  if (!found || found.doc.status !== 'running') return;
   const job = found.doc;
   if (job.live) {
     await refreshLiveManifest(deps, job);
+    if (livePartDayOver(job, now(deps))) await closeLivePart(deps, exportId);
     return;
   }
   if ((await deps.exports.settled(exportId)) < job.total) return;
-  const counts = await deps.exports.counts(exportId);
+  await writeManifestAndEnd(deps, job, await deps.exports.counts(exportId));
+}
+
+/**
+ * The end of an export or of a live part: the manifest (JSON and CSV, blob-name order), then
+ * VNA.Export.Completed (id = export id, so a second finisher publishes the same event), then
+ * the job marked `completed` (or `failed`, when its enqueueing failed). Read again on a
+ * conflict: the gate's increments change the job's etag.
+ */
+async function writeManifestAndEnd(deps: SharingDeps, job: ExportJob, counts: ExportCounts): Promise<void> {
+  const { exportId } = job;
   const agreement = await getAgreement(deps, job.agreementId);
   const items = await deps.exports.doneItems(exportId);
   const names = manifestNames(exportId);
@@ -339,17 +437,58 @@ export async function finishExport(deps: SharingDeps, exportId: string): Promise
   await destination.putText(names.csv, manifestCsv(items), 'text/csv; charset=utf-8');
   await destination.putText(names.json, manifestJson(header, items), 'application/json');
   await deps.publisher.exportCompleted({ ...header, done: counts.done, failed: counts.failed, bytes: counts.bytes, manifest: names }, exportId);
-  try {
-    await deps.exports.replaceJob({ ...job, status: 'completed', finishedAt: now(deps).toISOString(), manifest: names }, found.etag);
-  } catch (e) {
-    // Another worker finished it meanwhile.
-    if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+  for (;;) {
+    const found = await deps.exports.getJob(exportId);
+    // Gone, or ended by another worker meanwhile.
+    if (!found || found.doc.status !== 'running') return;
+    try {
+      await deps.exports.replaceJob({ ...found.doc, status: found.doc.error ? 'failed' : 'completed', finishedAt: now(deps).toISOString(), manifest: names }, found.etag);
+      return;
+    } catch (e) {
+      if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
+    }
   }
 }
 
 /** The id of a live agreement's part for the day (UTC) of `at`: `live-<agreement hex>-<YYYYMMDD>`. */
 export function livePartId(agreementId: string, at: Date): string {
   return `live-${agreementId.replace(/^agr-/, '')}-${at.toISOString().slice(0, 10).replace(/-/g, '')}`;
+}
+
+/** Whether a live part's day (UTC, from its id) ended more than LIVE_PART_GRACE_MS before `at`. */
+export function livePartDayOver(job: Pick<ExportJob, 'exportId'>, at: Date): boolean {
+  const day = /-(\d{4})(\d{2})(\d{2})$/.exec(job.exportId);
+  if (!day) return false;
+  const end = Date.UTC(Number(day[1]), Number(day[2]) - 1, Number(day[3]) + 1);
+  return at.getTime() >= end + LIVE_PART_GRACE_MS;
+}
+
+/**
+ * Closes a live part whose day is over (plus the grace) once every instance it wanted is done
+ * or failed: its final manifest, then VNA.Export.Completed (id = the part's id, with the
+ * manifest's blob names and the counts), then the part marked `completed`. Resolves whether it
+ * closed. Idempotent: a part already closed, or not closable yet, is left as it is.
+ */
+export async function closeLivePart(deps: SharingDeps, exportId: string): Promise<boolean> {
+  const found = await deps.exports.getJob(exportId);
+  if (!found || found.doc.status !== 'running' || !found.doc.live || !livePartDayOver(found.doc, now(deps))) return false;
+  const counts = await deps.exports.counts(exportId, { live: true });
+  if (counts.done + counts.failed < counts.wanted) return false;
+  await writeManifestAndEnd(deps, found.doc, counts);
+  return true;
+}
+
+/**
+ * Closes every open live part that can be (of one agreement, or all): run by the timer
+ * `closeLiveParts`, and by the feed when it opens an agreement's part of a new day. The last
+ * worker of a part whose day is over closes it too. Resolves with the parts closed.
+ */
+export async function closeLiveParts(deps: SharingDeps, agreementId?: string): Promise<string[]> {
+  const closed: string[] = [];
+  for (const part of await deps.exports.openLiveParts(agreementId)) {
+    if (livePartDayOver(part, now(deps)) && (await closeLivePart(deps, part.exportId))) closed.push(part.exportId);
+  }
+  return closed;
 }
 
 /**
@@ -394,14 +533,18 @@ export async function feedLiveAgreements(deps: SharingDeps, instance: CohortInst
     if (!mayShare(a, at) || !(await inCohort(deps, a.cohort, instance))) continue;
     const exportId = livePartId(a.id, at);
     const profile = agreementProfile(a.profile);
+    let opened = false;
     try {
       await deps.exports.createJob({
         id: exportId, exportId, type: 'job', agreementId: a.id, partnerId: a.partnerId, total: 0, status: 'running',
         requestedBy: 'live-feed', profile: `${profile.name} ${profile.version}`, keyId: a.keyId, startedAt: at.toISOString(), live: true,
       });
+      opened = true;
     } catch (e) {
       if (!isPipelineError(e, ErrorCodes.CATALOG_CONFLICT)) throw e;
     }
+    // A new day's part: the agreement's earlier parts may be closable now (the timer closes the others).
+    if (opened) await closeLiveParts(deps, a.id);
     await deps.exports.want({ id: `want:${instance.sopInstanceUid}`, exportId, type: 'want' });
     await deps.queue.send([{ exportId, agreementId: a.id, ...instance }]);
     fed.push(a.id);

@@ -29,7 +29,20 @@ export interface ExportJob {
   partnerId: string;
   /** Instances the cohort named when the job started (live parts: the instances of the part). */
   total: number;
-  status: 'running' | 'completed';
+  /**
+   * `completed` once the manifest is written and the event published; `failed` the same, for an
+   * export whose enqueueing failed part way (`error` says why; the instances never enqueued are
+   * recorded failed, so that the counts add up).
+   */
+  status: 'running' | 'completed' | 'failed';
+  /** Why the export ended `failed`: a stable code and a message without PHI. */
+  error?: { code: string; message: string };
+  /**
+   * Items recorded, as the workers count them (incremented after each delivery that records or
+   * finds its item: never less than the items, more after redeliveries). A gate only: a worker
+   * counts the items (a query) only once this reaches the total. Not a figure to show.
+   */
+  recorded?: number;
   /** The caller who asked (principal id), or `live-feed`. */
   requestedBy: string;
   profile: string;
@@ -113,8 +126,16 @@ export interface ExportStore {
   getItem(exportId: string, researchSopInstanceUid: string): Promise<ExportItem | undefined>;
   /** Live parts: records that the part wants an instance; 'exists' when it already did. */
   want(item: WantedItem): Promise<'created' | 'exists'>;
-  /** Items recorded (done or failed): one query, what each message checks to see whether it was the last. */
+  /** Items recorded (done or failed): one query, what the worker that may be the last checks. */
   settled(exportId: string): Promise<number>;
+  /**
+   * Adds `by` (default one) to the job's `recorded` gate (an atomic increment, no read) and gives the new value.
+   * Throws NOT_FOUND when the job does not exist, SERVICE_* on faults. Not idempotent, by design:
+   * a redelivery counts again, so the gate may run ahead of the items but never behind them.
+   */
+  countRecorded(exportId: string, by?: number): Promise<number>;
+  /** Live parts still `running` (a cross-partition query), of one agreement or of all. */
+  openLiveParts(agreementId?: string): Promise<ExportJob[]>;
   /** Counted from the item documents, so that redelivery never counts twice; `wanted` only when `live`. */
   counts(exportId: string, options?: { live?: boolean }): Promise<ExportCounts>;
   /** The done items, ordered by blob name (the manifest's order). */

@@ -48,6 +48,8 @@ const EXPECTED: RegisteredFunction[] = [
   { name: 'shareCatalogedInstance', trigger: 'eventGridTrigger' },
   { name: 'withdrawSharedInstance', trigger: 'eventGridTrigger' },
   { name: 'exportInstance', trigger: 'queueTrigger', queueName: process.env.EXPORT_QUEUE?.trim() || 'partner-exports' },
+  // Closes the live agreements' parts of past days (their manifest, then VNA.Export.Completed).
+  { name: 'closeLiveParts', trigger: 'timerTrigger', schedule: '0 */5 * * * *' },
 ];
 
 const byName = (a: RegisteredFunction, b: RegisteredFunction) => a.name.localeCompare(b.name);

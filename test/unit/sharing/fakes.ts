@@ -44,11 +44,14 @@ export class MemoryAgreements implements AgreementStore {
   async replace(a: Agreement, etag: string) {
     this.v.replace(a.id, a, etag);
   }
+  private where(keep: (a: Agreement) => boolean): Agreement[] {
+    return [...this.v.docs.values()].map((x) => clone(x.doc)).filter(keep);
+  }
   async holdingContainer(container: string) {
-    return [...this.v.docs.values()].map((x) => clone(x.doc)).filter((a) => a.destination.kind === 'sas' && a.destination.container === container && a.status !== 'revoked');
+    return this.where((a) => a.destination.kind === 'sas' && a.destination.container === container && a.status !== 'revoked');
   }
   async listLive() {
-    return [...this.v.docs.values()].map((x) => clone(x.doc)).filter((a) => a.mode === 'live' && a.status === 'active');
+    return this.where((a) => a.mode === 'live' && a.status === 'active');
   }
 }
 
@@ -70,7 +73,15 @@ export class MemoryExports implements ExportStore {
       this.failNextRecord = false;
       throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'catalog unavailable');
     }
-    return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
+    return this.add(item);
+  }
+  /** Creates a document of the export's partition once, as the adapter's create does. */
+  private add(doc: ExportItem | WantedItem | WithdrawnItem): 'created' | 'exists' {
+    return this.v.create(`${doc.exportId}/${doc.id}`, doc) ? 'created' : 'exists';
+  }
+  /** The documents of one type in an export's partition. */
+  private ofType<T>(exportId: string, type: string): T[] {
+    return [...this.v.docs.entries()].filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === type).map(([, d]) => clone(d.doc as T));
   }
   async getItem(exportId: string, sop: string) {
     return this.v.get(`${exportId}/item:${sop}`)?.doc as ExportItem | undefined;
@@ -78,16 +89,36 @@ export class MemoryExports implements ExportStore {
   async settled(exportId: string) {
     return this.items(exportId).length;
   }
+  /** Fails the next countRecorded once (a worker that crashes between its item and the gate). */
+  failNextCount = false;
+  async countRecorded(exportId: string, by = 1) {
+    if (this.failNextCount) {
+      this.failNextCount = false;
+      throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'catalog unavailable');
+    }
+    const found = this.v.docs.get(`${exportId}/${exportId}`);
+    if (!found) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no such export');
+    const job = found.doc as ExportJob;
+    const recorded = (job.recorded ?? 0) + by;
+    // An atomic increment: a new etag, as Cosmos DB's patch gives.
+    this.v.docs.set(`${exportId}/${exportId}`, { doc: { ...job, recorded }, etag: randomUUID() });
+    return recorded;
+  }
+  async openLiveParts(agreementId?: string) {
+    return [...this.v.docs.values()]
+      .map((d) => clone(d.doc))
+      .filter((d): d is ExportJob => d.type === 'job' && d.live === true && d.status === 'running' && (!agreementId || d.agreementId === agreementId));
+  }
   async want(item: WantedItem) {
-    return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
+    return this.add(item);
   }
   private items(exportId: string): ExportItem[] {
-    return [...this.v.docs.entries()].filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === 'item').map(([, d]) => clone(d.doc as ExportItem));
+    return this.ofType<ExportItem>(exportId, 'item');
   }
   async counts(exportId: string): Promise<ExportCounts> {
     const items = this.items(exportId);
     const done = items.filter((i) => i.status === 'done');
-    const wanted = [...this.v.docs.entries()].filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === 'want').length;
+    const wanted = this.ofType<WantedItem>(exportId, 'want').length;
     return { done: done.length, failed: items.length - done.length, wanted, bytes: done.reduce((n, i) => n + (i.file?.size ?? 0), 0) };
   }
   async doneItems(exportId: string) {
@@ -97,13 +128,10 @@ export class MemoryExports implements ExportStore {
     return [...this.v.docs.values()].map((d) => clone(d.doc)).filter((d): d is ExportItem => d.type === 'item' && d.id === `item:${sop}` && d.status === 'done');
   }
   async recordWithdrawal(item: WithdrawnItem) {
-    return this.v.create(`${item.exportId}/${item.id}`, item) ? ('created' as const) : ('exists' as const);
+    return this.add(item);
   }
   async withdrawals(exportId: string) {
-    return [...this.v.docs.entries()]
-      .filter(([k, d]) => k.startsWith(`${exportId}/`) && d.doc.type === 'withdrawal')
-      .map(([, d]) => clone(d.doc as WithdrawnItem))
-      .sort((a, b) => (a.file.blob < b.file.blob ? -1 : 1));
+    return this.ofType<WithdrawnItem>(exportId, 'withdrawal').sort((a, b) => (a.file.blob < b.file.blob ? -1 : 1));
   }
 }
 
@@ -162,8 +190,13 @@ export class MemoryDestinations implements DestinationProvider {
 
 export class CapturingQueue implements ExportQueue {
   readonly messages: ExportMessage[] = [];
+  /** Set: the queue takes this many more messages, then fails (SERVICE_UNAVAILABLE) part way through a send. */
+  failAfter?: number;
   async send(messages: ExportMessage[]) {
-    this.messages.push(...clone(messages));
+    for (const m of messages) {
+      if (this.failAfter !== undefined && this.failAfter-- <= 0) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'enqueuing an export: queue unavailable');
+      this.messages.push(clone(m));
+    }
   }
 }
 

@@ -12,8 +12,9 @@ import type { IngestRequest, SourceLocation } from '../../../shared/events/inges
 import type { InstanceWithdrawnData } from '../../../shared/events/publisher';
 import { ingestSourceFile } from '../../../shared/ingest/ingestSourceFile';
 import { parseAgreementChange, parseAgreementRequest } from '../../../shared/sharing/agreement';
+import { SharingCache } from '../../../shared/sharing/cache';
 import { agreementKey } from '../../../shared/sharing/keys';
-import { changeAgreement, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport, WITHDRAWN_BY,withdrawSharedInstance } from '../../../shared/sharing/sharing';
+import { changeAgreement, closeLiveParts, createAgreement, exportInstance, type ExportMessage, feedLiveAgreements, getExport, livePartId, type SharingDeps, startExport, WITHDRAWN_BY, withdrawSharedInstance } from '../../../shared/sharing/sharing';
 import { type MemoryWorld, memoryWorld } from '../fakes';
 import { CapturingExportEvents, CapturingQueue, MemoryAgreements, MemoryDestinations, MemoryExports, MemorySharingAudit } from './fakes';
 
@@ -302,6 +303,159 @@ describe('agreements and exports', () => {
     expect(await getExport(x.deps, part)).toMatchObject({ total: 1 + sameStudy.length, done: 1 + sameStudy.length });
     expect(manifestOf().files).toHaveLength(1 + sameStudy.length);
     expect(second).toBeDefined();
+  });
+});
+
+describe('export speed and ends', () => {
+  it('given the queue failing part way through the enqueue, then the POST fails SERVICE_UNAVAILABLE, the failed batch is recorded failed, and the export ends failed (not running) with counts that add up', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    // Two messages of the batch go, then the queue fails: which went is unknown to the sender.
+    x.queue.failAfter = 2;
+    await expect(startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w) })).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    const sent = x.queue.messages.splice(0);
+    expect(sent).toHaveLength(2);
+    const exportId = (sent[0] as ExportMessage).exportId;
+    const status = await getExport(x.deps, exportId);
+    expect(status).toMatchObject({ status: 'failed', total: SOURCES.length, done: 0, failed: SOURCES.length, left: 0, error: { code: ErrorCodes.SERVICE_UNAVAILABLE } });
+    expect(status.error?.message).toMatch(new RegExp(`${SOURCES.length} instance\\(s\\) were not enqueued`));
+    expect(status.finishedAt).toBeDefined();
+    // The messages that did go find their instance recorded and write nothing.
+    for (const m of sent) expect(await exportInstance(x.deps, m, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('already-done');
+    expect(partnerFiles(x, 'partner-uni-a').size).toBe(0);
+    expect(await getExport(x.deps, exportId)).toMatchObject({ status: 'failed', done: 0, failed: SOURCES.length, left: 0 });
+    const manifest = JSON.parse((x.destinations.files.get(`partner-uni-a/${status.manifest?.json}`) as Buffer).toString()) as { files: unknown[]; counts: { failed: number } };
+    expect(manifest.files).toHaveLength(0);
+    expect(manifest.counts.failed).toBe(SOURCES.length);
+    expect(x.events.events.map((e) => e.id)).toEqual([exportId]);
+  });
+
+  it('given the messages already done when the enqueue fails, then the enqueue itself ends the export failed', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    // The first message is done before the second is enqueued (a fast worker), then the queue fails.
+    let calls = 0;
+    x.deps.queue = {
+      send: async (messages) => {
+        if (calls++ > 0) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'queue unavailable');
+        for (const m of messages.slice(0, 1)) await exportInstance(x.deps, m, { dequeueCount: 1, maxDequeueCount: 5 });
+        throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'queue unavailable');
+      },
+    };
+    await expect(startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w) })).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    const [job] = [...x.exports.v.docs.values()].map((d) => d.doc).filter((d) => d.type === 'job');
+    const status = await getExport(x.deps, (job as { exportId: string }).exportId);
+    // The batch that failed is recorded failed whole; the one instance its worker finished is kept.
+    expect(status).toMatchObject({ status: 'failed', done: 1, failed: SOURCES.length - 1, left: 0 });
+  });
+
+  it('given a worker that fails between its item and the gate, then the redelivery counts it and the export completes', async () => {
+    const x = await world();
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    const started = await startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w) });
+    const messages = x.queue.messages.splice(0);
+    const last = messages.pop() as ExportMessage;
+    for (const m of messages) await exportInstance(x.deps, m, { dequeueCount: 1, maxDequeueCount: 5 });
+    x.exports.failNextCount = true;
+    await expect(exportInstance(x.deps, last, { dequeueCount: 1, maxDequeueCount: 5 })).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE });
+    expect((await getExport(x.deps, started.exportId)).status).toBe('running');
+    expect(await exportInstance(x.deps, last, { dequeueCount: 2, maxDequeueCount: 5 })).toBe('already-done');
+    expect(await getExport(x.deps, started.exportId)).toMatchObject({ status: 'completed', done: SOURCES.length, left: 0 });
+  });
+
+  it('given a worker with a cache, then it reads the job and the agreement once, and a revocation elsewhere stops it within the cache time (at once through the same deps)', async () => {
+    const x = await world();
+    let clock = 0;
+    const worker: SharingDeps = { ...x.deps, cache: new SharingCache(5_000, () => clock) };
+    const a = await createAgreement(x.deps, body(), 'caller-1');
+    await startExport(x.deps, a.id, 'caller-1', { instances: researchInstances(x.w) });
+    const messages = x.queue.messages.splice(0);
+    let reads = 0;
+    const get = x.agreements.get.bind(x.agreements);
+    x.agreements.get = async (id: string) => {
+      reads += 1;
+      return get(id);
+    };
+    expect(await exportInstance(worker, messages[0] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('written');
+    expect(reads).toBe(1);
+    // Revoked by another process (the API's deps, one read of its own): this worker still holds the agreement for up to 5 s.
+    await changeAgreement(x.deps, a.id, { status: 'revoked' }, 'caller-2');
+    clock = 4_999;
+    expect(await exportInstance(worker, messages[1] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('written');
+    expect(reads).toBe(2);
+    clock = 5_000;
+    expect(await exportInstance(worker, messages[2] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('failed');
+    // Through the same deps, a change is seen at once.
+    const b = await createAgreement(worker, body({ partnerId: 'uni-b', destination: { kind: 'sas', container: 'partner-uni-b' } }), 'caller-1');
+    await startExport(worker, b.id, 'caller-1', { instances: researchInstances(x.w) });
+    const bMessages = x.queue.messages.splice(0);
+    expect(await exportInstance(worker, bMessages[0] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('written');
+    await changeAgreement(worker, b.id, { status: 'suspended' }, 'caller-2');
+    expect(await exportInstance(worker, bMessages[1] as ExportMessage, { dequeueCount: 1, maxDequeueCount: 5 })).toBe('failed');
+  });
+});
+
+describe('live parts close', () => {
+  /** A live agreement over the first study, fed its instances on 2026-06-01; the clock is then the test's. */
+  async function liveWorld() {
+    const x = await world();
+    const instances = researchInstances(x.w);
+    const first = instances[0] as (typeof instances)[number];
+    x.deps.catalog = {
+      async *query<T>(_spec: unknown, options?: { partitionKey?: string }) {
+        for (const i of instances) if (i.studyInstanceUid === options?.partitionKey) yield { id: `instance:${i.sopInstanceUid}`, type: 'instance', dicom: {}, ...i } as unknown as T;
+      },
+    };
+    let at = new Date('2026-06-01T10:00:00Z');
+    x.deps.now = () => at;
+    const a = await createAgreement(x.deps, body({ mode: 'live', cohort: { studies: [first.studyInstanceUid] } }), 'caller-1');
+    const study = instances.filter((i) => i.studyInstanceUid === first.studyInstanceUid);
+    for (const i of study) await feedLiveAgreements(x.deps, i);
+    const part = livePartId(a.id, at);
+    return { x, a, part, study, other: instances.find((i) => i.studyInstanceUid !== first.studyInstanceUid), setNow: (iso: string) => (at = new Date(iso)) };
+  }
+
+  it('given a part whose day is over and grace past, then the timer closes it: final manifest, then VNA.Export.Completed with its location and counts, once', async () => {
+    const { x, part, study, setNow } = await liveWorld();
+    await runQueue(x);
+    expect(await closeLiveParts(x.deps)).toEqual([]);
+    setNow('2026-06-02T00:04:59Z');
+    expect(await closeLiveParts(x.deps)).toEqual([]);
+    expect(x.events.events).toEqual([]);
+    setNow('2026-06-02T00:05:00Z');
+    expect(await closeLiveParts(x.deps)).toEqual([part]);
+    const status = await getExport(x.deps, part);
+    expect(status).toMatchObject({ status: 'completed', total: study.length, done: study.length, failed: 0, left: 0, manifest: { json: `manifests/${part}.json`, csv: `manifests/${part}.csv` } });
+    expect(x.events.events).toHaveLength(1);
+    expect(x.events.events[0]).toMatchObject({ id: part, data: { exportId: part, done: study.length, failed: 0, manifest: { json: `manifests/${part}.json` } } });
+    const manifest = JSON.parse((x.destinations.files.get(`partner-uni-a/manifests/${part}.json`) as Buffer).toString()) as { files: unknown[] };
+    expect(manifest.files).toHaveLength(study.length);
+    expect(await closeLiveParts(x.deps)).toEqual([]);
+    expect(x.events.events).toHaveLength(1);
+  });
+
+  it('given a part with a message still in flight at its day\'s end, then it stays open until that message is done, whose worker closes it', async () => {
+    const { x, part, study, setNow } = await liveWorld();
+    const pending = x.queue.messages.splice(0);
+    const late = pending.pop() as ExportMessage;
+    for (const m of pending) await exportInstance(x.deps, m, { dequeueCount: 1, maxDequeueCount: 5 });
+    setNow('2026-06-02T01:00:00Z');
+    expect(await closeLiveParts(x.deps)).toEqual([]);
+    expect((await getExport(x.deps, part)).status).toBe('running');
+    await exportInstance(x.deps, late, { dequeueCount: 1, maxDequeueCount: 5 });
+    expect(await getExport(x.deps, part)).toMatchObject({ status: 'completed', done: study.length, left: 0 });
+    expect(x.events.events.map((e) => e.id)).toEqual([part]);
+  });
+
+  it('given the first instance of a new day, then the feed opens the day\'s part and closes the day before', async () => {
+    const { x, a, part, study, setNow } = await liveWorld();
+    await runQueue(x);
+    setNow('2026-06-02T09:00:00Z');
+    await feedLiveAgreements(x.deps, study[0] as (typeof study)[number]);
+    expect((await getExport(x.deps, part)).status).toBe('completed');
+    expect(x.events.events.map((e) => e.id)).toEqual([part]);
+    const next = livePartId(a.id, new Date('2026-06-02T09:00:00Z'));
+    expect(await getExport(x.deps, next)).toMatchObject({ status: 'running', total: 1 });
   });
 });
 
