@@ -7,6 +7,10 @@
  * A checkpoint file makes a stopped or killed run resume where it stopped. Progress: a bar with
  * rate and ETA on a terminal, lines otherwise, and `Backfill*` metrics in telemetry.
  *
+ * Re-index: a version cataloged under another key id or profile than DEID_KEY_ID and
+ * DEID_PROFILE name (the functions' settings, which this command must be given too) is emitted
+ * again, and ingestion re-creates its research side (docs/operations.md "Key rotation").
+ *
  * Settings: as the functions read them (SourceStorage, CosmosDb, COSMOS_*, SOURCE_CONTAINERS,
  * APPLICATIONINSIGHTS_CONNECTION_STRING or TELEMETRY_CAPTURE_FILE) plus ANQ_EVENTS_TOPIC_ENDPOINT
  * and ANQ_EVENTS_TOPIC_KEY (without a key: the signed-in identity, which needs EventGrid Data Sender).
@@ -17,6 +21,8 @@ import { BlobContainerLister, FileCheckpointStore, TopicBackfillSink } from '../
 import { type BackfillOptions, type BackfillProgress, runBackfill } from '../shared/backfill/backfill';
 import { CosmosIndexStore,createCosmosClient } from '../shared/catalog/cosmosCatalog';
 import { loadSettings } from '../shared/config/settings';
+import { generationOf } from '../shared/ingest/generation';
+import { loadDeidProfile } from '../shared/runtime';
 import { blobServiceClient } from '../shared/storage/blobStores';
 import { createTelemetry, flushTelemetry } from '../shared/telemetry/telemetry';
 import { progressWriter } from './progressBar';
@@ -76,6 +82,8 @@ export async function backfillMain(args: string[], env: Record<string, string | 
   const cosmos = createCosmosClient(settings.cosmos);
   const index = new CosmosIndexStore(cosmos.database(settings.cosmosDatabase).container(settings.indexContainer));
   const checkpoints = new FileCheckpointStore(o.checkpoint ?? join('.local-data', 'backfill', `${container}${o.prefix ? `-${o.prefix.replace(/[^A-Za-z0-9]+/g, '_')}` : ''}.json`));
+  // The generation the functions run with: versions cataloged under another are re-indexed.
+  const generation = generationOf({ keyId: settings.deidKeyId, profile: loadDeidProfile(settings.deidProfilePath) });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
   const bar = progressWriter(process.stderr);
   let lastMetric = 0;
@@ -86,6 +94,7 @@ export async function backfillMain(args: string[], env: Record<string, string | 
       // Counts only: no names, no URLs.
       telemetry.trackMetric('BackfillDone', p.emitted + p.skipped, { lister: 'blob' });
       telemetry.trackMetric('BackfillRate', p.rate, { lister: 'blob' });
+      telemetry.trackMetric('BackfillReindexed', p.reindexed, { lister: 'blob' });
       if (p.total !== undefined) telemetry.trackMetric('BackfillTotal', p.total, { lister: 'blob' });
     }
   };
@@ -96,12 +105,12 @@ export async function backfillMain(args: string[], env: Record<string, string | 
   let last: BackfillProgress | undefined;
   try {
     const cp = await runBackfill(
-      { lister, sink: new TopicBackfillSink({ endpoint: topicEndpoint, key: env.ANQ_EVENTS_TOPIC_KEY, clientId: env.ANQ_EVENTS_TOPIC_CLIENT_ID }), checkpoints, index, onProgress: (p) => { last = p; onProgress(p); } },
+      { lister, sink: new TopicBackfillSink({ endpoint: topicEndpoint, key: env.ANQ_EVENTS_TOPIC_KEY, clientId: env.ANQ_EVENTS_TOPIC_CLIENT_ID }), checkpoints, index, generation, onProgress: (p) => { last = p; onProgress(p); } },
       { ...o, abortSignal: controller.signal },
     );
     if (last) bar.finish(last);
     process.stderr.write(cp.done
-      ? `backfill: done: ${cp.counts.emitted} emitted, ${cp.counts.skipped} already cataloged, ${cp.counts.listed} listed\n`
+      ? `backfill: done: ${cp.counts.emitted} emitted (${cp.counts.reindexed ?? 0} to re-index under key ${generation.keyId}, profile ${generation.profile} ${generation.profileVersion}), ${cp.counts.skipped} already cataloged, ${cp.counts.listed} listed\n`
       : `backfill: stopped; run it again to resume (${cp.counts.emitted + cp.counts.skipped} done)\n`);
     return cp.done ? 0 : 3;
   } catch (e) {
