@@ -1,4 +1,4 @@
-import { type BackfillCheckpoint, type BackfillCheckpointStore, type BackfillEvent, backfillEventId, type BackfillPage, type BackfillProgress, runBackfill, type SourceLister } from '../../../shared/backfill/backfill';
+import { type BackfillCheckpoint, type BackfillCheckpointStore, type BackfillEvent, backfillEventId, type BackfillPage, type BackfillProgress, type PublishedEvent, runBackfill, type SourceLister } from '../../../shared/backfill/backfill';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import { sourceId } from '../../../shared/ingest/ingestSourceFile';
 import { renderProgress } from '../../../tools/progressBar';
@@ -137,7 +137,7 @@ describe('runBackfill', () => {
     const seen: BackfillProgress[] = [];
     const topic = new IngestingTopic();
     await runBackfill(
-      { lister: new ArrayLister(files(200)), sink: { publish: async (e) => { clock += 100; await topic.publish(e); } }, checkpoints: new MemoryCheckpoints(), index: topic.lookup(), now: () => clock, onProgress: (p) => seen.push(p) },
+      { lister: new ArrayLister(files(200)), sink: { publish: async (e) => { clock += 100; await topic.publish(e as BackfillEvent[]); } }, checkpoints: new MemoryCheckpoints(), index: topic.lookup(), now: () => clock, onProgress: (p) => seen.push(p) },
       { countFirst: true, batchSize: 10, concurrency: 1, pageSize: 50 },
     );
     expect(seen.every((p) => p.total === 200)).toBe(true);
@@ -166,7 +166,7 @@ describe('runBackfill: re-index under a new key or profile', () => {
   test('given versions cataloged under the current key and profile, then all are skipped with one point read each and nothing is published', async () => {
     const items = files(40);
     const { lookup } = indexOf(items);
-    const published: BackfillEvent[] = [];
+    const published: PublishedEvent[] = [];
     const cp = await runBackfill({ lister: new ArrayLister(items), sink: { publish: async (e) => { published.push(...e); } }, checkpoints: new MemoryCheckpoints(), index: lookup, generation: k1 }, { batchSize: 7 });
     // Item 1 is under k2, which is not current here: it is the one re-indexed.
     expect(published.map((e) => e.data.url)).toEqual([items[1]!.url]);
@@ -176,7 +176,7 @@ describe('runBackfill: re-index under a new key or profile', () => {
   test('given a key rotation, then every version cataloged under the old key is emitted with an id naming the new generation, failed ones and those under the new key skipped', async () => {
     const items = files(40);
     const { lookup } = indexOf(items);
-    const published: BackfillEvent[] = [];
+    const published: PublishedEvent[] = [];
     const progress: BackfillProgress[] = [];
     const cp = await runBackfill({ lister: new ArrayLister(items), sink: { publish: async (e) => { published.push(...e); } }, checkpoints: new MemoryCheckpoints(), index: lookup, generation: k2, onProgress: (p) => progress.push(p) }, { batchSize: 7 });
     expect(published.map((e) => e.data.url).sort()).toEqual(items.slice(2).map((i) => i.url));
@@ -190,7 +190,7 @@ describe('runBackfill: re-index under a new key or profile', () => {
   test('given no generation (an older caller), then cataloged versions are skipped whatever made them', async () => {
     const items = files(10);
     const { lookup } = indexOf(items);
-    const published: BackfillEvent[] = [];
+    const published: PublishedEvent[] = [];
     const cp = await runBackfill({ lister: new ArrayLister(items), sink: { publish: async (e) => { published.push(...e); } }, checkpoints: new MemoryCheckpoints(), index: lookup });
     expect(published).toHaveLength(0);
     expect(cp.counts).toEqual({ listed: 10, emitted: 0, skipped: 10 });

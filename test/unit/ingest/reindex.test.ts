@@ -102,7 +102,7 @@ describe('re-index under a new key or profile', () => {
     w.index.put = (async (doc, tag) => {
       if (failures > 0 && doc.deidentification?.keyId === 'k2') {
         failures--;
-        throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'Cosmos DB answered 503', { transient: true });
+        throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'Cosmos DB answered 503');
       }
       return put(doc, tag);
     }) as IndexStore['put'];
