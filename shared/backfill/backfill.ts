@@ -19,6 +19,7 @@
  */
 import { createHash } from 'node:crypto';
 
+import type { ArchiveFileEvent } from '../anq/watcher';
 import type { IngestionDocument } from '../catalog/documents';
 import { ErrorCodes, PipelineError } from '../errors';
 import { FILE_REPLICATED } from '../events/ingestEvents';
@@ -45,6 +46,12 @@ export interface SourceLister {
   /** A stable name of what is listed (no PHI: an account and container, or a cluster and export). */
   readonly name: string;
   listPage(cursor: string | undefined, pageSize: number, options?: { abortSignal?: AbortSignal }): Promise<BackfillPage>;
+  /**
+   * The event of one listed file, when the source has its own (the ANQ export: the watcher's
+   * events, shared/backfill/anqLister.ts); backfillEvent otherwise. `reindexUnder` is set for
+   * a re-index: the id must differ from the first ingestion's.
+   */
+  eventOf?(item: BackfillItem, time: string, reindexUnder?: Generation): ArchiveFileEvent;
 }
 
 /** The ingestion events, as the archive topic takes them (CloudEvents 1.0). */
@@ -57,9 +64,12 @@ export interface BackfillEvent {
   data: { url: string; eTag: string; size: number; backfill: true };
 }
 
+/** What the backfill publishes: its own events, or for the ANQ export the watcher's. */
+export type PublishedEvent = BackfillEvent | ArchiveFileEvent;
+
 export interface BackfillEventSink {
   /** Publishes a batch; resolves once the topic accepted it. Throws SERVICE_* when it did not. */
-  publish(events: BackfillEvent[]): Promise<void>;
+  publish(events: PublishedEvent[]): Promise<void>;
 }
 
 export interface BackfillCheckpoint {
@@ -273,7 +283,8 @@ export async function runBackfill(deps: BackfillDeps, options: BackfillOptions =
         else if (deps.generation && needsReindex(d, deps.generation)) toEmit.push({ item: it, reindex: true });
       });
       await pace(toEmit.length);
-      if (toEmit.length > 0) await deps.sink.publish(toEmit.map((e) => backfillEvent(e.item, iso(), e.reindex ? deps.generation : undefined)));
+      const eventOf = deps.lister.eventOf?.bind(deps.lister) ?? backfillEvent;
+      if (toEmit.length > 0) await deps.sink.publish(toEmit.map((e) => eventOf(e.item, iso(), e.reindex ? deps.generation : undefined)));
       result.emitted = toEmit.length;
       result.reindexed = toEmit.filter((e) => e.reindex).length;
       result.skipped = slice.length - toEmit.length;
