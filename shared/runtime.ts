@@ -200,3 +200,12 @@ export function runtime(): Promise<Runtime> {
   });
   return instance;
 }
+
+/**
+ * Drops the process-wide runtime: the next call builds one from the settings as they are then,
+ * as a host restart after a settings change does in Azure (a key rotation, a new profile). For
+ * local tools and tests; the runtime dropped keeps serving the calls that hold it.
+ */
+export function resetRuntime(): void {
+  instance = undefined;
+}

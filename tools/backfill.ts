@@ -1,11 +1,19 @@
 /**
  * `npm run backfill -- [--container <name>] [--prefix <p>] [--rate <events/s>] ...`: ingests the
  * files already in a landing container (README "Operations", docs/operations.md "Backfill").
+ * `--anq <path>` backfills the ANQ export instead: the files under that file-system path as of
+ * the newest snapshot (or `--snapshot <id>`), listed through the cluster's S3 API, each
+ * published as the ANQ watcher's backfill event (shared/backfill/anqLister.ts; settings
+ * ANQ_S3_*, ANQ_REST_*, as the functions read them).
  * It lists the container in pages, skips the versions the index already holds, and publishes
  * one `VNA.Archive.FileReplicated` per remaining file to the archive topic
  * (ANQ_EVENTS_TOPIC_ENDPOINT; locally the function host's Event Grid webhook), at a set rate.
  * A checkpoint file makes a stopped or killed run resume where it stopped. Progress: a bar with
  * rate and ETA on a terminal, lines otherwise, and `Backfill*` metrics in telemetry.
+ *
+ * Re-index: a version cataloged under another key id or profile than DEID_KEY_ID and
+ * DEID_PROFILE name (the functions' settings, which this command must be given too) is emitted
+ * again, and ingestion re-creates its research side (docs/operations.md "Key rotation").
  *
  * Settings: as the functions read them (SourceStorage, CosmosDb, COSMOS_*, SOURCE_CONTAINERS,
  * APPLICATIONINSIGHTS_CONNECTION_STRING or TELEMETRY_CAPTURE_FILE) plus ANQ_EVENTS_TOPIC_ENDPOINT
@@ -13,10 +21,17 @@
  */
 import { join } from 'node:path';
 
+import { coveringSnapshotSources, QumuloRestClient } from '../shared/anq/qumuloRest';
+import { S3SnapshotFileLister } from '../shared/anq/watcherAdapters';
 import { BlobContainerLister, FileCheckpointStore, TopicBackfillSink } from '../shared/backfill/adapters';
-import { type BackfillOptions, type BackfillProgress, runBackfill } from '../shared/backfill/backfill';
+import { AnqSnapshotLister } from '../shared/backfill/anqLister';
+import { type BackfillOptions, type BackfillProgress, runBackfill, type SourceLister } from '../shared/backfill/backfill';
 import { CosmosIndexStore,createCosmosClient } from '../shared/catalog/cosmosCatalog';
+import { type AnqSettings, loadAnqSettings } from '../shared/config/anqSettings';
 import { loadSettings } from '../shared/config/settings';
+import { generationOf } from '../shared/ingest/generation';
+import { loadDeidProfile } from '../shared/runtime';
+import { anqS3Client } from '../shared/storage/anqSourceStore';
 import { blobServiceClient } from '../shared/storage/blobStores';
 import { createTelemetry, flushTelemetry } from '../shared/telemetry/telemetry';
 import { progressWriter } from './progressBar';
@@ -25,9 +40,12 @@ interface CliOptions extends BackfillOptions {
   container?: string;
   prefix?: string;
   checkpoint?: string;
+  /** An ANQ file-system path (inside the configured export and prefix) instead of a container. */
+  anq?: string;
+  snapshot?: number;
 }
 
-const USAGE = 'usage: npm run backfill -- [--container <name>] [--prefix <blob name prefix>] [--rate <events/s, 0: unpaced>] [--page-size <n>] [--batch-size <n>] [--concurrency <n>] [--checkpoint <file>] [--no-count] [--max-run-seconds <n>]';
+const USAGE = 'usage: npm run backfill -- [--container <name>] [--prefix <blob name prefix>] | [--anq <file-system path> [--snapshot <id>]] [--rate <events/s, 0: unpaced>] [--page-size <n>] [--batch-size <n>] [--concurrency <n>] [--checkpoint <file>] [--no-count] [--max-run-seconds <n>]';
 
 export function parseBackfillArgs(args: string[]): CliOptions {
   const o: CliOptions = { ratePerSecond: 200, pageSize: 1000, batchSize: 10, concurrency: 16, countFirst: true };
@@ -40,6 +58,8 @@ export function parseBackfillArgs(args: string[]): CliOptions {
     const a = args[i];
     if (a === '--container') o.container = args[++i];
     else if (a === '--prefix') o.prefix = args[++i];
+    else if (a === '--anq') o.anq = args[++i];
+    else if (a === '--snapshot') o.snapshot = num('--snapshot', args[++i], 0, Number.MAX_SAFE_INTEGER);
     else if (a === '--checkpoint') o.checkpoint = args[++i];
     else if (a === '--rate') o.ratePerSecond = num('--rate', args[++i], 0, 100_000);
     else if (a === '--page-size') o.pageSize = num('--page-size', args[++i], 1, 5000);
@@ -49,7 +69,32 @@ export function parseBackfillArgs(args: string[]): CliOptions {
     else if (a === '--no-count') o.countFirst = false;
     else throw new Error(`unknown option ${a}\n${USAGE}`);
   }
+  if (o.anq !== undefined && (o.container !== undefined || o.prefix !== undefined)) throw new Error('--anq lists the ANQ export: --container and --prefix are for a landing container');
+  if (o.anq !== undefined && !o.anq.startsWith('/')) throw new Error('--anq takes an absolute file-system path on the cluster (for example /replica/dicom/)');
+  if (o.snapshot !== undefined && o.anq === undefined) throw new Error('--snapshot goes with --anq');
   return o;
+}
+
+/**
+ * The ANQ export's lister for `--anq <path>`: the path must lie inside the configured export and
+ * prefix (ingestion refuses any other), and is listed as of the newest snapshot of the export (or
+ * the one named). Throws with a message for the operator when it cannot.
+ */
+async function anqLister(anq: AnqSettings | undefined, path: string, snapshotId: number | undefined): Promise<{ lister: AnqSnapshotLister; snapshotId: number; prefix: string }> {
+  if (!anq) throw new Error('--anq needs the ANQ source settings (ANQ_S3_ENDPOINT, ANQ_S3_BUCKET, ANQ_CLUSTER_NAME, ...), as the functions have them');
+  if (anq.readFrom !== 'snapshot' || !anq.rest) throw new Error('--anq lists a snapshot: it needs ANQ_READ_FROM=snapshot and ANQ_REST_ENDPOINT/ANQ_REST_TOKEN');
+  const root = anq.exportPath === '/' ? '' : anq.exportPath;
+  const scopeRoot = `${root}/${anq.prefix}`;
+  const wanted = path.endsWith('/') ? path : `${path}/`;
+  if (!wanted.startsWith(scopeRoot)) throw new Error(`--anq must name a directory under ${scopeRoot} (the export and prefix ingestion accepts)`);
+  const prefix = wanted.slice(root.length + 1);
+  const api = new QumuloRestClient(anq.rest.endpoint, anq.rest.token);
+  const covering = await coveringSnapshotSources(api, anq);
+  const snapshots = (await api.listSnapshots()).filter((s) => covering.includes(s.source_file_id));
+  const snapshot = snapshotId === undefined ? snapshots.at(-1) : snapshots.find((s) => s.id === snapshotId);
+  if (!snapshot) throw new Error(snapshotId === undefined ? 'no snapshot of the export is kept: take one (the replication policy does) and run again' : `snapshot ${snapshotId} is not a kept snapshot of the export`);
+  const lister = new AnqSnapshotLister(new S3SnapshotFileLister(anqS3Client(anq.s3), anq.s3.bucket), { cluster: anq.cluster, exportPath: anq.exportPath, prefix }, snapshot);
+  return { lister, snapshotId: snapshot.id, prefix };
 }
 
 export async function backfillMain(args: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
@@ -62,7 +107,7 @@ export async function backfillMain(args: string[], env: Record<string, string | 
   }
   const settings = loadSettings(env);
   const container = o.container ?? settings.sourceContainers[0] ?? '';
-  if (!settings.sourceContainers.includes(container)) {
+  if (o.anq === undefined && !settings.sourceContainers.includes(container)) {
     process.stderr.write(`backfill: --container must be one of SOURCE_CONTAINERS (${settings.sourceContainers.join(', ')}): ingestion ignores other containers\n`);
     return 2;
   }
@@ -72,10 +117,28 @@ export async function backfillMain(args: string[], env: Record<string, string | 
     return 2;
   }
   const endpoint = settings.sourceStorage.kind === 'connectionString' ? settings.sourceStorage.blobEndpoint : settings.sourceStorage.blobServiceUri;
-  const lister = new BlobContainerLister(blobServiceClient(settings.sourceStorage).getContainerClient(container), endpoint, o.prefix);
+  let lister: SourceLister;
+  let defaultCheckpoint: string;
+  if (o.anq !== undefined) {
+    try {
+      const anq = await anqLister(loadAnqSettings(env), o.anq, o.snapshot);
+      lister = anq.lister;
+      // One checkpoint per snapshot: a pass over a newer snapshot starts anew and skips what is done.
+      defaultCheckpoint = join('.local-data', 'backfill', `anq-${anq.snapshotId}-${anq.prefix.replace(/[^A-Za-z0-9]+/g, '_')}.json`);
+    } catch (e) {
+      process.stderr.write(`backfill: ${(e as Error).message}\n`);
+      return 2;
+    }
+  } else {
+    lister = new BlobContainerLister(blobServiceClient(settings.sourceStorage).getContainerClient(container), endpoint, o.prefix);
+    defaultCheckpoint = join('.local-data', 'backfill', `${container}${o.prefix ? `-${o.prefix.replace(/[^A-Za-z0-9]+/g, '_')}` : ''}.json`);
+  }
+  const source = o.anq !== undefined ? 'anq' : 'blob';
   const cosmos = createCosmosClient(settings.cosmos);
   const index = new CosmosIndexStore(cosmos.database(settings.cosmosDatabase).container(settings.indexContainer));
-  const checkpoints = new FileCheckpointStore(o.checkpoint ?? join('.local-data', 'backfill', `${container}${o.prefix ? `-${o.prefix.replace(/[^A-Za-z0-9]+/g, '_')}` : ''}.json`));
+  const checkpoints = new FileCheckpointStore(o.checkpoint ?? defaultCheckpoint);
+  // The generation the functions run with: versions cataloged under another are re-indexed.
+  const generation = generationOf({ keyId: settings.deidKeyId, profile: loadDeidProfile(settings.deidProfilePath) });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
   const bar = progressWriter(process.stderr);
   let lastMetric = 0;
@@ -84,9 +147,10 @@ export async function backfillMain(args: string[], env: Record<string, string | 
     if (Date.now() - lastMetric >= 10_000 || p.done) {
       lastMetric = Date.now();
       // Counts only: no names, no URLs.
-      telemetry.trackMetric('BackfillDone', p.emitted + p.skipped, { lister: 'blob' });
-      telemetry.trackMetric('BackfillRate', p.rate, { lister: 'blob' });
-      if (p.total !== undefined) telemetry.trackMetric('BackfillTotal', p.total, { lister: 'blob' });
+      telemetry.trackMetric('BackfillDone', p.emitted + p.skipped, { lister: source });
+      telemetry.trackMetric('BackfillRate', p.rate, { lister: source });
+      telemetry.trackMetric('BackfillReindexed', p.reindexed, { lister: source });
+      if (p.total !== undefined) telemetry.trackMetric('BackfillTotal', p.total, { lister: source });
     }
   };
   const controller = new AbortController();
@@ -96,12 +160,12 @@ export async function backfillMain(args: string[], env: Record<string, string | 
   let last: BackfillProgress | undefined;
   try {
     const cp = await runBackfill(
-      { lister, sink: new TopicBackfillSink({ endpoint: topicEndpoint, key: env.ANQ_EVENTS_TOPIC_KEY, clientId: env.ANQ_EVENTS_TOPIC_CLIENT_ID }), checkpoints, index, onProgress: (p) => { last = p; onProgress(p); } },
+      { lister, sink: new TopicBackfillSink({ endpoint: topicEndpoint, key: env.ANQ_EVENTS_TOPIC_KEY, clientId: env.ANQ_EVENTS_TOPIC_CLIENT_ID }), checkpoints, index, generation, onProgress: (p) => { last = p; onProgress(p); } },
       { ...o, abortSignal: controller.signal },
     );
     if (last) bar.finish(last);
     process.stderr.write(cp.done
-      ? `backfill: done: ${cp.counts.emitted} emitted, ${cp.counts.skipped} already cataloged, ${cp.counts.listed} listed\n`
+      ? `backfill: done: ${cp.counts.emitted} emitted, ${cp.counts.skipped} already cataloged, ${cp.counts.listed} listed${cp.counts.reindexed ? `; ${cp.counts.reindexed} of the emitted re-indexed under key ${generation.keyId}, profile ${generation.profile} ${generation.profileVersion}` : ''}\n`
       : `backfill: stopped; run it again to resume (${cp.counts.emitted + cp.counts.skipped} done)\n`);
     return cp.done ? 0 : 3;
   } catch (e) {

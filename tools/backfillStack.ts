@@ -3,12 +3,14 @@
  * running, starts the local stack on them in this process, prints one JSON line (the functions'
  * settings, the host URL, the telemetry file), and stops the stack on SIGTERM or when stdin ends.
  * The test runs the backfill against it from other processes: a stack in the test's own worker
- * would share that worker's environment with the shared test stack.
+ * would share that worker's environment with the shared test stack. A line `rotate <keyId> <key>`
+ * on stdin changes the functions' de-identification key (the re-index test).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { startStack } from '../local/stack';
+import { resetRuntime } from '../shared/runtime';
 import { seedArchive } from './backfillArchive';
 
 async function main(): Promise<void> {
@@ -32,6 +34,22 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.stdin.on('end', stop);
+  // `rotate <keyId> <key>` on stdin: the functions' key changes, as a restart with new settings
+  // would change it (the catalog server keeps its data in memory, so the process stays).
+  let input = '';
+  process.stdin.on('data', (d: Buffer) => {
+    input += d.toString();
+    for (let nl = input.indexOf('\n'); nl >= 0; nl = input.indexOf('\n')) {
+      const [command, keyId, key] = input.slice(0, nl).trim().split(/\s+/);
+      input = input.slice(nl + 1);
+      if (command === 'rotate' && keyId && key) {
+        process.env.DEID_KEY_ID = keyId;
+        process.env.DEID_KEY = key;
+        resetRuntime();
+        process.stdout.write(`rotated ${keyId}\n`);
+      }
+    }
+  });
   process.stdin.resume();
   process.stdout.write(`${JSON.stringify({ env: stack.env, hostUrl: stack.hostUrl, telemetryFile, problems, cosmosDatabase: stack.settings.cosmosDatabase, indexContainer: stack.settings.indexContainer, cosmosEndpoint: stack.cosmosEndpoint })}\n`);
 }

@@ -19,7 +19,7 @@ export const count = (n: number) => n.toLocaleString('en-US');
 export function renderProgress(p: BackfillProgress, width = 30): string {
   const done = p.emitted + p.skipped;
   const rate = `${count(Math.round(p.rate))}/s`;
-  const tally = `(emitted ${count(p.emitted)}, skipped ${count(p.skipped)})`;
+  const tally = `(emitted ${count(p.emitted)}${p.reindexed ? ` of which re-indexed ${count(p.reindexed)}` : ''}, skipped ${count(p.skipped)})`;
   if (p.total === undefined || p.total === 0) return `${count(done)} files  ${rate}  ${tally}${p.done ? '  done' : ''}`;
   const fraction = Math.min(1, done / p.total);
   const filled = Math.round(fraction * width);

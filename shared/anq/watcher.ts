@@ -77,6 +77,8 @@ export interface SnapshotFile {
   key: string;
   size: number;
   lastModified: Date;
+  /** The S3 ETag as listed (the version the index records): lets a backfill skip what is done. */
+  etag?: string;
 }
 
 /** Lists the files of a snapshot, for the backfill. */
@@ -152,7 +154,7 @@ export function archiveEventId(cluster: string, snapshotId: number, op: string, 
   return createHash('sha256').update(`${cluster}\0${snapshotId}\0${op}\0${path}`).digest('hex').slice(0, 32);
 }
 
-function exportRoot(config: WatcherConfig): string {
+function exportRoot(config: Pick<WatcherConfig, 'exportPath'>): string {
   return config.exportPath === '/' ? '' : config.exportPath.replace(/\/+$/, '');
 }
 
@@ -161,11 +163,15 @@ function inScope(config: WatcherConfig, path: string): boolean {
   return path.startsWith(`${exportRoot(config)}/${config.prefix}`);
 }
 
-/** The event of a file found by the backfill: replicated as of the snapshot it was listed in. */
-function backfillEvent(config: WatcherConfig, snapshot: QumuloSnapshot, file: SnapshotFile): ArchiveFileEvent {
+/**
+ * The event of a file found by the backfill: replicated as of the snapshot it was listed in.
+ * Also what `npm run backfill -- --anq` emits (shared/backfill/anqLister.ts); `op` names a
+ * re-index there, so that its id differs from the first ingestion's.
+ */
+export function snapshotFileEvent(config: Pick<WatcherConfig, 'cluster' | 'exportPath'>, snapshot: Pick<QumuloSnapshot, 'id' | 'name' | 'timestamp'>, file: SnapshotFile, op = 'BACKFILL'): ArchiveFileEvent {
   const path = `${exportRoot(config)}/${file.key}`;
   return {
-    id: archiveEventId(config.cluster, snapshot.id, 'BACKFILL', path),
+    id: archiveEventId(config.cluster, snapshot.id, op, path),
     type: FILE_REPLICATED,
     source: `anq://${config.cluster}`,
     subject: path,
@@ -288,7 +294,7 @@ export async function watchSnapshots(deps: WatcherDeps, options: { abortSignal?:
       return result;
     }
     const page = await (deps.files as SnapshotFileLister).listFiles(snapshot, config.prefix, fill.after, { limit: config.pageSize ?? 1000, abortSignal: options.abortSignal });
-    const events = page.files.map((f) => backfillEvent(config, snapshot, f)).filter((e) => inScope(config, e.data.path));
+    const events = page.files.map((f) => snapshotFileEvent(config, snapshot, f)).filter((e) => inScope(config, e.data.path));
     await publish(events);
     result.pages++;
     result.replicated += events.length;

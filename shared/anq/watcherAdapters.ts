@@ -157,7 +157,7 @@ export class S3SnapshotFileLister implements SnapshotFileLister {
       throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'listing ANQ snapshot files: the S3 API did not start after the key asked for');
     }
     const files = page.files.filter((f) => after === undefined || keyAfter(f.key, after));
-    return { files: files.map((f) => ({ key: f.key, size: f.size, lastModified: f.lastModified })), lastKey: page.lastKey, done: page.done };
+    return { files: files.map((f) => ({ key: f.key, size: f.size, lastModified: f.lastModified, etag: f.etag.replace(/^"|"$/g, '') })), lastKey: page.lastKey, done: page.done };
   }
 }
 

@@ -12,7 +12,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import { encodeBlobName } from '../events/ingestEvents';
-import type { BackfillCheckpoint, BackfillCheckpointStore, BackfillEvent, BackfillEventSink, BackfillPage, SourceLister } from './backfill';
+import type { BackfillCheckpoint, BackfillCheckpointStore, BackfillEventSink, BackfillPage, PublishedEvent, SourceLister } from './backfill';
 
 /** A landing container, in the service's (name) order; the cursor is the listing's continuation token. */
 export class BlobContainerLister implements SourceLister {
@@ -57,7 +57,7 @@ export class TopicBackfillSink implements BackfillEventSink {
     this.client = new EventGridPublisherClient(topic.endpoint, 'CloudEvent', credential, { allowInsecureConnection: topic.endpoint.startsWith('http:') });
   }
 
-  async publish(events: BackfillEvent[]): Promise<void> {
+  async publish(events: PublishedEvent[]): Promise<void> {
     try {
       await this.client.send(events.map((e) => ({ id: e.id, type: e.type, source: e.source, subject: e.subject, time: new Date(e.time), datacontenttype: 'application/json', data: e.data })));
     } catch (e) {

@@ -5,6 +5,12 @@
  * rate, through the same topic and function as live events. Ingestion stays the one place that
  * decides; the backfill only says "look at this file".
  *
+ * Re-index: a version the index holds as cataloged under another key id or profile than
+ * `generation` (the settings the functions run with) is not skipped: its event, with an id that
+ * names the generation, makes ingestion re-create its research side (shared/ingest/generation.ts).
+ * No flag is needed; after a key rotation or a profile change, a backfill re-indexes what the
+ * change concerns and skips the rest with the same point read as before.
+ *
  * Resumable: the position (the page's cursor and how many of its files are done) is
  * checkpointed after every batch whose events were accepted, with a conditional write. A stop
  * or a kill resumes at the last checkpoint; the batches in flight at that moment are emitted
@@ -13,9 +19,11 @@
  */
 import { createHash } from 'node:crypto';
 
+import type { ArchiveFileEvent } from '../anq/watcher';
 import type { IngestionDocument } from '../catalog/documents';
 import { ErrorCodes, PipelineError } from '../errors';
 import { FILE_REPLICATED } from '../events/ingestEvents';
+import { type Generation, generationTag, needsReindex } from '../ingest/generation';
 import { sourceId } from '../ingest/ingestSourceFile';
 
 /** One file of the source, as its listing gives it. */
@@ -38,6 +46,12 @@ export interface SourceLister {
   /** A stable name of what is listed (no PHI: an account and container, or a cluster and export). */
   readonly name: string;
   listPage(cursor: string | undefined, pageSize: number, options?: { abortSignal?: AbortSignal }): Promise<BackfillPage>;
+  /**
+   * The event of one listed file, when the source has its own (the ANQ export: the watcher's
+   * events, shared/backfill/anqLister.ts); backfillEvent otherwise. `reindexUnder` is set for
+   * a re-index: the id must differ from the first ingestion's.
+   */
+  eventOf?(item: BackfillItem, time: string, reindexUnder?: Generation): ArchiveFileEvent;
 }
 
 /** The ingestion events, as the archive topic takes them (CloudEvents 1.0). */
@@ -50,9 +64,12 @@ export interface BackfillEvent {
   data: { url: string; eTag: string; size: number; backfill: true };
 }
 
+/** What the backfill publishes: its own events, or for the ANQ export the watcher's. */
+export type PublishedEvent = BackfillEvent | ArchiveFileEvent;
+
 export interface BackfillEventSink {
   /** Publishes a batch; resolves once the topic accepted it. Throws SERVICE_* when it did not. */
-  publish(events: BackfillEvent[]): Promise<void>;
+  publish(events: PublishedEvent[]): Promise<void>;
 }
 
 export interface BackfillCheckpoint {
@@ -60,6 +77,12 @@ export interface BackfillCheckpoint {
   lister: string;
   startedAt: string;
   updatedAt: string;
+  /**
+   * The generation (generationTag) the pass compares against: a checkpoint of another one, done
+   * or not, starts a new pass from the first page (after a rotation, the files passed already
+   * need their re-index too). Absent in older checkpoints and when the caller gives none.
+   */
+  generation?: string;
   /** Files in the source when the run started (a listing pass), for the progress and ETA. */
   total?: number;
   /** Cursor of the page being worked on (undefined: the first page). */
@@ -67,7 +90,8 @@ export interface BackfillCheckpoint {
   /** Files of that page already done (emitted or skipped). */
   offset: number;
   done: boolean;
-  counts: { listed: number; emitted: number; skipped: number };
+  /** `reindexed`: of the emitted, versions cataloged under another key or profile (absent in older checkpoints). */
+  counts: { listed: number; emitted: number; skipped: number; reindexed?: number };
 }
 
 export interface BackfillCheckpointStore {
@@ -78,7 +102,7 @@ export interface BackfillCheckpointStore {
 
 /** The part of the index the backfill reads: a point read by source id. */
 export interface IndexLookup {
-  get(id: string): Promise<{ doc: Pick<IngestionDocument, 'status' | 'eTag'> } | undefined>;
+  get(id: string): Promise<{ doc: Pick<IngestionDocument, 'status' | 'eTag' | 'deidentification'> } | undefined>;
 }
 
 export interface BackfillProgress {
@@ -86,6 +110,8 @@ export interface BackfillProgress {
   listed: number;
   emitted: number;
   skipped: number;
+  /** Of the emitted, versions re-indexed under the current key or profile. */
+  reindexed: number;
   /** Files done per second over the run so far (this process). */
   rate: number;
   /** Seconds left at that rate, when the total is known. */
@@ -99,6 +125,11 @@ export interface BackfillDeps {
   checkpoints: BackfillCheckpointStore;
   index: IndexLookup;
   onProgress?: (p: BackfillProgress) => void;
+  /**
+   * The key id and profile the functions run with: a version cataloged under another is emitted
+   * again (re-index). Undefined: any cataloged version is skipped, whatever made it.
+   */
+  generation?: Generation;
   now?: () => number;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
@@ -119,6 +150,13 @@ export interface BackfillOptions {
   abortSignal?: AbortSignal;
 }
 
+/** What one batch did. */
+interface Tally {
+  emitted: number;
+  skipped: number;
+  reindexed: number;
+}
+
 /** The states after which the same version needs nothing more (ingestion says "unchanged" for them). */
 const TERMINAL = new Set(['cataloged', 'failed', 'quarantined']);
 
@@ -127,15 +165,20 @@ function sameVersion(a: string | undefined, b: string): boolean {
   return a !== undefined && a.replace(/^(W\/)?"|"$/g, '') === b.replace(/^(W\/)?"|"$/g, '');
 }
 
-/** The same event id for the same file version, in every run: a repeat is recognisably a repeat. */
-export function backfillEventId(url: string, etag: string): string {
-  return `backfill-${createHash('sha256').update(`${url}\0${etag}`).digest('hex').slice(0, 40)}`;
+/**
+ * The same event id for the same file version, in every run: a repeat is recognisably a repeat.
+ * A re-index names the generation it re-indexes under: it is another request than the first
+ * ingestion of that version.
+ */
+export function backfillEventId(url: string, etag: string, reindexUnder?: Generation): string {
+  const tail = reindexUnder ? `\0${generationTag(reindexUnder)}` : '';
+  return `backfill-${createHash('sha256').update(`${url}\0${etag}${tail}`).digest('hex').slice(0, 40)}`;
 }
 
-export function backfillEvent(item: BackfillItem, time: string): BackfillEvent {
+export function backfillEvent(item: BackfillItem, time: string, reindexUnder?: Generation): BackfillEvent {
   const u = new URL(item.url);
   return {
-    id: backfillEventId(item.url, item.etag),
+    id: backfillEventId(item.url, item.etag, reindexUnder),
     type: FILE_REPLICATED,
     source: `/backfill/${u.host}`,
     subject: u.pathname,
@@ -169,10 +212,14 @@ export async function runBackfill(deps: BackfillDeps, options: BackfillOptions =
   const stored = await deps.checkpoints.read();
   let etag = stored?.etag;
   const iso = () => new Date(now()).toISOString();
-  let cp: BackfillCheckpoint = stored?.checkpoint ?? { version: 1, lister: deps.lister.name, startedAt: iso(), updatedAt: iso(), offset: 0, done: false, counts: { listed: 0, emitted: 0, skipped: 0 } };
+  const generation = deps.generation && generationTag(deps.generation);
+  const fresh = (): BackfillCheckpoint => ({ version: 1, lister: deps.lister.name, ...(generation ? { generation } : {}), startedAt: iso(), updatedAt: iso(), offset: 0, done: false, counts: { listed: 0, emitted: 0, skipped: 0 } });
+  let cp: BackfillCheckpoint = stored?.checkpoint ?? fresh();
   if (cp.lister !== deps.lister.name) {
     throw new PipelineError(ErrorCodes.CONFIG_INVALID, `the checkpoint belongs to another source (${cp.lister}); remove it or name another checkpoint`);
   }
+  // A checkpoint of a pass under another key or profile (or of one that recorded none): a new pass.
+  if (stored && generation && cp.generation !== generation) cp = fresh();
   if (cp.done) return cp;
 
   if (cp.total === undefined && options.countFirst) {
@@ -192,7 +239,7 @@ export async function runBackfill(deps: BackfillDeps, options: BackfillOptions =
     const seconds = Math.max((now() - started) / 1000, 1e-3);
     const r = (doneNow - doneAtStart) / seconds;
     deps.onProgress?.({
-      total: cp.total, listed: cp.counts.listed, emitted: cp.counts.emitted, skipped: cp.counts.skipped, rate: r, done: cp.done,
+      total: cp.total, listed: cp.counts.listed, emitted: cp.counts.emitted, skipped: cp.counts.skipped, reindexed: cp.counts.reindexed ?? 0, rate: r, done: cp.done,
       ...(cp.total !== undefined && r > 0 ? { etaSeconds: Math.max(0, cp.total - doneNow) / r } : {}),
     });
   };
@@ -226,29 +273,34 @@ export async function runBackfill(deps: BackfillDeps, options: BackfillOptions =
     const finished = new Set<number>();
     let contiguous = 0;
     let failure: unknown;
-    const work = async (b: { from: number; to: number }, k: number, result: { emitted: number; skipped: number }) => {
+    const work = async (b: { from: number; to: number }, k: number, result: Tally) => {
       const slice = items.slice(b.from, b.to);
       const known = await Promise.all(slice.map((it) => deps.index.get(sourceId(it.url))));
-      const toEmit = slice.filter((it, i) => {
+      const toEmit: { item: BackfillItem; reindex: boolean }[] = [];
+      slice.forEach((it, i) => {
         const d = known[i]?.doc;
-        return !(d && sameVersion(d.eTag, it.etag) && TERMINAL.has(d.status));
+        if (!d || !sameVersion(d.eTag, it.etag) || !TERMINAL.has(d.status)) toEmit.push({ item: it, reindex: false });
+        else if (deps.generation && needsReindex(d, deps.generation)) toEmit.push({ item: it, reindex: true });
       });
       await pace(toEmit.length);
-      if (toEmit.length > 0) await deps.sink.publish(toEmit.map((it) => backfillEvent(it, iso())));
+      const eventOf = deps.lister.eventOf?.bind(deps.lister) ?? backfillEvent;
+      if (toEmit.length > 0) await deps.sink.publish(toEmit.map((e) => eventOf(e.item, iso(), e.reindex ? deps.generation : undefined)));
       result.emitted = toEmit.length;
+      result.reindexed = toEmit.filter((e) => e.reindex).length;
       result.skipped = slice.length - toEmit.length;
       finished.add(k);
     };
-    const results = batches.map(() => ({ emitted: 0, skipped: 0 }));
+    const results: Tally[] = batches.map(() => ({ emitted: 0, skipped: 0, reindexed: 0 }));
     let next = 0;
     let saving = Promise.resolve();
     const advance = () => {
       let moved = false;
       while (finished.has(contiguous)) {
         const b = batches[contiguous] as { from: number; to: number };
-        const r = results[contiguous] as { emitted: number; skipped: number };
+        const r = results[contiguous] as Tally;
         cp.counts.emitted += r.emitted;
         cp.counts.skipped += r.skipped;
+        if (r.reindexed > 0 || cp.counts.reindexed !== undefined) cp.counts.reindexed = (cp.counts.reindexed ?? 0) + r.reindexed;
         cp.offset = b.to;
         contiguous++;
         moved = true;
@@ -262,7 +314,7 @@ export async function runBackfill(deps: BackfillDeps, options: BackfillOptions =
       while (failure === undefined && next < batches.length && !stopping()) {
         const k = next++;
         try {
-          await work(batches[k] as { from: number; to: number }, k, results[k] as { emitted: number; skipped: number });
+          await work(batches[k] as { from: number; to: number }, k, results[k] as Tally);
           advance();
           await saving;
         } catch (e) {

@@ -81,7 +81,8 @@ export interface InstanceDocument extends ResearchDocumentBase {
    * before 0.5.0.
    */
   sourceVersion?: string;
-  deidentification: { profile: string; profileVersion: string; keyId: string };
+  /** The generation that made this copy (shared/ingest/generation.ts); profileDigest from 0.9.0 on. */
+  deidentification: { profile: string; profileVersion: string; profileDigest?: string; keyId: string };
   /**
    * Where the copy's frames lie (shared/retrieve/frameIndex.ts): the index itself when small,
    * else the name of a sidecar blob holding it. Absent on documents written before 0.7.0 and
@@ -132,6 +133,8 @@ export interface IngestionDocument {
   deidentification?: {
     profile: string;
     profileVersion: string;
+    /** Profile.digest (from 0.9.0 on): with the key id, tells a re-index (shared/ingest/generation.ts) which copies to re-create. */
+    profileDigest?: string;
     keyId: string;
     actions: Record<string, number>;
     gate: 'passed' | 'failed';

@@ -143,7 +143,7 @@ function withCleanPixelData(profile: Profile): Profile {
 export function auditRecord(deid: DeidContext, report: DeidReport, gate: 'passed' | 'failed'): DeidAudit {
   // Free-text redactions by attribute and kind ("text:ImageComments:name"), counts only.
   const textRedactions = Object.fromEntries(Object.entries(report.textRedactions).map(([k, n]) => [`text:${k}`, n]));
-  return { profile: deid.profile.name, profileVersion: deid.profile.version, keyId: deid.keyId, actions: { ...report.actions, ...textRedactions }, gate };
+  return { profile: deid.profile.name, profileVersion: deid.profile.version, profileDigest: deid.profile.digest, keyId: deid.keyId, actions: { ...report.actions, ...textRedactions }, gate };
 }
 
 /**

@@ -26,6 +26,7 @@ import type { Telemetry } from '../telemetry/telemetry';
 import type { BurnedInPolicy } from './burnedIn';
 import { sha256For } from './chunkHasher';
 import { auditRecord, DeidAudit, prepareForResearch } from './deidentifyInstance';
+import { generationOf, generationTag, isCurrentGeneration, needsReindex } from './generation';
 import type { OcrQueue } from './ocrQueue';
 
 export interface Logger {
@@ -170,6 +171,12 @@ interface Attempt extends Ingestion {
   rank: string;
   /** The index record as read at the start of the ingestion: what the first commit expects. */
   known: Versioned<IngestionDocument> | undefined;
+  /**
+   * Set when the record names what another key or profile made (a re-index of the same version,
+   * or a new version after a rotation): the rank its research copy was written with, which counts
+   * as this source's own, not as another source's (ranks under two keys do not compare).
+   */
+  reindexOf?: { sourceRank?: string; generation: string };
 }
 
 function ingestionOf(deps: IngestDeps, request: IngestRequest, loc: SourceLocation, depth: number): Ingestion {
@@ -177,7 +184,12 @@ function ingestionOf(deps: IngestDeps, request: IngestRequest, loc: SourceLocati
 }
 
 function attemptOn(ing: Ingestion, props: SourceProperties, known: Versioned<IngestionDocument> | undefined): Attempt {
-  return { ...ing, props, known, version: versionKey(ing, props), rank: sourceRank(ing.deps.deid.key, ing.loc.canonicalUrl, props.lastModified) };
+  // Whatever the version: a record of another generation names a copy made under another key.
+  const reindex = known && known.doc.status !== 'deleted' && !isCurrentGeneration(known.doc.deidentification, generationOf(ing.deps.deid));
+  return {
+    ...ing, props, known, version: versionKey(ing, props), rank: sourceRank(ing.deps.deid.key, ing.loc.canonicalUrl, props.lastModified),
+    ...(reindex ? { reindexOf: { sourceRank: known.doc.sourceRank, generation: generationTag(generationOf(ing.deps.deid)) } } : {}),
+  };
 }
 
 /** Times one event may have the current version ingested again before leaving it to Event Grid's retry. */
@@ -186,8 +198,8 @@ const MAX_REINGEST_DEPTH = 2;
 /** A research instance as the index records it. */
 type ResearchRef = NonNullable<IngestionDocument['research']>;
 
-/** Who produced a research copy or document: enough to tell whether a withdrawal may remove it. */
-type Origin = { sourceKey?: string; sourceVersion?: string };
+/** Who produced a research copy or document: enough to tell whether a withdrawal may remove it (`rank` on a copy, `sourceRank` on a document). */
+type Origin = { sourceKey?: string; sourceVersion?: string; rank?: string; sourceRank?: string };
 
 /**
  * Handles one request. Resolves with what happened; rejects only with a transient error
@@ -212,7 +224,8 @@ async function ingest(ing: Ingestion): Promise<IngestOutcome> {
   if (!opened) return handleGone(ing);
   const props = opened.props;
   const existing = indexResult.value;
-  if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status)) {
+  const stale = existing !== undefined && needsReindex(existing.doc, generationOf(deps.deid));
+  if (existing && existing.doc.eTag === props.etag && ['cataloged', 'failed', 'quarantined'].includes(existing.doc.status) && !stale) {
     opened.discard();
     deps.log.info(`event ${request.eventId}: source ${ing.id.slice(0, 12)} version already ${existing.doc.status}; nothing to do`);
     // An event for an older version that comes back (a retry after its ingestion failed half
@@ -222,6 +235,9 @@ async function ingest(ing: Ingestion): Promise<IngestOutcome> {
       await withdrawOtherVersions(ing, { previous: undefined, contended: true }, current && { version: versionKey(ing, props), blob: current.blob });
     }
     return { status: 'unchanged' };
+  }
+  if (stale && existing.doc.eTag === props.etag) {
+    deps.log.info(`event ${request.eventId}: source ${ing.id.slice(0, 12)} was cataloged under key ${existing.doc.deidentification?.keyId ?? '?'} and profile ${existing.doc.deidentification?.profile ?? '?'}; its research side is re-created under the current ones`);
   }
 
   let outcome: IngestOutcome;
@@ -319,7 +335,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
     sourceRank: a.rank,
     sourceKey: a.sourceKey,
     sourceVersion: a.version,
-    deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, keyId: deps.deid.keyId },
+    deidentification: { profile: deps.deid.profile.name, profileVersion: deps.deid.profile.version, profileDigest: deps.deid.profile.digest, keyId: deps.deid.keyId },
     ...(frameIndex ? { frames: frameIndex } : {}),
     dicom: {
       ...metadata.instance,
@@ -327,7 +343,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
     },
     updatedAt: now().toISOString(),
   };
-  if (decision.kept) await putInstance(deps, instance);
+  if (decision.kept) await putInstance(deps, instance, a.reindexOf?.sourceRank);
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
   const mine: ResearchRef = { ...research, blob: blobName };
@@ -353,7 +369,8 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
   if (decision.kept) {
     await deps.publisher.instanceCataloged(
       { ...research, sopClassUid, modality: metadata.modality, researchBlob: blobName, size: decision.size },
-      keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
+      // A re-index announces the same version again: its event is told apart by the generation.
+      keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}${a.reindexOf ? `\0${a.reindexOf.generation}` : ''}`).slice(0, 32),
     );
   }
   deps.log.info(`event ${request.eventId}: ${decision.kept ? 'cataloged' : 'superseded by another source of the same instance'} as ${research.sopInstanceUid}`);
@@ -401,7 +418,7 @@ async function writeResearchCopy(a: Attempt, blobName: string, output: () => Asy
   const { staged } = written;
   return retryOnConflict('research copy', async () => {
     const current = await research.getVersion(blobName);
-    if (current && current.sourceKey !== origin.sourceKey && current.rank > origin.rank) return { kept: false, size: 0 };
+    if (current && current.sourceKey !== origin.sourceKey && current.rank !== a.reindexOf?.sourceRank && current.rank > origin.rank) return { kept: false, size: 0 };
     await staged.recommit(current);
     return { kept: true, size: staged.size };
   });
@@ -412,11 +429,12 @@ async function writeResearchCopy(a: Attempt, blobName: string, output: () => Asy
  * attempt only creates (a new instance costs one request); an existing document is read and
  * its rank decides. A document from another version of the same source is replaced.
  */
-async function putInstance(deps: IngestDeps, doc: InstanceDocument): Promise<void> {
+async function putInstance(deps: IngestDeps, doc: InstanceDocument, previousRank: string | undefined): Promise<void> {
   await retryOnConflict('instance document', async (round) => {
     if (round === 1) return deps.catalog.putInstance(doc, undefined);
     const existing = await deps.catalog.getInstance(doc.studyInstanceUid, doc.sopInstanceUid);
-    if (existing && existing.doc.sourceKey !== doc.sourceKey && existing.doc.sourceRank > doc.sourceRank) return;
+    // A document this source wrote under another key (a re-index, previousRank) is replaced.
+    if (existing && existing.doc.sourceKey !== doc.sourceKey && existing.doc.sourceRank !== previousRank && existing.doc.sourceRank > doc.sourceRank) return;
     await deps.catalog.putInstance(doc, existing?.etag);
   });
 }
@@ -490,6 +508,9 @@ async function commitIndex(a: Attempt, fields: IndexFields): Promise<Commit> {
       // The record read at the start may be older than the version that won: read it again.
       if (now?.etag !== props.etag) return { kind: 'superseded', current: round === 1 ? await deps.index.get(a.id) : record } as const;
     }
+    // Before the record stops naming it: an instance of another generation goes (a crash
+    // after this finds the record still naming it, and a redelivery withdraws it again).
+    if (prev && prev.status !== 'deleted') await withdrawPreviousGeneration(a, prev, fields.research?.blob);
     await deps.index.put(indexDocument(a, prev, { ...versionFields(props), ...fields }), record?.etag);
     return { kind: 'committed', previous: prev, contended } as const;
   });
@@ -600,6 +621,33 @@ async function withdrawOtherVersions(ing: Ingestion, commit: { previous: Ingesti
 }
 
 /**
+ * The instance a record names, when another key or profile made it (a re-index, or a change or
+ * deletion of a source after a rotation), is withdrawn and its withdrawal announced, unless it
+ * is `keep` (the new copy has the same name: it was written over in place). Its copy and
+ * document carry the source key of the other key, which this one cannot compute; they are
+ * recognised by the rank the record holds, which embeds a keyed hash of this source's URL
+ * under that key. Idempotent: a withdrawal redone finds nothing and announces with the same id.
+ */
+async function withdrawPreviousGeneration(ing: Ingestion, record: IngestionDocument, keep: string | undefined): Promise<{ handled: boolean; removed: boolean }> {
+  const previous = record.research;
+  const recorded = record.deidentification;
+  const none = { handled: false, removed: false };
+  if (!previous || !recorded || record.sourceRank === undefined || previous.blob === keep) return none;
+  if (isCurrentGeneration(recorded, generationOf(ing.deps.deid))) return none;
+  const gone: ResearchRef[] = [];
+  const removed = await withdrawAll(ing, { refs: new Map([[previous.blob, previous]]) }, (o) => (o.rank ?? o.sourceRank) === record.sourceRank, gone);
+  for (const ref of gone) {
+    const { studyInstanceUid, seriesInstanceUid, sopInstanceUid } = ref;
+    await ing.deps.publisher.instanceWithdrawn(
+      { studyInstanceUid, seriesInstanceUid, sopInstanceUid },
+      keyed(ing.deps.deid.key, 'withdrawn-generation', `${ing.loc.canonicalUrl}\0${record.eTag ?? ''}\0${generationTag(recorded)}\0${sopInstanceUid}`).slice(0, 32),
+    );
+  }
+  if (removed) ing.deps.log.info(`event ${ing.request.eventId}: source ${ing.id.slice(0, 12)}: its research instance of key ${recorded.keyId}, profile ${recorded.profile} ${recorded.profileVersion} withdrawn`);
+  return { handled: true, removed };
+}
+
+/**
  * Removes the research copy and the instance document of `ref`, each only if `produced` says
  * this source (version) made it, and refreshes the summaries. A copy written before copies
  * carried their origin counts as the document's when their ranks agree. While the catalog
@@ -699,10 +747,14 @@ async function handleGone(ing: Ingestion): Promise<IngestOutcome> {
 
   // Whatever the record says, and when there is none (never recorded, or lost with the
   // catalog), every instance traced to the source is withdrawn.
+  // An instance the record names from another key or profile goes by its rank (it carries
+  // another key's source key), and is announced with that generation's withdrawal id.
+  const previous = existing ? await withdrawPreviousGeneration(ing, existing.doc, undefined) : undefined;
   const targets = await tracedInstances(ing);
-  if (existing?.doc.research) targets.refs.set(existing.doc.research.blob, existing.doc.research);
+  if (existing?.doc.research && !previous?.handled) targets.refs.set(existing.doc.research.blob, existing.doc.research);
+  if (previous?.handled && existing?.doc.research) targets.refs.delete(existing.doc.research.blob);
   const gone: ResearchRef[] = [];
-  const removed = await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey, gone);
+  const removed = (await withdrawAll(ing, targets, (o) => o.sourceKey === ing.sourceKey, gone)) || previous?.removed === true;
   // Before the record says deleted: a failure here is redelivered and announced again.
   await announceWithdrawals(ing, gone, existing?.doc.eTag);
   if (!existing) return recordTombstone(ing, removed);

@@ -4,6 +4,8 @@
  * the safe private list. Profiles are versioned JSON files (see profiles/); the version and
  * name are written into every output's De-identification Method (0012,0063).
  */
+import { createHash } from 'node:crypto';
+
 import { ErrorCodes, PipelineError } from '../../errors';
 import { isPrivateTag, lookupTag, parseTagMask, parseTagOrKeyword, TagMask, tagToHex } from '../dictionary';
 import { parseBurnedInConfig } from '../pixels/regions';
@@ -58,6 +60,12 @@ export interface SafePrivateAttribute {
 export interface Profile {
   readonly name: string;
   readonly version: string;
+  /**
+   * SHA-256 (first 16 hex digits) of the profile's data in canonical form (keys sorted, the
+   * description left out): two files with the same name and version but other rules differ
+   * here, so that the index can tell which research copies a profile change must re-create.
+   */
+  readonly digest: string;
   readonly options: ReadonlySet<ProfileOption>;
   /** Exact public tags to their override. */
   readonly overrides: ReadonlyMap<number, AttributeOverride>;
@@ -259,6 +267,7 @@ export function loadProfile(json: unknown): Profile {
   return {
     name: (name as string).trim(),
     version: version as string,
+    digest: profileDigest(json),
     options,
     overrides,
     maskOverrides,
@@ -268,6 +277,19 @@ export function loadProfile(json: unknown): Profile {
     agesOver89: json.agesOver89 === 'keep' ? 'keep' : 'aggregate',
     researchPatient: json.researchPatient === 'study' ? 'study' : 'patientId',
   };
+}
+
+/** Keys sorted at every level: the same data gives the same text whatever the file's key order. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (isRecord(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(v[k])}`).join(',')}}`;
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** See Profile.digest. The description says nothing about what the profile does, so it is left out. */
+export function profileDigest(json: Record<string, unknown>): string {
+  const { description: _description, ...rules } = json;
+  return createHash('sha256').update(canonicalJson(rules)).digest('hex').slice(0, 16);
 }
 
 /** The Basic Application Level Confidentiality Profile with no option (profiles/basic.json). */

@@ -1,4 +1,4 @@
-import { type BackfillCheckpoint, type BackfillCheckpointStore, type BackfillEvent, backfillEventId, type BackfillPage, type BackfillProgress, runBackfill, type SourceLister } from '../../../shared/backfill/backfill';
+import { type BackfillCheckpoint, type BackfillCheckpointStore, type BackfillEvent, backfillEventId, type BackfillPage, type BackfillProgress, type PublishedEvent, runBackfill, type SourceLister } from '../../../shared/backfill/backfill';
 import { ErrorCodes, PipelineError } from '../../../shared/errors';
 import { sourceId } from '../../../shared/ingest/ingestSourceFile';
 import { renderProgress } from '../../../tools/progressBar';
@@ -137,7 +137,7 @@ describe('runBackfill', () => {
     const seen: BackfillProgress[] = [];
     const topic = new IngestingTopic();
     await runBackfill(
-      { lister: new ArrayLister(files(200)), sink: { publish: async (e) => { clock += 100; await topic.publish(e); } }, checkpoints: new MemoryCheckpoints(), index: topic.lookup(), now: () => clock, onProgress: (p) => seen.push(p) },
+      { lister: new ArrayLister(files(200)), sink: { publish: async (e) => { clock += 100; await topic.publish(e as BackfillEvent[]); } }, checkpoints: new MemoryCheckpoints(), index: topic.lookup(), now: () => clock, onProgress: (p) => seen.push(p) },
       { countFirst: true, batchSize: 10, concurrency: 1, pageSize: 50 },
     );
     expect(seen.every((p) => p.total === 200)).toBe(true);
@@ -147,4 +147,70 @@ describe('runBackfill', () => {
     expect(seen.at(-1)?.done).toBe(true);
     expect(renderProgress(mid as BackfillProgress, 20)).toMatch(/^\[#{10}\.{10}\] {2}50\.0% 100\/200 files {2}100\/s {2}ETA 0:01 {2}\(emitted 100, skipped 0\)$/);
   });
+});
+
+describe('runBackfill: re-index under a new key or profile', () => {
+  const k1 = { keyId: 'k1', profile: 'research-default', profileVersion: '1.2.0', profileDigest: 'd1' };
+  const k2 = { ...k1, keyId: 'k2' };
+  /** An index of versions cataloged under `k1`, one failed and one under `k2` already. */
+  function indexOf(items: ReturnType<typeof files>) {
+    const docs = new Map<string, { status: 'cataloged' | 'failed'; eTag: string; deidentification?: typeof k1 & { actions: Record<string, number>; gate: 'passed' } }>();
+    items.forEach((it, i) => docs.set(sourceId(it.url), {
+      status: i === 0 ? 'failed' : 'cataloged',
+      eTag: it.etag,
+      ...(i === 0 ? {} : { deidentification: { ...(i === 1 ? k2 : k1), actions: {}, gate: 'passed' as const } }),
+    }));
+    return { docs, lookup: { get: async (id: string) => { const d = docs.get(id); return d && { doc: d }; } } };
+  }
+
+  test('given versions cataloged under the current key and profile, then all are skipped with one point read each and nothing is published', async () => {
+    const items = files(40);
+    const { lookup } = indexOf(items);
+    const published: PublishedEvent[] = [];
+    const cp = await runBackfill({ lister: new ArrayLister(items), sink: { publish: async (e) => { published.push(...e); } }, checkpoints: new MemoryCheckpoints(), index: lookup, generation: k1 }, { batchSize: 7 });
+    // Item 1 is under k2, which is not current here: it is the one re-indexed.
+    expect(published.map((e) => e.data.url)).toEqual([items[1]!.url]);
+    expect(cp.counts).toEqual({ listed: 40, emitted: 1, skipped: 39, reindexed: 1 });
+  });
+
+  test('given a key rotation, then every version cataloged under the old key is emitted with an id naming the new generation, failed ones and those under the new key skipped', async () => {
+    const items = files(40);
+    const { lookup } = indexOf(items);
+    const published: PublishedEvent[] = [];
+    const progress: BackfillProgress[] = [];
+    const cp = await runBackfill({ lister: new ArrayLister(items), sink: { publish: async (e) => { published.push(...e); } }, checkpoints: new MemoryCheckpoints(), index: lookup, generation: k2, onProgress: (p) => progress.push(p) }, { batchSize: 7 });
+    expect(published.map((e) => e.data.url).sort()).toEqual(items.slice(2).map((i) => i.url));
+    expect(cp.counts).toEqual({ listed: 40, emitted: 38, skipped: 2, reindexed: 38 });
+    expect(progress.at(-1)?.reindexed).toBe(38);
+    // Not the id of the version's first ingestion, and the same in every run under this generation.
+    expect(published[0]!.id).not.toBe(backfillEventId(items[2]!.url, items[2]!.etag));
+    expect(published[0]!.id).toBe(backfillEventId(items[2]!.url, items[2]!.etag, k2));
+  });
+
+  test('given no generation (an older caller), then cataloged versions are skipped whatever made them', async () => {
+    const items = files(10);
+    const { lookup } = indexOf(items);
+    const published: PublishedEvent[] = [];
+    const cp = await runBackfill({ lister: new ArrayLister(items), sink: { publish: async (e) => { published.push(...e); } }, checkpoints: new MemoryCheckpoints(), index: lookup });
+    expect(published).toHaveLength(0);
+    expect(cp.counts).toEqual({ listed: 10, emitted: 0, skipped: 10 });
+  });
+});
+
+test('given a checkpoint of a finished pass and then a key rotation, then the next run starts a new pass from the first page and re-indexes every file', async () => {
+  const items = files(25);
+  const topic = new IngestingTopic();
+  const checkpoints = new MemoryCheckpoints();
+  const k1 = { keyId: 'k1', profile: 'p', profileVersion: '1.0.0', profileDigest: 'd' };
+  const lookup = { get: async (id: string) => { const d = topic.index.get(id); return d && { doc: { ...(d as { status: 'cataloged'; eTag: string }), deidentification: { ...k1, actions: {}, gate: 'passed' as const } } }; } };
+  const first = await runBackfill({ lister: new ArrayLister(items), sink: topic, checkpoints, index: lookup, generation: k1 }, { pageSize: 10 });
+  expect(first.counts).toEqual({ listed: 25, emitted: 25, skipped: 0 });
+  // The same generation again: the finished checkpoint ends the run at once.
+  expect((await runBackfill({ lister: new ArrayLister(items), sink: topic, checkpoints, index: lookup, generation: k1 }, { pageSize: 10 })).counts.emitted).toBe(25);
+  expect(topic.published).toHaveLength(25);
+
+  const again = await runBackfill({ lister: new ArrayLister(items), sink: topic, checkpoints, index: lookup, generation: { ...k1, keyId: 'k2' } }, { pageSize: 10 });
+  expect(again.done).toBe(true);
+  expect(again.counts).toEqual({ listed: 25, emitted: 25, skipped: 0, reindexed: 25 });
+  expect(topic.published).toHaveLength(50);
 });
