@@ -30,26 +30,37 @@ export class RleError extends Error {
   override name = 'RleError';
 }
 
-/** PackBits of one row's bytes, appended to `out`. */
-function packRow(row: Uint8Array, out: number[]): void {
+/** Where a segment is written: a buffer large enough for the worst case, and how much of it is used. */
+interface SegmentWriter {
+  bytes: Uint8Array;
+  length: number;
+}
+
+/** PackBits of one row's bytes (`row[from..to)`, every `stride`-th byte of the frame), appended to `out`. */
+function packRow(frame: Uint8Array, from: number, count: number, stride: number, out: SegmentWriter): void {
+  const at = (k: number) => frame[from + k * stride] ?? 0;
+  const b = out.bytes;
+  let o = out.length;
   let i = 0;
-  const n = row.length;
-  while (i < n) {
+  while (i < count) {
     // A replicate run of 2+ bytes (up to 128).
+    const v = at(i);
     let run = 1;
-    while (i + run < n && run < 128 && row[i + run] === row[i]) run++;
+    while (i + run < count && run < 128 && at(i + run) === v) run++;
     if (run >= 2) {
-      out.push(257 - run, row[i] ?? 0);
+      b[o++] = 257 - run;
+      b[o++] = v;
       i += run;
       continue;
     }
     // A literal run (up to 128) until two equal bytes start a replicate run.
     const start = i;
-    while (i < n && i - start < 128 && !(i + 1 < n && row[i + 1] === row[i])) i++;
+    while (i < count && i - start < 128 && !(i + 1 < count && at(i + 1) === at(i))) i++;
     if (i === start) i++;
-    out.push(i - start - 1);
-    for (let k = start; k < i; k++) out.push(row[k] ?? 0);
+    b[o++] = i - start - 1;
+    for (let k = start; k < i; k++) b[o++] = at(k);
   }
+  out.length = o;
 }
 
 /** One native frame (interleaved, little endian) as an RLE Lossless frame. */
@@ -58,20 +69,17 @@ export function encodeRleFrame(frame: Uint8Array, g: RleFrameLayout): Buffer {
   const segments = g.samplesPerPixel * g.bytesPerSample;
   if (segments > MAX_SEGMENTS) throw new RleError(`RLE holds at most ${MAX_SEGMENTS} segments, not ${segments}`);
   if (frame.length < pixels * segments) throw new RleError('frame shorter than its layout');
-  const stride = segments;
   const encoded: Buffer[] = [];
-  const row = new Uint8Array(g.columns);
+  // Worst case: a header byte per 128 literal bytes, or 2 bytes per pair, per row; plus padding.
+  const worst = pixels + g.rows * (Math.ceil(g.columns / 128) + Math.ceil(g.columns / 2)) + 1;
   for (let s = 0; s < g.samplesPerPixel; s++) {
     for (let k = 0; k < g.bytesPerSample; k++) {
       // Most significant byte first: in a little-endian sample, that is the last byte.
       const byteInPixel = s * g.bytesPerSample + (g.bytesPerSample - 1 - k);
-      const out: number[] = [];
-      for (let y = 0; y < g.rows; y++) {
-        for (let x = 0; x < g.columns; x++) row[x] = frame[(y * g.columns + x) * stride + byteInPixel] ?? 0;
-        packRow(row, out);
-      }
-      if (out.length % 2 === 1) out.push(0);
-      encoded.push(Buffer.from(out));
+      const out: SegmentWriter = { bytes: new Uint8Array(worst), length: 0 };
+      for (let y = 0; y < g.rows; y++) packRow(frame, y * g.columns * segments + byteInPixel, g.columns, segments, out);
+      if (out.length % 2 === 1) out.bytes[out.length++] = 0;
+      encoded.push(Buffer.from(out.bytes.buffer, 0, out.length));
     }
   }
   const header = Buffer.alloc(HEADER_BYTES);
