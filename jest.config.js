@@ -17,6 +17,8 @@ const SLOW = [
   '<rootDir>/test/unit/ingest/ocrRedaction.test.ts',
   // Every bundled sample under the quarantine and the redact policies, and the CT/MR false boxes.
   '<rootDir>/test/unit/ingest/ocrSamples.test.ts',
+  // The same on compressed sources (JPEG, JPEG-LS, JPEG 2000, RLE from dcmtk and gdcm): about 9 minutes on 2 CPUs.
+  '<rootDir>/test/unit/ingest/ocrCompressed.test.ts',
 ];
 
 module.exports = {

@@ -12,7 +12,9 @@
  * files to OCR, through an ingestion limiter, with the OCR run in the files' slots (as before)
  * and outside them on the OCR queue (as the ingestion does now), against the CT slices alone.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { bufferReader } from '../shared/dicom/byteReader';
@@ -44,6 +46,8 @@ export interface OcrCase {
   /** (withOcrMs - withoutOcrMs) / (framesOcrd × 2). */
   ocrMsPerFramePass: number;
   boxes: number;
+  /** The source's transfer syntax, for the compressed cases (decoded, OCR'd, written as RLE Lossless). */
+  transferSyntaxUid?: string;
 }
 
 /** CT latency (arrival to output written) in one run of the burst. */
@@ -115,6 +119,18 @@ async function resized(sample: string, width: number, height: number, frames: nu
   return Buffer.concat([encodeFileMeta(text(sopClass), text(sopInstance), src.transferSyntaxUid), encodeDataset(ds, src.encoding), encodePixelDataHeader(src.pixelData.tag, src.pixelData.vr, pixels.length, src.encoding), pixels]);
 }
 
+/** The file compressed by Debian's dcmtk (`dcmcjpeg` with `args`), as a hospital archive would hold it. */
+function compressed(file: Buffer, args: string[]): Buffer {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ocr-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'in.dcm'), file);
+    execFileSync('dcmcjpeg', [...args, path.join(dir, 'in.dcm'), path.join(dir, 'out.dcm')], { stdio: 'ignore' });
+    return fs.readFileSync(path.join(dir, 'out.dcm'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function deidentify(file: Buffer, burnedIn: BurnedInPolicy, ocrStage?: <T>(run: () => Promise<T>) => Promise<T>): Promise<{ ms: number; boxes: number; sampled: number }> {
   const started = process.hrtime.bigint();
   const prepared = await prepareDeidentifiedInstance(bufferReader(file), {
@@ -165,10 +181,13 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
   const sampleFrames = 5;
   const us = path.join(fixtures, 'deid', 'ultrasounds__GREYSCALE_IMAGE.dcm');
   const sc = path.join(fixtures, 'pydicom-data', 'SC_rgb_gdcm2k_uncompressed.dcm');
-  const files: { name: string; width: number; height: number; frames: number; file: Buffer }[] = [
+  const files: { name: string; width: number; height: number; frames: number; file: Buffer; transferSyntaxUid?: string }[] = [
     { name: 'US 640x480 grey, 1 frame', width: 640, height: 480, frames: 1, file: await resized(us, 640, 480, 1) },
     { name: 'SC 1024x768 RGB, 1 frame', width: 1024, height: 768, frames: 1, file: await resized(sc, 1024, 768, 1) },
     { name: `US cine 640x480 grey, ${cineFrames} frames`, width: 640, height: 480, frames: cineFrames, file: await resized(us, 640, 480, cineFrames) },
+    // The same files compressed: every frame decoded, and written as RLE Lossless when text is found.
+    { name: 'US 640x480 grey, 1 frame, JPEG baseline', width: 640, height: 480, frames: 1, file: compressed(await resized(us, 640, 480, 1), ['+eb']), transferSyntaxUid: '1.2.840.10008.1.2.4.50' },
+    { name: `US cine 640x480 grey, ${cineFrames} frames, JPEG lossless SV1`, width: 640, height: 480, frames: cineFrames, file: compressed(await resized(us, 640, 480, cineFrames), []), transferSyntaxUid: '1.2.840.10008.1.2.4.70' },
   ];
   const detector = new TesseractDetector({ workers: 1 });
   const redact: BurnedInPolicy = { mode: 'redact', ocr: { detector, sampleFrames } };
@@ -191,7 +210,7 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
       }
       const a = percentile(without, 50);
       const b = percentile(withOcr, 50);
-      const c: OcrCase = { name: f.name, width: f.width, height: f.height, frames: f.frames, framesOcrd: sampled, withoutOcrMs: round(a, 1), withOcrMs: round(b, 1), ratio: round(b / a, 1), ocrMsPerFramePass: round((b - a) / Math.max(1, sampled * 2), 1), boxes };
+      const c: OcrCase = { name: f.name, width: f.width, height: f.height, frames: f.frames, framesOcrd: sampled, withoutOcrMs: round(a, 1), withOcrMs: round(b, 1), ratio: round(b / a, 1), ocrMsPerFramePass: round((b - a) / Math.max(1, sampled * 2), 1), boxes, ...(f.transferSyntaxUid ? { transferSyntaxUid: f.transferSyntaxUid } : {}) };
       log(`ocr: ${c.name}: ${c.withoutOcrMs} ms without OCR, ${c.withOcrMs} ms with (x${c.ratio}); ${c.ocrMsPerFramePass} ms per frame per OCR pass; ${c.boxes} boxes`);
       cases.push(c);
     }

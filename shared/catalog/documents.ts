@@ -146,6 +146,8 @@ export interface IngestionDocument {
       method?: 'regions' | 'ocr' | 'regions+ocr';
       /** The frames OCR read (0-based), and the gate read again after redaction. */
       sampledFrames?: number[];
+      /** Set when a compressed source was decoded to be redacted: the lossless syntax the copy is written in. */
+      transcodedTo?: string;
     };
   };
   transferSyntaxUid?: string;

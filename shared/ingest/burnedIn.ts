@@ -9,6 +9,7 @@ import type { PixelDataHeader } from '../dicom/parser';
 import { PixelGeometry,pixelGeometry } from '../dicom/pixels/blackout';
 import { Box, boxesFor, parseBurnedInConfig } from '../dicom/pixels/regions';
 import { Tags } from '../dicom/tags';
+import { decodedGeometry } from './compressedPixels';
 import type { BurnedInOcr } from './pixelText';
 
 export interface BurnedInPolicy {
@@ -77,7 +78,16 @@ export type BurnedInDecision =
   | { action: 'quarantine'; reason: string }
   | { action: 'clean'; geometry: PixelGeometry; boxes: Box[] }
   /** Redact policy: OCR the frames, then black out `boxes` (the device's regions) and what it finds. */
-  | { action: 'ocr'; geometry: PixelGeometry; boxes: Box[]; risk: string; ocr: BurnedInOcr };
+  | {
+      action: 'ocr';
+      /** Of the frames as OCR reads them: decoded ones (interleaved) for compressed pixel data. */
+      geometry: PixelGeometry;
+      boxes: Box[];
+      risk: string;
+      ocr: BurnedInOcr;
+      /** Set for compressed pixel data: its frames are decoded in this syntax, and the copy is written in RLE Lossless. */
+      compressed?: { transferSyntaxUid: string };
+    };
 
 export interface BurnedInInput {
   dataset: DicomDataset;
@@ -85,6 +95,8 @@ export interface BurnedInInput {
   pixelData: PixelDataHeader | undefined;
   sopClassUid: string;
   modality: string;
+  /** The source's transfer syntax: which decoder compressed pixel data needs. */
+  transferSyntaxUid?: string;
 }
 
 /**
@@ -124,7 +136,7 @@ function deviceBoxes(input: BurnedInInput, profile: Profile): Box[] {
 /**
  * The redact policy: the types at risk (whatever the flag), and any instance flagged YES, are
  * OCR'd; the device's region set applies first, OCR adds what it misses. What cannot be OCR'd
- * (compressed or unmapped pixel data, no engine) is held with its reason.
+ * (compressed pixel data without a decoder here, unmapped pixel data, no engine) is held with its reason.
  */
 function decideRedaction(input: BurnedInInput, policy: BurnedInPolicy, profile: Profile): BurnedInDecision {
   const flag = asciiValue(input.dataset.get(Tags.BurnedInAnnotation))?.toUpperCase();
@@ -133,10 +145,12 @@ function decideRedaction(input: BurnedInInput, policy: BurnedInPolicy, profile: 
   if (!risk) return { action: 'pass' };
   const hold = (why: string): BurnedInDecision => ({ action: 'quarantine', reason: `pixel data may hold burned-in text (${risk}); held for review: ${why}` });
   if (!input.pixelData) return { action: 'pass' };
-  const layout = pixelGeometry(input.dataset, input.littleEndian, input.pixelData);
+  // Compressed pixel data is OCR'd once decoded, where a decoder for its syntax is at hand.
+  const compressed = input.pixelData.length === undefined;
+  const layout = compressed ? decodedGeometry(input.dataset, input.littleEndian, input.transferSyntaxUid ?? '') : pixelGeometry(input.dataset, input.littleEndian, input.pixelData);
   if ('reason' in layout) return hold(`cannot OCR ${layout.reason}`);
   if (!policy.ocr) return hold('no OCR engine configured');
-  return { action: 'ocr', geometry: layout.geometry, boxes: deviceBoxes(input, profile), risk, ocr: policy.ocr };
+  return { action: 'ocr', geometry: layout.geometry, boxes: deviceBoxes(input, profile), risk, ocr: policy.ocr, ...(compressed ? { compressed: { transferSyntaxUid: input.transferSyntaxUid ?? '' } } : {}) };
 }
 
 /** After cleaning, the header must stop claiming (or leaving open) that text is burned in. */

@@ -6,7 +6,7 @@
  */
 import type { IngestionDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
-import { asciiValue, DicomDataset, Encoding, TransferSyntax } from '../dicom/dataset';
+import { asciiValue, DicomDataset, encodeAsciiValue, Encoding, TransferSyntax } from '../dicom/dataset';
 import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/engine';
 import { cloudAssistedDetector, findCloudPhi } from '../dicom/deid/freeText/cloud';
 import { localDetector } from '../dicom/deid/freeText/detector';
@@ -16,6 +16,7 @@ import { verifyDeidentified } from '../dicom/deid/verify';
 import { HeaderLimits, nextTurn, runSliced, withDefaults } from '../dicom/limits';
 import { DicomHeader, pixelDataChunks, readHeader, readTrailing } from '../dicom/parser';
 import { blackOutBoxes, PixelGeometry } from '../dicom/pixels/blackout';
+import { RLE_LOSSLESS } from '../dicom/pixels/codecs';
 import { pixelLook } from '../dicom/pixels/grayFrame';
 import type { Box } from '../dicom/pixels/regions';
 import { Tags } from '../dicom/tags';
@@ -23,7 +24,8 @@ import { checkPixelEncapsulation, verifyOutputTransferSyntax } from '../dicom/tr
 import { encodeDataset, encodeDatasetWork, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import { BurnedInDecision, BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
-import { detectTextBoxes, mergeBoxes, readSampledFrames, sourceIdentifiers, SourceRangeReader, verifyRedactedFrames } from './pixelText';
+import { decodedPhotometric, fixUpTranscodedHeader, locateSourceFrames, readSampledCompressedFrames, roundTripRle, SourceFrames, TranscodePlan, transcodeToRle, UndecodableFrame } from './compressedPixels';
+import { detectTextBoxes, mergeBoxes, readSampledFrames, SampledFrames, sourceIdentifiers, SourceRangeReader, verifyRedactedFrames } from './pixelText';
 
 const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
 /** Encapsulated PDF, CDA, STL, OBJ, MTL and any later encapsulated document class (PS3.4 B.5). */
@@ -101,30 +103,57 @@ interface OcrRedaction {
   geometry: PixelGeometry;
   boxes: Box[];
   audit: NonNullable<DeidAudit['pixelsCleaned']>;
+  /** Compressed source with boxes to black out: where its frames lie, and how the decoded frames look. */
+  compressed?: { source: SourceFrames; transferSyntaxUid: string; photometric: string; sourcePhotometric: string };
 }
 
 /**
- * The redact policy on one instance: sampled frames read by range, OCR'd, the union of the
- * boxes (device regions first) checked by a second OCR of the redacted frames. Throws
- * DEID_BURNED_IN_ANNOTATION, naming a category only, when the file must be held: pixels it
- * cannot read, OCR that fails, identifying text still legible.
+ * The redact policy on one instance: sampled frames read by range (and decoded, when
+ * compressed), OCR'd, the union of the boxes (device regions first) checked by a second OCR of
+ * the redacted frames as the copy will hold them. Throws DEID_BURNED_IN_ANNOTATION, naming a
+ * category only, when the file must be held: pixels it cannot read or decode, frames it cannot
+ * locate, OCR that fails, identifying text still legible.
  */
-async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecision, { action: 'ocr' }>, read: SourceRangeReader | undefined): Promise<OcrRedaction> {
-  const hold = (why: string, cause?: unknown) =>
-    new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${decision.risk}); held for review: ${why}`, { cause });
+async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecision, { action: 'ocr' }>, read: SourceRangeReader | undefined, totalSize: number | undefined): Promise<OcrRedaction> {
+  const hold = burnedInHold(decision.risk);
   if (header.deflated) throw hold('a deflated source cannot be read by frame for OCR');
   if (!read) throw hold('the source cannot be read by range for OCR');
   const g = decision.geometry;
-  const layout = pixelLook(header.dataset, header.encoding.littleEndian, g);
+  const le = header.encoding.littleEndian;
+  const compressed = decision.compressed;
+  // Decoded frames are read as the copy's header will describe them (photometric as decoded).
+  const sourcePhotometric = asciiValue(header.dataset.get(Tags.PhotometricInterpretation))?.toUpperCase() ?? '';
+  const photometric = compressed ? decodedPhotometric(compressed.transferSyntaxUid, sourcePhotometric, g.samplesPerPixel) : undefined;
+  const lookOf = photometric ? new Map(header.dataset).set(Tags.PhotometricInterpretation, { tag: Tags.PhotometricInterpretation, vr: 'CS', value: encodeAsciiValue(photometric, 'CS') }) : header.dataset;
+  const layout = pixelLook(lookOf, le, g);
   if ('reason' in layout) throw hold(`cannot OCR: ${layout.reason}`);
   const ids = sourceIdentifiers(header.dataset);
-  const frames = await readSampledFrames(read, header.body.position, g, decision.ocr.sampleFrames);
+  let source: SourceFrames | undefined;
+  let frames: SampledFrames;
+  if (compressed && header.pixelData) {
+    try {
+      source = await locateSourceFrames(read, header.dataset, header.encoding, compressed.transferSyntaxUid, header.pixelData, header.body.position, totalSize);
+      frames = await readSampledCompressedFrames(read, source, compressed.transferSyntaxUid, g, decision.ocr.sampleFrames, sourcePhotometric);
+    } catch (e) {
+      if (e instanceof UndecodableFrame) throw hold(e.message, e);
+      if (isPipelineError(e, ErrorCodes.DICOM_MALFORMED)) throw hold('the frames of the compressed pixel data cannot be located', e);
+      throw e;
+    }
+  } else {
+    frames = await readSampledFrames(read, header.body.position, g, decision.ocr.sampleFrames);
+  }
+  // A re-encoded copy is checked as a reader will decode it: RLE encoded and decoded back, and equal to what was redacted.
+  const asWritten = async (redacted: Uint8Array): Promise<Uint8Array> => {
+    const back = await roundTripRle(redacted, g);
+    if (!back.equals(redacted)) throw hold('the lossless re-encoding does not give back the redacted frame');
+    return back;
+  };
   let found: Box[];
   let remaining: string[];
   try {
     found = await detectTextBoxes(frames, g, layout.look, decision.ocr.detector, ids);
     const boxes = mergeBoxes([...decision.boxes, ...found]);
-    remaining = await verifyRedactedFrames(frames, g, layout.look, boxes, decision.ocr.detector, ids);
+    remaining = await verifyRedactedFrames(frames, g, layout.look, boxes, decision.ocr.detector, ids, compressed ? asWritten : undefined);
   } catch (e) {
     if (isPipelineError(e, ErrorCodes.OCR_FAILED)) throw hold('OCR failed', e);
     throw e;
@@ -132,7 +161,19 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
   if (remaining.length > 0) throw hold(`text still legible after redaction (${remaining.join(', ')})`);
   const boxes = mergeBoxes([...decision.boxes, ...found]);
   const method = decision.boxes.length > 0 ? (found.length > 0 ? 'regions+ocr' : 'regions') : 'ocr';
-  return { geometry: g, boxes, audit: { boxes: boxes.length, frames: g.frames, method, sampledFrames: frames.indexes } };
+  // Nothing to black out: a compressed source is copied as it is, in its own syntax.
+  const transcode = compressed && source && photometric && boxes.length > 0 ? { source, transferSyntaxUid: compressed.transferSyntaxUid, photometric, sourcePhotometric } : undefined;
+  return {
+    geometry: g,
+    boxes,
+    audit: { boxes: boxes.length, frames: g.frames, method, sampledFrames: frames.indexes, ...(transcode ? { transcodedTo: RLE_LOSSLESS } : {}) },
+    ...(transcode ? { compressed: transcode } : {}),
+  };
+}
+
+/** The error that holds a file at risk of burned-in text, with why (a category, never a value). */
+function burnedInHold(risk: string): (why: string, cause?: unknown) => PipelineError {
+  return (why, cause) => new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, `pixel data may hold burned-in text (${risk}); held for review: ${why}`, { cause });
 }
 
 /** The profile with the Clean Pixel Data option: what the copy claims once its pixels were cleaned. */
@@ -200,7 +241,7 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
   const missing = (Object.keys(names) as (keyof typeof names)[]).filter((k) => !original[k]).map((k) => names[k]);
   if (missing.length) throw new PipelineError(ErrorCodes.DICOM_MISSING_UID, `file lacks ${missing.join(', ')}`);
   // The label the output gets must describe its pixel data; a deflated source is written inflated.
-  const outputTs = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
+  let outputTs: string = header.deflated ? TransferSyntax.ExplicitVRLittleEndian : header.transferSyntaxUid;
   checkPixelEncapsulation(outputTs, header.pixelData);
   // File meta elements inside the data set (a second meta group) are not allowed there (PS3.10
   // 7.1) and would relabel the output for the next reader: they are never written.
@@ -209,15 +250,23 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
   const document = encapsulatedDocument(ds, original.sopClassUid);
   if (document) throw new PipelineError(ErrorCodes.DEID_DOCUMENT_NOT_CLEANED, `the instance holds ${document}, whose content is not cleaned; held for review`);
   const burnedIn = decideBurnedIn(
-    { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(Tags.Modality)) ?? '' },
+    { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(Tags.Modality)) ?? '', transferSyntaxUid: header.transferSyntaxUid },
     options.burnedIn,
     options.deid.profile,
   );
   if (burnedIn.action === 'quarantine') throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, burnedIn.reason);
   // A deflated source is held by redactByOcr at once, and its inflating reader cannot be let go and taken up again.
-  const runOcr = (decision: Extract<BurnedInDecision, { action: 'ocr' }>) => () => redactByOcr(header, decision, options.readSourceRange);
+  const runOcr = (decision: Extract<BurnedInDecision, { action: 'ocr' }>) => () => redactByOcr(header, decision, options.readSourceRange, options.totalSize);
   const ocr = burnedIn.action === 'ocr' ? await (options.ocrStage && !header.deflated ? options.ocrStage(runOcr(burnedIn)) : runOcr(burnedIn)()) : undefined;
   const cleaning = burnedIn.action === 'clean' ? { geometry: burnedIn.geometry, boxes: burnedIn.boxes } : ocr && ocr.boxes.length > 0 ? ocr : undefined;
+  // A compressed source with text to black out is decoded and written in RLE Lossless: its header describes the decoded frames.
+  const transcode: TranscodePlan | undefined = ocr?.compressed
+    ? { transferSyntaxUid: ocr.compressed.transferSyntaxUid, geometry: ocr.geometry, boxes: ocr.boxes, source: ocr.compressed.source, littleEndian: header.encoding.littleEndian, sourcePhotometric: ocr.compressed.sourcePhotometric }
+    : undefined;
+  if (transcode && ocr?.compressed) {
+    fixUpTranscodedHeader(ds, transcode.transferSyntaxUid, ocr.compressed.photometric, transcode.geometry, header.encoding.littleEndian);
+    outputTs = RLE_LOSSLESS;
+  }
   // Marked before de-identification, so the gate checks the header that is actually written.
   if (burnedIn.action === 'clean' || ocr) markBurnedInRemoved(ds);
   const pixelsCleaned = burnedIn.action === 'clean' ? { boxes: burnedIn.boxes.length, frames: burnedIn.geometry.frames } : ocr?.audit;
@@ -271,7 +320,8 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
     if (header.pixelData) {
       yield encodePixelDataHeader(header.pixelData.tag, header.pixelData.vr, header.pixelData.length, enc);
       const chunks = pixelDataChunks(header, header.deflated ? undefined : options.totalSize);
-      yield* cleaning ? blackOutBoxes(chunks, cleaning.geometry, cleaning.boxes) : chunks;
+      if (transcode) yield* transcodeToRle(chunks, transcode, burnedInHold(burnedIn.action === 'ocr' ? burnedIn.risk : ''));
+      else yield* cleaning ? blackOutBoxes(chunks, cleaning.geometry, cleaning.boxes) : chunks;
     }
     const trailing = keepTrailing(await readTrailing(header.body, header.encoding, limits), options.deid.profile);
     if (trailing.size) yield encodeDataset(trailing, enc);

@@ -193,13 +193,22 @@ export function identifyingText(words: readonly TextBox[], ids: SourceIdentifier
 
 /**
  * The gate on the pixels: each sampled frame, redacted as the writer will write it, OCR'd
- * again. Returns the kinds of identifying text still legible (empty: passed). Rejects with
+ * again (`asWritten`: what a reader of the copy decodes, when the copy is re-encoded).
+ * Returns the kinds of identifying text still legible (empty: passed). Rejects with
  * OCR_FAILED when the engine fails.
  */
-export async function verifyRedactedFrames(frames: SampledFrames, g: PixelGeometry, look: PixelLook, boxes: readonly Box[], detector: TextDetector, ids: SourceIdentifiers): Promise<string[]> {
+export async function verifyRedactedFrames(
+  frames: SampledFrames,
+  g: PixelGeometry,
+  look: PixelLook,
+  boxes: readonly Box[],
+  detector: TextDetector,
+  ids: SourceIdentifiers,
+  asWritten: (redacted: Uint8Array) => Promise<Uint8Array> = (r) => Promise.resolve(r),
+): Promise<string[]> {
   const kinds = new Set<string>();
   for (const frame of frames.bytes) {
-    const image: GrayImage = grayFrame(await redactedFrame(frame, g, boxes), g, look);
+    const image: GrayImage = grayFrame(await asWritten(await redactedFrame(frame, g, boxes)), g, look);
     for (const k of identifyingText(await detector.detect(image), ids)) kinds.add(k);
   }
   return [...kinds].sort();

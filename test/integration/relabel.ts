@@ -1,10 +1,11 @@
 /**
  * Test samples relabelled so that they reach the research side whatever their pixel encoding.
  * Under the default redact policy a capture, ultrasound, microscopy or angiography image is
- * OCR'd whatever its BurnedInAnnotation says, and one with compressed pixel data is held for
- * review (the burned-in tests cover that policy). Tests of retrieval and of the frame index are
- * about where frames lie, so their samples are labelled CT, flagged free of burned-in text, with
- * their pixel data as it was.
+ * OCR'd whatever its BurnedInAnnotation says; one with compressed pixel data is decoded for it
+ * and, where text is found, rewritten in RLE Lossless (or held for review when it has no decoder;
+ * the burned-in tests cover that policy). Tests of retrieval and of the frame index are about
+ * where frames lie, so their samples are labelled CT, flagged free of burned-in text, with their
+ * pixel data as it was.
  */
 import { randomBytes } from 'node:crypto';
 

@@ -72,10 +72,12 @@ describe('given the redact policy', () => {
     expect(decideBurnedIn(input(withFlag(plain, Tags.ImageType, 'CS', 'DERIVED\\SECONDARY\\SCREEN SAVE')), engine, defaultProfile()).action).toBe('ocr');
   });
 
-  it('compressed pixel data of a type at risk is held, and says why', async () => {
+  it('compressed pixel data of a type at risk is OCR\'d once decoded where a decoder is at hand (RLE), and held, saying why, where none is', async () => {
     const p = await header('pydicom-data/OBXXXX1A_rle.dcm');
-    const d = decideBurnedIn({ dataset: p.dataset, littleEndian: true, pixelData: p.pixelData, sopClassUid: '1.2.840.10008.5.1.4.1.1.6.1', modality: 'US' }, engine, defaultProfile());
-    expect(d).toEqual({ action: 'quarantine', reason: expect.stringContaining('cannot OCR encapsulated (compressed) pixel data') as unknown });
+    const input = (transferSyntaxUid: string) => ({ dataset: p.dataset, littleEndian: true, pixelData: p.pixelData, sopClassUid: '1.2.840.10008.5.1.4.1.1.6.1', modality: 'US', transferSyntaxUid });
+    expect(decideBurnedIn(input('1.2.840.10008.1.2.5'), engine, defaultProfile())).toMatchObject({ action: 'ocr', compressed: { transferSyntaxUid: '1.2.840.10008.1.2.5' }, geometry: { planar: false, frames: 1 } });
+    const d = decideBurnedIn(input('1.2.840.10008.1.2.4.201'), engine, defaultProfile());
+    expect(d).toEqual({ action: 'quarantine', reason: expect.stringContaining('cannot OCR compressed pixel data in transfer syntax 1.2.840.10008.1.2.4.201 (no decoder)') as unknown });
   });
 
   it('without an OCR engine, what would be OCR\'d is held', async () => {
