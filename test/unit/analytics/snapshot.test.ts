@@ -55,7 +55,11 @@ class MemoryAnalyticsStore implements AnalyticsStore {
   }
   async deleteSnapshot(id: string) {
     let n = 0;
-    for (const k of [...this.blobs.keys()]) if (k.startsWith(`snapshots/${id}/`)) (this.blobs.delete(k), n++);
+    for (const k of [...this.blobs.keys()]) {
+      if (!k.startsWith(`snapshots/${id}/`)) continue;
+      this.blobs.delete(k);
+      n++;
+    }
     return n;
   }
   json<T>(name: string): T {
