@@ -20,6 +20,7 @@ import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../../shared/catalog/documents';
 import { loadAnalyticsSettings } from '../../shared/config/analyticsSettings';
 import { loadSettings } from '../../shared/config/settings';
+import { exportParquetMain } from '../../tools/exportParquet';
 import { sourceDriver } from './sourceDrivers';
 import { testStack } from './stackEnv';
 
@@ -177,4 +178,18 @@ test('given a reader that resolved the pointer, when a second run writes and pub
   expect(during).toEqual(expected);
   expect((await readJson<SnapshotPointer>(POINTER_BLOB)).snapshotId).toBe(second.snapshotId);
   expect(await readable(path.join(work, 'after'))).toEqual(expected);
+}, 300_000);
+
+test('given `npm run export-parquet -- --download <folder>`, then it publishes a snapshot and copies exactly the files its manifest lists', async () => {
+  const lines: string[] = [];
+  const into = path.join(work, 'cli');
+  expect(await exportParquetMain(['--download', into], env, (l) => lines.push(l))).toBe(0);
+  const pointer = await readJson<SnapshotPointer>(POINTER_BLOB);
+  expect(lines.join('\n')).toContain(`published: snapshot ${pointer.snapshotId}`);
+  const manifest = await readJson<SnapshotManifest>(pointer.manifest);
+  const { readdir, stat } = await import('node:fs/promises');
+  const local = (await readdir(into, { recursive: true })).map(String).filter((f) => f.endsWith('.parquet')).sort();
+  const listed = TABLES.flatMap((t) => manifest.tables[t].files.map((f) => f.path.slice(`snapshots/${manifest.snapshotId}/`.length))).sort();
+  expect(local.map((f) => f.split(path.sep).join('/'))).toEqual(listed);
+  for (const t of TABLES) for (const f of manifest.tables[t].files) expect((await stat(path.join(into, f.path.slice(`snapshots/${manifest.snapshotId}/`.length)))).size).toBe(f.bytes);
 }, 300_000);
