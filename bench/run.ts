@@ -5,8 +5,9 @@
  * burst with each of its processes' CPU read apart, prints one table and writes
  * bench/results.json.
  *
- * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado,sharing,statistics,ocr picks parts
- * (BENCH_STATS_INSTANCES, default 10000: the generated catalog of the statistics scenario);
+ * Environment (all optional): BENCH_ONLY=ct-1000,mf-200mb,mf-2gb,stack,wado,sharing,statistics,ocr,analytics picks parts
+ * (BENCH_STATS_INSTANCES, default 10000: the generated catalog of the statistics scenario;
+ * BENCH_ANALYTICS_INSTANCES, default 100000: that of the analytics scenario, statistics and Parquet export);
  * BENCH_WADO_MB (default 512) sizes the WADO-RS multi-frame file, BENCH_WADO_REPEATS (default
  * 50) the timed frame requests;
  * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_KEEP=1 keeps the temp files;
@@ -18,6 +19,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { runAnalyticsScenario } from './analyticsScenario';
 import { FRAME_BYTES, writeCtSeries, writeMultiFrame } from './generate';
 import type { ChildReport } from './modes';
 import { OcrResult, runOcrScenario } from './ocrScenario';
@@ -479,6 +481,7 @@ async function main(): Promise<void> {
   let wado: WadoResult | null = null;
   let wadoNote: string | undefined;
   let statistics: StatisticsResult | null = null;
+  let analytics: Awaited<ReturnType<typeof runAnalyticsScenario>> | { note: string } | null = null;
   let statisticsNote: string | undefined;
   const totalMem = os.totalmem();
   const naiveNodeArgs = [`--max-old-space-size=${Math.max(4096, Math.floor((totalMem * 0.75) / MiB))}`];
@@ -634,6 +637,17 @@ async function main(): Promise<void> {
         log(`statistics: ${statisticsNote}`);
       }
     }
+
+    if (only.has('analytics')) {
+      const instances = Number(process.env.BENCH_ANALYTICS_INSTANCES ?? 100_000);
+      if (!Number.isInteger(instances) || instances < 1000) throw new Error('BENCH_ANALYTICS_INSTANCES must be a whole number of at least 1000');
+      try {
+        analytics = await runAnalyticsScenario({ instances, repeats: 3, seed: SEED + 16, pageSize: 5000 }, log);
+      } catch (e) {
+        analytics = { note: `failed: ${e instanceof Error ? e.message : String(e)}` };
+        log(`analytics: ${analytics.note}`);
+      }
+    }
   } finally {
     if (process.env.BENCH_KEEP !== '1') fs.rmSync(workDir, { recursive: true, force: true });
     else log(`kept ${workDir}`);
@@ -657,6 +671,7 @@ async function main(): Promise<void> {
     wado: wado ?? (wadoNote ? { note: wadoNote } : null),
     sharing: sharing ?? (sharingNote ? { note: sharingNote } : null),
     statistics: statistics ?? (statisticsNote ? { note: statisticsNote } : null),
+    analytics,
     ocr,
     targets,
     environment: {

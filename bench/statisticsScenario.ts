@@ -49,7 +49,7 @@ export interface StatisticsResult {
   note: string;
 }
 
-async function load(container: Container, docs: Iterable<ResearchDocument>): Promise<{ series: number; studies: number }> {
+export async function load(container: Container, docs: Iterable<ResearchDocument>): Promise<{ series: number; studies: number }> {
   let batch: ResearchDocument[] = [];
   let series = 0;
   let studies = 0;
@@ -75,7 +75,7 @@ async function load(container: Container, docs: Iterable<ResearchDocument>): Pro
 }
 
 /** The baseline: every matching instance document read and aggregated here. */
-async function fullScan(container: Container, where: string, parameters: { name: string; value: string }[]): Promise<{ raw: RawStatistics; read: number }> {
+export async function fullScan(container: Container, where: string, parameters: { name: string; value: string }[]): Promise<{ raw: RawStatistics; read: number }> {
   const iterator = container.items.query<InstanceDocument>({
     query: `SELECT c.studyInstanceUid, c.seriesInstanceUid, c.modality, c.sopClassUid, c.transferSyntaxUid, c.size, c.dicom FROM c WHERE c.type = 'instance'${where}`,
     parameters,
@@ -100,7 +100,7 @@ async function fullScan(container: Container, where: string, parameters: { name:
   return { raw: aggregate(rows), read };
 }
 
-function comparable(raw: RawStatistics): string {
+export function comparable(raw: RawStatistics): string {
   const answer = suppressSmallCells(raw, 1);
   for (const b of Object.values(answer.breakdowns)) b.cells.sort((x, y) => (x.value < y.value ? -1 : 1));
   return JSON.stringify(answer);

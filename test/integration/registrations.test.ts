@@ -18,6 +18,8 @@ const EXPECTED: RegisteredFunction[] = [
   { name: 'ingestReplicatedFile', trigger: 'eventGridTrigger' },
   // The ANQ side: diffs the replication target's snapshots and publishes file events.
   { name: 'anqSnapshotWatcher', trigger: 'timerTrigger', schedule: '0 */1 * * * *' },
+  // The analytics export (issue 16): Parquet snapshots of the research catalog, daily by default.
+  { name: 'exportParquet', trigger: 'timerTrigger', schedule: process.env.PARQUET_EXPORT_SCHEDULE?.trim() || '0 0 2 * * *' },
   anonymousGet('health', 'health'),
   // Identified data (source paths, errors): Operations.Read, unlike the research routes.
   anonymousGet('ingestions', 'ingestions'),
