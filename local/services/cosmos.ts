@@ -18,7 +18,11 @@ export interface CosmosServerOptions {
   host?: string;
   /** 0 picks a free port; default 8081 (the emulator's). */
   port?: number;
-  /** Compile scans in O(n) per page instead of the package's O(n²) (local/services/cosmosLinearScan.ts). Default false. */
+  /**
+   * Compile scans in O(n) per page instead of the package's O(n²) (local/services/cosmosLinearScan.ts).
+   * Default true: the stack's catalog grows to thousands of documents in the tests and in `npm start`;
+   * false gives the package's own behaviour.
+   */
   linearScans?: boolean;
 }
 
@@ -44,7 +48,7 @@ export async function startCosmosServer(options: CosmosServerOptions & { inProce
   const script = path.join(__dirname, `cosmosProcess${path.extname(__filename)}`);
   // From TypeScript sources (ts-jest) the child needs the compiled script.
   const runnable = script.endsWith('.ts') ? script.replace(`${path.sep}local${path.sep}`, `${path.sep}dist${path.sep}local${path.sep}`).replace(/\.ts$/, '.js') : script;
-  const child = spawn(process.execPath, [runnable, host, String(options.port ?? 8081), ...(options.linearScans ? ['linear-scans'] : [])], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const child = spawn(process.execPath, [runnable, host, String(options.port ?? 8081), ...(options.linearScans !== false ? ['linear-scans'] : [])], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     let err = '';
@@ -85,7 +89,7 @@ function handle(host: string, port: number, stop: () => Promise<void>): CosmosSe
 /** The server in this process. */
 export async function startCosmosServerInProcess(options: CosmosServerOptions = {}): Promise<CosmosServerHandle> {
   const host = options.host ?? '127.0.0.1';
-  if (options.linearScans) applyLinearScanFix();
+  if (options.linearScans !== false) applyLinearScanFix();
   // Loaded lazily: only the stack needs it, and it costs a few hundred ms.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { createHttpServer } = require('@vercel/cosmosdb-server') as { createHttpServer(opts?: http.ServerOptions & { keepAlive?: boolean }): http.Server };

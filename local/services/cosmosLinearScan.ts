@@ -5,7 +5,7 @@
  * one page of any query, and of the read feed (`SELECT * FROM c` inside), costs O(n²) in the
  * container's documents. That is what makes the server superlinear past ~15,000 documents
  * (docs/statistics.md). Rewriting the spread into a push keeps the result identical and the cost
- * O(n) per page. Used by the benches that load 100,000 documents; the stack does not turn it on.
+ * O(n) per page. On by default wherever the server is started (`linearScans: false` turns it off).
  */
 import * as path from 'node:path';
 
