@@ -86,10 +86,20 @@
     form.elements.toYear.value = (range[1] || '').slice(0, 4);
   }
 
+  // The development token locally (config.js); in Azure, a token from the sign-in (signin.js).
+  var token = config.token;
+  var signedIn = false;
+
   function get(path) {
     var headers = { accept: 'application/json' };
-    if (config.token) headers.authorization = 'Bearer ' + config.token;
+    if (token) headers.authorization = 'Bearer ' + token;
     return fetch(apiRoot + path, { headers: headers }).then(function (res) {
+      if (res.status === 401 && config.oidc && signedIn && !window.sessionStorage.getItem('vna-dashboard.renewed')) {
+        // The kept token was refused (expired early, or its signing key rolled): sign in again, once.
+        window.sessionStorage.setItem('vna-dashboard.renewed', '1');
+        return window.dashboardSignIn(config.oidc, true).then(function () { return new Promise(function () {}); });
+      }
+      if (res.ok) window.sessionStorage.removeItem('vna-dashboard.renewed');
       return res.json().catch(function () { return {}; }).then(function (body) {
         if (!res.ok) throw new Error((body.error && body.error.message) || ('the API answered ' + res.status));
         return body;
@@ -190,8 +200,10 @@
   }
 
   var form = document.getElementById('filters');
-  var initial = new URLSearchParams(window.location.search);
-  fillForm(form, initial);
+  function start() {
+    fillForm(form, new URLSearchParams(window.location.search));
+    load(filtersOf(form));
+  }
   form.addEventListener('submit', function (ev) {
     ev.preventDefault();
     var q = filtersOf(form);
@@ -203,5 +215,17 @@
     window.history.replaceState(null, '', window.location.pathname);
     load(new URLSearchParams());
   });
-  load(filtersOf(form));
+  if (config.token || !config.oidc) {
+    start();
+  } else {
+    document.body.dataset.state = 'signing-in';
+    window.dashboardSignIn(config.oidc).then(function (t) {
+      token = t;
+      signedIn = true;
+      start();
+    }, function (e) {
+      document.getElementById('status').textContent = e.message;
+      document.body.dataset.state = 'error';
+    });
+  }
 })();

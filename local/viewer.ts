@@ -229,6 +229,16 @@ export interface ViewerOptions {
   port?: number;
   /** Called at each request of /app-config.js: a fresh token, so that an open tab outlives a token's lifetime by reloading. */
   token?: () => Promise<string>;
+  /** The dashboard signs in with this OpenID provider (dashboard/signin.js) instead of carrying `token`. */
+  dashboardOidc?: DashboardOidc;
+}
+
+/** What dashboard/signin.js needs of the OpenID provider, in OHIF's names (docs/statistics.md). */
+export interface DashboardOidc {
+  authority: string;
+  client_id: string;
+  scope?: string;
+  redirect_uri?: string;
 }
 
 export interface ViewerServer {
@@ -287,9 +297,12 @@ export function dashboardFiles(dashboardDir?: string): { dir: string; chartJs: s
   return { dir: path.resolve(dashboardDir ?? path.join(root, 'dashboard')), chartJs: path.join(root, 'node_modules', 'chart.js', 'dist', 'chart.umd.min.js') };
 }
 
-/** `/dashboard/config.js`: where the API is, and locally the development token of the Research.Read role. */
-export function dashboardConfigScript(options: { apiRoot: string; token?: string }): string {
-  return `window.DASHBOARD_CONFIG = ${JSON.stringify({ apiRoot: options.apiRoot, ...(options.token !== undefined ? { token: options.token } : {}) })};\n`;
+/**
+ * `/dashboard/config.js`: where the API is, and either the development token of the Research.Read
+ * role (npm start) or the OpenID provider to sign in with (a static site in Azure).
+ */
+export function dashboardConfigScript(options: { apiRoot: string; token?: string; oidc?: DashboardOidc }): string {
+  return `window.DASHBOARD_CONFIG = ${JSON.stringify({ apiRoot: options.apiRoot, ...(options.token !== undefined ? { token: options.token } : {}), ...(options.oidc ? { oidc: options.oidc } : {}) })};\n`;
 }
 
 /**
@@ -306,8 +319,8 @@ async function serveDashboard(req: http.IncomingMessage, res: http.ServerRespons
   const files = dashboardFiles(options.dashboardDir);
   const rest = pathname.slice('/dashboard'.length);
   if (rest === '/config.js') {
-    const token = options.token ? await options.token() : undefined;
-    const script = dashboardConfigScript({ apiRoot: options.dicomWebRoot.replace(/\/dicomweb\/?$/, ''), ...(token !== undefined ? { token } : {}) });
+    const token = options.token && !options.dashboardOidc ? await options.token() : undefined;
+    const script = dashboardConfigScript({ apiRoot: options.dicomWebRoot.replace(/\/dicomweb\/?$/, ''), ...(token !== undefined ? { token } : {}), ...(options.dashboardOidc ? { oidc: options.dashboardOidc } : {}) });
     res.writeHead(200, { 'content-type': contentTypeOf(rest), 'content-length': Buffer.byteLength(script), 'cache-control': 'no-store' });
     res.end(req.method === 'HEAD' ? undefined : script);
     return true;

@@ -8,12 +8,15 @@
  * under the minimum. UPDATE_DASHBOARD_SCREENSHOT=1 writes docs/images/dashboard.png.
  */
 import { type Container, type JSONObject } from '@azure/cosmos';
+import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
+import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
 import { type Browser, chromium } from 'playwright-core';
 
 import { generateCatalog } from '../../bench/catalogDocs';
+import { closeServer, listen } from '../../local/net';
 import { ensureViewerBuild, startViewer, type ViewerServer } from '../../local/viewer';
 import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
 import type { InstanceDocument, ResearchDocument } from '../../shared/catalog/documents';
@@ -137,6 +140,68 @@ function readPage(page: import('playwright-core').Page): Promise<PageReading> {
   });
 }
 
+
+/**
+ * A stand-in OpenID provider for the sign-in test: discovery, an authorize endpoint that
+ * consents at once (302 back with a code), and a token endpoint that gives `accessToken` only
+ * for the code it issued, the same redirect URI and a PKCE verifier whose S256 is the challenge.
+ */
+async function startStandInProvider(accessToken: string): Promise<{ url: string; authorized: URLSearchParams[]; exchanges: { ok: boolean; reason: string }[]; stop(): Promise<void> }> {
+  const authorized: URLSearchParams[] = [];
+  const exchanges: { ok: boolean; reason: string }[] = [];
+  const codes = new Map<string, { challenge: string; redirectUri: string; clientId: string }>();
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://provider');
+    // Entra's shape: everything under the tenant's authority.
+    url.pathname = url.pathname.replace(/^\/tenant\/v2\.0/, '');
+    const cors = { 'access-control-allow-origin': '*' };
+    if (url.pathname === '/.well-known/openid-configuration') {
+      res.writeHead(200, { 'content-type': 'application/json', ...cors });
+      res.end(JSON.stringify({ issuer: base, authorization_endpoint: `${base}/authorize`, token_endpoint: `${base}/token` }));
+      return;
+    }
+    if (url.pathname === '/authorize') {
+      authorized.push(url.searchParams);
+      const code = randomBytes(12).toString('hex');
+      codes.set(code, { challenge: url.searchParams.get('code_challenge') ?? '', redirectUri: url.searchParams.get('redirect_uri') ?? '', clientId: url.searchParams.get('client_id') ?? '' });
+      const back = new URL(url.searchParams.get('redirect_uri') ?? '');
+      back.searchParams.set('code', code);
+      back.searchParams.set('state', url.searchParams.get('state') ?? '');
+      res.writeHead(302, { location: back.href });
+      res.end();
+      return;
+    }
+    if (url.pathname === '/token' && req.method === 'POST') {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString('utf8')));
+      req.on('end', () => {
+        const form = new URLSearchParams(body);
+        const issued = codes.get(form.get('code') ?? '');
+        codes.delete(form.get('code') ?? '');
+        const verifier = form.get('code_verifier') ?? '';
+        const reason = !issued
+          ? 'unknown code'
+          : form.get('grant_type') !== 'authorization_code'
+            ? 'grant type'
+            : issued.redirectUri !== form.get('redirect_uri') || issued.clientId !== form.get('client_id')
+              ? 'redirect URI or client'
+              : createHash('sha256').update(verifier).digest('base64url') !== issued.challenge
+                ? 'PKCE verifier'
+                : '';
+        exchanges.push({ ok: reason === '', reason });
+        res.writeHead(reason ? 400 : 200, { 'content-type': 'application/json', ...cors });
+        res.end(JSON.stringify(reason ? { error: 'invalid_grant' } : { access_token: accessToken, token_type: 'Bearer', expires_in: 3600 }));
+      });
+      return;
+    }
+    res.writeHead(404, cors);
+    res.end();
+  });
+  const port = await listen(server, 0, '127.0.0.1', 'stand-in OpenID provider');
+  const base = `http://127.0.0.1:${port}/tenant/v2.0`;
+  return { url: base, authorized, exchanges, stop: () => closeServer(server) };
+}
+
 describe('the statistics dashboard that npm start serves at /dashboard/', () => {
   it('given the page and its assets, then Chart.js comes from the project (no CDN) and config.js names the API', async () => {
     const html = await (await fetch(viewer.dashboardUrl)).text();
@@ -206,5 +271,41 @@ describe('the statistics dashboard that npm start serves at /dashboard/', () => 
     else expect(reading.totals.instances).toBe('');
     expect(reading.breakdowns.modality?.rows.map((r) => r.value)).toEqual(total.studies >= minCell ? ['CT'] : []);
     await page.close();
+  });
+
+  it('given the dashboard hosted without a token and an OpenID provider in its config, then it signs in (code flow with PKCE), keeps its filters, and draws the counts', async () => {
+    const provider = await startStandInProvider(testStack().tokens.research);
+    const stack = testStack();
+    const hosted = await startViewer({ distDir: await ensureViewerBuild(projectRoot), dicomWebRoot: `${stack.hostUrl}/api/dicomweb`, port: 0, dashboardOidc: { authority: provider.url, client_id: 'dashboard-spa', scope: 'api://vna/access_as_user' } });
+    try {
+      const config = await (await fetch(`${hosted.dashboardUrl}config.js`)).text();
+      expect(config).not.toContain('"token"');
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${hosted.dashboardUrl}?Manufacturer=${MARK}*`);
+      await ready(page);
+      expect(errors).toEqual([]);
+      // One trip to the provider, with PKCE (S256) and this page as the redirect URI; one exchange, accepted.
+      expect(provider.authorized).toHaveLength(1);
+      const asked = provider.authorized[0]!;
+      expect(asked.get('code_challenge_method')).toBe('S256');
+      expect(asked.get('response_type')).toBe('code');
+      expect(asked.get('redirect_uri')).toBe(hosted.dashboardUrl);
+      expect(provider.exchanges).toEqual([{ ok: true, reason: '' }]);
+      // Back on the page with its own query (no code or state left in it), and the API's numbers drawn.
+      const search = await page.evaluate(() => (globalThis as unknown as { location: { search: string } }).location.search);
+      expect(new URLSearchParams(search).get('Manufacturer')).toBe(`${MARK}*`);
+      expect(search).not.toMatch(/code=|state=/);
+      expect((await readPage(page)).totals.instances).toBe(String(countOf(instances).instances));
+      // A reload uses the kept token: no second trip to the provider.
+      await page.reload();
+      await ready(page);
+      expect(provider.authorized).toHaveLength(1);
+      await page.close();
+    } finally {
+      await hosted.stop();
+      await provider.stop();
+    }
   });
 });
