@@ -241,3 +241,39 @@ export async function runBackfillSlice(deps: SliceDeps, options: SliceOptions): 
   await finish(cp.done ? { state: 'done', completedAt: iso() } : {});
   return { ran: true, done: cp.done, counts: cp.counts };
 }
+
+/** Events per second a job may ask for, and what it gets when it names none (the command line's default). */
+export const MAX_JOB_RATE = 100_000;
+export const DEFAULT_JOB_RATE = 200;
+
+/**
+ * The body of `POST /api/backfill`: `{ "source": "blob", "container"?, "prefix"?, "rate"? }` or
+ * `{ "source": "anq", "path", "snapshot"?, "rate"? }`. The container defaults to the first of
+ * SOURCE_CONTAINERS and must be one of them (ingestion ignores others). Throws REQUEST_INVALID
+ * naming the bad field.
+ */
+export function parseBackfillRequest(body: unknown, sourceContainers: readonly string[]): { source: BackfillSource; ratePerSecond: number } {
+  const bad = (m: string) => new PipelineError(ErrorCodes.REQUEST_INVALID, m);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('body: must be a JSON object');
+  const b = body as Record<string, unknown>;
+  const known = new Set(['source', 'container', 'prefix', 'path', 'snapshot', 'rate']);
+  const extra = Object.keys(b).find((k) => !known.has(k));
+  if (extra !== undefined) throw bad(`body: unknown field (allowed: ${[...known].join(', ')})`);
+  const rate = b.rate === undefined ? DEFAULT_JOB_RATE : b.rate;
+  if (typeof rate !== 'number' || !Number.isInteger(rate) || rate < 0 || rate > MAX_JOB_RATE) throw bad(`rate: a whole number of events per second from 0 (unpaced) to ${MAX_JOB_RATE}`);
+  const kind = b.source ?? 'blob';
+  if (kind === 'blob') {
+    if (b.path !== undefined || b.snapshot !== undefined) throw bad('path, snapshot: for source "anq" only');
+    const container = b.container ?? sourceContainers[0];
+    if (typeof container !== 'string' || !sourceContainers.includes(container)) throw bad('container: must be one of SOURCE_CONTAINERS');
+    if (b.prefix !== undefined && (typeof b.prefix !== 'string' || b.prefix === '' || b.prefix.length > 1024)) throw bad('prefix: a non-empty blob name prefix');
+    return { source: { kind: 'blob', container, ...(b.prefix !== undefined ? { prefix: b.prefix as string } : {}) }, ratePerSecond: rate };
+  }
+  if (kind === 'anq') {
+    if (b.container !== undefined || b.prefix !== undefined) throw bad('container, prefix: for source "blob" only');
+    if (typeof b.path !== 'string' || !b.path.startsWith('/') || b.path.length > 4096 || /(^|\/)\.\.?(\/|$)/.test(b.path)) throw bad('path: an absolute file-system path on the cluster without dot segments (for example /replica/dicom/)');
+    if (b.snapshot !== undefined && (typeof b.snapshot !== 'number' || !Number.isSafeInteger(b.snapshot) || b.snapshot < 0)) throw bad('snapshot: a snapshot id');
+    return { source: { kind: 'anq', path: b.path, ...(b.snapshot !== undefined ? { snapshotId: b.snapshot as number } : {}) }, ratePerSecond: rate };
+  }
+  throw bad('source: "blob" or "anq"');
+}
