@@ -48,7 +48,7 @@ async function status(_request: HttpRequest, context: InvocationContext): Promis
   try {
     const r = await backfillJobStore().read();
     if (!r) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no backfill job has been started');
-    return { jsonBody: jobStatus(r.document) };
+    return { status: 200, jsonBody: jobStatus(r.document) };
   } catch (e) {
     return failure('getBackfill', e, context);
   }
