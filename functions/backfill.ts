@@ -58,6 +58,9 @@ export const startBackfill = requireRole(runtime, { route: 'startBackfill', role
 export const getBackfill = requireRole(runtime, { route: 'getBackfill', role: [Roles.OperationsRead, Roles.OperationsManage] }, status);
 
 export async function backfillSlice(_timer: Timer, context: InvocationContext): Promise<void> {
+  // Without an active job, a tick reads one blob and nothing else (the runtime is not built for it).
+  const current = await backfillJobStore().read();
+  if (!current || current.document.state === 'done') return;
   const deps = backfillSliceDeps(await runtime());
   const r = await runBackfillSlice(deps, { owner: context.invocationId, maxRunMs: deps.maxRunMs });
   if (!r.ran) {
