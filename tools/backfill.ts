@@ -21,17 +21,14 @@
  */
 import { join } from 'node:path';
 
-import { coveringSnapshotSources, QumuloRestClient } from '../shared/anq/qumuloRest';
-import { S3SnapshotFileLister } from '../shared/anq/watcherAdapters';
 import { BlobContainerLister, FileCheckpointStore, TopicBackfillSink } from '../shared/backfill/adapters';
-import { AnqSnapshotLister } from '../shared/backfill/anqLister';
+import { anqBackfillLister } from '../shared/backfill/anqLister';
 import { type BackfillOptions, type BackfillProgress, runBackfill, type SourceLister } from '../shared/backfill/backfill';
 import { CosmosIndexStore,createCosmosClient } from '../shared/catalog/cosmosCatalog';
-import { type AnqSettings, loadAnqSettings } from '../shared/config/anqSettings';
+import { loadAnqSettings } from '../shared/config/anqSettings';
 import { loadSettings } from '../shared/config/settings';
 import { generationOf } from '../shared/ingest/generation';
 import { loadDeidProfile } from '../shared/runtime';
-import { anqS3Client } from '../shared/storage/anqSourceStore';
 import { blobServiceClient } from '../shared/storage/blobStores';
 import { createTelemetry, flushTelemetry } from '../shared/telemetry/telemetry';
 import { progressWriter } from './progressBar';
@@ -75,28 +72,6 @@ export function parseBackfillArgs(args: string[]): CliOptions {
   return o;
 }
 
-/**
- * The ANQ export's lister for `--anq <path>`: the path must lie inside the configured export and
- * prefix (ingestion refuses any other), and is listed as of the newest snapshot of the export (or
- * the one named). Throws with a message for the operator when it cannot.
- */
-async function anqLister(anq: AnqSettings | undefined, path: string, snapshotId: number | undefined): Promise<{ lister: AnqSnapshotLister; snapshotId: number; prefix: string }> {
-  if (!anq) throw new Error('--anq needs the ANQ source settings (ANQ_S3_ENDPOINT, ANQ_S3_BUCKET, ANQ_CLUSTER_NAME, ...), as the functions have them');
-  if (anq.readFrom !== 'snapshot' || !anq.rest) throw new Error('--anq lists a snapshot: it needs ANQ_READ_FROM=snapshot and ANQ_REST_ENDPOINT/ANQ_REST_TOKEN');
-  const root = anq.exportPath === '/' ? '' : anq.exportPath;
-  const scopeRoot = `${root}/${anq.prefix}`;
-  const wanted = path.endsWith('/') ? path : `${path}/`;
-  if (!wanted.startsWith(scopeRoot)) throw new Error(`--anq must name a directory under ${scopeRoot} (the export and prefix ingestion accepts)`);
-  const prefix = wanted.slice(root.length + 1);
-  const api = new QumuloRestClient(anq.rest.endpoint, anq.rest.token);
-  const covering = await coveringSnapshotSources(api, anq);
-  const snapshots = (await api.listSnapshots()).filter((s) => covering.includes(s.source_file_id));
-  const snapshot = snapshotId === undefined ? snapshots.at(-1) : snapshots.find((s) => s.id === snapshotId);
-  if (!snapshot) throw new Error(snapshotId === undefined ? 'no snapshot of the export is kept: take one (the replication policy does) and run again' : `snapshot ${snapshotId} is not a kept snapshot of the export`);
-  const lister = new AnqSnapshotLister(new S3SnapshotFileLister(anqS3Client(anq.s3), anq.s3.bucket), { cluster: anq.cluster, exportPath: anq.exportPath, prefix }, snapshot);
-  return { lister, snapshotId: snapshot.id, prefix };
-}
-
 export async function backfillMain(args: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
   let o: CliOptions;
   try {
@@ -121,7 +96,7 @@ export async function backfillMain(args: string[], env: Record<string, string | 
   let defaultCheckpoint: string;
   if (o.anq !== undefined) {
     try {
-      const anq = await anqLister(loadAnqSettings(env), o.anq, o.snapshot);
+      const anq = await anqBackfillLister(loadAnqSettings(env), o.anq, o.snapshot);
       lister = anq.lister;
       // One checkpoint per snapshot: a pass over a newer snapshot starts anew and skips what is done.
       defaultCheckpoint = join('.local-data', 'backfill', `anq-${anq.snapshotId}-${anq.prefix.replace(/[^A-Za-z0-9]+/g, '_')}.json`);

@@ -5,6 +5,11 @@
  * The test runs the backfill against it from other processes: a stack in the test's own worker
  * would share that worker's environment with the shared test stack. A line `rotate <keyId> <key>`
  * on stdin changes the functions' de-identification key (the re-index test).
+ *
+ * With a third argument `function` (the backfill function's test), the stack's timers fire every
+ * LOCAL_TIMER_INTERVAL_MS (default here 1,000 ms), the archive topic is the host's own Event Grid
+ * webhook, slices last BACKFILL_MAX_RUN_MS (default here 1,000 ms), and the JSON line carries an
+ * `operatorToken` of the development issuer with Operations.Manage and Operations.Read.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -14,7 +19,12 @@ import { resetRuntime } from '../shared/runtime';
 import { seedArchive } from './backfillArchive';
 
 async function main(): Promise<void> {
-  const [dir, countArg] = process.argv.slice(2);
+  const [dir, countArg, mode] = process.argv.slice(2);
+  const backfillFunction = mode === 'function';
+  if (backfillFunction) {
+    process.env.LOCAL_TIMER_INTERVAL_MS ||= '1000';
+    process.env.BACKFILL_MAX_RUN_MS ||= '1000';
+  }
   if (!dir || !countArg) throw new Error('usage: backfillStack <dir> <count>');
   const projectRoot = path.resolve(__dirname, '..', '..');
   await seedArchive({ location: path.join(dir, 'azurite'), container: 'anq-replica', count: Number(countArg), seed: 18 });
@@ -26,6 +36,14 @@ async function main(): Promise<void> {
     env: { TELEMETRY_CAPTURE_FILE: telemetryFile, SOURCE_CONTAINERS: 'anq-replica' },
     logSink: (level, fn, message) => { if (level === 'warning' || level === 'error') fs.appendFileSync(problems, `${fn}: ${message}\n`); },
   });
+  let operatorToken: string | undefined;
+  if (backfillFunction) {
+    // Read by the backfill function at each tick: the host's own webhook as the archive topic.
+    process.env.ANQ_EVENTS_TOPIC_ENDPOINT = `${stack.hostUrl}/runtime/webhooks/eventgrid?functionName=ingestReplicatedFile`;
+    process.env.ANQ_EVENTS_TOPIC_KEY = 'local-topic-key';
+    operatorToken = await stack.devIssuer.sign({ subject: 'local-backfill-operator', roles: ['Operations.Manage', 'Operations.Read'] });
+    stack.host.startTimers();
+  }
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -51,7 +69,7 @@ async function main(): Promise<void> {
     }
   });
   process.stdin.resume();
-  process.stdout.write(`${JSON.stringify({ env: stack.env, hostUrl: stack.hostUrl, telemetryFile, problems, cosmosDatabase: stack.settings.cosmosDatabase, indexContainer: stack.settings.indexContainer, cosmosEndpoint: stack.cosmosEndpoint })}\n`);
+  process.stdout.write(`${JSON.stringify({ env: stack.env, hostUrl: stack.hostUrl, telemetryFile, problems, cosmosDatabase: stack.settings.cosmosDatabase, indexContainer: stack.settings.indexContainer, cosmosEndpoint: stack.cosmosEndpoint, ...(operatorToken ? { operatorToken } : {}) })}\n`);
 }
 
 main().catch((e: unknown) => { process.stderr.write(`${(e as Error).stack ?? String(e)}\n`); process.exit(1); });

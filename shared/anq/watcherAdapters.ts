@@ -94,7 +94,8 @@ export class BlobJsonDocumentStore<T> {
   }
 }
 
-function containerOf(checkpoint: AnqWatcherSettings['checkpoint']): ContainerClient {
+/** The checkpoint's container (also the backfill job's, shared/backfill/adapters.ts). */
+export function containerOf(checkpoint: Pick<AnqWatcherSettings['checkpoint'], 'storage' | 'container'>): ContainerClient {
   const s = checkpoint.storage;
   const service = s.kind === 'connectionString'
     ? BlobServiceClient.fromConnectionString(s.connectionString)

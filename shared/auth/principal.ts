@@ -11,6 +11,8 @@ export const Roles = {
   SharingManage: 'Sharing.Manage',
   /** The operations view of ingestions, error statistics, the access audit. */
   OperationsRead: 'Operations.Read',
+  /** Operator actions that change what the pipeline does: starting a backfill job (functions/backfill.ts). */
+  OperationsManage: 'Operations.Manage',
 } as const;
 
 export type Role = (typeof Roles)[keyof typeof Roles];

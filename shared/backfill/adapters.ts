@@ -1,6 +1,6 @@
 /**
  * The backfill's adapters: a blob container listed page by page, the archive topic (CloudEvents),
- * and a checkpoint kept in a file (the command line) or a blob (a function run).
+ * and a checkpoint kept in a file (the command line) or, with its job, in a blob (a function run).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -10,9 +10,12 @@ import { AzureKeyCredential, EventGridPublisherClient } from '@azure/eventgrid';
 import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identity';
 import type { ContainerClient } from '@azure/storage-blob';
 
+import { BlobJsonDocumentStore, containerOf } from '../anq/watcherAdapters';
+import type { AnqWatcherSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
 import { encodeBlobName } from '../events/ingestEvents';
 import type { BackfillCheckpoint, BackfillCheckpointStore, BackfillEventSink, BackfillPage, PublishedEvent, SourceLister } from './backfill';
+import { type BackfillJobDocument, type BackfillJobStore, isBackfillJobDocument } from './job';
 
 /** A landing container, in the service's (name) order; the cursor is the listing's continuation token. */
 export class BlobContainerLister implements SourceLister {
@@ -101,5 +104,16 @@ export class FileCheckpointStore implements BackfillCheckpointStore {
     writeFileSync(temp, text);
     renameSync(temp, this.path);
     return FileCheckpointStore.tag(text);
+  }
+}
+
+/** The backfill job's document (shared/backfill/job.ts) as one blob, replaced with If-Match. */
+export class BlobBackfillJobStore extends BlobJsonDocumentStore<BackfillJobDocument> implements BackfillJobStore {
+  constructor(container: ContainerClient, blobName: string) {
+    super(container, blobName, 'backfill job', isBackfillJobDocument);
+  }
+
+  static fromSettings(job: AnqWatcherSettings['checkpoint']): BlobBackfillJobStore {
+    return new BlobBackfillJobStore(containerOf(job), job.blobName);
   }
 }

@@ -129,18 +129,14 @@ export function loadAnqSettings(env: Env = process.env): AnqSettings | undefined
   return { cluster, s3: { endpoint, bucket, region, accessKeyId, secretAccessKey }, exportPath, prefix, readFrom: readFrom as 'snapshot' | 'head', rest };
 }
 
-/**
- * Reads the watcher's settings (the ANQ source settings must be valid too: the watcher needs
- * the REST API). Throws CONFIG_INVALID naming every bad setting.
- */
-export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettings {
-  const c = new Collector(env);
-  const topicText = c.str('ANQ_EVENTS_TOPIC_ENDPOINT');
+/** The archive topic (ANQ_EVENTS_TOPIC_*): what the watcher and the backfill publish to. */
+function topicOf(c: Collector, endpoint: string): AnqWatcherSettings['topic'] {
   // A query is allowed here: locally the "topic" is the function host's Event Grid webhook (`?functionName=...`).
-  const topic = { endpoint: topicText ? c.secureUrl('ANQ_EVENTS_TOPIC_ENDPOINT', topicText, true) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
-  const schedule = c.str('ANQ_WATCH_SCHEDULE', '0 */1 * * * *');
-  if (schedule.split(/\s+/).length !== 6) c.problems.push('ANQ_WATCH_SCHEDULE must be an NCRONTAB expression with six fields (seconds first)');
+  return { endpoint: endpoint ? c.secureUrl('ANQ_EVENTS_TOPIC_ENDPOINT', endpoint, true) : '', key: c.optional('ANQ_EVENTS_TOPIC_KEY'), clientId: c.optional('ANQ_EVENTS_TOPIC_CLIENT_ID') };
+}
 
+/** The storage and container of the watcher's checkpoint (and of the backfill job's document). */
+function checkpointPlaceOf(c: Collector): Omit<AnqWatcherSettings['checkpoint'], 'blobName'> {
   let storage: AnqWatcherSettings['checkpoint']['storage'];
   const cs = c.optional('ANQ_CHECKPOINT_STORAGE') ?? c.optional('AzureWebJobsStorage');
   const uri = c.optional('ANQ_CHECKPOINT_STORAGE__blobServiceUri');
@@ -152,6 +148,20 @@ export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettin
   }
   const container = c.str('ANQ_CHECKPOINT_CONTAINER', 'anq-watcher');
   if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(container)) c.problems.push('ANQ_CHECKPOINT_CONTAINER must be a valid blob container name');
+  return { storage, container };
+}
+
+/**
+ * Reads the watcher's settings (the ANQ source settings must be valid too: the watcher needs
+ * the REST API). Throws CONFIG_INVALID naming every bad setting.
+ */
+export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettings {
+  const c = new Collector(env);
+  const topic = topicOf(c, c.str('ANQ_EVENTS_TOPIC_ENDPOINT'));
+  const schedule = c.str('ANQ_WATCH_SCHEDULE', '0 */1 * * * *');
+  if (schedule.split(/\s+/).length !== 6) c.problems.push('ANQ_WATCH_SCHEDULE must be an NCRONTAB expression with six fields (seconds first)');
+
+  const { storage, container } = checkpointPlaceOf(c);
   const blobName = c.str('ANQ_CHECKPOINT_BLOB', 'checkpoint.json');
   const startFrom = c.str('ANQ_WATCH_START', 'oldest');
   if (startFrom !== 'oldest' && startFrom !== 'latest') c.problems.push('ANQ_WATCH_START must be "oldest" or "latest"');
@@ -178,4 +188,29 @@ export function loadAnqWatcherSettings(env: Env = process.env): AnqWatcherSettin
     mode: mode as 'snapshots' | 'notify',
     notify: { settleMs, reconcileMs, stateBlobName },
   };
+}
+
+/** The backfill function's settings (functions/backfill.ts, docs/operations.md "Backfill in Azure"). */
+export interface BackfillFunctionSettings {
+  /** The archive topic; its endpoint is empty when ANQ_EVENTS_TOPIC_ENDPOINT is unset (a job then fails with CONFIG_INVALID). */
+  topic: AnqWatcherSettings['topic'];
+  /** The job document: a blob beside the ANQ watcher's checkpoint (BACKFILL_JOB_BLOB in ANQ_CHECKPOINT_CONTAINER). */
+  job: AnqWatcherSettings['checkpoint'];
+  /** One slice's length (BACKFILL_MAX_RUN_MS): keep it well under functionTimeout in host.json. */
+  maxRunMs: number;
+}
+
+/**
+ * Reads the backfill function's settings. The topic is not required here: without a job, the
+ * timer only reads the job blob. Throws CONFIG_INVALID naming every bad setting.
+ */
+export function loadBackfillFunctionSettings(env: Env = process.env): BackfillFunctionSettings {
+  const c = new Collector(env);
+  const topic = topicOf(c, c.optional('ANQ_EVENTS_TOPIC_ENDPOINT') ?? '');
+  const place = checkpointPlaceOf(c);
+  const blobName = c.str('BACKFILL_JOB_BLOB', 'backfill-job.json');
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/.test(blobName)) c.problems.push('BACKFILL_JOB_BLOB must be a plain blob name (letters, digits, ".", "_", "-")');
+  const maxRunMs = c.int('BACKFILL_MAX_RUN_MS', 240_000, 1_000, 3_600_000);
+  if (c.problems.length > 0) c.fail();
+  return { topic, job: { ...place, blobName }, maxRunMs };
 }

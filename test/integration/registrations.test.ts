@@ -52,6 +52,10 @@ const EXPECTED: RegisteredFunction[] = [
   { name: 'exportInstance', trigger: 'queueTrigger', queueName: process.env.EXPORT_QUEUE?.trim() || 'partner-exports' },
   // Closes the live agreements' parts of past days (their manifest, then VNA.Export.Completed).
   { name: 'closeLiveParts', trigger: 'timerTrigger', schedule: '0 */5 * * * *' },
+  // The backfill in Azure: start a job (Operations.Manage), read its status, one slice per tick.
+  { name: 'startBackfill', trigger: 'httpTrigger', route: 'backfill', methods: ['POST'], authLevel: 'anonymous' },
+  anonymousGet('getBackfill', 'backfill'),
+  { name: 'backfillSlice', trigger: 'timerTrigger', schedule: process.env.BACKFILL_SCHEDULE?.trim() || '0 */1 * * * *' },
 ];
 
 const byName = (a: RegisteredFunction, b: RegisteredFunction) => a.name.localeCompare(b.name);
