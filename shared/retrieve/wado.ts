@@ -16,7 +16,7 @@ import type { ByteRange, FrameIndex, FrameIndexSource } from './frameIndex';
 import { bitPackedFrameRange, repackBitFrame } from './frameIndexBits';
 import { checkFrameNumber, encapsulatedValueEnd, frameRanges, lengthOf, parseFrameList, parseRange } from './frames';
 import { instanceUrl, MetadataCache,metadataOf } from './instanceMetadata';
-import { afterOpened, coalesced, concatenated, multipartBody, multipartContentType, multipartLength, newBoundary, type Part } from './multipart';
+import { afterOpened, concatenated, multipartBody, multipartContentType, multipartLength, newBoundary, type Part } from './multipart';
 import { negotiateBulkData, negotiateFrames, negotiateInstances, negotiateMetadata, parseAccept } from './negotiate';
 import { findResearchInstances, type ResearchInstance, ResearchInstanceCache, type RetrieveScope } from './researchInstances';
 
@@ -183,7 +183,7 @@ async function retrieveInstances(deps: WadoDeps, request: WadoRequest, instances
   );
   if (!multipart) {
     const [part] = parts as [Part];
-    return { status: 200, headers: { 'content-type': part.contentType }, body: coalesced(concatenated([part.open])), returned: instances };
+    return { status: 200, headers: { 'content-type': part.contentType }, body: concatenated([part.open]), returned: instances };
   }
   const boundary = newBoundary();
   return {
@@ -307,5 +307,5 @@ async function retrieveBulkData(deps: WadoDeps, request: WadoRequest, instance: 
   }
   const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-length': String(count), 'accept-ranges': 'bytes' };
   if (wanted.kind === 'partial') headers['content-range'] = `bytes ${wanted.start}-${wanted.end}/${length}`;
-  return { status: wanted.kind === 'partial' ? 206 : 200, headers, body: coalesced(concatenated([(part as Part).open])), returned: [instance] };
+  return { status: wanted.kind === 'partial' ? 206 : 200, headers, body: concatenated([(part as Part).open]), returned: [instance] };
 }

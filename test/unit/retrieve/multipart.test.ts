@@ -1,4 +1,4 @@
-import { coalesced, multipartBody, multipartLength, type Part } from '../../../shared/retrieve/multipart';
+import { multipartBody, multipartLength, type Part } from '../../../shared/retrieve/multipart';
 
 async function* chunks(sizes: number[], fill = (i: number) => i % 251): AsyncGenerator<Uint8Array> {
   let n = 0;
@@ -16,39 +16,6 @@ async function all(source: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
 }
 
 const joined = (cs: Uint8Array[]) => Buffer.concat(cs);
-
-describe('coalesced', () => {
-  test('given small chunks, then the same bytes in order, in chunks of at least the minimum but the last', async () => {
-    const sizes = [10, 300, 5, 1000, 64, 64, 64, 7];
-    const out = await all(coalesced(chunks(sizes), 256));
-    expect(joined(out).equals(joined(await all(chunks(sizes))))).toBe(true);
-    for (const c of out.slice(0, -1)) expect(c.length).toBeGreaterThanOrEqual(256);
-    expect(out.length).toBeLessThan(sizes.length);
-  });
-
-  test('given a chunk already as large as the minimum with nothing held, then it passes as it is', async () => {
-    const big = new Uint8Array(512);
-    const out = await all(coalesced((async function* () { yield big; })(), 256));
-    expect(out).toHaveLength(1);
-    expect(out[0]).toBe(big);
-  });
-
-  test('given the reader stops early, then the source is ended too', async () => {
-    let ended = false;
-    const source = (async function* () {
-      try {
-        for (;;) yield new Uint8Array(300);
-      } finally {
-        ended = true;
-      }
-    })();
-    for await (const c of coalesced(source, 256)) {
-      expect(c.length).toBe(300);
-      break;
-    }
-    expect(ended).toBe(true);
-  });
-});
 
 describe('multipartLength', () => {
   const part = (length: number | undefined, bytes: number, location?: string): Part => ({
