@@ -23,22 +23,10 @@ import { ErrorCodes, isPipelineError, PipelineError } from '../../../shared/erro
 import { decodedGeometry, decodedPhotometric, fixUpTranscodedHeader, locateSourceFrames, transcodeToRle } from '../../../shared/ingest/compressedPixels';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { expandFrameIndex, watchFrames } from '../../../shared/retrieve/frameIndexBuilder';
+import { fragments as fragmentsOf } from '../encapsulated';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 
-/** The fragments of an encapsulated pixel data value (the basic offset table left out). */
-function fragmentsOf(value: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i + 8 <= value.length;) {
-    const element = value.readUInt16LE(i + 2);
-    const length = value.readUInt32LE(i + 4);
-    i += 8;
-    if (element === 0xe0dd) break;
-    out.push(value.subarray(i, i + length));
-    i += length;
-  }
-  return out.slice(1);
-}
 
 const text = (ds: DicomDataset, tag: number, vr: string, v: string) => ds.set(tag, { tag, vr, value: encodeAsciiValue(v, vr) });
 const us = (ds: DicomDataset, tag: number, v: number) => {

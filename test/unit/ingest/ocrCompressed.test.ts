@@ -25,6 +25,7 @@ import { Tags } from '../../../shared/dicom/tags';
 import { decodedGeometry } from '../../../shared/ingest/compressedPixels';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { dciodvfyErrors } from '../../../tools/dicomTools';
+import { fragments } from '../encapsulated';
 import { encodeWithDataset } from './coreHelpers';
 
 jest.setTimeout(900_000);
@@ -143,19 +144,6 @@ function legible(p: ParsedDicom, f: number, name: string): string[] {
   return DRAWN.filter((t) => text.includes(squash(t)));
 }
 
-/** The fragments of an encapsulated pixel data value (the basic offset table left out). */
-function fragments(value: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i + 8 <= value.length;) {
-    const element = value.readUInt16LE(i + 2);
-    const length = value.readUInt32LE(i + 4);
-    i += 8;
-    if (element === 0xe0dd) break;
-    out.push(value.subarray(i, i + length));
-    i += length;
-  }
-  return out.slice(1);
-}
 
 function inBoxes(boxes: readonly Box[], x: number, y: number): boolean {
   return boxes.some(([bx, by, w, h]) => x >= bx && x < bx + w && y >= by && y < by + h);

@@ -14,24 +14,12 @@ import { parseDicomBuffer } from '../../../../shared/dicom/parser';
 import { decodeFrame, FrameDecodeError, jpegColourGuess, RLE_LOSSLESS } from '../../../../shared/dicom/pixels/codecs';
 import { decodeRleFrame, encodeRleFrame, RleError } from '../../../../shared/dicom/pixels/rle';
 import { encodeDataset, encodeFileMeta, encodePixelDataHeader } from '../../../../shared/dicom/writer';
+import { fragments } from '../../encapsulated';
 
 const FIXTURES = join(__dirname, '..', '..', '..', 'fixtures', 'dicom');
 const work = mkdtempSync(join(tmpdir(), 'rle-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-/** The fragments of an encapsulated pixel data value (the basic offset table left out). */
-function fragments(value: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i + 8 <= value.length;) {
-    const element = value.readUInt16LE(i + 2);
-    const length = value.readUInt32LE(i + 4);
-    i += 8;
-    if (element === 0xe0dd) break;
-    out.push(value.subarray(i, i + length));
-    i += length;
-  }
-  return out.slice(1);
-}
 
 describe('RLE Lossless frames', () => {
   it('given any frame (1 or 3 samples, 8 or 16 bits, runs and noise), then encoding and decoding gives it back and each segment is of even length', () => {
