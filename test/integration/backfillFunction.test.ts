@@ -20,8 +20,11 @@ let info: { env: Record<string, string>; hostUrl: string; telemetryFile: string;
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-backfill-fn-'));
-  // Its own stack process (tools/backfillStack.ts): the timers and settings stay out of the shared test stack.
-  stackProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfillStack.js'), dir, String(FILES), 'function'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  // Its own stack process (tools/backfillStack.ts): the timers and settings stay out of the shared
+  // test stack. Its environment is only the system's: settings other test files left in this
+  // worker's environment (sources, ANQ, timers) would start timers and sources of their own there.
+  const systemEnv = Object.fromEntries(['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL'].flatMap((k) => (process.env[k] !== undefined ? [[k, process.env[k] as string]] : [])));
+  stackProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfillStack.js'), dir, String(FILES), 'function'], { env: systemEnv, stdio: ['pipe', 'pipe', 'inherit'] });
   info = await new Promise((resolve, reject) => {
     let out = '';
     stackProcess.stdout?.on('data', (d: Buffer) => {
