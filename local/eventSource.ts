@@ -97,7 +97,11 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
   const deliveryTimeoutMs = options.deliveryTimeoutMs ?? 30000;
   const log: EventSourceLog = options.log ?? (() => undefined);
   const sequencer = new Sequencer();
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  // Kept-alive connections to Azurite, each given up before Azurite's own keep-alive time runs out
+  // (Node's agent honours the server's `Keep-Alive: timeout` hint, less a second, only when its
+  // own timeout is set): without it, a request could land on a connection Azurite was closing,
+  // and a burst of uploads saw "socket hang up".
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 });
   const stopController = new AbortController();
   // Every waiting delivery listens for stop; 16+ of them are expected, not a leak.
   setMaxListeners(0, stopController.signal);
@@ -274,7 +278,8 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
     );
     proxied.on('error', (err) => {
       if (!res.headersSent) {
-        res.writeHead(502, { 'content-type': 'text/plain' });
+        // 503, as the storage service answers when it cannot serve: the SDK's retry policy retries it.
+        res.writeHead(503, { 'content-type': 'text/plain' });
         res.end(`blob proxy: Azurite did not answer (${err.message})`);
       } else {
         res.destroy();
