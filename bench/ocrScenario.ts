@@ -8,6 +8,9 @@
  * policy, alternating; the medians are compared. OCR runs on one engine worker (OCR_WORKERS=1),
  * so the per-frame figure is one worker's; the engine's start-up is paid before timing.
  *
+ * Then an unflagged CT series under the series check (one slice OCR'd, the rest trusted once
+ * it reads clean), per slice against the same series without OCR.
+ *
  * Then whether OCR blocks other files (issue 17): CT slices arrive behind a burst of ultrasound
  * files to OCR, through an ingestion limiter, with the OCR run in the files' slots (as before)
  * and outside them on the OCR queue (as the ingestion does now), against the CT slices alone.
@@ -29,6 +32,7 @@ import type { BurnedInPolicy } from '../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
 import { Limiter } from '../shared/ingest/limiter';
 import { OcrQueue } from '../shared/ingest/ocrQueue';
+import { SeriesPixelChecks } from '../shared/ingest/seriesCheck';
 import { ctSliceBytes } from './generate';
 import { percentile, round } from './stats';
 
@@ -75,11 +79,32 @@ export interface OcrBlockingResult {
   ocrOutsideSlot: CtLatency;
 }
 
+/**
+ * An unflagged CT series (no BurnedInAnnotation, not a type at risk) under the redact policy
+ * with the series check: its first slice OCR'd, the rest trusted once it reads clean.
+ */
+export interface OcrSeriesResult {
+  note: string;
+  slices: number;
+  /** The series de-identified slice by slice under policy `allow`: ms per slice (median of repeats). */
+  withoutOcrMsPerSlice: number;
+  /** The same under `redact` with a fresh series check each repeat: ms per slice, the sample's OCR included. */
+  withSeriesCheckMsPerSlice: number;
+  /** withSeriesCheckMsPerSlice / withoutOcrMsPerSlice. */
+  ratio: number;
+  /** The first slice (the sample) under `redact`, against the same slice under `allow`. */
+  sampleMs: number;
+  sampleWithoutOcrMs: number;
+  /** Slices OCR'd per series (1: the sample only). */
+  slicesOcrd: number;
+}
+
 export interface OcrResult {
   note: string;
   repeats: number;
   sampleFrames: number;
   cases: OcrCase[];
+  series: OcrSeriesResult;
   blocking: OcrBlockingResult;
 }
 
@@ -146,6 +171,48 @@ async function deidentify(file: Buffer, burnedIn: BurnedInPolicy, ocrStage?: <T>
   return { ms, boxes: prepared.pixelsCleaned?.boxes ?? 0, sampled: prepared.pixelsCleaned?.sampledFrames?.length ?? 0 };
 }
 
+/** An unflagged CT series of `count` slices, de-identified slice by slice with and without the redact policy's series check, `repeats` times alternating. */
+async function seriesRun(detector: TesseractDetector, sampleFrames: number, repeats: number, count: number): Promise<OcrSeriesResult> {
+  const slices = Array.from({ length: count }, (_, i) => ctSliceBytes({ seed: 18, study: 1, instance: i + 1 }));
+  const without: number[] = [];
+  const withCheck: number[] = [];
+  const sample: number[] = [];
+  const sampleWithout: number[] = [];
+  let ocrd = 0;
+  for (let r = 0; r < repeats; r++) {
+    let total = 0;
+    for (const [i, f] of slices.entries()) {
+      const { ms } = await deidentify(f, { mode: 'allow' });
+      if (i === 0) sampleWithout.push(ms);
+      total += ms;
+    }
+    without.push(total / count);
+    const seriesChecks = new SeriesPixelChecks();
+    const counting = { frames: 0, detect: (image: Parameters<TesseractDetector['detect']>[0]) => ((counting.frames += 1), detector.detect(image)), close: () => Promise.resolve() };
+    total = 0;
+    for (const [i, f] of slices.entries()) {
+      const before = counting.frames;
+      const { ms } = await deidentify(f, { mode: 'redact', ocr: { detector: counting, sampleFrames, seriesChecks } });
+      if (counting.frames > before) ocrd++;
+      if (i === 0) sample.push(ms);
+      total += ms;
+    }
+    withCheck.push(total / count);
+  }
+  const a = percentile(without, 50);
+  const b = percentile(withCheck, 50);
+  return {
+    note: `${count} CT 512x512 slices of one series without BurnedInAnnotation, de-identified one after the other (core only, files in memory); median of ${repeats} repeats, a fresh series check each`,
+    slices: count,
+    withoutOcrMsPerSlice: round(a, 2),
+    withSeriesCheckMsPerSlice: round(b, 2),
+    ratio: round(b / a, 2),
+    sampleMs: round(percentile(sample, 50), 1),
+    sampleWithoutOcrMs: round(percentile(sampleWithout, 50), 1),
+    slicesOcrd: round(ocrd / repeats, 2),
+  };
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -193,6 +260,7 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
   const redact: BurnedInPolicy = { mode: 'redact', ocr: { detector, sampleFrames } };
   const cases: OcrCase[] = [];
   let blocking: OcrBlockingResult | undefined;
+  let series: OcrSeriesResult | undefined;
   try {
     // The engine starts once per process: paid here, not in the figures.
     await deidentify(files[0]?.file ?? Buffer.alloc(0), redact);
@@ -214,6 +282,8 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
       log(`ocr: ${c.name}: ${c.withoutOcrMs} ms without OCR, ${c.withOcrMs} ms with (x${c.ratio}); ${c.ocrMsPerFramePass} ms per frame per OCR pass; ${c.boxes} boxes`);
       cases.push(c);
     }
+    series = await seriesRun(detector, sampleFrames, repeats, Number(process.env.BENCH_OCR_SERIES ?? 100));
+    log(`ocr: unflagged CT series of ${series.slices} slices with the series check: ${series.withSeriesCheckMsPerSlice} ms per slice against ${series.withoutOcrMsPerSlice} without OCR (x${series.ratio}); the sample ${series.sampleMs} ms against ${series.sampleWithoutOcrMs}; ${series.slicesOcrd} slice(s) OCR'd`);
     // Does OCR block other files? CT slices behind a burst of ultrasound files, three ways.
     const ultrasoundFiles = Number(process.env.BENCH_OCR_BURST ?? 4);
     const ctFiles = Number(process.env.BENCH_OCR_CT ?? 40);
@@ -246,6 +316,7 @@ export async function runOcrScenario(projectRoot: string, log: (m: string) => vo
     repeats,
     sampleFrames,
     cases,
+    series: series as OcrSeriesResult,
     blocking: blocking as OcrBlockingResult,
   };
 }

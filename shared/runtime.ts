@@ -22,6 +22,7 @@ import { EventGridPublisher, noopPublisher } from './events/publisher';
 import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
 import { Limiter } from './ingest/limiter';
 import { OcrQueue } from './ingest/ocrQueue';
+import { SeriesPixelChecks } from './ingest/seriesCheck';
 import { createCloudPhiRecognizer } from './language/azureLanguagePii';
 import { CatalogFrameIndexSource } from './retrieve/frameIndexSource';
 import { MetadataCache } from './retrieve/instanceMetadata';
@@ -109,6 +110,8 @@ async function build(): Promise<Runtime> {
   const headerLimits = { ...settings.headerLimits, maxHeaderBytes: settings.maxHeaderBytes };
   // One OCR engine pool per instance, apart from the ingestion limiter: its workers start on first use.
   const textDetector = new TesseractDetector({ workers: settings.ocrWorkers });
+  // Unflagged images of the other types: one OCR per series and size in this process (seriesCheck.ts).
+  const seriesChecks = new SeriesPixelChecks();
   // Files in OCR and waiting for it, bounded apart from the ingestion slots (see ocrQueue.ts).
   const ocrQueue = new OcrQueue({ running: settings.ocrWorkers, maxQueued: settings.ocrQueueMax, maxWaitMs: settings.ocrWaitMaxMs });
 
@@ -167,7 +170,7 @@ async function build(): Promise<Runtime> {
       log,
       deid: { profile, key: settings.deidKey, keyId: settings.deidKeyId, ...(cloudPhi ? { cloudPhi } : {}) },
       limits: headerLimits,
-      burnedIn: { mode: settings.burnedInPolicy, ...(settings.burnedInPolicy === 'redact' ? { ocr: { detector: textDetector, sampleFrames: settings.ocrSampleFrames } } : {}) },
+      burnedIn: { mode: settings.burnedInPolicy, ...(settings.burnedInPolicy === 'redact' ? { ocr: { detector: textDetector, sampleFrames: settings.ocrSampleFrames, seriesChecks } } : {}) },
       ocrQueue,
     }),
     async health() {

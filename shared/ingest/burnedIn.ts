@@ -87,6 +87,12 @@ export type BurnedInDecision =
       ocr: BurnedInOcr;
       /** Set for compressed pixel data: its frames are decoded in this syntax, and the copy is written in RLE Lossless. */
       compressed?: { transferSyntaxUid: string };
+      /**
+       * An image of another type without the flag, checked for its series (seriesCheck.ts):
+       * when OCR finds nothing, the copy is written as if it had not been OCR'd (unmarked), the
+       * same bytes as the series' trusted images.
+       */
+      unflagged?: true;
     };
 
 export interface BurnedInInput {
@@ -97,6 +103,23 @@ export interface BurnedInInput {
   modality: string;
   /** The source's transfer syntax: which decoder compressed pixel data needs. */
   transferSyntaxUid?: string;
+  /**
+   * Under the redact policy, for an image of another type without BurnedInAnnotation
+   * (`unflaggedImage`): OCR it, as its series' sample or because its series showed text.
+   * Without it such an image passes (its series read clean, or no series check is configured).
+   */
+  checkUnflagged?: boolean;
+}
+
+/**
+ * Whether the redact policy's series check applies: pixel data, BurnedInAnnotation missing,
+ * and not of a type at risk (those are OCR'd one by one whatever the flag).
+ */
+export function unflaggedImage(ds: DicomDataset, pixelData: PixelDataHeader | undefined, sopClassUid: string, modality: string): boolean {
+  if (!pixelData || ds.has(Tags.EncapsulatedDocument)) return false;
+  const flag = asciiValue(ds.get(Tags.BurnedInAnnotation))?.toUpperCase();
+  if (flag === 'YES' || flag === 'NO') return false;
+  return typeAtRisk(ds, sopClassUid, modality) === undefined;
 }
 
 /**
@@ -141,16 +164,22 @@ function deviceBoxes(input: BurnedInInput, profile: Profile): Box[] {
 function decideRedaction(input: BurnedInInput, policy: BurnedInPolicy, profile: Profile): BurnedInDecision {
   const flag = asciiValue(input.dataset.get(Tags.BurnedInAnnotation))?.toUpperCase();
   const type = typeAtRisk(input.dataset, input.sopClassUid, input.modality);
-  const risk = flag === 'YES' ? 'BurnedInAnnotation is YES' : type && (flag === 'NO' ? `${type}, flagged NO` : `${type} without BurnedInAnnotation`);
+  const unflagged = !type && flag !== 'YES' && flag !== 'NO' && input.checkUnflagged === true && policy.ocr !== undefined;
+  const risk = flag === 'YES' ? 'BurnedInAnnotation is YES' : type ? (flag === 'NO' ? `${type}, flagged NO` : `${type} without BurnedInAnnotation`) : unflagged ? `${input.modality || 'image'} without BurnedInAnnotation, checked for its series` : undefined;
   if (!risk) return { action: 'pass' };
   const hold = (why: string): BurnedInDecision => ({ action: 'quarantine', reason: `pixel data may hold burned-in text (${risk}); held for review: ${why}` });
   if (!input.pixelData) return { action: 'pass' };
   // Compressed pixel data is OCR'd once decoded, where a decoder for its syntax is at hand.
   const compressed = input.pixelData.length === undefined;
   const layout = compressed ? decodedGeometry(input.dataset, input.littleEndian, input.transferSyntaxUid ?? '') : pixelGeometry(input.dataset, input.littleEndian, input.pixelData);
-  if ('reason' in layout) return hold(`cannot OCR ${layout.reason}`);
+  // An unflagged image of another type that this engine cannot read passes as it did before the series check (the next image of its series is tried).
+  if ('reason' in layout) return unflagged ? { action: 'pass' } : hold(`cannot OCR ${layout.reason}`);
   if (!policy.ocr) return hold('no OCR engine configured');
-  return { action: 'ocr', geometry: layout.geometry, boxes: deviceBoxes(input, profile), risk, ocr: policy.ocr, ...(compressed ? { compressed: { transferSyntaxUid: input.transferSyntaxUid ?? '' } } : {}) };
+  return {
+    action: 'ocr', geometry: layout.geometry, boxes: deviceBoxes(input, profile), risk, ocr: policy.ocr,
+    ...(compressed ? { compressed: { transferSyntaxUid: input.transferSyntaxUid ?? '' } } : {}),
+    ...(unflagged ? { unflagged: true as const } : {}),
+  };
 }
 
 /** After cleaning, the header must stop claiming (or leaving open) that text is burned in. */

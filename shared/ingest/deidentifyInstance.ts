@@ -6,7 +6,7 @@
  */
 import type { IngestionDocument } from '../catalog/documents';
 import { ByteReader } from '../dicom/byteReader';
-import { asciiValue, DicomDataset, encodeAsciiValue, Encoding, TransferSyntax } from '../dicom/dataset';
+import { asciiValue, DicomDataset, encodeAsciiValue, Encoding, TransferSyntax, uintValue } from '../dicom/dataset';
 import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/engine';
 import { cloudAssistedDetector, findCloudPhi } from '../dicom/deid/freeText/cloud';
 import { localDetector } from '../dicom/deid/freeText/detector';
@@ -23,9 +23,10 @@ import { Tags } from '../dicom/tags';
 import { checkPixelEncapsulation, verifyOutputTransferSyntax } from '../dicom/transferSyntax';
 import { encodeDataset, encodeDatasetWork, encodeFileMeta, encodePixelDataHeader } from '../dicom/writer';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
-import { BurnedInDecision, BurnedInPolicy, decideBurnedIn, markBurnedInRemoved } from './burnedIn';
+import { BurnedInDecision, BurnedInPolicy, decideBurnedIn, markBurnedInRemoved, unflaggedImage } from './burnedIn';
 import { decodedPhotometric, fixUpTranscodedHeader, locateSourceFrames, readSampledCompressedFrames, roundTripRle, SourceFrames, TranscodePlan, transcodeToRle, UndecodableFrame } from './compressedPixels';
 import { detectTextBoxes, mergeBoxes, readSampledFrames, SampledFrames, sourceIdentifiers, SourceRangeReader, verifyRedactedFrames } from './pixelText';
+import { SeriesPixelChecks, SeriesVerdict } from './seriesCheck';
 
 const DICOMDIR_SOP_CLASS = '1.2.840.10008.1.3.10';
 /** Encapsulated PDF, CDA, STL, OBJ, MTL and any later encapsulated document class (PS3.4 B.5). */
@@ -96,6 +97,11 @@ export interface PrepareOptions {
    * the source let go meanwhile (shared/ingest/ocrQueue.ts). Without it, in place.
    */
   ocrStage?: <T>(run: () => Promise<T>) => Promise<T>;
+  /**
+   * Where a file waits for its series' check by another file (seriesCheck.ts): the ingestion
+   * waits outside its slot, with the source let go, as for OCR. Without it, in place.
+   */
+  waitStage?: <T>(wait: () => Promise<T>) => Promise<T>;
 }
 
 /** What OCR leaves to the writer: the boxes to black out in every frame, and the audit. */
@@ -116,8 +122,10 @@ interface OcrRedaction {
  */
 async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecision, { action: 'ocr' }>, read: SourceRangeReader | undefined, totalSize: number | undefined): Promise<OcrRedaction> {
   const hold = burnedInHold(decision.risk);
-  if (header.deflated) throw hold('a deflated source cannot be read by frame for OCR');
-  if (!read) throw hold('the source cannot be read by range for OCR');
+  // Pixels this engine cannot read: held when at risk; an unflagged image of another type passes as it did before its series check.
+  const cannot = (why: string, cause?: unknown): Error => (decision.unflagged ? new UnreadablePixels(why) : hold(why, cause));
+  if (header.deflated) throw cannot('a deflated source cannot be read by frame for OCR');
+  if (!read) throw cannot('the source cannot be read by range for OCR');
   const g = decision.geometry;
   const le = header.encoding.littleEndian;
   const compressed = decision.compressed;
@@ -126,7 +134,7 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
   const photometric = compressed ? decodedPhotometric(compressed.transferSyntaxUid, sourcePhotometric, g.samplesPerPixel) : undefined;
   const lookOf = photometric ? new Map(header.dataset).set(Tags.PhotometricInterpretation, { tag: Tags.PhotometricInterpretation, vr: 'CS', value: encodeAsciiValue(photometric, 'CS') }) : header.dataset;
   const layout = pixelLook(lookOf, le, g);
-  if ('reason' in layout) throw hold(`cannot OCR: ${layout.reason}`);
+  if ('reason' in layout) throw cannot(`cannot OCR: ${layout.reason}`);
   const ids = sourceIdentifiers(header.dataset);
   let source: SourceFrames | undefined;
   let frames: SampledFrames;
@@ -135,8 +143,8 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
       source = await locateSourceFrames(read, header.dataset, header.encoding, compressed.transferSyntaxUid, header.pixelData, header.body.position, totalSize);
       frames = await readSampledCompressedFrames(read, source, compressed.transferSyntaxUid, g, decision.ocr.sampleFrames, sourcePhotometric);
     } catch (e) {
-      if (e instanceof UndecodableFrame) throw hold(e.message, e);
-      if (isPipelineError(e, ErrorCodes.DICOM_MALFORMED)) throw hold('the frames of the compressed pixel data cannot be located', e);
+      if (e instanceof UndecodableFrame) throw cannot(e.message, e);
+      if (isPipelineError(e, ErrorCodes.DICOM_MALFORMED)) throw cannot('the frames of the compressed pixel data cannot be located', e);
       throw e;
     }
   } else {
@@ -158,7 +166,7 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
     if (isPipelineError(e, ErrorCodes.OCR_FAILED)) throw hold('OCR failed', e);
     throw e;
   }
-  if (remaining.length > 0) throw hold(`text still legible after redaction (${remaining.join(', ')})`);
+  if (remaining.length > 0) throw hold(`${STILL_LEGIBLE} (${remaining.join(', ')})`);
   const boxes = mergeBoxes([...decision.boxes, ...found]);
   const method = decision.boxes.length > 0 ? (found.length > 0 ? 'regions+ocr' : 'regions') : 'ocr';
   // Nothing to black out: a compressed source is copied as it is, in its own syntax.
@@ -169,6 +177,51 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
     audit: { boxes: boxes.length, frames: g.frames, method, sampledFrames: frames.indexes, ...(transcode ? { transcodedTo: RLE_LOSSLESS } : {}) },
     ...(transcode ? { compressed: transcode } : {}),
   };
+}
+
+/** An unflagged image of another type whose pixels this engine cannot read for its series check: it passes. */
+class UnreadablePixels extends Error {}
+
+/** The hold when identifying text is still legible after redaction: what makes a series' verdict "text". */
+const STILL_LEGIBLE = 'text still legible after redaction';
+
+/** Of the series check: whether to OCR this unflagged image, and the verdict to settle when this file is the sample. */
+interface SeriesCheck {
+  check: boolean;
+  settle?: (verdict: SeriesVerdict | undefined) => void;
+}
+
+/**
+ * The series check for an unflagged image of another type (seriesCheck.ts): its series'
+ * verdict, waited for (outside the slot) when another file is checking it, or the claim to
+ * check it. Nothing to check outside the redact policy with an engine and its checks.
+ */
+async function seriesCheckOf(header: DicomHeader, original: UidSet & { sopClassUid: string }, modality: string, options: PrepareOptions): Promise<SeriesCheck> {
+  const checks = options.burnedIn.mode === 'redact' ? options.burnedIn.ocr?.seriesChecks : undefined;
+  if (!checks || !unflaggedImage(header.dataset, header.pixelData, original.sopClassUid, modality)) return { check: false };
+  const le = header.encoding.littleEndian;
+  const key = SeriesPixelChecks.keyOf(original.seriesInstanceUid, uintValue(header.dataset.get(Tags.Rows), le) ?? 0, uintValue(header.dataset.get(Tags.Columns), le) ?? 0);
+  const lookup = () => checks.lookup(key);
+  const found = await (options.waitStage && !header.deflated ? options.waitStage(lookup) : lookup());
+  return found.verdict === undefined ? { check: true, settle: found.settle } : { check: found.verdict === 'text' };
+}
+
+/** An unflagged image the engine cannot read is written as if it had not been checked. */
+function passUnreadable(e: unknown): undefined {
+  if (e instanceof UnreadablePixels) return undefined;
+  throw e;
+}
+
+/** The OCR's result, with the series' verdict settled from it first: text found or still legible, clean, or none (it could not tell). */
+async function settled(ocr: Promise<OcrRedaction>, settle: SeriesCheck['settle']): Promise<OcrRedaction> {
+  try {
+    const result = await ocr;
+    settle?.(result.boxes.length > 0 ? 'text' : 'clean');
+    return result;
+  } catch (e) {
+    settle?.(isPipelineError(e, ErrorCodes.DEID_BURNED_IN_ANNOTATION) && e.message.includes(STILL_LEGIBLE) ? 'text' : undefined);
+    throw e;
+  }
 }
 
 /** The error that holds a file at risk of burned-in text, with why (a category, never a value). */
@@ -249,15 +302,25 @@ export async function prepareForResearch(reader: ByteReader, options: PrepareOpt
   // Before the burned-in decision: whatever BurnedInAnnotation or the policy says, a document is held.
   const document = encapsulatedDocument(ds, original.sopClassUid);
   if (document) throw new PipelineError(ErrorCodes.DEID_DOCUMENT_NOT_CLEANED, `the instance holds ${document}, whose content is not cleaned; held for review`);
-  const burnedIn = decideBurnedIn(
-    { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality: asciiValue(ds.get(Tags.Modality)) ?? '', transferSyntaxUid: header.transferSyntaxUid },
-    options.burnedIn,
-    options.deid.profile,
-  );
-  if (burnedIn.action === 'quarantine') throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, burnedIn.reason);
-  // A deflated source is held by redactByOcr at once, and its inflating reader cannot be let go and taken up again.
-  const runOcr = (decision: Extract<BurnedInDecision, { action: 'ocr' }>) => () => redactByOcr(header, decision, options.readSourceRange, options.totalSize);
-  const ocr = burnedIn.action === 'ocr' ? await (options.ocrStage && !header.deflated ? options.ocrStage(runOcr(burnedIn)) : runOcr(burnedIn)()) : undefined;
+  const modality = asciiValue(ds.get(Tags.Modality)) ?? '';
+  const series = await seriesCheckOf(header, original, modality, options);
+  let burnedIn: BurnedInDecision;
+  let ocrRun: OcrRedaction | undefined;
+  try {
+    burnedIn = decideBurnedIn(
+      { dataset: ds, littleEndian: header.encoding.littleEndian, pixelData: header.pixelData, sopClassUid: original.sopClassUid, modality, transferSyntaxUid: header.transferSyntaxUid, checkUnflagged: series.check },
+      options.burnedIn,
+      options.deid.profile,
+    );
+    if (burnedIn.action === 'quarantine') throw new PipelineError(ErrorCodes.DEID_BURNED_IN_ANNOTATION, burnedIn.reason);
+    // The series' sample settles its verdict as its OCR ends, inside the OCR stage: files waiting on it outside their slots go on at once.
+    const runOcr = (decision: Extract<BurnedInDecision, { action: 'ocr' }>) => () => settled(redactByOcr(header, decision, options.readSourceRange, options.totalSize), series.settle);
+    ocrRun = burnedIn.action === 'ocr' ? await (options.ocrStage && !header.deflated ? options.ocrStage(runOcr(burnedIn)) : runOcr(burnedIn)()).catch(passUnreadable) : undefined;
+  } finally {
+    // Whatever happened short of a verdict (no OCR, OCR_BUSY, a fault), the next file of the series checks it instead.
+    series.settle?.(undefined);
+  }
+  const ocr = ocrRun && !(burnedIn.action === 'ocr' && burnedIn.unflagged && ocrRun.boxes.length === 0) ? ocrRun : undefined;
   const cleaning = burnedIn.action === 'clean' ? { geometry: burnedIn.geometry, boxes: burnedIn.boxes } : ocr && ocr.boxes.length > 0 ? ocr : undefined;
   // A compressed source with text to black out is decoded and written in RLE Lossless: its header describes the decoded frames.
   const transcode: TranscodePlan | undefined = ocr?.compressed

@@ -130,16 +130,16 @@ async function readSourceRange(a: Attempt, offset: number, length: number): Prom
 }
 
 /**
- * The OCR of a file, on OCR's own bound and holding nothing the ingestion limit is about: the
- * source is let go (bytes buffered past the header dropped, the response closed) and the slot
- * given up while the file waits for and runs OCR, so that a burst of clips to OCR cannot take
- * every slot from the files behind them. After, a slot is taken again and the source read on
+ * A file's wait for OCR (on OCR's own bound) or for its series' check by another file
+ * (seriesCheck.ts), holding nothing the ingestion limit is about: the source is let go (bytes
+ * buffered past the header dropped, the response closed) and the slot given up meanwhile, so
+ * that a burst of clips to OCR cannot take every slot from the files behind them. After, a slot is taken again and the source read on
  * by range from where the header ended, in the same version (ETag).
  */
-async function ocrOutsideSlot<T>(a: Attempt, reader: ByteReader, queue: OcrQueue, run: () => Promise<T>): Promise<T> {
+async function waitOutsideSlot<T>(a: Attempt, reader: ByteReader, wait: () => Promise<T>): Promise<T> {
   const at = reader.position;
   await reader.suspend();
-  const result = await (a.deps.outsideSlot ?? ((wait) => wait()))(() => queue.run(a.version, run));
+  const result = await (a.deps.outsideSlot ?? ((w) => w()))(wait);
   reader.resume(sourceFrom(a, at));
   return result;
 }
@@ -293,7 +293,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
         totalSize: props.size,
         burnedIn: deps.burnedIn,
         readSourceRange: (offset, length) => readSourceRange(a, offset, length),
-        ...(ocrQueue ? { ocrStage: <T>(run: () => Promise<T>) => ocrOutsideSlot(a, reader, ocrQueue, run) } : {}),
+        ...(ocrQueue ? { ocrStage: <T>(run: () => Promise<T>) => waitOutsideSlot(a, reader, () => ocrQueue.run(a.version, run)), waitStage: <T>(wait: () => Promise<T>) => waitOutsideSlot(a, reader, wait) } : {}),
       });
       if (!preparation.ok) return preparation;
       const { prepared } = preparation;

@@ -17,6 +17,7 @@ import { grayFrame, PixelLook } from '../dicom/pixels/grayFrame';
 import type { Box } from '../dicom/pixels/regions';
 import type { GrayImage, TextBox, TextDetector } from '../dicom/pixels/textDetector';
 import { Tags } from '../dicom/tags';
+import type { SeriesPixelChecks } from './seriesCheck';
 
 /** Reads `length` bytes of the source from `offset` (the same version the stream reads). */
 export type SourceRangeReader = (offset: number, length: number) => Promise<Uint8Array>;
@@ -25,6 +26,12 @@ export interface BurnedInOcr {
   detector: TextDetector;
   /** Frames OCR'd per multi-frame instance, spread over the clip, first and last included. */
   sampleFrames: number;
+  /**
+   * The series check of unflagged images of the other types (seriesCheck.ts): with it, one
+   * image per series and size is OCR'd and the rest trusted when it reads clean; without it,
+   * those images are not OCR'd (tools and benches that de-identify one file at a time).
+   */
+  seriesChecks?: SeriesPixelChecks;
 }
 
 /** `count` frame numbers (0-based) spread evenly over `frames`, first and last included. */

@@ -12,7 +12,7 @@ import { parseDicomBuffer } from '../../../shared/dicom/parser';
 import type { GrayImage, TextBox, TextDetector } from '../../../shared/dicom/pixels/textDetector';
 import { Tags } from '../../../shared/dicom/tags';
 import { ErrorCodes, isPipelineError, PipelineError } from '../../../shared/errors';
-import { BurnedInPolicy, decideBurnedIn } from '../../../shared/ingest/burnedIn';
+import { BurnedInPolicy, decideBurnedIn, unflaggedImage } from '../../../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { identifyingText, isTextWord, mergeBoxes, sampleFrameIndexes } from '../../../shared/ingest/pixelText';
 
@@ -62,12 +62,20 @@ describe('given the redact policy', () => {
     expect(d.action).toBe('ocr');
   });
 
-  it('a CT without the flag passes without OCR; a CT flagged YES, or a CT screen save, is OCR\'d', async () => {
+  it('a CT without the flag is OCR\'d as its series\' sample (and passes once its series read clean); a CT flagged NO passes; a CT flagged YES, or a CT screen save, is OCR\'d', async () => {
     const p = await header('dicom-test-files/dcmqi__segmentations__23x38x3__image__IMG0001.dcm');
     const le = p.encoding.littleEndian;
     const plain = withFlag(withFlag(p.dataset, Tags.BurnedInAnnotation, 'CS', undefined), Tags.ImageType, 'CS', 'ORIGINAL\\PRIMARY\\AXIAL');
-    const input = (ds: DicomDataset) => ({ dataset: ds, littleEndian: le, pixelData: p.pixelData, sopClassUid: '1.2.840.10008.5.1.4.1.1.2', modality: 'CT' });
+    const input = (ds: DicomDataset, checkUnflagged?: boolean) => ({ dataset: ds, littleEndian: le, pixelData: p.pixelData, sopClassUid: '1.2.840.10008.5.1.4.1.1.2', modality: 'CT', ...(checkUnflagged === undefined ? {} : { checkUnflagged }) });
+    expect(unflaggedImage(plain, p.pixelData, '1.2.840.10008.5.1.4.1.1.2', 'CT')).toBe(true);
+    expect(decideBurnedIn(input(plain, true), engine, defaultProfile())).toMatchObject({ action: 'ocr', unflagged: true, risk: 'CT without BurnedInAnnotation, checked for its series' });
+    expect(decideBurnedIn(input(plain, false), engine, defaultProfile()).action).toBe('pass');
     expect(decideBurnedIn(input(plain), engine, defaultProfile()).action).toBe('pass');
+    // Not without an engine (the sharing re-derivation has none): an unflagged CT is not held for want of one.
+    expect(decideBurnedIn(input(plain, true), { mode: 'redact' }, defaultProfile()).action).toBe('pass');
+    const flaggedNo = withFlag(plain, Tags.BurnedInAnnotation, 'CS', 'NO');
+    expect(unflaggedImage(flaggedNo, p.pixelData, '1.2.840.10008.5.1.4.1.1.2', 'CT')).toBe(false);
+    expect(decideBurnedIn(input(flaggedNo, true), engine, defaultProfile()).action).toBe('pass');
     expect(decideBurnedIn(input(withFlag(plain, Tags.BurnedInAnnotation, 'CS', 'YES')), engine, defaultProfile()).action).toBe('ocr');
     expect(decideBurnedIn(input(withFlag(plain, Tags.ImageType, 'CS', 'DERIVED\\SECONDARY\\SCREEN SAVE')), engine, defaultProfile()).action).toBe('ocr');
   });

@@ -17,6 +17,7 @@ import { ErrorCodes, isPipelineError } from '../../../shared/errors';
 import { EventDeps, EventOutcome, handleIngestEvent } from '../../../shared/ingest/handleEvent';
 import { Limiter } from '../../../shared/ingest/limiter';
 import { OcrQueue } from '../../../shared/ingest/ocrQueue';
+import { SeriesPixelChecks } from '../../../shared/ingest/seriesCheck';
 import { CapturingTelemetry, deferred, MemoryWorld,memoryWorld } from '../fakes';
 import { encodeWithDataset } from './coreHelpers';
 
@@ -77,9 +78,9 @@ function trackLiveStreams(w: MemoryWorld): Map<string, number> {
   return live;
 }
 
-function world(detector: TextDetector, ocrQueue: OcrQueue, slots: number): { w: MemoryWorld; deps: EventDeps; limiter: Limiter } {
+function world(detector: TextDetector, ocrQueue: OcrQueue, slots: number, seriesChecks?: SeriesPixelChecks): { w: MemoryWorld; deps: EventDeps; limiter: Limiter } {
   const w = memoryWorld(defaultProfile());
-  w.deps.burnedIn = { mode: 'redact', ocr: { detector, sampleFrames: 5 } };
+  w.deps.burnedIn = { mode: 'redact', ocr: { detector, sampleFrames: 5, ...(seriesChecks ? { seriesChecks } : {}) } };
   w.deps.ocrQueue = ocrQueue;
   const limiter = new Limiter(slots);
   return { w, limiter, deps: { sourceBlobEndpoints: [ENDPOINT], settings: { sourceContainers: ['anq-replica'] }, telemetry: new CapturingTelemetry(), ingestions: limiter, ingestDeps: () => w.deps } };
@@ -171,6 +172,76 @@ describe('given every OCR worker busy on slow ultrasound files', () => {
     // One frame: one detection pass and one gate pass, not two of each.
     expect(detector.calls).toBe(2);
   }, 60_000);
+});
+
+describe('given a burst of one unflagged CT series under the redact policy with the series check', () => {
+  it('then one file is OCR\'d for the series while the others wait outside their slots, and all are cataloged once it reads clean; the next burst costs no OCR', async () => {
+    const detector = new GatedDetector();
+    const queue = new OcrQueue({ running: 1, maxQueued: 8, maxWaitMs: 60_000 });
+    const checks = new SeriesPixelChecks();
+    // Two slots for six files: were the waiting files to keep their slots, the sample could not take one back after its OCR.
+    const { w, deps, limiter } = world(detector, queue, 2, checks);
+    const live = trackLiveStreams(w);
+    const ct = await copies(CT, 9, '5');
+    ct.forEach((b, i) => w.source.put('anq-replica', `ct-${i}.dcm`, b));
+    const burst = Promise.all(ct.slice(0, 6).map((_, i) => handleIngestEvent(blobCreated(`ct-${i}.dcm`), deps, w.log)));
+    await within(detector.started.promise, 20_000, 'the series\' sample');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(detector.calls).toBe(1);
+    expect(limiter.inUse).toBe(0);
+    expect([...live.values()].every((n) => n === 0)).toBe(true);
+    expect(w.index.all().filter((d) => d.status === 'cataloged')).toEqual([]);
+    detector.open();
+    const outcomes = await within(burst, 20_000, 'the burst');
+    expect(outcomes.map((o) => o.status)).toEqual(ct.slice(0, 6).map(() => 'cataloged'));
+    const afterSample = detector.calls;
+    const rest = await within(Promise.all(ct.slice(6).map((_, i) => handleIngestEvent(blobCreated(`ct-${i + 6}.dcm`), deps, w.log))), 20_000, 'the next files');
+    expect(rest.map((o) => o.status)).toEqual(['cataloged', 'cataloged', 'cataloged']);
+    expect(detector.calls).toBe(afterSample);
+    // A clean sample leaves every copy unmarked, as the series' trusted ones.
+    expect(w.index.all().filter((d) => d.deidentification?.pixelsCleaned)).toEqual([]);
+    expect(checks.size).toBe(1);
+  }, 60_000);
+});
+
+describe('SeriesPixelChecks', () => {
+  it('gives the first caller the claim, makes the others wait for its verdict, and keeps text once seen', async () => {
+    const checks = new SeriesPixelChecks();
+    const key = SeriesPixelChecks.keyOf('1.2.3', 512, 512);
+    expect(key).not.toContain('1.2.3');
+    const first = await checks.lookup(key);
+    expect(first.verdict).toBeUndefined();
+    const second = checks.lookup(key);
+    let waited = false;
+    void second.then(() => (waited = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(waited).toBe(false);
+    if (first.verdict === undefined) first.settle('text');
+    expect(await second).toEqual({ verdict: 'text' });
+    // Another size in the same series is checked on its own.
+    expect((await checks.lookup(SeriesPixelChecks.keyOf('1.2.3', 256, 256))).verdict).toBeUndefined();
+  });
+
+  it('hands the claim to the next waiter when a check ends without a verdict, and forgets the oldest series beyond its bound', async () => {
+    const checks = new SeriesPixelChecks(2);
+    const first = await checks.lookup('a');
+    const next = checks.lookup('a');
+    if (first.verdict === undefined) {
+      first.settle(undefined);
+      // Settling twice changes nothing.
+      first.settle('text');
+    }
+    const claim = await next;
+    expect(claim.verdict).toBeUndefined();
+    if (claim.verdict === undefined) claim.settle('clean');
+    expect(await checks.lookup('a')).toEqual({ verdict: 'clean' });
+    for (const k of ['b', 'c']) {
+      const l = await checks.lookup(k);
+      if (l.verdict === undefined) l.settle('clean');
+    }
+    expect(checks.size).toBe(2);
+    expect((await checks.lookup('a')).verdict).toBeUndefined();
+  });
 });
 
 describe('OcrQueue', () => {

@@ -18,9 +18,10 @@ import { PixelGeometry,pixelGeometry } from '../../../shared/dicom/pixels/blacko
 import { grayFrame, pixelLook } from '../../../shared/dicom/pixels/grayFrame';
 import type { Box } from '../../../shared/dicom/pixels/regions';
 import { TesseractDetector } from '../../../shared/dicom/pixels/tesseractDetector';
-import { GrayImage, toPgm } from '../../../shared/dicom/pixels/textDetector';
+import { GrayImage, TextDetector, toPgm } from '../../../shared/dicom/pixels/textDetector';
 import { Tags } from '../../../shared/dicom/tags';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
+import { SeriesPixelChecks } from '../../../shared/ingest/seriesCheck';
 import { encodeWithDataset } from './coreHelpers';
 
 jest.setTimeout(600_000);
@@ -110,7 +111,7 @@ interface Built {
 }
 
 /** A real file with the patient's identifiers in its header and `drawn` in the pixels of each of `frames` frames, at width × height. */
-async function build(label: string, fixture: string, opts: { width?: number; height?: number; frames?: number; drawn: Drawn[]; burnedInFlag?: string }): Promise<Built> {
+async function build(label: string, fixture: string, opts: { width?: number; height?: number; frames?: number; drawn: Drawn[]; burnedInFlag?: string; edit?: (ds: DicomDataset) => void }): Promise<Built> {
   const src: ParsedDicom = await parseDicomBuffer(readFileSync(join(FIXTURES, fixture)));
   const le = src.encoding.littleEndian;
   const ds = new Map(src.dataset);
@@ -136,21 +137,23 @@ async function build(label: string, fixture: string, opts: { width?: number; hei
   setText(ds, Tags.PatientBirthDate, 'DA', PATIENT.birth);
   setText(ds, Tags.AccessionNumber, 'SH', PATIENT.accession);
   if (opts.burnedInFlag) setText(ds, Tags.BurnedInAnnotation, 'CS', opts.burnedInFlag);
+  opts.edit?.(ds);
   const file = encodeWithDataset({ ...src, pixelData: { ...pixelData, length: pixels.length }, pixelValue: pixels }, ds);
   return { label, file, drawn: opts.drawn };
 }
 
-async function redact(file: Buffer) {
+async function redact(file: Buffer, options: { detector?: TextDetector; seriesChecks?: SeriesPixelChecks; mode?: 'redact' | 'allow' } = {}) {
   const prepared = await prepareDeidentifiedInstance(bufferReader(file), {
     deid: { profile: defaultProfile(), key, keyId: 'test' },
     maxHeaderBytes: 1 << 24,
     totalSize: file.length,
-    burnedIn: { mode: 'redact', ocr: { detector, sampleFrames: 5 } },
+    burnedIn: options.mode === 'allow' ? { mode: 'allow' } : { mode: 'redact', ocr: { detector: options.detector ?? detector, sampleFrames: 5, ...(options.seriesChecks ? { seriesChecks: options.seriesChecks } : {}) } },
     readSourceRange: (offset, length) => Promise.resolve(file.subarray(offset, offset + length)),
   });
   const parts: Uint8Array[] = [];
   for await (const c of prepared.output()) parts.push(c);
-  return { prepared, parsed: await parseDicomBuffer(Buffer.concat(parts)) };
+  const bytes = Buffer.concat(parts);
+  return { prepared, bytes, parsed: await parseDicomBuffer(bytes) };
 }
 
 /** The first and last frames as the independent OCR gets them: 8-bit RGB as a PPM of the stored samples, else the grey frame as a PGM. */
@@ -277,5 +280,67 @@ describe('given real US and SC files with identifiers drawn into their pixels, u
     const codes = (parsed.dataset.get(Tags.DeidentificationMethodCodeSequence)?.items ?? []).map((item) => asciiValue(item.get(Tags.CodeValue)));
     expect(codes).toContain('113101');
     if (g.frames > 1) expect(prepared.pixelsCleaned?.sampledFrames).toEqual([0, 3, 6, 8, 11]);
+  });
+});
+
+/** The engine under test, counting the frames it is given. */
+class Counting implements TextDetector {
+  frames = 0;
+  detect(image: GrayImage) {
+    this.frames++;
+    return detector.detect(image);
+  }
+  close() {
+    return Promise.resolve();
+  }
+}
+
+describe('given real MR slices without BurnedInAnnotation (not a type at risk), under the redact policy with the series check', () => {
+  // A real MR slice (dcmjs sample, 512x512, 16-bit, ORIGINAL\\PRIMARY), in a series of its own.
+  const slice = (sop: string) => (ds: DicomDataset) => {
+    setText(ds, Tags.SOPInstanceUID, 'UI', sop);
+    ds.delete(Tags.BurnedInAnnotation);
+  };
+  const mr = (sop: string, drawn: Drawn[]) => build(`MR 512x512 ${sop}`, 'dcmjs/test__sample-dicom.dcm', { drawn, edit: slice(sop) });
+  const overlay = values(255, 16, { x: 12, y: 40 }, 24);
+
+  it('when the first slice of a series shows text, then it and the next slice are redacted (the independent OCR reads none), the copies marked', async () => {
+    const checks = new SeriesPixelChecks();
+    const counting = new Counting();
+    let left: string[] = [];
+    for (const sop of ['1.2.826.0.1.3680043.10.1234.1', '1.2.826.0.1.3680043.10.1234.2']) {
+      const built = await mr(sop, overlay);
+      expect(legible(imagesForIndependentOcr(await parseDicomBuffer(built.file))[0] as Buffer, `mr-${sop}-before`, built.drawn).length).toBeGreaterThan(0);
+      const before = counting.frames;
+      const { prepared, parsed } = await redact(built.file, { detector: counting, seriesChecks: checks });
+      // Each slice is OCR'd (detection and the gate's pass), the series having shown text.
+      expect(counting.frames - before).toBe(2);
+      expect(prepared.pixelsCleaned).toMatchObject({ method: 'ocr', frames: 1 });
+      expect(asciiValue(parsed.dataset.get(Tags.BurnedInAnnotation))).toBe('NO');
+      left = [...left, ...legible(imagesForIndependentOcr(parsed)[0] as Buffer, `mr-${sop}-after`, built.drawn)];
+    }
+    expect(left).toEqual([]);
+  });
+
+  it('when the first slice reads clean, then the rest of the series is trusted without OCR, and every copy is the one the allow policy writes (unmarked, same bytes)', async () => {
+    const checks = new SeriesPixelChecks();
+    const counting = new Counting();
+    const sops = ['1.2.826.0.1.3680043.10.1234.11', '1.2.826.0.1.3680043.10.1234.12', '1.2.826.0.1.3680043.10.1234.13'];
+    let sampleFrames = 0;
+    for (const [i, sop] of sops.entries()) {
+      const built = await mr(sop, []);
+      const { prepared, bytes, parsed } = await redact(built.file, { detector: counting, seriesChecks: checks });
+      // The first slice is the series' sample; the others cost no OCR.
+      if (i === 0) sampleFrames = counting.frames;
+      expect(sampleFrames).toBeGreaterThan(0);
+      expect(counting.frames).toBe(sampleFrames);
+      expect(prepared.pixelsCleaned).toBeUndefined();
+      expect(parsed.dataset.has(Tags.BurnedInAnnotation)).toBe(false);
+      expect(bytes.equals((await redact(built.file, { mode: 'allow' })).bytes)).toBe(true);
+    }
+    // Without the series check (tools, benches), the unflagged MR is not OCR'd at all.
+    const alone = new Counting();
+    await redact((await mr(sops[0] as string, overlay)).file, { detector: alone });
+    expect(alone.frames).toBe(0);
   });
 });

@@ -19,6 +19,7 @@ import { isPipelineError } from '../../../shared/errors';
 import type { BurnedInPolicy } from '../../../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { detectTextBoxes, readSampledFrames, sourceIdentifiers } from '../../../shared/ingest/pixelText';
+import { SeriesPixelChecks } from '../../../shared/ingest/seriesCheck';
 
 jest.setTimeout(900_000);
 
@@ -59,10 +60,12 @@ describe('given the bundled samples', () => {
   it('under the redact policy, fewer are held for burned-in text than under the quarantine policy, and what is still held says why', async () => {
     const counts = { quarantine: new Map<Outcome, number>(), redact: new Map<Outcome, number>() };
     const reasons = new Map<string, number>();
+    // As the runtime configures it: unflagged images of the other types checked once per series.
+    const seriesChecks = new SeriesPixelChecks();
     for (const path of samples) {
       const file = readFileSync(path);
       for (const mode of ['quarantine', 'redact'] as const) {
-        const r = await outcome(file, mode === 'redact' ? { mode, ocr: { detector, sampleFrames: 5 } } : { mode });
+        const r = await outcome(file, mode === 'redact' ? { mode, ocr: { detector, sampleFrames: 5, seriesChecks } } : { mode });
         counts[mode].set(r.outcome, (counts[mode].get(r.outcome) ?? 0) + 1);
         if (mode === 'redact' && r.reason) reasons.set(r.reason, (reasons.get(r.reason) ?? 0) + 1);
       }
@@ -73,6 +76,7 @@ describe('given the bundled samples', () => {
       `samples: ${samples.length}`,
       `quarantine policy: ${JSON.stringify(Object.fromEntries(counts.quarantine))}; held for burned-in text ${share(counts.quarantine)}`,
       `redact policy: ${JSON.stringify(Object.fromEntries(counts.redact))}; held for burned-in text ${share(counts.redact)}`,
+      `unflagged series (and image sizes) checked by OCR with a verdict: ${seriesChecks.size}`,
       'still held, by reason:',
       ...[...reasons].sort((a, b) => b[1] - a[1]).map(([r, n]) => `  ${n} × ${r}`),
     ].join('\n'));
