@@ -120,10 +120,11 @@ describe('given the real ultrasound under the redact policy, with a scripted det
 
   it('when a date is still legible after redaction (text the detection pass missed), then the file is held naming the kind, not the value', async () => {
     const leftover: TextBox = { box: [300, 300, 200, 20], text: 'Exam 14 March 2019', confidence: 40 };
-    // The detection pass reads nothing; the gate's pass reads the date.
+    // The detection pass reads one harmless label and misses the date; the gate's pass reads the date.
+    const label: TextBox = { box: [20, 20, 120, 20], text: 'ABDOMEN', confidence: 90 };
     const missedFirst = new ScriptedDetector([leftover]);
     let call = 0;
-    const detector: TextDetector = { detect: (image) => (++call === 1 ? Promise.resolve([]) : missedFirst.detect(image)), close: () => Promise.resolve() };
+    const detector: TextDetector = { detect: (image) => (++call === 1 ? Promise.resolve([label]) : missedFirst.detect(image)), close: () => Promise.resolve() };
     const message = await held(detector);
     expect(message).toMatch(/text still legible after redaction \(date\)/);
     expect(message).not.toMatch(/March|2019/);
