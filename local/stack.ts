@@ -114,6 +114,11 @@ export interface LocalStack {
   hostPort: number;
   /** `http://127.0.0.1:<blobPort>/devstoreaccount1` (through the event source). */
   blobEndpoint: string;
+  /**
+   * Azurite's own blob port, behind the event source: what is written there raises no event
+   * (an archive that was there before the pipeline, for the backfill's measurement).
+   */
+  azuriteBlobPort: number;
   cosmosEndpoint: string;
   hostUrl: string;
   host: FunctionHost;
@@ -315,6 +320,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       cosmosPort: cosmos.port,
       hostPort: host.port,
       blobEndpoint: events.blobEndpoint,
+      azuriteBlobPort: azurite.blobPort,
       cosmosEndpoint: cosmos.endpoint,
       hostUrl: host.url,
       host,

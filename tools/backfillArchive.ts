@@ -67,32 +67,44 @@ export function smallSliceName(index: number): string {
   return `backfill/study${String(Math.floor(index / PER_SERIES)).padStart(5, '0')}/${String(index % PER_SERIES).padStart(3, '0')}.dcm`;
 }
 
+export interface SeedOptions {
+  container: string;
+  count: number;
+  seed: number;
+  concurrency?: number;
+  onProgress?: (done: number) => void;
+}
+
 /**
  * Starts Azurite alone on `location`, uploads the files (`concurrency` at once), stops it.
  * Resolves with the bytes written.
  */
-export async function seedArchive(options: { location: string; container: string; count: number; seed: number; concurrency?: number; onProgress?: (done: number) => void }): Promise<number> {
+export async function seedArchive(options: SeedOptions & { location: string }): Promise<number> {
   const azurite = await startAzurite({ blobPort: 0, queuePort: 0, persistence: { location: options.location } });
-  let bytes = 0;
   try {
-    const service = BlobServiceClient.fromConnectionString(azuriteConnectionString(azurite.blobPort, azurite.queuePort));
-    const container = service.getContainerClient(options.container);
-    await container.createIfNotExists();
-    let next = 0;
-    let done = 0;
-    const worker = async () => {
-      while (next < options.count) {
-        const i = next++;
-        const body = smallSlice(options.seed, i);
-        bytes += body.length;
-        await container.getBlockBlobClient(smallSliceName(i)).upload(body, body.length);
-        done++;
-        if (done % 1000 === 0) options.onProgress?.(done);
-      }
-    };
-    await Promise.all(Array.from({ length: options.concurrency ?? 16 }, worker));
+    return await seedInto(BlobServiceClient.fromConnectionString(azuriteConnectionString(azurite.blobPort, azurite.queuePort)), options);
   } finally {
     await azurite.stop();
   }
+}
+
+/** Uploads the files into a running Azurite (`concurrency` at once). Resolves with the bytes written. */
+export async function seedInto(service: BlobServiceClient, options: SeedOptions): Promise<number> {
+  const container = service.getContainerClient(options.container);
+  await container.createIfNotExists();
+  let bytes = 0;
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    while (next < options.count) {
+      const i = next++;
+      const body = smallSlice(options.seed, i);
+      bytes += body.length;
+      await container.getBlockBlobClient(smallSliceName(i)).upload(body, body.length);
+      done++;
+      if (done % 1000 === 0) options.onProgress?.(done);
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency ?? 16 }, worker));
   return bytes;
 }

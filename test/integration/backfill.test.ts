@@ -4,14 +4,13 @@
  * again, under a pseudo-terminal (`script` from Debian's bsdutils), then a third run. Every file
  * must be cataloged once: none missed, none ingested twice.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { CosmosClient } from '@azure/cosmos';
-
 import type { BackfillCheckpoint } from '../../shared/backfill/backfill';
+import { BackfillStack, BackfillStackInfo, runAsync, startBackfillStack } from './backfillStackProcess';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
 const FILES = 240;
@@ -20,22 +19,6 @@ let dir: string;
 let env: Record<string, string>;
 const checkpointFile = () => path.join(dir, 'backfill.json');
 const telemetryFile = () => info.telemetryFile;
-
-/**
- * Runs a command without blocking this process: the stack's event source and function host run
- * in it, so a spawnSync would stop them from answering the child.
- */
-function runAsync(command: string, args: string[], runEnv: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: runEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${command} did not end within ${timeoutMs} ms: ${stdout}${stderr}`)); }, timeoutMs);
-    child.on('exit', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
-  });
-}
 
 function readCheckpoint(): BackfillCheckpoint | undefined {
   try {
@@ -47,23 +30,15 @@ function readCheckpoint(): BackfillCheckpoint | undefined {
 
 const backfillArgs = ['--rate', '0', '--batch-size', '2', '--concurrency', '8', '--page-size', '50', '--checkpoint'];
 
-let stackProcess: ChildProcess;
-let info: { env: Record<string, string>; hostUrl: string; telemetryFile: string; problems: string; cosmosDatabase: string; indexContainer: string; cosmosEndpoint: string };
+let stack: BackfillStack;
+let info: BackfillStackInfo;
 
 beforeAll(async () => {
   expect(spawnSync('script', ['--version']).status).toBe(0);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-backfill-'));
   // The stack runs in its own process: one in this worker would share its environment with the shared test stack's.
-  stackProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfillStack.js'), dir, String(FILES)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  info = await new Promise((resolve, reject) => {
-    let out = '';
-    stackProcess.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n')[0];
-      if (out.includes('\n') && line) resolve(JSON.parse(line) as typeof info);
-    });
-    stackProcess.on('exit', (code) => reject(new Error(`the backfill stack exited (${code}) before it was ready`)));
-  });
+  stack = await startBackfillStack(dir, FILES);
+  info = stack.info;
   // Only this stack's settings.
   env = {
     PATH: process.env.PATH ?? '',
@@ -76,17 +51,12 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  if (stackProcess && stackProcess.exitCode === null) {
-    const exited = new Promise((r) => stackProcess.on('exit', r));
-    stackProcess.kill('SIGTERM');
-    await exited;
-  }
+  await stack?.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function indexDocuments(): Promise<{ status: string; eventIds: string[] }[]> {
-  const client = new CosmosClient({ endpoint: info.cosmosEndpoint, key: info.env.CosmosDb?.match(/AccountKey=([^;]+)/)?.[1] ?? '', connectionPolicy: { enableEndpointDiscovery: false } });
-  const { resources } = await client.database(info.cosmosDatabase).container(info.indexContainer).items.query<{ status: string; eventIds: string[] }>('SELECT c.status, c.eventIds FROM c').fetchAll();
+  const { resources } = await stack.cosmos().database(info.cosmosDatabase).container(info.indexContainer).items.query<{ status: string; eventIds: string[] }>('SELECT c.status, c.eventIds FROM c').fetchAll();
   return resources;
 }
 

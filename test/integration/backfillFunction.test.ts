@@ -4,50 +4,32 @@
  * here, 1 s slices) running it from the checkpoint in its blob until done. Every file must be
  * cataloged once.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { CosmosClient } from '@azure/cosmos';
+import { BackfillStack, BackfillStackInfo, startBackfillStack } from './backfillStackProcess';
 
-const projectRoot = path.resolve(__dirname, '..', '..');
 const FILES = 150;
 
 let dir: string;
-let stackProcess: ChildProcess;
-let info: { env: Record<string, string>; hostUrl: string; telemetryFile: string; problems: string; cosmosDatabase: string; indexContainer: string; cosmosEndpoint: string; operatorToken: string };
+let stack: BackfillStack;
+let info: BackfillStackInfo & { operatorToken: string };
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-backfill-fn-'));
-  // Its own stack process (tools/backfillStack.ts): the timers and settings stay out of the shared
-  // test stack. Its environment is only the system's: settings other test files left in this
-  // worker's environment (sources, ANQ, timers) would start timers and sources of their own there.
-  const systemEnv = Object.fromEntries(['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL'].flatMap((k) => (process.env[k] !== undefined ? [[k, process.env[k] as string]] : [])));
-  stackProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfillStack.js'), dir, String(FILES), 'function'], { env: systemEnv, stdio: ['pipe', 'pipe', 'inherit'] });
-  info = await new Promise((resolve, reject) => {
-    let out = '';
-    stackProcess.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n')[0];
-      if (out.includes('\n') && line) resolve(JSON.parse(line) as typeof info);
-    });
-    stackProcess.on('exit', (code) => reject(new Error(`the backfill stack exited (${code}) before it was ready`)));
-  });
+  // Its own stack process (tools/backfillStack.ts): the timers and settings stay out of the shared test stack.
+  stack = await startBackfillStack(dir, FILES, 'function');
+  info = { ...stack.info, operatorToken: stack.info.operatorToken ?? '' };
 }, 300_000);
 
 afterAll(async () => {
-  if (stackProcess && stackProcess.exitCode === null) {
-    const exited = new Promise((r) => stackProcess.on('exit', r));
-    stackProcess.kill('SIGTERM');
-    await exited;
-  }
+  await stack?.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function indexDocuments(): Promise<{ status: string }[]> {
-  const client = new CosmosClient({ endpoint: info.cosmosEndpoint, key: info.env.CosmosDb?.match(/AccountKey=([^;]+)/)?.[1] ?? '', connectionPolicy: { enableEndpointDiscovery: false } });
-  const { resources } = await client.database(info.cosmosDatabase).container(info.indexContainer).items.query<{ status: string }>('SELECT c.status FROM c').fetchAll();
+  const { resources } = await stack.cosmos().database(info.cosmosDatabase).container(info.indexContainer).items.query<{ status: string }>('SELECT c.status FROM c').fetchAll();
   return resources;
 }
 

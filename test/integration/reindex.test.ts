@@ -4,75 +4,40 @@
  * every research UID changes, no copy or document of the old key is left, and the counts are
  * those of the first pass. A third run skips everything.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient } from '@azure/storage-blob';
+
+import { BackfillStack, BackfillStackInfo, runAsync, startBackfillStack } from './backfillStackProcess';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
 const FILES = 30;
 const NEW_KEY = 'reindex-test-rotated-key-0123456789abcdef';
 
 let dir: string;
-let stackProcess: ChildProcess;
-let stdoutLines: string[] = [];
-let info: { env: Record<string, string>; hostUrl: string; telemetryFile: string; problems: string; cosmosDatabase: string; indexContainer: string; cosmosEndpoint: string };
+let stack: BackfillStack;
+let info: BackfillStackInfo;
 
-function runAsync(args: string[], runEnv: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ status: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfill.js'), ...args], { env: runEnv, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`the backfill did not end within ${timeoutMs} ms: ${stderr}`)); }, timeoutMs);
-    child.on('exit', (status) => { clearTimeout(timer); resolve({ status, stderr }); });
-  });
-}
-
-function waitForLine(pattern: RegExp, timeoutMs: number): Promise<string> {
-  const until = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const line = stdoutLines.find((l) => pattern.test(l));
-      if (line) resolve(line);
-      else if (Date.now() > until || stackProcess.exitCode !== null) reject(new Error(`no line ${pattern} from the stack within ${timeoutMs} ms (exit ${stackProcess.exitCode})`));
-      else setTimeout(check, 50);
-    };
-    check();
-  });
-}
+const runBackfill = (args: string[], runEnv: NodeJS.ProcessEnv, timeoutMs: number) => runAsync(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfill.js'), ...args], runEnv, timeoutMs);
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vna-reindex-'));
-  stackProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'tools', 'backfillStack.js'), dir, String(FILES)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let out = '';
-  stackProcess.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
-    const lines = out.split('\n');
-    out = lines.pop() ?? '';
-    stdoutLines.push(...lines.filter(Boolean));
-  });
-  info = JSON.parse(await waitForLine(/^\{/, 300_000)) as typeof info;
+  stack = await startBackfillStack(dir, FILES);
+  info = stack.info;
 }, 300_000);
 
 afterAll(async () => {
-  if (stackProcess && stackProcess.exitCode === null) {
-    const exited = new Promise((r) => stackProcess.on('exit', r));
-    stackProcess.kill('SIGTERM');
-    await exited;
-  }
+  await stack?.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  stdoutLines = [];
 });
 
 interface Instance { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string; researchBlob: string; deidentification: { keyId: string } }
 interface Study { studyInstanceUid: string; numberOfStudyRelatedInstances: number }
 
 async function researchSide(): Promise<{ instances: Instance[]; studies: Study[]; blobs: string[]; records: { status: string; keyId?: string }[] }> {
-  const client = new CosmosClient({ endpoint: info.cosmosEndpoint, key: info.env.CosmosDb?.match(/AccountKey=([^;]+)/)?.[1] ?? '', connectionPolicy: { enableEndpointDiscovery: false } });
-  const db = client.database(info.cosmosDatabase);
+  const db = stack.cosmos().database(info.cosmosDatabase);
   const catalog = db.container(info.env.COSMOS_RESEARCH_CONTAINER ?? 'research-catalog');
   const { resources: instances } = await catalog.items.query<Instance>("SELECT * FROM c WHERE c.type = 'instance'").fetchAll();
   const { resources: studies } = await catalog.items.query<Study>("SELECT * FROM c WHERE c.type = 'study'").fetchAll();
@@ -95,18 +60,18 @@ test('given an archive ingested under one key, when the key is rotated and the b
     TELEMETRY_CAPTURE_FILE: path.join(dir, 'backfill-telemetry.jsonl'),
   };
 
-  const first = await runAsync(args, env, 600_000);
+  const first = await runBackfill(args, env, 600_000);
   expect({ status: first.status, err: first.status === 0 ? '' : first.stderr }).toEqual({ status: 0, err: '' });
   const before = await researchSide();
   expect(before.instances).toHaveLength(FILES);
   expect(before.blobs).toEqual(before.instances.map((i) => i.researchBlob).sort());
   expect(new Set(before.records.map((r) => `${r.status}/${r.keyId}`))).toEqual(new Set(['cataloged/bf']));
 
-  stackProcess.stdin?.write(`rotate bf2 ${NEW_KEY}\n`);
-  await waitForLine(/^rotated bf2$/, 30_000);
+  stack.process.stdin?.write(`rotate bf2 ${NEW_KEY}\n`);
+  await stack.waitForLine(/^rotated bf2$/, 30_000);
   // The backfill is given the functions' settings, the new key id with them; same checkpoint file.
   const rotated = { ...env, DEID_KEY: NEW_KEY, DEID_KEY_ID: 'bf2' };
-  const second = await runAsync(args, rotated, 600_000);
+  const second = await runBackfill(args, rotated, 600_000);
   expect({ status: second.status, err: second.status === 0 ? '' : second.stderr }).toEqual({ status: 0, err: '' });
   expect(second.stderr).toMatch(new RegExp(`backfill: done: ${FILES} emitted, 0 already cataloged, ${FILES} listed; ${FILES} of the emitted re-indexed under key bf2`));
 
@@ -128,7 +93,7 @@ test('given an archive ingested under one key, when the key is rotated and the b
   expect(new Set(after.records.map((r) => `${r.status}/${r.keyId}`))).toEqual(new Set(['cataloged/bf2']));
 
   // Done under the new key: a third run (a new checkpoint) skips every file.
-  const third = await runAsync([...args.slice(0, -1), path.join(dir, 'again.json')], rotated, 300_000);
+  const third = await runBackfill([...args.slice(0, -1), path.join(dir, 'again.json')], rotated, 300_000);
   expect(third.status).toBe(0);
   expect(third.stderr).toMatch(new RegExp(`backfill: done: 0 emitted, ${FILES} already cataloged, ${FILES} listed\\n`));
 }, 900_000);
