@@ -15,6 +15,8 @@ import { ErrorCodes, isPipelineError, PipelineError } from '../../../shared/erro
 import { BurnedInPolicy, decideBurnedIn, unflaggedImage } from '../../../shared/ingest/burnedIn';
 import { prepareDeidentifiedInstance } from '../../../shared/ingest/deidentifyInstance';
 import { identifyingText, isTextWord, mergeBoxes, sampleFrameIndexes } from '../../../shared/ingest/pixelText';
+import { SeriesPixelChecks } from '../../../shared/ingest/seriesCheck';
+import { encodeWithDataset } from './coreHelpers';
 
 const FIXTURES = join(__dirname, '..', '..', 'fixtures', 'dicom');
 const key = Buffer.from('ocr policy test key, 32 bytes....');
@@ -142,6 +144,30 @@ describe('given the real ultrasound under the redact policy, with a scripted det
     const prepared = await run(detector);
     expect(prepared.pixelsCleaned).toEqual({ boxes: 1, frames: 1, method: 'ocr', sampledFrames: [0] });
     expect(detector.calls).toBe(2);
+  });
+});
+
+describe('given an unflagged CT whose pixels no decoder here reads (12-bit JPEG), under the redact policy with the series check', () => {
+  const source = readFileSync(join(FIXTURES, 'ms-anonymizer/samples__I341.dcm'));
+  const run = (file: Buffer, seriesChecks: SeriesPixelChecks, detector: ScriptedDetector) => prepareDeidentifiedInstance(bufferReader(file), {
+    deid: { profile: defaultProfile(), key, keyId: 'test' },
+    maxHeaderBytes: 1 << 24,
+    totalSize: file.length,
+    burnedIn: { mode: 'redact', ocr: { detector, sampleFrames: 5, seriesChecks } },
+    readSourceRange: (offset, length) => Promise.resolve(file.subarray(offset, offset + length)),
+  });
+
+  it('then it passes unmarked as before the check, with no verdict for its series (the next image is tried); flagged YES, the same file is held', async () => {
+    const checks = new SeriesPixelChecks();
+    const detector = new ScriptedDetector([]);
+    const prepared = await run(source, checks, detector);
+    expect(prepared.pixelsCleaned).toBeUndefined();
+    expect(detector.calls).toBe(0);
+    expect(checks.size).toBe(0);
+    const parsed = await parseDicomBuffer(source);
+    const flagged = withFlag(parsed.dataset, Tags.BurnedInAnnotation, 'CS', 'YES');
+    const yes = encodeWithDataset(parsed, flagged);
+    await expect(run(yes, checks, detector)).rejects.toThrow(/held for review: frame 1 of the compressed pixel data could not be decoded/);
   });
 });
 
