@@ -22,6 +22,11 @@ export interface AzuriteOptions {
   persistence?: { inMemory: true } | { location: string };
   /** Start-up limit; default 30 s. */
   timeoutMs?: number;
+  /**
+   * Most selective indexed property first in Azurite's metadata queries (azuriteQueryOrder.ts):
+   * default true. Without it every blob operation scans every blob the emulator holds.
+   */
+  queryOrder?: boolean;
 }
 
 export interface AzuriteHandle {
@@ -35,6 +40,11 @@ export interface AzuriteHandle {
 }
 
 const READY = /Azurite (Blob|Queue) service (?:is successfully listening at|successfully listens on) https?:\/\/[^\s]*:(\d+)/;
+
+/** From TypeScript sources (ts-jest), a child process needs the compiled script. */
+function compiled(script: string): string {
+  return script.endsWith('.ts') ? script.replace(`${path.sep}local${path.sep}`, `${path.sep}dist${path.sep}local${path.sep}`).replace(/\.ts$/, '.js') : script;
+}
 
 function azuriteCli(): string {
   const pkg = require.resolve('azurite/package.json');
@@ -50,7 +60,9 @@ function azuriteCli(): string {
 export async function startAzurite(options: AzuriteOptions = {}): Promise<AzuriteHandle> {
   const host = options.host ?? '127.0.0.1';
   const persistence = options.persistence ?? { inMemory: true };
+  const queryOrder = options.queryOrder !== false;
   const args = [
+    ...(queryOrder ? ['--require', compiled(path.join(__dirname, `azuriteQueryOrder${path.extname(__filename)}`))] : []),
     azuriteCli(),
     '--blobHost', host, '--blobPort', String(options.blobPort ?? 10000),
     '--queueHost', host, '--queuePort', String(options.queuePort ?? 10001),
@@ -73,7 +85,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: 'location' in persistence ? persistence.location : undefined,
-    env: { ...process.env, AZURITE_ACCOUNTS: undefined },
+    env: { ...process.env, AZURITE_ACCOUNTS: undefined, VNA_AZURITE_QUERY_ORDER: queryOrder ? '1' : undefined },
   });
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
