@@ -139,9 +139,13 @@ async function readSourceRange(a: Attempt, offset: number, length: number): Prom
 async function waitOutsideSlot<T>(a: Attempt, reader: ByteReader, wait: () => Promise<T>): Promise<T> {
   const at = reader.position;
   await reader.suspend();
-  const result = await (a.deps.outsideSlot ?? ((w) => w()))(wait);
-  reader.resume(sourceFrom(a, at));
-  return result;
+  try {
+    return await (a.deps.outsideSlot ?? ((w) => w()))(wait);
+  } finally {
+    // Also after a failed wait: the caller may go on without OCR (an unflagged image whose
+    // pixels the engine cannot read passes). The range is requested on the first read only.
+    reader.resume(sourceFrom(a, at));
+  }
 }
 
 /** The version being ingested from `offset` to its end, requested on the first read. */

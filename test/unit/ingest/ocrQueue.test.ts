@@ -204,6 +204,22 @@ describe('given a burst of one unflagged CT series under the redact policy with 
   }, 60_000);
 });
 
+describe('given an unflagged CT that no decoder here reads (12-bit JPEG), on the OCR queue with the series check', () => {
+  it('then it is cataloged whole: the source let go for OCR is read on after the OCR gives up on its pixels', async () => {
+    const detector = new GatedDetector();
+    detector.open();
+    const { w, deps } = world(detector, new OcrQueue({ running: 1, maxQueued: 8, maxWaitMs: 60_000 }), 2, new SeriesPixelChecks());
+    const source = readFileSync(join(FIXTURES, 'ms-anonymizer/samples__I341.dcm'));
+    w.source.put('anq-replica', 'ct-jpeg12.dcm', source);
+    const outcome = await handleIngestEvent(blobCreated('ct-jpeg12.dcm'), deps, w.log);
+    expect(outcome.status).toBe('cataloged');
+    expect(detector.calls).toBe(0);
+    const research = 'research' in outcome ? outcome.research : undefined;
+    const copy = [...w.research.blobs.values()].find((b) => research && b.data.includes(Buffer.from(research.sopInstanceUid)));
+    expect((await parseDicomBuffer(copy?.data ?? Buffer.alloc(0))).pixelData).toBeDefined();
+  }, 60_000);
+});
+
 describe('SeriesPixelChecks', () => {
   it('gives the first caller the claim, makes the others wait for its verdict, and keeps text once seen', async () => {
     const checks = new SeriesPixelChecks();
