@@ -161,7 +161,12 @@ class AnqDriver implements SourceDriver {
 
   private async checkpoint(): Promise<WatcherCheckpoint | undefined> {
     try {
-      return JSON.parse((await this.checkpointBlob.downloadToBuffer()).toString('utf8')) as WatcherCheckpoint;
+      // One GET (one version): downloadToBuffer reads the size first and then the bytes, which
+      // mixes two versions when the watcher rewrites its checkpoint in between.
+      const res = await this.checkpointBlob.download();
+      const parts: Buffer[] = [];
+      for await (const part of res.readableStreamBody ?? []) parts.push(Buffer.from(part as Buffer));
+      return JSON.parse(Buffer.concat(parts).toString('utf8')) as WatcherCheckpoint;
     } catch (e) {
       if ((e as { statusCode?: number }).statusCode === 404) return undefined;
       throw e;
