@@ -16,10 +16,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { CosmosClient } from '@azure/cosmos';
+import { BlobSASPermissions } from '@azure/storage-blob';
 import { HttpRequest, type HttpResponseInit, InvocationContext } from '@azure/functions';
 
 import { startHostProcess } from '../local/hostProcess';
@@ -87,6 +89,19 @@ async function main(): Promise<void> {
     const researchBlob = blobService.getContainerClient(settings.researchContainer).getBlobClient(r.blob);
     const size = (await researchBlob.getProperties()).contentLength ?? 0;
     const frameOffset = size - frames * FRAME_BYTES;
+    const sasUrl = await researchBlob.generateSasUrl({ permissions: BlobSASPermissions.parse('r'), expiresOn: new Date(Date.now() + 3_600_000) });
+    const agent = new http.Agent({ keepAlive: true });
+    const httpGet = (url: string, h: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        http
+          .get(url, { agent, headers: h }, (res) => {
+            let n = 0;
+            res.on('data', (d: Buffer) => (n += d.length));
+            res.on('end', () => (res.statusCode === 200 || res.statusCode === 206 ? resolve(n) : reject(new Error(`GET: ${res.statusCode}`))));
+            res.on('error', reject);
+          })
+          .on('error', reject);
+      });
     const [instance] = await findResearchInstances(rt.retrieve.catalog, { study: r.studyInstanceUid, series: r.seriesInstanceUid, instance: r.sopInstanceUid });
     if (!instance) throw new Error('no instance');
     const principal = await rt.auth.authenticate({ headers: new Headers({ authorization: headers.authorization }) });
@@ -126,6 +141,8 @@ async function main(): Promise<void> {
         },
       ],
       ['plain ranged read, storage SDK (bench: baseline)', async () => drain((await researchBlob.download(frameOffset, FRAME_BYTES)).readableStreamBody)],
+      ['through the function host, node:http client', () => httpGet(`${host.url}${instanceUrl}/frames/1`, headers)],
+      ['plain ranged read, node:http client (SAS URL)', () => httpGet(sasUrl, { range: `bytes=${frameOffset}-${frameOffset + FRAME_BYTES - 1}` })],
     ];
     // Round robin, so that a machine busy with other work weighs on every step alike.
     for (const [, step] of steps) await step(() => undefined);

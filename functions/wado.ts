@@ -51,7 +51,10 @@ function wadoHandler(resource: WadoResource) {
         // The access audit is written while the first bytes are read, not after (shared/auth/guard.ts).
         ...(advance ? { disclosing: (status: number, returned: ResearchInstance[]) => advance(status, accessTargetOf(request, returned)) } : {}),
       });
-      const response: HttpResponseInit = { status: answer.status, headers: answer.headers, body: answer.body };
+      // A web stream of the answer's own chunks: given an async iterable, the Response the library
+      // builds would copy every chunk into a byte stream of its own.
+      const body = typeof answer.body === 'string' ? answer.body : ReadableStream.from(answer.body);
+      const response: HttpResponseInit = { status: answer.status, headers: answer.headers, body };
       carried.set(response, answer.returned);
       return response;
     } catch (e) {

@@ -47,7 +47,7 @@ import {
   RpcInvocationRequest,
   RpcTypedData,
 } from './functionsCore';
-import { forwardToWorker, streamTriggerMetadata, workerAgent } from './httpStream';
+import { handToWorker, streamTriggerMetadata } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { DEFAULT_QUEUE_SETTINGS, type QueueFunction, type QueueHostSettings, queueSettingsOf, startQueueListeners } from './queueTriggers';
@@ -297,9 +297,6 @@ function byteSetting(name: string, explicit: number | undefined, fallback: numbe
   return n;
 }
 
-/** How long the host waits, after an invocation in streaming mode, for the worker to begin its answer. */
-const STREAM_ANSWER_GRACE_MS = 3000;
-
 /**
  * Reads a request body of at most `limit` bytes. Past the limit (announced by content-length,
  * or reached while streaming) it stops reading at once and resolves 'too-large': the sender is
@@ -434,17 +431,20 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   // Set by @azure/functions at its first app.* call (process-wide, as in the worker).
   const programmingModel: ProgrammingModel | undefined = registeredProgrammingModel();
   if (loaded.length > 0 && !programmingModel) throw new Error('function host: functions were registered but no programming model was set');
-  // Set when the app enables HTTP streaming: requests then go to the library's own listener.
-  let workerUri: string | undefined;
   // The library's listener for streaming mode, closed when this host stops: in a worker process
   // it lives as long as the process, but a process that starts hosts one after another (tests)
   // would otherwise be kept alive by every one of them.
   const workerListeners: http.Server[] = [];
-  const toWorker = workerAgent();
+  // Set when the app enables HTTP streaming (the library then reports its listener as HttpUri):
+  // requests go to that listener's own handler (handToWorker).
+  let workerListener: http.Server | undefined;
   if (programmingModel?.getCapabilities) {
     const getCapabilities = programmingModel.getCapabilities.bind(programmingModel);
     const capabilities = await capturingServers(workerListeners, async () => getCapabilities({}));
-    workerUri = capabilities.HttpUri;
+    if (capabilities.HttpUri) {
+      if (workerListeners.length !== 1) throw new Error(`function host: the library reported an HTTP listener but created ${workerListeners.length}`);
+      workerListener = workerListeners[0];
+    }
   }
 
   const routePrefix = hostJson.routePrefix;
@@ -483,23 +483,22 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
           return;
         }
         const request = toRpcHttpRequest(method, url, req.headers, params, body);
-        if (workerUri) {
+        if (workerListener) {
           const invocationId = randomUUID();
-          const forwarded = forwardToWorker(workerUri, invocationId, req, url, body, res, toWorker);
+          const handed = handToWorker(workerListener, invocationId, req, url, body, res);
           const invocation = { inputData: [{ name: fn.triggerKey, data: request }], triggerMetadata: streamTriggerMetadata(req.headers, params) };
           try {
             await invokeFunction(fn, invocation, environment(), invocationId);
             // A handler that returned nothing: the library sends no answer (204, as without streaming).
-            if (!(await forwarded.answered(STREAM_ANSWER_GRACE_MS))) {
+            if (!handed.answered()) {
               res.writeHead(204);
               res.end();
-              forwarded.abort();
             }
           } catch {
             if (!res.headersSent) sendJson(res, 500, {});
-            forwarded.abort();
+            else res.destroy();
           }
-          await forwarded.done;
+          await handed.done;
           return;
         }
         let returnValue: RpcTypedData | null | undefined;
@@ -651,7 +650,6 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
         await queues?.stop();
         await closeServer(server);
         await Promise.all(workerListeners.map((listener) => closeServer(listener)));
-        toWorker.destroy();
         await runHooks(hooks, 'appTerminate', { hookData: appLevelHookData, appHookData });
       })();
       return stopping;

@@ -1,0 +1,77 @@
+/**
+ * In HTTP streaming mode the local host gives each request to the worker's listener in its own
+ * process (handToWorker): no connection from the host to the listener, the library writes the
+ * answer onto the client's response, and the hop's own header stays off it.
+ */
+import * as diagnostics from 'diagnostics_channel';
+import * as fs from 'fs';
+import * as http from 'http';
+import * as os from 'os';
+import * as path from 'path';
+
+import { type FunctionHost, startHost } from '../../../local/host';
+
+const functionsLib = JSON.stringify(require.resolve('@azure/functions'));
+
+const FUNCTIONS = `
+const { app } = require(${functionsLib});
+app.setup({ enableHttpStream: true });
+app.http('hello', { methods: ['GET'], authLevel: 'anonymous', route: 'hello/{n}', handler: async (request) => ({ body: 'hello ' + request.params.n }) });
+app.http('echo', { methods: ['POST'], authLevel: 'anonymous', route: 'echo', handler: async (request) => ({ headers: { 'x-seen': request.headers.get('x-seen') ?? '' }, body: 'got ' + (await request.text()) + ' from ' + new URL(request.url).host }) });
+`;
+
+let dir: string;
+let host: FunctionHost;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'host-keepalive-'));
+  fs.mkdirSync(path.join(dir, 'functions'));
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'fixture-app', main: 'functions/*.js' }));
+  fs.writeFileSync(path.join(dir, 'functions', 'app.js'), FUNCTIONS);
+  host = await startHost({ projectRoot: dir, port: 0, logSink: () => undefined });
+});
+
+afterAll(async () => {
+  await host?.stop();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function get(url: string, agent: http.Agent): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+      })
+      .on('error', reject);
+  });
+}
+
+test('given requests one after the other in streaming mode, then they reach the worker with no connection of their own', async () => {
+  const client = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const opened: unknown[] = [];
+  const onSocket = (message: unknown) => opened.push(message);
+  diagnostics.subscribe('net.client.socket', onSocket);
+  try {
+    for (let n = 1; n <= 5; n++) {
+      const answer = await get(`${host.url}/api/hello/${n}`, client);
+      expect(answer).toMatchObject({ status: 200, body: `hello ${n}` });
+      // The hop's own header is the host's business, not the client's.
+      expect(answer.headers['x-ms-invocation-id']).toBeUndefined();
+    }
+  } finally {
+    diagnostics.unsubscribe('net.client.socket', onSocket);
+    client.destroy();
+  }
+  // One connection, from this client to the host; none from the host to the worker's listener.
+  expect(opened).toHaveLength(1);
+});
+
+test('given a POST with a body in streaming mode, then the handler reads the body, the headers and the host it was sent to', async () => {
+  const res = await fetch(`${host.url}/api/echo`, { method: 'POST', headers: { 'x-seen': 'yes' }, body: 'a body' });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('x-seen')).toBe('yes');
+  expect(await res.text()).toBe(`got a body from ${new URL(host.url).host}`);
+});
