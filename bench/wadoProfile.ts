@@ -21,8 +21,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { CosmosClient } from '@azure/cosmos';
-import { BlobSASPermissions } from '@azure/storage-blob';
 import { HttpRequest, type HttpResponseInit, InvocationContext } from '@azure/functions';
+import { BlobSASPermissions } from '@azure/storage-blob';
 
 import { startHostProcess } from '../local/hostProcess';
 import type { IngestionDocument } from '../shared/catalog/documents';
