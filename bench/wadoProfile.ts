@@ -89,6 +89,7 @@ async function main(): Promise<void> {
     const researchBlob = blobService.getContainerClient(settings.researchContainer).getBlobClient(r.blob);
     const size = (await researchBlob.getProperties()).contentLength ?? 0;
     const frameOffset = size - frames * FRAME_BYTES;
+    const copyEtag = (await researchBlob.getProperties()).etag ?? '';
     const sasUrl = await researchBlob.generateSasUrl({ permissions: BlobSASPermissions.parse('r'), expiresOn: new Date(Date.now() + 3_600_000) });
     const agent = new http.Agent({ keepAlive: true });
     const httpGet = (url: string, h: Record<string, string>) =>
@@ -124,6 +125,7 @@ async function main(): Promise<void> {
         },
       ],
       ['ranged read of the frame: headers and body', async () => drain(await rt.retrieve.research.readRange(r.blob, frameOffset, FRAME_BYTES))],
+      ['the same, If-Match the ETag of the copy (as retrieve reads)', async () => drain(await rt.retrieve.research.readRange(r.blob, frameOffset, FRAME_BYTES, { ifMatch: copyEtag }))],
       [
         'guarded function in process (all of the above)',
         async () => {

@@ -26,8 +26,9 @@
  * Not emulated: function keys (admin and function levels are accepted from loopback only),
  * retry policies, log hooks, triggers other than HTTP, Event Grid, timer and queue (listed, never
  * invoked), the timer's schedule monitor (past-due runs after a restart), month and day names
- * and TimeSpan schedules (such a timer is listed and never fired, with a warning). HTTP
- * streaming mode is served as the host serves it (local/httpStream.ts).
+ * and TimeSpan schedules (such a timer is listed and never fired, with a warning). In HTTP
+ * streaming mode a request goes to the library's own listener in this process, not over HTTP as
+ * from the Functions host's process (local/httpStream.ts).
  */
 import { randomUUID } from 'crypto';
 import * as fs from 'fs';
