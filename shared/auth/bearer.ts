@@ -13,6 +13,7 @@ import { createLocalJWKSet, createRemoteJWKSet, errors, type JSONWebKeySet, jwtV
 
 import type { JwksSource } from '../config/settings';
 import { ErrorCodes, PipelineError } from '../errors';
+import { Lru } from '../lru';
 import { type Principal, principalFromClaims } from './principal';
 
 export interface BearerValidatorOptions {
@@ -117,12 +118,12 @@ export function createBearerValidator(options: BearerValidatorOptions): BearerVa
   const maxEntries = options.cacheEntries ?? VERIFIED_TOKEN_CACHE_ENTRIES;
   // By the token's SHA-256, never the token: only a token that verified gets in, and only until
   // its `exp` (without the clock tolerance) or VERIFIED_TOKEN_MAX_AGE_MS, whichever comes first.
-  const verified = new Map<string, { principal: Principal; until: number }>();
+  const verified = maxEntries > 0 ? new Lru<{ principal: Principal; until: number }>(maxEntries) : undefined;
   return async (token) => {
-    const key = maxEntries > 0 ? createHash('sha256').update(token).digest('base64url') : '';
-    const hit = key ? verified.get(key) : undefined;
+    const key = verified ? createHash('sha256').update(token).digest('base64url') : '';
+    const hit = verified?.get(key);
     if (hit && now() < hit.until) return { ...hit.principal, roles: [...hit.principal.roles] };
-    if (hit) verified.delete(key);
+    if (hit) verified?.delete(key);
     let payload;
     try {
       ({ payload } = await jwtVerify(token, options.keys, { ...verifyOptions, currentDate: new Date(now()) }));
@@ -131,9 +132,8 @@ export function createBearerValidator(options: BearerValidatorOptions): BearerVa
     }
     const principal = principalFromClaims(payload as Record<string, unknown>, 'bearer');
     if (!principal) throw new PipelineError(ErrorCodes.UNAUTHENTICATED, 'the bearer token names no caller (oid or sub)');
-    if (key && typeof payload.exp === 'number') {
+    if (verified && typeof payload.exp === 'number') {
       verified.set(key, { principal: { ...principal, roles: [...principal.roles] }, until: Math.min(payload.exp * 1000, now() + VERIFIED_TOKEN_MAX_AGE_MS) });
-      while (verified.size > maxEntries) verified.delete(verified.keys().next().value as string);
     }
     return principal;
   };

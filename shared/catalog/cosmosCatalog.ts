@@ -15,6 +15,7 @@ import { type DicomJson, jsonKey } from '../dicom/json';
 import { levelOf } from '../dicom/metadata';
 import { Tags } from '../dicom/tags';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
+import { Lru } from '../lru';
 import { seriesStatistics } from '../statistics/aggregate';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
@@ -251,23 +252,6 @@ function studyLevel(json: DicomJson): DicomJson {
   }));
 }
 
-/** A map that forgets its oldest entries beyond a size. */
-class Recent<V> {
-  private readonly map = new Map<string, V>();
-  constructor(private readonly max: number) {}
-  get(key: string): V | undefined {
-    return this.map.get(key);
-  }
-  set(key: string, value: V): void {
-    this.map.delete(key);
-    this.map.set(key, value);
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as string);
-  }
-  delete(key: string): void {
-    this.map.delete(key);
-  }
-}
-
 /** Summary documents and instance documents this process wrote last, kept to save reads. */
 const RECENT_DOCUMENTS = 4096;
 
@@ -279,9 +263,9 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
    * from the cache is always a conditional replace, so a copy made stale by another instance
    * of the function fails with a conflict and the retry reads the document.
    */
-  private readonly summaries = new Recent<Versioned<SeriesDocument | StudyDocument>>(RECENT_DOCUMENTS);
+  private readonly summaries = new Lru<Versioned<SeriesDocument | StudyDocument>>(RECENT_DOCUMENTS);
   /** Instance documents this process wrote, for the newest-instance read of a series refresh. */
-  private readonly instances = new Recent<InstanceDocument>(RECENT_DOCUMENTS);
+  private readonly instances = new Lru<InstanceDocument>(RECENT_DOCUMENTS);
 
   constructor(
     private readonly container: Container,

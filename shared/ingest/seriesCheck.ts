@@ -16,6 +16,8 @@
  */
 import { createHash } from 'node:crypto';
 
+import { Lru } from '../lru';
+
 export type SeriesVerdict = 'clean' | 'text';
 
 /** What the lookup tells the caller: the verdict known, or that this file is the series' sample. */
@@ -28,11 +30,11 @@ export type SeriesLookup =
 const DEFAULT_MAX_SERIES = 20_000;
 
 export class SeriesPixelChecks {
-  private readonly verdicts = new Map<string, SeriesVerdict>();
+  private readonly verdicts: Lru<SeriesVerdict>;
   private readonly pending = new Map<string, Promise<SeriesVerdict | undefined>>();
 
-  constructor(private readonly maxSeries = DEFAULT_MAX_SERIES) {
-    if (!Number.isInteger(maxSeries) || maxSeries < 1) throw new RangeError('maxSeries must be a positive integer');
+  constructor(maxSeries = DEFAULT_MAX_SERIES) {
+    this.verdicts = new Lru(maxSeries);
   }
 
   /** The key of a series' images of one size: a hash, so that no UID is held as such. */
@@ -47,13 +49,9 @@ export class SeriesPixelChecks {
    */
   async lookup(key: string): Promise<SeriesLookup> {
     for (;;) {
+      // Used again, it becomes the most recent: the longest unused go first.
       const known = this.verdicts.get(key);
-      if (known) {
-        // Used again: the newest in the map's order, so that the oldest unused go first.
-        this.verdicts.delete(key);
-        this.verdicts.set(key, known);
-        return { verdict: known };
-      }
+      if (known) return { verdict: known };
       const running = this.pending.get(key);
       if (!running) break;
       await running;
@@ -79,9 +77,7 @@ export class SeriesPixelChecks {
   /** Text, once seen, stays: a clean verdict never replaces it. */
   private record(key: string, verdict: SeriesVerdict): void {
     const was = this.verdicts.get(key);
-    this.verdicts.delete(key);
     this.verdicts.set(key, was === 'text' ? 'text' : verdict);
-    if (this.verdicts.size > this.maxSeries) this.verdicts.delete(this.verdicts.keys().next().value as string);
   }
 
   /** Series with a verdict now (for tests and telemetry). */

@@ -8,6 +8,7 @@
 import type { ResearchCatalogWriter, Versioned } from '../catalog/catalogStore';
 import type { InstanceDocument, StoredFrameIndex } from '../catalog/documents';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
+import { Lru } from '../lru';
 import type { ResearchCopyOrigin, ResearchStore } from '../storage/stores';
 import type { FrameIndex, FrameIndexSource } from './frameIndex';
 import { buildFrameIndexFromCopy, CompactFrameIndex, expandFrameIndex, WatchedOutput } from './frameIndexBuilder';
@@ -63,9 +64,11 @@ export interface FrameIndexSourceDeps {
 
 /** FrameIndexSource over the research catalog and container. */
 export class CatalogFrameIndexSource implements FrameIndexSource {
-  private readonly cache = new Map<string, FrameIndex>();
+  private readonly cache: Lru<FrameIndex>;
 
-  constructor(private readonly deps: FrameIndexSourceDeps) {}
+  constructor(private readonly deps: FrameIndexSourceDeps) {
+    this.cache = new Lru(deps.cacheEntries ?? 64);
+  }
 
   /**
    * The instance's frame index: one document read, and one sidecar read for a large index the
@@ -80,15 +83,9 @@ export class CatalogFrameIndexSource implements FrameIndexSource {
     if (!read) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no such research instance');
     const key = `${read.doc.researchBlob}\0${read.etag}`;
     const cached = this.cache.get(key);
-    if (cached) {
-      this.cache.delete(key);
-      this.cache.set(key, cached);
-      return cached;
-    }
+    if (cached) return cached;
     const index = expandFrameIndex((await this.kept(read.doc)) ?? (await this.build(read)));
     this.cache.set(key, index);
-    const limit = this.deps.cacheEntries ?? 64;
-    while (this.cache.size > limit) this.cache.delete(this.cache.keys().next().value as string);
     return index;
   }
 

@@ -12,6 +12,7 @@ import { asciiValue } from '../dicom/dataset';
 import type { DicomJson } from '../dicom/json';
 import { type BulkDataOptions, datasetToJson } from '../dicom/metadata';
 import { Tags } from '../dicom/tags';
+import { Lru } from '../lru';
 import { type CopyHeader, pixelDataPath } from './copyHeader';
 import type { ResearchInstance } from './researchInstances';
 
@@ -43,10 +44,11 @@ export function metadataOf(header: CopyHeader, instanceBase: string): DicomJson 
  * length, close to the bytes held).
  */
 export class MetadataCache {
-  private readonly entries = new Map<string, string>();
-  private bytes = 0;
+  private readonly entries: Lru<string>;
 
-  constructor(private readonly maxBytes = 64 * 1024 * 1024) {}
+  constructor(private readonly maxBytes = 64 * 1024 * 1024) {
+    this.entries = new Lru(maxBytes, (json) => json.length);
+  }
 
   /** The key of an instance's metadata: a replaced copy has another catalog version, so another key. */
   static keyOf(instance: Pick<ResearchInstance, 'researchBlob' | 'updatedAt' | 'size'>, root: string): string {
@@ -54,27 +56,11 @@ export class MetadataCache {
   }
 
   get(key: string): string | undefined {
-    const value = this.entries.get(key);
-    if (value !== undefined) {
-      this.entries.delete(key);
-      this.entries.set(key, value);
-    }
-    return value;
+    return this.entries.get(key);
   }
 
+  /** Keeps the metadata unless it is over a quarter of the cache. */
   set(key: string, value: string): void {
-    if (value.length > this.maxBytes / 4) return;
-    const old = this.entries.get(key);
-    if (old !== undefined) {
-      this.bytes -= old.length;
-      this.entries.delete(key);
-    }
-    this.entries.set(key, value);
-    this.bytes += value.length;
-    for (const [k, v] of this.entries) {
-      if (this.bytes <= this.maxBytes) break;
-      this.entries.delete(k);
-      this.bytes -= v.length;
-    }
+    if (value.length <= this.maxBytes / 4) this.entries.set(key, value);
   }
 }

@@ -6,6 +6,7 @@
 import type { StoredFrameIndex } from '../catalog/documents';
 import type { ResearchCatalogReader, SqlParameter } from '../catalog/researchCatalog';
 import { ErrorCodes, PipelineError } from '../errors';
+import { Lru } from '../lru';
 
 /** What the retrieve needs of one cataloged research instance. */
 export interface ResearchInstance {
@@ -93,21 +94,21 @@ function compare(a: string, b: string): number {
  * `ttlMs` longer.
  */
 export class ResearchInstanceCache {
-  private readonly entries = new Map<string, { at: number; instances: ResearchInstance[] }>();
+  private readonly entries: Lru<{ at: number; instances: ResearchInstance[] }>;
 
   constructor(
     private readonly ttlMs = 10_000,
-    private readonly maxEntries = 10_000,
-  ) {}
+    maxEntries = 10_000,
+  ) {
+    this.entries = new Lru(maxEntries);
+  }
 
   async find(reader: ResearchCatalogReader, scope: RetrieveScope, options: { abortSignal?: AbortSignal } = {}): Promise<ResearchInstance[]> {
     const key = keyOf(scope);
     const hit = this.entries.get(key);
     if (hit && Date.now() - hit.at < this.ttlMs) return hit.instances;
     const instances = await findResearchInstances(reader, scope, options);
-    this.entries.delete(key);
     this.entries.set(key, { at: Date.now(), instances });
-    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
     return instances;
   }
 

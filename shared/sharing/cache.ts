@@ -9,6 +9,7 @@
  * (`changeAgreement`) is seen at once.
  */
 import type { Versioned } from '../catalog/catalogStore';
+import { Lru } from '../lru';
 import type { Agreement } from './agreement';
 import type { ExportJob } from './stores';
 
@@ -16,15 +17,9 @@ export const AGREEMENT_TTL_MS = 5_000;
 /** Entries kept per map: beyond it the oldest go (a worker serves a few exports at a time). */
 const MAX_ENTRIES = 256;
 
-function remember<V>(map: Map<string, V>, key: string, value: V): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > MAX_ENTRIES) map.delete(map.keys().next().value as string);
-}
-
 export class SharingCache {
-  private readonly agreements = new Map<string, { at: number; value: Promise<Versioned<Agreement> | undefined> }>();
-  private readonly jobs = new Map<string, Promise<Versioned<ExportJob> | undefined>>();
+  private readonly agreements = new Lru<{ at: number; value: Promise<Versioned<Agreement> | undefined> }>(MAX_ENTRIES);
+  private readonly jobs = new Lru<Promise<Versioned<ExportJob> | undefined>>(MAX_ENTRIES);
 
   constructor(
     private readonly agreementTtlMs = AGREEMENT_TTL_MS,
@@ -36,7 +31,7 @@ export class SharingCache {
     const hit = this.agreements.get(id);
     if (hit && this.clock() - hit.at < this.agreementTtlMs) return hit.value;
     const value = load();
-    remember(this.agreements, id, { at: this.clock(), value });
+    this.agreements.set(id, { at: this.clock(), value });
     value.then((v) => (v ? undefined : this.forgetAgreement(id)), () => this.forgetAgreement(id));
     return value;
   }
@@ -53,7 +48,7 @@ export class SharingCache {
     const hit = this.jobs.get(exportId);
     if (hit) return hit;
     const value = load();
-    remember(this.jobs, exportId, value);
+    this.jobs.set(exportId, value);
     value.then((v) => (v ? undefined : this.jobs.delete(exportId)), () => this.jobs.delete(exportId));
     return value;
   }

@@ -40,6 +40,7 @@ import { GetObjectCommand, GetObjectCommandOutput, HeadObjectCommand, ListObject
 import { anqObjectName, parseAnqObjectName, SNAPSHOT_PREFIX } from '../anq/objectNames';
 import type { AnqSettings } from '../config/anqSettings';
 import { ErrorCodes, fromServiceError, PipelineError } from '../errors';
+import { Lru } from '../lru';
 import { OpenedSource, SourceProperties, SourceStore, totalOfContentRange } from './stores';
 
 export { anqObjectName, parseAnqObjectName };
@@ -123,7 +124,7 @@ const PINS_MAX = 4096;
 
 export class AnqSourceStore implements SourceStore {
   /** `bucket\0name\0etag` → the snapshot directory name that version was found in. */
-  private readonly pins = new Map<string, string>();
+  private readonly pins = new Lru<string>(PINS_MAX);
 
   constructor(
     private readonly client: S3Client,
@@ -145,9 +146,7 @@ export class AnqSourceStore implements SourceStore {
   private pin(bucket: string, name: string, etag: string, snapshot: string | undefined): void {
     if (!snapshot) return;
     const id = `${bucket}\0${name}\0${unquoted(etag)}`;
-    this.pins.delete(id);
     this.pins.set(id, snapshot);
-    if (this.pins.size > PINS_MAX) this.pins.delete(this.pins.keys().next().value as string);
   }
 
   async getProperties(bucket: string, name: string, options: { abortSignal?: AbortSignal } = {}): Promise<SourceProperties | undefined> {
