@@ -3,9 +3,9 @@
  * process (handToWorker): no connection from the host to the listener, the library writes the
  * answer onto the client's response, and the hop's own header stays off it.
  */
-import * as diagnostics from 'diagnostics_channel';
 import * as fs from 'fs';
 import * as http from 'http';
+import { createRequire } from 'module';
 import * as os from 'os';
 import * as path from 'path';
 
@@ -22,13 +22,27 @@ app.http('echo', { methods: ['POST'], authLevel: 'anonymous', route: 'echo', han
 
 let dir: string;
 let host: FunctionHost;
+/** HTTP servers created while the host started: its own, and the library's listener for streaming mode. */
+const created: http.Server[] = [];
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'host-keepalive-'));
   fs.mkdirSync(path.join(dir, 'functions'));
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'fixture-app', main: 'functions/*.js' }));
   fs.writeFileSync(path.join(dir, 'functions', 'app.js'), FUNCTIONS);
-  host = await startHost({ projectRoot: dir, port: 0, logSink: () => undefined });
+  // The module object itself, as the library requires it (not this file's namespace import).
+  const realHttp = createRequire(__filename)('http') as { createServer: typeof http.createServer };
+  const original = realHttp.createServer;
+  realHttp.createServer = ((...args: Parameters<typeof http.createServer>) => {
+    const server = original(...args);
+    created.push(server);
+    return server;
+  }) as typeof http.createServer;
+  try {
+    host = await startHost({ projectRoot: dir, port: 0, logSink: () => undefined });
+  } finally {
+    realHttp.createServer = original;
+  }
 });
 
 afterAll(async () => {
@@ -50,10 +64,14 @@ function get(url: string, agent: http.Agent): Promise<{ status: number; body: st
 }
 
 test('given requests one after the other in streaming mode, then they reach the worker with no connection of their own', async () => {
+  const hostPort = Number(new URL(host.url).port);
+  const listeners = created.filter((server) => (server.address() as { port?: number } | null)?.port !== hostPort);
+  // The library made its listener (HttpUri): the requests could have gone over it.
+  expect(listeners.length).toBeGreaterThanOrEqual(1);
+  let accepted = 0;
+  const count = () => accepted++;
+  for (const listener of listeners) listener.on('connection', count);
   const client = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const opened: unknown[] = [];
-  const onSocket = (message: unknown) => opened.push(message);
-  diagnostics.subscribe('net.client.socket', onSocket);
   try {
     for (let n = 1; n <= 5; n++) {
       const answer = await get(`${host.url}/api/hello/${n}`, client);
@@ -62,11 +80,10 @@ test('given requests one after the other in streaming mode, then they reach the 
       expect(answer.headers['x-ms-invocation-id']).toBeUndefined();
     }
   } finally {
-    diagnostics.unsubscribe('net.client.socket', onSocket);
+    for (const listener of listeners) listener.off('connection', count);
     client.destroy();
   }
-  // One connection, from this client to the host; none from the host to the worker's listener.
-  expect(opened).toHaveLength(1);
+  expect(accepted).toBe(0);
 });
 
 test('given a POST with a body in streaming mode, then the handler reads the body, the headers and the host it was sent to', async () => {
