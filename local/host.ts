@@ -659,7 +659,7 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
 }
 
 /** Runs `work`, keeping every HTTP server created meanwhile (the library makes its streaming listener inside it). */
-async function capturingServers<T>(into: http.Server[], work: () => Promise<T>): Promise<T> {
+export async function capturingServers<T>(into: http.Server[], work: () => Promise<T>): Promise<T> {
   // The module object itself (the library's `require('http')`), not this file's import of it.
   const shared = nativeRequire(__filename)('http') as { createServer: typeof http.createServer };
   const original = shared.createServer;

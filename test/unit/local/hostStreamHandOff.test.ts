@@ -5,11 +5,10 @@
  */
 import * as fs from 'fs';
 import * as http from 'http';
-import { createRequire } from 'module';
 import * as os from 'os';
 import * as path from 'path';
 
-import { type FunctionHost, startHost } from '../../../local/host';
+import { capturingServers, type FunctionHost, startHost } from '../../../local/host';
 
 const functionsLib = JSON.stringify(require.resolve('@azure/functions'));
 
@@ -26,23 +25,11 @@ let host: FunctionHost;
 const created: http.Server[] = [];
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'host-keepalive-'));
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'host-handoff-'));
   fs.mkdirSync(path.join(dir, 'functions'));
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'fixture-app', main: 'functions/*.js' }));
   fs.writeFileSync(path.join(dir, 'functions', 'app.js'), FUNCTIONS);
-  // The module object itself, as the library requires it (not this file's namespace import).
-  const realHttp = createRequire(__filename)('http') as { createServer: typeof http.createServer };
-  const original = realHttp.createServer;
-  realHttp.createServer = ((...args: Parameters<typeof http.createServer>) => {
-    const server = original(...args);
-    created.push(server);
-    return server;
-  }) as typeof http.createServer;
-  try {
-    host = await startHost({ projectRoot: dir, port: 0, logSink: () => undefined });
-  } finally {
-    realHttp.createServer = original;
-  }
+  host = await capturingServers(created, () => startHost({ projectRoot: dir, port: 0, logSink: () => undefined }));
 });
 
 afterAll(async () => {
