@@ -34,10 +34,10 @@ function partHead(part: Part, boundary: string): Buffer {
 }
 
 const CRLF = Buffer.from('\r\n', 'latin1');
+const closeDelimiter = (boundary: string) => Buffer.from(`--${boundary}--\r\n`, 'latin1');
 
 /** Parts of at most this many bytes, known up front (frames), go out joined with their framing. */
 const JOINED_PART_MAX = 4 * 1024 * 1024;
-const closeDelimiter = (boundary: string) => Buffer.from(`--${boundary}--\r\n`, 'latin1');
 
 /**
  * The body's length in bytes when every part's length is known up front (frames, bulk data),

@@ -35,3 +35,35 @@ describe('multipartLength', () => {
     expect(multipartLength([part(10, 10), part(undefined, 10)], 'b')).toBeUndefined();
   });
 });
+
+describe('multipartBody chunks', () => {
+  const part = (length: number | undefined, sizes: number[]): Part => ({
+    contentType: 'application/octet-stream',
+    ...(length !== undefined ? { length } : {}),
+    open: async () => chunks(sizes),
+  });
+
+  test('given a frame of known length read in pieces, then the whole answer goes out as one chunk', async () => {
+    const out = await all(multipartBody([part(3 * 65536, [65536, 65536, 65536])], 'b1'));
+    expect(out).toHaveLength(1);
+    const text = Buffer.from(out[0] as Uint8Array).toString('latin1');
+    expect(text.startsWith('--b1\r\nContent-Type: application/octet-stream\r\nContent-Length: 196608\r\n\r\n')).toBe(true);
+    expect(text.endsWith('\r\n--b1--\r\n')).toBe(true);
+  });
+
+  test('given a part of unknown length, then its pieces pass as they come, each its own chunk', async () => {
+    const out = await all(multipartBody([part(undefined, [65536, 65536, 65536])], 'b2'));
+    // Headers, the three pieces, the CRLF, the close delimiter.
+    expect(out.map((c) => c.length).filter((n) => n === 65536)).toHaveLength(3);
+    expect(out).toHaveLength(6);
+  });
+
+  test('given known-length parts beyond 4 MiB in all, then they go out in chunks of about 4 MiB, not held whole', async () => {
+    const frame = 1024 * 1024;
+    const parts = Array.from({ length: 10 }, () => part(frame, [frame / 2, frame / 2]));
+    const out = await all(multipartBody(parts, 'b3'));
+    expect(out.length).toBeGreaterThanOrEqual(3);
+    for (const c of out) expect(c.length).toBeLessThan(5 * frame + 1024);
+    expect(Buffer.concat(out).length).toBe(multipartLength(parts, 'b3'));
+  });
+});
