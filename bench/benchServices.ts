@@ -3,13 +3,18 @@
  * them: Azurite behind the Event Grid stand-in (the blob proxy that raises and delivers events),
  * the Cosmos DB server and the development token issuer, with the containers and the catalog
  * created. The function host itself is started by the scenario (in a process of its own).
+ *
+ * `direct` wires the host as it is in Azure, where nothing stands between the functions and
+ * storage: its connection string names Azurite itself, and the events name blobs there. The
+ * uploads still go through the stand-in, which raises the events (`blobService`);
+ * `directBlobService` reaches Azurite itself.
  */
 import * as path from 'node:path';
 
 import { BlobServiceClient } from '@azure/storage-blob';
 
 import { startDevIssuer } from '../local/devIssuer';
-import { azuriteConnectionString } from '../local/emulators';
+import { AZURITE_ACCOUNT, azuriteConnectionString } from '../local/emulators';
 import { startEventSource } from '../local/eventSource';
 import { startAzurite } from '../local/services/azurite';
 import { startCosmosServer } from '../local/services/cosmos';
@@ -19,7 +24,7 @@ import { loadSettings, type Settings } from '../shared/config/settings';
 export type BenchServices = Awaited<ReturnType<typeof startBenchServices>>;
 
 /** Starts the services; each one's stop is pushed onto `stops` as soon as it runs. */
-export async function startBenchServices(options: { workDir: string; deidKey: string; eventConcurrency?: number }, stops: (() => Promise<void>)[]) {
+export async function startBenchServices(options: { workDir: string; deidKey: string; eventConcurrency?: number; direct?: boolean }, stops: (() => Promise<void>)[]) {
   const host = '127.0.0.1';
   const preliminary = loadSettings({ ...process.env, SourceStorage: azuriteConnectionString(), CosmosDb: `AccountEndpoint=http://${host}/;AccountKey=x;`, DEID_KEY: 'x'.repeat(32) });
   const azurite = await startAzurite({ host, blobPort: 0, queuePort: 0 });
@@ -31,6 +36,7 @@ export async function startBenchServices(options: { workDir: string; deidKey: st
     sourceContainers: preliminary.sourceContainers,
     concurrency: options.eventConcurrency,
     deadLetterFile: path.join(options.workDir, 'deadletter.jsonl'),
+    ...(options.direct ? { eventBlobEndpoint: `http://${host}:${azurite.blobPort}/${AZURITE_ACCOUNT}` } : {}),
   });
   stops.push(() => events.stop());
   const cosmosServer = await startCosmosServer({ host, port: 0 });
@@ -38,11 +44,13 @@ export async function startBenchServices(options: { workDir: string; deidKey: st
   const devIssuer = await startDevIssuer({ dataDir: options.workDir, host, port: 0 });
   stops.push(() => devIssuer.stop());
   const storage = azuriteConnectionString(events.port, azurite.queuePort, host);
+  const directStorage = azuriteConnectionString(azurite.blobPort, azurite.queuePort, host);
+  const hostStorage = options.direct ? directStorage : storage;
   const env: Record<string, string> = {
     FUNCTIONS_WORKER_RUNTIME: 'node',
     AZURE_FUNCTIONS_ENVIRONMENT: 'Development',
-    SourceStorage: storage,
-    AzureWebJobsStorage: storage,
+    SourceStorage: hostStorage,
+    AzureWebJobsStorage: hostStorage,
     CosmosDb: cosmosServer.connectionString,
     DEID_KEY: options.deidKey,
     DEID_KEY_ID: 'bench',
@@ -56,5 +64,5 @@ export async function startBenchServices(options: { workDir: string; deidKey: st
     await blobService.getContainerClient(name).createIfNotExists();
   }
   await ensureCatalog(settings);
-  return { azurite, events, cosmosServer, devIssuer, storage, env, settings, blobService };
+  return { azurite, events, cosmosServer, devIssuer, storage, env, settings, blobService, directBlobService: BlobServiceClient.fromConnectionString(directStorage) };
 }

@@ -77,6 +77,12 @@ interface StackRatios {
   hostCpuToCoreCpu: number | null;
   /** The burst's instances per second against the storage floor's. */
   throughputToFloor: number | null;
+  /**
+   * The floor's CPU per instance (Azurite and its client) over the stack's (every process of the
+   * burst). The throughput ratio is this times the stack's busy cores over the floor's: on a
+   * machine whose cores both runs keep busy, it is what the throughput ratio comes to.
+   */
+  floorCpuToStackCpu: number | null;
 }
 
 interface TargetResult {
@@ -359,6 +365,18 @@ function wadoTargets(wado: WadoResult | null): TargetResult[] {
   ];
 }
 
+/** The CPU of every process of a stack run, per instance. */
+function stackCpuTotal(cpu: StackResult['cpuMsPerInstance']): number {
+  return cpu.host + (cpu.azurite ?? 0) + (cpu.cosmos ?? 0) + cpu.uploader + cpu.eventSourceAndBench;
+}
+
+/** The floor's CPU per instance over the stack's (see StackRatios.floorCpuToStackCpu); null when a process could not be measured. */
+function floorCpuToStackCpu(stack: StackResult): number | null {
+  const floor = stack.storageFloor?.cpuMsPerInstance;
+  if (!floor || floor.azurite === null || stack.cpuMsPerInstance.azurite === null || stack.cpuMsPerInstance.cosmos === null) return null;
+  return round((floor.azurite + floor.client) / stackCpuTotal(stack.cpuMsPerInstance), 3);
+}
+
 function evaluateTargets(scenarios: ScenarioResult[], stack: StackResult | null, stackRatios: StackRatios | null): TargetResult[] {
   const by = (name: ScenarioName) => scenarios.find((s) => s.name === name);
   const targets: TargetResult[] = [];
@@ -445,6 +463,17 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
           `the host's CPU less that floor ${round(stack.hostCpuMsPerInstance - floor.cpuMsPerInstance, 2)} ms, against the core's ${stackRatios.coreCpuMsPerFile ?? '-'} ms`,
       );
       lines.push(`  throughput ${stack.instancesPerSecond}/s against the storage floor's ${stack.storageFloor?.instancesPerSecond ?? '-'}/s: ${stackRatios.throughputToFloor === null ? '-' : `${stackRatios.throughputToFloor.toFixed(2)}x`}`);
+      const fc = stack.storageFloor?.cpuMsPerInstance;
+      if (fc && stack.storageFloor && stackRatios.floorCpuToStackCpu !== null) {
+        const floorCpu = (fc.azurite ?? 0) + fc.client;
+        const stackCpu = stackCpuTotal(stack.cpuMsPerInstance);
+        // Cores kept busy: instances per second times CPU seconds per instance.
+        const busy = (perSecond: number, ms: number) => ((perSecond * ms) / 1000).toFixed(2);
+        lines.push(
+          `  CPU per instance: the floor's ${round(floorCpu, 2)} ms (Azurite ${fc.azurite ?? '-'}, client ${fc.client}) against the stack's ${round(stackCpu, 2)} ms over all its processes, ${stackRatios.floorCpuToStackCpu.toFixed(2)}x; ` +
+            `cores busy: floor ${busy(stack.storageFloor.instancesPerSecond, floorCpu)}, stack ${busy(stack.instancesPerSecond, stackCpu)} (the throughput ratio is the CPU ratio times the second over the first)`,
+        );
+      }
     }
     const kinds = (counts: Record<string, number>) => Object.entries(counts).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
     lines.push(`  blob requests per instance: ${kinds(details.perInstance.blobKinds)} (${kinds(details.perInstance.blobOperations)})`);
@@ -579,6 +608,7 @@ async function main(): Promise<void> {
         coreCpuSource,
         hostCpuToCoreCpu: stack && coreCpuMsPerFile ? round(stack.hostCpuMsPerInstance / coreCpuMsPerFile, 2) : null,
         throughputToFloor: stack?.storageFloor ? roundOrNull(ratio(stack.instancesPerSecond, stack.storageFloor.instancesPerSecond), 3) : null,
+        floorCpuToStackCpu: stack ? floorCpuToStackCpu(stack) : null,
       };
     }
 

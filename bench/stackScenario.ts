@@ -10,6 +10,10 @@
  * archive's side), and this process, which holds the Event Grid stand-in (the blob proxy that
  * raises and delivers events) and the bench's own polling. In Azure only the host's CPU is the
  * pipeline's to pay for: it is `hostCpuMsPerInstance`.
+ *
+ * The host reaches Azurite directly, as the functions reach storage in Azure; only the uploads
+ * cross the stand-in, which must see them to raise the events (BENCH_DIRECT=0 sends the host's
+ * blob requests through it too, as `npm start` does). The storage floor has no stand-in either.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -102,7 +106,7 @@ export interface StackResult extends LatencyRun {
    * Azurite alone, with nothing else running: one 512 KB upload, one download and one upload
    * of a copy per instance (what every ingestion needs of storage at the least), 16 at a time.
    */
-  storageFloor: { instances: number; instancesPerSecond: number } | null;
+  storageFloor: StorageFloor | null;
   /**
    * The host's requests alone (bench/requestFloor.ts): the same mix per instance, sent with the
    * same SDK clients from a process that does nothing else, on the same services. Its CPU per
@@ -221,12 +225,19 @@ async function sampleDocument(container: Container, query: string): Promise<Reco
   return doc;
 }
 
+/** The storage floor: its rate, and the CPU it took per instance (Azurite's process, and this one's as the client). */
+export interface StorageFloor {
+  instances: number;
+  instancesPerSecond: number;
+  cpuMsPerInstance: { azurite: number | null; client: number };
+}
+
 /**
  * The least that storage has to do per instance, measured on an Azurite of its own with the
  * same SDK: upload the source, download it, upload a copy. An upper bound for the stack on
  * this machine, whatever the pipeline does.
  */
-async function storageFloor(files: string[]): Promise<{ instances: number; instancesPerSecond: number }> {
+async function storageFloor(files: string[]): Promise<StorageFloor> {
   const azurite = await startAzurite({ blobPort: 0, queuePort: 0 });
   try {
     const service = BlobServiceClient.fromConnectionString(azuriteConnectionString(azurite.blobPort, azurite.queuePort, azurite.host));
@@ -237,6 +248,8 @@ async function storageFloor(files: string[]): Promise<{ instances: number; insta
     const data = await Promise.all(files.map((f) => fs.promises.readFile(f)));
     let next = 0;
     const started = Date.now();
+    const azuriteBefore = processCpuMs(azurite.pid);
+    const clientBefore = cpuMs(process.cpuUsage());
     await Promise.all(
       Array.from({ length: 16 }, async () => {
         for (let i = next++; i < data.length; i = next++) {
@@ -248,7 +261,16 @@ async function storageFloor(files: string[]): Promise<{ instances: number; insta
       }),
     );
     const seconds = (Date.now() - started) / 1000;
-    return { instances: files.length, instancesPerSecond: round(files.length / seconds, 1) };
+    const azuriteAfter = processCpuMs(azurite.pid);
+    const per = (ms: number) => round(ms / files.length, 2);
+    return {
+      instances: files.length,
+      instancesPerSecond: round(files.length / seconds, 1),
+      cpuMsPerInstance: {
+        azurite: azuriteBefore === null || azuriteAfter === null ? null : per(azuriteAfter - azuriteBefore),
+        client: per(cpuMs(process.cpuUsage()) - clientBefore),
+      },
+    };
   } finally {
     await azurite.stop();
   }
@@ -280,12 +302,13 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
 
     // The services as local/stack.ts wires them, with the function host in a process of its own.
     const eventConcurrency = process.env.LOCAL_EVENT_CONCURRENCY ? Number(process.env.LOCAL_EVENT_CONCURRENCY) : undefined;
-    const { azurite, events, cosmosServer, storage, env, settings } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey, eventConcurrency }, stops);
+    const direct = process.env.BENCH_DIRECT !== '0';
+    const { azurite, events, cosmosServer, storage, env, settings } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey, eventConcurrency, direct }, stops);
     const functionHost: HostProcess = await startHostProcess({
       projectRoot: options.projectRoot,
       env,
       logFile: path.join(options.workDir, 'stack.log'),
-      countRequests: { blob: events.port, cosmos: cosmosServer.port },
+      countRequests: { blob: direct ? azurite.blobPort : events.port, cosmos: cosmosServer.port },
     });
     stops.push(() => functionHost.stop());
     events.setWebhookBaseUrl(functionHost.url);

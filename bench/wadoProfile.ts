@@ -13,6 +13,9 @@
  * The differences place the fixed cost: the host hop is the last two minus the in-process call.
  *
  * Usage: npm run build && node dist/bench/wadoProfile.js [repeats, default 40] [frames, default 64]
+ *
+ * By default the host reaches storage as in `npm start`, through the local Event Grid stand-in,
+ * and so do the plain reads. WADO_DIRECT=1 wires both straight to Azurite, as they are in Azure.
  */
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -57,15 +60,16 @@ async function main(): Promise<void> {
   try {
     const file = path.join(workDir, 'mf.dcm');
     writeMultiFrame(file, { seed: 7, frames });
-    const { events, cosmosServer, env, settings, blobService } = await startBenchServices({ workDir, deidKey: 'wado-profile-deid-key-not-for-production-0123456789' }, stops);
-    const host = await startHostProcess({ projectRoot: path.resolve(__dirname, '..', '..'), env, logFile: path.join(workDir, 'host.log') });
+    const { events, cosmosServer, env, settings, blobService: proxied, directBlobService } = await startBenchServices({ workDir, deidKey: 'wado-profile-deid-key-not-for-production-0123456789', direct: process.env.WADO_DIRECT === '1' }, stops);
+    const blobService = process.env.WADO_DIRECT === '1' ? directBlobService : proxied;
+    const host = await startHostProcess({ projectRoot: path.resolve(__dirname, '..', '..'), env, logFile: path.join(workDir, 'host.log')});
     stops.push(() => host.stop());
     events.setWebhookBaseUrl(host.url);
 
     const cosmosKey = /AccountKey=([^;]+)/.exec(cosmosServer.connectionString)?.[1] ?? '';
     const cosmos = new CosmosClient({ endpoint: cosmosServer.endpoint, key: cosmosKey, connectionPolicy: { enableEndpointDiscovery: false } });
     const index = cosmos.database(settings.cosmosDatabase).container(settings.indexContainer);
-    await blobService.getContainerClient(settings.sourceContainers[0] ?? '').getBlockBlobClient('profile/mf.dcm').uploadFile(file);
+    await proxied.getContainerClient(settings.sourceContainers[0] ?? '').getBlockBlobClient('profile/mf.dcm').uploadFile(file);
     let doc: IngestionDocument | undefined;
     for (let i = 0; i < 600 && doc?.status !== 'cataloged'; i++) {
       await new Promise((r) => setTimeout(r, 200));
