@@ -102,6 +102,25 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
   // own timeout is set): without it, a request could land on a connection Azurite was closing,
   // and a burst of uploads saw "socket hang up".
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 });
+  // Deliveries reuse their connections to the host, with node:http (cheaper per request than
+  // fetch), and give each up before the host's keep-alive time runs out, as above.
+  const webhookAgent = new http.Agent({ keepAlive: true, maxSockets: concurrency, timeout: 60_000 });
+  /** POSTs one delivery; resolves with the status once the answer is read to its end. */
+  const post = (target: string, headers: Record<string, string>, body: string, signal: AbortSignal) =>
+    new Promise<number>((resolve, reject) => {
+      const url = new URL(target);
+      if (url.protocol !== 'http:') {
+        reject(new Error(`the local event source delivers over http only, not to ${url.protocol}`));
+        return;
+      }
+      const request = http.request(url, { method: 'POST', agent: webhookAgent, headers: { ...headers, 'content-length': Buffer.byteLength(body) }, signal }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
   const stopController = new AbortController();
   // Every waiting delivery listens for stop; 16+ of them are expected, not a leak.
   setMaxListeners(0, stopController.signal);
@@ -184,10 +203,11 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
         }
       }
       const target = `${(webhookBase as string).replace(/\/+$/, '')}/runtime/webhooks/eventgrid?functionName=${encodeURIComponent(functionName)}`;
+      const timeout = AbortSignal.timeout(deliveryTimeoutMs);
       try {
-        const res = await fetch(target, {
-          method: 'POST',
-          headers: {
+        status = await post(
+          target,
+          {
             'content-type': 'application/json',
             'aeg-event-type': 'Notification',
             'aeg-delivery-count': String(attempt - 1),
@@ -196,18 +216,16 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
             'aeg-subscription-name': 'LOCAL-BLOB-EVENTS',
           },
           body,
-          signal: AbortSignal.any([stopController.signal, AbortSignal.timeout(deliveryTimeoutMs)]),
-        });
-        await res.arrayBuffer().catch(() => undefined);
-        status = res.status;
-        if (res.ok) {
+          AbortSignal.any([stopController.signal, timeout]),
+        );
+        if (status >= 200 && status < 300) {
           counters.delivered += 1;
           return;
         }
-        outcome = `HTTP ${res.status}`;
+        outcome = `HTTP ${status}`;
       } catch (err) {
         status = undefined;
-        outcome = (err as Error).name === 'TimeoutError' ? 'timed out' : `connection failed (${(err as Error).message})`;
+        outcome = timeout.aborted ? 'timed out' : `connection failed (${(err as Error).message})`;
       }
       if (attempt === maxAttempts || stopController.signal.aborted) break;
       counters.retried += 1;
@@ -344,6 +362,7 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
         queue.length = 0;
         await closeServer(server);
         agent.destroy();
+        webhookAgent.destroy();
         if (counters.dropped > 0) log('warning', `${counters.dropped} undelivered event(s) dropped at stop`);
         // Let in-flight deliveries notice the abort, then release every idle() waiter.
         await delay(0);

@@ -6,6 +6,7 @@
 import { CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 import * as fs from 'fs';
+import * as http from 'http';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
@@ -365,6 +366,40 @@ describe('blob event source', () => {
     expect(events.stats().deadLettered - before.deadLettered).toBe(1);
     const lines = fs.readFileSync(path.join(dir, 'deadletter.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.at(-1)).toMatchObject({ deadLetterReason: 'MaxDeliveryAttemptsExceeded', deliveryAttempts: 4, lastHttpStatusCode: 500, eventType: 'Microsoft.Storage.BlobCreated' });
+  });
+
+  test('given a webhook that never answers, then each attempt times out and the event is dead-lettered as timed out', async () => {
+    // A host that reads the delivery and never answers it.
+    const held: http.ServerResponse[] = [];
+    const silent = http.createServer((req, res) => {
+      req.resume();
+      held.push(res);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const deadLetters = path.join(dir, 'deadletter-timeout.jsonl');
+    const source = await startEventSource({
+      upstreamUrl: `http://127.0.0.1:${azurite.blobPort}`,
+      port: 0,
+      sourceContainers: ['landing'],
+      webhookBaseUrl: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`,
+      maxAttempts: 2,
+      initialBackoffMs: 10,
+      deliveryTimeoutMs: 300,
+      deadLetterFile: deadLetters,
+    });
+    try {
+      const client = BlobServiceClient.fromConnectionString(azuriteConnectionString(source.port, azurite.queuePort)).getContainerClient('landing');
+      await client.getBlockBlobClient('silent/one.bin').upload(Buffer.from('s'), 1);
+      await source.idle();
+      expect(source.stats()).toMatchObject({ emitted: 1, delivered: 0, retried: 1, deadLettered: 1, pending: 0 });
+      expect(held).toHaveLength(2);
+      const [line] = fs.readFileSync(deadLetters, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(line).toMatchObject({ deliveryAttempts: 2, lastDeliveryOutcome: 'timed out', lastHttpStatusCode: 0, subject: '/blobServices/default/containers/landing/blobs/silent/one.bin' });
+    } finally {
+      await source.stop();
+      held.forEach((res) => res.destroy());
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   test('given blobs already in the container, then the reconciliation scan emits one BlobCreated each', async () => {
