@@ -39,10 +39,14 @@ export interface FloorReport {
   /** Requests sent per measured instance by kind. */
   sent: Record<string, number>;
   seconds: number;
+  /** Each kind sent alone (KIND_SAMPLE times, as many at once as the mix): this process's CPU per request, ms. */
+  cpuMsPerRequest: Record<string, number>;
 }
 
 export const FLOOR_PREFIX = 'FLOOR ';
 const CONCURRENCY = 16;
+/** Requests of each kind sent alone after the mix, for its CPU per request. */
+const KIND_SAMPLE = 300;
 /** Instances per series, as in the burst (250 slices per series). */
 const SERIES_SIZE = 250;
 
@@ -64,55 +68,56 @@ async function main(): Promise<void> {
   const count = (kind: string) => (sent[kind] = (sent[kind] ?? 0) + 1);
   const summaries = new Map<string, string>();
 
-  const one = async (i: number): Promise<void> => {
-    const study = `floor.${Math.floor(i / (SERIES_SIZE * 4))}`;
-    const series = `floor.${Math.floor(i / SERIES_SIZE)}`;
-    const name = job.blobs[i % job.blobs.length] ?? '';
-    const reads: Promise<unknown>[] = [];
-    let source: Buffer = Buffer.alloc(0);
-    // The source read (to the end) and the index read, at once, as the host does.
-    for (let k = 0; due(i, rate('GetBlob'), k); k++) {
-      count('GetBlob');
-      reads.push(landing.getBlobClient(name).download(0).then(async (r) => {
+  // The last source read: what PutBlob writes.
+  let source: Buffer = Buffer.alloc(0);
+  const studyOf = (i: number) => `floor.${Math.floor(i / (SERIES_SIZE * 4))}`;
+  const seriesOf = (i: number) => `floor.${Math.floor(i / SERIES_SIZE)}`;
+  /** One request of each kind, for the `i`-th instance (`k`: its copy when a kind is sent more than once per instance). */
+  const send: Record<string, (i: number, k: number) => Promise<unknown>> = {
+    GetBlob: (i) =>
+      landing.getBlobClient(job.blobs[i % job.blobs.length] ?? '').download(0).then(async (r) => {
         const chunks: Buffer[] = [];
         for await (const chunk of r.readableStreamBody ?? []) chunks.push(chunk as Buffer);
         source = Buffer.concat(chunks);
-      }));
-    }
-    for (let k = 0; due(i, rate('pointRead'), k); k++) {
-      count('pointRead');
-      reads.push(catalog.item(`absent-${i}-${k}`, study).read().catch(() => undefined));
-    }
-    await Promise.all(reads);
-    for (let k = 0; due(i, rate('GetBlobProperties'), k); k++) {
-      count('GetBlobProperties');
-      await landing.getBlobClient(name).getProperties();
-    }
-    for (let k = 0; due(i, rate('PutBlob'), k); k++) {
-      count('PutBlob');
-      await copies.getBlockBlobClient(`${i}-${k}.dcm`).uploadData(source, { conditions: { ifNoneMatch: '*' } });
-    }
-    for (let k = 0; due(i, rate('create'), k); k++) {
-      count('create');
+      }),
+    pointRead: (i, k) => catalog.item(`absent-${i}-${k}`, studyOf(i)).read().catch(() => undefined),
+    GetBlobProperties: (i) => landing.getBlobClient(job.blobs[i % job.blobs.length] ?? '').getProperties(),
+    PutBlob: (i, k) => copies.getBlockBlobClient(`${i}-${k}.dcm`).uploadData(source, { conditions: { ifNoneMatch: '*' } }),
+    create: (i, k) => {
       const body = k % 2 === 0 ? job.instanceDoc : job.indexDoc;
-      await withCatalogRecovery(catalog, () => catalog.items.create({ ...body, id: `doc-${i}-${k}`, studyInstanceUid: study, seriesInstanceUid: series, type: 'instance' }));
-    }
-    for (let k = 0; due(i, rate('query'), k); k++) {
-      count('query');
-      await catalog.items
-        .query({ query: "SELECT c.id, c.sopClassUid, c.updatedAt FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s AND c.studyInstanceUid = @pk", parameters: [{ name: '@s', value: series }, { name: '@pk', value: study }] }, { partitionKey: study })
-        .fetchAll();
-    }
-    for (let k = 0; due(i, rate('replace'), k); k++) {
-      count('replace');
-      const id = `summary-${series}`;
+      return withCatalogRecovery(catalog, () => catalog.items.create({ ...body, id: `doc-${i}-${k}`, studyInstanceUid: studyOf(i), seriesInstanceUid: seriesOf(i), type: 'instance' }));
+    },
+    query: (i) =>
+      catalog.items
+        .query({ query: "SELECT c.id, c.sopClassUid, c.updatedAt FROM c WHERE c.type = 'instance' AND c.seriesInstanceUid = @s AND c.studyInstanceUid = @pk", parameters: [{ name: '@s', value: seriesOf(i) }, { name: '@pk', value: studyOf(i) }] }, { partitionKey: studyOf(i) })
+        .fetchAll(),
+    replace: async (i) => {
+      const study = studyOf(i);
+      const id = `summary-${seriesOf(i)}`;
       const etag = summaries.get(id);
       const doc = { ...job.instanceDoc, id, studyInstanceUid: study, type: 'series', updatedAt: new Date().toISOString() };
       const r = etag
         ? await catalog.item(id, study).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } }).catch(() => catalog.item(id, study).replace(doc))
         : await catalog.items.upsert(doc);
       summaries.set(id, r.etag ?? '');
+    },
+  };
+  const sendAll = async (kind: string, i: number, alongside: Promise<unknown>[] | undefined) => {
+    for (let k = 0; due(i, rate(kind), k); k++) {
+      count(kind);
+      const request = (send[kind] as (i: number, k: number) => Promise<unknown>)(i, k);
+      if (alongside) alongside.push(request);
+      else await request;
     }
+  };
+
+  const one = async (i: number): Promise<void> => {
+    // The source read (to the end) and the index read, at once, as the host does; then the rest in turn.
+    const reads: Promise<unknown>[] = [];
+    await sendAll('GetBlob', i, reads);
+    await sendAll('pointRead', i, reads);
+    await Promise.all(reads);
+    for (const kind of ['GetBlobProperties', 'PutBlob', 'create', 'query', 'replace']) await sendAll(kind, i, undefined);
   };
 
   const run = async (from: number, to: number) => {
@@ -129,11 +134,25 @@ async function main(): Promise<void> {
   const cpu = process.cpuUsage();
   await run(job.warmUp, instances);
   const used = process.cpuUsage(cpu);
+  // Then each kind alone, the same number of times at the same concurrency: its CPU per request.
+  const cpuMsPerRequest: Record<string, number> = {};
+  const alone = Math.min(measured, KIND_SAMPLE);
+  for (const kind of Object.keys(send).filter((k) => rate(k) > 0)) {
+    let next = 0;
+    const before = process.cpuUsage();
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      // Queries and replaces go to the burst's series (their rows are there); the rest to names of their own.
+      for (let n = next++; n < alone; n = next++) await (send[kind] as (i: number, k: number) => Promise<unknown>)(kind === 'query' || kind === 'replace' ? n : instances + n, n % 2);
+    }));
+    const spent = process.cpuUsage(before);
+    cpuMsPerRequest[kind] = alone ? Math.round(((spent.user + spent.system) / 1000 / alone) * 1000) / 1000 : 0;
+  }
   const report: FloorReport = {
     instances: measured,
     cpuMsPerInstance: measured ? Math.round(((used.user + used.system) / 1000 / measured) * 100) / 100 : 0,
     sent: Object.fromEntries(Object.entries(sent).map(([k, v]) => [k, measured ? Math.round((v / measured) * 100) / 100 : 0])),
     seconds: (Date.now() - started) / 1000,
+    cpuMsPerRequest,
   };
   process.stdout.write(`${FLOOR_PREFIX}${JSON.stringify(report)}\n`);
 }

@@ -462,6 +462,8 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
         `  request floor (the same requests per instance from a process doing nothing else, same SDK clients): ${floor.cpuMsPerInstance} ms CPU per instance; ` +
           `the host's CPU less that floor ${round(stack.hostCpuMsPerInstance - floor.cpuMsPerInstance, 2)} ms, against the core's ${stackRatios.coreCpuMsPerFile ?? '-'} ms`,
       );
+      const perRequest = Object.entries(floor.cpuMsPerRequest ?? {});
+      if (perRequest.length) lines.push(`    CPU ms per request, each kind sent alone: ${perRequest.map(([k, v]) => `${k} ${v}`).join(', ')}`);
       lines.push(`  throughput ${stack.instancesPerSecond}/s against the storage floor's ${stack.storageFloor?.instancesPerSecond ?? '-'}/s: ${stackRatios.throughputToFloor === null ? '-' : `${stackRatios.throughputToFloor.toFixed(2)}x`}`);
       const fc = stack.storageFloor?.cpuMsPerInstance;
       if (fc && stack.storageFloor && stackRatios.floorCpuToStackCpu !== null) {
