@@ -5,9 +5,10 @@
  * created. The function host itself is started by the scenario (in a process of its own).
  *
  * `direct` wires the host as it is in Azure, where nothing stands between the functions and
- * storage: its connection string names Azurite itself, and the events name blobs there. The
- * uploads still go through the stand-in, which raises the events (`blobService`);
- * `directBlobService` reaches Azurite itself.
+ * storage: its connection string names Azurite itself, and the events name blobs there.
+ * `storage` and `blobService` go through the stand-in, which raises an event for each write it
+ * sees; `directStorage` and `directBlobService` reach Azurite itself (a write made there raises
+ * an event only when given to `events.emit`).
  */
 import * as path from 'node:path';
 
@@ -64,5 +65,5 @@ export async function startBenchServices(options: { workDir: string; deidKey: st
     await blobService.getContainerClient(name).createIfNotExists();
   }
   await ensureCatalog(settings);
-  return { azurite, events, cosmosServer, devIssuer, storage, env, settings, blobService, directBlobService: BlobServiceClient.fromConnectionString(directStorage) };
+  return { azurite, events, cosmosServer, devIssuer, storage, directStorage, env, settings, blobService, directBlobService: BlobServiceClient.fromConnectionString(directStorage) };
 }

@@ -11,9 +11,11 @@
  * raises and delivers events) and the bench's own polling. In Azure only the host's CPU is the
  * pipeline's to pay for: it is `hostCpuMsPerInstance`.
  *
- * The host reaches Azurite directly, as the functions reach storage in Azure; only the uploads
- * cross the stand-in, which must see them to raise the events (BENCH_DIRECT=0 sends the host's
- * blob requests through it too, as `npm start` does). The storage floor has no stand-in either.
+ * Wired as Azure is: the host and the uploader reach Azurite directly, and the uploader reports
+ * each committed upload for the stand-in to raise its event, as storage tells Event Grid of a
+ * write (nothing replays the bytes). BENCH_UPLOADS=proxy sends the uploads through the stand-in's
+ * proxy, which sees the writes itself; BENCH_DIRECT=0 sends the host's blob requests through it
+ * too, as `npm start` does. The storage floor has no stand-in either.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -30,6 +32,7 @@ import { startBenchServices } from './benchServices';
 import { RequestCounts } from './requestCounter';
 import { FLOOR_PREFIX, FloorJob, FloorReport } from './requestFloor';
 import { percentile, round } from './stats';
+import { UPLOAD_CONTENT_TYPE, UPLOADED_PREFIX, UploadJob, UploadReport, UploadWritten, WRITTEN_PREFIX } from './uploadJob';
 
 export interface StackScenarioOptions {
   projectRoot: string;
@@ -159,15 +162,6 @@ async function count(container: Container, where: string): Promise<number> {
   return resources[0] ?? 0;
 }
 
-/** The uploader's report (bench/uploader.ts); its prefix is repeated here so as not to load that script. */
-interface UploadReport {
-  uploadedAt: Record<string, number>;
-  retries: number;
-  seconds: number;
-  /** The uploader's CPU time over its uploads, ms. */
-  cpuMs: number;
-}
-
 let clockTicks: number | undefined;
 /** CPU time (user and system) of another process so far, ms, from /proc; null where there is no /proc. */
 function processCpuMs(pid: number | undefined): number | null {
@@ -191,26 +185,39 @@ function cpuMs(usage: NodeJS.CpuUsage): number {
  * Runs a bench script (`bench/<script>.js <job.json>`) in a process of its own and returns the
  * report it prints on one line after `prefix`.
  */
-function runJob<T>(script: string, job: unknown, jobFile: string, prefix: string): Promise<T> {
+function runJob<T>(script: string, job: unknown, jobFile: string, prefix: string, onLine?: (line: string) => void): Promise<T> {
   fs.writeFileSync(jobFile, JSON.stringify(job));
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(__dirname, `${script}.js`), jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let partial = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.stdout.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.startsWith(prefix)) out = line;
+        else onLine?.(line);
+      }
+    });
     child.stderr.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-2000)));
     child.on('error', reject);
     child.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith(prefix));
+      const line = out || (partial.startsWith(prefix) ? partial : '');
       if (code === 0 && line) resolve(JSON.parse(line.slice(prefix.length)) as T);
       else reject(new Error(`${script} exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
     });
   });
 }
 
-/** The archive's uploads (bench/uploader.ts), in a process of its own. */
-function upload(job: { connectionString: string; container: string; files: { file: string; name: string }[]; concurrency: number; ratePerSecond?: number }, workDir: string, tag: string): Promise<UploadReport> {
-  return runJob<UploadReport>('uploader', job, path.join(workDir, `upload-${tag}.json`), 'UPLOADED ');
+/**
+ * The archive's uploads (bench/uploader.ts), in a process of its own. With `written`, each
+ * committed upload is reported as it completes (the uploader's `announce`).
+ */
+function upload(job: UploadJob, workDir: string, tag: string, written?: (w: UploadWritten) => void): Promise<UploadReport> {
+  return runJob<UploadReport>('uploader', job, path.join(workDir, `upload-${tag}.json`), UPLOADED_PREFIX, (line) => {
+    if (written && line.startsWith(WRITTEN_PREFIX)) written(JSON.parse(line.slice(WRITTEN_PREFIX.length)) as UploadWritten);
+  });
 }
 
 /** The request floor (bench/requestFloor.ts), in a process of its own. */
@@ -254,7 +261,7 @@ async function storageFloor(files: string[]): Promise<StorageFloor> {
       Array.from({ length: 16 }, async () => {
         for (let i = next++; i < data.length; i = next++) {
           const body = data[i] as Buffer;
-          await landing.getBlockBlobClient(`f${i}`).uploadData(body);
+          await landing.getBlockBlobClient(`f${i}`).uploadData(body, { blobHTTPHeaders: { blobContentType: UPLOAD_CONTENT_TYPE } });
           const got = await landing.getBlobClient(`f${i}`).downloadToBuffer();
           await copies.getBlockBlobClient(`f${i}`).uploadData(got);
         }
@@ -303,7 +310,11 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     // The services as local/stack.ts wires them, with the function host in a process of its own.
     const eventConcurrency = process.env.LOCAL_EVENT_CONCURRENCY ? Number(process.env.LOCAL_EVENT_CONCURRENCY) : undefined;
     const direct = process.env.BENCH_DIRECT !== '0';
-    const { azurite, events, cosmosServer, storage, env, settings } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey, eventConcurrency, direct }, stops);
+    // With the direct wiring the uploads go to Azurite too, and the uploader reports each write
+    // for the stand-in to raise its event, as storage tells Event Grid in Azure; BENCH_UPLOADS=proxy
+    // sends them through the stand-in's proxy, which sees the writes itself (as in `npm start`).
+    const announce = direct && process.env.BENCH_UPLOADS !== 'proxy';
+    const { azurite, events, cosmosServer, storage, directStorage, env, settings } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey, eventConcurrency, direct }, stops);
     const functionHost: HostProcess = await startHostProcess({
       projectRoot: options.projectRoot,
       env,
@@ -336,9 +347,10 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       const cpuBefore = await mark();
       const started = Date.now();
       const uploaded = await upload(
-        { connectionString: storage, container, files: job, concurrency: ratePerSecond ? 64 : options.uploadConcurrency, ratePerSecond },
+        { connectionString: announce ? directStorage : storage, container, files: job, concurrency: ratePerSecond ? 64 : options.uploadConcurrency, ratePerSecond, announce },
         options.workDir,
         tag,
+        announce ? (w) => events.emit({ eventType: 'Microsoft.Storage.BlobCreated', api: 'PutBlob', blobType: 'BlockBlob', ...w }) : undefined,
       );
       let done = 0;
       let lastProgress = Date.now();

@@ -2,32 +2,14 @@
  * The archive's side of the stack scenario, in a process of its own (as replication is another
  * system): uploads files into the landing container, all at once with bounded concurrency or
  * paced at a fixed rate, and reports when each upload completed.
- * Usage: node dist/bench/uploader.js <job.json>; prints one `UPLOADED <json>` line.
+ * Usage: node dist/bench/uploader.js <job.json>; prints one `UPLOADED <json>` line at the end
+ * and, with `announce`, one `WRITTEN <json>` line per committed upload as it completes.
  */
 import * as fs from 'node:fs';
 
 import { BlobServiceClient } from '@azure/storage-blob';
 
-export interface UploadJob {
-  connectionString: string;
-  container: string;
-  files: { file: string; name: string }[];
-  /** Uploads in flight at most. */
-  concurrency: number;
-  /** Starts this many uploads per second, evenly spaced; absent: as fast as `concurrency` allows. */
-  ratePerSecond?: number;
-}
-
-export interface UploadReport {
-  /** Blob name to the time (ms since the epoch) its upload completed. */
-  uploadedAt: Record<string, number>;
-  retries: number;
-  seconds: number;
-  /** This process's CPU time over the uploads (user and system), ms. */
-  cpuMs: number;
-}
-
-export const UPLOADED_PREFIX = 'UPLOADED ';
+import { UPLOAD_CONTENT_TYPE, UPLOADED_PREFIX, UploadJob, UploadReport, UploadWritten, WRITTEN_PREFIX } from './uploadJob';
 
 async function main(): Promise<void> {
   const job = JSON.parse(fs.readFileSync(process.argv[2] ?? '', 'utf8')) as UploadJob;
@@ -43,7 +25,19 @@ async function main(): Promise<void> {
     // archive's replication would retry such a write, so the bench does too (and counts it).
     for (let attempt = 1; ; attempt++) {
       try {
-        await landing.getBlockBlobClient(name).uploadData(data);
+        const written = await landing.getBlockBlobClient(name).uploadData(data, { blobHTTPHeaders: { blobContentType: UPLOAD_CONTENT_TYPE } });
+        if (job.announce) {
+          const line: UploadWritten = {
+            container: job.container,
+            blobName: name,
+            eTag: written.etag ?? '',
+            requestId: written.requestId ?? '',
+            clientRequestId: written.clientRequestId ?? '',
+            contentLength: data.length,
+            contentType: UPLOAD_CONTENT_TYPE,
+          };
+          process.stdout.write(`${WRITTEN_PREFIX}${JSON.stringify(line)}\n`);
+        }
         break;
       } catch (err) {
         if (attempt >= 5) throw err;

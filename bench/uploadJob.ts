@@ -1,0 +1,46 @@
+/**
+ * What the stack scenario and its uploader process (bench/uploader.ts) exchange: the job, the
+ * lines the uploader prints and its report. Apart from the uploader so that the scenario can
+ * load it without running the uploader.
+ */
+
+export interface UploadJob {
+  connectionString: string;
+  container: string;
+  files: { file: string; name: string }[];
+  /** Uploads in flight at most. */
+  concurrency: number;
+  /** Starts this many uploads per second, evenly spaced; absent: as fast as `concurrency` allows. */
+  ratePerSecond?: number;
+  /**
+   * Prints a `WRITTEN` line (UploadWritten) for each committed upload: what storage tells Event
+   * Grid of a write, for the parent to raise the event when the uploads do not cross the stand-in.
+   */
+  announce?: boolean;
+}
+
+/** One committed upload, as storage reports it to Event Grid. */
+export interface UploadWritten {
+  container: string;
+  blobName: string;
+  eTag: string;
+  requestId: string;
+  clientRequestId: string;
+  contentLength: number;
+  contentType: string;
+}
+
+export interface UploadReport {
+  /** Blob name to the time (ms since the epoch) its upload completed. */
+  uploadedAt: Record<string, number>;
+  retries: number;
+  seconds: number;
+  /** This process's CPU time over the uploads (user and system), ms. */
+  cpuMs: number;
+}
+
+export const UPLOADED_PREFIX = 'UPLOADED ';
+export const WRITTEN_PREFIX = 'WRITTEN ';
+
+/** Set on every upload, as replication of a DICOM archive would: Event Grid's event carries it. */
+export const UPLOAD_CONTENT_TYPE = 'application/dicom';
