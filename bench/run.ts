@@ -483,6 +483,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
     lines.push(`    by container: ${kinds(details.perInstance.cosmosContainerKinds)}`);
     const d = details.averageDocumentBytes;
     lines.push(`  average document bytes: instance ${d.instance}, series ${d.series}, study ${d.study}, index ${d.index}`);
+    lines.push(`  wiring: host to Azurite ${details.wiring.host}, uploads ${details.wiring.uploads}`);
     lines.push(`  upload ${details.uploadSeconds} s (${details.uploadRetries} retried), total ${details.totalSeconds} s, failed ${details.failed}, event retries ${details.eventDelivery.retried}, dead-lettered ${details.eventDelivery.deadLettered}`);
     if (details.note) lines.push(`  ${details.note}`);
   } else if (stackNote) {
@@ -698,7 +699,7 @@ async function main(): Promise<void> {
         }
       : null,
     stackDetails: details
-      ? { failed: details.failed, warmUpInstances: details.warmUpInstances, uploadRetries: details.uploadRetries, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
+      ? { failed: details.failed, warmUpInstances: details.warmUpInstances, uploadRetries: details.uploadRetries, uploadSeconds: details.uploadSeconds, totalSeconds: details.totalSeconds, eventDelivery: details.eventDelivery, wiring: details.wiring, hostWarnings: details.warnings, hostErrors: details.errors, note: details.note ?? null }
       : stackNote ? { note: stackNote } : null,
     wado: wado ?? (wadoNote ? { note: wadoNote } : null),
     sharing: sharing ?? (sharingNote ? { note: sharingNote } : null),

@@ -125,6 +125,8 @@ export interface StackDetails {
   uploadSeconds: number;
   totalSeconds: number;
   eventDelivery: { concurrency: string; maxConcurrentIngestions: string; retried: number; deadLettered: number };
+  /** How the host's blob requests and the uploads reach Azurite: straight, or through the stand-in's proxy. */
+  wiring: { host: 'direct' | 'stand-in'; uploads: 'direct, announced' | 'stand-in' };
   researchInstances: number;
   perInstance: {
     blob: Record<string, number>;
@@ -465,6 +467,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
           retried: stats.retried,
           deadLettered: stats.deadLettered,
         },
+        wiring: { host: direct ? 'direct' : 'stand-in', uploads: announce ? 'direct, announced' : 'stand-in' },
         researchInstances: sizes.instance.length,
         perInstance: {
           blob: perInstance(counts.blob, cataloged),
