@@ -3,6 +3,7 @@
  * lines the uploader prints and its report. Apart from the uploader so that the scenario can
  * load it without running the uploader.
  */
+import type { BlobWrite } from '../local/blobEvents';
 
 export interface UploadJob {
   connectionString: string;
@@ -19,16 +20,8 @@ export interface UploadJob {
   announce?: boolean;
 }
 
-/** One committed upload, as storage reports it to Event Grid. */
-export interface UploadWritten {
-  container: string;
-  blobName: string;
-  eTag: string;
-  requestId: string;
-  clientRequestId: string;
-  contentLength: number;
-  contentType: string;
-}
+/** One committed upload, as storage reports it to Event Grid: the parts of the stand-in's BlobWrite that the uploader knows. */
+export type UploadWritten = Required<Pick<BlobWrite, 'container' | 'blobName' | 'eTag' | 'requestId' | 'clientRequestId' | 'contentLength' | 'contentType'>>;
 
 export interface UploadReport {
   /** Blob name to the time (ms since the epoch) its upload completed. */
