@@ -21,7 +21,7 @@ import { AZURITE_ACCOUNT, azuriteConnectionString, cosmosEmulatorConnectionStrin
 import { BlobEventSource, emitExistingBlobs, startEventSource } from './eventSource';
 import { FaultPlan, FaultProxy, FaultProxyStats, startFaultProxy } from './faultProxy';
 import { FunctionHost, LogSink, startHost } from './host';
-import { findFreePort } from './net';
+import { findReusablePort } from './net';
 import { AzuriteHandle, startAzurite } from './services/azurite';
 import { CosmosServerHandle, startCosmosServer } from './services/cosmos';
 
@@ -94,11 +94,22 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
       DEID_KEY: 'x'.repeat(32),
     });
 
-    let azurite: AzuriteHandle = await startAzurite({ host, blobPort: 0, queuePort: 0, persistence: { location: azuriteData } });
+    // Azurite, the Cosmos DB server and the blob proxy come back on the same ports after an
+    // outage, so none of their ports may come from the range outgoing connections draw from.
+    const taken = new Set<number>(options.blobProxyPort ? [options.blobProxyPort] : []);
+    const reusablePort = async () => {
+      for (;;) {
+        const port = await findReusablePort(host);
+        if (taken.has(port)) continue;
+        taken.add(port);
+        return port;
+      }
+    };
+    let azurite: AzuriteHandle = await startAzurite({ host, blobPort: await reusablePort(), queuePort: await reusablePort(), persistence: { location: azuriteData } });
     const azuritePorts = { blobPort: azurite.blobPort, queuePort: azurite.queuePort };
     stops.push(() => azurite.stop());
 
-    const blobProxyPort = options.blobProxyPort ?? (await findFreePort(host));
+    const blobProxyPort = options.blobProxyPort ?? (await reusablePort());
     const events = await startEventSource({
       upstreamUrl: `http://${host}:${azuritePorts.blobPort}`,
       port: 0,
@@ -113,7 +124,7 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
     const blobProxy = await startFaultProxy({ target: `http://${host}:${events.port}`, flavor: 'blob', port: blobProxyPort, host });
     stops.push(() => blobProxy.stop());
 
-    let cosmos: CosmosServerHandle = await startCosmosServer({ host, port: 0 });
+    let cosmos: CosmosServerHandle = await startCosmosServer({ host, port: await reusablePort() });
     const cosmosPort = cosmos.port;
     stops.push(() => cosmos.stop());
     const cosmosProxy = await startFaultProxy({ target: `http://${host}:${cosmosPort}`, flavor: 'cosmos', host });

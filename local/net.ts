@@ -2,6 +2,7 @@
  * Small network helpers shared by the local services: free ports, waiting for a listener,
  * closing servers without waiting for idle keep-alive clients.
  */
+import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
 
@@ -17,6 +18,41 @@ export async function findFreePort(host = '127.0.0.1'): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Where the kernel takes ports for outgoing connections and `listen(0)`; undefined where it cannot be read. */
+export function ephemeralPortRange(file = '/proc/sys/net/ipv4/ip_local_port_range'): { low: number; high: number } | undefined {
+  try {
+    const [low = NaN, high = NaN] = fs.readFileSync(file, 'utf8').trim().split(/\s+/).map(Number);
+    return Number.isInteger(low) && Number.isInteger(high) && low > 0 && high >= low ? { low, high } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The lowest port {@link findReusablePort} picks: above the registered services most hosts run. */
+const REUSABLE_PORT_FLOOR = 20000;
+
+/**
+ * A free port for a listener that must come back on the same port after a restart (a stack
+ * whose blob URLs name it). {@link findFreePort}'s ports come from the ephemeral range, where
+ * any outgoing connection on the machine may take the port in the meantime; this one is picked
+ * at random below that range, where only a listener that asks for it by number can.
+ * Where the range cannot be read, or leaves no room below it, it falls back to findFreePort.
+ */
+export async function findReusablePort(host = '127.0.0.1', range = ephemeralPortRange()): Promise<number> {
+  if (!range || range.low - REUSABLE_PORT_FLOOR < 1000) return findFreePort(host);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = REUSABLE_PORT_FLOOR + Math.floor(Math.random() * (range.low - REUSABLE_PORT_FLOOR));
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.unref();
+      server.once('error', () => resolve(false));
+      server.listen(port, host, () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error(`no free port below ${range.low} on ${host} after 50 tries`);
 }
 
 /** Resolves once a TCP connection to host:port succeeds; rejects after timeoutMs. */

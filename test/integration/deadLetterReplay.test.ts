@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { findFreePort } from '../../local/net';
+import { findReusablePort } from '../../local/net';
 import { compareWithClean, type PipelineSnapshot, PROJECT_ROOT, selectFixtures, snapshot, type StackController, startFaultStackProcess, uploadAll } from './faults/harness';
 
 const FILES = selectFixtures(16);
@@ -39,7 +39,7 @@ let clean: PipelineSnapshot;
 let cleanUploaded: string[];
 
 beforeAll(async () => {
-  blobProxyPort = await findFreePort();
+  blobProxyPort = await findReusablePort();
   const stack = await startFaultStackProcess({ blobProxyPort, eventSource: EVENT_SOURCE });
   try {
     cleanUploaded = await run(stack);

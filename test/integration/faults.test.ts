@@ -11,7 +11,7 @@
  */
 import type { FaultPlan } from '../../local/faultProxy';
 import type { FaultStackStats } from '../../local/faultStackProcess';
-import { findFreePort } from '../../local/net';
+import { findReusablePort } from '../../local/net';
 import {
   compareWithClean,
   Comparison,
@@ -143,7 +143,7 @@ async function waitForProcessed(stack: StackController, count: number): Promise<
 
 describe('the pipeline under injected faults, compared with a clean run of the same files', () => {
   beforeAll(async () => {
-    blobProxyPort = await findFreePort();
+    blobProxyPort = await findReusablePort();
     const run = await runScenario('clean run', {});
     // The reference must itself be complete, or every comparison below would be against nothing.
     const kept = run.uploaded.filter((n) => !DELETED.has(n));
