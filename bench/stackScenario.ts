@@ -20,6 +20,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as readline from 'node:readline';
 
 import { Container, CosmosClient } from '@azure/cosmos';
 import { BlobServiceClient } from '@azure/storage-blob';
@@ -192,21 +193,16 @@ function runJob<T>(script: string, job: unknown, jobFile: string, prefix: string
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(__dirname, `${script}.js`), jobFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    let partial = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      const lines = (partial + d.toString('utf8')).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line.startsWith(prefix)) out = line;
-        else onLine?.(line);
-      }
+    // Every line, the last one too, is read before the child's 'close' (it waits for stdout to end).
+    readline.createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
+      if (line.startsWith(prefix)) out = line;
+      else onLine?.(line);
     });
     child.stderr.on('data', (d: Buffer) => (err = (err + d.toString('utf8')).slice(-2000)));
     child.on('error', reject);
     child.on('close', (code) => {
-      const line = out || (partial.startsWith(prefix) ? partial : '');
-      if (code === 0 && line) resolve(JSON.parse(line.slice(prefix.length)) as T);
+      if (code === 0 && out) resolve(JSON.parse(out.slice(prefix.length)) as T);
       else reject(new Error(`${script} exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
     });
   });
