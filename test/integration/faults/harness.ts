@@ -264,6 +264,10 @@ export interface PipelineSnapshot {
   /** Research copies: name -> size. */
   researchBlobs: Map<string, number>;
   counts: { studies: number; series: number; instances: number };
+  /** Per landing blob that names a research instance: that instance and this source's rank (index record). */
+  sources: Map<string, { sop: string; rank: string; blob: string; study: string; series: string }>;
+  /** Per research instance: the rank of the source its document came from. */
+  instanceRanks: Map<string, string>;
 }
 
 /**
@@ -304,7 +308,15 @@ export async function snapshot(stack: StackController): Promise<PipelineSnapshot
     const indexDocs = await read<IngestionDocument>(settings.indexContainer);
     const researchDocs = await read<ResearchDocument & Record<string, unknown>>(settings.researchCatalogContainer);
     const index = new Map<string, { status: string; errorCode?: string; researchSop?: string }>();
-    for (const d of indexDocs) index.set(d.blobName, { status: d.status, errorCode: d.errorCode, researchSop: d.research?.sopInstanceUid });
+    const sources: PipelineSnapshot['sources'] = new Map();
+    for (const d of indexDocs) {
+      index.set(d.blobName, { status: d.status, errorCode: d.errorCode, researchSop: d.research?.sopInstanceUid });
+      if (d.status === 'cataloged' && d.research && d.sourceRank) {
+        sources.set(d.blobName, { sop: d.research.sopInstanceUid, rank: d.sourceRank, blob: d.research.blob, study: d.research.studyInstanceUid, series: d.research.seriesInstanceUid });
+      }
+    }
+    const instanceRanks = new Map<string, string>();
+    for (const d of researchDocs) if (d.type === 'instance') instanceRanks.set(String(d.sopInstanceUid), String(d.sourceRank));
     const catalog = new Map(researchDocs.map((d) => [`${d.studyInstanceUid}/${d.id}`, stable(d)]));
     const counts = { studies: 0, series: 0, instances: 0 };
     for (const d of researchDocs) {
@@ -312,7 +324,7 @@ export async function snapshot(stack: StackController): Promise<PipelineSnapshot
       else if (d.type === 'series') counts.series += 1;
       else counts.instances += 1;
     }
-    return { landing: landing.sort(), index, catalog, researchBlobs, counts };
+    return { landing: landing.sort(), index, catalog, researchBlobs, counts, sources, instanceRanks };
   } finally {
     cosmos.dispose();
   }
@@ -363,17 +375,51 @@ export function compareWithClean(uploaded: string[], deleted: ReadonlySet<string
     if (JSON.stringify(rec) !== JSON.stringify(want)) diverged.push(`${name}: ${JSON.stringify(rec)}, clean run ${JSON.stringify(want)}`);
   }
   const catalogDiff: string[] = [];
+  // An instance written from several sources comes from the most recently written one (its
+  // rank). A fault that delays some uploads can change which that is: then this run must follow
+  // the rule with its own ranks, and its instance may differ from the clean run's.
+  const rerouted = new Set<string>();
+  const cleanWinners = winningSources(clean);
+  for (const [sop, winner] of winningSources(run)) {
+    if (run.instanceRanks.get(sop) !== winner.rank) catalogDiff.push(`instance ${sop} is not from its most recently written source (${winner.name})`);
+    const before = cleanWinners.get(sop);
+    if (before && before.name !== winner.name) {
+      rerouted.add(`${winner.study}/instance:${sop}`);
+      rerouted.add(`${winner.study}/series:${winner.series}`);
+      rerouted.add(winner.blob);
+    }
+  }
+  // The series of such an instance counts the same instances; only its statistics (bytes, transfer syntaxes) follow the copy.
+  const comparable = (id: string, doc: Record<string, unknown>) => {
+    if (!rerouted.has(id)) return doc;
+    if (id.includes('/instance:')) return {};
+    const { statistics: _ignored, ...rest } = doc;
+    return rest;
+  };
   for (const [id, doc] of clean.catalog) {
     const other = run.catalog.get(id);
     if (!other) catalogDiff.push(`missing ${id}`);
-    else if (JSON.stringify(other) !== JSON.stringify(doc)) catalogDiff.push(`different ${id} (${differingPaths(doc, other).join(', ')})`);
+    else if (JSON.stringify(comparable(id, other)) !== JSON.stringify(comparable(id, doc))) catalogDiff.push(`different ${id} (${differingPaths(doc, other).join(', ')})`);
   }
   for (const id of run.catalog.keys()) if (!clean.catalog.has(id)) catalogDiff.push(`extra ${id}`);
   for (const [name, size] of clean.researchBlobs) {
-    if (run.researchBlobs.get(name) !== size) catalogDiff.push(`research copy ${run.researchBlobs.has(name) ? 'different' : 'missing'} ${name}`);
+    if (!run.researchBlobs.has(name)) catalogDiff.push(`research copy missing ${name}`);
+    else if (run.researchBlobs.get(name) !== size && !rerouted.has(name)) catalogDiff.push(`research copy different ${name}`);
   }
   for (const name of run.researchBlobs.keys()) if (!clean.researchBlobs.has(name)) catalogDiff.push(`research copy extra ${name}`);
   return { files: uploaded.length, deleted: uploaded.filter((n) => deleted.has(n)).length, lost, diverged, catalogDiff };
+}
+
+/** Research instances cataloged from more than one source, each with its highest-ranked source. */
+function winningSources(s: PipelineSnapshot): Map<string, { name: string; rank: string; blob: string; study: string; series: string }> {
+  const bySop = new Map<string, { name: string; rank: string; blob: string; study: string; series: string }[]>();
+  for (const [name, src] of s.sources) bySop.set(src.sop, [...(bySop.get(src.sop) ?? []), { name, ...src }]);
+  const winners = new Map<string, { name: string; rank: string; blob: string; study: string; series: string }>();
+  for (const [sop, all] of bySop) {
+    if (all.length < 2) continue;
+    winners.set(sop, all.reduce((a, b) => (b.rank > a.rank ? b : a)));
+  }
+  return winners;
 }
 
 function faultCounts(p: FaultProxyStats): string {
