@@ -29,7 +29,7 @@ const CONCURRENCY = 16;
 const SOURCES = 64;
 const SLICE_BYTES = 512 * 1024;
 /** The policies the trimmed client drops (names as @azure/core-rest-pipeline and the storage SDK give them). */
-export const IDLE_POLICIES = [
+const IDLE_POLICIES = [
   'tracingPolicy',
   'logPolicy',
   'redirectPolicy',

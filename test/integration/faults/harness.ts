@@ -254,6 +254,15 @@ export async function deleteAll(connectionString: string, container: string, nam
 }
 
 /** What the pipeline made of the files, with what differs between two runs of the same files removed. */
+/** A cataloged source file: the research instance it names, where that lives, and the source's rank. */
+export interface SourceOfInstance {
+  sop: string;
+  rank: string;
+  blob: string;
+  study: string;
+  series: string;
+}
+
 export interface PipelineSnapshot {
   /** Landing blob names. */
   landing: string[];
@@ -265,7 +274,7 @@ export interface PipelineSnapshot {
   researchBlobs: Map<string, number>;
   counts: { studies: number; series: number; instances: number };
   /** Per landing blob that names a research instance: that instance and this source's rank (index record). */
-  sources: Map<string, { sop: string; rank: string; blob: string; study: string; series: string }>;
+  sources: Map<string, SourceOfInstance>;
   /** Per research instance: the rank of the source its document came from. */
   instanceRanks: Map<string, string>;
 }
@@ -411,10 +420,10 @@ export function compareWithClean(uploaded: string[], deleted: ReadonlySet<string
 }
 
 /** Research instances cataloged from more than one source, each with its highest-ranked source. */
-function winningSources(s: PipelineSnapshot): Map<string, { name: string; rank: string; blob: string; study: string; series: string }> {
-  const bySop = new Map<string, { name: string; rank: string; blob: string; study: string; series: string }[]>();
+function winningSources(s: PipelineSnapshot): Map<string, SourceOfInstance & { name: string }> {
+  const bySop = new Map<string, (SourceOfInstance & { name: string })[]>();
   for (const [name, src] of s.sources) bySop.set(src.sop, [...(bySop.get(src.sop) ?? []), { name, ...src }]);
-  const winners = new Map<string, { name: string; rank: string; blob: string; study: string; series: string }>();
+  const winners = new Map<string, SourceOfInstance & { name: string }>();
   for (const [sop, all] of bySop) {
     if (all.length < 2) continue;
     winners.set(sop, all.reduce((a, b) => (b.rank > a.rank ? b : a)));
