@@ -6,18 +6,25 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
 
-/** Asks the OS for a port that is free right now (used where a child process cannot report its own). */
-export async function findFreePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Listens on `port` (0: any) and closes again: the port it got, or undefined when it could not listen. */
+function probePort(port: number, host: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const server = net.createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
+    server.once('error', () => resolve(undefined));
+    server.listen(port, host, () => {
       const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
+      const bound = typeof address === 'object' && address ? address.port : undefined;
+      server.close(() => resolve(bound));
     });
   });
+}
+
+/** Asks the OS for a port that is free right now (used where a child process cannot report its own). */
+export async function findFreePort(host = '127.0.0.1'): Promise<number> {
+  const port = await probePort(0, host);
+  if (port === undefined) throw new Error(`cannot listen on ${host}`);
+  return port;
 }
 
 /** Where the kernel takes ports for outgoing connections and `listen(0)`; undefined where it cannot be read. */
@@ -44,13 +51,7 @@ export async function findReusablePort(host = '127.0.0.1', range = ephemeralPort
   if (!range || range.low - REUSABLE_PORT_FLOOR < 1000) return findFreePort(host);
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = REUSABLE_PORT_FLOOR + Math.floor(Math.random() * (range.low - REUSABLE_PORT_FLOOR));
-    const free = await new Promise<boolean>((resolve) => {
-      const server = net.createServer();
-      server.unref();
-      server.once('error', () => resolve(false));
-      server.listen(port, host, () => server.close(() => resolve(true)));
-    });
-    if (free) return port;
+    if ((await probePort(port, host)) === port) return port;
   }
   throw new Error(`no free port below ${range.low} on ${host} after 50 tries`);
 }
