@@ -4,15 +4,22 @@
  * on its own, in this process, against the same services, `repeats` times in turn (round robin):
  *
  * - the bearer token's verification, the catalog lookup of the instance (uncached), the frame
- *   index, the access-audit write, and a ranged read of the frame (to its headers, then drained);
- * - the whole guarded function (authentication, lookup, first read, audit) called in process as
- *   the host calls it, its body drained;
+ *   index, a point read of the instance document, the access-audit write, and a ranged read of
+ *   the frame (to its headers, then drained);
+ * - the retrieve in process without the gate (no token, no audit), then the whole guarded
+ *   function (authentication, lookup, first read, audit) called in process as the host calls
+ *   it, its body drained;
  * - the same request through the function host (a process of its own, as in the bench), and a
- *   plain ranged read of the same bytes with the storage SDK: the bench's two figures.
+ *   plain ranged read of the same bytes with the storage SDK: the bench's two figures, each also
+ *   timed to its response headers.
  *
- * The differences place the fixed cost: the host hop is the last two minus the in-process call.
+ * The differences place the fixed cost: the host hop is the last two minus the in-process call,
+ * and the audit's share is the guarded function minus the retrieve without it.
  *
  * Usage: npm run build && node dist/bench/wadoProfile.js [repeats, default 40] [frames, default 64]
+ *
+ * WADO_HOST_NODE_ARGS passes options to the host's Node (e.g. `--trace-gc`, or a V8 heap setting
+ * to compare); WADO_PROFILE_CPU=<file> writes the host's CPU profile over the last requests.
  *
  * By default the host reaches storage as in `npm start`, through the local Event Grid stand-in,
  * and so do the plain reads. WADO_DIRECT=1 wires both straight to Azurite, as they are in Azure.
@@ -62,13 +69,15 @@ async function main(): Promise<void> {
     writeMultiFrame(file, { seed: 7, frames });
     const { events, cosmosServer, env, settings, blobService: proxied, directBlobService } = await startBenchServices({ workDir, deidKey: 'wado-profile-deid-key-not-for-production-0123456789', direct: process.env.WADO_DIRECT === '1' }, stops);
     const blobService = process.env.WADO_DIRECT === '1' ? directBlobService : proxied;
-    const host = await startHostProcess({ projectRoot: path.resolve(__dirname, '..', '..'), env, logFile: path.join(workDir, 'host.log')});
+    const nodeArgs = process.env.WADO_HOST_NODE_ARGS?.split(' ').filter(Boolean);
+    const host = await startHostProcess({ projectRoot: path.resolve(__dirname, '..', '..'), env, logFile: path.join(workDir, 'host.log'), nodeArgs });
     stops.push(() => host.stop());
     events.setWebhookBaseUrl(host.url);
 
     const cosmosKey = /AccountKey=([^;]+)/.exec(cosmosServer.connectionString)?.[1] ?? '';
     const cosmos = new CosmosClient({ endpoint: cosmosServer.endpoint, key: cosmosKey, connectionPolicy: { enableEndpointDiscovery: false } });
     const index = cosmos.database(settings.cosmosDatabase).container(settings.indexContainer);
+    const researchCatalog = cosmos.database(settings.cosmosDatabase).container(settings.researchCatalogContainer);
     await proxied.getContainerClient(settings.sourceContainers[0] ?? '').getBlockBlobClient('profile/mf.dcm').uploadFile(file);
     let doc: IngestionDocument | undefined;
     for (let i = 0; i < 600 && doc?.status !== 'cataloged'; i++) {
@@ -84,6 +93,7 @@ async function main(): Promise<void> {
     const { wadoHandlers } = await import('../functions/wado');
     const { findResearchInstances } = await import('../shared/retrieve/researchInstances');
     const { accessRecord } = await import('../shared/audit/accessAudit');
+    const { retrieve } = await import('../shared/retrieve/wado');
     const rt = await runtime();
 
     const token = (JSON.parse(fs.readFileSync(path.join(workDir, 'tokens.json'), 'utf8')) as { research: string }).research;
@@ -116,6 +126,7 @@ async function main(): Promise<void> {
       ['token verification (jose, RS256)', () => rt.auth.authenticate({ headers: new Headers({ authorization: headers.authorization }) })],
       ['catalog lookup of the instance (uncached)', () => findResearchInstances(rt.retrieve.catalog, { study: r.studyInstanceUid, series: r.seriesInstanceUid, instance: r.sopInstanceUid })],
       ['frame index (kept in the document)', () => rt.retrieve.frameIndex.frameIndex(instance)],
+      ['instance document point read (a sidecar index took one per frame before 0.10.5)', () => researchCatalog.item(`instance:${r.sopInstanceUid}`, r.studyInstanceUid).read()],
       [
         'access-audit write (Cosmos create)',
         () => rt.accessAudit.append(accessRecord({ id: randomUUID(), time: new Date(), principal, route: 'wadoFrames', method: 'GET', role: 'Research.Read', status: 200, invocationId: 'x', target: { returned: { studies: [r.studyInstanceUid] } } })),
@@ -130,6 +141,10 @@ async function main(): Promise<void> {
       ],
       ['ranged read of the frame: headers and body', async () => drain(await rt.retrieve.research.readRange(r.blob, frameOffset, FRAME_BYTES))],
       ['the same, If-Match the ETag of the copy (as retrieve reads)', async () => drain(await rt.retrieve.research.readRange(r.blob, frameOffset, FRAME_BYTES, { ifMatch: copyEtag }))],
+      [
+        'retrieve in process, no access audit (kept lookup)',
+        async () => drain((await retrieve(rt.retrieve, { resource: 'frames', scope: { study: r.studyInstanceUid, series: r.seriesInstanceUid, instance: r.sopInstanceUid }, frames: '1', accept: headers.accept, range: null, root: `http://127.0.0.1/api/dicomweb` })).body),
+      ],
       [
         'guarded function in process (all of the above)',
         async () => {
@@ -148,6 +163,22 @@ async function main(): Promise<void> {
       ],
       ['plain ranged read, storage SDK (bench: baseline)', async () => drain((await researchBlob.download(frameOffset, FRAME_BYTES)).readableStreamBody)],
       ['through the function host, node:http client', () => httpGet(`${host.url}${instanceUrl}/frames/1`, headers)],
+      [
+        'through the function host: to its headers',
+        async (mark) => {
+          const res = await fetch(`${host.url}${instanceUrl}/frames/1`, { headers });
+          mark();
+          return drain(res.body);
+        },
+      ],
+      [
+        'plain ranged read, storage SDK: to its headers',
+        async (mark) => {
+          const res = await researchBlob.download(frameOffset, FRAME_BYTES);
+          mark();
+          return drain(res.readableStreamBody);
+        },
+      ],
       ['plain ranged read, node:http client (SAS URL)', () => httpGet(sasUrl, { range: `bytes=${frameOffset}-${frameOffset + FRAME_BYTES - 1}` })],
     ];
     // Round robin, so that a machine busy with other work weighs on every step alike.

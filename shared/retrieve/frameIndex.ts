@@ -32,7 +32,21 @@ export type FrameIndex =
 export interface FrameIndexSource {
   /**
    * `frames` is the index as the instance's catalog document keeps it, when the caller read it
-   * with the document (an index kept in the document then costs no further read).
+   * with the document (an index kept in the document then costs no further read). With the
+   * document's version (`updatedAt`, `size`, `sourceVersion`), a sidecar is read once and then
+   * found in memory, without reading the document again.
    */
-  frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string; frames?: StoredFrameIndex }): Promise<FrameIndex>;
+  frameIndex(instance: IndexedInstance): Promise<FrameIndex>;
+}
+
+/** What a FrameIndexSource is told of an instance: its UIDs and copy, and what the caller read of its document. */
+export interface IndexedInstance {
+  studyInstanceUid: string;
+  sopInstanceUid: string;
+  researchBlob: string;
+  frames?: StoredFrameIndex;
+  /** The document's version as the caller read it: its last change, and the copy's size and source version. */
+  updatedAt?: string;
+  size?: number;
+  sourceVersion?: string;
 }

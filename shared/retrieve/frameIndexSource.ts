@@ -10,7 +10,7 @@ import type { InstanceDocument, StoredFrameIndex } from '../catalog/documents';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
 import { Lru } from '../lru';
 import type { ResearchCopyOrigin, ResearchStore } from '../storage/stores';
-import type { FrameIndex, FrameIndexSource } from './frameIndex';
+import type { FrameIndex, FrameIndexSource, IndexedInstance } from './frameIndex';
 import { buildFrameIndexFromCopy, CompactFrameIndex, expandFrameIndex, WatchedOutput } from './frameIndexBuilder';
 import { decodeFrameIndex, MAX_INLINE_FRAME_INDEX, placeFrameIndex, readSidecar } from './frameIndexCodec';
 
@@ -71,14 +71,17 @@ export class CatalogFrameIndexSource implements FrameIndexSource {
   }
 
   /**
-   * The instance's frame index: one document read, and one sidecar read for a large index the
-   * first time; built from the copy and kept when the document has none. Throws NOT_FOUND
-   * for an instance not cataloged (or whose copy is gone), SERVICE_* on faults, DICOM_* when
-   * the copy's frames cannot be located. Idempotent.
+   * The instance's frame index. Kept in the document the caller read: nothing is read. In a
+   * sidecar the caller's document names (with its version): the sidecar once, then nothing.
+   * Otherwise one document read, and one sidecar read for a large index the first time; built
+   * from the copy and kept when the document has none. Throws NOT_FOUND for an instance not
+   * cataloged (or whose copy is gone), SERVICE_* on faults, DICOM_* when the copy's frames
+   * cannot be located. Idempotent.
    */
-  async frameIndex(instance: { studyInstanceUid: string; sopInstanceUid: string; researchBlob: string; frames?: StoredFrameIndex }): Promise<FrameIndex> {
-    // Kept in the document the caller read: nothing more to read.
+  async frameIndex(instance: IndexedInstance): Promise<FrameIndex> {
     if (instance.frames && instance.frames.kind !== 'sidecar') return expandFrameIndex(decodeFrameIndex(instance.frames));
+    const named = await this.namedSidecar(instance);
+    if (named) return named;
     const read = await this.deps.catalog.getInstance(instance.studyInstanceUid, instance.sopInstanceUid);
     if (!read) throw new PipelineError(ErrorCodes.NOT_FOUND, 'no such research instance');
     const key = `${read.doc.researchBlob}\0${read.etag}`;
@@ -89,13 +92,37 @@ export class CatalogFrameIndexSource implements FrameIndexSource {
     return index;
   }
 
+  /**
+   * The index in the sidecar that the caller's document names, when the caller gave that
+   * document's version: kept by that version, so that the frames of a large instance, asked
+   * for one after the other, cost no catalog read each. Undefined when the caller gave no
+   * version, or the sidecar is missing or another copy's (the document is then read).
+   */
+  private async namedSidecar(instance: IndexedInstance): Promise<FrameIndex | undefined> {
+    const { frames, updatedAt, size, sourceVersion } = instance;
+    if (frames?.kind !== 'sidecar' || updatedAt === undefined || size === undefined || sourceVersion === undefined) return undefined;
+    const key = `${instance.researchBlob}\0${updatedAt}\0${size}\0${sourceVersion}`;
+    const cached = this.cache.get(key);
+    if (cached) return cached;
+    const compact = await this.sidecar(frames.blob, { size, sourceVersion });
+    if (!compact) return undefined;
+    const index = expandFrameIndex(compact);
+    this.cache.set(key, index);
+    return index;
+  }
+
   /** The index the document keeps, or its sidecar; undefined when there is none (or the sidecar is not this copy's). */
   private async kept(doc: InstanceDocument): Promise<CompactFrameIndex | undefined> {
     const stored = doc.frames;
     if (!stored) return undefined;
     if (stored.kind !== 'sidecar') return decodeFrameIndex(stored);
+    return this.sidecar(stored.blob, doc);
+  }
+
+  /** A sidecar's index when it is the copy's (its size and source version); undefined when missing or another copy's. */
+  private async sidecar(blob: string, copy: { size: number; sourceVersion?: string }): Promise<CompactFrameIndex | undefined> {
     try {
-      return readSidecar(await readAll(await this.deps.research.readRange(stored.blob, 0, undefined)), doc);
+      return readSidecar(await readAll(await this.deps.research.readRange(blob, 0, undefined)), copy);
     } catch (e) {
       if (isPipelineError(e, ErrorCodes.NOT_FOUND)) return undefined;
       throw e;

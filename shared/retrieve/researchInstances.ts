@@ -22,6 +22,8 @@ export interface ResearchInstance {
   updatedAt: string;
   /** The frame index as the document keeps it (absent before 0.7.0, or for a sidecar's pointer only). */
   frames?: StoredFrameIndex;
+  /** The version of the source the copy was made from (a sidecar index names it: see frameIndexCodec). */
+  sourceVersion?: string;
   /**
    * The ETag of the copy as first read after this lookup (not from the catalog): later reads
    * through the same lookup ask for that version only (If-Match), see wado.ts readOptions.
@@ -48,7 +50,7 @@ export function checkScope(scope: RetrieveScope): void {
   }
 }
 
-const FIELDS = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid', 'transferSyntaxUid', 'size', 'researchBlob', 'updatedAt', 'frames'] as const;
+const FIELDS = ['studyInstanceUid', 'seriesInstanceUid', 'sopInstanceUid', 'sopClassUid', 'transferSyntaxUid', 'size', 'researchBlob', 'updatedAt', 'frames', 'sourceVersion'] as const;
 
 /**
  * The research instances in scope, ordered by series and instance UID (a stable order for

@@ -13,13 +13,15 @@ import { join } from 'node:path';
 import { Container } from '@azure/cosmos';
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
-import { CosmosResearchCatalog,createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import { CosmosResearchCatalog, createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import { CosmosResearchCatalogReader } from '../../shared/catalog/cosmosResearchReader';
 import type { IngestionDocument, InstanceDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
 import type { FrameIndex } from '../../shared/retrieve/frameIndex';
 import { bitPackedFrameRange, repackBitFrame } from '../../shared/retrieve/frameIndexBits';
 import { frameIndexSidecarName } from '../../shared/retrieve/frameIndexCodec';
 import { CatalogFrameIndexSource } from '../../shared/retrieve/frameIndexSource';
+import { findResearchInstances } from '../../shared/retrieve/researchInstances';
 import { AzureResearchStore } from '../../shared/storage/blobStores';
 import { independentFrameHashes, sha256 } from '../unit/retrieve/independentFrames';
 import { syntheticEncapsulated } from '../unit/retrieve/syntheticFrames';
@@ -123,6 +125,19 @@ describe('frame index through the running stack', () => {
     expect(frames).toHaveLength(4100);
     expect(frames[3999]).toEqual(large.frames[3999]);
     expect(frames[0]).toEqual(large.frames[0]);
+  });
+
+  it('given the 4,100-frame instance as the retrieve\'s catalog lookup finds it, then its index comes from the sidecar without reading the instance document again', async () => {
+    const d = await cataloged(`${prefix}/large.dcm`);
+    const [found] = await findResearchInstances(new CosmosResearchCatalogReader(catalogContainer), { study: d.doc.studyInstanceUid, series: d.doc.seriesInstanceUid, instance: d.doc.sopInstanceUid });
+    const documentRead = jest.fn();
+    const lookupOnly = new CatalogFrameIndexSource({
+      research: new AzureResearchStore(BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!), settings.researchContainer),
+      catalog: { getInstance: async () => documentRead(), putInstance: async () => documentRead() },
+    });
+    const frames = framesOf(d.copy, await lookupOnly.frameIndex(found!));
+    expect(frames[3999]).toEqual(large.frames[3999]);
+    expect(documentRead).not.toHaveBeenCalled();
   });
 
   it('given an instance whose document lacks the index (ingested before 0.7.0), then the first use builds it from the copy and keeps it in the document', async () => {

@@ -189,6 +189,30 @@ describe('CatalogFrameIndexSource', () => {
     expect([...reads.keys()]).toEqual([frameIndexSidecarName(i.instance.researchBlob)]);
   });
 
+  test('given a sidecar named by the document the caller read, with its version, then the first request reads only the sidecar and later ones read nothing', async () => {
+    const i = await ingested(w, { frames: 4100, fragmentsPerFrame: 2, frameBytes: 40, basicOffsetTable: true });
+    const { frames, updatedAt, size, sourceVersion } = await i.doc();
+    const looked = { ...i.instance, frames, updatedAt, size, sourceVersion };
+    const source = new CatalogFrameIndexSource(w);
+    const getInstance = jest.spyOn(w.catalog, 'getInstance');
+    const reads = countReads(w);
+    expect(framesAt(i.copy(), await source.frameIndex(looked))[3999]).toEqual(i.frames[3999]);
+    expect([...reads.entries()]).toEqual([[frameIndexSidecarName(i.instance.researchBlob), 1]]);
+    reads.clear();
+    expect(framesAt(i.copy(), await source.frameIndex(looked))[0]).toEqual(i.frames[0]);
+    expect(reads.size).toBe(0);
+    expect(getInstance).not.toHaveBeenCalled();
+  });
+
+  test('given a sidecar named by a document version the sidecar is not of (the copy replaced since), then the document is read and its own index used', async () => {
+    const i = await ingested(w, { frames: 4100, fragmentsPerFrame: 2, frameBytes: 40, basicOffsetTable: true });
+    const { frames, updatedAt, size } = await i.doc();
+    const getInstance = jest.spyOn(w.catalog, 'getInstance');
+    const index = await new CatalogFrameIndexSource(w).frameIndex({ ...i.instance, frames, updatedAt, size, sourceVersion: 'an earlier version' });
+    expect(framesAt(i.copy(), index)[3999]).toEqual(i.frames[3999]);
+    expect(getInstance).toHaveBeenCalledTimes(1);
+  });
+
   test('given a sidecar that another version of the copy left, then it is not used: the index is built again and the sidecar replaced', async () => {
     const i = await ingested(w, { frames: 4100, fragmentsPerFrame: 2, frameBytes: 40, basicOffsetTable: true });
     const sidecar = w.research.blobs.get(frameIndexSidecarName(i.instance.researchBlob))!;
