@@ -80,7 +80,8 @@ async function main(): Promise<void> {
     const researchCatalog = cosmos.database(settings.cosmosDatabase).container(settings.researchCatalogContainer);
     await proxied.getContainerClient(settings.sourceContainers[0] ?? '').getBlockBlobClient('profile/mf.dcm').uploadFile(file);
     let doc: IngestionDocument | undefined;
-    for (let i = 0; i < 600 && doc?.status !== 'cataloged'; i++) {
+    // At least 120 s, and 0.4 s a frame (a 2 GB file of 4,096 frames takes two to three minutes to ingest here).
+    for (let i = 0; i < Math.max(600, frames * 2) && doc?.status !== 'cataloged'; i++) {
       await new Promise((r) => setTimeout(r, 200));
       ({ resources: [doc] } = await index.items.query<IngestionDocument>({ query: 'SELECT * FROM c WHERE c.blobName = @b', parameters: [{ name: '@b', value: 'profile/mf.dcm' }] }).fetchAll());
     }

@@ -19,7 +19,7 @@ import { TesseractDetector } from './dicom/pixels/tesseractDetector';
 import { ErrorCodes, PipelineError } from './errors';
 import type { AnqScope } from './events/ingestEvents';
 import { EventGridPublisher, noopPublisher } from './events/publisher';
-import type { IngestDeps, Logger } from './ingest/ingestSourceFile';
+import type { IngestDeps, IngestOutcome, Logger } from './ingest/ingestSourceFile';
 import { Limiter } from './ingest/limiter';
 import { OcrQueue } from './ingest/ocrQueue';
 import { SeriesPixelChecks } from './ingest/seriesCheck';
@@ -33,6 +33,7 @@ import { CosmosAgreementStore, CosmosExportStore, CosmosSharingAudit } from './s
 import { AzureDestinations } from './sharing/destination';
 import { AzureExportQueue, EXPORT_QUEUE_CONNECTION, queueServiceFor } from './sharing/exportQueue';
 import type { ExportQueue, SharingDeps } from './sharing/sharing';
+import { SingleFlight } from './singleFlight';
 import type { IngestionOutcomeReader } from './statistics/catalogStatistics';
 import { CosmosIngestionOutcomes } from './statistics/cosmosIngestionOutcomes';
 import { AzureQuarantineStore, AzureResearchStore, AzureSourceStore, blobServiceClient } from './storage/blobStores';
@@ -47,6 +48,8 @@ export interface Runtime {
   ingestDeps(log: Logger): IngestDeps;
   /** Bounds the ingestions running at once in this runtime (MAX_CONCURRENT_INGESTIONS). */
   ingestions: Limiter;
+  /** The ingestions running in this runtime, which a delivery of the same event again joins (handleEvent.ts). */
+  deliveries: SingleFlight<IngestOutcome>;
   researchCatalogReader: ResearchCatalogReader;
   /** Files per ingestion status and error code, from the restricted index (statistics, Operations.Read). */
   ingestionOutcomes: IngestionOutcomeReader;
@@ -159,6 +162,7 @@ async function build(): Promise<Runtime> {
       instanceCache: new ResearchInstanceCache(),
     },
     ingestions: new Limiter(settings.maxConcurrentIngestions),
+    deliveries: new SingleFlight<IngestOutcome>(),
     ingestDeps: (log) => ({
       source,
       research,

@@ -13,6 +13,7 @@
  * joins the one queued or running, rather than OCR'ing the file twice.
  */
 import { ErrorCodes, PipelineError } from '../errors';
+import { SingleFlight } from '../singleFlight';
 
 export interface OcrQueueOptions {
   /** Files in OCR at once (OCR_WORKERS). */
@@ -30,7 +31,7 @@ interface Waiter {
 export class OcrQueue {
   private active = 0;
   private readonly waiting: Waiter[] = [];
-  private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly inFlight = new SingleFlight<unknown>();
 
   constructor(private readonly options: OcrQueueOptions) {
     if (!Number.isInteger(options.running) || options.running < 1) throw new RangeError('running must be a positive integer');
@@ -44,11 +45,7 @@ export class OcrQueue {
    * when the queue is full or the wait too long; otherwise as the job does.
    */
   run<T>(key: string, job: () => Promise<T>): Promise<T> {
-    const same = this.inFlight.get(key);
-    if (same) return same as Promise<T>;
-    const p = this.admitted(job).finally(() => this.inFlight.delete(key));
-    this.inFlight.set(key, p);
-    return p;
+    return this.inFlight.run(key, () => this.admitted(job)) as Promise<T>;
   }
 
   private async admitted<T>(job: () => Promise<T>): Promise<T> {

@@ -1,6 +1,7 @@
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
 import { EventDeps, handleIngestEvent } from '../../../shared/ingest/handleEvent';
 import { Limiter } from '../../../shared/ingest/limiter';
+import { SingleFlight } from '../../../shared/singleFlight';
 import type { SourceStore } from '../../../shared/storage/stores';
 import { CapturingLogger, CapturingTelemetry, deferred, memoryWorld } from '../fakes';
 
@@ -24,7 +25,7 @@ function heldDeps(limiter: Limiter, gate: Promise<void>): { deps: EventDeps; ope
   w.source.open = open;
   const telemetry = new CapturingTelemetry();
   return {
-    deps: { sourceBlobEndpoints: [ENDPOINT], settings: { sourceContainers: ['anq-replica'] }, telemetry, ingestions: limiter, ingestDeps: () => w.deps },
+    deps: { sourceBlobEndpoints: [ENDPOINT], settings: { sourceContainers: ['anq-replica'] }, telemetry, ingestions: limiter, deliveries: new SingleFlight(), ingestDeps: () => w.deps },
     opened: () => opened,
     telemetry,
   };
@@ -46,7 +47,7 @@ function anqDeps(): { deps: EventDeps; reads: Array<{ container: string; blobNam
   };
   const telemetry = new CapturingTelemetry();
   return {
-    deps: { sourceBlobEndpoints: [ENDPOINT], anqScope: ANQ_SCOPE, settings: { sourceContainers: ['anq-replica'] }, telemetry, ingestions: new Limiter(2), ingestDeps: () => w.deps },
+    deps: { sourceBlobEndpoints: [ENDPOINT], anqScope: ANQ_SCOPE, settings: { sourceContainers: ['anq-replica'] }, telemetry, ingestions: new Limiter(2), deliveries: new SingleFlight(), ingestDeps: () => w.deps },
     reads,
     telemetry,
   };
@@ -67,6 +68,36 @@ describe('handleIngestEvent', () => {
     gate.resolve();
     expect((await Promise.all(runs)).map((o) => o.status)).toEqual(['unchanged', 'unchanged']);
     expect(one.opened()).toBe(2);
+  });
+
+  it('given an event delivered again while its first delivery is still being ingested (Event Grid answers a slow delivery after 30 s), then it joins that ingestion: the file is read once and both deliveries get its outcome', async () => {
+    const gate = deferred();
+    const held = heldDeps(new Limiter(4), gate.promise);
+    const event = blobCreated();
+    const first = handleIngestEvent(event, held.deps, new CapturingLogger());
+    await settle();
+    const again = handleIngestEvent(event, held.deps, new CapturingLogger());
+    await settle();
+    expect(held.opened()).toBe(1);
+    expect(held.deps.ingestions.inUse).toBe(1);
+    gate.resolve();
+    expect(await again).toEqual(await first);
+    // Once done with, a delivery again is handled afresh (the index then says the version is known).
+    await handleIngestEvent(event, held.deps, new CapturingLogger());
+    expect(held.opened()).toBe(2);
+  });
+
+  it('given two events for one version of one file (its ETag), then they are one ingestion; another version is its own', async () => {
+    const gate = deferred();
+    const held = heldDeps(new Limiter(4), gate.promise);
+    const url = `${ENDPOINT}/anq-replica/site/versions.dcm`;
+    const created = (id: string, eTag: string) => ({ id, eventType: 'Microsoft.Storage.BlobCreated', data: { url, eTag } });
+    const runs = [created('a', '"0x1"'), created('b', '"0x1"'), created('c', '"0x2"')].map((e) => handleIngestEvent(e, held.deps, new CapturingLogger()));
+    await settle();
+    expect(held.opened()).toBe(2);
+    gate.resolve();
+    await Promise.all(runs);
+    expect(held.deps.deliveries.size).toBe(0);
   });
 
   it('given two runtimes with a one-slot limiter each, then an ingestion in one does not wait for the other', async () => {

@@ -18,6 +18,7 @@ import { EventDeps, EventOutcome, handleIngestEvent } from '../../../shared/inge
 import { Limiter } from '../../../shared/ingest/limiter';
 import { OcrQueue } from '../../../shared/ingest/ocrQueue';
 import { SeriesPixelChecks } from '../../../shared/ingest/seriesCheck';
+import { SingleFlight } from '../../../shared/singleFlight';
 import { CapturingTelemetry, deferred, MemoryWorld,memoryWorld } from '../fakes';
 import { encodeWithDataset } from './coreHelpers';
 
@@ -83,7 +84,7 @@ function world(detector: TextDetector, ocrQueue: OcrQueue, slots: number, series
   w.deps.burnedIn = { mode: 'redact', ocr: { detector, sampleFrames: 5, ...(seriesChecks ? { seriesChecks } : {}) } };
   w.deps.ocrQueue = ocrQueue;
   const limiter = new Limiter(slots);
-  return { w, limiter, deps: { sourceBlobEndpoints: [ENDPOINT], settings: { sourceContainers: ['anq-replica'] }, telemetry: new CapturingTelemetry(), ingestions: limiter, ingestDeps: () => w.deps } };
+  return { w, limiter, deps: { sourceBlobEndpoints: [ENDPOINT], settings: { sourceContainers: ['anq-replica'] }, telemetry: new CapturingTelemetry(), ingestions: limiter, deliveries: new SingleFlight(), ingestDeps: () => w.deps } };
 }
 
 /** The promise's value, or a rejection saying what was still waiting after `ms`. */
