@@ -25,7 +25,7 @@ import { loadSettings, type Settings } from '../shared/config/settings';
 export type BenchServices = Awaited<ReturnType<typeof startBenchServices>>;
 
 /** Starts the services; each one's stop is pushed onto `stops` as soon as it runs. */
-export async function startBenchServices(options: { workDir: string; deidKey: string; eventConcurrency?: number; direct?: boolean }, stops: (() => Promise<void>)[]) {
+export async function startBenchServices(options: { workDir: string; deidKey: string; eventConcurrency?: number; deliveryTimeoutMs?: number; direct?: boolean }, stops: (() => Promise<void>)[]) {
   const host = '127.0.0.1';
   const preliminary = loadSettings({ ...process.env, SourceStorage: azuriteConnectionString(), CosmosDb: `AccountEndpoint=http://${host}/;AccountKey=x;`, DEID_KEY: 'x'.repeat(32) });
   const azurite = await startAzurite({ host, blobPort: 0, queuePort: 0 });
@@ -36,6 +36,7 @@ export async function startBenchServices(options: { workDir: string; deidKey: st
     host,
     sourceContainers: preliminary.sourceContainers,
     concurrency: options.eventConcurrency,
+    deliveryTimeoutMs: options.deliveryTimeoutMs,
     deadLetterFile: path.join(options.workDir, 'deadletter.jsonl'),
     ...(options.direct ? { eventBlobEndpoint: `http://${host}:${azurite.blobPort}/${AZURITE_ACCOUNT}` } : {}),
   });
