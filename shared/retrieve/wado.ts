@@ -131,7 +131,9 @@ async function readCopy(deps: WadoDeps, request: WadoRequest, instance: Research
     if (instance.copyEtag === undefined && read.etag !== undefined) instance.copyEtag = read.etag;
     return read;
   } catch (e) {
-    if (options.ifMatch !== undefined && (isPipelineError(e, ErrorCodes.CATALOG_CONFLICT) || isPipelineError(e, ErrorCodes.NOT_FOUND))) staleReads.add(e);
+    // A replaced copy (412 on If-Match), or a copy gone (404), also before any read through a kept
+    // lookup (the instance re-ingested under another copy name since): the catalog is asked again.
+    if (isPipelineError(e, ErrorCodes.NOT_FOUND) || (options.ifMatch !== undefined && isPipelineError(e, ErrorCodes.CATALOG_CONFLICT))) staleReads.add(e);
     throw e;
   }
 }

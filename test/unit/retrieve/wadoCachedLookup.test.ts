@@ -142,6 +142,18 @@ describe('a remembered lookup', () => {
     expect((await collect((await retrieve(deps, instanceRequest)).body)).equals(copy(100, 5, 6))).toBe(true);
   });
 
+  test('given a lookup kept before any read through it, and the copy moved to another blob since, then the catalog is asked again and the new copy\'s frame given', async () => {
+    await deps.instanceCache!.find(catalog, { study: STUDY, series: SERIES, instance: INSTANCE });
+    async function* moved() {
+      yield copy(100, 3, 4);
+    }
+    await research.write('moved.dcm', moved(), { rank: 'r', keyId: 'k', sourceKey: 's', sourceVersion: 'v2', expected: undefined });
+    await research.delete(BLOB);
+    catalog.docs = [{ ...doc(100, 't2'), researchBlob: 'moved.dcm' }];
+    expect([...(await onlyPart(await retrieve(deps, frameRequest('2'))))]).toEqual([4, 4, 4, 4]);
+    expect(catalog.queries).toBe(2);
+  });
+
   test('given the instance withdrawn (document and copy removed), then 404 after asking the catalog again', async () => {
     await onlyPart(await retrieve(deps, frameRequest('1')));
     catalog.docs = [];
