@@ -132,7 +132,7 @@ async function readCopy(deps: WadoDeps, request: WadoRequest, instance: Research
     return read;
   } catch (e) {
     // A replaced copy (412 on If-Match), or a copy gone (404), also before any read through a kept
-    // lookup (the instance re-ingested under another copy name since): the catalog is asked again.
+    // lookup pinned its ETag (the copy removed, or moved, since the lookup): the catalog is asked again.
     if (isPipelineError(e, ErrorCodes.NOT_FOUND) || (options.ifMatch !== undefined && isPipelineError(e, ErrorCodes.CATALOG_CONFLICT))) staleReads.add(e);
     throw e;
   }
