@@ -131,6 +131,12 @@ beforeAll(async () => {
   instances = instances.sort((a, b) => a.sopInstanceUid.localeCompare(b.sopInstanceUid));
 }, 300_000);
 
+/** Asserts the status; a failure shows the error body the host answered (it names the code and the cause). */
+function expectStatus(res: { status: number; body: Buffer }, want: number, what = ''): void {
+  const shown = (r: { status: number; body: Buffer }) => (r.status === want ? String(want) : `${r.status} ${what} ${r.body.subarray(0, 400).toString('utf8')}`);
+  expect(shown(res)).toBe(String(want));
+}
+
 const path = (i: InstanceDocument) => `/studies/${i.studyInstanceUid}/series/${i.seriesInstanceUid}/instances/${i.sopInstanceUid}`;
 const blobOf = (i: InstanceDocument) => research.getBlobClient(i.researchBlob).downloadToBuffer();
 
@@ -141,7 +147,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
     const syntaxes = new Map<string, number>();
     for (const i of instances) {
       const res = await get(path(i));
-      expect(res.status).toBe(200);
+      expectStatus(res, 200);
       const parts = multipartParts(res.headers.get('content-type')!, res.body);
       expect(parts).toHaveLength(1);
       expect(parts[0]!.headers['content-type']).toBe(`application/dicom; transfer-syntax=${i.transferSyntaxUid}`);
@@ -155,7 +161,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
   test('given Accept application/dicom on an instance, then one bare body equal to the blob', async () => {
     const i = instances[0]!;
     const res = await get(path(i), { accept: 'application/dicom; transfer-syntax=*' });
-    expect(res.status).toBe(200);
+    expectStatus(res, 200);
     expect(res.headers.get('content-type')).toBe(`application/dicom; transfer-syntax=${i.transferSyntaxUid}`);
     expect(res.body.equals(await blobOf(i))).toBe(true);
   });
@@ -174,7 +180,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
         .fetchAll();
       const inScope = where.includes('/series/') ? all.filter((d) => d.seriesInstanceUid === expected[0]!.seriesInstanceUid) : all;
       const res = await get(`/studies/${where}`, { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' });
-      expect(res.status).toBe(200);
+      expectStatus(res, 200);
       const got = multipartParts(res.headers.get('content-type')!, res.body);
       expect(got).toHaveLength(inScope.length);
       const byLocation = new Map(got.map((p) => [p.headers['content-location']!.split('/instances/')[1], p.body]));
@@ -188,7 +194,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
     let withPixels = 0;
     for (const i of instances) {
       const res = await get(`${path(i)}/metadata`);
-      expect(res.status).toBe(200);
+      expectStatus(res, 200);
       expect(res.headers.get('content-type')).toContain('application/dicom+json');
       const [json] = JSON.parse(res.body.toString('utf8')) as DicomJson[];
       expect(json!['00080018']!.Value).toEqual([i.sopInstanceUid]);
@@ -212,7 +218,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
     const count = instances.filter((i) => i.studyInstanceUid === study.studyInstanceUid).length;
     expect((JSON.parse(all.body.toString('utf8')) as DicomJson[]).length).toBeGreaterThanOrEqual(count);
     const series = await get(`/studies/${study.studyInstanceUid}/series/${study.seriesInstanceUid}/metadata`);
-    expect(series.status).toBe(200);
+    expectStatus(series, 200);
     console.log(`WADO-RS metadata: ${instances.length} instances, ${withPixels} PixelData BulkDataURIs answered whole and by Range`);
     expect(withPixels).toBeGreaterThan(20);
   });
@@ -236,7 +242,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
       if (!expected) continue;
       const list = Array.from({ length: count }, (_, k) => k + 1).join(',');
       const res = await get(`${path(i)}/frames/${list}`, { accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' });
-      expect(res.status).toBe(200);
+      expectStatus(res, 200, `(frames 1-${count} of ${i.transferSyntaxUid}, index ${i.frames?.kind ?? 'none'})`);
       const parts = multipartParts(res.headers.get('content-type')!, res.body);
       expect(parts).toHaveLength(count);
       parts.forEach((p, k) => {
@@ -245,7 +251,7 @@ describe('WADO-RS over the research copies of the bundled samples', () => {
       });
       // The stored syntax's own media type, as asked for by a client that knows it.
       const natural = await get(`${path(i)}/frames/1`);
-      expect(natural.status).toBe(200);
+      expectStatus(natural, 200);
       frames += count;
       instancesCompared++;
       const kind = `${native ? 'native' : natural.headers.get('content-type')!.match(/type="([^"]+)"/)![1]}${count > 1 ? ' multi-frame' : ''}`;
