@@ -7,6 +7,8 @@
  * negotiate.ts). The HTTP side (functions/wado.ts) turns a WadoAnswer into a response and a
  * thrown PipelineError into its status.
  */
+import { setTimeout as delay } from 'node:timers/promises';
+
 import type { ResearchCatalogReader } from '../catalog/researchCatalog';
 import type { HeaderLimits } from '../dicom/limits';
 import { ErrorCodes, isPipelineError, PipelineError } from '../errors';
@@ -66,10 +68,19 @@ export interface WadoAnswer {
 const METADATA_CONCURRENCY = 8;
 
 /**
+ * Lookups of one request at most when the copy read is already another source's than its
+ * catalog document says (a replacement under way: the copy is committed first, its document
+ * follows in one catalog write), and the waits before the second and third.
+ */
+const REPLACING_LOOKUPS = 3;
+const REPLACING_WAITS_MS = [50, 250];
+
+/**
  * Answers one WADO-RS request. Throws PipelineError: QUERY_INVALID (400: a bad UID, frame list
  * or Accept), NOT_FOUND (404), NOT_ACCEPTABLE (406), RANGE_NOT_SATISFIABLE (416), SERVICE_*
- * (503) when the catalog or the first read of storage fails. A storage failure after the answer
- * has started ends its body with the error. Read-only; safe to repeat.
+ * (503) when the catalog or the first read of storage fails, or when the copy stays another
+ * source's than its document through REPLACING_LOOKUPS lookups. A storage failure after the
+ * answer has started ends its body with the error. Read-only; safe to repeat.
  */
 export async function retrieve(deps: WadoDeps, request: WadoRequest): Promise<WadoAnswer> {
   const ranges = parseAccept(request.accept);
@@ -77,14 +88,25 @@ export async function retrieve(deps: WadoDeps, request: WadoRequest): Promise<Wa
   if (request.resource === 'metadata') negotiateMetadata(ranges);
   const lookup = request.abortSignal ? { abortSignal: request.abortSignal } : {};
   const cache = deps.instanceCache;
-  if (!cache) return answer(deps, request, await findResearchInstances(deps.catalog, request.scope, lookup), ranges, frameList);
-  try {
-    return await answer(deps, request, await cache.find(deps.catalog, request.scope, lookup), ranges, frameList);
-  } catch (e) {
-    if (!staleReads.has(e as object)) throw e;
-    // The copy a remembered lookup named was replaced or removed: the catalog says what is there now.
-    cache.forget(request.scope);
-    return answer(deps, request, await cache.find(deps.catalog, request.scope, lookup), ranges, frameList);
+  for (let lookups = 1; ; lookups++) {
+    const instances = cache ? await cache.find(deps.catalog, request.scope, lookup) : await findResearchInstances(deps.catalog, request.scope, lookup);
+    try {
+      return await answer(deps, request, instances, ranges, frameList);
+    } catch (e) {
+      const stale = staleReads.get(e as object);
+      // A copy replaced or removed since a remembered lookup named it: the catalog says what is there now.
+      if (stale === 'gone' && cache && lookups === 1) {
+        cache.forget(request.scope);
+        continue;
+      }
+      // The copy is already another source's, its document not yet: asked again once it has followed.
+      if (stale === 'replacing' && lookups < REPLACING_LOOKUPS) {
+        cache?.forget(request.scope);
+        await delay(REPLACING_WAITS_MS[lookups - 1], undefined, request.abortSignal ? { signal: request.abortSignal } : {});
+        continue;
+      }
+      throw e;
+    }
   }
 }
 
@@ -111,8 +133,12 @@ function only(instances: ResearchInstance[]): ResearchInstance {
   return one;
 }
 
-/** Failures of conditional reads: the copy is no longer the version the remembered lookup read. */
-const staleReads = new WeakSet<object>();
+/**
+ * Failures of reads that a new catalog lookup may cure: `gone`, the copy is no longer the
+ * version a remembered lookup read (412 on If-Match) or no longer there (404); `replacing`, the
+ * copy read was made from another source version than the lookup's document names.
+ */
+const staleReads = new WeakMap<object, 'gone' | 'replacing'>();
 
 /**
  * How a copy is read: the request's abort signal, and, once a version of the copy has been
@@ -126,16 +152,34 @@ function readOptions(request: WadoRequest, instance: ResearchInstance): CopyRead
 /** A ranged read of an instance's copy (see readOptions); remembers the version first read. */
 async function readCopy(deps: WadoDeps, request: WadoRequest, instance: ResearchInstance, offset: number, count: number | undefined): Promise<CopyRead> {
   const options = readOptions(request, instance);
+  let read: CopyRead;
   try {
-    const read = await deps.research.readRange(instance.researchBlob, offset, count, options);
-    if (instance.copyEtag === undefined && read.etag !== undefined) instance.copyEtag = read.etag;
-    return read;
+    read = await deps.research.readRange(instance.researchBlob, offset, count, options);
   } catch (e) {
     // A replaced copy (412 on If-Match), or a copy gone (404), also before any read through a kept
     // lookup pinned its ETag (the copy removed, or moved, since the lookup): the catalog is asked again.
-    if (isPipelineError(e, ErrorCodes.NOT_FOUND) || (options.ifMatch !== undefined && isPipelineError(e, ErrorCodes.CATALOG_CONFLICT))) staleReads.add(e);
+    if (isPipelineError(e, ErrorCodes.NOT_FOUND) || (options.ifMatch !== undefined && isPipelineError(e, ErrorCodes.CATALOG_CONFLICT))) staleReads.set(e, 'gone');
     throw e;
   }
+  // Bytes of another copy than the document describes (its frame index, size and syntax are
+  // that copy's): another source version, another size, or too short to hold the range. Not one
+  // of them is given out.
+  if (!describes(instance, read, offset, count)) {
+    await discard(read);
+    const e = new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'the research copy is being replaced and its catalog entry does not describe it yet; retry');
+    staleReads.set(e, 'replacing');
+    throw e;
+  }
+  if (instance.copyEtag === undefined && read.etag !== undefined) instance.copyEtag = read.etag;
+  return read;
+}
+
+/** False when a read shows a copy other than the one the instance's document describes. */
+function describes(instance: ResearchInstance, read: CopyRead, offset: number, count: number | undefined): boolean {
+  if (instance.sourceVersion !== undefined && read.sourceVersion !== undefined && read.sourceVersion !== instance.sourceVersion) return false;
+  if (read.size !== undefined && read.size !== instance.size) return false;
+  // Nothing read (the range starts past the copy's end) where the document has bytes.
+  return !(read.etag === undefined && count !== 0 && offset < instance.size);
 }
 
 /** The research reader for one instance's header (readCopyHeader): reads as readCopy does. */

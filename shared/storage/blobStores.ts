@@ -261,6 +261,8 @@ export class AzureResearchStore implements ResearchStore {
       const end = bytes.return.bind(bytes);
       return Object.assign(bytes, {
         etag: r.etag,
+        sourceVersion: r.metadata?.sourceversion,
+        size: totalOfContentRange(r.contentRange) ?? (offset === 0 && count === undefined ? r.contentLength : undefined),
         return: async () => {
           body.destroy();
           return end(undefined);

@@ -98,6 +98,15 @@ export interface CopyReadOptions {
 /** The bytes of one ranged read of a research copy, and the ETag of the version they come from (absent when nothing was read). */
 export interface CopyRead extends AsyncIterable<Uint8Array> {
   readonly etag?: string;
+  /**
+   * The source version the copy read was made from (its origin, as written with it): what the
+   * catalog document of the copy names too, so that a reader can tell a copy already replaced
+   * by another source's from the one its document describes. Absent when nothing was read, or
+   * for a copy written without it.
+   */
+  readonly sourceVersion?: string;
+  /** Bytes of the whole copy the read was of (as the storage service gives it with the range); absent when nothing was read. */
+  readonly size?: number;
 }
 
 /** What one conditional write of a research copy did. */

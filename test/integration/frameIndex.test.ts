@@ -26,7 +26,7 @@ import { AzureResearchStore } from '../../shared/storage/blobStores';
 import { independentFrameHashes, sha256 } from '../unit/retrieve/independentFrames';
 import { syntheticEncapsulated } from '../unit/retrieve/syntheticFrames';
 import { asCtWithFreshUids } from './relabel';
-import { testStack, waitForEvents } from './stackEnv';
+import { authHeader, testStack, waitForEvents } from './stackEnv';
 
 const FIXTURES = join(__dirname, '..', 'fixtures', 'dicom');
 
@@ -149,5 +149,41 @@ describe('frame index through the running stack', () => {
     const after = await cataloged(`${prefix}/${SAMPLES[7]}`);
     expect(after.doc.frames).toEqual(stored);
     expect(framesOf(d.copy, built).map(sha256)).toEqual(independentFrameHashes([d.copy])[0]);
+  });
+  it('given the copy replaced by another source\'s whose document has not followed, then the host answers 503 with Retry-After, and the new copy\'s own frame once the document follows', async () => {
+    const d = await cataloged(`${prefix}/${SAMPLES[0]}`);
+    const other = await cataloged(`${prefix}/${SAMPLES[4]}`);
+    const url = `${testStack().hostUrl}/api/dicomweb/studies/${d.doc.studyInstanceUid}/series/${d.doc.seriesInstanceUid}/instances/${d.doc.sopInstanceUid}/frames/1`;
+    const frame = () => fetch(url, { headers: { ...authHeader('research'), accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' } });
+    expect((await frame()).status).toBe(200);
+
+    // Another source's copy committed over it, as a replacing ingestion does before it writes the document.
+    const store = new AzureResearchStore(BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!), settings.researchContainer);
+    const first = await store.readRange(d.doc.researchBlob, 0, 16);
+    expect(first.sourceVersion).toBe(d.doc.sourceVersion);
+    await first[Symbol.asyncIterator]().return?.();
+    const replacement = { rank: d.doc.sourceRank, keyId: d.doc.deidentification.keyId, sourceKey: 'another-source', sourceVersion: 'another-source-version' };
+    const replace = async (bytes: Buffer) => {
+      async function* one() {
+        yield bytes;
+      }
+      expect((await store.write(d.doc.researchBlob, one(), { ...replacement, expected: await store.getVersion(d.doc.researchBlob) })).committed).toBe(true);
+    };
+    // Told apart by its source version alone (the same bytes), then by its size and a frame past its end.
+    for (const bytes of [d.copy, other.copy]) {
+      await replace(bytes);
+      const during = await frame();
+      expect(during.status).toBe(503);
+      expect(during.headers.get('retry-after')).toBe('5');
+      expect(Buffer.from(await during.arrayBuffer()).toString('utf8')).toContain('being replaced');
+    }
+
+    // The document follows: the copy's own size, syntax, index and source version.
+    const { resource: current } = await catalogContainer.item(d.doc.id, d.doc.studyInstanceUid).read<InstanceDocument>();
+    await catalogContainer.item(d.doc.id, d.doc.studyInstanceUid).replace({ ...current!, size: other.doc.size, transferSyntaxUid: other.doc.transferSyntaxUid, frames: other.doc.frames, sourceVersion: replacement.sourceVersion, updatedAt: new Date().toISOString() });
+    const after = await frame();
+    expect(after.status).toBe(200);
+    const expected = framesOf(other.copy, await source.frameIndex(sourceOf(other.doc)))[0]!;
+    expect(Buffer.from(await after.arrayBuffer()).includes(expected)).toBe(true);
   });
 });

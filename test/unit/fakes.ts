@@ -131,7 +131,7 @@ export class MemoryResearchStore implements ResearchStore {
     const b = this.blobs.get(name);
     if (!b) throw new PipelineError(ErrorCodes.NOT_FOUND, 'research copy not found');
     if (options.ifMatch !== undefined && options.ifMatch !== b.version.etag) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, 'research copy was replaced (412)');
-    return Object.assign(chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count)), { etag: b.version.etag });
+    return Object.assign(chunked(b.data.subarray(offset, count === undefined ? undefined : offset + count)), { etag: b.version.etag, sourceVersion: b.version.sourceVersion, size: b.data.length });
   }
 
   async findBySource(sourceKey: string): Promise<string[]> {

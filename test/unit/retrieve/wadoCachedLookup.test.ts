@@ -23,11 +23,15 @@ const FRAME = 4;
 class FakeCatalog implements ResearchCatalogReader {
   queries = 0;
   docs: ResearchInstance[] = [];
+  /** Run after each answer: a writer that changes the catalog between lookups. */
+  afterQuery?: () => void;
   async *query<T>(spec: SqlQuery): AsyncIterable<T> {
     this.queries++;
     const p = new Map(spec.parameters.map((x) => [x.name, x.value]));
     // A fresh object per answer, as the Cosmos DB client gives.
-    for (const d of this.docs) if (p.get('@study') === d.studyInstanceUid && p.get('@instance') === d.sopInstanceUid) yield { ...d } as unknown as T;
+    const found = this.docs.filter((d) => p.get('@study') === d.studyInstanceUid && p.get('@instance') === d.sopInstanceUid).map((d) => ({ ...d }));
+    this.afterQuery?.();
+    for (const d of found) yield d as unknown as T;
   }
 }
 
@@ -171,6 +175,64 @@ describe('a remembered lookup', () => {
   test('given a copy gone from storage, then a frames request fails with its status before the answer, not in its body', async () => {
     await research.delete(BLOB);
     expect(await codeOf(retrieve({ ...deps, instanceCache: undefined }, frameRequest('1')))).toBe(ErrorCodes.NOT_FOUND);
+  });
+});
+
+describe('a copy replaced by another source\'s before its document follows', () => {
+  /** Source X's copy and document in place, then source Y's copy (other header, other frames) committed over it. */
+  async function replacedCopyOnly(): Promise<{ x: ResearchInstance; y: ResearchInstance }> {
+    const x = { ...doc(100, 't1'), sourceVersion: 'vx' };
+    const y = { ...doc(200, 't2'), sourceVersion: 'vy' };
+    const write = async (data: Buffer, sourceVersion: string) => {
+      async function* one() {
+        yield data;
+      }
+      const written = await research.write(BLOB, one(), { rank: sourceVersion, keyId: 'k', sourceKey: sourceVersion, sourceVersion, expected: await research.getVersion(BLOB) });
+      if (!written.committed) throw new Error('the test copy was not written');
+    };
+    await write(copy(100, 1, 2), 'vx');
+    catalog.docs = [x];
+    await write(copy(200, 7, 8), 'vy');
+    return { x, y };
+  }
+
+  test.each([
+    ['a remembered lookup', true],
+    ['no remembered lookup', false],
+  ])('given %s and a document that never follows, then 503 after three lookups, and none of the other copy\'s bytes', async (_name, cached) => {
+    await replacedCopyOnly();
+    const request = retrieve({ ...deps, ...(cached ? {} : { instanceCache: undefined }) }, frameRequest('2'));
+    expect(await codeOf(request)).toBe(ErrorCodes.SERVICE_UNAVAILABLE);
+    expect(catalog.queries).toBe(3);
+  });
+
+  test('given copies that carry no source version, then a copy of another size is not read with the document\'s index either', async () => {
+    await put(copy(200, 7, 8), doc(100, 't1'));
+    expect(await codeOf(retrieve(deps, frameRequest('2')))).toBe(ErrorCodes.SERVICE_UNAVAILABLE);
+    catalog.docs = [doc(200, 't2')];
+    expect([...(await onlyPart(await retrieve(deps, frameRequest('2'))))]).toEqual([8, 8, 8, 8]);
+  });
+
+  test('given the document written while the request waits, then the new copy\'s frame with its own index', async () => {
+    const { y } = await replacedCopyOnly();
+    catalog.afterQuery = () => {
+      catalog.docs = [y];
+      catalog.afterQuery = undefined;
+    };
+    expect([...(await onlyPart(await retrieve(deps, frameRequest('2'))))]).toEqual([8, 8, 8, 8]);
+    expect(catalog.queries).toBe(2);
+  });
+
+  test('given a whole-instance retrieve in the same gap, then the new copy\'s bytes once its document is there', async () => {
+    const { y } = await replacedCopyOnly();
+    catalog.afterQuery = () => {
+      catalog.docs = [y];
+      catalog.afterQuery = undefined;
+    };
+    const instanceRequest = frameRequest('', { resource: 'instances', accept: 'application/dicom; transfer-syntax=*' });
+    const answer = await retrieve(deps, instanceRequest);
+    expect(answer.returned.map((i) => i.updatedAt)).toEqual(['t2']);
+    expect((await collect(answer.body)).equals(copy(200, 7, 8))).toBe(true);
   });
 });
 
