@@ -36,7 +36,10 @@ export interface PixelLayout {
   columns?: number;
   samplesPerPixel: number;
   bitsAllocated?: number;
-  /** NumberOfFrames, 1 when absent. */
+  /**
+   * NumberOfFrames as dcmtk and gdcm read it: an invalid IS such as "1A" counts by its leading
+   * digits; 1 when absent, empty, without leading digits or not positive.
+   */
   numberOfFrames: number;
   /** The Extended Offset Table's offsets (PS3.3 C.7.6.3.1.8), when the header has one. */
   extendedOffsets?: number[];

@@ -17,6 +17,9 @@ import { CosmosResearchCatalog, createCosmosClient } from '../../shared/catalog/
 import { CosmosResearchCatalogReader } from '../../shared/catalog/cosmosResearchReader';
 import type { IngestionDocument, InstanceDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
+import { asciiValue } from '../../shared/dicom/dataset';
+import { parseDicomBuffer } from '../../shared/dicom/parser';
+import { Tags } from '../../shared/dicom/tags';
 import type { FrameIndex } from '../../shared/retrieve/frameIndex';
 import { bitPackedFrameRange, repackBitFrame } from '../../shared/retrieve/frameIndexBits';
 import { frameIndexSidecarName } from '../../shared/retrieve/frameIndexCodec';
@@ -46,6 +49,11 @@ const SAMPLES = [
   'pydicom-data/emri_small_jpeg_2k_lossless.dcm',
   'pydicom-data/liver_nonbyte_aligned_j2k.dcm',
 ];
+/**
+ * Number of Frames "1A", not a valid IS, over the 15 frames of pydicom's rtdose sample (6,000
+ * bytes of 10 x 10 32-bit samples): dcmtk and gdcm read one frame.
+ */
+const BAD_FRAME_COUNT = 'pydicom-deb/test_files__badVR.dcm';
 /** Cosmos DB's limit on one document. */
 const COSMOS_DOCUMENT_LIMIT = 2 * 1024 * 1024;
 
@@ -99,6 +107,7 @@ beforeAll(async () => {
   source = new CatalogFrameIndexSource({ research: new AzureResearchStore(blobs, settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) });
   for (const s of SAMPLES) await landing.getBlockBlobClient(`${prefix}/${s}`).uploadData(await asCtWithFreshUids(readFileSync(join(FIXTURES, s))));
   await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(await asCtWithFreshUids(large.file));
+  await landing.getBlockBlobClient(`${prefix}/${BAD_FRAME_COUNT}`).uploadData(await asCtWithFreshUids(readFileSync(join(FIXTURES, BAD_FRAME_COUNT))));
   await waitForEvents(180_000);
 }, 240_000);
 
@@ -138,6 +147,24 @@ describe('frame index through the running stack', () => {
     const frames = framesOf(d.copy, await lookupOnly.frameIndex(found!));
     expect(frames[3999]).toEqual(large.frames[3999]);
     expect(documentRead).not.toHaveBeenCalled();
+  });
+
+  it('given a Number of Frames that is not a valid IS ("1A"), then it is read by its leading digits as dcmtk reads it: frame 1 is the first 400 bytes through the host, and frame 2 is not found', async () => {
+    const d = await cataloged(`${prefix}/${BAD_FRAME_COUNT}`);
+    const parsed = await parseDicomBuffer(d.copy);
+    expect(asciiValue(parsed.dataset.get(Tags.NumberOfFrames))).toBe('1A');
+    expect(parsed.pixelValue).toHaveLength(6000);
+    expect(d.doc.frames).toMatchObject({ kind: 'native', count: 1, frameLength: 400 });
+    const base = `${testStack().hostUrl}/api/dicomweb/studies/${d.doc.studyInstanceUid}/series/${d.doc.seriesInstanceUid}/instances/${d.doc.sopInstanceUid}/frames`;
+    const frame = (list: string) => fetch(`${base}/${list}`, { headers: { ...authHeader('research'), accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' } });
+    const one = await frame('1');
+    expect(one.status).toBe(200);
+    const body = Buffer.from(await one.arrayBuffer());
+    expect(body.includes(parsed.pixelValue!.subarray(0, 400))).toBe(true);
+    expect(body.includes(parsed.pixelValue!.subarray(400, 800))).toBe(false);
+    const two = await frame('1,2');
+    expect(two.status).toBe(404);
+    expect(Buffer.from(await two.arrayBuffer()).toString('utf8')).toContain('the instance has 1 frame(s)');
   });
 
   it('given an instance whose document lacks the index (ingested before 0.7.0), then the first use builds it from the copy and keeps it in the document', async () => {
