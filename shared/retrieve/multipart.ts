@@ -64,12 +64,11 @@ export function multipartLength(parts: readonly Part[], boundary: string): numbe
  * The pieces of parts whose length is known and at most GATHERED_PART_MAX (frames, bulk data
  * values) are gathered with their framing and go out once they reach GATHER_BYTES: a frame's
  * headers go out with its first piece, and many small frames share a write, but a frame is not
- * held whole. (Up to 0.10.7 each such part went out joined in one chunk: one write per hop, but
- * a fresh buffer of the frame's size per request, which took the host's garbage collector to a
- * third of its CPU per frame request.) Pieces of 64 KiB, as the storage client gives them from
- * a socket, pass uncopied. The pieces of larger or unknown parts (instances) pass as they come:
- * joining them (tried in 0.9.0) cost a copy of every byte and took whole-instance retrieval from
- * 0.92x to about 0.6x a plain download.
+ * held whole. (Up to 0.10.7 each such part went out joined in one chunk: one write per hop, but a
+ * fresh buffer of up to 4 MiB per request in flight.) Pieces of 64 KiB, as the storage client
+ * gives them from a socket, pass uncopied. The pieces of larger or unknown parts (instances) pass
+ * as they come: joining them (tried in 0.9.0) cost a copy of every byte and took whole-instance
+ * retrieval from 0.92x to about 0.6x a plain download.
  */
 export async function* multipartBody(parts: Iterable<Part> | AsyncIterable<Part>, boundary: string): AsyncGenerator<Uint8Array> {
   const gathered = new Gathered();
