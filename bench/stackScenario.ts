@@ -318,6 +318,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       env,
       logFile: path.join(options.workDir, 'stack.log'),
       countRequests: { blob: direct ? azurite.blobPort : events.port, cosmos: cosmosServer.port },
+      nodeArgs: process.env.BENCH_HOST_NODE_ARGS?.split(' ').filter(Boolean),
     });
     stops.push(() => functionHost.stop());
     events.setWebhookBaseUrl(functionHost.url);

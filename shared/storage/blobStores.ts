@@ -11,6 +11,7 @@ import { BlobClient, BlobServiceClient, ContainerClient, StorageRetryPolicyType 
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
 import { frameIndexSidecarName } from '../retrieve/frameIndexCodec';
+import { type BlobBody, BlobGetter } from './blobGet';
 import type { CopyRead, CopyReadOptions, OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
 import { totalOfContentRange } from './stores';
 
@@ -35,8 +36,12 @@ function statusOf(e: unknown): number | undefined {
 export class AzureSourceStore implements SourceStore {
   /** One client per container: building one costs a pipeline each time, and the containers are few. */
   private readonly containers = new Map<string, ContainerClient>();
+  /** Get Blob without the SDK's pipeline (blobGet.ts): the head and the rest of every file. */
+  private readonly getter: BlobGetter;
 
-  constructor(private readonly service: BlobServiceClient) {}
+  constructor(private readonly service: BlobServiceClient) {
+    this.getter = BlobGetter.of(service);
+  }
 
   private blob(container: string, blobName: string): BlobClient {
     let client = this.containers.get(container);
@@ -61,7 +66,7 @@ export class AzureSourceStore implements SourceStore {
     let r;
     try {
       // No condition: the response's ETag names the version these bytes belong to.
-      r = await this.blob(container, blobName).download(0, count, { abortSignal: options.abortSignal, maxRetryRequests: 3 });
+      r = await this.getter.get(container, blobName, { offset: 0, count, abortSignal: options.abortSignal });
     } catch (e) {
       const status = statusOf(e);
       if (status === 404) return undefined;
@@ -72,8 +77,7 @@ export class AzureSourceStore implements SourceStore {
       }
       throw sourceError(e);
     }
-    const body = r.readableStreamBody as Readable | undefined;
-    if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+    const body = r.body;
     const headBytes = r.contentLength ?? 0;
     const props: SourceProperties = {
       etag: r.etag ?? '',
@@ -86,16 +90,14 @@ export class AzureSourceStore implements SourceStore {
       props,
       head: wrapStreamErrors(body),
       // A small rest is read and dropped so that the connection can be used again.
-      discard: () => (headBytes <= DISCARD_BY_READING_MAX ? body.resume() : body.destroy()),
+      discard: () => (headBytes <= DISCARD_BY_READING_MAX ? body.discard() : body.destroy()),
     };
   }
 
   async readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
     try {
-      const r = await this.blob(container, blobName).download(offset, count, { conditions: { ifMatch: etag }, abortSignal: options.abortSignal, maxRetryRequests: 3 });
-      const body = r.readableStreamBody;
-      if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
-      return wrapStreamErrors(body as Readable);
+      const r = await this.getter.get(container, blobName, { offset, count, ifMatch: etag, abortSignal: options.abortSignal });
+      return wrapStreamErrors(r.body);
     } catch (e) {
       throw sourceError(e);
     }
@@ -117,7 +119,7 @@ function sourceError(e: unknown): PipelineError {
   return fromServiceError(e, 'reading source blob');
 }
 
-async function* wrapStreamErrors(stream: Readable): AsyncGenerator<Uint8Array> {
+async function* wrapStreamErrors(stream: BlobBody): AsyncGenerator<Uint8Array> {
   try {
     for await (const chunk of stream) yield chunk as Uint8Array;
   } catch (e) {
@@ -128,8 +130,15 @@ async function* wrapStreamErrors(stream: Readable): AsyncGenerator<Uint8Array> {
 export class AzureResearchStore implements ResearchStore {
   private readonly container: ContainerClient;
 
-  constructor(service: BlobServiceClient, containerName: string) {
+  /** Get Blob without the SDK's pipeline (blobGet.ts): every frame, bulk data value and instance retrieved. */
+  private readonly getter: BlobGetter;
+
+  constructor(
+    service: BlobServiceClient,
+    private readonly containerName: string,
+  ) {
     this.container = service.getContainerClient(containerName);
+    this.getter = BlobGetter.of(service);
   }
 
   async getVersion(blobName: string): Promise<ResearchBlobVersion | undefined> {
@@ -240,13 +249,8 @@ export class AzureResearchStore implements ResearchStore {
       return fromServiceError(e, 'reading research copy');
     };
     try {
-      const r = await this.container.getBlobClient(blobName).download(offset, count, {
-        abortSignal: options.abortSignal,
-        maxRetryRequests: 3,
-        ...(options.ifMatch !== undefined ? { conditions: { ifMatch: options.ifMatch } } : {}),
-      });
-      const body = r.readableStreamBody as Readable | undefined;
-      if (!body) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'blob download returned no body');
+      const r = await this.getter.get(this.containerName, blobName, { offset, count, ifMatch: options.ifMatch, abortSignal: options.abortSignal });
+      const body = r.body;
       const bytes = (async function* () {
         try {
           for await (const chunk of body) yield chunk as Uint8Array;
@@ -261,7 +265,7 @@ export class AzureResearchStore implements ResearchStore {
       const end = bytes.return.bind(bytes);
       return Object.assign(bytes, {
         etag: r.etag,
-        sourceVersion: r.metadata?.sourceversion,
+        sourceVersion: r.metadata.sourceversion,
         size: totalOfContentRange(r.contentRange) ?? (offset === 0 && count === undefined ? r.contentLength : undefined),
         return: async () => {
           body.destroy();

@@ -7,6 +7,7 @@
  */
 import * as chrono from 'chrono-node';
 
+import { Lru } from '../../../lru';
 import type { TextSpan } from './detector';
 
 type Parser = { parse(text: string): chrono.ParsedResult[] };
@@ -45,9 +46,30 @@ function spansOf(parser: Parser, text: string, out: TextSpan[]): void {
   }
 }
 
+/**
+ * The dates found in texts seen lately, by text: a series repeats its descriptions and comments
+ * in every instance, and the gate reads the engine's output again, so most texts come back. The
+ * parses are the costly part of the free-text check (0.2-0.3 ms of an instance's CPU in the stack
+ * bench's CT slices). Texts up to REMEMBERED_TEXT_MAX characters, REMEMBERED_TEXT_TOTAL in all;
+ * each caller gets its own copy of the spans, so none can change what another gets. Like every value the engine
+ * handles, the texts stay in this process's memory and are never logged.
+ */
+const REMEMBERED_TEXT_MAX = 1024;
+const REMEMBERED_TEXT_TOTAL = 1 << 20;
+const remembered = new Lru<{ text: string; spans: readonly TextSpan[] }>(REMEMBERED_TEXT_TOTAL, (e) => e.text.length + 64);
+
 export function findDates(text: string): TextSpan[] {
   // Every spelling a parser reads as a calendar day holds a digit (numeral or day number).
   if (!/\d/.test(text)) return [];
+  if (text.length > REMEMBERED_TEXT_MAX) return parseDates(text);
+  const known = remembered.get(text);
+  if (known) return known.spans.map((span) => ({ ...span }));
+  const spans = parseDates(text);
+  remembered.set(text, { text, spans: spans.map((span) => Object.freeze({ ...span })) });
+  return spans;
+}
+
+function parseDates(text: string): TextSpan[] {
   const spans: TextSpan[] = [];
   for (const m of text.matchAll(DICOM_DATE)) spans.push({ start: m.index ?? 0, end: (m.index ?? 0) + m[0].length, kind: 'date' });
   spansOf(ENGLISH, text, spans);

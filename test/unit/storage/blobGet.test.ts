@@ -1,0 +1,253 @@
+import { createHmac } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import type { AccessToken, TokenCredential } from '@azure/core-auth';
+import { StorageSharedKeyCredential } from '@azure/storage-blob';
+
+import { BLOB_API_VERSION, BlobGetError, BlobGetter, encodeBlobPath, sharedKeyStringToSign } from '../../../shared/storage/blobGet';
+
+const ACCOUNT = 'devstoreaccount1';
+const KEY = Buffer.from('a test key of the blob getter').toString('base64');
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void;
+
+/** A storage stand-in on a real socket: each request goes to the handler, in order. */
+async function withServer(handler: Handler, run: (base: string, seen: http.IncomingMessage[]) => Promise<void>): Promise<void> {
+  const seen: http.IncomingMessage[] = [];
+  const server = http.createServer((req, res) => {
+    seen.push(req);
+    handler(req, res, seen.length);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await run(`http://127.0.0.1:${(server.address() as AddressInfo).port}/${ACCOUNT}`, seen);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+async function readAll(body: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+const bytes = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
+
+/** Answers ranged reads of `bytes` as the service does. */
+function serveRange(req: http.IncomingMessage, res: http.ServerResponse, etag = '"0x1"'): void {
+  const range = /bytes=(\d+)-(\d*)/.exec(String(req.headers['x-ms-range'] ?? ''));
+  const start = range ? Number(range[1]) : 0;
+  const end = range && range[2] ? Number(range[2]) : bytes.length - 1;
+  const part = bytes.subarray(start, end + 1);
+  res.writeHead(range ? 206 : 200, {
+    etag,
+    'content-length': part.length,
+    ...(range ? { 'content-range': `bytes ${start}-${end}/${bytes.length}` } : {}),
+    'x-ms-meta-sourceversion': 'v7',
+    'content-type': 'application/dicom',
+  });
+  res.end(part);
+}
+
+describe('BlobGetter', () => {
+  it('given a ranged, conditional read, then the request asks for that range and version, and the answer carries the range, the ETag and the metadata', async () => {
+    await withServer((req, res) => serveRange(req, res), async (base, seen) => {
+      const getter = new BlobGetter(base, { kind: 'url' });
+      const r = await getter.get('research', 'a/b.dcm', { offset: 10, count: 20, ifMatch: '"0x1"' });
+      expect(await readAll(r.body)).toEqual(bytes.subarray(10, 30));
+      expect(r).toMatchObject({ status: 206, etag: '"0x1"', contentLength: 20, contentRange: 'bytes 10-29/1000', contentType: 'application/dicom', metadata: { sourceversion: 'v7' } });
+      expect(seen[0]?.url).toBe(`/${ACCOUNT}/research/a/b.dcm`);
+      expect(seen[0]?.headers).toMatchObject({ 'x-ms-range': 'bytes=10-29', 'if-match': '"0x1"', 'x-ms-version': BLOB_API_VERSION });
+    });
+  });
+
+  it('given no offset and no count, then no range is asked for and the whole blob comes back', async () => {
+    await withServer((req, res) => serveRange(req, res), async (base, seen) => {
+      const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm');
+      expect(r.status).toBe(200);
+      expect(seen[0]?.headers['x-ms-range']).toBeUndefined();
+      expect(await readAll(r.body)).toEqual(bytes);
+    });
+  });
+
+  it('given a SAS in the service URL, then each blob URL carries it', async () => {
+    await withServer((req, res) => serveRange(req, res), async (base, seen) => {
+      const r = await new BlobGetter(`${base}?sv=2025-11-05&sig=abc%2B`, { kind: 'url' }).get('research', 'one two/#3.dcm');
+      await readAll(r.body);
+      expect(seen[0]?.url).toBe(`/${ACCOUNT}/research/one%20two/%233.dcm?sv=2025-11-05&sig=abc%2B`);
+    });
+  });
+
+  it('given a Shared Key, then the request is signed over the verb, If-Match, the x-ms- headers and the resource', async () => {
+    await withServer((req, res) => serveRange(req, res), async (base, seen) => {
+      const credential = new StorageSharedKeyCredential(ACCOUNT, KEY);
+      await readAll((await new BlobGetter(base, { kind: 'sharedKey', credential }).get('research', 'a b/c.dcm', { offset: 5, count: 5, ifMatch: '"0x1"' })).body);
+      const h = seen[0]?.headers ?? {};
+      const toSign = [
+        'GET', '', '', '', '', '', '', '', '"0x1"', '', '', '',
+        `x-ms-date:${String(h['x-ms-date'])}`, 'x-ms-range:bytes=5-9', `x-ms-version:${BLOB_API_VERSION}`,
+        `/${ACCOUNT}/${ACCOUNT}/research/a%20b/c.dcm`,
+      ].join('\n');
+      const signature = createHmac('sha256', Buffer.from(KEY, 'base64')).update(toSign, 'utf8').digest('base64');
+      expect(h.authorization).toBe(`SharedKey ${ACCOUNT}:${signature}`);
+    });
+  });
+
+  it('given query parameters, then the string to sign lists them sorted, names in lower case', () => {
+    const url = new URL(`http://h/${ACCOUNT}/c/b?Snapshot=2&comp=x`);
+    expect(sharedKeyStringToSign(ACCOUNT, url, { 'x-ms-version': 'v' }).split('\n').slice(-3)).toEqual([`/${ACCOUNT}/${ACCOUNT}/c/b`, 'comp:x', 'snapshot:2']);
+  });
+
+  it('given a token credential, then requests carry its bearer token, fetched once and renewed before it expires', async () => {
+    let issued = 0;
+    let expiresIn = 60 * 60_000;
+    const credential: TokenCredential = {
+      getToken: async (scope) => {
+        expect(scope).toBe('https://storage.azure.com/.default');
+        issued++;
+        return { token: `t${issued}`, expiresOnTimestamp: Date.now() + expiresIn } satisfies AccessToken;
+      },
+    };
+    await withServer((req, res) => serveRange(req, res), async (base, seen) => {
+      const getter = new BlobGetter(base, { kind: 'bearer', credential });
+      for (let i = 0; i < 2; i++) await readAll((await getter.get('research', 'x.dcm', { count: 1 })).body);
+      expect(seen.map((r) => r.headers.authorization)).toEqual(['Bearer t1', 'Bearer t1']);
+      expect(issued).toBe(1);
+      // A token within two minutes of its end is renewed.
+      expiresIn = 60_000;
+      const fresh = new BlobGetter(base, { kind: 'bearer', credential });
+      await readAll((await fresh.get('research', 'x.dcm', { count: 1 })).body);
+      await readAll((await fresh.get('research', 'x.dcm', { count: 1 })).body);
+      expect(seen.slice(2).map((r) => r.headers.authorization)).toEqual(['Bearer t2', 'Bearer t3']);
+    });
+  });
+
+  it('given a 503 then an answer, then the read is tried again and succeeds', async () => {
+    await withServer(
+      (req, res, n) => (n === 1 ? (res.writeHead(503, { 'x-ms-error-code': 'ServerBusy' }), res.end()) : serveRange(req, res)),
+      async (base, seen) => {
+        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { count: 10 });
+        expect(await readAll(r.body)).toEqual(bytes.subarray(0, 10));
+        expect(seen).toHaveLength(2);
+      },
+    );
+  });
+
+  it('given a 500 on every try, then it fails after three tries with the status and the service error code', async () => {
+    await withServer(
+      (_req, res) => {
+        res.writeHead(500, { 'content-type': 'application/xml' });
+        res.end('<?xml version="1.0"?><Error><Code>InternalError</Code><Message>m</Message></Error>');
+      },
+      async (base, seen) => {
+        const failure = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
+        expect(failure).toBeInstanceOf(BlobGetError);
+        expect(failure).toMatchObject({ statusCode: 500, code: 'InternalError' });
+        expect(seen).toHaveLength(3);
+      },
+    );
+  });
+
+  it.each([
+    [404, 'BlobNotFound'],
+    [412, 'ConditionNotMet'],
+    [416, 'InvalidRange'],
+    [403, 'AuthenticationFailed'],
+  ])('given a %i, then it fails at once with that status and code', async (status, code) => {
+    await withServer(
+      (_req, res) => {
+        res.writeHead(status, { 'x-ms-error-code': code });
+        res.end();
+      },
+      async (base, seen) => {
+        await expect(new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm')).rejects.toMatchObject({ statusCode: status, code });
+        expect(seen).toHaveLength(1);
+      },
+    );
+  });
+
+  it('given a connection refused on every try, then it fails with the network error as its cause', async () => {
+    const server = http.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise((resolve) => server.close(resolve));
+    const failure = await new BlobGetter(`http://127.0.0.1:${port}/${ACCOUNT}`, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(BlobGetError);
+    expect(((failure as Error).cause as NodeJS.ErrnoException).code).toBe('ECONNREFUSED');
+  });
+
+  it('given a body that breaks off, then the rest is asked for from the byte reached, of the same version only', async () => {
+    await withServer(
+      (req, res, n) => {
+        if (n > 1) return serveRange(req, res);
+        // The first answer promises the whole range and breaks off after 400 bytes.
+        res.writeHead(206, { etag: '"0x1"', 'content-length': 1000, 'content-range': 'bytes 0-999/1000' });
+        res.write(bytes.subarray(0, 400), () => res.destroy());
+      },
+      async (base, seen) => {
+        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
+        expect(await readAll(r.body)).toEqual(bytes);
+        expect(seen).toHaveLength(2);
+        expect(seen[1]?.headers).toMatchObject({ 'x-ms-range': 'bytes=400-999', 'if-match': '"0x1"' });
+      },
+    );
+  });
+
+  it('given a body that breaks off and a copy replaced meanwhile, then the read fails with 412 instead of mixing two versions', async () => {
+    await withServer(
+      (req, res, n) => {
+        if (n === 1) {
+          res.writeHead(206, { etag: '"0x1"', 'content-length': 1000, 'content-range': 'bytes 0-999/1000' });
+          res.write(bytes.subarray(0, 400), () => res.destroy());
+          return;
+        }
+        if (req.headers['if-match'] !== '"0x2"') return void (res.writeHead(412, { 'x-ms-error-code': 'ConditionNotMet' }), res.end());
+        serveRange(req, res, '"0x2"');
+      },
+      async (base) => {
+        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
+        await expect(readAll(r.body)).rejects.toMatchObject({ statusCode: 412 });
+      },
+    );
+  });
+
+  it('given an abort before the answer, then it fails without retrying', async () => {
+    await withServer(
+      () => undefined,
+      async (base, seen) => {
+        const controller = new AbortController();
+        const pending = new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { abortSignal: controller.signal });
+        setTimeout(() => controller.abort(), 50);
+        await expect(pending).rejects.toBeInstanceOf(Error);
+        expect(seen).toHaveLength(1);
+      },
+    );
+  });
+
+  it('given a consumer that stops early, then the connection is closed', async () => {
+    let closed = false;
+    await withServer(
+      (_req, res) => {
+        res.writeHead(200, { etag: '"0x1"', 'content-length': 1 << 22 });
+        res.write(Buffer.alloc(1 << 16));
+        res.on('close', () => (closed = true));
+      },
+      async (base) => {
+        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'big.dcm');
+        for await (const chunk of r.body) {
+          expect(chunk.length).toBeGreaterThan(0);
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(closed).toBe(true);
+      },
+    );
+  });
+
+  it('encodes each segment of a blob name and keeps its slashes', () => {
+    expect(encodeBlobPath('1.2.3/a b/ü#?%.dcm')).toBe('1.2.3/a%20b/%C3%BC%23%3F%25.dcm');
+  });
+});
