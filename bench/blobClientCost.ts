@@ -4,8 +4,8 @@
  * sent by the SDK client the host builds (blobServiceClient) and by plain node:http with a SAS
  * URL, against the same Azurite, in this process, in turn. Also sent:
  *
- * - GetBlob with BlobGetter (shared/storage/blobGet.ts), which the stores read with since 0.11.0:
- *   Shared Key signed, as the host's client is locally;
+ * - GetBlob and PutBlob with BlobHttp (shared/storage/blobHttp.ts), which the stores read and
+ *   write small copies with since 0.11.0: Shared Key signed, as the host's client is locally;
  * - GetBlobProperties with the SDK: a request with no body, so the SDK's own work per request;
  * - both blob requests through an SDK client whose pipeline keeps only serialization,
  *   deserialization, the error details, retry and signing: the policies that do nothing here or
@@ -24,7 +24,7 @@ import { BlobServiceClient, ContainerClient, ContainerSASPermissions } from '@az
 import { azuriteConnectionString } from '../local/emulators';
 import { startAzurite } from '../local/services/azurite';
 import { blobEndpointOf } from '../shared/config/settings';
-import { BlobGetter } from '../shared/storage/blobGet';
+import { BlobHttp } from '../shared/storage/blobHttp';
 import { blobServiceClient } from '../shared/storage/blobStores';
 import { formatTable, percentile, round } from './stats';
 
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     const connection = { kind: 'connectionString' as const, connectionString, blobEndpoint: blobEndpointOf(connectionString) ?? '' };
     const sdk = blobServiceClient(connection).getContainerClient('blob-client-cost');
     await sdk.createIfNotExists();
-    const getter = BlobGetter.of(blobServiceClient(connection));
+    const blobHttp = BlobHttp.of(blobServiceClient(connection));
     const trimmedService = blobServiceClient(connection);
     const kept = trim(trimmedService);
     const trimmed = trimmedService.getContainerClient('blob-client-cost');
@@ -125,10 +125,11 @@ async function main(): Promise<void> {
       ['GetBlob, SDK', sdkGet(sdk)],
       ['GetBlob, SDK trimmed', sdkGet(trimmed)],
       ['GetBlob, node:http', (i) => plain('GET', `source-${i % SOURCES}`)],
-      ['GetBlob, BlobGetter (Shared Key, as the stores read)', async (i) => check(await consume((await getter.get('blob-client-cost', `source-${i % SOURCES}`)).body))],
+      ['GetBlob, BlobHttp (Shared Key, as the stores read)', async (i) => check(await consume((await blobHttp.get('blob-client-cost', `source-${i % SOURCES}`)).body))],
       ['PutBlob, SDK', sdkPut(sdk)],
       ['PutBlob, SDK trimmed', sdkPut(trimmed)],
       ['PutBlob, node:http', () => plain('PUT', `copy-${written++}`)],
+      ['PutBlob, BlobHttp (Shared Key, as the research store writes)', async () => void (await blobHttp.put('blob-client-cost', `copy-${written++}`, [slice], SLICE_BYTES, { contentType: 'application/dicom', ifNoneMatch: '*' }))],
       ['GetBlobProperties, SDK', async (i) => void (await sdk.getBlobClient(`source-${i % SOURCES}`).getProperties())],
     ];
     const samples = new Map<string, number[]>(kinds.map(([k]) => [k, []]));

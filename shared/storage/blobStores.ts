@@ -6,12 +6,12 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 import { DefaultAzureCredential, ManagedIdentityCredential, TokenCredential } from '@azure/identity';
-import { BlobClient, BlobServiceClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
+import { BlobClient, BlobServiceClient, BlockBlobClient, ContainerClient, StorageRetryPolicyType } from '@azure/storage-blob';
 
 import type { StorageConnection } from '../config/settings';
 import { ErrorCodes, fromServiceError, isPipelineError, PipelineError } from '../errors';
 import { frameIndexSidecarName } from '../retrieve/frameIndexCodec';
-import { type BlobBody, BlobGetter } from './blobGet';
+import { type BlobBody, BlobHttp } from './blobHttp';
 import type { CopyRead, CopyReadOptions, OpenedSource, QuarantineStore, ResearchBlobVersion, ResearchCopyOrigin, ResearchStore, ResearchWrite, SourceProperties, SourceStore } from './stores';
 import { totalOfContentRange } from './stores';
 
@@ -36,11 +36,11 @@ function statusOf(e: unknown): number | undefined {
 export class AzureSourceStore implements SourceStore {
   /** One client per container: building one costs a pipeline each time, and the containers are few. */
   private readonly containers = new Map<string, ContainerClient>();
-  /** Get Blob without the SDK's pipeline (blobGet.ts): the head and the rest of every file. */
-  private readonly getter: BlobGetter;
+  /** Get Blob without the SDK's pipeline (blobHttp.ts): the head and the rest of every file. */
+  private readonly http: BlobHttp;
 
   constructor(private readonly service: BlobServiceClient) {
-    this.getter = BlobGetter.of(service);
+    this.http = BlobHttp.of(service);
   }
 
   private blob(container: string, blobName: string): BlobClient {
@@ -66,7 +66,7 @@ export class AzureSourceStore implements SourceStore {
     let r;
     try {
       // No condition: the response's ETag names the version these bytes belong to.
-      r = await this.getter.get(container, blobName, { offset: 0, count, abortSignal: options.abortSignal });
+      r = await this.http.get(container, blobName, { offset: 0, count, abortSignal: options.abortSignal });
     } catch (e) {
       const status = statusOf(e);
       if (status === 404) return undefined;
@@ -96,7 +96,7 @@ export class AzureSourceStore implements SourceStore {
 
   async readRange(container: string, blobName: string, etag: string, offset: number, count: number | undefined, options: { abortSignal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
     try {
-      const r = await this.getter.get(container, blobName, { offset, count, ifMatch: etag, abortSignal: options.abortSignal });
+      const r = await this.http.get(container, blobName, { offset, count, ifMatch: etag, abortSignal: options.abortSignal });
       return wrapStreamErrors(r.body);
     } catch (e) {
       throw sourceError(e);
@@ -130,15 +130,15 @@ async function* wrapStreamErrors(stream: BlobBody): AsyncGenerator<Uint8Array> {
 export class AzureResearchStore implements ResearchStore {
   private readonly container: ContainerClient;
 
-  /** Get Blob without the SDK's pipeline (blobGet.ts): every frame, bulk data value and instance retrieved. */
-  private readonly getter: BlobGetter;
+  /** Get Blob and Put Blob without the SDK's pipeline (blobHttp.ts): every copy read, and every copy up to 4 MiB written. */
+  private readonly http: BlobHttp;
 
   constructor(
     service: BlobServiceClient,
     private readonly containerName: string,
   ) {
     this.container = service.getContainerClient(containerName);
-    this.getter = BlobGetter.of(service);
+    this.http = BlobHttp.of(service);
   }
 
   async getVersion(blobName: string): Promise<ResearchBlobVersion | undefined> {
@@ -153,7 +153,8 @@ export class AzureResearchStore implements ResearchStore {
   }
 
   async write(blobName: string, data: AsyncIterable<Uint8Array>, options: ResearchCopyOrigin & { expected?: ResearchBlobVersion; abortSignal?: AbortSignal }): Promise<ResearchWrite> {
-    const blob = this.container.getBlockBlobClient(blobName);
+    let blockBlob: BlockBlobClient | undefined;
+    const blob = () => (blockBlob ??= this.container.getBlockBlobClient(blobName));
     const metadata = { sourcerank: options.rank, deidkeyid: options.keyId, sourcekey: options.sourceKey, sourceversion: options.sourceVersion };
     // The index tag finds the copy from its source without the catalog (findBySource).
     const tags = { sourcekey: options.sourceKey };
@@ -175,7 +176,7 @@ export class AzureResearchStore implements ResearchStore {
     const stage = async (buf: Buffer) => {
       const id = Buffer.from(`${prefix}-${String(blockIds.length).padStart(6, '0')}`).toString('base64');
       try {
-        await blob.stageBlock(id, buf, buf.length, { abortSignal: options.abortSignal });
+        await blob().stageBlock(id, buf, buf.length, { abortSignal: options.abortSignal });
       } catch (e) {
         throw fromServiceError(e, 'writing research copy');
       }
@@ -218,14 +219,15 @@ export class AzureResearchStore implements ResearchStore {
     };
 
     if (blockIds.length === 0) {
-      // The chunks as they came, without a copy into one buffer: a stream factory, so that the
-      // SDK's own retry (and a recommit after a conflict) sends them again from the start.
+      // One Put Blob (blobHttp.ts) of the chunks as they came, without a copy into one buffer;
+      // a retry, and a recommit after a conflict, send them again.
       const chunks = [...pending];
-      const body = () => Readable.from(chunks, { objectMode: false });
-      return commitOnce((conditions) => blob.upload(body, size, { metadata, tags, blobHTTPHeaders: headers, conditions }));
+      return commitOnce((conditions) =>
+        this.http.put(this.containerName, blobName, chunks, size, { contentType: headers.blobContentType, metadata, tags, ...conditions, abortSignal: options.abortSignal }),
+      );
     }
     if (pendingBytes) await stage(Buffer.concat(pending, pendingBytes));
-    return commitOnce((conditions) => blob.commitBlockList(blockIds, { metadata, tags, blobHTTPHeaders: headers, conditions }));
+    return commitOnce((conditions) => blob().commitBlockList(blockIds, { metadata, tags, blobHTTPHeaders: headers, conditions }));
   }
 
   async findBySource(sourceKey: string): Promise<string[]> {
@@ -249,7 +251,7 @@ export class AzureResearchStore implements ResearchStore {
       return fromServiceError(e, 'reading research copy');
     };
     try {
-      const r = await this.getter.get(this.containerName, blobName, { offset, count, ifMatch: options.ifMatch, abortSignal: options.abortSignal });
+      const r = await this.http.get(this.containerName, blobName, { offset, count, ifMatch: options.ifMatch, abortSignal: options.abortSignal });
       const body = r.body;
       const bytes = (async function* () {
         try {

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { AccessToken, TokenCredential } from '@azure/core-auth';
 import { StorageSharedKeyCredential } from '@azure/storage-blob';
 
-import { BLOB_API_VERSION, BlobGetError, BlobGetter, encodeBlobPath, sharedKeyStringToSign } from '../../../shared/storage/blobGet';
+import { BLOB_API_VERSION, BlobHttp, BlobHttpError, encodeBlobPath, sharedKeyStringToSign } from '../../../shared/storage/blobHttp';
 
 const ACCOUNT = 'devstoreaccount1';
 const KEY = Buffer.from('a test key of the blob getter').toString('base64');
@@ -52,10 +52,88 @@ function serveRange(req: http.IncomingMessage, res: http.ServerResponse, etag = 
   res.end(part);
 }
 
-describe('BlobGetter', () => {
+async function bodyOf(req: http.IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe('BlobHttp.put', () => {
+  const chunks = [bytes.subarray(0, 300), bytes.subarray(300)];
+
+  it('given a copy with metadata, tags and a condition, then one signed Put Blob carries all of them and the body', async () => {
+    const bodies: Buffer[] = [];
+    await withServer(
+      (req, res) => {
+        void bodyOf(req).then((b) => {
+          bodies.push(b);
+          res.writeHead(201, { etag: '"0x9"' });
+          res.end();
+        });
+      },
+      async (base, seen) => {
+        const credential = new StorageSharedKeyCredential(ACCOUNT, KEY);
+        const put = await new BlobHttp(base, { kind: 'sharedKey', credential }).put('research', '1.2/3.dcm', chunks, bytes.length, {
+          contentType: 'application/dicom',
+          metadata: { sourcerank: 'r1', sourcekey: 'ab' },
+          tags: { sourcekey: 'ab' },
+          ifNoneMatch: '*',
+        });
+        expect(put.etag).toBe('"0x9"');
+        expect(bodies).toEqual([bytes]);
+        const h = seen[0]?.headers ?? {};
+        expect(seen[0]?.method).toBe('PUT');
+        expect(h).toMatchObject({ 'x-ms-blob-type': 'BlockBlob', 'content-length': '1000', 'x-ms-blob-content-type': 'application/dicom', 'x-ms-meta-sourcerank': 'r1', 'x-ms-meta-sourcekey': 'ab', 'x-ms-tags': 'sourcekey=ab', 'if-none-match': '*' });
+        const toSign = [
+          'PUT', '', '', '1000', '', '', '', '', '', '*', '', '',
+          'x-ms-blob-content-type:application/dicom', 'x-ms-blob-type:BlockBlob', `x-ms-date:${String(h['x-ms-date'])}`, 'x-ms-meta-sourcekey:ab', 'x-ms-meta-sourcerank:r1', 'x-ms-tags:sourcekey=ab', `x-ms-version:${BLOB_API_VERSION}`,
+          `/${ACCOUNT}/${ACCOUNT}/research/1.2/3.dcm`,
+        ].join('\n');
+        expect(h.authorization).toBe(`SharedKey ${ACCOUNT}:${createHmac('sha256', Buffer.from(KEY, 'base64')).update(toSign, 'utf8').digest('base64')}`);
+      },
+    );
+  });
+
+  it('given a 503 on the first try, then the whole body is sent again and the write succeeds', async () => {
+    const bodies: Buffer[] = [];
+    await withServer(
+      (req, res, n) => {
+        void bodyOf(req).then((b) => {
+          bodies.push(b);
+          res.writeHead(n === 1 ? 503 : 201, n === 1 ? {} : { etag: '"0x2"' });
+          res.end();
+        });
+      },
+      async (base) => {
+        expect(await new BlobHttp(base, { kind: 'url' }).put('research', 'x.dcm', chunks, bytes.length, { ifMatch: '"0x1"' })).toEqual({ etag: '"0x2"' });
+        expect(bodies).toEqual([bytes, bytes]);
+      },
+    );
+  });
+
+  it.each([
+    [409, 'BlobAlreadyExists'],
+    [412, 'ConditionNotMet'],
+  ])('given a %i on its condition, then it fails at once with that status and code', async (status, code) => {
+    await withServer(
+      (req, res) => {
+        void bodyOf(req).then(() => {
+          res.writeHead(status, { 'x-ms-error-code': code });
+          res.end();
+        });
+      },
+      async (base, seen) => {
+        await expect(new BlobHttp(base, { kind: 'url' }).put('research', 'x.dcm', chunks, bytes.length, { ifNoneMatch: '*' })).rejects.toMatchObject({ statusCode: status, code });
+        expect(seen).toHaveLength(1);
+      },
+    );
+  });
+});
+
+describe('BlobHttp', () => {
   it('given a ranged, conditional read, then the request asks for that range and version, and the answer carries the range, the ETag and the metadata', async () => {
     await withServer((req, res) => serveRange(req, res), async (base, seen) => {
-      const getter = new BlobGetter(base, { kind: 'url' });
+      const getter = new BlobHttp(base, { kind: 'url' });
       const r = await getter.get('research', 'a/b.dcm', { offset: 10, count: 20, ifMatch: '"0x1"' });
       expect(await readAll(r.body)).toEqual(bytes.subarray(10, 30));
       expect(r).toMatchObject({ status: 206, etag: '"0x1"', contentLength: 20, contentRange: 'bytes 10-29/1000', contentType: 'application/dicom', metadata: { sourceversion: 'v7' } });
@@ -66,7 +144,7 @@ describe('BlobGetter', () => {
 
   it('given no offset and no count, then no range is asked for and the whole blob comes back', async () => {
     await withServer((req, res) => serveRange(req, res), async (base, seen) => {
-      const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm');
+      const r = await new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm');
       expect(r.status).toBe(200);
       expect(seen[0]?.headers['x-ms-range']).toBeUndefined();
       expect(await readAll(r.body)).toEqual(bytes);
@@ -75,7 +153,7 @@ describe('BlobGetter', () => {
 
   it('given a SAS in the service URL, then each blob URL carries it', async () => {
     await withServer((req, res) => serveRange(req, res), async (base, seen) => {
-      const r = await new BlobGetter(`${base}?sv=2025-11-05&sig=abc%2B`, { kind: 'url' }).get('research', 'one two/#3.dcm');
+      const r = await new BlobHttp(`${base}?sv=2025-11-05&sig=abc%2B`, { kind: 'url' }).get('research', 'one two/#3.dcm');
       await readAll(r.body);
       expect(seen[0]?.url).toBe(`/${ACCOUNT}/research/one%20two/%233.dcm?sv=2025-11-05&sig=abc%2B`);
     });
@@ -84,7 +162,7 @@ describe('BlobGetter', () => {
   it('given a Shared Key, then the request is signed over the verb, If-Match, the x-ms- headers and the resource', async () => {
     await withServer((req, res) => serveRange(req, res), async (base, seen) => {
       const credential = new StorageSharedKeyCredential(ACCOUNT, KEY);
-      await readAll((await new BlobGetter(base, { kind: 'sharedKey', credential }).get('research', 'a b/c.dcm', { offset: 5, count: 5, ifMatch: '"0x1"' })).body);
+      await readAll((await new BlobHttp(base, { kind: 'sharedKey', credential }).get('research', 'a b/c.dcm', { offset: 5, count: 5, ifMatch: '"0x1"' })).body);
       const h = seen[0]?.headers ?? {};
       const toSign = [
         'GET', '', '', '', '', '', '', '', '"0x1"', '', '', '',
@@ -98,7 +176,7 @@ describe('BlobGetter', () => {
 
   it('given query parameters, then the string to sign lists them sorted, names in lower case', () => {
     const url = new URL(`http://h/${ACCOUNT}/c/b?Snapshot=2&comp=x`);
-    expect(sharedKeyStringToSign(ACCOUNT, url, { 'x-ms-version': 'v' }).split('\n').slice(-3)).toEqual([`/${ACCOUNT}/${ACCOUNT}/c/b`, 'comp:x', 'snapshot:2']);
+    expect(sharedKeyStringToSign('GET', ACCOUNT, url, { 'x-ms-version': 'v' }).split('\n').slice(-3)).toEqual([`/${ACCOUNT}/${ACCOUNT}/c/b`, 'comp:x', 'snapshot:2']);
   });
 
   it('given a token credential, then requests carry its bearer token, fetched once and renewed before it expires', async () => {
@@ -112,13 +190,13 @@ describe('BlobGetter', () => {
       },
     };
     await withServer((req, res) => serveRange(req, res), async (base, seen) => {
-      const getter = new BlobGetter(base, { kind: 'bearer', credential });
+      const getter = new BlobHttp(base, { kind: 'bearer', credential });
       for (let i = 0; i < 2; i++) await readAll((await getter.get('research', 'x.dcm', { count: 1 })).body);
       expect(seen.map((r) => r.headers.authorization)).toEqual(['Bearer t1', 'Bearer t1']);
       expect(issued).toBe(1);
       // A token within two minutes of its end is renewed.
       expiresIn = 60_000;
-      const fresh = new BlobGetter(base, { kind: 'bearer', credential });
+      const fresh = new BlobHttp(base, { kind: 'bearer', credential });
       await readAll((await fresh.get('research', 'x.dcm', { count: 1 })).body);
       await readAll((await fresh.get('research', 'x.dcm', { count: 1 })).body);
       expect(seen.slice(2).map((r) => r.headers.authorization)).toEqual(['Bearer t2', 'Bearer t3']);
@@ -129,7 +207,7 @@ describe('BlobGetter', () => {
     await withServer(
       (req, res, n) => (n === 1 ? (res.writeHead(503, { 'x-ms-error-code': 'ServerBusy' }), res.end()) : serveRange(req, res)),
       async (base, seen) => {
-        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { count: 10 });
+        const r = await new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm', { count: 10 });
         expect(await readAll(r.body)).toEqual(bytes.subarray(0, 10));
         expect(seen).toHaveLength(2);
       },
@@ -143,8 +221,8 @@ describe('BlobGetter', () => {
         res.end('<?xml version="1.0"?><Error><Code>InternalError</Code><Message>m</Message></Error>');
       },
       async (base, seen) => {
-        const failure = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
-        expect(failure).toBeInstanceOf(BlobGetError);
+        const failure = await new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
+        expect(failure).toBeInstanceOf(BlobHttpError);
         expect(failure).toMatchObject({ statusCode: 500, code: 'InternalError' });
         expect(seen).toHaveLength(3);
       },
@@ -163,7 +241,7 @@ describe('BlobGetter', () => {
         res.end();
       },
       async (base, seen) => {
-        await expect(new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm')).rejects.toMatchObject({ statusCode: status, code });
+        await expect(new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm')).rejects.toMatchObject({ statusCode: status, code });
         expect(seen).toHaveLength(1);
       },
     );
@@ -174,8 +252,8 @@ describe('BlobGetter', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as AddressInfo).port;
     await new Promise((resolve) => server.close(resolve));
-    const failure = await new BlobGetter(`http://127.0.0.1:${port}/${ACCOUNT}`, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
-    expect(failure).toBeInstanceOf(BlobGetError);
+    const failure = await new BlobHttp(`http://127.0.0.1:${port}/${ACCOUNT}`, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(BlobHttpError);
     expect(((failure as Error).cause as NodeJS.ErrnoException).code).toBe('ECONNREFUSED');
   });
 
@@ -188,7 +266,7 @@ describe('BlobGetter', () => {
         res.write(bytes.subarray(0, 400), () => res.destroy());
       },
       async (base, seen) => {
-        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
+        const r = await new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
         expect(await readAll(r.body)).toEqual(bytes);
         expect(seen).toHaveLength(2);
         expect(seen[1]?.headers).toMatchObject({ 'x-ms-range': 'bytes=400-999', 'if-match': '"0x1"' });
@@ -208,7 +286,7 @@ describe('BlobGetter', () => {
         serveRange(req, res, '"0x2"');
       },
       async (base) => {
-        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
+        const r = await new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
         await expect(readAll(r.body)).rejects.toMatchObject({ statusCode: 412 });
       },
     );
@@ -219,7 +297,7 @@ describe('BlobGetter', () => {
       () => undefined,
       async (base, seen) => {
         const controller = new AbortController();
-        const pending = new BlobGetter(base, { kind: 'url' }).get('research', 'x.dcm', { abortSignal: controller.signal });
+        const pending = new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm', { abortSignal: controller.signal });
         setTimeout(() => controller.abort(), 50);
         await expect(pending).rejects.toBeInstanceOf(Error);
         expect(seen).toHaveLength(1);
@@ -236,7 +314,7 @@ describe('BlobGetter', () => {
         res.on('close', () => (closed = true));
       },
       async (base) => {
-        const r = await new BlobGetter(base, { kind: 'url' }).get('research', 'big.dcm');
+        const r = await new BlobHttp(base, { kind: 'url' }).get('research', 'big.dcm');
         for await (const chunk of r.body) {
           expect(chunk.length).toBeGreaterThan(0);
           break;
