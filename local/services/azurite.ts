@@ -27,6 +27,12 @@ export interface AzuriteOptions {
    * default true. Without it every blob operation scans every blob the emulator holds.
    */
   queryOrder?: boolean;
+  /**
+   * Serves HTTPS with this certificate and key (PEM files), and with `oauth` accepts bearer
+   * tokens too: Azurite checks their form, lifetime, issuer and audience (`--oauth basic`), not
+   * a signature. For tests of the managed-identity path.
+   */
+  tls?: { cert: string; key: string; oauth?: boolean };
 }
 
 export interface AzuriteHandle {
@@ -75,6 +81,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
     '--loose',
     '--silent',
   ];
+  if (options.tls) args.push('--cert', options.tls.cert, '--key', options.tls.key, ...(options.tls.oauth ? ['--oauth', 'basic'] : []));
   if ('location' in persistence) {
     fs.mkdirSync(persistence.location, { recursive: true });
     args.push('--location', persistence.location);

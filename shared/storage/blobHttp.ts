@@ -191,16 +191,21 @@ export function sharedKeyStringToSign(method: string, accountName: string, url: 
   return `${method}\n${standard.join('\n')}\n${msHeaders}/${accountName}${url.pathname}${query}`;
 }
 
-const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+const sharedAgents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
 
 /** Get Blob and Put Blob for the containers of one storage account (one service client). */
 export class BlobHttp {
   private readonly base: URL;
   private readonly tokens?: TokenCache;
 
+  /**
+   * `agents` replaces the shared keep-alive agents, for a service behind a certificate of a
+   * private authority (its `ca`); the default trusts Node's own authorities.
+   */
   constructor(
     serviceUrl: string,
     private readonly auth: BlobAuth,
+    private readonly agents: { http: http.Agent; https: https.Agent } = sharedAgents,
   ) {
     this.base = new URL(serviceUrl);
     if (!this.base.pathname.endsWith('/')) this.base.pathname += '/';
@@ -304,7 +309,7 @@ export class BlobHttp {
     }
     const secure = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
-      const request = (secure ? https : http).request(url, { method, headers, agent: secure ? agents.https : agents.http, signal: abortSignal }, resolve);
+      const request = (secure ? https : http).request(url, { method, headers, agent: secure ? this.agents.https : this.agents.http, signal: abortSignal }, resolve);
       request.setTimeout(TRY_TIMEOUT_MS, () => request.destroy(Object.assign(new Error('no response in time'), { code: 'ETIMEDOUT' })));
       request.on('error', reject);
       for (const chunk of body ?? []) request.write(chunk);

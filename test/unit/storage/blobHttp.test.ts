@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import type { AccessToken, TokenCredential } from '@azure/core-auth';
-import { StorageSharedKeyCredential } from '@azure/storage-blob';
+import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 
 import { BLOB_API_VERSION, BlobHttp, BlobHttpError, encodeBlobPath, sharedKeyStringToSign } from '../../../shared/storage/blobHttp';
 
@@ -200,6 +200,20 @@ describe('BlobHttp', () => {
       await readAll((await fresh.get('research', 'x.dcm', { count: 1 })).body);
       await readAll((await fresh.get('research', 'x.dcm', { count: 1 })).body);
       expect(seen.slice(2).map((r) => r.headers.authorization)).toEqual(['Bearer t2', 'Bearer t3']);
+    });
+  });
+
+  it('given a service client, then requests are authorised as it would: Shared Key for an account key, a bearer token for a token credential, its SAS otherwise', async () => {
+    const credential: TokenCredential = { getToken: async () => ({ token: 'tok', expiresOnTimestamp: Date.now() + 3_600_000 }) };
+    await withServer((req, res) => serveRange(req, res), async (base, seen) => {
+      const read = async (client: BlobServiceClient) => readAll((await BlobHttp.of(client).get('research', 'x.dcm', { count: 1 })).body);
+      await read(new BlobServiceClient(base, new StorageSharedKeyCredential(ACCOUNT, KEY)));
+      await read(new BlobServiceClient(base, credential));
+      await read(new BlobServiceClient(`${base}?sv=2025-11-05&sig=s`));
+      expect(seen[0]?.headers.authorization).toMatch(new RegExp(`^SharedKey ${ACCOUNT}:`));
+      expect(seen[1]?.headers.authorization).toBe('Bearer tok');
+      expect(seen[2]?.headers.authorization).toBeUndefined();
+      expect(seen[2]?.url).toBe(`/${ACCOUNT}/research/x.dcm?sv=2025-11-05&sig=s`);
     });
   });
 
