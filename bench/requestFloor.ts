@@ -1,7 +1,8 @@
 /**
  * The request floor of the stack scenario, in a process of its own: the storage and catalog
- * requests one ingestion makes, sent with the same SDK clients the function host builds
- * (blobServiceClient, createCosmosClient) and nothing else: no parsing, no de-identification,
+ * requests one ingestion makes, sent with the same clients the function host builds
+ * (blobServiceClient, createCosmosClient; Get Blob and Put Blob through BlobHttp, as the stores
+ * send them since 0.11.0) and nothing else: no parsing, no de-identification,
  * no hashing, no function host. Its CPU per instance is what those requests cost a Node.js
  * process on this machine, whatever the pipeline does around them: the part of the host's
  * CPU per instance that no change to the pipeline can remove, short of sending fewer requests.
@@ -14,6 +15,7 @@ import * as fs from 'node:fs';
 
 import { createCosmosClient, withCatalogRecovery } from '../shared/catalog/cosmosCatalog';
 import type { CosmosConnection, StorageConnection } from '../shared/config/settings';
+import { BlobHttp } from '../shared/storage/blobHttp';
 import { blobServiceClient } from '../shared/storage/blobStores';
 
 export interface FloorJob {
@@ -58,6 +60,7 @@ function due(i: number, rate: number, copy: number): boolean {
 async function main(): Promise<void> {
   const job = JSON.parse(fs.readFileSync(process.argv[2] ?? '', 'utf8')) as FloorJob;
   const blobs = blobServiceClient(job.storage);
+  const blobHttp = BlobHttp.of(blobs);
   const landing = blobs.getContainerClient(job.container);
   const copies = blobs.getContainerClient('request-floor');
   await copies.createIfNotExists();
@@ -75,14 +78,14 @@ async function main(): Promise<void> {
   /** One request of each kind, for the `i`-th instance (`k`: its copy when a kind is sent more than once per instance). */
   const send: Record<string, (i: number, k: number) => Promise<unknown>> = {
     GetBlob: (i) =>
-      landing.getBlobClient(job.blobs[i % job.blobs.length] ?? '').download(0).then(async (r) => {
+      blobHttp.get(job.container, job.blobs[i % job.blobs.length] ?? '').then(async (r) => {
         const chunks: Buffer[] = [];
-        for await (const chunk of r.readableStreamBody ?? []) chunks.push(chunk as Buffer);
+        for await (const chunk of r.body) chunks.push(chunk);
         source = Buffer.concat(chunks);
       }),
     pointRead: (i, k) => catalog.item(`absent-${i}-${k}`, studyOf(i)).read().catch(() => undefined),
     GetBlobProperties: (i) => landing.getBlobClient(job.blobs[i % job.blobs.length] ?? '').getProperties(),
-    PutBlob: (i, k) => copies.getBlockBlobClient(`${i}-${k}.dcm`).uploadData(source, { conditions: { ifNoneMatch: '*' } }),
+    PutBlob: (i, k) => blobHttp.put('request-floor', `${i}-${k}.dcm`, [source], source.length, { contentType: 'application/dicom', ifNoneMatch: '*' }),
     create: (i, k) => {
       const body = k % 2 === 0 ? job.instanceDoc : job.indexDoc;
       return withCatalogRecovery(catalog, () => catalog.items.create({ ...body, id: `doc-${i}-${k}`, studyInstanceUid: studyOf(i), seriesInstanceUid: seriesOf(i), type: 'instance' }));

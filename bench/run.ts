@@ -461,7 +461,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
       lines.push(`  host CPU per instance ${stack.hostCpuMsPerInstance} ms against the core's ${stackRatios.coreCpuMsPerFile ?? '-'} ms per file (${stackRatios.coreCpuSource}): ${stackRatios.hostCpuToCoreCpu === null ? '-' : `${stackRatios.hostCpuToCoreCpu.toFixed(1)}x`}`);
       const floor = stack.requestFloor;
       lines.push(
-        `  request floor (the same requests per instance from a process doing nothing else, same SDK clients): ${floor.cpuMsPerInstance} ms CPU per instance; ` +
+        `  request floor (the same requests per instance from a process doing nothing else, same clients): ${floor.cpuMsPerInstance} ms CPU per instance; ` +
           `the host's CPU less that floor ${round(stack.hostCpuMsPerInstance - floor.cpuMsPerInstance, 2)} ms, against the core's ${stackRatios.coreCpuMsPerFile ?? '-'} ms`,
       );
       const perRequest = Object.entries(floor.cpuMsPerRequest ?? {});

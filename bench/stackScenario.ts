@@ -113,8 +113,9 @@ export interface StackResult extends LatencyRun {
   storageFloor: StorageFloor | null;
   /**
    * The host's requests alone (bench/requestFloor.ts): the same mix per instance, sent with the
-   * same SDK clients from a process that does nothing else, on the same services. Its CPU per
-   * instance is the part of `hostCpuMsPerInstance` that only fewer requests can remove.
+   * same clients as the host (the SDKs, and BlobHttp for Get and Put Blob) from a process that
+   * does nothing else, on the same services. Its CPU per instance is the part of
+   * `hostCpuMsPerInstance` that only fewer requests can remove.
    */
   requestFloor: FloorReport;
 }
