@@ -52,7 +52,7 @@ const RETRIABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 /** A request that failed: the service's status and error code, or the network error as its cause. */
 export class BlobHttpError extends Error {
   readonly statusCode?: number;
-  /** The service's error code (`BlobNotFound`, `ConditionNotMet`, ...). */
+  /** The service's error code (`BlobNotFound`, `ConditionNotMet`, ...), or the socket's (`ECONNRESET`, ...) when there was no answer. */
   readonly code?: string;
 
   constructor(message: string, options: { statusCode?: number; code?: string; cause?: unknown } = {}) {
@@ -212,7 +212,7 @@ export class BlobHttp {
     if (auth.kind === 'bearer') this.tokens = new TokenCache(auth.credential);
   }
 
-  /** The getter that authorises as `client` does (its URL, and its credential). */
+  /** A client that authorises as `client` does (its URL, and its credential). */
   static of(client: BlobServiceClient): BlobHttp {
     const credential: unknown = client.credential;
     const auth: BlobAuth =
@@ -285,7 +285,9 @@ export class BlobHttp {
       try {
         response = await send();
       } catch (e) {
-        if (options.abortSignal?.aborted || attempt >= MAX_TRIES) throw e instanceof BlobHttpError ? e : new BlobHttpError(`blob request failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).name}`, { cause: e });
+        // An abort is the caller's: its AbortError goes out as it came (the stores map it as a time-out).
+        if (options.abortSignal?.aborted) throw e;
+        if (attempt >= MAX_TRIES) throw e instanceof BlobHttpError ? e : networkError('blob request failed', e);
         await backoff(attempt, options.abortSignal);
         continue;
       }
@@ -347,10 +349,12 @@ function resumable(
           yield chunk as Buffer;
         }
         if (length === undefined || received >= length) return;
-        throw new BlobHttpError(`blob read ended after ${received} of ${length} bytes`);
+        // A premature close, as Node names one: a network failure, which a later try may not meet.
+        throw new BlobHttpError(`blob read ended after ${received} of ${length} bytes`, { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       } catch (e) {
         current.destroy();
-        if (!resume || resumes >= MAX_RESUMES || abortSignal?.aborted) throw e instanceof BlobHttpError ? e : new BlobHttpError(`blob read broke off: ${(e as NodeJS.ErrnoException).code ?? (e as Error).name}`, { cause: e });
+        if (abortSignal?.aborted) throw e;
+        if (!resume || resumes >= MAX_RESUMES) throw e instanceof BlobHttpError ? e : networkError('blob read broke off', e);
         current = await resume(received);
       }
     }
@@ -365,6 +369,15 @@ function resumable(
 async function backoff(attempt: number, abortSignal?: AbortSignal): Promise<void> {
   const ms = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 4 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
   await delay(ms, undefined, abortSignal ? { signal: abortSignal } : {});
+}
+
+/**
+ * A failure without an answer from the service, with the socket's error code (ECONNRESET,
+ * ETIMEDOUT, ...) as its own `code`, as the stores' error mapping reads it (shared/errors.ts).
+ */
+function networkError(what: string, cause: unknown): BlobHttpError {
+  const code = (cause as NodeJS.ErrnoException | null)?.code;
+  return new BlobHttpError(`${what}: ${code ?? (cause as Error | null)?.name ?? 'error'}`, { cause, ...(typeof code === 'string' ? { code } : {}) });
 }
 
 /** The error of a response that is not a 200 or 206, with the service's error code. */

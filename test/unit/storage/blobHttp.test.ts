@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { AccessToken, TokenCredential } from '@azure/core-auth';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 
+import { ErrorCodes, fromServiceError } from '../../../shared/errors';
 import { BLOB_API_VERSION, BlobHttp, BlobHttpError, encodeBlobPath, sharedKeyStringToSign } from '../../../shared/storage/blobHttp';
 
 const ACCOUNT = 'devstoreaccount1';
@@ -268,7 +269,9 @@ describe('BlobHttp', () => {
     await new Promise((resolve) => server.close(resolve));
     const failure = await new BlobHttp(`http://127.0.0.1:${port}/${ACCOUNT}`, { kind: 'url' }).get('research', 'x.dcm').catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(BlobHttpError);
+    expect(failure).toMatchObject({ code: 'ECONNREFUSED' });
     expect(((failure as Error).cause as NodeJS.ErrnoException).code).toBe('ECONNREFUSED');
+    expect(fromServiceError(failure, 'reading').code).toBe(ErrorCodes.SERVICE_UNAVAILABLE);
   });
 
   it('given a body that breaks off, then the rest is asked for from the byte reached, of the same version only', async () => {
@@ -313,8 +316,27 @@ describe('BlobHttp', () => {
         const controller = new AbortController();
         const pending = new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm', { abortSignal: controller.signal });
         setTimeout(() => controller.abort(), 50);
-        await expect(pending).rejects.toBeInstanceOf(Error);
+        const failure = await pending.catch((e: unknown) => e);
+        expect((failure as Error).name).toBe('AbortError');
+        // The stores map an abort as a time-out (transient), not as a refusal of the client library.
+        expect(fromServiceError(failure, 'reading').code).toBe(ErrorCodes.SERVICE_TIMEOUT);
         expect(seen).toHaveLength(1);
+      },
+    );
+  });
+
+  it('given a body that breaks off on every try, then after three resumes it fails as a network failure, which the stores treat as transient', async () => {
+    await withServer(
+      (_req, res) => {
+        res.writeHead(206, { etag: '"0x1"', 'content-length': 1000, 'content-range': 'bytes 0-999/1000' });
+        res.write(bytes.subarray(0, 10), () => res.destroy());
+      },
+      async (base, seen) => {
+        const r = await new BlobHttp(base, { kind: 'url' }).get('research', 'x.dcm', { offset: 0, count: 1000 });
+        const failure = await readAll(r.body).catch((e: unknown) => e);
+        expect(failure).toBeInstanceOf(BlobHttpError);
+        expect(seen).toHaveLength(4);
+        expect(fromServiceError(failure, 'reading').code).toBe(ErrorCodes.SERVICE_UNAVAILABLE);
       },
     );
   });
