@@ -311,7 +311,11 @@ export class BlobHttp {
     }
     const secure = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
-      const request = (secure ? https : http).request(url, { method, headers, agent: secure ? this.agents.https : this.agents.http, signal: abortSignal }, resolve);
+      const request = (secure ? https : http).request(url, { method, headers, agent: secure ? this.agents.https : this.agents.http, signal: abortSignal }, (response) => {
+        // The limit is on the answer's headers; a body is read at its consumer's pace (the caller's abort ends it).
+        request.setTimeout(0);
+        resolve(response);
+      });
       request.setTimeout(TRY_TIMEOUT_MS, () => request.destroy(Object.assign(new Error('no response in time'), { code: 'ETIMEDOUT' })));
       request.on('error', reject);
       for (const chunk of body ?? []) request.write(chunk);
