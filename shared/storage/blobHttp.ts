@@ -4,8 +4,8 @@
  * of a source file read; a research copy of up to 4 MiB written).
  *
  * Why not the storage SDK there: its request pipeline (operation spec, tracing, header
- * (de)serialisation, a retriable stream wrapper) cost 1.05 ms of CPU per 512 KB Get Blob and
- * 0.9 ms per Put Blob, against 0.57 ms for this Get Blob (docs/performance.md, 0.11.0), and a
+ * (de)serialisation, a retriable stream wrapper) cost 0.9 ms of CPU per 512 KB Get Blob and
+ * 0.78 ms per Put Blob, against 0.57 and 0.56 ms here (docs/performance.md, 0.11.0), and a
  * frame request or an ingestion has little else to do. Every other request (block staging and
  * commits, properties, tags, listings, deletes) stays on the SDK.
  *
@@ -15,12 +15,14 @@
  *   expires), or the SAS or anonymous access of the client's URL;
  * - retries a request that fails before its response (a network error, a timeout, 408, 429 or
  *   5xx) up to 3 tries, with exponential backoff and jitter; a try that gets no response
- *   headers in 60 s is ended; a Put Blob's body is sent again whole (it is kept in memory);
+ *   headers in 60 s is ended (a body is read at its consumer's pace); a Put Blob's body is sent
+ *   again whole (it is kept in memory);
  * - resumes a body broken after its response started, from the byte reached and only from the
  *   same version (If-Match its ETag), up to 3 times;
  * - keeps connections alive, one agent per scheme.
- * Failures are `BlobHttpError`s with the service's status and error code, so that the stores map
- * them as they map the SDK's (`statusCode`, `code`). A Put Blob retried after a try whose answer
+ * Failures are `BlobHttpError`s with the service's status and error code, or with the socket's
+ * error code when no answer came; an abort stays the caller's AbortError. The stores classify
+ * them as they classified the SDK's (`statusCode`, `code`, `name`: shared/errors.ts). A Put Blob retried after a try whose answer
  * was lost can meet its own write: 409 or 412 on its condition, which the research store's
  * conflict handling reads back (the SDK's retries behave the same way). No message names a blob:
  * a source file's path may carry a patient's name. Environment proxy settings are not used:
