@@ -319,6 +319,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       env,
       logFile: path.join(options.workDir, 'stack.log'),
       countRequests: { blob: direct ? azurite.blobPort : events.port, cosmos: cosmosServer.port },
+      // BENCH_HOST_NODE_ARGS: options for the host's Node, to compare a V8 setting (e.g. `--max-semi-space-size=64`).
       nodeArgs: process.env.BENCH_HOST_NODE_ARGS?.split(' ').filter(Boolean),
     });
     stops.push(() => functionHost.stop());

@@ -241,25 +241,25 @@ export class BlobHttp {
     const url = this.urlOf(container, blobName);
     const first = await this.tryRequest(url, options, [200, 206], () => this.send('GET', url, getHeaders(options), undefined, options.abortSignal));
     const etag = headerOf(first, 'etag');
-    const response: BlobGetResponse = {
+    const length = numberOf(headerOf(first, 'content-length'));
+    // A known length and version can be resumed; otherwise a break is an error.
+    const resume =
+      length !== undefined && etag !== undefined
+        ? (received: number) =>
+            this.tryRequest(url, options, [200, 206], () =>
+              this.send('GET', url, getHeaders({ offset: (options.offset ?? 0) + received, count: length - received, ifMatch: etag }), undefined, options.abortSignal),
+            )
+        : undefined;
+    return {
       status: first.statusCode ?? 0,
       etag,
-      contentLength: numberOf(headerOf(first, 'content-length')),
+      contentLength: length,
       contentRange: headerOf(first, 'content-range'),
       contentType: headerOf(first, 'content-type'),
       lastModified: dateOf(headerOf(first, 'last-modified')),
       metadata: metadataOf(first.headers),
-      body: resumable(first, undefined, options.abortSignal),
+      body: resumable(first, resume ? length : undefined, options.abortSignal, resume),
     };
-    const length = response.contentLength;
-    if (length !== undefined && etag !== undefined) {
-      response.body = resumable(first, length, options.abortSignal, (received) =>
-        this.tryRequest(url, options, [200, 206], () =>
-          this.send('GET', url, getHeaders({ offset: (options.offset ?? 0) + received, count: length - received, ifMatch: etag }), undefined, options.abortSignal),
-        ),
-      );
-    }
-    return response;
   }
 
   /**
