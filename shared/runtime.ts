@@ -97,7 +97,7 @@ async function build(): Promise<Runtime> {
   const cosmos = createCosmosClient(settings.cosmos);
   const { index: indexContainer, research: researchContainer, audit: auditContainer, sharing: sharingContainers } = await ensureCatalog(settings, cosmos);
   const index = new CosmosIndexStore(indexContainer);
-  const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs });
+  const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs, summaryRefreshIntervalMs: settings.summaryRefreshIntervalMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
   const publisher = settings.eventGridTopic ? new EventGridPublisher(settings.eventGridTopic) : noopPublisher;
   const research = new AzureResearchStore(researchService, settings.researchContainer);

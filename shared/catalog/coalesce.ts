@@ -7,11 +7,26 @@
  * With `settleMs`, a run that would start at once on an idle key waits that long first, and
  * every request in the meantime joins it: a steady stream of requests (one per instance of a
  * series arriving) then costs one run per interval instead of one per request.
+ *
+ * With `minIntervalMs`, a queued run starts no sooner than that long after the start of the run
+ * before it: under a sustained burst the key runs at most once per interval, however short a
+ * run is, and every request of the interval joins the one queued run. The wait is only ever
+ * for runs queued behind another; an idle key waits `settleMs` alone.
  */
-export class Coalescer {
-  private readonly states = new Map<string, { running?: Promise<void>; queued?: Promise<void> }>();
+interface KeyState {
+  running?: Promise<void>;
+  queued?: Promise<void>;
+  /** When the last run of the key started (Date.now()). */
+  startedAt?: number;
+}
 
-  constructor(private readonly settleMs = 0) {}
+export class Coalescer {
+  private readonly states = new Map<string, KeyState>();
+
+  constructor(
+    private readonly settleMs = 0,
+    private readonly minIntervalMs = 0,
+  ) {}
 
   run(key: string, work: () => Promise<void>): Promise<void> {
     let state = this.states.get(key);
@@ -35,13 +50,18 @@ export class Coalescer {
     s.queued = current
       .catch(() => undefined)
       .then(() => {
+        const wait = (s.startedAt ?? 0) + this.minIntervalMs - Date.now();
+        return wait > 0 ? new Promise<void>((resolve) => setTimeout(resolve, wait)) : undefined;
+      })
+      .then(() => {
         s.queued = undefined;
         return (s.running = this.launch(key, s, work));
       });
     return s.queued;
   }
 
-  private launch(key: string, state: { running?: Promise<void>; queued?: Promise<void> }, work: () => Promise<void>): Promise<void> {
+  private launch(key: string, state: KeyState, work: () => Promise<void>): Promise<void> {
+    state.startedAt = Date.now();
     return work().finally(() => {
       if (!state.queued) {
         state.running = undefined;

@@ -19,16 +19,20 @@ import { Lru } from '../lru';
 import { seriesStatistics } from '../statistics/aggregate';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
+import { CosmosHttpClient } from './cosmosHttpClient';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
 import { retryOnConflict } from './retryOnConflict';
+
+/** The transport of every Cosmos DB client the pipeline makes (see cosmosHttpClient.ts). */
+const httpClient = new CosmosHttpClient();
 
 export function createCosmosClient(conn: CosmosConnection): CosmosClient {
   // Over plain HTTP (the local emulator server) endpoint discovery would redirect to the
   // https locations the server advertises.
   const connectionPolicy = conn.endpoint.startsWith('http:') ? { enableEndpointDiscovery: false } : undefined;
-  if (conn.kind === 'key') return new CosmosClient({ endpoint: conn.endpoint, key: conn.key, connectionPolicy });
+  if (conn.kind === 'key') return new CosmosClient({ endpoint: conn.endpoint, key: conn.key, connectionPolicy, httpClient });
   const aadCredentials = conn.clientId ? new ManagedIdentityCredential({ clientId: conn.clientId }) : new DefaultAzureCredential();
-  return new CosmosClient({ endpoint: conn.endpoint, aadCredentials, connectionPolicy });
+  return new CosmosClient({ endpoint: conn.endpoint, aadCredentials, connectionPolicy, httpClient });
 }
 
 /**
@@ -269,9 +273,9 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
 
   constructor(
     private readonly container: Container,
-    options: { summarySettleMs?: number } = {},
+    options: { summarySettleMs?: number; summaryRefreshIntervalMs?: number } = {},
   ) {
-    this.refreshes = new Coalescer(options.summarySettleMs ?? 0);
+    this.refreshes = new Coalescer(options.summarySettleMs ?? 0, options.summaryRefreshIntervalMs ?? 0);
   }
 
   getInstance(studyInstanceUid: string, sopInstanceUid: string): Promise<Versioned<InstanceDocument> | undefined> {

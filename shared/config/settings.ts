@@ -76,6 +76,11 @@ export interface Settings {
    * it to arrive, so that a burst of one series refreshes once per interval, not once per instance.
    */
   summarySettleMs: number;
+  /**
+   * Under a sustained stream of one series, the least time between the starts of two refreshes
+   * of its summaries: the instances of the interval share one refresh (see shared/catalog/coalesce.ts).
+   */
+  summaryRefreshIntervalMs: number;
   /** Largest header (everything but the pixel data) held in memory for one file. */
   maxHeaderBytes: number;
   /**
@@ -309,6 +314,7 @@ export function loadSettings(env: Env = process.env): Settings {
     telemetryCaptureFile: c.optional('TELEMETRY_CAPTURE_FILE'),
     maxConcurrentIngestions: c.int('MAX_CONCURRENT_INGESTIONS', 8, 1, 256),
     summarySettleMs: c.int('SUMMARY_SETTLE_MS', 50, 0, 5000),
+    summaryRefreshIntervalMs: c.int('SUMMARY_REFRESH_INTERVAL_MS', 250, 0, 10000),
     maxHeaderBytes: c.int('MAX_HEADER_BYTES', 64 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
     headerLimits: {
       maxElements: c.int('MAX_HEADER_ELEMENTS', DEFAULT_LIMITS.maxElements, 1_000, 10_000_000),

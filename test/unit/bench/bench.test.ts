@@ -1,11 +1,13 @@
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multiFrameHeader, writeCtSeries, writeMultiFrame } from '../../../bench/generate';
 import { BENCH_DEID_KEY, runCore, runHeaderDcmjs, runNaiveDcmjs } from '../../../bench/modes';
 import { moduleOf, summarise } from '../../../bench/profileSummary';
-import { classifyBlobRequest, classifyCosmosRequest } from '../../../bench/requestCounter';
+import { classifyBlobRequest, classifyCosmosRequest, createRequestCounter } from '../../../bench/requestCounter';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
 import { asciiValue } from '../../../shared/dicom/dataset';
@@ -245,6 +247,50 @@ describe('bench request classification', () => {
     expect(classifyCosmosRequest('POST', docs, headers({ 'x-ms-cosmos-is-batch-request': 'True' })).kind).toBe('batch');
     expect(classifyCosmosRequest('GET', docs, headers()).kind).toBe('readFeed');
     expect(classifyCosmosRequest('GET', '/dbs/vna/colls/research-catalog', headers())).toEqual({ container: 'research-catalog', cls: 'metadata', kind: 'metadata' });
+  });
+});
+
+describe('bench request counter', () => {
+  const servers: http.Server[] = [];
+  const listen = async (): Promise<number> => {
+    const server = http.createServer((req, res) => req.resume().on('end', () => res.end('{}')));
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return (server.address() as AddressInfo).port;
+  };
+  const send = (port: number, method: string, path: string, headers: Record<string, string> = {}) =>
+    new Promise<void>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, method, path, headers }, (res) => res.resume().on('end', resolve));
+      req.on('error', reject);
+      req.end();
+    });
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  });
+
+  it('given responses from the watched ports, then the snapshot counts them by kind, and a reset forgets those not yet read', async () => {
+    const [blob, cosmos, other] = [await listen(), await listen(), await listen()];
+    const counter = createRequestCounter();
+    try {
+      counter.watch({ blob, cosmos });
+      await send(blob, 'GET', '/devstoreaccount1/c/a.dcm');
+      await send(blob, 'PUT', '/devstoreaccount1/c/b.dcm');
+      await send(cosmos, 'POST', '/dbs/vna/colls/research-catalog/docs', { 'x-ms-documentdb-isquery': 'True' });
+      await send(cosmos, 'POST', '/dbs/vna/colls/research-catalog/docs', { 'x-ms-cosmos-is-query-plan-request': 'True' });
+      await send(cosmos, 'POST', '/dbs/vna/colls/ingestions/docs');
+      await send(other, 'GET', '/devstoreaccount1/c/a.dcm');
+      const first = counter.snapshot();
+      expect(first.blobOperations).toEqual({ GetBlob: 1, PutBlob: 1 });
+      expect(first.cosmosContainerKinds).toEqual({ 'research-catalog query': 1, 'research-catalog queryPlan': 1, 'ingestions create': 1 });
+      // Counts add up across snapshots until a reset.
+      await send(blob, 'GET', '/devstoreaccount1/c/a.dcm');
+      expect(counter.snapshot().blobOperations).toEqual({ GetBlob: 2, PutBlob: 1 });
+      await send(blob, 'GET', '/devstoreaccount1/c/a.dcm');
+      counter.reset();
+      expect(counter.snapshot().blobOperations).toEqual({});
+    } finally {
+      counter.dispose();
+    }
   });
 });
 

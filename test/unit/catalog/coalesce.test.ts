@@ -86,4 +86,48 @@ describe('Coalescer', () => {
     await Promise.all([first, second]);
     expect(seen).toEqual([0, 1]);
   });
+
+  it('given a minimum interval and requests during a run, then the queued run starts that long after the run before it started, and serves them all', async () => {
+    const c = new Coalescer(0, 60);
+    const starts: number[] = [];
+    const work = async () => {
+      starts.push(Date.now());
+      await new Promise((r) => setTimeout(r, 5));
+    };
+    const first = c.run('k', work);
+    const during = Array.from({ length: 5 }, () => c.run('k', work));
+    await first;
+    // Still within the interval of the first run's start: these join the queued run too.
+    const later = Array.from({ length: 5 }, () => c.run('k', work));
+    await Promise.all([...during, ...later]);
+    expect(starts).toHaveLength(2);
+    expect((starts[1] as number) - (starts[0] as number)).toBeGreaterThanOrEqual(55);
+  });
+
+  it('given a minimum interval and a run longer than it, then the queued run starts as soon as that run ends', async () => {
+    const c = new Coalescer(0, 10);
+    const hold = deferred();
+    const events: string[] = [];
+    const first = c.run('k', async () => {
+      await hold.promise;
+      events.push('first ended');
+    });
+    const second = c.run('k', async () => void events.push('second started'));
+    await new Promise((r) => setTimeout(r, 30));
+    const endedAt = Date.now();
+    hold.resolve();
+    await Promise.all([first, second]);
+    expect(events).toEqual(['first ended', 'second started']);
+    expect(Date.now() - endedAt).toBeLessThan(25);
+  });
+
+  it('given a minimum interval and an idle key, then a request runs at once', async () => {
+    const c = new Coalescer(0, 10_000);
+    let runs = 0;
+    const t0 = Date.now();
+    await c.run('k', async () => void runs++);
+    await c.run('k', async () => void runs++);
+    expect(runs).toBe(2);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
 });

@@ -49,13 +49,13 @@ describe('loadSettings', () => {
   it('given several bad settings, then one error names every one of them and echoes no secret', () => {
     let error: unknown;
     try {
-      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', BURNED_IN_POLICY: 'maybe', OCR_WORKERS: '0', OCR_SAMPLE_FRAMES: 'many', OCR_QUEUE_MAX: '-1', OCR_WAIT_MAX_MS: 'forever' });
+      loadSettings({ DEID_KEY: 'short-secret', RESEARCH_CONTAINER: 'Bad_Name', MAX_CONCURRENT_INGESTIONS: '0', SUMMARY_SETTLE_MS: '-1', SUMMARY_REFRESH_INTERVAL_MS: 'soon', BURNED_IN_POLICY: 'maybe', OCR_WORKERS: '0', OCR_SAMPLE_FRAMES: 'many', OCR_QUEUE_MAX: '-1', OCR_WAIT_MAX_MS: 'forever' });
     } catch (e) {
       error = e;
     }
     expect(error).toBeInstanceOf(PipelineError);
     const message = (error as Error).message;
-    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'BURNED_IN_POLICY', 'OCR_WORKERS', 'OCR_SAMPLE_FRAMES', 'OCR_QUEUE_MAX', 'OCR_WAIT_MAX_MS']) expect(message).toContain(name);
+    for (const name of ['SourceStorage', 'CosmosDb', 'DEID_KEY', 'RESEARCH_CONTAINER', 'MAX_CONCURRENT_INGESTIONS', 'SUMMARY_SETTLE_MS', 'SUMMARY_REFRESH_INTERVAL_MS', 'BURNED_IN_POLICY', 'OCR_WORKERS', 'OCR_SAMPLE_FRAMES', 'OCR_QUEUE_MAX', 'OCR_WAIT_MAX_MS']) expect(message).toContain(name);
     expect(message).not.toContain('short-secret');
     expect((error as PipelineError).code).toBe(ErrorCodes.CONFIG_INVALID);
   });
@@ -63,6 +63,11 @@ describe('loadSettings', () => {
   it('given no summary settle time, then 50 ms; a given one is taken', () => {
     expect(loadSettings(valid).summarySettleMs).toBe(50);
     expect(loadSettings({ ...valid, SUMMARY_SETTLE_MS: '0' }).summarySettleMs).toBe(0);
+  });
+
+  it('given no summary refresh interval, then 250 ms; a given one is taken', () => {
+    expect(loadSettings(valid).summaryRefreshIntervalMs).toBe(250);
+    expect(loadSettings({ ...valid, SUMMARY_REFRESH_INTERVAL_MS: '0' }).summaryRefreshIntervalMs).toBe(0);
   });
 
   it('given a base64 key, then it is decoded', () => {
