@@ -190,8 +190,8 @@ function countSeen(counts: RequestCounts, seen: Seen): void {
  * The counter runs in the process whose CPU the stack bench measures, so a response only
  * leaves its method, path and (for Cosmos DB) four header values behind; parsing URLs and
  * classifying waits for `snapshot()`, which the bench calls after its CPU window. Classifying
- * as the responses came cost the host about 0.15 ms of CPU per instance ingested (a profile
- * of the 1,000-slice burst, 0.11.0), none of which the pipeline spends in Azure.
+ * as the responses came took about 0.18 ms of the host's CPU per instance ingested (a profile
+ * of the 1,000-slice burst, profiler on, 0.11.0), none of which the pipeline spends in Azure.
  */
 export function createRequestCounter(): RequestCounter {
   let ports: WatchedPorts | undefined;

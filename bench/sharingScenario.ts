@@ -199,8 +199,9 @@ export async function runSharingScenario(options: SharingScenarioOptions): Promi
       return r.resource && r.resource.status !== 'running' ? r.resource : undefined;
     });
     const exportSeconds = (Date.now() - exportStarted) / 1000;
-    const counts = await host.requests();
+    // CPU first: the counter classifies the requests it kept when they are read (bench/requestCounter.ts).
     const cpuAfter = await host.cpuUsage();
+    const counts = await host.requests();
     const hostCpuMs = (cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system) / 1000;
     const final = (await (await api('GET', location)).json()) as { status: string; done: number; failed: number; bytes: number };
     let profile: SharingResult['profile'];

@@ -16,7 +16,8 @@
  *   AbortError, which the SDK tells apart from a failure;
  * - a socket failure rejects with a RestError carrying the socket's code (`ECONNRESET`, ...),
  *   which the SDK's retry policy reads; without one, `REQUEST_SEND_ERROR`;
- * - `allowInsecureConnection` is honoured: plain HTTP only where the SDK allows it;
+ * - `allowInsecureConnection` is honoured: plain HTTP only where the SDK allows it; so is a
+ *   request's own `timeout` (an abort when it passes), though the SDK times requests itself;
  * - a gzip or deflate answer is decoded (the SDK asks for neither; a proxy might send one).
  * Messages name neither the URL nor the document: an id can be a research UID.
  */
@@ -36,6 +37,7 @@ function abortError(): Error {
 
 /** The request body as the SDK gives it: a JSON text, bytes, or nothing; anything else is refused. */
 function bodyOf(request: PipelineRequest): string | Buffer | undefined {
+  if (request.streamResponseStatusCodes?.size) throw new RestError('the Cosmos DB HTTP client reads answers whole, never as streams', { code: RestError.REQUEST_SEND_ERROR, request });
   const body = request.body;
   if (body === undefined || body === null) return undefined;
   if (typeof body === 'string' || Buffer.isBuffer(body)) return body;
@@ -75,10 +77,12 @@ export class CosmosHttpClient implements HttpClient {
       const options: http.RequestOptions = { method: request.method, headers, agent, hostname: url.hostname, port: url.port, path: `${url.pathname}${url.search}` };
 
       let settled = false;
+      let timer: NodeJS.Timeout | undefined;
       const done = (fn: () => void) => {
         if (settled) return;
         settled = true;
         signal?.removeEventListener('abort', onAbort);
+        if (timer) clearTimeout(timer);
         fn();
       };
       const onAbort = () => {
@@ -106,6 +110,8 @@ export class CosmosHttpClient implements HttpClient {
       });
       req.on('error', (e: NodeJS.ErrnoException) => done(() => reject(new RestError(e.message, { code: e.code ?? RestError.REQUEST_SEND_ERROR, request }))));
       signal?.addEventListener('abort', onAbort);
+      // The SDK times its requests itself (an abort); a request's own time-out is honoured too.
+      if (request.timeout > 0) timer = setTimeout(onAbort, request.timeout);
       req.end(body);
     });
   }

@@ -106,6 +106,19 @@ describe('CosmosHttpClient (the Cosmos DB SDK transport)', () => {
     await expect(client.sendRequest(createPipelineRequest({ url: 'http://127.0.0.1:9/x', method: 'GET', abortSignal: aborted.signal, allowInsecureConnection: true }))).rejects.toMatchObject({ name: 'AbortError' });
   });
 
+  it('given a request time-out that passes unanswered, then an AbortError; and a request for a streamed answer is refused', async () => {
+    await withServer(
+      () => undefined,
+      async (base) => {
+        const started = Date.now();
+        await expect(client.sendRequest(createPipelineRequest({ url: `${base}/dbs/d`, method: 'GET', timeout: 50, allowInsecureConnection: true }))).rejects.toMatchObject({ name: 'AbortError' });
+        expect(Date.now() - started).toBeLessThan(5000);
+        const streamed = createPipelineRequest({ url: `${base}/dbs/d`, method: 'GET', allowInsecureConnection: true, streamResponseStatusCodes: new Set([200]) });
+        await expect(client.sendRequest(streamed)).rejects.toBeInstanceOf(RestError);
+      },
+    );
+  });
+
   it('given a refused connection or an answer cut off, then a RestError with the socket code (what the SDK retry policy reads), naming no URL', async () => {
     const free = http.createServer();
     await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
