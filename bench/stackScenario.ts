@@ -308,7 +308,7 @@ function cpuPerInstance(from: CpuMark, to: CpuMark, uploaderMs: number, instance
  * how long each delivery waits on the summary refreshes, not what the host can do: with 16
  * deliveries at once the burst left the two cores 1.55 busy (0.11.0), against 1.7 for the storage floor.
  */
-export function hostHttpConcurrency(projectRoot: string): number {
+function hostHttpConcurrency(projectRoot: string): number {
   const hostJson = JSON.parse(fs.readFileSync(path.join(projectRoot, 'host.json'), 'utf8')) as { extensions?: { http?: { maxConcurrentRequests?: number } } };
   const n = hostJson.extensions?.http?.maxConcurrentRequests;
   if (!Number.isInteger(n) || (n as number) < 1) throw new Error('host.json has no extensions.http.maxConcurrentRequests');

@@ -27,7 +27,8 @@ import * as zlib from 'node:zlib';
 
 import { createHttpHeaders, type HttpClient, type PipelineRequest, type PipelineResponse, RestError } from '@azure/core-rest-pipeline';
 
-const defaultAgents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+/** For a request that comes without the SDK's agent (the SDK gives one per endpoint). */
+const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
 
 function abortError(): Error {
   const e = new Error('The operation was aborted.');
@@ -51,9 +52,6 @@ function decode(bytes: Buffer, encoding: string | undefined): string {
 }
 
 export class CosmosHttpClient implements HttpClient {
-  /** `agents` replaces the keep-alive agents used when the SDK gives none (e.g. for a private CA). */
-  constructor(private readonly agents: { http: http.Agent; https: https.Agent } = defaultAgents) {}
-
   sendRequest(request: PipelineRequest): Promise<PipelineResponse> {
     return new Promise<PipelineResponse>((resolve, reject) => {
       const signal = request.abortSignal;
@@ -73,7 +71,7 @@ export class CosmosHttpClient implements HttpClient {
       const headers: Record<string, string> = {};
       for (const [name, value] of request.headers) headers[name] = value;
       if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
-      const agent = (request.agent as http.Agent | undefined) ?? (secure ? this.agents.https : this.agents.http);
+      const agent = (request.agent as http.Agent | undefined) ?? (secure ? agents.https : agents.http);
       const options: http.RequestOptions = { method: request.method, headers, agent, hostname: url.hostname, port: url.port, path: `${url.pathname}${url.search}` };
 
       let settled = false;
