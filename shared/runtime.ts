@@ -9,7 +9,7 @@ import type { AccessAuditStore } from './audit/accessAudit';
 import { CosmosAccessAudit } from './audit/cosmosAccessAudit';
 import { type Authenticator, createAuthenticator } from './auth/authenticator';
 import type { IndexStore } from './catalog/catalogStore';
-import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from './catalog/cosmosCatalog';
+import { catalogContainer, CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, createDocumentClient, ensureCatalog, withCatalogRecovery } from './catalog/cosmosCatalog';
 import { CosmosResearchCatalogReader } from './catalog/cosmosResearchReader';
 import type { ResearchCatalogReader } from './catalog/researchCatalog';
 import { loadAnqSettings } from './config/anqSettings';
@@ -96,8 +96,10 @@ async function build(): Promise<Runtime> {
   const researchService = settings.researchStorage === settings.sourceStorage ? sourceService : blobServiceClient(settings.researchStorage);
   const cosmos = createCosmosClient(settings.cosmos);
   const { index: indexContainer, research: researchContainer, audit: auditContainer, sharing: sharingContainers } = await ensureCatalog(settings, cosmos);
-  const index = new CosmosIndexStore(indexContainer);
-  const catalog = new CosmosResearchCatalog(researchContainer, { summarySettleMs: settings.summarySettleMs, summaryRefreshIntervalMs: settings.summaryRefreshIntervalMs });
+  // Point operations on the documents go through the pipeline's own client (cosmosDocuments.ts).
+  const documents = createDocumentClient(settings.cosmos);
+  const index = new CosmosIndexStore(catalogContainer(indexContainer, documents));
+  const catalog = new CosmosResearchCatalog(catalogContainer(researchContainer, documents), { summarySettleMs: settings.summarySettleMs, summaryRefreshIntervalMs: settings.summaryRefreshIntervalMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });
   const publisher = settings.eventGridTopic ? new EventGridPublisher(settings.eventGridTopic) : noopPublisher;
   const research = new AzureResearchStore(researchService, settings.researchContainer);
@@ -150,7 +152,7 @@ async function build(): Promise<Runtime> {
     index,
     telemetry,
     auth,
-    accessAudit: new CosmosAccessAudit(auditContainer),
+    accessAudit: new CosmosAccessAudit(catalogContainer(auditContainer, documents)),
     researchCatalogReader,
     ingestionOutcomes: new CosmosIngestionOutcomes(indexContainer),
     retrieve: {

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { BlobContainerLister, FileCheckpointStore, TopicBackfillSink } from '../shared/backfill/adapters';
 import { anqBackfillLister } from '../shared/backfill/anqLister';
 import { type BackfillOptions, type BackfillProgress, runBackfill, type SourceLister } from '../shared/backfill/backfill';
-import { CosmosIndexStore,createCosmosClient } from '../shared/catalog/cosmosCatalog';
+import { catalogContainer, CosmosIndexStore, createCosmosClient, createDocumentClient } from '../shared/catalog/cosmosCatalog';
 import { loadAnqSettings } from '../shared/config/anqSettings';
 import { loadSettings } from '../shared/config/settings';
 import { generationOf } from '../shared/ingest/generation';
@@ -110,7 +110,7 @@ export async function backfillMain(args: string[], env: Record<string, string | 
   }
   const source = o.anq !== undefined ? 'anq' : 'blob';
   const cosmos = createCosmosClient(settings.cosmos);
-  const index = new CosmosIndexStore(cosmos.database(settings.cosmosDatabase).container(settings.indexContainer));
+  const index = new CosmosIndexStore(catalogContainer(cosmos.database(settings.cosmosDatabase).container(settings.indexContainer), createDocumentClient(settings.cosmos)));
   const checkpoints = new FileCheckpointStore(o.checkpoint ?? defaultCheckpoint);
   // The generation the functions run with: versions cataloged under another are re-indexed.
   const generation = generationOf({ keyId: settings.deidKeyId, profile: loadDeidProfile(settings.deidProfilePath) });

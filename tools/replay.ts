@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { TopicBackfillSink } from '../shared/backfill/adapters';
 import type { BackfillEvent } from '../shared/backfill/backfill';
 import { type DeadLetteredEvent, describeDeadLetters, parseDeadLetterText, replayEvent } from '../shared/backfill/deadLetters';
-import { CosmosIndexStore,createCosmosClient } from '../shared/catalog/cosmosCatalog';
+import { catalogContainer, CosmosIndexStore, createCosmosClient, createDocumentClient } from '../shared/catalog/cosmosCatalog';
 import { loadAnqSettings } from '../shared/config/anqSettings';
 import { loadSettings } from '../shared/config/settings';
 import { resolveSourceUrl } from '../shared/events/ingestEvents';
@@ -79,7 +79,7 @@ export async function replayMain(args: string[], env: Record<string, string | un
     const r = resolveSourceUrl(url, [endpoint], settings.sourceContainers);
     return r.kind === 'source' ? r.location.canonicalUrl : undefined;
   };
-  const index = new CosmosIndexStore(createCosmosClient(settings.cosmos).database(settings.cosmosDatabase).container(settings.indexContainer));
+  const index = new CosmosIndexStore(catalogContainer(createCosmosClient(settings.cosmos).database(settings.cosmosDatabase).container(settings.indexContainer), createDocumentClient(settings.cosmos)));
   const rows = await describeDeadLetters(events, index, canonical, replayed);
   out(`${rows.length} dead-lettered event(s)${unreadable ? `, ${unreadable} unreadable line(s)` : ''}`);
   out(['event id', 'type', 'reason', 'last status', 'source', 'index now', 'error code', 'replayed'].join('\t'));

@@ -4,9 +4,9 @@
  * and in Azure the function's identity can be given a custom data role without replace and
  * delete on this container.
  */
-import type { Container, SqlParameter } from '@azure/cosmos';
+import type { SqlParameter } from '@azure/cosmos';
 
-import { withCatalogRecovery } from '../catalog/cosmosCatalog';
+import { type CatalogContainer, withCatalogRecovery } from '../catalog/cosmosCatalog';
 import { fromServiceError } from '../errors';
 import { type AccessAuditStore, type AccessQuery, type AccessRecord, partitionKeyOf } from './accessAudit';
 
@@ -26,11 +26,11 @@ export function monthsBetween(from: string, to: string): string[] {
 const FIELDS = 'c.id, c.time, c.callerId, c.callerKind, c.appId, c.via, c.route, c.method, c.role, c.status, c.returned, c.requested, c.queryKeys, c.sourceSha256, c.invocationId, c.supersedes';
 
 export class CosmosAccessAudit implements AccessAuditStore {
-  constructor(private readonly container: Container) {}
+  constructor(private readonly catalog: CatalogContainer) {}
 
   async append(record: AccessRecord): Promise<void> {
     try {
-      await withCatalogRecovery(this.container, () => this.container.items.create(record));
+      await withCatalogRecovery(this.catalog.container, () => this.catalog.documents.create(record, record.pk));
     } catch (e) {
       throw fromServiceError(e, 'writing the access audit');
     }
@@ -60,8 +60,9 @@ export class CosmosAccessAudit implements AccessAuditStore {
 
   private async run(where: string[], parameters: SqlParameter[], limit: number, partitionKey?: string): Promise<AccessRecord[]> {
     const query = `SELECT TOP ${Math.max(1, Math.floor(limit))} ${FIELDS} FROM c WHERE ${where.join(' AND ')} ORDER BY c.time DESC`;
-    const { resources } = await withCatalogRecovery(this.container, () =>
-      this.container.items.query<AccessRecord>({ query, parameters }, partitionKey !== undefined ? { partitionKey } : {}).fetchAll(),
+    const { container } = this.catalog;
+    const { resources } = await withCatalogRecovery(container, () =>
+      container.items.query<AccessRecord>({ query, parameters }, partitionKey !== undefined ? { partitionKey } : {}).fetchAll(),
     );
     // Projections give absent fields as missing or null; drop the nulls.
     return resources.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null && v !== undefined)) as unknown as AccessRecord);

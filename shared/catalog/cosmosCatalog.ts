@@ -6,7 +6,8 @@
  * study with its series and instances is one logical partition (summaries and instance
  * queries within a study stay in one partition; study-level QIDO fans out).
  */
-import { Container, CosmosClient, Database, IndexingPolicy } from '@azure/cosmos';
+import type { TokenCredential } from '@azure/core-auth';
+import { Container, CosmosClient, Database, type FeedOptions, IndexingPolicy } from '@azure/cosmos';
 import { DefaultAzureCredential, ManagedIdentityCredential } from '@azure/identity';
 
 import type { CosmosConnection, Settings } from '../config/settings';
@@ -19,6 +20,7 @@ import { Lru } from '../lru';
 import { seriesStatistics } from '../statistics/aggregate';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
+import { CosmosDocumentClient, type CosmosDocuments } from './cosmosDocuments';
 import { CosmosHttpClient } from './cosmosHttpClient';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
 import { retryOnConflict } from './retryOnConflict';
@@ -26,13 +28,35 @@ import { retryOnConflict } from './retryOnConflict';
 /** The transport of every Cosmos DB client the pipeline makes (see cosmosHttpClient.ts). */
 const httpClient = new CosmosHttpClient();
 
+function credentialOf(conn: Extract<CosmosConnection, { kind: 'identity' }>): TokenCredential {
+  return conn.clientId ? new ManagedIdentityCredential({ clientId: conn.clientId }) : new DefaultAzureCredential();
+}
+
 export function createCosmosClient(conn: CosmosConnection): CosmosClient {
   // Over plain HTTP (the local emulator server) endpoint discovery would redirect to the
   // https locations the server advertises.
   const connectionPolicy = conn.endpoint.startsWith('http:') ? { enableEndpointDiscovery: false } : undefined;
   if (conn.kind === 'key') return new CosmosClient({ endpoint: conn.endpoint, key: conn.key, connectionPolicy, httpClient });
-  const aadCredentials = conn.clientId ? new ManagedIdentityCredential({ clientId: conn.clientId }) : new DefaultAzureCredential();
-  return new CosmosClient({ endpoint: conn.endpoint, aadCredentials, connectionPolicy, httpClient });
+  return new CosmosClient({ endpoint: conn.endpoint, aadCredentials: credentialOf(conn), connectionPolicy, httpClient });
+}
+
+/** The client of the point operations on catalog documents (see cosmosDocuments.ts). */
+export function createDocumentClient(conn: CosmosConnection): CosmosDocumentClient {
+  return new CosmosDocumentClient(conn.endpoint, conn.kind === 'key' ? { kind: 'key', key: conn.key } : { kind: 'token', credential: credentialOf(conn) });
+}
+
+/**
+ * One catalog container as the stores use it: the SDK's, for queries and for the container
+ * itself, and its documents for point operations. Queries carry the session tokens of the
+ * point operations, so that a query sees what this process wrote.
+ */
+export interface CatalogContainer {
+  container: Container;
+  documents: CosmosDocuments;
+}
+
+export function catalogContainer(container: Container, documents: CosmosDocumentClient): CatalogContainer {
+  return { container, documents: documents.container(container.database.id, container.id) };
 }
 
 /**
@@ -168,23 +192,22 @@ function conflict(e: unknown, what: string): PipelineError {
   return fromServiceError(e, what);
 }
 
-async function readDoc<T>(container: Container, id: string, pk: string): Promise<Versioned<T> | undefined> {
+async function readDoc<T>(c: CatalogContainer, id: string, pk: string): Promise<Versioned<T> | undefined> {
   try {
-    const r = await withTransientRetry(() => container.item(id, pk).read<T & { _etag: string }>());
-    if (!r.resource) return undefined;
-    return { doc: r.resource, etag: r.resource._etag };
+    const r = await withTransientRetry(() => c.documents.read<T>(id, pk));
+    return r && { doc: r.resource, etag: r.etag };
   } catch (e) {
-    if (statusOf(e) === 404) return undefined;
     throw fromServiceError(e, 'reading the catalog');
   }
 }
 
-async function writeDoc<T extends { id: string }>(container: Container, doc: T, etag: string | undefined, what: string): Promise<string> {
+async function writeDoc<T extends { id: string }>(c: CatalogContainer, doc: T, etag: string | undefined, what: string): Promise<string> {
+  const pk = partitionKeyOf(doc);
   try {
     const r = etag === undefined
-      ? await withCatalogRecovery(container, () => container.items.create(doc))
-      : await withTransientRetry(() => container.item(doc.id, partitionKeyOf(doc)).replace(doc, { accessCondition: { type: 'IfMatch', condition: etag } }));
-    return r.etag ?? '';
+      ? await withCatalogRecovery(c.container, () => c.documents.create(doc, pk))
+      : await withTransientRetry(() => c.documents.replace(doc, pk, etag));
+    return r.etag;
   } catch (e) {
     // A replace of a document another writer deleted meanwhile is a lost race like any other.
     if (etag !== undefined && statusOf(e) === 404) throw new PipelineError(ErrorCodes.CATALOG_CONFLICT, `${what}: removed by another writer`, { cause: e });
@@ -196,9 +219,9 @@ function partitionKeyOf(doc: { id: string; studyInstanceUid?: string }): string 
   return doc.studyInstanceUid ?? doc.id;
 }
 
-async function deleteDoc(container: Container, id: string, pk: string, etag: string | undefined): Promise<void> {
+async function deleteDoc(c: CatalogContainer, id: string, pk: string, etag: string | undefined): Promise<void> {
   try {
-    await withTransientRetry(() => container.item(id, pk).delete(etag ? { accessCondition: { type: 'IfMatch', condition: etag } } : undefined));
+    await withTransientRetry(() => c.documents.delete(id, pk, etag));
   } catch (e) {
     const status = statusOf(e);
     if (status === 404) return;
@@ -211,16 +234,22 @@ async function deleteDoc(container: Container, id: string, pk: string, etag: str
  * also written into the WHERE clause: the local emulator server ignores the partition key
  * option of a query, and on the real service the predicate costs nothing.
  */
-async function queryAll<T>(container: Container, query: string, parameters: { name: string; value: string }[], studyInstanceUid?: string): Promise<T[]> {
+async function queryAll<T>(c: CatalogContainer, query: string, parameters: { name: string; value: string }[], studyInstanceUid?: string): Promise<T[]> {
   const scoped = studyInstanceUid === undefined
     ? { query, parameters }
     : { query: `${query} AND c.studyInstanceUid = @pk`, parameters: [...parameters, { name: '@pk', value: studyInstanceUid }] };
   try {
-    const { resources } = await withCatalogRecovery(container, () => container.items.query<T>(scoped, studyInstanceUid === undefined ? {} : { partitionKey: studyInstanceUid }).fetchAll());
+    const { resources } = await withCatalogRecovery(c.container, () => c.container.items.query<T>(scoped, feedOptions(c, studyInstanceUid)).fetchAll());
     return resources;
   } catch (e) {
     throw fromServiceError(e, 'querying the catalog');
   }
+}
+
+/** A query's options: its partition, and the session tokens of this process's writes. */
+function feedOptions(c: CatalogContainer, partitionKey: string | undefined): FeedOptions {
+  const sessionToken = c.documents.sessionToken();
+  return { ...(partitionKey === undefined ? {} : { partitionKey }), ...(sessionToken === undefined ? {} : { sessionToken }) };
 }
 
 /** Strips Cosmos system properties before a document is written back. */
@@ -231,7 +260,7 @@ function clean<T extends object>(doc: T): T {
 }
 
 export class CosmosIndexStore implements IndexStore {
-  constructor(private readonly container: Container) {}
+  constructor(private readonly container: CatalogContainer) {}
 
   get(id: string): Promise<Versioned<IngestionDocument> | undefined> {
     return readDoc<IngestionDocument>(this.container, id, id);
@@ -272,7 +301,7 @@ export class CosmosResearchCatalog implements ResearchCatalogWriter {
   private readonly instances = new Lru<InstanceDocument>(RECENT_DOCUMENTS);
 
   constructor(
-    private readonly container: Container,
+    private readonly container: CatalogContainer,
     options: { summarySettleMs?: number; summaryRefreshIntervalMs?: number } = {},
   ) {
     this.refreshes = new Coalescer(options.summarySettleMs ?? 0, options.summaryRefreshIntervalMs ?? 0);

@@ -32,8 +32,10 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import type { AccessToken, TokenCredential } from '@azure/core-auth';
+import type { TokenCredential } from '@azure/core-auth';
 import { type BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
+
+import { TokenCache } from '../tokenCache';
 
 /** The storage service version sent; Azure and Azurite 3.35 both serve it. */
 export const BLOB_API_VERSION = '2025-11-05';
@@ -44,8 +46,6 @@ const RETRY_BASE_MS = 200;
 const RETRY_MAX_MS = 10_000;
 const TRY_TIMEOUT_MS = 60_000;
 const MAX_RESUMES = 3;
-/** A token is renewed this long before it expires. */
-const TOKEN_REFRESH_MARGIN_MS = 2 * 60_000;
 /** An error response's body is read up to this many bytes, for its error code. */
 const ERROR_BODY_MAX = 16 * 1024;
 
@@ -122,34 +122,6 @@ function isTokenCredential(c: unknown): c is TokenCredential {
   return typeof (c as { getToken?: unknown } | null)?.getToken === 'function';
 }
 
-/** Bearer tokens for one credential, renewed before they expire; one renewal at a time. */
-class TokenCache {
-  private token?: AccessToken;
-  private pending?: Promise<AccessToken>;
-
-  constructor(private readonly credential: TokenCredential) {}
-
-  async get(abortSignal?: AbortSignal): Promise<string> {
-    const now = Date.now();
-    if (this.token && this.token.expiresOnTimestamp - now > TOKEN_REFRESH_MARGIN_MS && (this.token.refreshAfterTimestamp ?? Infinity) > now) return this.token.token;
-    this.pending ??= this.credential
-      .getToken(STORAGE_SCOPE, abortSignal ? { abortSignal } : {})
-      .then((t) => {
-        if (!t) throw new BlobHttpError('the storage credential gave no token');
-        this.token = t;
-        return t;
-      })
-      .finally(() => (this.pending = undefined));
-    try {
-      return (await this.pending).token;
-    } catch (e) {
-      // A token not yet expired is still good when its renewal fails.
-      if (this.token && this.token.expiresOnTimestamp > Date.now()) return this.token.token;
-      throw e;
-    }
-  }
-}
-
 /** Encodes a blob name for a URL path: each segment, the slashes kept. */
 export function encodeBlobPath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
@@ -211,7 +183,7 @@ export class BlobHttp {
   ) {
     this.base = new URL(serviceUrl);
     if (!this.base.pathname.endsWith('/')) this.base.pathname += '/';
-    if (auth.kind === 'bearer') this.tokens = new TokenCache(auth.credential);
+    if (auth.kind === 'bearer') this.tokens = new TokenCache(auth.credential, [STORAGE_SCOPE], 'storage');
   }
 
   /** A client that authorises as `client` does (its URL, and its credential). */

@@ -12,7 +12,7 @@ import * as path from 'path';
 import { DEV_CALLERS, devIssuerKey, signDevToken } from '../../local/devIssuer';
 import { accessRecord } from '../../shared/audit/accessAudit';
 import { CosmosAccessAudit } from '../../shared/audit/cosmosAccessAudit';
-import { createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import { catalogContainer, createCosmosClient, createDocumentClient } from '../../shared/catalog/cosmosCatalog';
 import { loadSettings } from '../../shared/config/settings';
 import { apiGet, authHeader, hostLog, testStack, waitForEvents } from './stackEnv';
 
@@ -125,7 +125,7 @@ describe('the access audit store', () => {
     const settings = loadSettings(testStack().env);
     const client = createCosmosClient(settings.cosmos);
     try {
-      const store = new CosmosAccessAudit(client.database(settings.cosmosDatabase).container(settings.auditContainer));
+      const store = new CosmosAccessAudit(catalogContainer(client.database(settings.cosmosDatabase).container(settings.auditContainer), createDocumentClient(settings.cosmos)));
       const principal = { callerId: `append-only-${Date.now()}`, kind: 'app' as const, roles: [], via: 'bearer' as const };
       const first = accessRecord({ id: `rec-${Date.now()}`, time: new Date(), principal, route: 'qidoStudies', method: 'GET', role: 'Research.Read', status: 200, invocationId: 'a' });
       await store.append(first);

@@ -5,7 +5,7 @@
  * of its own, since it stops it.
  */
 import { CosmosServerHandle, startCosmosServer } from '../../local/services/cosmos';
-import { CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, ensureCatalog, withCatalogRecovery } from '../../shared/catalog/cosmosCatalog';
+import { catalogContainer, CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, createDocumentClient, ensureCatalog, withCatalogRecovery } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
 import { testStack } from './stackEnv';
@@ -31,8 +31,9 @@ describe('catalog after the Cosmos server restarts empty', () => {
   it('given a server restarted without its data, then writes, queries and the health check create the database and containers again', async () => {
     const client = createCosmosClient(settings.cosmos);
     const { index: indexContainer, research } = await ensureCatalog(settings, client);
-    const index = new CosmosIndexStore(indexContainer);
-    const catalog = new CosmosResearchCatalog(research);
+    const documents = createDocumentClient(settings.cosmos);
+    const index = new CosmosIndexStore(catalogContainer(indexContainer, documents));
+    const catalog = new CosmosResearchCatalog(catalogContainer(research, documents));
     await index.put(record('before'), undefined);
 
     // The same port, a new server: everything it held is gone.

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Container } from '@azure/cosmos';
 import { BlobServiceClient, ContainerClient } from '@azure/storage-blob';
 
-import { CosmosResearchCatalog, createCosmosClient } from '../../shared/catalog/cosmosCatalog';
+import { catalogContainer as catalogOf, CosmosResearchCatalog, createCosmosClient, createDocumentClient } from '../../shared/catalog/cosmosCatalog';
 import { CosmosResearchCatalogReader } from '../../shared/catalog/cosmosResearchReader';
 import type { IngestionDocument, InstanceDocument } from '../../shared/catalog/documents';
 import { loadSettings, Settings } from '../../shared/config/settings';
@@ -104,7 +104,7 @@ beforeAll(async () => {
   const db = createCosmosClient(settings.cosmos).database(settings.cosmosDatabase);
   index = db.container(settings.indexContainer);
   catalogContainer = db.container(settings.researchCatalogContainer);
-  source = new CatalogFrameIndexSource({ research: new AzureResearchStore(blobs, settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) });
+  source = new CatalogFrameIndexSource({ research: new AzureResearchStore(blobs, settings.researchContainer), catalog: new CosmosResearchCatalog(catalogOf(catalogContainer, createDocumentClient(settings.cosmos))) });
   for (const s of SAMPLES) await landing.getBlockBlobClient(`${prefix}/${s}`).uploadData(await asCtWithFreshUids(readFileSync(join(FIXTURES, s))));
   await landing.getBlockBlobClient(`${prefix}/large.dcm`).uploadData(await asCtWithFreshUids(large.file));
   await landing.getBlockBlobClient(`${prefix}/${BAD_FRAME_COUNT}`).uploadData(await asCtWithFreshUids(readFileSync(join(FIXTURES, BAD_FRAME_COUNT))));
@@ -172,7 +172,7 @@ describe('frame index through the running stack', () => {
     const stored = d.doc.frames;
     const { frames: _drop, ...old } = d.doc;
     await catalogContainer.item(old.id, old.studyInstanceUid).replace(old, { accessCondition: { type: 'IfMatch', condition: d.etag } });
-    const built = await new CatalogFrameIndexSource({ research: new AzureResearchStore(BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!), settings.researchContainer), catalog: new CosmosResearchCatalog(catalogContainer) }).frameIndex(sourceOf(d.doc));
+    const built = await new CatalogFrameIndexSource({ research: new AzureResearchStore(BlobServiceClient.fromConnectionString(testStack().env.SourceStorage!), settings.researchContainer), catalog: new CosmosResearchCatalog(catalogOf(catalogContainer, createDocumentClient(settings.cosmos))) }).frameIndex(sourceOf(d.doc));
     const after = await cataloged(`${prefix}/${SAMPLES[7]}`);
     expect(after.doc.frames).toEqual(stored);
     expect(framesOf(d.copy, built).map(sha256)).toEqual(independentFrameHashes([d.copy])[0]);

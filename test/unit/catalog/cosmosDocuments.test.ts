@@ -1,0 +1,197 @@
+import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/core-auth';
+import { type Container, CosmosClient, type FeedOptions } from '@azure/cosmos';
+
+import { CosmosIndexStore } from '../../../shared/catalog/cosmosCatalog';
+import { CosmosDocumentClient, CosmosRequestError, SessionTokens } from '../../../shared/catalog/cosmosDocuments';
+import { withServer } from './cosmosStandIn';
+
+/** The local emulator's well-known account key (public; not a secret). */
+const KEY = 'C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==';
+const DOC_ID = 'instance:1.2.826.0.1.3680043.10.1.7';
+const PK = '1.2.826.0.1.3680043.10.1.5';
+
+function json(res: import('node:http').ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+describe('CosmosDocumentClient (point operations on catalog documents)', () => {
+  it('given the same request and date, then it is signed and addressed as the Cosmos DB SDK signs and addresses it', async () => {
+    await withServer(
+      (req, res) => {
+        // The SDK reads the container's partition key definition before its first create.
+        if (req.url?.endsWith('/colls/research')) return json(res, 200, { id: 'research', partitionKey: { paths: ['/studyInstanceUid'], kind: 'Hash' } });
+        json(res, req.method === 'POST' ? 201 : 200, { id: DOC_ID, _etag: '"e1"' }, { etag: '"e1"' });
+      },
+      async (base, seen) => {
+        const sdk = new CosmosClient({ endpoint: base, key: KEY, connectionPolicy: { enableEndpointDiscovery: false } }).database('catalog').container('research');
+        await sdk.items.create({ id: DOC_ID, studyInstanceUid: PK });
+        await sdk.item(DOC_ID, PK).read();
+        const bySdk = seen.splice(0).filter((r) => r.url.includes('/docs'));
+        expect(bySdk.map((r) => r.method)).toEqual(['POST', 'GET']);
+
+        for (const [i, op] of [
+          (docs: ReturnType<CosmosDocumentClient['container']>) => docs.create({ id: DOC_ID, studyInstanceUid: PK }, PK),
+          (docs: ReturnType<CosmosDocumentClient['container']>) => docs.read(DOC_ID, PK),
+        ].entries()) {
+          const date = new Date(String(bySdk[i]?.headers['x-ms-date']));
+          const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }, { now: () => date }).container('catalog', 'research');
+          await op(docs);
+          const ours = seen[i];
+          expect(ours?.url).toBe(bySdk[i]?.url);
+          expect(ours?.headers['x-ms-date']).toBe(bySdk[i]?.headers['x-ms-date']);
+          expect(ours?.headers.authorization).toBe(bySdk[i]?.headers.authorization);
+          expect(ours?.headers['x-ms-documentdb-partitionkey']).toBe(bySdk[i]?.headers['x-ms-documentdb-partitionkey']);
+          expect(ours?.headers['x-ms-version']).toBe(bySdk[i]?.headers['x-ms-version']);
+        }
+        expect(seen[0]?.body).toBe(JSON.stringify({ id: DOC_ID, studyInstanceUid: PK }));
+      },
+    );
+  });
+
+  it('given answers with session tokens, then reads send the newest token of each range, writes none, and queries get them', async () => {
+    const tokens = ['0:-1#12', '0:-1#10', '1:-1#5'];
+    await withServer(
+      (req, res, _body, n) => {
+        if (req.method === 'GET') return json(res, 200, { id: 'a', _etag: '"e"' }, { etag: '"e"', 'x-ms-session-token': tokens[n - 1] ?? '' });
+        return json(res, 201, { id: 'a', _etag: '"e"' }, { etag: '"e"', 'x-ms-session-token': tokens[n - 1] ?? '' });
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'index');
+        expect(docs.sessionToken()).toBeUndefined();
+        await docs.create({ id: 'a' }, 'a');
+        await docs.read('a', 'a');
+        await docs.create({ id: 'b' }, 'b');
+        await docs.read('a', 'a');
+        expect(seen[0]?.headers['x-ms-session-token']).toBeUndefined();
+        expect(seen[1]?.headers['x-ms-session-token']).toBe('0:-1#12');
+        expect(seen[2]?.headers['x-ms-session-token']).toBeUndefined();
+        // The older token of range 0 did not replace the newer one; range 1 joined.
+        expect(seen[3]?.headers['x-ms-session-token']).toBe('0:-1#12,1:-1#5');
+        expect(docs.sessionToken()).toBe('0:-1#12,1:-1#5');
+
+        // A query of the index store runs on the SDK with the tokens of this process's writes.
+        const asked: FeedOptions[] = [];
+        const container = { items: { query: (_q: unknown, options: FeedOptions) => (asked.push(options), { fetchAll: async () => ({ resources: [] }) }) } } as unknown as Container;
+        await new CosmosIndexStore({ container, documents: docs }).findByResearchInstance('1.2.3');
+        expect(asked).toEqual([{ sessionToken: '0:-1#12,1:-1#5' }]);
+      },
+    );
+  });
+
+  it('given tokens of a newer version or malformed ones, then a newer version replaces the range\'s token and the malformed are ignored', () => {
+    const t = new SessionTokens();
+    t.merge('0:1#50#3=50');
+    t.merge('0:2#7');
+    t.merge('garbage,:1#2,2:x#y');
+    t.merge('0:1#60');
+    expect(t.toString()).toBe('0:2#7');
+  });
+
+  it('given a throttled create, then it is sent again after the service\'s retry-after and succeeds', async () => {
+    await withServer(
+      (_req, res, _body, n) => (n === 1 ? json(res, 429, { code: 'TooManyRequests' }, { 'x-ms-retry-after-ms': '20' }) : json(res, 201, { id: 'a' }, { etag: '"e2"' })),
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'index');
+        const started = Date.now();
+        await expect(docs.create({ id: 'a' }, 'a')).resolves.toEqual({ etag: '"e2"' });
+        expect(Date.now() - started).toBeGreaterThanOrEqual(15);
+        expect(seen).toHaveLength(2);
+      },
+    );
+  });
+
+  it('given a read of an absent document, then it resolves undefined; given 404/1002 (the session not yet readable), then it is read again, and never reported absent', async () => {
+    await withServer(
+      (req, res, _body, n) => {
+        if (req.url?.endsWith('/absent')) return json(res, 404, { code: 'NotFound' });
+        if (req.url?.endsWith('/late') && n <= 3) return json(res, 404, { code: 'NotFound' }, { 'x-ms-substatus': '1002' });
+        if (req.url?.endsWith('/never')) return json(res, 404, { code: 'NotFound' }, { 'x-ms-substatus': '1002' });
+        return json(res, 200, { id: 'late', _etag: '"e3"', status: 'cataloged' });
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'index');
+        await expect(docs.read('absent', 'absent')).resolves.toBeUndefined();
+        await expect(docs.read<{ status: string }>('late', 'late')).resolves.toMatchObject({ etag: '"e3"', resource: { status: 'cataloged' } });
+        expect(seen.filter((r) => r.url.endsWith('/late'))).toHaveLength(3);
+        const failure = await docs.read('never', 'never').then(() => undefined, (e: unknown) => e);
+        expect(failure).toBeInstanceOf(CosmosRequestError);
+        expect(failure).toMatchObject({ statusCode: 503, code: 503, substatus: 1002 });
+        expect(String((failure as Error).message)).not.toContain('never');
+      },
+    );
+  });
+
+  it('given a connection reset, then a read is sent again and a create is not (its error carries the socket code and no id)', async () => {
+    await withServer(
+      (req, res, _body, n) => {
+        if (n === 1 || req.method === 'POST') return req.socket.destroy();
+        json(res, 200, { id: 'x', _etag: '"e4"' });
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'research');
+        await expect(docs.read('x', 'x')).resolves.toMatchObject({ etag: '"e4"' });
+        expect(seen).toHaveLength(2);
+        const failure = await docs.create({ id: DOC_ID }, PK).then(() => undefined, (e: unknown) => e);
+        expect(failure).toMatchObject({ name: 'CosmosRequestError', code: 'ECONNRESET' });
+        expect((failure as CosmosRequestError).statusCode).toBeUndefined();
+        expect(String((failure as Error).message)).not.toContain(DOC_ID);
+        expect(seen.filter((r) => r.method === 'POST')).toHaveLength(1);
+      },
+    );
+  });
+
+  it('given a conflict, a failed precondition and a gone document, then each rejects with its status as the catalog reads it, naming no document', async () => {
+    await withServer(
+      (req, res) => {
+        if (req.method === 'POST') return json(res, 409, { code: 'Conflict', message: `Entity with id ${DOC_ID} exists` });
+        if (req.method === 'PUT') return json(res, 412, { code: 'PreconditionFailed' });
+        return json(res, 404, { code: 'NotFound' });
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'research');
+        for (const [op, status] of [[() => docs.create({ id: DOC_ID }, PK), 409], [() => docs.replace({ id: DOC_ID }, PK, '"old"'), 412], [() => docs.delete(DOC_ID, PK, '"old"'), 404]] as const) {
+          const failure = await op().then(() => undefined, (e: unknown) => e);
+          expect(failure).toMatchObject({ code: status, statusCode: status });
+          expect(String((failure as Error).message)).not.toContain(DOC_ID);
+          expect(String((failure as Error).message)).not.toContain(PK);
+        }
+        expect(seen.map((r) => [r.method, r.headers['if-match']])).toEqual([['POST', undefined], ['PUT', '"old"'], ['DELETE', '"old"']]);
+      },
+    );
+  });
+
+  it('given an id a path cannot carry, then nothing is sent', async () => {
+    await withServer(
+      (_req, res) => json(res, 200, {}),
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'research');
+        await expect(docs.read('a/b', 'p')).rejects.toMatchObject({ statusCode: 400 });
+        await expect(docs.create({ id: 'a?b' }, 'p')).rejects.toMatchObject({ statusCode: 400 });
+        expect(seen).toHaveLength(0);
+      },
+    );
+  });
+
+  it('given an Entra ID credential, then the account\'s scope is asked first, the service scope when the account\'s is refused, and the token is cached', async () => {
+    const scopes: string[] = [];
+    const credential: TokenCredential = {
+      getToken: async (scope: string | string[], _options?: GetTokenOptions): Promise<AccessToken> => {
+        const s = String(scope);
+        scopes.push(s);
+        if (!s.startsWith('https://cosmos.azure.com')) throw new Error('AADSTS500011: resource principal not found');
+        return { token: 'tok-1', expiresOnTimestamp: Date.now() + 3_600_000 };
+      },
+    };
+    await withServer(
+      (_req, res) => json(res, 200, { id: 'a', _etag: '"e"' }),
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'token', credential }).container('catalog', 'index');
+        await docs.read('a', 'a');
+        await docs.read('a', 'a');
+        expect(scopes).toEqual([`${new URL(base).origin}/.default`, 'https://cosmos.azure.com/.default']);
+        expect(seen.map((r) => r.headers.authorization)).toEqual(['type=aad&ver=1.0&sig=tok-1', 'type=aad&ver=1.0&sig=tok-1']);
+      },
+    );
+  });
+});
