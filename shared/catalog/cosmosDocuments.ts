@@ -20,7 +20,8 @@
  *   consistency (infra/azuredeploy.json);
  * - retries 429 after the service's `x-ms-retry-after-ms`, up to 9 times and 30 s in all;
  *   retries a read that meets 404 with substatus 1002 (this session's writes not yet at that
- *   replica) a few times, and then fails it as unavailable (503), never as absent; retries a
+ *   replica) a few times, and then fails it as unavailable (503), never as absent, and drops
+ *   the container's tokens (those of a container since created again are refused for good); retries a
  *   read whose connection failed (ECONNRESET, EPIPE, ...) up to 3 tries. Writes are not sent
  *   again on a connection failure: as with the SDK, the caller decides (a create that had in
  *   fact been carried out answers 409 the next time, a conditional replace 412);
@@ -179,6 +180,11 @@ export class SessionTokens {
     }
   }
 
+  /** Forgets every token. */
+  clear(): void {
+    this.byRange.clear();
+  }
+
   /** Every range's token, as the `x-ms-session-token` header carries them; undefined before any answer had one. */
   toString(): string | undefined {
     if (this.byRange.size === 0) return undefined;
@@ -271,7 +277,10 @@ export class CosmosDocuments {
           await delay(SESSION_RETRY_BASE_MS * 2 ** sessionRetries);
           continue;
         }
-        // Not "absent": the document may well be there; a later try will find the replica caught up.
+        // Not "absent": the document may well be there. The tokens are dropped: a container
+        // deleted and created again (catalog recovery, or by hand) starts its LSNs anew, and
+        // tokens of the old one would be refused for good. The next try reads without them.
+        this.sessions.clear();
         throw new CosmosRequestError(`${what}: the session's writes are not yet readable (404/1002)`, { statusCode: 503, substatus });
       }
       if (answer.status === 404 && read) return answer;

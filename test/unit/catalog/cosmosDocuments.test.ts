@@ -101,13 +101,13 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
     );
   });
 
-  it('given a read of an absent document, then it resolves undefined; given 404/1002 (the session not yet readable), then it is read again, and never reported absent', async () => {
+  it('given a read of an absent document, then it resolves undefined; given 404/1002 (the session not yet readable), then it is read again, never reported absent, and at last read without the refused tokens', async () => {
     await withServer(
       (req, res, _body, n) => {
         if (req.url?.endsWith('/absent')) return json(res, 404, { code: 'NotFound' });
         if (req.url?.endsWith('/late') && n <= 3) return json(res, 404, { code: 'NotFound' }, { 'x-ms-substatus': '1002' });
         if (req.url?.endsWith('/never')) return json(res, 404, { code: 'NotFound' }, { 'x-ms-substatus': '1002' });
-        return json(res, 200, { id: 'late', _etag: '"e3"', status: 'cataloged' });
+        return json(res, 200, { id: 'late', _etag: '"e3"', status: 'cataloged' }, { 'x-ms-session-token': '0:-1#40' });
       },
       async (base, seen) => {
         const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'index');
@@ -118,6 +118,10 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
         expect(failure).toBeInstanceOf(CosmosRequestError);
         expect(failure).toMatchObject({ statusCode: 503, code: 503, substatus: 1002 });
         expect(String((failure as Error).message)).not.toContain('never');
+        expect(seen.filter((r) => r.url.endsWith('/never')).every((r) => r.headers['x-ms-session-token'] === '0:-1#40')).toBe(true);
+        // The refused tokens are dropped: the next read goes without them.
+        await docs.read('late', 'late');
+        expect(seen.at(-1)?.headers['x-ms-session-token']).toBeUndefined();
       },
     );
   });
