@@ -446,7 +446,6 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
         ['local stack, burst', String(stack.events), String(stack.cataloged), fmt(stack.instancesPerSecond), String(stack.p50Ms), String(stack.p95Ms), String(stack.p99Ms)],
         ...stack.paced.map((p) => [`paced at ${p.offeredPerSecond}/s (uploads ${p.uploadedPerSecond}/s)`, String(p.events), String(p.cataloged), fmt(p.instancesPerSecond), String(p.p50Ms), String(p.p95Ms), String(p.p99Ms)]),
         ...(stack.storageFloor ? [['storage floor (Azurite alone)', String(stack.storageFloor.instances), '-', fmt(stack.storageFloor.instancesPerSecond), '-', '-', '-']] : []),
-        ...(stack.storageFloor?.runs ?? []).map((r, i) => [`  floor ${i === 0 ? 'before' : 'after'} the burst`, '', '', fmt(r.instancesPerSecond), '', '', '']),
       ]),
     );
     const cpu = (c: StackCpu) => [fmt(c.host, 2), fmt(c.azurite, 2), fmt(c.cosmos, 2), fmt(c.uploader, 2), fmt(c.eventSourceAndBench, 2)];
@@ -467,7 +466,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
       );
       const perRequest = Object.entries(floor.cpuMsPerRequest ?? {});
       if (perRequest.length) lines.push(`    CPU ms per request, each kind sent alone: ${perRequest.map(([k, v]) => `${k} ${v}`).join(', ')}`);
-      lines.push(`  throughput ${stack.instancesPerSecond}/s against the storage floor's ${stack.storageFloor?.instancesPerSecond ?? '-'}/s (the mean of its runs before and after the burst): ${stackRatios.throughputToFloor === null ? '-' : `${stackRatios.throughputToFloor.toFixed(2)}x`}`);
+      lines.push(`  throughput ${stack.instancesPerSecond}/s against the storage floor's ${stack.storageFloor?.instancesPerSecond ?? '-'}/s: ${stackRatios.throughputToFloor === null ? '-' : `${stackRatios.throughputToFloor.toFixed(2)}x`}`);
       const fc = stack.storageFloor?.cpuMsPerInstance;
       if (fc && stack.storageFloor && stackRatios.floorCpuToStackCpu !== null) {
         const floorCpu = (fc.azurite ?? 0) + fc.client;

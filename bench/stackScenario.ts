@@ -236,26 +236,6 @@ export interface StorageFloor {
   instances: number;
   instancesPerSecond: number;
   cpuMsPerInstance: { azurite: number | null; client: number };
-  /**
-   * The runs it is the mean of: one just before the burst and one just after it. The machine's
-   * speed drifts by 10-20 % within a minute here; a floor measured on one side of the burst
-   * only moved the throughput ratio by as much, run to run.
-   */
-  runs?: { instancesPerSecond: number; cpuMsPerInstance: { azurite: number | null; client: number } }[];
-}
-
-/** The mean of the floor measured before and after the burst. */
-export function meanFloor(runs: StorageFloor[]): StorageFloor | null {
-  const first = runs[0];
-  if (!first) return null;
-  const mean = (f: (r: StorageFloor) => number) => round(runs.reduce((n, r) => n + f(r), 0) / runs.length, 2);
-  const azurite = runs.every((r) => r.cpuMsPerInstance.azurite !== null) ? mean((r) => r.cpuMsPerInstance.azurite as number) : null;
-  return {
-    instances: first.instances,
-    instancesPerSecond: round(runs.reduce((n, r) => n + r.instancesPerSecond, 0) / runs.length, 1),
-    cpuMsPerInstance: { azurite, client: mean((r) => r.cpuMsPerInstance.client) },
-    runs: runs.map((r) => ({ instancesPerSecond: r.instancesPerSecond, cpuMsPerInstance: r.cpuMsPerInstance })),
-  };
 }
 
 /**
@@ -338,8 +318,7 @@ function hostHttpConcurrency(projectRoot: string): number {
 export async function runStackScenario(options: StackScenarioOptions): Promise<{ stack: StackResult; details: StackDetails }> {
   const stops: (() => Promise<void>)[] = [];
   try {
-    const floorFiles = options.floorFiles ?? [];
-    const floorBefore = floorFiles.length ? await storageFloor(floorFiles) : null;
+    const floor = options.floorFiles?.length ? await storageFloor(options.floorFiles) : null;
 
     // The services as local/stack.ts wires them, with the function host in a process of its own.
     const eventConcurrency = process.env.LOCAL_EVENT_CONCURRENCY ? Number(process.env.LOCAL_EVENT_CONCURRENCY) : hostHttpConcurrency(options.projectRoot);
@@ -443,8 +422,6 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     const burst = await phase(options.files, options.root, 'burst');
     if (options.hostProfileFile) await functionHost.stopProfile(options.hostProfileFile);
     const counts = await functionHost.requests();
-    const floorAfter = floorFiles.length ? await storageFloor(floorFiles) : null;
-    const floor = meanFloor([floorBefore, floorAfter].filter((f): f is StorageFloor => f !== null));
     // The same requests without the pipeline, on the same services, before the paced runs add documents.
     const requestFloor = await sendRequestFloor(
       {

@@ -8,7 +8,6 @@ import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multi
 import { BENCH_DEID_KEY, runCore, runHeaderDcmjs, runNaiveDcmjs } from '../../../bench/modes';
 import { moduleOf, summarise } from '../../../bench/profileSummary';
 import { classifyBlobRequest, classifyCosmosRequest, createRequestCounter } from '../../../bench/requestCounter';
-import { meanFloor } from '../../../bench/stackScenario';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
 import { asciiValue } from '../../../shared/dicom/dataset';
@@ -328,20 +327,5 @@ describe('bench profile summary', () => {
     expect(summary.modules.map((m) => [m.name, m.ms])).toEqual([['@azure/cosmos', 2], ['shared/ingest', 2], ['(garbage collector)', 1]]);
     expect(summary.inclusiveModules.find((m) => m.name === 'shared/ingest')?.ms).toBe(4);
     expect(summary.functions[0]?.name).toMatch(/^(httpRequest|ingest) /);
-  });
-});
-
-describe('the storage floor of the stack bench', () => {
-  it('given a floor run before and one after the burst, then the floor is their mean and keeps both runs', () => {
-    const before = { instances: 500, instancesPerSecond: 100, cpuMsPerInstance: { azurite: 10, client: 6 } };
-    const after = { instances: 500, instancesPerSecond: 120, cpuMsPerInstance: { azurite: 8, client: 7 } };
-    expect(meanFloor([before, after])).toEqual({
-      instances: 500,
-      instancesPerSecond: 110,
-      cpuMsPerInstance: { azurite: 9, client: 6.5 },
-      runs: [{ instancesPerSecond: 100, cpuMsPerInstance: { azurite: 10, client: 6 } }, { instancesPerSecond: 120, cpuMsPerInstance: { azurite: 8, client: 7 } }],
-    });
-    expect(meanFloor([before, { ...after, cpuMsPerInstance: { azurite: null, client: 7 } }])?.cpuMsPerInstance.azurite).toBeNull();
-    expect(meanFloor([])).toBeNull();
   });
 });
