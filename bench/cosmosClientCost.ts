@@ -2,9 +2,11 @@
  * What the Cosmos DB SDK's transport costs (issue 12's host CPU per instance): the kinds of
  * request an ingestion makes (a create of a 60-attribute document, a point read, a point read of
  * an absent document as the first read of a new file is, and a query scoped to one partition
- * with its query plan), sent by one SDK client over its default transport and by one over
- * CosmosHttpClient (shared/catalog/cosmosHttpClient.ts, the pipeline's since 0.12.0), against
- * the same Cosmos DB server, in this process, in turn.
+ * with its query plan), sent by one SDK client over its default transport, by one over
+ * CosmosHttpClient (shared/catalog/cosmosHttpClient.ts, the pipeline's since 0.12.0), and as the
+ * pipeline sends them since 0.13.0: the three point operations by CosmosDocuments
+ * (shared/catalog/cosmosDocuments.ts), the query by the SDK over CosmosHttpClient with the
+ * documents' session tokens. Against the same Cosmos DB server (a process of its own), in turn.
  *
  * The CPU (user and system) of this process per set of the four requests is the figure, over
  * `rounds` rounds of `sets` sets, 8 at a time; the first round of each warms up and is not
@@ -15,6 +17,7 @@
 import { type Container, CosmosClient } from '@azure/cosmos';
 
 import { startCosmosServer } from '../local/services/cosmos';
+import { CosmosDocumentClient } from '../shared/catalog/cosmosDocuments';
 import { CosmosHttpClient } from '../shared/catalog/cosmosHttpClient';
 import { formatTable, percentile, round } from './stats';
 
@@ -27,7 +30,7 @@ function attributes(): Record<string, unknown> {
 }
 
 async function main(): Promise<void> {
-  const sets = Number(process.argv[2] ?? 400);
+  const count = Number(process.argv[2] ?? 400);
   const rounds = Number(process.argv[3] ?? 5);
   const server = await startCosmosServer({});
   try {
@@ -36,38 +39,46 @@ async function main(): Promise<void> {
       new CosmosClient({ endpoint: server.endpoint, key, connectionPolicy: { enableEndpointDiscovery: false }, ...(lean ? { httpClient: new CosmosHttpClient() } : {}) });
     const { database } = await client(false).databases.createIfNotExists({ id: 'bench' });
     await database.containers.createIfNotExists({ id: 'docs', partitionKey: { paths: ['/pk'] } });
-    const containers: Record<string, Container> = {
-      'SDK default transport': client(false).database('bench').container('docs'),
-      CosmosHttpClient: client(true).database('bench').container('docs'),
-    };
     const dicom = attributes();
+    const query = (container: Container, id: string, sessionToken?: string) =>
+      container.items.query({ query: 'SELECT c.id FROM c WHERE c.id = @id', parameters: [{ name: '@id', value: id }] }, { partitionKey: 'p', ...(sessionToken ? { sessionToken } : {}) }).fetchAll();
+    const sdkSet = (container: Container) => async (id: string) => {
+      await container.items.create({ id, pk: 'p', dicom });
+      await container.item(id, 'p').read();
+      await container.item(`absent-${id}`, 'p').read();
+      await query(container, id);
+    };
+    const documents = new CosmosDocumentClient(server.endpoint, { kind: 'key', key }).container('bench', 'docs');
+    const queries = client(true).database('bench').container('docs');
+    const sets: Record<string, (id: string) => Promise<void>> = {
+      'SDK default transport': sdkSet(client(false).database('bench').container('docs')),
+      CosmosHttpClient: sdkSet(client(true).database('bench').container('docs')),
+      'CosmosDocuments + SDK query': async (id) => {
+        await documents.create({ id, pk: 'p', dicom }, 'p');
+        await documents.read(id, 'p');
+        await documents.read(`absent-${id}`, 'p');
+        await query(queries, id, documents.sessionToken());
+      },
+    };
     let n = 0;
-    const measure = async (container: Container, count: number): Promise<number> => {
+    const measure = async (set: (id: string) => Promise<void>, total: number): Promise<number> => {
       const before = process.cpuUsage();
-      for (let i = 0; i < count; i += CONCURRENCY) {
-        await Promise.all(
-          Array.from({ length: Math.min(CONCURRENCY, count - i) }, async () => {
-            const id = `d${n++}`;
-            await container.items.create({ id, pk: 'p', dicom });
-            await container.item(id, 'p').read();
-            await container.item(`absent-${id}`, 'p').read();
-            await container.items.query({ query: 'SELECT c.id FROM c WHERE c.id = @id', parameters: [{ name: '@id', value: id }] }, { partitionKey: 'p' }).fetchAll();
-          }),
-        );
+      for (let i = 0; i < total; i += CONCURRENCY) {
+        await Promise.all(Array.from({ length: Math.min(CONCURRENCY, total - i) }, () => set(`d${n++}`)));
       }
       const used = process.cpuUsage(before);
-      return (used.user + used.system) / 1000 / count;
+      return (used.user + used.system) / 1000 / total;
     };
-    const results: Record<string, number[]> = Object.fromEntries(Object.keys(containers).map((k) => [k, []]));
+    const results: Record<string, number[]> = Object.fromEntries(Object.keys(sets).map((k) => [k, []]));
     for (let r = 0; r < rounds; r++) {
-      for (const [name, container] of Object.entries(containers)) {
-        const ms = await measure(container, sets);
+      for (const [name, set] of Object.entries(sets)) {
+        const ms = await measure(set, count);
         if (r > 0) results[name]?.push(ms);
       }
     }
     const rows = Object.entries(results).map(([name, ms]) => [name, String(round(percentile(ms, 50), 3)), ms.map((m) => m.toFixed(3)).join(' ')]);
     process.stdout.write(`${formatTable([['transport', 'CPU ms per set (median)', 'rounds'], ...rows])}\n`);
-    process.stdout.write(`a set: create, point read, point read of an absent document, query in one partition (with its plan); ${sets} sets, ${CONCURRENCY} at a time\n`);
+    process.stdout.write(`a set: create, point read, point read of an absent document, query in one partition (with its plan); ${count} sets, ${CONCURRENCY} at a time\n`);
   } finally {
     await server.stop();
   }
