@@ -248,9 +248,11 @@ export class CosmosDocuments {
     let throttleWaitMs = 0;
     let sessionRetries = 0;
     for (let tries = 1; ; tries++) {
+      // Outside the try: a credential that gives no token fails as it fails (as with the SDK).
+      const headers = await this.headers(method, resourceType, resourceLink, partitionKey, body, ifMatch, read);
       let answer: Answer;
       try {
-        answer = await this.client.send(method, `/${encodeURI(resourceLink)}${method === 'POST' ? `/${resourceType}` : ''}`, await this.headers(method, resourceType, resourceLink, partitionKey, body, ifMatch, read), body);
+        answer = await this.client.send(method, `/${encodeURI(resourceLink)}${method === 'POST' ? `/${resourceType}` : ''}`, headers, body);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException | null)?.code;
         if (read && tries < MAX_READ_TRIES && typeof code === 'string' && RETRIABLE_SOCKET_ERRORS.has(code)) {

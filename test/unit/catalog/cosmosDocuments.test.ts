@@ -198,4 +198,17 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
       },
     );
   });
+
+  it('given a credential that gives no token, then its own error goes up and nothing is sent', async () => {
+    const refused = Object.assign(new Error('ManagedIdentityCredential: no managed identity endpoint'), { name: 'CredentialUnavailableError' });
+    const credential: TokenCredential = { getToken: async () => Promise.reject(refused) };
+    await withServer(
+      (_req, res) => json(res, 200, { id: 'a', _etag: '"e"' }),
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'token', credential }).container('catalog', 'index');
+        await expect(docs.read('a', 'a')).rejects.toBe(refused);
+        expect(seen).toHaveLength(0);
+      },
+    );
+  });
 });
