@@ -445,7 +445,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
         ['stack', 'events', 'cataloged', 'instances/s', 'p50 ms', 'p95 ms', 'p99 ms'],
         ['local stack, burst', String(stack.events), String(stack.cataloged), fmt(stack.instancesPerSecond), String(stack.p50Ms), String(stack.p95Ms), String(stack.p99Ms)],
         ...stack.paced.map((p) => [`paced at ${p.offeredPerSecond}/s (uploads ${p.uploadedPerSecond}/s)`, String(p.events), String(p.cataloged), fmt(p.instancesPerSecond), String(p.p50Ms), String(p.p95Ms), String(p.p99Ms)]),
-        ...(stack.storageFloor ? [['storage floor (Azurite alone)', String(stack.storageFloor.instances), '-', fmt(stack.storageFloor.instancesPerSecond), '-', '-', '-']] : []),
+        ...(stack.storageFloor ? [[`storage floor (Azurite alone; median of ${stack.storageFloor.runRates?.join(', ') ?? 'one run'})`, String(stack.storageFloor.instances), '-', fmt(stack.storageFloor.instancesPerSecond), '-', '-', '-']] : []),
       ]),
     );
     const cpu = (c: StackCpu) => [fmt(c.host, 2), fmt(c.azurite, 2), fmt(c.cosmos, 2), fmt(c.uploader, 2), fmt(c.eventSourceAndBench, 2)];

@@ -8,6 +8,7 @@ import { ctSliceBytes, ENHANCED_CT_IMAGE_STORAGE, FRAME_BYTES, mulberry32, multi
 import { BENCH_DEID_KEY, runCore, runHeaderDcmjs, runNaiveDcmjs } from '../../../bench/modes';
 import { moduleOf, summarise } from '../../../bench/profileSummary';
 import { classifyBlobRequest, classifyCosmosRequest, createRequestCounter } from '../../../bench/requestCounter';
+import { medianFloor } from '../../../bench/stackScenario';
 import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
 import { asciiValue } from '../../../shared/dicom/dataset';
@@ -327,5 +328,14 @@ describe('bench profile summary', () => {
     expect(summary.modules.map((m) => [m.name, m.ms])).toEqual([['@azure/cosmos', 2], ['shared/ingest', 2], ['(garbage collector)', 1]]);
     expect(summary.inclusiveModules.find((m) => m.name === 'shared/ingest')?.ms).toBe(4);
     expect(summary.functions[0]?.name).toMatch(/^(httpRequest|ingest) /);
+  });
+});
+
+describe('the storage floor of the stack bench', () => {
+  it('given three floor runs, then the floor is the run with the median rate, its CPU with it, and every run\'s rate is kept', () => {
+    const run = (instancesPerSecond: number, azurite: number) => ({ instances: 500, instancesPerSecond, cpuMsPerInstance: { azurite, client: 6 } });
+    expect(medianFloor([run(88, 12), run(129, 8), run(104, 10)])).toEqual({ ...run(104, 10), runRates: [88, 129, 104] });
+    expect(medianFloor([run(90, 11)])).toEqual({ ...run(90, 11), runRates: [90] });
+    expect(medianFloor([])).toBeNull();
   });
 });
