@@ -10,7 +10,8 @@
  * BENCH_ANALYTICS_INSTANCES, default 100000: that of the analytics scenario, statistics and Parquet export);
  * BENCH_WADO_MB (default 512) sizes the WADO-RS multi-frame file, BENCH_WADO_REPEATS (default
  * 50) the timed frame requests;
- * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_UPLOADS=proxy sends the stack's
+ * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_FLOOR_RUNS (default 3) how many
+ * storage floor runs its median is taken of; BENCH_UPLOADS=proxy sends the stack's
  * uploads through the Event Grid stand-in's proxy, and BENCH_DIRECT=0 the host's blob requests too
  * (bench/stackScenario.ts); BENCH_KEEP=1 keeps the temp files;
  * BENCH_PROFILE=<folder> writes a CPU profile of the function host over the burst there (the
