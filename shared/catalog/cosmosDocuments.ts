@@ -90,27 +90,23 @@ export interface ReadDocument<T> {
 }
 
 export interface CosmosDocumentClientOptions {
-  /** Replaces the shared keep-alive agents (a private certificate authority's `ca`, say). */
-  agents?: { http: http.Agent; https: https.Agent };
   /** The clock the signature's date comes from (tests). */
   now?: () => Date;
 }
 
-const sharedAgents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
 
 /** Point operations on the documents of one account's containers. */
 export class CosmosDocumentClient {
   private readonly base: URL;
   private readonly key?: Buffer;
   private readonly tokens?: TokenCache;
-  private readonly agents: { http: http.Agent; https: https.Agent };
   readonly now: () => Date;
 
   constructor(endpoint: string, auth: CosmosAuth, options: CosmosDocumentClientOptions = {}) {
     this.base = new URL(endpoint);
     if (auth.kind === 'key') this.key = Buffer.from(auth.key, 'base64');
     else this.tokens = new TokenCache(auth.credential, [`${this.base.origin}/.default`, SERVICE_SCOPE], 'Cosmos DB');
-    this.agents = options.agents ?? sharedAgents;
     this.now = options.now ?? (() => new Date());
   }
 
@@ -134,7 +130,7 @@ export class CosmosDocumentClient {
     const url = new URL(path, this.base);
     const secure = url.protocol === 'https:';
     return new Promise<Answer>((resolve, reject) => {
-      const request = (secure ? https : http).request(url, { method, headers, agent: secure ? this.agents.https : this.agents.http }, (response) => {
+      const request = (secure ? https : http).request(url, { method, headers, agent: secure ? agents.https : agents.http }, (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('error', reject);
