@@ -4,9 +4,10 @@
  * an absent document as the first read of a new file is, and a query scoped to one partition
  * with its query plan), sent by one SDK client over its default transport, by one over
  * CosmosHttpClient (shared/catalog/cosmosHttpClient.ts, the pipeline's since 0.12.0), and as the
- * pipeline sends them since 0.13.0: the three point operations by CosmosDocuments
+ * pipeline sent them in 0.13.0: the three point operations by CosmosDocuments
  * (shared/catalog/cosmosDocuments.ts), the query by the SDK over CosmosHttpClient with the
- * documents' session tokens. Against the same Cosmos DB server (a process of its own), in turn.
+ * documents' session tokens; and as it sends them since 0.14.0, all four by CosmosDocuments
+ * (the query without a plan). Against the same Cosmos DB server (a process of its own), in turn.
  *
  * The CPU (user and system) of this process per set of the four requests is the figure, over
  * `rounds` rounds of `sets` sets, 8 at a time; the first round of each warms up and is not
@@ -59,6 +60,12 @@ async function main(): Promise<void> {
         await documents.read(`absent-${id}`, 'p');
         await query(queries, id, documents.sessionToken());
       },
+      'CosmosDocuments, query too': async (id) => {
+        await documents.create({ id, pk: 'p', dicom }, 'p');
+        await documents.read(id, 'p');
+        await documents.read(`absent-${id}`, 'p');
+        await documents.query({ query: 'SELECT c.id FROM c WHERE c.id = @id', parameters: [{ name: '@id', value: id }] }, 'p');
+      },
     };
     let n = 0;
     const measure = async (set: (id: string) => Promise<void>, total: number): Promise<number> => {
@@ -78,7 +85,7 @@ async function main(): Promise<void> {
     }
     const rows = Object.entries(results).map(([name, ms]) => [name, String(round(percentile(ms, 50), 3)), ms.map((m) => m.toFixed(3)).join(' ')]);
     process.stdout.write(`${formatTable([['transport', 'CPU ms per set (median)', 'rounds'], ...rows])}\n`);
-    process.stdout.write(`a set: create, point read, point read of an absent document, query in one partition (with its plan); ${count} sets, ${CONCURRENCY} at a time\n`);
+    process.stdout.write(`a set: create, point read, point read of an absent document, query in one partition (with its plan on the SDK); ${count} sets, ${CONCURRENCY} at a time\n`);
   } finally {
     await server.stop();
   }

@@ -232,24 +232,27 @@ async function deleteDoc(c: CatalogContainer, id: string, pk: string, etag: stri
 /**
  * Runs a query, scoped to one study partition when `studyInstanceUid` is given. The scope is
  * also written into the WHERE clause: the local emulator server ignores the partition key
- * option of a query, and on the real service the predicate costs nothing.
+ * of a query, and on the real service the predicate costs nothing. A query within one
+ * partition goes over the documents client, without the query plan the SDK asks for first
+ * (shared/catalog/cosmosDocuments.ts); one across partitions goes over the SDK.
  */
 async function queryAll<T>(c: CatalogContainer, query: string, parameters: { name: string; value: string }[], studyInstanceUid?: string): Promise<T[]> {
-  const scoped = studyInstanceUid === undefined
-    ? { query, parameters }
-    : { query: `${query} AND c.studyInstanceUid = @pk`, parameters: [...parameters, { name: '@pk', value: studyInstanceUid }] };
   try {
-    const { resources } = await withCatalogRecovery(c.container, () => c.container.items.query<T>(scoped, feedOptions(c, studyInstanceUid)).fetchAll());
-    return resources;
+    if (studyInstanceUid === undefined) {
+      const { resources } = await withCatalogRecovery(c.container, () => c.container.items.query<T>({ query, parameters }, feedOptions(c)).fetchAll());
+      return resources;
+    }
+    const scoped = { query: `${query} AND c.studyInstanceUid = @pk`, parameters: [...parameters, { name: '@pk', value: studyInstanceUid }] };
+    return await withCatalogRecovery(c.container, () => c.documents.query<T>(scoped, studyInstanceUid));
   } catch (e) {
     throw fromServiceError(e, 'querying the catalog');
   }
 }
 
-/** A query's options: its partition, and the session tokens of this process's writes. */
-function feedOptions(c: CatalogContainer, partitionKey: string | undefined): FeedOptions {
+/** A query's options: the session tokens of this process's writes. */
+function feedOptions(c: CatalogContainer): FeedOptions {
   const sessionToken = c.documents.sessionToken();
-  return { ...(partitionKey === undefined ? {} : { partitionKey }), ...(sessionToken === undefined ? {} : { sessionToken }) };
+  return sessionToken === undefined ? {} : { sessionToken };
 }
 
 /** Strips Cosmos system properties before a document is written back. */

@@ -1,7 +1,7 @@
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/core-auth';
 import { type Container, CosmosClient, type FeedOptions } from '@azure/cosmos';
 
-import { CosmosIndexStore } from '../../../shared/catalog/cosmosCatalog';
+import { CosmosIndexStore, CosmosResearchCatalog } from '../../../shared/catalog/cosmosCatalog';
 import { CosmosDocumentClient, CosmosRequestError, SessionTokens } from '../../../shared/catalog/cosmosDocuments';
 import { withServer } from './cosmosStandIn';
 
@@ -75,6 +75,77 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
         const container = { items: { query: (_q: unknown, options: FeedOptions) => (asked.push(options), { fetchAll: async () => ({ resources: [] }) }) } } as unknown as Container;
         await new CosmosIndexStore({ container, documents: docs }).findByResearchInstance('1.2.3');
         expect(asked).toEqual([{ sessionToken: '0:-1#12,1:-1#5' }]);
+      },
+    );
+  });
+
+  it('given a query within one partition, then it is signed as a create at the same date, carries the partition, the query flag and the session, and pages through the continuation', async () => {
+    const date = new Date('2026-12-04T02:00:00Z');
+    await withServer(
+      (req, res, _body, n) => {
+        if (n === 1) return json(res, 201, { id: 'a', _etag: '"e"' }, { etag: '"e"', 'x-ms-session-token': '0:-1#7' });
+        if (n === 2) return json(res, 200, { Documents: [{ id: 'x1' }, { id: 'x2' }], _count: 2 }, { 'x-ms-continuation': '{"offset":2}' });
+        json(res, 200, { Documents: [{ id: 'x3' }], _count: 1 });
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }, { now: () => date }).container('catalog', 'research');
+        await docs.create({ id: 'a', studyInstanceUid: PK }, PK);
+        const spec = { query: 'SELECT c.id FROM c WHERE c.seriesInstanceUid = @s', parameters: [{ name: '@s', value: '1.2.3' }] };
+        await expect(docs.query<{ id: string }>(spec, PK)).resolves.toEqual([{ id: 'x1' }, { id: 'x2' }, { id: 'x3' }]);
+        const [create, first, second] = seen;
+        for (const q of [first, second]) {
+          expect(q?.method).toBe('POST');
+          expect(q?.url).toBe(create?.url);
+          // The same verb, resource type and link as a create: the SDK-checked signature above.
+          expect(q?.headers.authorization).toBe(create?.headers.authorization);
+          expect(q?.headers['x-ms-documentdb-isquery']).toBe('True');
+          expect(q?.headers['content-type']).toBe('application/query+json');
+          expect(q?.headers['x-ms-documentdb-partitionkey']).toBe(JSON.stringify([PK]));
+          expect(q?.headers['x-ms-session-token']).toBe('0:-1#7');
+          expect(JSON.parse(q?.body ?? '')).toEqual(spec);
+        }
+        expect(first?.headers['x-ms-continuation']).toBeUndefined();
+        expect(second?.headers['x-ms-continuation']).toBe('{"offset":2}');
+      },
+    );
+  });
+
+  it('given a query answered 404/1002 and then 404, then it is sent again and then rejects with 404 (a query of a missing container is no empty result)', async () => {
+    await withServer(
+      (_req, res, _body, n) => json(res, 404, { code: 'NotFound' }, n === 1 ? { 'x-ms-substatus': '1002' } : {}),
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'research');
+        await expect(docs.query({ query: 'SELECT * FROM c' }, PK)).rejects.toMatchObject({ statusCode: 404, code: 404 });
+        expect(seen).toHaveLength(2);
+      },
+    );
+  });
+
+  it('given a summary refresh, then its queries go over the documents client within the study partition, and the SDK (with its query plan) is not asked', async () => {
+    const study = PK;
+    const series = '1.2.826.0.1.3680043.10.1.6';
+    const instance = { id: DOC_ID, type: 'instance', studyInstanceUid: study, seriesInstanceUid: series, sopInstanceUid: '1.2.826.0.1.3680043.10.1.7', sopClassUid: '1.2.840.10008.5.1.4.1.1.2', modality: 'CT', updatedAt: '2026-12-04T02:00:00.000Z', dicom: { '00080060': { vr: 'CS', Value: ['CT'] } } };
+    const seriesDoc = { id: `series:${series}`, type: 'series', studyInstanceUid: study, seriesInstanceUid: series, modality: 'CT', numberOfSeriesRelatedInstances: 1, sopClassesInSeries: [instance.sopClassUid], dicom: {}, updatedAt: '2026-12-04T02:00:00.000Z' };
+    await withServer(
+      (req, res, body) => {
+        if (req.method === 'GET') return req.url?.endsWith(encodeURI(DOC_ID)) ? json(res, 200, { ...instance, _etag: '"i"' }) : json(res, 404, { code: 'NotFound' });
+        if (req.headers['x-ms-documentdb-isquery']) return json(res, 200, { Documents: body.includes("'series'") ? [seriesDoc] : [instance], _count: 1 });
+        json(res, 201, { _etag: '"w"' }, { etag: '"w"' });
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'research');
+        const container = { items: { query: () => { throw new Error('the SDK was asked for a query within one partition'); } } } as unknown as Container;
+        await new CosmosResearchCatalog({ container, documents: docs }).refreshSummaries(study, series);
+        const queries = seen.filter((r) => r.headers['x-ms-documentdb-isquery'] === 'True');
+        expect(queries).toHaveLength(2);
+        for (const q of queries) {
+          expect(q.headers['x-ms-documentdb-partitionkey']).toBe(JSON.stringify([study]));
+          expect(JSON.parse(q.body)).toMatchObject({ parameters: expect.arrayContaining([{ name: '@pk', value: study }]) });
+        }
+        expect(seen.some((r) => r.headers['x-ms-cosmos-is-query-plan-request'] !== undefined)).toBe(false);
+        // The two summaries were written: a series and a study document.
+        const created = seen.filter((r) => r.method === 'POST' && !r.headers['x-ms-documentdb-isquery']).map((r) => (JSON.parse(r.body) as { type: string }).type);
+        expect(created.sort()).toEqual(['series', 'study']);
       },
     );
   });
