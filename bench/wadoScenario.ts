@@ -9,10 +9,15 @@
  * - the whole instance is retrieved through WADO-RS and downloaded plainly from the blob:
  *   MB/s of both;
  * - the function host's resident set is sampled (/proc) while it streams the instance and the
- *   last frames: the peak above the level before, against the instance's size (flat memory).
+ *   last frames: the peak above the level before, against the instance's size (flat memory);
+ * - then while a slow client takes the instance at SLOW_CLIENT_MBPS for SLOW_CLIENT_SECONDS and
+ *   goes away: what the host would hold if it read storage faster than its client takes the
+ *   answer (before 0.14.0 it did: functions/httpBackpressure.ts).
  *
  * The function host runs in a process of its own (local/hostProcess.ts), so its RSS is its own;
- * the plain reads go to the same blob endpoint the host reads from.
+ * the plain reads go to the same blob endpoint the host reads from. Both reach Azurite itself,
+ * as they reach storage in Azure (BENCH_DIRECT=0: both through the Event Grid stand-in's proxy,
+ * as in `npm start`); the upload goes through the proxy, which raises its event.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -41,6 +46,10 @@ export interface LatencySummary {
   p99Ms: number;
 }
 
+/** The slow client: how fast it takes the instance, and for how long. */
+const SLOW_CLIENT_MBPS = 20;
+const SLOW_CLIENT_SECONDS = 5;
+
 export interface WadoResult {
   fileBytes: number;
   frames: number;
@@ -50,6 +59,9 @@ export interface WadoResult {
   lastFrame: { wado: LatencySummary; plain: LatencySummary; p50Ratio: number; p99Ratio: number };
   instance: { wadoMBps: number; plainMBps: number; ratio: number; runs: number };
   hostRss: { beforeMB: number; peakMB: number; peakDeltaMB: number; instanceMB: number };
+  /** The host's RSS while a slow client takes the instance: the peak above the level before, and what the client took. */
+  slowClient: { peakDeltaMB: number; takenMB: number; seconds: number };
+  wiring: 'direct' | 'stand-in';
 }
 
 /** The resident set of a process, in MiB (Linux /proc). */
@@ -83,6 +95,31 @@ function summary(ms: number[]): LatencySummary {
   return { p50Ms: round(percentile(ms, 50), 2), p99Ms: round(percentile(ms, 99), 2) };
 }
 
+/** Takes an answer at about SLOW_CLIENT_MBPS for SLOW_CLIENT_SECONDS (reading, then pausing), then goes away. */
+async function slowClient(url: string, headers: Record<string, string>): Promise<{ bytes: number; seconds: number }> {
+  const controller = new AbortController();
+  const started = performance.now();
+  const res = await fetch(url, { headers, signal: controller.signal });
+  if (res.status !== 200 || !res.body) throw new Error(`slow client: ${res.status}`);
+  const reader = res.body.getReader();
+  let bytes = 0;
+  try {
+    while (performance.now() - started < SLOW_CLIENT_SECONDS * 1000) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      bytes += value.length;
+      // Behind its pace: wait until it is back on it.
+      const due = started + (bytes / (SLOW_CLIENT_MBPS * 1024 * 1024)) * 1000;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  } finally {
+    controller.abort();
+    await reader.cancel().catch(() => undefined);
+  }
+  return { bytes, seconds: (performance.now() - started) / 1000 };
+}
+
 async function waitForCataloged(index: Container, blobName: string, timeoutMs: number): Promise<IngestionDocument> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -113,7 +150,8 @@ export async function runWadoScenario(options: WadoScenarioOptions): Promise<Wad
     const file = path.join(options.workDir, 'wado-mf.dcm');
     const fileBytes = writeMultiFrame(file, { seed: options.seed, frames });
 
-    const { events, cosmosServer, env, settings, blobService } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey }, stops);
+    const direct = process.env.BENCH_DIRECT !== '0';
+    const { events, cosmosServer, env, settings, blobService, directBlobService } = await startBenchServices({ workDir: options.workDir, deidKey: options.deidKey, direct }, stops);
     const functionHost = await startHostProcess({ projectRoot: options.projectRoot, env, logFile: path.join(options.workDir, 'wado-stack.log') });
     stops.push(() => functionHost.stop());
     events.setWebhookBaseUrl(functionHost.url);
@@ -134,7 +172,7 @@ export async function runWadoScenario(options: WadoScenarioOptions): Promise<Wad
     const token = JSON.parse(fs.readFileSync(path.join(options.workDir, 'tokens.json'), 'utf8')) as { research: string };
     const instanceUrl = `${functionHost.url}/api/dicomweb/studies/${r.studyInstanceUid}/series/${r.seriesInstanceUid}/instances/${r.sopInstanceUid}`;
     const auth = { authorization: `Bearer ${token.research}` };
-    const researchBlob = blobService.getContainerClient(settings.researchContainer).getBlobClient(r.blob);
+    const researchBlob = (direct ? directBlobService : blobService).getContainerClient(settings.researchContainer).getBlobClient(r.blob);
     const size = (await researchBlob.getProperties()).contentLength ?? 0;
     // The pixel data is the copy's end (no trailing elements in the generated file): frame n's offset follows.
     const pixelStart = size - frames * FRAME_BYTES;
@@ -195,6 +233,11 @@ export async function runWadoScenario(options: WadoScenarioOptions): Promise<Wad
       plainSeconds += (performance.now() - started) / 1000;
     }
     const peak = rss.stop();
+
+    const slowBefore = rssMB(functionHost.pid);
+    const slowRss = sampleRss(functionHost.pid);
+    const slow = await slowClient(instanceUrl, { ...auth, accept: 'application/dicom; transfer-syntax=*' });
+    const slowPeak = slowRss.stop();
     const wadoMBps = round((size * runs) / 1e6 / wadoSeconds, 1);
     const plainMBps = round((size * runs) / 1e6 / plainSeconds, 1);
     return {
@@ -206,6 +249,8 @@ export async function runWadoScenario(options: WadoScenarioOptions): Promise<Wad
       lastFrame,
       instance: { wadoMBps, plainMBps, ratio: round(wadoMBps / plainMBps, 2), runs },
       hostRss: { beforeMB: round(before, 1), peakMB: round(peak, 1), peakDeltaMB: round(peak - before, 1), instanceMB: round(size / 1024 / 1024, 1) },
+      slowClient: { peakDeltaMB: round(slowPeak - slowBefore, 1), takenMB: round(slow.bytes / 1024 / 1024, 1), seconds: round(slow.seconds, 1) },
+      wiring: direct ? 'direct' : 'stand-in',
     };
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);

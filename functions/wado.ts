@@ -6,7 +6,8 @@
  * their copies (recordInAdvance): the answer waits for both, not for one after the other.
  *
  * HTTP streaming is on for the app: without it the worker reads a response body whole before
- * handing it to the host, and a 2 GB instance would be held in memory.
+ * handing it to the host, and a 2 GB instance would be held in memory. With it, the library
+ * writes the body without flow control, which functions/httpBackpressure.ts puts back.
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 
@@ -18,6 +19,7 @@ import { ErrorCodes, httpErrorBody, httpStatusFor, isPipelineError } from '../sh
 import type { ResearchInstance } from '../shared/retrieve/researchInstances';
 import { retrieve, type WadoResource } from '../shared/retrieve/wado';
 import { runtime } from '../shared/runtime';
+import { paced } from './httpBackpressure';
 
 app.setup({ enableHttpStream: true });
 
@@ -52,8 +54,9 @@ function wadoHandler(resource: WadoResource) {
         ...(advance ? { disclosing: (status: number, returned: ResearchInstance[]) => advance(status, accessTargetOf(request, returned)) } : {}),
       });
       // A web stream of the answer's own chunks: given an async iterable, the Response the library
-      // builds would copy every chunk into a byte stream of its own.
-      const body = typeof answer.body === 'string' ? answer.body : ReadableStream.from(answer.body);
+      // builds would copy every chunk into a byte stream of its own. Paced by the response, which
+      // the library does not do (functions/httpBackpressure.ts).
+      const body = typeof answer.body === 'string' ? answer.body : ReadableStream.from(paced(answer.body, context.invocationId));
       const response: HttpResponseInit = { status: answer.status, headers: answer.headers, body };
       carried.set(response, answer.returned);
       return response;

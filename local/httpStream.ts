@@ -43,7 +43,17 @@ export function handToWorker(listener: http.Server, invocationId: string, req: h
   headers['content-length'] = String(body.length);
   const message = Object.assign(Readable.from(body.length > 0 ? [body] : []), { headers, method: req.method, url: `${url.pathname}${url.search}` });
   const setHeader = res.setHeader.bind(res);
-  res.setHeader = ((name: string, value: number | string | readonly string[]) => (HOP_HEADERS.has(name.toLowerCase()) ? res : setHeader(name, value))) as typeof res.setHeader;
+  res.setHeader = ((name: string, value: number | string | readonly string[]) => {
+    const lower = name.toLowerCase();
+    if (!HOP_HEADERS.has(lower)) return setHeader(name, value);
+    // Set and taken off again: what watches the invocation id being set on a response (the app's
+    // flow control, functions/httpBackpressure.ts) sees it as it does behind the Functions host.
+    if (lower === 'x-ms-invocation-id') {
+      setHeader(name, value);
+      res.removeHeader(name);
+    }
+    return res;
+  }) as typeof res.setHeader;
   const done = new Promise<void>((resolve) => res.once('close', () => resolve()));
   listener.emit('request', message, res);
   return { done, answered: () => res.headersSent || res.writableEnded };

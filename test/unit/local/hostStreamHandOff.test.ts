@@ -1,21 +1,54 @@
 /**
  * In HTTP streaming mode the local host gives each request to the worker's listener in its own
  * process (handToWorker): no connection from the host to the listener, the library writes the
- * answer onto the client's response, and the hop's own header stays off it.
+ * answer onto the client's response, and the hop's own header stays off it. A streamed body
+ * paced by its response (functions/httpBackpressure.ts) is read no faster than the client takes
+ * it, and no further once the client has gone.
  */
 import * as fs from 'fs';
 import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
+import * as ts from 'typescript';
 
 import { capturingServers, type FunctionHost, startHost } from '../../../local/host';
 
 const functionsLib = JSON.stringify(require.resolve('@azure/functions'));
+// The host loads the fixture with Node's own require, outside this test's sandbox: the fixture
+// gets the app's flow control module compiled beside it, and tells its state over HTTP.
+const BACKPRESSURE_SOURCE = path.join(__dirname, '../../../functions/httpBackpressure.ts');
+
+/** What the streaming fixture function records of its body: chunks pulled from it, and whether its reading ended. */
+interface BigBody {
+  pulled: number;
+  ended: boolean;
+}
+const BIG_CHUNKS = 256;
+const BIG_CHUNK_BYTES = 1024 * 1024;
 
 const FUNCTIONS = `
 const { app } = require(${functionsLib});
 app.setup({ enableHttpStream: true });
 app.http('hello', { methods: ['GET'], authLevel: 'anonymous', route: 'hello/{n}', handler: async (request) => ({ body: 'hello ' + request.params.n }) });
+const { paced } = require('../lib/httpBackpressure.js');
+const bodies = {};
+app.http('bigState', { methods: ['GET'], authLevel: 'anonymous', route: 'big-state/{name}', handler: async (request) => ({ jsonBody: bodies[request.params.name] ?? null }) });
+app.http('big', { methods: ['GET'], authLevel: 'anonymous', route: 'big/{name}', handler: async (request, context) => {
+  const state = bodies[request.params.name] = { pulled: 0, ended: false };
+  async function* source() {
+    try {
+      for (let i = 0; i < ${BIG_CHUNKS}; i++) {
+        state.pulled += 1;
+        yield Buffer.alloc(${BIG_CHUNK_BYTES}, i);
+      }
+    } finally {
+      state.ended = true;
+    }
+  }
+  const name = request.params.name;
+  const chunks = name.startsWith('unpaced') ? source() : name.startsWith('stall') ? paced(source(), context.invocationId, 300) : paced(source(), context.invocationId);
+  return { headers: { 'content-type': 'application/octet-stream' }, body: ReadableStream.from(chunks) };
+} });
 app.http('echo', { methods: ['POST'], authLevel: 'anonymous', route: 'echo', handler: async (request) => ({ headers: { 'x-seen': request.headers.get('x-seen') ?? '' }, body: 'got ' + (await request.text()) + ' from ' + new URL(request.url).host }) });
 `;
 
@@ -29,6 +62,9 @@ beforeAll(async () => {
   fs.mkdirSync(path.join(dir, 'functions'));
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'fixture-app', main: 'functions/*.js' }));
   fs.writeFileSync(path.join(dir, 'functions', 'app.js'), FUNCTIONS);
+  fs.mkdirSync(path.join(dir, 'lib'));
+  const compiled = ts.transpileModule(fs.readFileSync(BACKPRESSURE_SOURCE, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } });
+  fs.writeFileSync(path.join(dir, 'lib', 'httpBackpressure.js'), compiled.outputText);
   host = await capturingServers(created, () => startHost({ projectRoot: dir, port: 0, logSink: () => undefined }));
 });
 
@@ -78,4 +114,86 @@ test('given a POST with a body in streaming mode, then the handler reads the bod
   expect(res.status).toBe(200);
   expect(res.headers.get('x-seen')).toBe('yes');
   expect(await res.text()).toBe(`got a body from ${new URL(host.url).host}`);
+});
+
+async function bigBody(name: string): Promise<BigBody> {
+  const state = (await (await fetch(`${host.url}/api/big-state/${name}`)).json()) as BigBody | null;
+  if (!state) throw new Error(`the function did not run for ${name}`);
+  return state;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Asks for /big/{name}, takes the headers and then nothing for `holdMs`; then goes away. */
+async function slowClient(name: string, holdMs: number): Promise<{ status: number; whileHeld: number }> {
+  return new Promise((resolve, reject) => {
+    const request = http.get(`${host.url}/api/big/${name}`, (res) => {
+      res.pause();
+      void sleep(holdMs)
+        .then(() => bigBody(name))
+        .then(({ pulled }) => {
+          request.destroy();
+          resolve({ status: res.statusCode ?? 0, whileHeld: pulled });
+        }, reject);
+    });
+    request.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+  });
+}
+
+test('given a client that takes nothing, then a paced body is read no further than what the sockets hold, and not at all once the client has gone', async () => {
+  const { status, whileHeld } = await slowClient('paced', 1500);
+  expect(status).toBe(200);
+  // 256 MiB asked for; the socket buffers of a loopback connection take a few MiB.
+  expect(whileHeld).toBeGreaterThan(0);
+  expect(whileHeld).toBeLessThanOrEqual(24);
+  let after = await bigBody('paced');
+  for (let i = 0; i < 50 && !after.ended; i++) after = (await sleep(20), await bigBody('paced'));
+  expect(after.ended).toBe(true);
+  expect(after.pulled).toBeLessThanOrEqual(whileHeld + 1);
+});
+
+test('given a client that takes nothing for longer than the stall limit, then its answer is given up and the body no longer read', async () => {
+  let response: http.IncomingMessage | undefined;
+  const request = http.get(`${host.url}/api/big/stalled`, (res) => {
+    res.pause();
+    response = res;
+  });
+  request.on('error', () => undefined);
+  // The limit is 300 ms for this route; a paused client does not see its connection go until it reads again.
+  await sleep(1500);
+  const state = await bigBody('stalled');
+  expect(state.ended).toBe(true);
+  expect(state.pulled).toBeLessThanOrEqual(24);
+  expect(response?.statusCode).toBe(200);
+  // Read again, the client gets what the sockets held and then the cut: the answer is incomplete.
+  const complete = await new Promise<boolean>((resolve) => {
+    const res = response as http.IncomingMessage;
+    res.on('close', () => resolve(res.complete));
+    res.on('error', () => undefined);
+    res.resume();
+  });
+  expect(complete).toBe(false);
+});
+
+test('given the same body unpaced, then the library reads it all while the client takes nothing (the flaw pacing works around)', async () => {
+  const { whileHeld } = await slowClient('unpaced', 1500);
+  expect(whileHeld).toBe(BIG_CHUNKS);
+});
+
+test('given a client that reads, then a paced body arrives whole and in order', async () => {
+  const hash = await new Promise<{ bytes: number; firstOfLast: number }>((resolve, reject) => {
+    http
+      .get(`${host.url}/api/big/whole`, (res) => {
+        let bytes = 0;
+        let last: Buffer | undefined;
+        res.on('data', (d: Buffer) => {
+          bytes += d.length;
+          last = d;
+        });
+        res.on('end', () => resolve({ bytes, firstOfLast: last?.[last.length - 1] ?? -1 }));
+      })
+      .on('error', reject);
+  });
+  expect(hash).toEqual({ bytes: BIG_CHUNKS * BIG_CHUNK_BYTES, firstOfLast: (BIG_CHUNKS - 1) % 256 });
+  expect(await bigBody('whole')).toEqual({ pulled: BIG_CHUNKS, ended: true });
 });
