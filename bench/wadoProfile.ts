@@ -21,8 +21,9 @@
  * WADO_HOST_NODE_ARGS passes options to the host's Node (e.g. `--trace-gc`, or a V8 heap setting
  * to compare); WADO_PROFILE_CPU=<file> writes the host's CPU profile over the last requests.
  *
- * By default the host reaches storage as in `npm start`, through the local Event Grid stand-in,
- * and so do the plain reads. WADO_DIRECT=1 wires both straight to Azurite, as they are in Azure.
+ * By default the host and the plain reads reach Azurite itself, as they reach storage in Azure and
+ * as the WADO-RS bench wires them (bench/wadoScenario.ts). WADO_DIRECT=0 sends both through the
+ * local Event Grid stand-in's proxy, as `npm start` does.
  */
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -67,8 +68,8 @@ async function main(): Promise<void> {
   try {
     const file = path.join(workDir, 'mf.dcm');
     writeMultiFrame(file, { seed: 7, frames });
-    const { events, cosmosServer, env, settings, blobService: proxied, directBlobService } = await startBenchServices({ workDir, deidKey: 'wado-profile-deid-key-not-for-production-0123456789', direct: process.env.WADO_DIRECT === '1' }, stops);
-    const blobService = process.env.WADO_DIRECT === '1' ? directBlobService : proxied;
+    const { events, cosmosServer, env, settings, blobService: proxied, directBlobService } = await startBenchServices({ workDir, deidKey: 'wado-profile-deid-key-not-for-production-0123456789', direct: process.env.WADO_DIRECT !== '0' }, stops);
+    const blobService = process.env.WADO_DIRECT !== '0' ? directBlobService : proxied;
     const nodeArgs = process.env.WADO_HOST_NODE_ARGS?.split(' ').filter(Boolean);
     const host = await startHostProcess({ projectRoot: path.resolve(__dirname, '..', '..'), env, logFile: path.join(workDir, 'host.log'), nodeArgs });
     stops.push(() => host.stop());
