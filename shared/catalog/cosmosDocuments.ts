@@ -11,16 +11,16 @@
  * CPU against 0.35-0.45 ms here (docs/performance.md, 0.13.0), and an ingestion makes about
  * three such requests per instance. A query within one partition needs no query plan (the
  * gateway runs it as it is, with the partition key header); the SDK asks for one before every
- * query all the same, and a summary refresh cost 2.0 ms of CPU with the SDK (0.14.0).
+ * query all the same, which cost about 0.45 ms more CPU per query (docs/performance.md, 0.14.0).
  *
  * What it does, as the SDK does it for these requests (REST API version 2020-07-15):
  * - authorises with the account key (the master-key signature of the verb, the resource type,
  *   the resource link and the date) or with an Entra ID token from a TokenCredential (the
  *   account's scope, then `https://cosmos.azure.com/.default`), cached until it nears expiry;
  * - keeps the session tokens of every answer, per partition key range, and sends them with its
- *   reads and queries; `sessionToken()` hands them to the SDK's queries (its `sessionToken` option), so that
- *   a query in this process sees what this process wrote, under the account's Session
- *   consistency (infra/azuredeploy.json);
+ *   reads and queries; `sessionToken()` hands them to the SDK's queries (its `sessionToken`
+ *   option), so that a query in this process sees what this process wrote, under the account's
+ *   Session consistency (infra/azuredeploy.json);
  * - retries 429 after the service's `x-ms-retry-after-ms`, up to 9 times and 30 s in all;
  *   retries a read that meets 404 with substatus 1002 (this session's writes not yet at that
  *   replica) a few times, and then fails it as unavailable (503), never as absent, and drops
@@ -199,6 +199,20 @@ export class SessionTokens {
   }
 }
 
+/** One request on documents: a point operation, or one page of a query. */
+interface Operation {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** The document's link (`dbs/../colls/../docs/<id>`), or the container's for a create or a query. */
+  link: string;
+  partitionKey: string;
+  body?: string;
+  ifMatch?: string;
+  /** What the request does, for its errors. */
+  what: string;
+  /** A query's page: the continuation token of the page before (none for the first). */
+  query?: { continuation?: string };
+}
+
 /** Point operations on the documents of one container. Every method may be called concurrently. */
 export class CosmosDocuments {
   private readonly sessions = new SessionTokens();
@@ -216,7 +230,7 @@ export class CosmosDocuments {
 
   /** Reads a document; undefined when there is none. */
   async read<T>(id: string, partitionKey: string): Promise<ReadDocument<T> | undefined> {
-    const answer = await this.request('GET', 'docs', this.docLink(id), partitionKey, undefined, undefined, 'reading a document');
+    const answer = await this.request({ method: 'GET', link: this.docLink(id), partitionKey, what: 'reading a document' });
     if (answer.status === 404) return undefined;
     const resource = JSON.parse(answer.text) as T & { _etag: string };
     return { resource, etag: resource._etag };
@@ -225,19 +239,19 @@ export class CosmosDocuments {
   /** Creates a document; 409 when one with its id is in the partition. Resolves with its ETag. */
   async create<T extends { id: string }>(doc: T, partitionKey: string): Promise<{ etag: string }> {
     validateId(doc.id);
-    const answer = await this.request('POST', 'docs', this.link, partitionKey, JSON.stringify(doc), undefined, 'creating a document');
+    const answer = await this.request({ method: 'POST', link: this.link, partitionKey, body: JSON.stringify(doc), what: 'creating a document' });
     return { etag: etagOf(answer) };
   }
 
   /** Replaces a document, only over `ifMatch` (412 otherwise; 404 when it is gone). Resolves with the new ETag. */
   async replace<T extends { id: string }>(doc: T, partitionKey: string, ifMatch: string): Promise<{ etag: string }> {
-    const answer = await this.request('PUT', 'docs', this.docLink(doc.id), partitionKey, JSON.stringify(doc), ifMatch, 'replacing a document');
+    const answer = await this.request({ method: 'PUT', link: this.docLink(doc.id), partitionKey, body: JSON.stringify(doc), ifMatch, what: 'replacing a document' });
     return { etag: etagOf(answer) };
   }
 
   /** Deletes a document, only over `ifMatch` when given (412 otherwise); 404 when there is none. */
   async delete(id: string, partitionKey: string, ifMatch?: string): Promise<void> {
-    await this.request('DELETE', 'docs', this.docLink(id), partitionKey, undefined, ifMatch, 'deleting a document');
+    await this.request({ method: 'DELETE', link: this.docLink(id), partitionKey, ...(ifMatch !== undefined ? { ifMatch } : {}), what: 'deleting a document' });
   }
 
   /**
@@ -251,7 +265,7 @@ export class CosmosDocuments {
     const out: T[] = [];
     let continuation: string | undefined;
     do {
-      const answer = await this.request('POST', 'docs', this.link, partitionKey, body, undefined, 'querying documents', continuation ?? null);
+      const answer = await this.request({ method: 'POST', link: this.link, partitionKey, body, what: 'querying documents', query: { continuation } });
       const page = JSON.parse(answer.text) as { Documents?: T[] };
       if (!Array.isArray(page.Documents)) throw new CosmosRequestError('querying documents: the answer has no Documents', { statusCode: 500 });
       for (const doc of page.Documents) out.push(doc);
@@ -267,36 +281,21 @@ export class CosmosDocuments {
 
   /**
    * Sends one operation with its retries. Resolves with a 2xx answer, or with a 404 for a read
-   * (the document is absent); rejects with a CosmosRequestError otherwise. `continuation` makes
-   * it a query (null: its first page), which is retried as a read.
+   * (the document is absent); rejects with a CosmosRequestError otherwise.
    */
-  private async request(
-    method: 'GET' | 'POST' | 'PUT' | 'DELETE',
-    resourceType: string,
-    resourceLink: string,
-    partitionKey: string,
-    body: string | undefined,
-    ifMatch: string | undefined,
-    what: string,
-    continuation?: string | null,
-  ): Promise<Answer> {
-    const query = continuation !== undefined;
-    const read = method === 'GET' || query;
+  private async request(op: Operation): Promise<Answer> {
+    const { method, link, body, what } = op;
+    // A query is retried as a read is.
+    const read = method === 'GET' || op.query !== undefined;
     let throttled = 0;
     let throttleWaitMs = 0;
     let sessionRetries = 0;
     for (let tries = 1; ; tries++) {
       // Outside the try: a credential that gives no token fails as it fails (as with the SDK).
-      const headers = await this.headers(method, resourceType, resourceLink, partitionKey, body, ifMatch, read);
-      if (query) {
-        headers['x-ms-documentdb-isquery'] = 'True';
-        headers['content-type'] = 'application/query+json';
-        headers['x-ms-max-item-count'] = String(QUERY_PAGE_ITEMS);
-        if (continuation) headers['x-ms-continuation'] = continuation;
-      }
+      const headers = await this.headers(op, read);
       let answer: Answer;
       try {
-        answer = await this.client.send(method, `/${encodeURI(resourceLink)}${method === 'POST' ? `/${resourceType}` : ''}`, headers, body);
+        answer = await this.client.send(method, `/${encodeURI(link)}${method === 'POST' ? '/docs' : ''}`, headers, body);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException | null)?.code;
         if (read && tries < MAX_READ_TRIES && typeof code === 'string' && RETRIABLE_SOCKET_ERRORS.has(code)) {
@@ -334,23 +333,28 @@ export class CosmosDocuments {
     }
   }
 
-  private async headers(method: string, resourceType: string, resourceLink: string, partitionKey: string, body: string | undefined, ifMatch: string | undefined, read: boolean): Promise<Record<string, string>> {
+  private async headers(op: Operation, read: boolean): Promise<Record<string, string>> {
     const date = this.client.now().toUTCString();
     const headers: Record<string, string> = {
       'x-ms-date': date,
       'x-ms-version': COSMOS_API_VERSION,
-      authorization: await this.client.authorization(method, resourceType, resourceLink, date),
-      'x-ms-documentdb-partitionkey': JSON.stringify([partitionKey]),
+      authorization: await this.client.authorization(op.method, 'docs', op.link, date),
+      'x-ms-documentdb-partitionkey': JSON.stringify([op.partitionKey]),
       // The SDK sends this with every request; the local emulator server needs it on point reads.
       'x-ms-documentdb-query-enablecrosspartition': 'true',
       accept: 'application/json',
       'cache-control': 'no-cache',
     };
-    if (body !== undefined) {
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = String(Buffer.byteLength(body));
+    if (op.body !== undefined) {
+      headers['content-type'] = op.query ? 'application/query+json' : 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(op.body));
     }
-    if (ifMatch !== undefined) headers['if-match'] = ifMatch;
+    if (op.query) {
+      headers['x-ms-documentdb-isquery'] = 'True';
+      headers['x-ms-max-item-count'] = String(QUERY_PAGE_ITEMS);
+      if (op.query.continuation !== undefined) headers['x-ms-continuation'] = op.query.continuation;
+    }
+    if (op.ifMatch !== undefined) headers['if-match'] = op.ifMatch;
     const session = read ? this.sessions.toString() : undefined;
     if (session !== undefined) headers['x-ms-session-token'] = session;
     return headers;
