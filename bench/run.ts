@@ -14,7 +14,8 @@
  * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_FLOOR_RUNS (default 3) how many
  * storage floor runs its median is taken of; BENCH_UPLOADS=proxy sends the stack's
  * uploads through the Event Grid stand-in's proxy, and BENCH_DIRECT=0 the host's blob requests too
- * (bench/stackScenario.ts); BENCH_KEEP=1 keeps the temp files;
+ * (bench/stackScenario.ts; in the WADO-RS scenario, its host's and its plain reads);
+ * BENCH_KEEP=1 keeps the temp files;
  * BENCH_PROFILE=<folder> writes a CPU profile of the function host over the burst there (the
  * profiler costs the host CPU: take the CPU figures from a run without it).
  */
