@@ -12,9 +12,8 @@
  * `paced` puts the flow control back: before it gives the library the next chunk, it waits
  * until the response has written out what it holds (`drain`). It finds the response by the
  * invocation's id, which the library sets on it as the header `x-ms-invocation-id` before the
- * first chunk: `installResponseRegistry` (run when this module loads) wraps
- * `http.ServerResponse.prototype.setHeader` to note which response carries which id, and
- * forgets it when the response closes. A response that closes (the client went away) ends the
+ * first chunk: when this module loads, it wraps `http.ServerResponse.prototype.setHeader` to
+ * note which response carries which id, and forgets it when the response closes. A response that closes (the client went away) ends the
  * body, so the rest of the blob is not read for nobody; one whose client takes nothing for
  * STALL_MS is destroyed.
  *
@@ -25,29 +24,22 @@ import * as http from 'node:http';
 
 const INVOCATION_HEADER = 'x-ms-invocation-id';
 /** How long a response may hold unsent bytes that its client does not take before it is given up. */
-export const STALL_MS = 60_000;
+const STALL_MS = 60_000;
 
 const answering = new Map<string, WeakRef<http.ServerResponse>>();
-let installed = false;
 
-/** Notes, for each response that is given an invocation id, which response it is. Once per process. */
-export function installResponseRegistry(): void {
-  if (installed) return;
-  installed = true;
-  const original = http.ServerResponse.prototype.setHeader;
-  http.ServerResponse.prototype.setHeader = function setHeader(this: http.ServerResponse, name: string, value: number | string | readonly string[]) {
-    if (typeof value === 'string' && name.toLowerCase() === INVOCATION_HEADER && !answering.has(value)) {
-      answering.set(value, new WeakRef(this));
-      this.once('close', () => answering.delete(value));
-    }
-    return original.call(this, name, value);
-  } as typeof original;
-}
-
-installResponseRegistry();
+// Notes, for each response given an invocation id, which response it is (once this module loads).
+const originalSetHeader = http.ServerResponse.prototype.setHeader;
+http.ServerResponse.prototype.setHeader = function setHeader(this: http.ServerResponse, name: string, value: number | string | readonly string[]) {
+  if (typeof value === 'string' && name.toLowerCase() === INVOCATION_HEADER && !answering.has(value)) {
+    answering.set(value, new WeakRef(this));
+    this.once('close', () => answering.delete(value));
+  }
+  return originalSetHeader.call(this, name, value);
+} as typeof originalSetHeader;
 
 /** The response that carries this invocation's answer, while it is open. */
-export function responseOf(invocationId: string): http.ServerResponse | undefined {
+function responseOf(invocationId: string): http.ServerResponse | undefined {
   return answering.get(invocationId)?.deref();
 }
 
