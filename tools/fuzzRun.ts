@@ -7,6 +7,7 @@ import { defaultProfile } from '../shared/dicom/deid/profile';
 import type { HeaderLimits } from '../shared/dicom/limits';
 import { isPipelineError } from '../shared/errors';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
+import { EventLoopReport, EventLoopWatch } from './eventLoopWatch';
 
 /** A fixed key: research identifiers made with it mean nothing anywhere else. */
 export const FUZZ_DEID_KEY = Buffer.from('vna-fuzz-deid-key-not-for-production-use-0123456789', 'utf8');
@@ -55,8 +56,9 @@ export interface FuzzSummary {
   /** Cases that took longer than the time bound. */
   slow: { case: unknown; ms: number }[];
   slowestMs: number;
-  /** Longest stretch without a turn of the event loop (a 1 ms timer's largest gap). */
+  /** Longest stretch without a turn of the event loop (a 1 ms timer's largest gap), in CPU time, and in wall time. */
   longestBlockMs: number;
+  longestBlockWallMs: number;
   /** Peak resident set of the process (so far in its life), and the growth of the sampled RSS over the run's start. */
   peakRssMb: number;
   rssGrowthMb: number;
@@ -71,47 +73,34 @@ export async function runFuzzCases<C>(
   build: (c: C) => Promise<Buffer>,
   options: { timeBoundMs: number; limits?: Partial<HeaderLimits>; onCase?: (c: C, outcome: CoreOutcome, ms: number) => void },
 ): Promise<FuzzSummary> {
-  const rssStart = process.memoryUsage().rss;
-  let peakRss = rssStart;
-  let last = performance.now();
-  let longestBlockMs = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    longestBlockMs = Math.max(longestBlockMs, now - last);
-    last = now;
-  }, 1);
-  const rssTimer = setInterval(() => {
-    peakRss = Math.max(peakRss, process.memoryUsage().rss);
-  }, 20);
-  const summary: FuzzSummary = { cases: 0, outcomes: {}, internal: [], slow: [], slowestMs: 0, longestBlockMs: 0, peakRssMb: 0, rssGrowthMb: 0 };
+  const watch = new EventLoopWatch();
+  watch.pause();
+  const summary: FuzzSummary = { cases: 0, outcomes: {}, internal: [], slow: [], slowestMs: 0, longestBlockMs: 0, longestBlockWallMs: 0, peakRssMb: 0, rssGrowthMb: 0 };
+  let report: EventLoopReport;
   try {
     for (const c of cases) {
       const bytes = await build(c);
-      // Building a case is not the core's work: the clock of the event loop starts after it.
-      last = performance.now();
+      // Building a case is not the core's work: the watch of the event loop starts after it.
+      watch.resume();
       const t0 = performance.now();
       const outcome = await runCore(bytes, { limits: options.limits });
       const ms = performance.now() - t0;
-      longestBlockMs = Math.max(longestBlockMs, performance.now() - last);
+      watch.pause();
       summary.cases++;
       summary.outcomes[outcome.code] = (summary.outcomes[outcome.code] ?? 0) + 1;
       if (outcome.code === 'INTERNAL') summary.internal.push({ case: c, detail: outcome.detail });
       if (ms > options.timeBoundMs) summary.slow.push({ case: c, ms: Math.round(ms) });
       summary.slowestMs = Math.max(summary.slowestMs, ms);
-      peakRss = Math.max(peakRss, process.memoryUsage().rss);
       options.onCase?.(c, outcome, ms);
-      // The next case's build is not watched.
-      summary.longestBlockMs = Math.max(summary.longestBlockMs, longestBlockMs);
-      longestBlockMs = 0;
     }
   } finally {
-    clearInterval(timer);
-    clearInterval(rssTimer);
+    report = watch.stop();
   }
   summary.slowestMs = Math.round(summary.slowestMs);
-  summary.longestBlockMs = Math.round(summary.longestBlockMs);
-  // The process's own peak (getrusage) catches what the 20 ms samples miss.
-  summary.peakRssMb = Math.round(Math.max(peakRss, process.resourceUsage().maxRSS * 1024) / (1024 * 1024));
-  summary.rssGrowthMb = Math.round((peakRss - rssStart) / (1024 * 1024));
+  summary.longestBlockMs = Math.round(report.longestBlockMs);
+  summary.longestBlockWallMs = Math.round(report.longestBlockWallMs);
+  // The process's own peak (getrusage) catches what the samples miss.
+  summary.peakRssMb = Math.round(Math.max(report.peakRssMb, process.resourceUsage().maxRSS / 1024));
+  summary.rssGrowthMb = Math.round(report.rssGrowthMb);
   return summary;
 }

@@ -10,6 +10,7 @@
  */
 import fc from 'fast-check';
 
+import { EventLoopReport, EventLoopWatch } from '../../../tools/eventLoopWatch';
 import { buildCase, fixtureFiles, FuzzCase, fuzzCaseArbitrary } from '../../../tools/fuzzInputs';
 import { runCore } from '../../../tools/fuzzRun';
 
@@ -24,7 +25,7 @@ const CASE_TIME_BOUND_MS = 10_000;
  * the first hundred cases.
  */
 const RSS_GROWTH_BOUND_MB = 512;
-/** Longest event-loop block: the core yields every 10 ms; GC pauses of a 100 MB heap come on top. */
+/** Longest event-loop block, in CPU time: the core yields every 10 ms; GC pauses of a 100 MB heap come on top. */
 const BLOCK_BOUND_MS = 1_000;
 
 describe('fuzzing the core over mutations of the real fixtures', () => {
@@ -36,29 +37,19 @@ describe('fuzzing the core over mutations of the real fixtures', () => {
 
   it(`given ${RUNS} mutated fixtures (seed ${SEED}), then every case ends typed (never INTERNAL) within ${CASE_TIME_BOUND_MS} ms, within the memory bound and without a long event-loop block`, async () => {
     const outcomes: Record<string, number> = {};
-    const rssStart = process.memoryUsage().rss;
-    let peakRss = rssStart;
-    let last = performance.now();
-    let longestBlockMs = 0;
-    let watching = false;
-    const timer = setInterval(() => {
-      const now = performance.now();
-      if (watching) longestBlockMs = Math.max(longestBlockMs, now - last);
-      last = now;
-      peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    }, 1);
+    const watch = new EventLoopWatch();
+    watch.pause();
+    let report: EventLoopReport;
     try {
       await fc.assert(
         fc.asyncProperty(fuzzCaseArbitrary(fixtures.length), async (c: FuzzCase) => {
           const bytes = await buildCase(c, fixtures);
           // Building the case is the test's work, not the core's: the watch starts here.
-          last = performance.now();
-          watching = true;
+          watch.resume();
           const t0 = performance.now();
           const outcome = await runCore(bytes);
           const ms = performance.now() - t0;
-          longestBlockMs = Math.max(longestBlockMs, performance.now() - last);
-          watching = false;
+          watch.pause();
           outcomes[outcome.code] = (outcomes[outcome.code] ?? 0) + 1;
           expect({ code: outcome.code, detail: outcome.detail }).not.toMatchObject({ code: 'INTERNAL' });
           expect(ms).toBeLessThan(CASE_TIME_BOUND_MS);
@@ -66,10 +57,9 @@ describe('fuzzing the core over mutations of the real fixtures', () => {
         { seed: SEED, numRuns: RUNS, endOnFailure: true },
       );
     } finally {
-      clearInterval(timer);
+      report = watch.stop();
     }
-    peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    const rssGrowthMb = (peakRss - rssStart) / (1024 * 1024);
+    const { rssGrowthMb, longestBlockMs } = report;
     expect(Object.values(outcomes).reduce((a, b) => a + b, 0)).toBe(RUNS);
     // Mutations that reach the de-identification and ones stopped by each kind of defence.
     expect(outcomes.OK ?? 0).toBeGreaterThan(RUNS / 10);

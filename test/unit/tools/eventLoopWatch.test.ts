@@ -1,0 +1,116 @@
+/**
+ * The event-loop watch of the limit and fuzz tests (tools/eventLoopWatch.ts) measures a stretch
+ * between two turns in the CPU time the process used. CI failed once on a wall-time gap of
+ * 485 ms for work that takes about 100 ms alone: the process had waited for a CPU. These tests
+ * stop a process from outside (as a loaded machine does) and block one from inside (as a core
+ * that does not yield does).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import ts from 'typescript';
+
+import { EventLoopWatch } from '../../../tools/eventLoopWatch';
+
+const SOURCE = path.join(__dirname, '..', '..', '..', 'tools', 'eventLoopWatch.ts');
+
+function cpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+describe('EventLoopWatch', () => {
+  let dir: string;
+
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loop-watch-'));
+    const compiled = ts.transpileModule(fs.readFileSync(SOURCE, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } });
+    fs.writeFileSync(path.join(dir, 'eventLoopWatch.js'), compiled.outputText);
+  });
+
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('given a process stopped for 600 ms while its loop is free, then the wall-time gap shows the stop and the CPU-time gap does not', async () => {
+    const script = `
+      const { EventLoopWatch } = require(${JSON.stringify(path.join(dir, 'eventLoopWatch.js'))});
+      const watch = new EventLoopWatch();
+      process.stdin.once('data', () => console.log(JSON.stringify(watch.stop())));
+      console.log('ready');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const lines: string[] = [];
+      let waiting: (() => void) | undefined;
+      child.stdout.setEncoding('utf8').on('data', (text: string) => {
+        lines.push(...text.split('\n').filter(Boolean));
+        waiting?.();
+      });
+      const nextLine = async () => {
+        while (lines.length === 0) await new Promise<void>((r) => (waiting = r));
+        return lines.shift()!;
+      };
+      expect(await nextLine()).toBe('ready');
+      await sleep(100);
+      child.kill('SIGSTOP');
+      await sleep(600);
+      child.kill('SIGCONT');
+      await sleep(100);
+      child.stdin.write('report\n');
+      const report = JSON.parse(await nextLine()) as { longestBlockMs: number; longestBlockWallMs: number };
+      expect(report.longestBlockWallMs).toBeGreaterThanOrEqual(550);
+      expect(report.longestBlockMs).toBeLessThan(100);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('given 300 ms of CPU without a turn, then the gap is at least 300 ms of CPU time', async () => {
+    const watch = new EventLoopWatch();
+    await sleep(20);
+    const until = cpuMs() + 300;
+    while (cpuMs() < until) {
+      // held: no turn of the event loop
+    }
+    await sleep(20);
+    expect(watch.stop().longestBlockMs).toBeGreaterThanOrEqual(300);
+  });
+
+  it('given 300 ms of CPU in 5 ms stretches with a turn between them, then no gap comes near 300 ms', async () => {
+    const watch = new EventLoopWatch();
+    const until = cpuMs() + 300;
+    while (cpuMs() < until) {
+      const stretch = cpuMs() + 5;
+      while (cpuMs() < stretch) {
+        // held for one stretch
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(watch.stop().longestBlockMs).toBeLessThan(150);
+  });
+
+  it('given work that is paused, then its stretch is not counted, and after resume the next one is', async () => {
+    const watch = new EventLoopWatch();
+    watch.pause();
+    const hold = (ms: number) => {
+      const until = cpuMs() + ms;
+      while (cpuMs() < until) {
+        // held
+      }
+    };
+    hold(200);
+    await sleep(5);
+    expect(watch.stop().longestBlockMs).toBeLessThan(150);
+
+    const again = new EventLoopWatch();
+    again.pause();
+    hold(50);
+    again.resume();
+    hold(200);
+    await sleep(5);
+    expect(again.stop().longestBlockMs).toBeGreaterThanOrEqual(200);
+  });
+});
