@@ -362,6 +362,21 @@ function isLoopbackHost(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '::1' || hostname === '[::1]' || /^127\./.test(hostname);
 }
 
+/** The default of HEAP_GROWING_PERCENT (docs/research-access.md, 0.14.1: where V8's own factor fell to about 1.1). */
+export const HEAP_GROWING_PERCENT_DEFAULT = 200;
+
+/**
+ * HEAP_GROWING_PERCENT: how far the worker's JavaScript heap may grow above what the last full
+ * collection kept before the next one (200: to three times; 0: V8's own factor). Throws
+ * CONFIG_INVALID when it is not a whole number from 0 to 300.
+ */
+export function loadHeapGrowingPercent(env: Env = process.env): number {
+  const c = new Collector(env);
+  const percent = c.int('HEAP_GROWING_PERCENT', HEAP_GROWING_PERCENT_DEFAULT, 0, 300);
+  if (c.problems.length > 0) c.fail();
+  return percent;
+}
+
 /**
  * Reads and validates the API's authentication settings (AUTH_MODE, AUTH_TENANT_ID, AUTH_ISSUER,
  * AUTH_AUDIENCE, AUTH_JWKS_URI, AUTH_CLOCK_SKEW_SECONDS). Throws one PipelineError (CONFIG_INVALID)

@@ -64,7 +64,9 @@ let host: FunctionHost;
 
 beforeAll(async () => {
   // A second host in this worker: the functions-core shim then routes registrations here, and
-  // the stack's host (started by globalSetup in the parent process) is unaffected.
+  // the stack's host (started by globalSetup in the parent process) is unaffected. Its appStart
+  // hook would set the heap growth of this jest worker for the test files it runs next: 0 keeps V8's own.
+  process.env.HEAP_GROWING_PERCENT = '0';
   host = await startHost({ projectRoot, port: 0, logSink: () => undefined });
 });
 
@@ -77,8 +79,8 @@ describe('registrations of the built function app', () => {
     expect([...host.functions].sort(byName)).toEqual([...EXPECTED].sort(byName));
   });
 
-  test('given the app hooks, then exactly one: appTerminate, which flushes telemetry before the worker exits', () => {
-    expect(host.hooks).toEqual(['appTerminate']);
+  test('given the app hooks, then exactly two: appStart, which sets the heap growth, and appTerminate, which flushes telemetry before the worker exits', () => {
+    expect([...host.hooks].sort()).toEqual(['appStart', 'appTerminate']);
   });
 
   test('given the running host, then its admin listing reports the same registrations', async () => {
