@@ -6,29 +6,16 @@
  * counts its full collections.
  */
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
-import ts from 'typescript';
-
-const SOURCE = path.join(__dirname, '..', '..', '..', 'functions', 'heapGrowth.ts');
+import { useTranspiled } from '../transpiled';
 
 describe('applyHeapGrowth', () => {
-  let dir: string;
-
-  beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'heap-growth-'));
-    const compiled = ts.transpileModule(fs.readFileSync(SOURCE, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } });
-    fs.writeFileSync(path.join(dir, 'heapGrowth.js'), compiled.outputText);
-  });
-
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const compiled = useTranspiled('functions/heapGrowth.ts');
 
   /** Full collections of the workload in a fresh process, after applyHeapGrowth(percent), and the flag it set. */
   function fullCollections(percent: number): { major: number; flag: string | null } {
     const script = `
-      const { applyHeapGrowth } = require(${JSON.stringify(path.join(dir, 'heapGrowth.js'))});
+      const { applyHeapGrowth } = require(${JSON.stringify(compiled())});
       const { PerformanceObserver, constants } = require('node:perf_hooks');
       const flag = applyHeapGrowth(${percent}) ?? null;
       let major = 0;

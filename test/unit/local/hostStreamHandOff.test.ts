@@ -9,14 +9,13 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as os from 'os';
 import * as path from 'path';
-import * as ts from 'typescript';
 
 import { capturingServers, type FunctionHost, startHost } from '../../../local/host';
+import { writeTranspiled } from '../transpiled';
 
 const functionsLib = JSON.stringify(require.resolve('@azure/functions'));
 // The host loads the fixture with Node's own require, outside this test's sandbox: the fixture
 // gets the app's flow control module compiled beside it, and tells its state over HTTP.
-const BACKPRESSURE_SOURCE = path.join(__dirname, '../../../functions/httpBackpressure.ts');
 
 /** What the streaming fixture function records of its body: chunks pulled from it, and whether its reading ended. */
 interface BigBody {
@@ -63,8 +62,7 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'fixture-app', main: 'functions/*.js' }));
   fs.writeFileSync(path.join(dir, 'functions', 'app.js'), FUNCTIONS);
   fs.mkdirSync(path.join(dir, 'lib'));
-  const compiled = ts.transpileModule(fs.readFileSync(BACKPRESSURE_SOURCE, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } });
-  fs.writeFileSync(path.join(dir, 'lib', 'httpBackpressure.js'), compiled.outputText);
+  writeTranspiled('functions/httpBackpressure.ts', path.join(dir, 'lib', 'httpBackpressure.js'));
   host = await capturingServers(created, () => startHost({ projectRoot: dir, port: 0, logSink: () => undefined }));
 });
 

@@ -6,16 +6,10 @@
  * that does not yield does).
  */
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import ts from 'typescript';
-
 import { EventLoopWatch } from '../../../tools/eventLoopWatch';
-
-const SOURCE = path.join(__dirname, '..', '..', '..', 'tools', 'eventLoopWatch.ts');
+import { useTranspiled } from '../transpiled';
 
 function cpuMs(): number {
   const { user, system } = process.cpuUsage();
@@ -23,19 +17,11 @@ function cpuMs(): number {
 }
 
 describe('EventLoopWatch', () => {
-  let dir: string;
-
-  beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loop-watch-'));
-    const compiled = ts.transpileModule(fs.readFileSync(SOURCE, 'utf8'), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } });
-    fs.writeFileSync(path.join(dir, 'eventLoopWatch.js'), compiled.outputText);
-  });
-
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const compiled = useTranspiled('tools/eventLoopWatch.ts');
 
   it('given a process stopped for 600 ms while its loop is free, then the wall-time gap shows the stop and the CPU-time gap does not', async () => {
     const script = `
-      const { EventLoopWatch } = require(${JSON.stringify(path.join(dir, 'eventLoopWatch.js'))});
+      const { EventLoopWatch } = require(${JSON.stringify(compiled())});
       const watch = new EventLoopWatch();
       process.stdin.once('data', () => console.log(JSON.stringify(watch.stop())));
       console.log('ready');
