@@ -2,8 +2,8 @@
  * App lifecycle hooks.
  *
  * On start the worker runs appStart: the heap's growth between full collections is set
- * (HEAP_GROWING_PERCENT). Left to V8, a worker serving frames settled in about half the runs
- * into a full collection every 100-300 ms, each letting the heap grow by a few MB over what it
+ * (HEAP_GROWING_PERCENT). Left to V8, a worker serving frames settled in 12 of 20 runs into a
+ * full collection every 100-300 ms, each letting the heap grow by a few MB over what it
  * kept, and spent twice the CPU per request (docs/research-access.md, 0.14.1).
  *
  * On termination (a scale-in, a deployment, a restart; locally `npm start` stopping) the worker

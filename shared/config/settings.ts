@@ -362,8 +362,8 @@ function isLoopbackHost(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '::1' || hostname === '[::1]' || /^127\./.test(hostname);
 }
 
-/** The default of HEAP_GROWING_PERCENT (docs/research-access.md, 0.14.1: where V8's own factor fell to about 1.1). */
-export const HEAP_GROWING_PERCENT_DEFAULT = 200;
+/** The default of HEAP_GROWING_PERCENT: the heap may grow to three times what a full collection kept (docs/research-access.md, 0.14.1). */
+const HEAP_GROWING_PERCENT_DEFAULT = 200;
 
 /**
  * HEAP_GROWING_PERCENT: how far the worker's JavaScript heap may grow above what the last full
