@@ -13,9 +13,9 @@
  * until the response has written out what it holds (`drain`). It finds the response by the
  * invocation's id, which the library sets on it as the header `x-ms-invocation-id` before the
  * first chunk: when this module loads, it wraps `http.ServerResponse.prototype.setHeader` to
- * note which response carries which id, and forgets it when the response closes. A response that closes (the client went away) ends the
- * body, so the rest of the blob is not read for nobody; one whose client takes nothing for
- * STALL_MS is destroyed.
+ * note which response carries which id, and forgets it when the response closes. A response
+ * that closes (the client went away) ends the body, so the rest of the blob is not read for
+ * nobody; one whose client takes nothing for STALL_MS is destroyed.
  *
  * Where no response is noted (a handler called in process, as in tests and the benches' own
  * calls), the body passes unchanged.
