@@ -125,7 +125,9 @@ const recreators = new WeakMap<Container, () => Promise<unknown>>();
 /**
  * Runs an operation on a container. When it fails because the container (or its database)
  * does not exist, as after a Cosmos server restarted empty, the database and containers are
- * created again (ensureCatalog, once for concurrent callers) and the operation runs once more.
+ * created again (ensureCatalog, once for concurrent callers) and the operation runs once more;
+ * when the container is there by the time it is read (another caller created it again), the
+ * operation only runs once more.
  * The service answers such an operation with 404 (the local server with 500), so after either
  * a read of the container itself decides. Only for operations whose 404 can mean nothing but
  * a missing container: creates, queries and reads of the container (a point read's 404 means
@@ -139,8 +141,9 @@ export async function withCatalogRecovery<T>(container: Container, op: () => Pro
     const status = statusOf(e);
     if (!recreate || (status !== 404 && status !== 500)) throw e;
     const missing = await container.read().then(() => false, (re: unknown) => statusOf(re) === 404);
-    if (!missing) throw e;
-    await recreate();
+    // There now, though the operation found it missing: another caller created it again in
+    // between, and the operation runs once more on it.
+    if (missing) await recreate();
     return withTransientRetry(op);
   }
 }
