@@ -10,10 +10,7 @@
  *   FUZZ_SCALE    sizes of inserted items, elements, nesting and deflate bombs (default 4)
  *   FUZZ_TIME_MS  time bound per case (default 10000)
  */
-import fc from 'fast-check';
-
-import { buildCase, fixtureFiles, fuzzCaseArbitrary } from './fuzzInputs';
-import { runFuzzCases } from './fuzzRun';
+import { runFuzz } from './fuzzRun';
 
 function envInt(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -27,14 +24,14 @@ async function main(): Promise<void> {
   const seed = envInt('FUZZ_SEED', 20261201);
   const scale = Math.max(1, envInt('FUZZ_SCALE', 4));
   const timeBoundMs = envInt('FUZZ_TIME_MS', 10_000);
-  const fixtures = fixtureFiles().map((f) => f.bytes);
-  const cases = fc.sample(fuzzCaseArbitrary(fixtures.length, scale), { numRuns: runs, seed });
   const started = performance.now();
-  let done = 0;
-  const summary = await runFuzzCases(cases, (c) => buildCase(c, fixtures), {
+  const summary = await runFuzz({
+    runs,
+    seed,
+    scale,
     timeBoundMs,
-    onCase: () => {
-      if (++done % 500 === 0) process.stderr.write(`${done}/${runs}\n`);
+    onCase: (done) => {
+      if (done % 500 === 0) process.stderr.write(`${done}/${runs}\n`);
     },
   });
   const seconds = Math.round((performance.now() - started) / 100) / 10;

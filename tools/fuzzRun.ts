@@ -2,12 +2,15 @@
  * Drives the pipeline core on one input as the ingestion does: prepareDeidentifiedInstance
  * over a stream, the output consumed (counted, not kept). Every failure is classified by code.
  */
+import fc from 'fast-check';
+
 import { ByteReader } from '../shared/dicom/byteReader';
 import { defaultProfile } from '../shared/dicom/deid/profile';
 import type { HeaderLimits } from '../shared/dicom/limits';
 import { isPipelineError } from '../shared/errors';
 import { prepareDeidentifiedInstance } from '../shared/ingest/deidentifyInstance';
 import { EventLoopReport, EventLoopWatch } from './eventLoopWatch';
+import { buildCase, fixtureFiles, fuzzCaseArbitrary } from './fuzzInputs';
 
 /** A fixed key: research identifiers made with it mean nothing anywhere else. */
 export const FUZZ_DEID_KEY = Buffer.from('vna-fuzz-deid-key-not-for-production-use-0123456789', 'utf8');
@@ -103,4 +106,25 @@ export async function runFuzzCases<C>(
   summary.peakRssMb = Math.round(Math.max(report.peakRssMb, process.resourceUsage().maxRSS / 1024));
   summary.rssGrowthMb = Math.round(report.rssGrowthMb);
   return summary;
+}
+
+/** A fuzz run: how many cases, from which seed, at which scale, with the time bound per case. */
+export interface FuzzOptions {
+  runs: number;
+  seed: number;
+  /** Sizes of inserted items, elements, nesting and deflate bombs (1 is the unit tests' size). */
+  scale: number;
+  timeBoundMs: number;
+  onCase?: (done: number) => void;
+}
+
+/**
+ * Mutations of the real fixtures (tools/fuzzInputs.ts), the same ones for the same seed, run
+ * through the core: `npm run fuzz` and the unit test (in a fresh process) both call it.
+ */
+export async function runFuzz(options: FuzzOptions): Promise<FuzzSummary> {
+  const fixtures = fixtureFiles().map((f) => f.bytes);
+  const cases = fc.sample(fuzzCaseArbitrary(fixtures.length, options.scale), { numRuns: options.runs, seed: options.seed });
+  let done = 0;
+  return runFuzzCases(cases, (c) => buildCase(c, fixtures), { timeBoundMs: options.timeBoundMs, onCase: () => options.onCase?.(++done) });
 }
