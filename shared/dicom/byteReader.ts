@@ -24,6 +24,19 @@ export interface ChunkHasher {
 }
 
 /** SHA-256 on the calling thread. */
+/**
+ * The errors of a source that ends early, `missing` bytes before the end of what it declares.
+ * Reads by range meet the same ends without an error (a range past the end is cut short): they
+ * throw these too, so that a file ends the same way whichever way it was read.
+ */
+export function endsInsideElement(missing: number): PipelineError {
+  return new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${missing} bytes before the end of an element`);
+}
+
+export function endsInsidePixelData(missing: number): PipelineError {
+  return new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${missing} bytes before the end of the pixel data`);
+}
+
 export class InlineSha256 implements ChunkHasher {
   private readonly hash: Hash = createHash('sha256');
 
@@ -119,7 +132,7 @@ export class ByteReader {
   /** Consumes exactly n bytes; throws DICOM_TRUNCATED when the source ends first. */
   async read(n: number): Promise<Buffer> {
     if ((await this.fill(n)) < n) {
-      throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${n - this.buffered} bytes before the end of an element`);
+      throw endsInsideElement(n - this.buffered);
     }
     const all = this.peekAll();
     const out = Buffer.from(all.subarray(0, n));
@@ -152,7 +165,7 @@ export class ByteReader {
     let left = n;
     while (left > 0) {
       if (this.buffered === 0 && !(await this.pull())) {
-        throw new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${left} bytes before the end of the pixel data`);
+        throw endsInsidePixelData(left);
       }
       const first = this.chunks[0];
       if (!first) continue;

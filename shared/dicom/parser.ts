@@ -604,6 +604,11 @@ export async function readTrailing(body: ByteReader, encoding: Encoding, limits:
   return ds;
 }
 
+/** A fragment of encapsulated pixel data that declares more bytes than the file holds after its header. */
+export function fragmentPastEnd(length: number): PipelineError {
+  return new PipelineError(ErrorCodes.DICOM_ELEMENT_TOO_LARGE, `pixel data fragment declares ${length} bytes, more than the file holds`);
+}
+
 /**
  * The encapsulated pixel data value (item headers and fragments, through the sequence
  * delimiter) as a sequence of chunks, without holding a whole fragment in memory.
@@ -624,9 +629,7 @@ export async function* encapsulatedPixelData(body: ByteReader, littleEndian: boo
     if (tag !== Tags.Item || length === UNDEFINED_LENGTH) {
       throw new PipelineError(ErrorCodes.DICOM_MALFORMED, `encapsulated pixel data holds ${tagToString(tag)} where a fragment belongs`);
     }
-    if (totalSize !== undefined && body.position + length > totalSize) {
-      throw new PipelineError(ErrorCodes.DICOM_ELEMENT_TOO_LARGE, `pixel data fragment declares ${length} bytes, more than the file holds`);
-    }
+    if (totalSize !== undefined && body.position + length > totalSize) throw fragmentPastEnd(length);
     yield* body.take(length);
   }
 }

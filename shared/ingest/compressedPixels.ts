@@ -8,6 +8,7 @@
  * The copy is encapsulated like its source: an empty basic offset table, then one fragment per
  * frame, so its frame index (frameIndexBuilder.ts) is one fragment per frame.
  */
+import { endsInsidePixelData } from '../dicom/byteReader';
 import { asciiValue, DicomDataset, encodeAsciiValue, Encoding } from '../dicom/dataset';
 import type { PixelDataHeader } from '../dicom/parser';
 import type { PixelGeometry } from '../dicom/pixels/blackout';
@@ -74,14 +75,15 @@ const SMALL_FRAGMENT = 16 * 1024;
  */
 export async function locateSourceFrames(read: SourceRangeReader, ds: DicomDataset, enc: Encoding, transferSyntaxUid: string, pixel: PixelDataHeader, valueOffset: number, totalSize: number | undefined): Promise<SourceFrames> {
   const layout = pixelLayout(ds, enc, transferSyntaxUid, pixel, valueOffset);
-  const builder = new FrameIndexBuilder(layout);
+  const builder = new FrameIndexBuilder(layout, totalSize);
   builder.seek(valueOffset);
   let window = WALK_WINDOW;
   while (!builder.done) {
     const at = builder.offset;
     const length = totalSize === undefined ? window : Math.min(window, totalSize - at);
     const bytes = length > 0 ? await read(at, length) : new Uint8Array(0);
-    if (bytes.length === 0) throw new PipelineError(ErrorCodes.DICOM_MALFORMED, 'the source ended inside its encapsulated pixel data');
+    // The file ends inside its pixel data: it fails as its streamed value would.
+    if (bytes.length === 0) throw builder.endsHere();
     builder.feed(bytes);
     const rest = builder.skippable;
     window = rest > SMALL_FRAGMENT ? 20 : WALK_WINDOW;
@@ -100,7 +102,8 @@ async function readFrame(read: SourceRangeReader, ranges: readonly ByteRange[]):
   const parts: Uint8Array[] = [];
   for (const [offset, length] of ranges) {
     const part = await read(offset, length);
-    if (part.length !== length) throw new RangeError('short read of a fragment');
+    // Fragments past the end failed as the located frames were walked; this is the range cut short all the same.
+    if (part.length !== length) throw endsInsidePixelData(length - part.length);
     parts.push(part);
   }
   return Buffer.concat(parts);

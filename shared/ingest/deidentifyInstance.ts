@@ -5,7 +5,7 @@
  * header and one chunk of pixel data, whatever the file's size.
  */
 import type { IngestionDocument } from '../catalog/documents';
-import { ByteReader } from '../dicom/byteReader';
+import { ByteReader, endsInsidePixelData } from '../dicom/byteReader';
 import { asciiValue, DicomDataset, encodeAsciiValue, Encoding, TransferSyntax, uintValue } from '../dicom/dataset';
 import { DeidContext, deidentifyDatasetSliced, DeidReport } from '../dicom/deid/engine';
 import { cloudAssistedDetector, findCloudPhi } from '../dicom/deid/freeText/cloud';
@@ -126,6 +126,9 @@ async function redactByOcr(header: DicomHeader, decision: Extract<BurnedInDecisi
   const cannot = (why: string, cause?: unknown): Error => (decision.unflagged ? new UnreadablePixels(why) : hold(why, cause));
   if (header.deflated) throw cannot('a deflated source cannot be read by frame for OCR');
   if (!read) throw cannot('the source cannot be read by range for OCR');
+  // A file that ends inside its native pixel data fails as its streamed value would, before a frame is read.
+  const declared = header.pixelData?.length;
+  if (declared !== undefined && totalSize !== undefined && header.body.position + declared > totalSize) throw endsInsidePixelData(header.body.position + declared - totalSize);
   const g = decision.geometry;
   const le = header.encoding.littleEndian;
   const compressed = decision.compressed;

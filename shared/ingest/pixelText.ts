@@ -8,6 +8,7 @@
  *
  * Nothing here logs or returns recognised text: findings name kinds only.
  */
+import { endsInsidePixelData } from '../dicom/byteReader';
 import { asciiValue, DicomDataset } from '../dicom/dataset';
 import { localDetector } from '../dicom/deid/freeText/detector';
 import { sourceNames } from '../dicom/deid/freeText/names';
@@ -108,7 +109,8 @@ export async function readSampledFrames(read: SourceRangeReader, pixelOffset: nu
   const bytes: Uint8Array[] = [];
   for (const i of indexes) {
     const frame = await read(pixelOffset + i * g.frameBytes, g.frameBytes);
-    if (frame.length !== g.frameBytes) throw new RangeError('short read of a frame');
+    // A range past the end of the file is cut short: the file ends inside its pixel data.
+    if (frame.length !== g.frameBytes) throw endsInsidePixelData((g.frames - i) * g.frameBytes - frame.length);
     bytes.push(frame);
   }
   return { indexes, bytes };

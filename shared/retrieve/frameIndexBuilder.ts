@@ -11,9 +11,9 @@
  * counts agree; a JPEG or JPEG 2000 start marker at the head of the fragments that start a
  * frame. When none settles it, the index fails with DICOM_MALFORMED.
  */
-import { ByteReader } from '../dicom/byteReader';
+import { ByteReader, endsInsideElement, endsInsidePixelData } from '../dicom/byteReader';
 import { asciiValue, DicomDataset, Encoding, uintValue } from '../dicom/dataset';
-import { type PixelDataHeader, readHeader } from '../dicom/parser';
+import { fragmentPastEnd, type PixelDataHeader, readHeader } from '../dicom/parser';
 import { Tags } from '../dicom/tags';
 import { ErrorCodes, PipelineError } from '../errors';
 import type { ResearchStore } from '../storage/stores';
@@ -204,7 +204,14 @@ export class FrameIndexBuilder {
   private readonly sniff = Buffer.alloc(SNIFF_BYTES);
   private sniffFill = 0;
 
-  constructor(private readonly layout: PixelLayout | undefined) {}
+  /**
+   * `sourceSize`: the size of the file the bytes come from, when a fragment that declares more
+   * than the file holds must fail as the streamed value fails (a source read by range for OCR).
+   */
+  constructor(
+    private readonly layout: PixelLayout | undefined,
+    private readonly sourceSize?: number,
+  ) {}
 
   /** Where the next byte fed lies in the copy. */
   get offset(): number {
@@ -235,7 +242,7 @@ export class FrameIndexBuilder {
       this.head.set(chunk.subarray(o, o + n), this.headFill);
       this.headFill += n;
       o += n;
-      if (this.headFill === 8) this.startItem();
+      if (this.headFill === 8) this.startItem(from + o);
     }
   }
 
@@ -266,7 +273,16 @@ export class FrameIndexBuilder {
     if (n > 0 && this.remaining === 0) this.endItem();
   }
 
-  private startItem(): void {
+  /**
+   * The error the streamed value meets (shared/dicom/parser.ts) when the file ends where the next
+   * byte would be fed: inside a fragment, or inside (or at) an item header.
+   */
+  endsHere(): PipelineError {
+    return this.remaining > 0 ? endsInsidePixelData(this.remaining) : endsInsideElement(8 - this.headFill);
+  }
+
+  /** The item whose value starts at `valueAt` begins: its header is in `head`. */
+  private startItem(valueAt: number): void {
     this.headFill = 0;
     const le = this.layout!.littleEndian;
     const tag = (((le ? this.head.readUInt16LE(0) : this.head.readUInt16BE(0)) << 16) | (le ? this.head.readUInt16LE(2) : this.head.readUInt16BE(2))) >>> 0;
@@ -276,6 +292,7 @@ export class FrameIndexBuilder {
       return;
     }
     if (tag !== ITEM || length === 0xffffffff) throw malformed('an encapsulated item is not a fragment of defined length');
+    if (this.sourceSize !== undefined && valueAt + length > this.sourceSize) throw fragmentPastEnd(length);
     this.items++;
     this.sniffFill = 0;
     if (this.items >= 2) this.lengths.push(length);
