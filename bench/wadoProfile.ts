@@ -182,6 +182,14 @@ async function main(): Promise<void> {
         },
       ],
       ['plain ranged read, node:http client (SAS URL)', () => httpGet(sasUrl, { range: `bytes=${frameOffset}-${frameOffset + FRAME_BYTES - 1}` })],
+      [
+        'plain ranged read, fetch (SAS URL; the client of the WADO-RS rows)',
+        async () => {
+          const res = await fetch(sasUrl, { headers: { range: `bytes=${frameOffset}-${frameOffset + FRAME_BYTES - 1}` } });
+          if (res.status !== 206) throw new Error(`plain fetch: ${res.status}`);
+          return drain(res.body);
+        },
+      ],
     ];
     // Round robin, so that a machine busy with other work weighs on every step alike.
     for (const [, step] of steps) await step(() => undefined);
