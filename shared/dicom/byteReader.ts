@@ -23,7 +23,6 @@ export interface ChunkHasher {
   abort?(): void;
 }
 
-/** SHA-256 on the calling thread. */
 /**
  * The errors of a source that ends early, `missing` bytes before the end of what it declares.
  * Reads by range meet the same ends without an error (a range past the end is cut short): they
@@ -37,6 +36,7 @@ export function endsInsidePixelData(missing: number): PipelineError {
   return new PipelineError(ErrorCodes.DICOM_TRUNCATED, `file ends ${missing} bytes before the end of the pixel data`);
 }
 
+/** SHA-256 on the calling thread. */
 export class InlineSha256 implements ChunkHasher {
   private readonly hash: Hash = createHash('sha256');
 
