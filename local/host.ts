@@ -52,7 +52,7 @@ import { handToWorker, streamTriggerMetadata } from './httpStream';
 import { describeError, Hooks, InvocationEnvironment, invokeFunction, runHooks } from './invocation';
 import { closeServer, listen } from './net';
 import { DEFAULT_QUEUE_SETTINGS, type QueueFunction, type QueueHostSettings, queueSettingsOf, startQueueListeners } from './queueTriggers';
-import { compareRoutes, CompiledRoute, compileRoute, matchRoute } from './routes';
+import { compareRoutes, CompiledRoute, compileRoute, matchRoute, splitPath } from './routes';
 import { toRpcHttpRequest, writeRpcHttpResponse } from './rpcHttp';
 import { nextOccurrence, parseTimerSchedule, TimerSchedule } from './timerSchedule';
 
@@ -461,8 +461,9 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
   const handleHttp = async (req: http.IncomingMessage, res: http.ServerResponse, url: URL, below: string): Promise<void> => {
     const method = (req.method ?? 'GET').toUpperCase();
     let routeMatched = false;
+    const parts = splitPath(below);
     for (const fn of httpFunctions) {
-      const params = matchRoute(fn.compiled as CompiledRoute, below);
+      const params = matchRoute(fn.compiled as CompiledRoute, parts);
       if (!params) continue;
       routeMatched = true;
       if (fn.info.methods && fn.info.methods.length > 0 && !fn.info.methods.includes(method)) continue;

@@ -73,38 +73,49 @@ function satisfies(value: string, constraints: string[]): boolean {
   });
 }
 
+/** A request path (below the route prefix, without the query) split into segments, each decoded once for every route tried. */
+export interface PathParts {
+  decoded: string[];
+  /** The decoded segments in lower case: literal segments match case-insensitively. */
+  lower: string[];
+}
+
+export function splitPath(pathname: string): PathParts {
+  const trimmed = pathname.replace(/^\/+|\/+$/g, '');
+  const decoded = trimmed === '' ? [] : trimmed.split('/').map(safeDecode);
+  return { decoded, lower: decoded.map((p) => p.toLowerCase()) };
+}
+
 /**
  * Matches a path (below the route prefix, without the query) against a compiled template.
  * Returns the parameters, decoded; missing optional parameters are absent. undefined: no match.
  */
-export function matchRoute(route: CompiledRoute, pathname: string): Record<string, string> | undefined {
-  const trimmed = pathname.replace(/^\/+|\/+$/g, '');
-  const parts = trimmed === '' ? [] : trimmed.split('/');
+export function matchRoute(route: CompiledRoute, pathname: string | PathParts): Record<string, string> | undefined {
+  const { decoded, lower } = typeof pathname === 'string' ? splitPath(pathname) : pathname;
   const params: Record<string, string> = {};
   let i = 0;
   for (const segment of route.segments) {
-    const part = parts[i];
     if (segment.kind === 'literal') {
-      if (part === undefined || safeDecode(part).toLowerCase() !== segment.text) return undefined;
+      if (lower[i] !== segment.text) return undefined;
       i += 1;
       continue;
     }
     if (segment.catchAll) {
-      const rest = parts.slice(i).map(safeDecode).join('/');
+      const rest = decoded.slice(i).join('/');
       if (rest !== '') params[segment.name] = rest;
-      i = parts.length;
+      i = decoded.length;
       continue;
     }
-    if (part === undefined || part === '') {
+    const value = decoded[i];
+    if (value === undefined || value === '') {
       if (segment.optional) continue;
       return undefined;
     }
-    const value = safeDecode(part);
     if (!satisfies(value, segment.constraints)) return undefined;
     params[segment.name] = value;
     i += 1;
   }
-  return i === parts.length ? params : undefined;
+  return i === decoded.length ? params : undefined;
 }
 
 function safeDecode(part: string): string {

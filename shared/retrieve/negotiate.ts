@@ -16,19 +16,19 @@ export interface MediaRange {
 
 /** Splits on `sep` outside double quotes. */
 function splitOutsideQuotes(text: string, sep: string): string[] {
+  if (!text.includes('"')) return text.split(sep);
   const out: string[] = [];
-  let current = '';
+  let start = 0;
   let quoted = false;
-  for (const ch of text) {
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
     if (ch === '"') quoted = !quoted;
-    if (ch === sep && !quoted) {
-      out.push(current);
-      current = '';
-    } else {
-      current += ch;
+    else if (ch === sep && !quoted) {
+      out.push(text.slice(start, i));
+      start = i + 1;
     }
   }
-  out.push(current);
+  out.push(text.slice(start));
   return out;
 }
 

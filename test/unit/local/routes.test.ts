@@ -1,9 +1,18 @@
-import { compareRoutes, compileRoute, matchRoute, RouteTemplateError } from '../../../local/routes';
+import { compareRoutes, compileRoute, matchRoute, RouteTemplateError, splitPath } from '../../../local/routes';
 
 describe('route templates', () => {
   test('given literal and parameter segments, then parameters are returned decoded', () => {
     const route = compileRoute('dicomweb/studies/{study}/series/{series}/instances');
     expect(matchRoute(route, 'dicomweb/studies/1.2.3/series/4%2E5/instances')).toEqual({ study: '1.2.3', series: '4.5' });
+  });
+
+  test('given a path split once, then every route matches it as it matches the path itself', () => {
+    const path = '/DicomWeb/studies/1.2.3/series/4%2E5/instances/6/frames/1,2/';
+    const parts = splitPath(path);
+    for (const template of ['dicomweb/studies/{study}', 'dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}', 'dicomweb/{*rest}', 'x/{y?}']) {
+      expect(matchRoute(compileRoute(template), parts)).toEqual(matchRoute(compileRoute(template), path));
+    }
+    expect(matchRoute(compileRoute('dicomweb/{*rest}'), parts)).toEqual({ rest: 'studies/1.2.3/series/4.5/instances/6/frames/1,2' });
   });
 
   test('given literal segments in another case, then they still match', () => {

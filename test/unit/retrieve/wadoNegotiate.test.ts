@@ -35,6 +35,14 @@ describe('Accept negotiation (no transcoding)', () => {
     expect(codeOf(() => negotiateInstances(parseAccept('multipart/related;q=0'), [EXPLICIT], true))).toBe(ErrorCodes.NOT_ACCEPTABLE);
   });
 
+  test('given a quoted parameter holding commas and semicolons, then it stays one value of one range', () => {
+    const ranges = parseAccept('multipart/related; type="application/dicom"; note="a, b; c", application/dicom;q=0.5');
+    expect(ranges.map((r) => [r.mediaType, Object.fromEntries(r.params), r.q])).toEqual([
+      ['multipart/related', { type: 'application/dicom', note: 'a, b; c' }, 1],
+      ['application/dicom', {}, 0.5],
+    ]);
+  });
+
   test('given an unsupported media type, then 406; given a malformed range, then 400', () => {
     expect(codeOf(() => negotiateInstances(parseAccept('text/html'), [EXPLICIT], true))).toBe(ErrorCodes.NOT_ACCEPTABLE);
     expect(codeOf(() => parseAccept('garbage'))).toBe(ErrorCodes.QUERY_INVALID);
