@@ -395,6 +395,9 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
         tag,
         announce ? (w) => events.emit({ eventType: 'Microsoft.Storage.BlobCreated', api: 'PutBlob', blobType: 'BlockBlob', ...w }) : undefined,
       );
+      // The rate's clock starts with the first upload, as the storage floor's does: not while the
+      // uploader process starts and reads its files, when the stack has nothing to do.
+      const firstUpload = uploaded.startedAt;
       let done = 0;
       let lastProgress = Date.now();
       let note: string | undefined;
@@ -416,7 +419,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       const latencies: number[] = [];
       let cataloged = 0;
       let failed = 0;
-      let lastCataloged = started;
+      let lastCataloged = firstUpload;
       for (const doc of docs) {
         if (doc.status !== 'cataloged') {
           if (TERMINAL.includes(doc.status)) failed += 1;
@@ -430,7 +433,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
           lastCataloged = Math.max(lastCataloged, at);
         }
       }
-      const span = (lastCataloged - started) / 1000;
+      const span = (lastCataloged - firstUpload) / 1000;
       const pct = (p: number) => (latencies.length ? Math.round(percentile(latencies, p)) : 0);
       const result: LatencyRun = {
         events: files.length,

@@ -27,6 +27,8 @@ export interface UploadReport {
   /** Blob name to the time (ms since the epoch) its upload completed. */
   uploadedAt: Record<string, number>;
   retries: number;
+  /** When the first upload started (ms since the epoch): after the process started and read its files. */
+  startedAt: number;
   seconds: number;
   /** This process's CPU time over the uploads (user and system), ms. */
   cpuMs: number;

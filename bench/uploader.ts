@@ -14,11 +14,12 @@ import { UPLOAD_CONTENT_TYPE, UPLOADED_PREFIX, UploadJob, UploadReport, UploadWr
 async function main(): Promise<void> {
   const job = JSON.parse(fs.readFileSync(process.argv[2] ?? '', 'utf8')) as UploadJob;
   const landing = BlobServiceClient.fromConnectionString(job.connectionString).getContainerClient(job.container);
-  const report: UploadReport = { uploadedAt: {}, retries: 0, seconds: 0, cpuMs: 0 };
+  const report: UploadReport = { uploadedAt: {}, retries: 0, startedAt: 0, seconds: 0, cpuMs: 0 };
   // Read before the clock starts, as the storage floor holds its files in memory before its
   // run: the bench measures what storage and the pipeline do, not this machine's file reads.
   const bodies = new Map(await Promise.all(job.files.map(async ({ file }) => [file, await fs.promises.readFile(file)] as const)));
   const started = Date.now();
+  report.startedAt = started;
   const cpuStart = process.cpuUsage();
   let active = 0;
   const slots: (() => void)[] = [];

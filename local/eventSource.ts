@@ -27,6 +27,14 @@ import { closeServer, delay, listen } from './net';
  */
 export const CONTROL_PATH = '/_local/events';
 
+/** A delivery that took longer than `deliveryTimeoutMs`. */
+class DeliveryTimeout extends Error {
+  constructor() {
+    super('the delivery timed out');
+    this.name = 'DeliveryTimeout';
+  }
+}
+
 export type EventSourceLog = (level: 'debug' | 'information' | 'warning' | 'error', message: string) => void;
 
 export interface EventSourceOptions {
@@ -105,22 +113,42 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
   // Deliveries reuse their connections to the host, with node:http (cheaper per request than
   // fetch), and give each up before the host's keep-alive time runs out, as above.
   const webhookAgent = new http.Agent({ keepAlive: true, maxSockets: concurrency, timeout: 60_000 });
-  /** POSTs one delivery; resolves with the status once the answer is read to its end. */
-  const post = (target: string, headers: Record<string, string>, body: string, signal: AbortSignal) =>
+  /** Deliveries in flight, ended at stop. */
+  const inFlight = new Set<http.ClientRequest>();
+  /**
+   * POSTs one delivery; resolves with the status once the answer is read to its end, rejects
+   * with DeliveryTimeout after `timeoutMs`. One timer a delivery, cleared when it ends: a
+   * timeout signal combined with the stop signal (AbortSignal.any) took about 45 µs of CPU a
+   * delivery here (a timer 0.4-2 µs), and kept its timer and a listener on the stop signal for
+   * the whole timeout.
+   */
+  const post = (url: URL, headers: Record<string, string>, body: string, timeoutMs: number) =>
     new Promise<number>((resolve, reject) => {
-      const url = new URL(target);
-      if (url.protocol !== 'http:') {
-        reject(new Error(`the local event source delivers over http only, not to ${url.protocol}`));
-        return;
-      }
-      const request = http.request(url, { method: 'POST', agent: webhookAgent, headers: { ...headers, 'content-length': Buffer.byteLength(body) }, signal }, (res) => {
+      const request = http.request(url, { method: 'POST', agent: webhookAgent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
         res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-        res.on('error', reject);
+        res.on('end', () => settled(() => resolve(res.statusCode ?? 0)));
+        res.on('error', (err) => settled(() => reject(err)));
       });
-      request.on('error', reject);
+      const timer = setTimeout(() => request.destroy(new DeliveryTimeout()), timeoutMs);
+      const settled = (then: () => void) => {
+        clearTimeout(timer);
+        inFlight.delete(request);
+        then();
+      };
+      inFlight.add(request);
+      request.on('error', (err) => settled(() => reject(err)));
       request.end(body);
     });
+  /** The webhook's URL for the base it was given: parsed once, checked to be http. */
+  let webhookTarget: { base: string; url: URL } | undefined;
+  const webhookUrl = (base: string): URL => {
+    if (webhookTarget?.base !== base) {
+      const url = new URL(`${base.replace(/\/+$/, '')}/runtime/webhooks/eventgrid?functionName=${encodeURIComponent(functionName)}`);
+      if (url.protocol !== 'http:') throw new Error(`the local event source delivers over http only, not to ${url.protocol}`);
+      webhookTarget = { base, url };
+    }
+    return webhookTarget.url;
+  };
   const stopController = new AbortController();
   // Every waiting delivery listens for stop; 16+ of them are expected, not a leak.
   setMaxListeners(0, stopController.signal);
@@ -202,11 +230,9 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
           return;
         }
       }
-      const target = `${(webhookBase as string).replace(/\/+$/, '')}/runtime/webhooks/eventgrid?functionName=${encodeURIComponent(functionName)}`;
-      const timeout = AbortSignal.timeout(deliveryTimeoutMs);
       try {
         status = await post(
-          target,
+          webhookUrl(webhookBase as string),
           {
             'content-type': 'application/json',
             'aeg-event-type': 'Notification',
@@ -216,7 +242,7 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
             'aeg-subscription-name': 'LOCAL-BLOB-EVENTS',
           },
           body,
-          AbortSignal.any([stopController.signal, timeout]),
+          deliveryTimeoutMs,
         );
         if (status >= 200 && status < 300) {
           counters.delivered += 1;
@@ -225,7 +251,7 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
         outcome = `HTTP ${status}`;
       } catch (err) {
         status = undefined;
-        outcome = timeout.aborted ? 'timed out' : `connection failed (${(err as Error).message})`;
+        outcome = err instanceof DeliveryTimeout ? 'timed out' : `connection failed (${(err as Error).message})`;
       }
       if (attempt === maxAttempts || stopController.signal.aborted) break;
       counters.retried += 1;
@@ -358,6 +384,7 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
     stop() {
       stopping ??= (async () => {
         stopController.abort();
+        for (const request of inFlight) request.destroy(new Error('the event source stopped'));
         counters.dropped += queue.length;
         queue.length = 0;
         await closeServer(server);
