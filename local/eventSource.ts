@@ -127,16 +127,22 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
       const request = http.request(url, { method: 'POST', agent: webhookAgent, headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
         res.resume();
         res.on('end', () => settled(() => resolve(res.statusCode ?? 0)));
-        res.on('error', (err) => settled(() => reject(err)));
+        res.on('error', (err) => fail(err));
       });
-      const timer = setTimeout(() => request.destroy(new DeliveryTimeout()), timeoutMs);
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        request.destroy(new DeliveryTimeout());
+      }, timeoutMs);
       const settled = (then: () => void) => {
         clearTimeout(timer);
         inFlight.delete(request);
         then();
       };
+      // Whichever of the request and its answer reports the destroyed socket first, a timeout is told as one.
+      const fail = (err: Error) => settled(() => reject(timedOut ? new DeliveryTimeout() : err));
       inFlight.add(request);
-      request.on('error', (err) => settled(() => reject(err)));
+      request.on('error', fail);
       request.end(body);
     });
   /** The webhook's URL for the base it was given: parsed once, checked to be http. */

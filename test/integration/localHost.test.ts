@@ -368,15 +368,22 @@ describe('blob event source', () => {
     expect(lines.at(-1)).toMatchObject({ deadLetterReason: 'MaxDeliveryAttemptsExceeded', deliveryAttempts: 4, lastHttpStatusCode: 500, eventType: 'Microsoft.Storage.BlobCreated' });
   });
 
-  test('given a webhook that never answers, then each attempt times out and the event is dead-lettered as timed out', async () => {
-    // A host that reads the delivery and never answers it.
+  test.each([
+    ['never answers', false],
+    ['sends its headers and never ends its answer', true],
+  ])('given a webhook that %s, then each attempt times out and the event is dead-lettered as timed out', async (_what, sendsHeaders) => {
+    // A host that reads the delivery and never finishes answering it.
     const held: http.ServerResponse[] = [];
     const silent = http.createServer((req, res) => {
       req.resume();
+      if (sendsHeaders) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('partial');
+      }
       held.push(res);
     });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    const deadLetters = path.join(dir, 'deadletter-timeout.jsonl');
+    const deadLetters = path.join(dir, `deadletter-timeout-${sendsHeaders ? 'headers' : 'silent'}.jsonl`);
     const source = await startEventSource({
       upstreamUrl: `http://127.0.0.1:${azurite.blobPort}`,
       port: 0,
@@ -389,12 +396,12 @@ describe('blob event source', () => {
     });
     try {
       const client = BlobServiceClient.fromConnectionString(azuriteConnectionString(source.port, azurite.queuePort)).getContainerClient('landing');
-      await client.getBlockBlobClient('silent/one.bin').upload(Buffer.from('s'), 1);
+      await client.getBlockBlobClient(`silent/${sendsHeaders ? 'headers' : 'none'}.bin`).upload(Buffer.from('s'), 1);
       await source.idle();
       expect(source.stats()).toMatchObject({ emitted: 1, delivered: 0, retried: 1, deadLettered: 1, pending: 0 });
       expect(held).toHaveLength(2);
       const [line] = fs.readFileSync(deadLetters, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-      expect(line).toMatchObject({ deliveryAttempts: 2, lastDeliveryOutcome: 'timed out', lastHttpStatusCode: 0, subject: '/blobServices/default/containers/landing/blobs/silent/one.bin' });
+      expect(line).toMatchObject({ deliveryAttempts: 2, lastDeliveryOutcome: 'timed out', lastHttpStatusCode: 0, subject: `/blobServices/default/containers/landing/blobs/silent/${sendsHeaders ? 'headers' : 'none'}.bin` });
     } finally {
       await source.stop();
       held.forEach((res) => res.destroy());
