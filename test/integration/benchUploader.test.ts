@@ -56,6 +56,7 @@ describe('bench uploader', () => {
 
   test('announces each committed upload as storage holds it', async () => {
     const files = { 'a/one.dcm': Buffer.alloc(1000, 1), 'a/two.dcm': Buffer.alloc(70_000, 2), 'b/three.dcm': Buffer.alloc(3, 3) };
+    const spawned = Date.now();
     const { lines, status, stderr } = run('announce', files, true);
     expect({ status, stderr }).toEqual({ status: 0, stderr: '' });
 
@@ -80,6 +81,9 @@ describe('bench uploader', () => {
     expect(lines[lines.length - 1]?.startsWith(UPLOADED_PREFIX)).toBe(true);
     const report = JSON.parse((lines[lines.length - 1] as string).slice(UPLOADED_PREFIX.length)) as UploadReport;
     expect(Object.keys(report.uploadedAt).sort()).toEqual(Object.keys(files).sort());
+    // The stack's rate is measured from the first upload: after the process started, before any upload completed.
+    expect(report.startedAt).toBeGreaterThanOrEqual(spawned);
+    expect(report.startedAt).toBeLessThanOrEqual(Math.min(...Object.values(report.uploadedAt)));
   }, 60_000);
 
   test('prints the report only without announce', () => {
