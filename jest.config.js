@@ -2,7 +2,8 @@
  * every real fixture) run on the same fakes but apart, so that `npm run test:unit` stays quick;
  * integration tests run against the real local services (Azurite, the Cosmos DB emulator
  * server, the local function host), which test/integration/globalSetup.ts starts itself.
- * `npm test` (plain `jest`) runs all three. */
+ * `npm test` runs all three (tools/runTests.ts: unit and slow several files at once, then
+ * integration one file at a time). */
 const transform = { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }] };
 
 /** Each takes tens of seconds on a 2-CPU machine (about 120 s of the 265 s the unit files took together). */
