@@ -36,6 +36,7 @@ export async function startBenchServices(options: { workDir: string; deidKey: st
     host,
     sourceContainers: preliminary.sourceContainers,
     concurrency: options.eventConcurrency,
+    maxEventsPerBatch: process.env.LOCAL_EVENT_MAX_EVENTS_PER_BATCH ? Number(process.env.LOCAL_EVENT_MAX_EVENTS_PER_BATCH) : undefined,
     deliveryTimeoutMs: options.deliveryTimeoutMs,
     deadLetterFile: path.join(options.workDir, 'deadletter.jsonl'),
     ...(options.direct ? { eventBlobEndpoint: `http://${host}:${azurite.blobPort}/${AZURITE_ACCOUNT}` } : {}),

@@ -4,10 +4,12 @@
  * Azurite's blob service runs on an internal port; this module is a reverse proxy on the public
  * blob port that passes every request and response through unchanged (streamed, never
  * buffered) and, when Azurite commits a write to or a delete from a watched container, emits
- * `Microsoft.Storage.BlobCreated` / `BlobDeleted`. Events are delivered one per POST to the
- * function host's Event Grid webhook, with bounded concurrency, exponential backoff on non-2xx
- * or connection errors, and a dead-letter file after the last attempt: the same at-least-once
- * contract the functions get in Azure. Events pending at stop() are dropped (the reconciliation
+ * `Microsoft.Storage.BlobCreated` / `BlobDeleted`. Events are delivered to the function host's
+ * Event Grid webhook in batches, as an Event Grid subscription's `maxEventsPerBatch` and
+ * `preferredBatchSizeInKilobytes` ask (one event a POST by default, as in Azure), with bounded
+ * concurrency, exponential backoff on non-2xx or connection errors (a batch is sent again whole),
+ * and a dead-letter file after the last attempt: the same at-least-once contract the functions
+ * get in Azure. Events pending at stop() are dropped (the reconciliation
  * scan re-emits what is in the container on the next start).
  */
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
@@ -51,6 +53,17 @@ export interface EventSourceOptions {
   functionName?: string;
   /** Deliveries in flight at once; default 16. */
   concurrency?: number;
+  /**
+   * Events per delivery at most (an Event Grid subscription's `maxEventsPerBatch`, 1-5000);
+   * default 1. As Event Grid does, a delivery never waits for a batch to fill: it takes what
+   * is queued when a delivery slot frees up.
+   */
+  maxEventsPerBatch?: number;
+  /**
+   * A batch takes no further event once its body would pass this size (the subscription's
+   * `preferredBatchSizeInKilobytes`, 1-1024); an event larger than that goes alone. Default 64.
+   */
+  preferredBatchSizeInKilobytes?: number;
   /** Attempts per event before dead-lettering; default 30. */
   maxAttempts?: number;
   initialBackoffMs?: number;
@@ -71,7 +84,7 @@ export interface EventSourceOptions {
 export interface EventSourceStats {
   emitted: number;
   delivered: number;
-  /** Failed attempts that were followed by another attempt. */
+  /** Failed attempts that were followed by another attempt, counted per event (a batch's retry counts each of its events). */
   retried: number;
   deadLettered: number;
   /** Emitted, neither delivered nor dead-lettered yet. */
@@ -99,6 +112,8 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
   const upstream = new URL(options.upstreamUrl);
   const functionName = options.functionName ?? 'ingestReplicatedFile';
   const concurrency = Math.max(1, options.concurrency ?? 16);
+  const maxEventsPerBatch = Math.min(5000, Math.max(1, options.maxEventsPerBatch ?? 1));
+  const preferredBatchBytes = Math.min(1024, Math.max(1, options.preferredBatchSizeInKilobytes ?? 64)) * 1024;
   const maxAttempts = Math.max(1, options.maxAttempts ?? 30);
   const initialBackoffMs = options.initialBackoffMs ?? 200;
   const maxBackoffMs = options.maxBackoffMs ?? 4000;
@@ -218,21 +233,26 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
     }
   };
 
-  const deliver = async (write: BlobWrite): Promise<void> => {
+  /**
+   * Sends one batch (the events, and each one's JSON) until the host takes it, or dead-letters
+   * each of its events after the last attempt; counts each event as delivered, dead-lettered or
+   * dropped at stop.
+   */
+  const deliverBatch = async (events: BlobStorageEvent[], json: string[]): Promise<void> => {
     const publishTime = new Date().toISOString();
-    const event = buildBlobEvent(await complete(write), { blobEndpoint: options.eventBlobEndpoint ?? blobEndpoint, sequencer: sequencer.next() });
-    const body = JSON.stringify([event]);
+    const body = `[${json.join(',')}]`;
+    const first = events[0] as BlobStorageEvent;
     let outcome = 'not attempted';
     let status: number | undefined;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (stopController.signal.aborted) {
-        counters.dropped += 1;
+        counters.dropped += events.length;
         return;
       }
       if (!webhookBase) {
         await Promise.race([webhookSet, new Promise((resolve) => stopController.signal.addEventListener('abort', resolve, { once: true }))]);
         if (stopController.signal.aborted) {
-          counters.dropped += 1;
+          counters.dropped += events.length;
           return;
         }
       }
@@ -243,15 +263,15 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
             'content-type': 'application/json',
             'aeg-event-type': 'Notification',
             'aeg-delivery-count': String(attempt - 1),
-            'aeg-data-version': event.dataVersion,
-            'aeg-metadata-version': event.metadataVersion,
+            'aeg-data-version': first.dataVersion,
+            'aeg-metadata-version': first.metadataVersion,
             'aeg-subscription-name': 'LOCAL-BLOB-EVENTS',
           },
           body,
           deliveryTimeoutMs,
         );
         if (status >= 200 && status < 300) {
-          counters.delivered += 1;
+          counters.delivered += events.length;
           return;
         }
         outcome = `HTTP ${status}`;
@@ -260,32 +280,61 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
         outcome = err instanceof DeliveryTimeout ? 'timed out' : `connection failed (${(err as Error).message})`;
       }
       if (attempt === maxAttempts || stopController.signal.aborted) break;
-      counters.retried += 1;
+      counters.retried += events.length;
       const wait = Math.min(maxBackoffMs, initialBackoffMs * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
-      log('debug', `event ${event.id} attempt ${attempt} failed (${outcome}); next in ${Math.round(wait)} ms`);
+      log('debug', `${events.length === 1 ? `event ${first.id}` : `a batch of ${events.length} events from ${first.id}`}: attempt ${attempt} failed (${outcome}); next in ${Math.round(wait)} ms`);
       await delay(wait, stopController.signal);
     }
     if (stopController.signal.aborted) {
-      counters.dropped += 1;
+      counters.dropped += events.length;
       return;
     }
-    deadLetter(event, maxAttempts, outcome, status, publishTime);
+    for (const event of events) deadLetter(event, maxAttempts, outcome, status, publishTime);
+  };
+
+  /**
+   * Delivers the writes taken off the queue: their events in batches of at most the preferred
+   * size (an event larger than it alone), one batch after the other.
+   */
+  const deliver = async (writes: BlobWrite[]): Promise<void> => {
+    let accounted = 0;
+    try {
+      const completed = await Promise.all(writes.map(complete));
+      const events = completed.map((write) => buildBlobEvent(write, { blobEndpoint: options.eventBlobEndpoint ?? blobEndpoint, sequencer: sequencer.next() }));
+      let batch: BlobStorageEvent[] = [];
+      let json: string[] = [];
+      let bytes = 1;
+      for (const event of events) {
+        const text = JSON.stringify(event);
+        const size = Buffer.byteLength(text) + 1;
+        if (batch.length > 0 && bytes + size > preferredBatchBytes) {
+          await deliverBatch(batch, json);
+          accounted += batch.length;
+          batch = [];
+          json = [];
+          bytes = 1;
+        }
+        batch.push(event);
+        json.push(text);
+        bytes += size;
+      }
+      await deliverBatch(batch, json);
+      accounted += batch.length;
+    } catch (err) {
+      counters.dropped += writes.length - accounted;
+      log('error', `event delivery crashed: ${(err as Error).message}`);
+    }
   };
 
   const pump = () => {
     while (active < concurrency && queue.length > 0) {
-      const write = queue.shift() as BlobWrite;
+      const writes = queue.splice(0, maxEventsPerBatch);
       active += 1;
-      deliver(write)
-        .catch((err: unknown) => {
-          counters.dropped += 1;
-          log('error', `event delivery crashed: ${(err as Error).message}`);
-        })
-        .finally(() => {
-          active -= 1;
-          settle();
-          pump();
-        });
+      void deliver(writes).finally(() => {
+        active -= 1;
+        settle();
+        pump();
+      });
     }
   };
 

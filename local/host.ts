@@ -566,15 +566,10 @@ export async function startHost(options: HostOptions): Promise<FunctionHost> {
       sendJson(res, 200, { validationResponse: delivery.validationCode });
       return;
     }
-    let failed = 0;
-    // One invocation per event, one after the other, as the host's Event Grid extension does.
-    for (const event of delivery.events) {
-      try {
-        await invokeFunction(fn, eventInvocationRequest(fn, event), environment());
-      } catch {
-        failed += 1;
-      }
-    }
+    // One invocation per event, all of a delivery's at once, as the host's Event Grid extension
+    // runs a batch; one that fails fails the delivery, and Event Grid sends the whole batch again.
+    const outcomes = await Promise.allSettled(delivery.events.map((event) => invokeFunction(fn, eventInvocationRequest(fn, event), environment())));
+    const failed = outcomes.filter((o) => o.status === 'rejected').length;
     if (failed > 0) {
       sendJson(res, 500, { error: `${failed} of ${delivery.events.length} invocations failed` });
       return;

@@ -46,6 +46,8 @@ export interface StackOptions {
   host?: string;
   /** Default in memory; npm start keeps blobs in a folder so that they survive a restart. */
   persistence?: { inMemory: true } | { location: string };
+  /** How often Azurite reclaims deleted blobs' space (local/services/azurite.ts); default Azurite's ten minutes. */
+  spaceReclaimIntervalMs?: number;
   /** Where the generated de-identification key and the dead-letter file live; default `<projectRoot>/.local-data`. */
   dataDir?: string;
   /** Applies `Values` of `<projectRoot>/local.settings.json` to process.env first (env wins); default true. */
@@ -61,7 +63,7 @@ export interface StackOptions {
    * (shared/catalog/cosmosCatalog), so that the catalog exists before the first event. null: nothing.
    */
   prepare?: ((context: PrepareContext) => Promise<void>) | null;
-  eventSource?: { concurrency?: number; maxAttempts?: number; maxBackoffMs?: number; deadLetterFile?: string; deliveryTimeoutMs?: number };
+  eventSource?: { concurrency?: number; maxAttempts?: number; maxEventsPerBatch?: number; maxBackoffMs?: number; deadLetterFile?: string; deliveryTimeoutMs?: number };
   /** Runs the ANQ path too (npm start's default); off when undefined (the tests' blob path). */
   anq?: LocalAnqOptions;
   /**
@@ -210,7 +212,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       DEID_KEY: 'x'.repeat(32),
     });
 
-    const azurite = await startAzurite({ host: hostName, blobPort: 0, queuePort: ports.queue, persistence: options.persistence });
+    const azurite = await startAzurite({ host: hostName, blobPort: 0, queuePort: ports.queue, persistence: options.persistence, spaceReclaimIntervalMs: options.spaceReclaimIntervalMs });
     stops.push(() => azurite.stop());
 
     const deadLetterFile = options.eventSource?.deadLetterFile ?? path.join(dataDir, 'deadletter.jsonl');
@@ -221,6 +223,7 @@ export async function startStack(options: StackOptions): Promise<LocalStack> {
       sourceContainers: preliminary.sourceContainers,
       concurrency: options.eventSource?.concurrency ?? intSetting('LOCAL_EVENT_CONCURRENCY'),
       maxAttempts: options.eventSource?.maxAttempts ?? intSetting('LOCAL_EVENT_MAX_ATTEMPTS'),
+      maxEventsPerBatch: options.eventSource?.maxEventsPerBatch ?? intSetting('LOCAL_EVENT_MAX_EVENTS_PER_BATCH'),
       maxBackoffMs: options.eventSource?.maxBackoffMs,
       deliveryTimeoutMs: options.eventSource?.deliveryTimeoutMs,
       deadLetterFile,

@@ -28,6 +28,14 @@ export interface AzuriteOptions {
    */
   queryOrder?: boolean;
   /**
+   * How often Azurite reclaims the space of deleted and overwritten blobs (azuriteGcInterval.ts);
+   * default Azurite's own, ten minutes. Each reclaim holds every blob request for a time that
+   * grows with what was deleted: a stack whose data lives for one run sets this past the run.
+   */
+  spaceReclaimIntervalMs?: number;
+  /** Azurite's own debug log (`--debug`): every request and its internal steps, space reclaim included. */
+  debugLog?: string;
+  /**
    * Serves HTTPS with this certificate and key (PEM files), and with `oauth` accepts bearer
    * tokens too: Azurite checks their form, lifetime, issuer and audience (`--oauth basic`), not
    * a signature. For tests of the managed-identity path.
@@ -69,6 +77,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
   const queryOrder = options.queryOrder !== false;
   const args = [
     ...(queryOrder ? ['--require', compiled(path.join(__dirname, `azuriteQueryOrder${path.extname(__filename)}`))] : []),
+    ...(options.spaceReclaimIntervalMs !== undefined ? ['--require', compiled(path.join(__dirname, `azuriteGcInterval${path.extname(__filename)}`))] : []),
     azuriteCli(),
     '--blobHost', host, '--blobPort', String(options.blobPort ?? 10000),
     '--queueHost', host, '--queuePort', String(options.queuePort ?? 10001),
@@ -81,6 +90,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
     '--loose',
     '--silent',
   ];
+  if (options.debugLog !== undefined) args.push('--debug', options.debugLog);
   if (options.tls) args.push('--cert', options.tls.cert, '--key', options.tls.key, ...(options.tls.oauth ? ['--oauth', 'basic'] : []));
   if ('location' in persistence) {
     fs.mkdirSync(persistence.location, { recursive: true });
@@ -92,7 +102,12 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: 'location' in persistence ? persistence.location : undefined,
-    env: { ...process.env, AZURITE_ACCOUNTS: undefined, VNA_AZURITE_QUERY_ORDER: queryOrder ? '1' : undefined },
+    env: {
+      ...process.env,
+      AZURITE_ACCOUNTS: undefined,
+      VNA_AZURITE_QUERY_ORDER: queryOrder ? '1' : undefined,
+      VNA_AZURITE_GC_INTERVAL_MS: options.spaceReclaimIntervalMs !== undefined ? String(Math.max(1, Math.round(options.spaceReclaimIntervalMs))) : undefined,
+    },
   });
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);

@@ -31,6 +31,9 @@ export default async function globalSetup(): Promise<void> {
       projectRoot,
       ports: { blob: 0, queue: 0, cosmos: 0, functions: 0 },
       persistence: { inMemory: true },
+      // Azurite's space reclaim held every blob request for 24-53 s at the run's ten-minute mark
+      // (local/services/azuriteGcInterval.ts); the data lives for the run, so it waits past the run.
+      spaceReclaimIntervalMs: 6 * 60 * 60 * 1000,
       // A developer's local.settings.json may point at real resources; tests never read it.
       localSettings: false,
       dataDir: runDir,

@@ -430,7 +430,122 @@ describe('blob event source', () => {
   });
 });
 
+describe('blob event source: batches (an Event Grid subscription with maxEventsPerBatch)', () => {
+  /** A webhook that keeps each delivery's events and answers with what `answer` says. */
+  async function recordingWebhook(answer: (events: BlobStorageEvent[]) => number) {
+    const deliveries: BlobStorageEvent[][] = [];
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const events = JSON.parse(Buffer.concat(chunks).toString('utf8')) as BlobStorageEvent[];
+        deliveries.push(events);
+        res.writeHead(answer(events), { 'content-length': 0 });
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { deliveries, url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, close: () => new Promise((resolve) => server.close(resolve)) };
+  }
+  const write = (blobName: string) => ({
+    eventType: 'Microsoft.Storage.BlobCreated' as const,
+    api: 'PutBlob' as const,
+    container: 'landing',
+    blobName,
+    clientRequestId: 'batch-test',
+    requestId: '',
+    contentLength: 1,
+    contentType: 'application/octet-stream',
+    blobType: 'BlockBlob',
+  });
+  const names = (deliveries: BlobStorageEvent[][]) => deliveries.map((d) => d.map((e) => e.subject.split('/blobs/')[1]));
+
+  async function withSource(webhook: { url: string }, options: { maxEventsPerBatch?: number; preferredBatchSizeInKilobytes?: number }, work: (source: BlobEventSource) => Promise<void>) {
+    const source = await startEventSource({
+      upstreamUrl: `http://127.0.0.1:${azurite.blobPort}`,
+      port: 0,
+      sourceContainers: ['landing'],
+      webhookBaseUrl: webhook.url,
+      concurrency: 1,
+      maxAttempts: 3,
+      initialBackoffMs: 10,
+      ...options,
+    });
+    try {
+      await work(source);
+    } finally {
+      await source.stop();
+    }
+  }
+
+  test('given a burst of eight writes and batches of at most three, then every event goes once, in batches of what was queued when a delivery began', async () => {
+    const webhook = await recordingWebhook(() => 200);
+    try {
+      await withSource(webhook, { maxEventsPerBatch: 3 }, async (source) => {
+        for (let i = 1; i <= 8; i++) source.emit(write(`b/${i}`));
+        await source.idle();
+        // The first write went at once, alone: a delivery does not wait for a batch to fill.
+        expect(names(webhook.deliveries)).toEqual([['b/1'], ['b/2', 'b/3', 'b/4'], ['b/5', 'b/6', 'b/7'], ['b/8']]);
+        expect(new Set(webhook.deliveries.flat().map((e) => e.id)).size).toBe(8);
+        expect(source.stats()).toMatchObject({ emitted: 8, delivered: 8, retried: 0, deadLettered: 0, pending: 0 });
+      });
+    } finally {
+      await webhook.close();
+    }
+  });
+
+  test('given a batch the function host fails, then the whole batch is sent again, the same events with the same ids', async () => {
+    let failures = 0;
+    const webhook = await recordingWebhook((events) => (events.length > 1 && failures++ === 0 ? 500 : 200));
+    try {
+      await withSource(webhook, { maxEventsPerBatch: 3 }, async (source) => {
+        for (let i = 1; i <= 4; i++) source.emit(write(`r/${i}`));
+        await source.idle();
+        const [, failed, again] = webhook.deliveries;
+        expect(names(webhook.deliveries)).toEqual([['r/1'], ['r/2', 'r/3', 'r/4'], ['r/2', 'r/3', 'r/4']]);
+        expect(again?.map((e) => e.id)).toEqual(failed?.map((e) => e.id));
+        expect(source.stats()).toMatchObject({ emitted: 4, delivered: 4, retried: 3, deadLettered: 0, pending: 0 });
+      });
+    } finally {
+      await webhook.close();
+    }
+  });
+
+  test('given events larger than half the preferred batch size, then each goes alone although the batch could hold three', async () => {
+    const webhook = await recordingWebhook(() => 200);
+    try {
+      await withSource(webhook, { maxEventsPerBatch: 3, preferredBatchSizeInKilobytes: 1 }, async (source) => {
+        const long = (i: number) => `p/${String(i).repeat(600)}`;
+        for (let i = 1; i <= 4; i++) source.emit(write(long(i)));
+        await source.idle();
+        expect(names(webhook.deliveries)).toEqual([[long(1)], [long(2)], [long(3)], [long(4)]]);
+        expect(source.stats()).toMatchObject({ emitted: 4, delivered: 4, pending: 0 });
+      });
+    } finally {
+      await webhook.close();
+    }
+  });
+});
+
 describe('local services', () => {
+  test("given spaceReclaimIntervalMs, then Azurite's space reclaim runs at that interval instead of every ten minutes", async () => {
+    const sweeps = (log: string) => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('Start next mark and sweep').length - 1 : 0);
+    const often = path.join(dir, 'azurite-often.log');
+    const usual = path.join(dir, 'azurite-usual.log');
+    const fast = await startAzurite({ blobPort: 0, queuePort: 0, spaceReclaimIntervalMs: 200, debugLog: often });
+    const plain = await startAzurite({ blobPort: 0, queuePort: 0, debugLog: usual });
+    try {
+      const deadline = Date.now() + 10_000;
+      while (sweeps(often) < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(sweeps(often)).toBeGreaterThanOrEqual(4);
+      // The same time for the one left alone: its sweep at start, and none since.
+      expect(sweeps(usual)).toBe(1);
+    } finally {
+      await fast.stop();
+      await plain.stop();
+    }
+  });
+
   test('given the Cosmos DB emulator server over HTTP, then a CosmosClient creates, upserts and queries', async () => {
     const cosmos = await startCosmosServer({ port: 0 });
     try {

@@ -67,6 +67,22 @@ app.eventGrid('gate', {
   },
 });
 
+// Each event of a delivery waits, up to 1.5 s, until all of its batch have arrived (data.of):
+// they all succeed only if the host runs a delivery's events at once.
+const arrived = new Map();
+app.eventGrid('together', {
+  handler: async (event) => {
+    if (event.data.fail) throw new Error('this event fails');
+    arrived.set(event.data.batch, (arrived.get(event.data.batch) || 0) + 1);
+    const deadline = Date.now() + 1500;
+    while (arrived.get(event.data.batch) < event.data.of) {
+      if (Date.now() > deadline) throw new Error('the rest of the batch never came');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    note('together ' + event.id);
+  },
+});
+
 app.eventGrid('onEvent', {
   handler: async (event, context) => {
     note('event ' + JSON.stringify({ id: event.id, methodName: context.triggerMetadata.sys.methodName, subject: context.triggerMetadata.subject }));
@@ -156,6 +172,29 @@ describe('invocation through the library', () => {
     });
     expect(res.status).toBe(200);
     expect(journalLines()).toContain(`event ${JSON.stringify({ id: 'e-1', methodName: 'onEvent', subject: '/s/e-1' })}`);
+  });
+});
+
+describe('Event Grid deliveries of several events', () => {
+  const deliver = (events: object[]) =>
+    fetch(`${host.url}/runtime/webhooks/eventgrid?functionName=together`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'aeg-event-type': 'Notification' },
+      body: JSON.stringify(events),
+    });
+  const event = (id: string, data: object) => ({ id, subject: `/s/${id}`, eventType: 'Test.Happened', eventTime: new Date().toISOString(), dataVersion: '1', data });
+
+  test('given a delivery of three events, then the host runs the three at once, as the Event Grid extension runs a batch, and answers 2xx', async () => {
+    const res = await deliver(['t-1', 't-2', 't-3'].map((id) => event(id, { batch: 'all', of: 3 })));
+    expect(res.status).toBe(200);
+    expect(journalLines().filter((l) => l.startsWith('together '))).toEqual(expect.arrayContaining(['together t-1', 'together t-2', 'together t-3']));
+  });
+
+  test('given a delivery in which one event fails, then the others still run to their end and the delivery is answered 500, for Event Grid to send it again', async () => {
+    const res = await deliver([event('u-1', { batch: 'pair', of: 2 }), event('u-2', { fail: true }), event('u-3', { batch: 'pair', of: 2 })]);
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ error: '1 of 3 invocations failed' });
+    expect(journalLines()).toEqual(expect.arrayContaining(['together u-1', 'together u-3']));
   });
 });
 
