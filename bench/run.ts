@@ -12,7 +12,7 @@
  * 200) the timed frame requests of each kind (the p99 is the nearest rank: of 50 it was the
  * slowest request, of 200 the third slowest);
  * BENCH_STACK_EVENTS (default 1000) sizes the stack burst; BENCH_FLOOR_RUNS (default 3) how many
- * storage floor runs its median is taken of; BENCH_UPLOADS=proxy sends the stack's
+ * storage floor runs before the burst, BENCH_FLOOR_RUNS_AFTER (default 2) how many after it, its median taken of all; BENCH_UPLOADS=proxy sends the stack's
  * uploads through the Event Grid stand-in's proxy, and BENCH_DIRECT=0 the host's blob requests too
  * (bench/stackScenario.ts; in the WADO-RS scenario, its host's and its plain reads);
  * BENCH_KEEP=1 keeps the temp files;
@@ -31,7 +31,7 @@ import { OcrResult, runOcrScenario } from './ocrScenario';
 import type { SharingResult, SharingScenarioOptions } from './sharingScenario';
 import type { StackCpu, StackDetails, StackResult, StackScenarioOptions } from './stackScenario';
 import { runStatisticsScenario, type StatisticsResult } from './statisticsScenario';
-import { fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
+import { floorRunsLabel, fmt, formatTable, ModeResult, modeResult, ratio, round } from './stats';
 import type { WadoResult, WadoScenarioOptions } from './wadoScenario';
 
 const PROJECT_ROOT = path.resolve(__dirname, '..', '..');
@@ -453,7 +453,7 @@ function printReport(scenarios: ScenarioResult[], stack: StackResult | null, det
         ['stack', 'events', 'cataloged', 'instances/s', 'p50 ms', 'p95 ms', 'p99 ms'],
         ['local stack, burst', String(stack.events), String(stack.cataloged), fmt(stack.instancesPerSecond), String(stack.p50Ms), String(stack.p95Ms), String(stack.p99Ms)],
         ...stack.paced.map((p) => [`paced at ${p.offeredPerSecond}/s (uploads ${p.uploadedPerSecond}/s)`, String(p.events), String(p.cataloged), fmt(p.instancesPerSecond), String(p.p50Ms), String(p.p95Ms), String(p.p99Ms)]),
-        ...(stack.storageFloor ? [[`storage floor (Azurite alone; median of ${stack.storageFloor.runRates?.join(', ') ?? 'one run'})`, String(stack.storageFloor.instances), '-', fmt(stack.storageFloor.instancesPerSecond), '-', '-', '-']] : []),
+        ...(stack.storageFloor ? [[`storage floor (Azurite alone; median of ${floorRunsLabel(stack.storageFloor)})`, String(stack.storageFloor.instances), '-', fmt(stack.storageFloor.instancesPerSecond), '-', '-', '-']] : []),
       ]),
     );
     const cpu = (c: StackCpu) => [fmt(c.host, 2), fmt(c.azurite, 2), fmt(c.cosmos, 2), fmt(c.uploader, 2), fmt(c.eventSourceAndBench, 2)];

@@ -238,6 +238,8 @@ export interface StorageFloor {
   cpuMsPerInstance: { azurite: number | null; client: number };
   /** The rate of each run it was chosen from (the median run), in the order they ran. */
   runRates?: number[];
+  /** How many of those ran before the burst; the rest ran after it. */
+  runsBeforeBurst?: number;
 }
 
 /**
@@ -247,11 +249,19 @@ export interface StorageFloor {
  */
 const FLOOR_RUNS = 3;
 
+/**
+ * Runs of the storage floor after the burst (BENCH_FLOOR_RUNS_AFTER overrides), with the stack
+ * idle: the floor on both sides of the burst, so that a machine that slows down or speeds up
+ * during a bench moves both sides of the ratio. On 2026-12-04 evening two benches of the same
+ * build minutes apart gave 0.84x and 0.56x with the floor measured before the burst only.
+ */
+const FLOOR_RUNS_AFTER = 2;
+
 /** The run with the median rate, whole (its rate and its CPU together), with every run's rate. */
-export function medianFloor(runs: StorageFloor[]): StorageFloor | null {
+export function medianFloor(runs: StorageFloor[], runsBeforeBurst = runs.length): StorageFloor | null {
   const sorted = [...runs].sort((a, b) => a.instancesPerSecond - b.instancesPerSecond);
   const median = sorted[Math.floor((sorted.length - 1) / 2)];
-  return median ? { ...median, runRates: runs.map((r) => r.instancesPerSecond) } : null;
+  return median ? { ...median, runRates: runs.map((r) => r.instancesPerSecond), runsBeforeBurst } : null;
 }
 
 /**
@@ -346,7 +356,7 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
     const floorRuns: StorageFloor[] = [];
     const floorCount = process.env.BENCH_FLOOR_RUNS ? Number(process.env.BENCH_FLOOR_RUNS) : FLOOR_RUNS;
     for (let i = 0; options.floorFiles?.length && i < floorCount; i++) floorRuns.push(await storageFloor(options.floorFiles));
-    const floor = medianFloor(floorRuns);
+    const floorRunsBefore = floorRuns.length;
 
     // The services as local/stack.ts wires them, with the function host in a process of its own.
     const eventConcurrency = process.env.LOCAL_EVENT_CONCURRENCY ? Number(process.env.LOCAL_EVENT_CONCURRENCY) : hostHttpConcurrency(options.projectRoot);
@@ -468,6 +478,10 @@ export async function runStackScenario(options: StackScenarioOptions): Promise<{
       },
       options.workDir,
     );
+
+    const floorAfter = process.env.BENCH_FLOOR_RUNS_AFTER ? Number(process.env.BENCH_FLOOR_RUNS_AFTER) : FLOOR_RUNS_AFTER;
+    for (let i = 0; options.floorFiles?.length && i < floorAfter; i++) floorRuns.push(await storageFloor(options.floorFiles));
+    const floor = medianFloor(floorRuns, floorRunsBefore);
 
     const paced: PacedRun[] = [];
     if (options.paced) {

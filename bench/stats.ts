@@ -59,3 +59,12 @@ export function formatTable(rows: string[][]): string {
 export function fmt(value: number | null | undefined, digits = 1): string {
   return value === null || value === undefined ? '-' : value.toFixed(digits);
 }
+
+/** The floor runs' rates for the table: those before the burst, then those after it. */
+export function floorRunsLabel(floor: { runRates?: number[]; runsBeforeBurst?: number }): string {
+  const rates = floor.runRates ?? [];
+  if (rates.length === 0) return 'one run';
+  const before = floor.runsBeforeBurst ?? rates.length;
+  const after = rates.slice(before);
+  return `${rates.slice(0, before).join(', ')} before the burst${after.length ? `, ${after.join(', ')} after` : ''}`;
+}

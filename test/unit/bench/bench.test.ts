@@ -9,7 +9,7 @@ import { BENCH_DEID_KEY, runCore, runHeaderDcmjs, runNaiveDcmjs } from '../../..
 import { moduleOf, summarise } from '../../../bench/profileSummary';
 import { classifyBlobRequest, classifyCosmosRequest, createRequestCounter } from '../../../bench/requestCounter';
 import { medianFloor } from '../../../bench/stackScenario';
-import { formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
+import { floorRunsLabel, formatTable, modeResult, percentile, ratio } from '../../../bench/stats';
 import { bufferReader } from '../../../shared/dicom/byteReader';
 import { asciiValue } from '../../../shared/dicom/dataset';
 import { defaultProfile } from '../../../shared/dicom/deid/profile';
@@ -334,8 +334,18 @@ describe('bench profile summary', () => {
 describe('the storage floor of the stack bench', () => {
   it('given three floor runs, then the floor is the run with the median rate, its CPU with it, and every run\'s rate is kept', () => {
     const run = (instancesPerSecond: number, azurite: number) => ({ instances: 500, instancesPerSecond, cpuMsPerInstance: { azurite, client: 6 } });
-    expect(medianFloor([run(88, 12), run(129, 8), run(104, 10)])).toEqual({ ...run(104, 10), runRates: [88, 129, 104] });
-    expect(medianFloor([run(90, 11)])).toEqual({ ...run(90, 11), runRates: [90] });
+    expect(medianFloor([run(88, 12), run(129, 8), run(104, 10)])).toEqual({ ...run(104, 10), runRates: [88, 129, 104], runsBeforeBurst: 3 });
+    expect(medianFloor([run(90, 11)])).toEqual({ ...run(90, 11), runRates: [90], runsBeforeBurst: 1 });
     expect(medianFloor([])).toBeNull();
+  });
+
+  it('given three runs before the burst and two after, then the median is taken of all five and the table tells the two groups apart', () => {
+    const run = (instancesPerSecond: number) => ({ instances: 500, instancesPerSecond, cpuMsPerInstance: { azurite: 10, client: 6 } });
+    // The machine slowed down during the bench: the runs after the burst pull the median down.
+    const floor = medianFloor([run(99), run(97), run(110), run(70), run(68)], 3);
+    expect(floor).toEqual({ ...run(97), runRates: [99, 97, 110, 70, 68], runsBeforeBurst: 3 });
+    expect(floorRunsLabel(floor as NonNullable<typeof floor>)).toBe('99, 97, 110 before the burst, 70, 68 after');
+    expect(floorRunsLabel({ runRates: [90], runsBeforeBurst: 1 })).toBe('90 before the burst');
+    expect(floorRunsLabel({})).toBe('one run');
   });
 });
