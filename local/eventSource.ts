@@ -105,6 +105,11 @@ export interface BlobEventSource {
   stop(): Promise<void>;
 }
 
+/** `value` held to [min, max] when it is a whole number; `otherwise` when it is not (NaN from a bad setting included). */
+function wholeIn(value: number | undefined, min: number, max: number, otherwise: number): number {
+  return Number.isInteger(value) ? Math.min(max, Math.max(min, value as number)) : otherwise;
+}
+
 /** Starts the proxy. Throws when the port is in use. */
 export async function startEventSource(options: EventSourceOptions): Promise<BlobEventSource> {
   const account = options.account ?? AZURITE_ACCOUNT;
@@ -112,8 +117,8 @@ export async function startEventSource(options: EventSourceOptions): Promise<Blo
   const upstream = new URL(options.upstreamUrl);
   const functionName = options.functionName ?? 'ingestReplicatedFile';
   const concurrency = Math.max(1, options.concurrency ?? 16);
-  const maxEventsPerBatch = Math.min(5000, Math.max(1, options.maxEventsPerBatch ?? 1));
-  const preferredBatchBytes = Math.min(1024, Math.max(1, options.preferredBatchSizeInKilobytes ?? 64)) * 1024;
+  const maxEventsPerBatch = wholeIn(options.maxEventsPerBatch, 1, 5000, 1);
+  const preferredBatchBytes = wholeIn(options.preferredBatchSizeInKilobytes, 1, 1024, 64) * 1024;
   const maxAttempts = Math.max(1, options.maxAttempts ?? 30);
   const initialBackoffMs = options.initialBackoffMs ?? 200;
   const maxBackoffMs = options.maxBackoffMs ?? 4000;

@@ -511,6 +511,20 @@ describe('blob event source: batches (an Event Grid subscription with maxEventsP
     }
   });
 
+  test('given a batch size that is not a whole number (a bad setting), then one event per delivery', async () => {
+    const webhook = await recordingWebhook(() => 200);
+    try {
+      await withSource(webhook, { maxEventsPerBatch: Number('ten') }, async (source) => {
+        for (let i = 1; i <= 3; i++) source.emit(write(`n/${i}`));
+        await source.idle();
+        expect(names(webhook.deliveries)).toEqual([['n/1'], ['n/2'], ['n/3']]);
+        expect(source.stats()).toMatchObject({ emitted: 3, delivered: 3, pending: 0 });
+      });
+    } finally {
+      await webhook.close();
+    }
+  });
+
   test('given events larger than half the preferred batch size, then each goes alone although the batch could hold three', async () => {
     const webhook = await recordingWebhook(() => 200);
     try {
