@@ -11,7 +11,7 @@ describe('azuriteGcInterval', () => {
     for (const raw of [undefined, '', '0', '-5', '1.5', '10m', 'abc']) expect(requestedInterval(raw)).toBeUndefined();
   });
 
-  test("given Azurite's constants, then the interval is set; given a module without the constant, then nothing is touched and it says so", () => {
+  test("given Azurite's constants, then the interval is set; given a module without the constant, then nothing is touched and install answers false", () => {
     const constants: { DEFAULT_GC_INTERVAL_MS?: unknown } = { DEFAULT_GC_INTERVAL_MS: 600_000 };
     expect(install(constants, 1234)).toBe(true);
     expect(constants.DEFAULT_GC_INTERVAL_MS).toBe(1234);
