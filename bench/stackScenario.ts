@@ -168,7 +168,7 @@ async function count(container: Container, where: string): Promise<number> {
 
 let clockTicks: number | undefined;
 /** CPU time (user and system) of another process so far, ms, from /proc; null where there is no /proc. */
-function processCpuMs(pid: number | undefined): number | null {
+export function processCpuMs(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

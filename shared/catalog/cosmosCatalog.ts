@@ -20,7 +20,7 @@ import { Lru } from '../lru';
 import { seriesStatistics } from '../statistics/aggregate';
 import { IndexStore, instanceDocId, ResearchCatalogWriter, seriesDocId, Versioned } from './catalogStore';
 import { Coalescer } from './coalesce';
-import { CosmosDocumentClient, type CosmosDocuments } from './cosmosDocuments';
+import { CosmosDocumentClient, type CosmosDocumentClientOptions, type CosmosDocuments } from './cosmosDocuments';
 import { CosmosHttpClient } from './cosmosHttpClient';
 import type { IngestionDocument, InstanceDocument, SeriesDocument, StudyDocument } from './documents';
 import { retryOnConflict } from './retryOnConflict';
@@ -41,8 +41,8 @@ export function createCosmosClient(conn: CosmosConnection): CosmosClient {
 }
 
 /** The client of the point operations on catalog documents (see cosmosDocuments.ts). */
-export function createDocumentClient(conn: CosmosConnection): CosmosDocumentClient {
-  return new CosmosDocumentClient(conn.endpoint, conn.kind === 'key' ? { kind: 'key', key: conn.key } : { kind: 'token', credential: credentialOf(conn) });
+export function createDocumentClient(conn: CosmosConnection, options: CosmosDocumentClientOptions = {}): CosmosDocumentClient {
+  return new CosmosDocumentClient(conn.endpoint, conn.kind === 'key' ? { kind: 'key', key: conn.key } : { kind: 'token', credential: credentialOf(conn) }, options);
 }
 
 /**

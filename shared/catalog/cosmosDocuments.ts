@@ -42,6 +42,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { TokenCredential } from '@azure/core-auth';
 
 import { TokenCache } from '../tokenCache';
+import { type BulkAnswer, BulkCreates, type OperationOutcome, type PendingCreate } from './bulkCreates';
 
 /** The REST API version the SDK (4.9) sends, which the local emulator server also answers. */
 export const COSMOS_API_VERSION = '2020-07-15';
@@ -103,6 +104,11 @@ export interface ReadDocument<T> {
 export interface CosmosDocumentClientOptions {
   /** The clock the signature's date comes from (tests). */
   now?: () => Date;
+  /**
+   * Create requests out at once per container before further creates wait and leave together
+   * as one bulk request (bulkCreates.ts); 0 sends every create alone. Default 1.
+   */
+  createsInFlight?: number;
 }
 
 const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
@@ -113,17 +119,27 @@ export class CosmosDocumentClient {
   private readonly key?: Buffer;
   private readonly tokens?: TokenCache;
   readonly now: () => Date;
+  readonly createsInFlight: number;
+  /** One per container, so that every user of a container shares its bulk requests. */
+  private readonly containers = new Map<string, CosmosDocuments>();
 
   constructor(endpoint: string, auth: CosmosAuth, options: CosmosDocumentClientOptions = {}) {
     this.base = new URL(endpoint);
     if (auth.kind === 'key') this.key = Buffer.from(auth.key, 'base64');
     else this.tokens = new TokenCache(auth.credential, [`${this.base.origin}/.default`, SERVICE_SCOPE], 'Cosmos DB');
     this.now = options.now ?? (() => new Date());
+    this.createsInFlight = options.createsInFlight ?? 1;
   }
 
   /** The documents of one container. */
   container(databaseId: string, containerId: string): CosmosDocuments {
-    return new CosmosDocuments(this, `dbs/${databaseId}/colls/${containerId}`);
+    const link = `dbs/${databaseId}/colls/${containerId}`;
+    let docs = this.containers.get(link);
+    if (!docs) {
+      docs = new CosmosDocuments(this, link);
+      this.containers.set(link, docs);
+    }
+    return docs;
   }
 
   /** The authorization header's value for one request. */
@@ -216,12 +232,19 @@ interface Operation {
 /** Point operations on the documents of one container. Every method may be called concurrently. */
 export class CosmosDocuments {
   private readonly sessions = new SessionTokens();
+  /** Creates, batched under load (bulkCreates.ts). */
+  readonly creates: BulkCreates;
 
   constructor(
     private readonly client: CosmosDocumentClient,
     /** `dbs/<database>/colls/<container>` */
     readonly link: string,
-  ) {}
+  ) {
+    this.creates = new BulkCreates(
+      { alone: (c) => this.createAlone(c), bulk: (c, rangeId) => this.bulk(c, rangeId), ranges: () => this.ranges() },
+      { inFlight: client.createsInFlight },
+    );
+  }
 
   /** The session tokens this process holds for the container, for a query's `sessionToken` option. */
   sessionToken(): string | undefined {
@@ -236,11 +259,74 @@ export class CosmosDocuments {
     return { resource, etag: resource._etag };
   }
 
-  /** Creates a document; 409 when one with its id is in the partition. Resolves with its ETag. */
+  /**
+   * Creates a document; 409 when one with its id is in the partition. Resolves with its ETag.
+   * Under load it may leave with other creates of the container as one bulk request.
+   */
   async create<T extends { id: string }>(doc: T, partitionKey: string): Promise<{ etag: string }> {
     validateId(doc.id);
-    const answer = await this.request({ method: 'POST', link: this.link, partitionKey, body: JSON.stringify(doc), what: 'creating a document' });
+    return this.creates.create({ body: JSON.stringify(doc), partitionKey });
+  }
+
+  private async createAlone(create: PendingCreate): Promise<{ etag: string }> {
+    const answer = await this.request({ method: 'POST', link: this.link, partitionKey: create.partitionKey, body: create.body, what: 'creating a document' });
     return { etag: etagOf(answer) };
+  }
+
+  /**
+   * One bulk request of creates (non-atomic, going on past a failed operation) for one partition
+   * key range, as the SDK's bulk sends it. One try: a write is not sent again blind.
+   */
+  private async bulk(creates: PendingCreate[], rangeId: string): Promise<BulkAnswer> {
+    const ops = creates.map((c) => `{"operationType":"Create","partitionKey":${JSON.stringify(JSON.stringify([c.partitionKey]))},"resourceBody":${c.body}}`);
+    const body = `[${ops.join(',')}]`;
+    const date = this.client.now().toUTCString();
+    const headers: Record<string, string> = {
+      'x-ms-date': date,
+      'x-ms-version': COSMOS_API_VERSION,
+      authorization: await this.client.authorization('POST', 'docs', this.link, date),
+      'x-ms-cosmos-is-batch-request': 'true',
+      'x-ms-cosmos-batch-atomic': 'false',
+      'x-ms-cosmos-batch-continue-on-error': 'true',
+      'x-ms-documentdb-partitionkeyrangeid': rangeId,
+      accept: 'application/json',
+      'cache-control': 'no-cache',
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(body)),
+    };
+    let answer: Answer;
+    try {
+      answer = await this.client.send('POST', `/${encodeURI(this.link)}/docs`, headers, body);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException | null)?.code;
+      throw new CosmosRequestError(`creating documents in bulk failed: ${code ?? (e as Error | null)?.name ?? 'error'}`, { cause: e, ...(typeof code === 'string' ? { code } : {}) });
+    }
+    this.sessions.merge(headerOf(answer, 'x-ms-session-token'));
+    if (answer.status < 200 || answer.status >= 300) return { refused: answer.status === 410 ? 'gone' : answer.status === 400 ? 'bad-request' : 'other' };
+    let results: unknown;
+    try {
+      results = JSON.parse(answer.text);
+    } catch {
+      return { refused: 'other' };
+    }
+    if (!Array.isArray(results)) return { refused: 'other' };
+    return { outcomes: results.map((r) => operationOutcome(r as BulkResult)) };
+  }
+
+  /** The ids of the container's partition key ranges (undefined when they take more than one page). */
+  private async ranges(): Promise<string[] | undefined> {
+    const date = this.client.now().toUTCString();
+    const headers = {
+      'x-ms-date': date,
+      'x-ms-version': COSMOS_API_VERSION,
+      authorization: await this.client.authorization('GET', 'pkranges', this.link, date),
+      accept: 'application/json',
+    };
+    const answer = await this.client.send('GET', `/${encodeURI(this.link)}/pkranges`, headers, undefined);
+    if (answer.status !== 200) throw new CosmosRequestError(`reading partition key ranges answered ${answer.status}`, { statusCode: answer.status });
+    if (headerOf(answer, 'x-ms-continuation')) return undefined;
+    const ranges = (JSON.parse(answer.text) as { PartitionKeyRanges?: { id?: unknown }[] }).PartitionKeyRanges;
+    return Array.isArray(ranges) ? ranges.map((r) => String(r.id)) : undefined;
   }
 
   /** Replaces a document, only over `ifMatch` (412 otherwise; 404 when it is gone). Resolves with the new ETag. */
@@ -359,6 +445,24 @@ export class CosmosDocuments {
     if (session !== undefined) headers['x-ms-session-token'] = session;
     return headers;
   }
+}
+
+/** One operation's result in a bulk answer. */
+interface BulkResult {
+  statusCode?: number;
+  eTag?: string;
+  resourceBody?: { _etag?: string };
+}
+
+function operationOutcome(r: BulkResult | null): OperationOutcome {
+  const status = r?.statusCode;
+  if (status === 201) {
+    const etag = r?.eTag ?? r?.resourceBody?._etag;
+    // Without its ETag a created document could not be replaced over it: sent alone, it meets 409.
+    return etag ? { kind: 'created', etag } : { kind: 'again' };
+  }
+  if (status === 409) return { kind: 'failed', error: new CosmosRequestError('creating a document answered 409 Conflict', { statusCode: 409 }) };
+  return { kind: 'again' };
 }
 
 /** Ids the REST paths cannot carry, as the SDK refuses them. */

@@ -236,6 +236,97 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
     );
   });
 
+  it('given creates that overlap, then those behind the one out leave as one bulk request signed, addressed and shaped as the SDK\'s bulk, and each resolves with its own ETag or 409', async () => {
+    const ranges = { _rid: 'r', PartitionKeyRanges: [{ id: '0', minInclusive: '', maxExclusive: 'FF' }], _count: 1 };
+    const answerBatch = (body: string) => (JSON.parse(body) as { resourceBody: { id: string } }[]).map((op) =>
+      op.resourceBody.id === 'taken' ? { statusCode: 409, requestCharge: 0 } : { statusCode: 201, requestCharge: 6, eTag: `"e-${op.resourceBody.id}"`, resourceBody: { ...op.resourceBody, _etag: `"e-${op.resourceBody.id}"` } });
+    await withServer(
+      (req, res, body) => {
+        if (req.url?.endsWith('/colls/research')) return json(res, 200, { id: 'research', partitionKey: { paths: ['/studyInstanceUid'], kind: 'Hash', version: 2 } });
+        if (req.url?.endsWith('/pkranges')) return json(res, 200, ranges);
+        if (req.headers['x-ms-cosmos-is-batch-request'] === 'true') return json(res, 200, answerBatch(body), { 'x-ms-session-token': '0:-1#30' });
+        const doc = JSON.parse(body) as { id: string };
+        json(res, 201, { ...doc, _etag: `"e-${doc.id}"` }, { etag: `"e-${doc.id}"`, 'x-ms-session-token': '0:-1#20' });
+      },
+      async (base, seen) => {
+        const sdk = new CosmosClient({ endpoint: base, key: KEY, connectionPolicy: { enableEndpointDiscovery: false } }).database('catalog').container('research');
+        await sdk.items.executeBulkOperations([
+          { operationType: 'Create', partitionKey: PK, resourceBody: { id: 'b1', studyInstanceUid: PK } },
+          { operationType: 'Create', partitionKey: PK, resourceBody: { id: 'b2', studyInstanceUid: PK } },
+        ]);
+        const sdkRequests = seen.splice(0);
+        const bySdk = sdkRequests.find((r) => r.headers['x-ms-cosmos-is-batch-request'] !== undefined);
+        expect(bySdk).toBeDefined();
+        const sdkRanges = sdkRequests.find((r) => r.url.includes('/pkranges'));
+
+        const date = new Date(String(bySdk?.headers['x-ms-date']));
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }, { now: () => date }).container('catalog', 'research');
+        // The first overlap sends both alone and reads the ranges; from then on, creates behind the one out wait.
+        await Promise.all([docs.create({ id: 'a1', studyInstanceUid: PK }, PK), docs.create({ id: 'a2', studyInstanceUid: PK }, PK)]);
+        expect(seen.map((r) => `${r.method} ${r.url}`).sort()).toEqual(['GET /dbs/catalog/colls/research/pkranges', 'POST /dbs/catalog/colls/research/docs', 'POST /dbs/catalog/colls/research/docs']);
+        const pkranges = seen.find((r) => r.method === 'GET');
+        expect(pkranges?.url).toBe(sdkRanges?.url.split('?')[0]);
+        expect(pkranges?.headers.authorization).toMatch(/^type%3Dmaster%26ver%3D1\.0%26sig%3D/);
+        seen.splice(0);
+        const results = await Promise.allSettled([
+          docs.create({ id: 'a3', studyInstanceUid: PK }, PK),
+          docs.create({ id: 'b1', studyInstanceUid: PK }, PK),
+          docs.create({ id: 'taken', studyInstanceUid: PK }, PK),
+          docs.create({ id: 'b2', studyInstanceUid: PK }, PK),
+        ]);
+        expect(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as CosmosRequestError).statusCode))).toEqual([{ etag: '"e-a3"' }, { etag: '"e-b1"' }, 409, { etag: '"e-b2"' }]);
+        expect(seen.map((r) => r.headers['x-ms-cosmos-is-batch-request'] ?? 'alone')).toEqual(['alone', 'true']);
+        const ours = seen[1];
+        expect(ours?.url).toBe(bySdk?.url);
+        for (const h of ['authorization', 'x-ms-date', 'x-ms-version', 'x-ms-cosmos-batch-atomic', 'x-ms-cosmos-batch-continue-on-error', 'x-ms-documentdb-partitionkeyrangeid']) expect([h, ours?.headers[h]]).toEqual([h, bySdk?.headers[h]]);
+        expect(ours?.headers['x-ms-documentdb-partitionkey']).toBeUndefined();
+        // The SDK's operations and ours: the same fields, ours with the third document between.
+        const sdkOps = JSON.parse(bySdk?.body ?? '[]') as Record<string, unknown>[];
+        const ourOps = JSON.parse(ours?.body ?? '[]') as Record<string, unknown>[];
+        expect([ourOps[0], ourOps[2]]).toEqual(sdkOps);
+        // The bulk answer's session token is kept for the reads that follow.
+        expect(docs.sessionToken()).toBe('0:-1#30');
+      },
+    );
+  });
+
+  it('given a bulk request whose connection is reset, then each of its creates fails with the socket code, naming no document, and is not sent again', async () => {
+    await withServer(
+      (req, res, body) => {
+        if (req.url?.endsWith('/pkranges')) return json(res, 200, { PartitionKeyRanges: [{ id: '0' }] });
+        if (req.headers['x-ms-cosmos-is-batch-request']) return req.socket.destroy();
+        const doc = JSON.parse(body) as { id: string };
+        setTimeout(() => json(res, 201, doc, { etag: `"e-${doc.id}"` }), 20);
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'research');
+        await Promise.all([docs.create({ id: 'a1' }, 'p'), docs.create({ id: 'a2' }, 'p')]);
+        const results = await Promise.allSettled([docs.create({ id: 'a3' }, 'p'), docs.create({ id: DOC_ID }, 'p'), docs.create({ id: 'a5' }, 'p')]);
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+        for (const r of results.slice(1)) {
+          expect((r as PromiseRejectedResult).reason).toMatchObject({ name: 'CosmosRequestError', code: 'ECONNRESET' });
+          expect(String(((r as PromiseRejectedResult).reason as Error).message)).not.toContain(DOC_ID);
+        }
+        expect(seen.filter((r) => r.headers['x-ms-cosmos-is-batch-request'])).toHaveLength(1);
+        expect(seen.filter((r) => r.method === 'POST')).toHaveLength(4);
+      },
+    );
+  });
+
+  it('given createsInFlight 0, then overlapping creates all go alone and the ranges are not read', async () => {
+    await withServer(
+      (_req, res, body) => {
+        const doc = JSON.parse(body) as { id: string };
+        setTimeout(() => json(res, 201, doc, { etag: `"e-${doc.id}"` }), 10);
+      },
+      async (base, seen) => {
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }, { createsInFlight: 0 }).container('catalog', 'research');
+        await Promise.all(Array.from({ length: 6 }, (_, i) => docs.create({ id: `d${i}` }, 'p')));
+        expect(seen.map((r) => `${r.method} ${r.headers['x-ms-cosmos-is-batch-request'] ?? 'alone'}`)).toEqual(Array(6).fill('POST alone'));
+      },
+    );
+  });
+
   it('given an id a path cannot carry, then nothing is sent', async () => {
     await withServer(
       (_req, res) => json(res, 200, {}),

@@ -65,6 +65,13 @@ describe('loadSettings', () => {
     expect(loadSettings({ ...valid, SUMMARY_SETTLE_MS: '0' }).summarySettleMs).toBe(0);
   });
 
+  it('given no COSMOS_CREATES_IN_FLIGHT, then 1 (creates batched behind one out); 0 sends every create alone; a value outside 0-64 is refused', () => {
+    expect(loadSettings(valid).cosmosCreatesInFlight).toBe(1);
+    expect(loadSettings({ ...valid, COSMOS_CREATES_IN_FLIGHT: '0' }).cosmosCreatesInFlight).toBe(0);
+    expect(loadSettings({ ...valid, COSMOS_CREATES_IN_FLIGHT: '4' }).cosmosCreatesInFlight).toBe(4);
+    for (const bad of ['-1', '65', 'many']) expect(() => loadSettings({ ...valid, COSMOS_CREATES_IN_FLIGHT: bad })).toThrow(/COSMOS_CREATES_IN_FLIGHT/);
+  });
+
   it('given no summary refresh interval, then 250 ms; a given one is taken', () => {
     expect(loadSettings(valid).summaryRefreshIntervalMs).toBe(250);
     expect(loadSettings({ ...valid, SUMMARY_REFRESH_INTERVAL_MS: '0' }).summaryRefreshIntervalMs).toBe(0);

@@ -1,0 +1,231 @@
+import { type BulkAnswer, BulkCreates, type BulkTransport, type OperationOutcome, type PendingCreate, RANGE_CHECK_MS } from '../../../shared/catalog/bulkCreates';
+
+/** Settles when every promise callback queued so far (and those they queue) has run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A transport whose every request waits until the test answers it. */
+class HeldTransport implements BulkTransport {
+  readonly sent: ({ kind: 'alone'; create: PendingCreate; answer: (r: { etag: string } | Error) => void } | { kind: 'bulk'; creates: PendingCreate[]; rangeId: string; answer: (r: BulkAnswer | Error) => void })[] = [];
+  rangeReads = 0;
+  rangeIds: string[] | undefined = ['0'];
+
+  alone(create: PendingCreate): Promise<{ etag: string }> {
+    return new Promise((resolve, reject) => this.sent.push({ kind: 'alone', create, answer: (r) => (r instanceof Error ? reject(r) : resolve(r)) }));
+  }
+
+  bulk(creates: PendingCreate[], rangeId: string): Promise<BulkAnswer> {
+    return new Promise((resolve, reject) => this.sent.push({ kind: 'bulk', creates, rangeId, answer: (r) => (r instanceof Error ? reject(r) : resolve(r)) }));
+  }
+
+  async ranges(): Promise<string[] | undefined> {
+    this.rangeReads += 1;
+    return this.rangeIds;
+  }
+
+  /** Answers every request still open alone with an ETag named after its document, and each bulk with `outcome`. */
+  answerAll(outcome: (c: PendingCreate) => OperationOutcome = (c) => ({ kind: 'created', etag: `"${c.body}"` })): void {
+    for (const s of this.sent.splice(0)) {
+      if (s.kind === 'alone') s.answer({ etag: `"${s.create.body}"` });
+      else s.answer({ outcomes: s.creates.map(outcome) });
+    }
+  }
+}
+
+const create = (n: number): PendingCreate => ({ body: `doc${n}`, partitionKey: `pk${n}` });
+
+/** Starts `n` creates at once, the first of them alone; the check of ranges that their overlap starts is let finish. */
+async function overlapping(lane: BulkCreates, t: HeldTransport, from: number, n: number): Promise<Promise<{ etag: string }>[]> {
+  const all = Array.from({ length: n }, (_, i) => lane.create(create(from + i)));
+  await settle();
+  expect(t.rangeReads).toBeGreaterThan(0);
+  return all;
+}
+
+describe('BulkCreates (creates of one container, batched under load)', () => {
+  it('given creates one after the other, then each goes alone and the ranges are never read', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    for (let i = 0; i < 3; i++) {
+      const p = lane.create(create(i));
+      t.answerAll();
+      await expect(p).resolves.toEqual({ etag: `"doc${i}"` });
+    }
+    expect(t.rangeReads).toBe(0);
+    expect(lane.counts).toEqual({ alone: 3, bulk: 0, bulkOperations: 0 });
+  });
+
+  it('given creates that arrive while one is out, then they wait and leave as one bulk request to the single range when it is back, each settled with its own outcome', async () => {
+    const t = new HeldTransport();
+    t.rangeIds = ['7'];
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    // The first overlap finds no range known yet: both go alone, and the ranges are read.
+    const first = await overlapping(lane, t, 0, 2);
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone']);
+    // Now known: creates behind the two out wait.
+    const conflict = new Error('409');
+    const waiting = [lane.create(create(2)), lane.create(create(3)), lane.create(create(4)), lane.create(create(5))];
+    const settled = Promise.allSettled(waiting);
+    expect(t.sent).toHaveLength(2);
+    t.answerAll();
+    await Promise.all(first);
+    await settle();
+    expect(t.sent.map((s) => s.kind)).toEqual(['bulk']);
+    const bulk = t.sent[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+    expect(bulk.rangeId).toBe('7');
+    expect(bulk.creates.map((c) => c.body)).toEqual(['doc2', 'doc3', 'doc4', 'doc5']);
+    t.sent.splice(0);
+    bulk.answer({ outcomes: [{ kind: 'created', etag: '"a"' }, { kind: 'failed', error: conflict }, { kind: 'again' }, { kind: 'created', etag: '"d"' }] });
+    await settle();
+    // The operation not carried out goes again, alone.
+    expect(t.sent.map((s) => (s.kind === 'alone' ? s.create.body : s.kind))).toEqual(['doc4']);
+    t.answerAll();
+    expect(await settled).toEqual([
+      { status: 'fulfilled', value: { etag: '"a"' } },
+      { status: 'rejected', reason: conflict },
+      { status: 'fulfilled', value: { etag: '"doc4"' } },
+      { status: 'fulfilled', value: { etag: '"d"' } },
+    ]);
+    expect(lane.counts).toEqual({ alone: 3, bulk: 1, bulkOperations: 4 });
+  });
+
+  it('given a waiting create on its own when the request out is back, then it goes alone, not as a bulk of one', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    await Promise.all((await overlapping(lane, t, 0, 2)).map(async (p) => (t.answerAll(), p)));
+    const out = lane.create(create(2));
+    const behind = lane.create(create(3));
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone']);
+    t.answerAll();
+    await out;
+    await settle();
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone']);
+    t.answerAll();
+    await expect(behind).resolves.toEqual({ etag: '"doc3"' });
+    expect(lane.counts.bulk).toBe(0);
+  });
+
+  it('given more than one range, then every create goes alone however many overlap, and the ranges are read again only after RANGE_CHECK_MS', async () => {
+    let now = 1_000;
+    const t = new HeldTransport();
+    t.rangeIds = ['0', '1'];
+    const lane = new BulkCreates(t, { inFlight: 1, now: () => now });
+    const all = [...(await overlapping(lane, t, 0, 3)), lane.create(create(3)), lane.create(create(4))];
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone', 'alone', 'alone']);
+    t.answerAll();
+    await Promise.all(all);
+    expect(t.rangeReads).toBe(1);
+    now += RANGE_CHECK_MS + 1;
+    t.rangeIds = ['0'];
+    const later = await overlapping(lane, t, 5, 2);
+    expect(t.rangeReads).toBe(2);
+    t.answerAll();
+    await Promise.all(later);
+  });
+
+  it('given ranges that cannot be read, then creates go alone until the next check', async () => {
+    const t = new HeldTransport();
+    t.ranges = async () => {
+      t.rangeReads += 1;
+      throw new Error('403');
+    };
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    const all = [...(await overlapping(lane, t, 0, 2)), lane.create(create(2))];
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone']);
+    t.answerAll();
+    await Promise.all(all);
+    expect(t.rangeReads).toBe(1);
+  });
+
+  it.each([
+    ['gone (410: the range split)', 'gone' as const, 2],
+    ['refused (400)', 'bad-request' as const, 1],
+    ['answered otherwise (429, 503, ...)', 'other' as const, 1],
+  ])('given a bulk request %s, then its creates go again alone, and the ranges are read again only when gone', async (_what, refused, readsAfter) => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    const first = await overlapping(lane, t, 0, 2);
+    const waiting = [lane.create(create(2)), lane.create(create(3))];
+    t.answerAll();
+    await Promise.all(first);
+    await settle();
+    const bulk = t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+    bulk.answer({ refused });
+    await settle();
+    expect(t.sent.map((s) => (s.kind === 'alone' ? s.create.body : s.kind))).toEqual(['doc2', 'doc3']);
+    t.answerAll();
+    await expect(Promise.all(waiting)).resolves.toEqual([{ etag: '"doc2"' }, { etag: '"doc3"' }]);
+    // The next overlap: a new check only after a 410; after a 400 creates keep going alone until the next check is due.
+    const next = [lane.create(create(4)), lane.create(create(5)), lane.create(create(6))];
+    await settle();
+    expect(t.rangeReads).toBe(readsAfter);
+    if (refused === 'bad-request') expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone']);
+    t.answerAll();
+    await settle();
+    t.answerAll();
+    await Promise.all(next);
+  });
+
+  it('given a bulk request that gets no answer, then each of its creates fails with that error and none is sent again', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    const first = await overlapping(lane, t, 0, 2);
+    const waiting = [lane.create(create(2)), lane.create(create(3))];
+    t.answerAll();
+    await Promise.all(first);
+    await settle();
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer(reset);
+    const results = await Promise.allSettled(waiting);
+    expect(results).toEqual([
+      { status: 'rejected', reason: reset },
+      { status: 'rejected', reason: reset },
+    ]);
+    await settle();
+    expect(t.sent).toHaveLength(0);
+  });
+
+  it('given an answer with fewer results than operations, then every create goes again alone', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    const first = await overlapping(lane, t, 0, 2);
+    const waiting = [lane.create(create(2)), lane.create(create(3))];
+    t.answerAll();
+    await Promise.all(first);
+    await settle();
+    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer({ outcomes: [{ kind: 'created', etag: '"x"' }] });
+    await settle();
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone']);
+    t.answerAll();
+    await expect(Promise.all(waiting)).resolves.toEqual([{ etag: '"doc2"' }, { etag: '"doc3"' }]);
+  });
+
+  it('given more creates waiting than one request may carry, then they leave in requests of at most 100 operations and 1 MiB', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 1 });
+    const first = await overlapping(lane, t, 0, 2);
+    const small = Array.from({ length: 150 }, (_, i) => lane.create(create(10 + i)));
+    const big = Array.from({ length: 3 }, (_, i) => lane.create({ body: 'x'.repeat(400 * 1024 + i), partitionKey: 'p' }));
+    t.answerAll();
+    await Promise.all(first);
+    const sizes: number[] = [];
+    for (let round = 0; round < 10 && sizes.reduce((a, b) => a + b, 0) < 153; round++) {
+      await settle();
+      for (const s of t.sent) sizes.push(s.kind === 'bulk' ? s.creates.length : 1);
+      t.answerAll();
+    }
+    // 100, then the other 50 with the two large documents that fit (1 MiB), then the third.
+    expect(sizes).toEqual([100, 52, 1]);
+    await Promise.all([...small, ...big]);
+  });
+
+  it('given inFlight 0, then every create goes alone, overlapping or not, and no range is read', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkCreates(t, { inFlight: 0 });
+    const all = Array.from({ length: 5 }, (_, i) => lane.create(create(i)));
+    await settle();
+    expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone', 'alone', 'alone']);
+    t.answerAll();
+    await Promise.all(all);
+    expect(t.rangeReads).toBe(0);
+  });
+});
