@@ -278,7 +278,7 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
         expect(seen.map((r) => r.headers['x-ms-cosmos-is-batch-request'] ?? 'alone')).toEqual(['alone', 'true']);
         const ours = seen[1];
         expect(ours?.url).toBe(bySdk?.url);
-        for (const h of ['authorization', 'x-ms-date', 'x-ms-version', 'x-ms-cosmos-batch-atomic', 'x-ms-cosmos-batch-continue-on-error', 'x-ms-documentdb-partitionkeyrangeid']) expect([h, ours?.headers[h]]).toEqual([h, bySdk?.headers[h]]);
+        for (const h of ['authorization', 'x-ms-date', 'x-ms-version', 'x-ms-cosmos-batch-atomic', 'x-ms-cosmos-batch-continue-on-error', 'x-ms-documentdb-partitionkeyrangeid', 'x-ms-documentdb-partitionkey', 'content-type']) expect([h, ours?.headers[h]]).toEqual([h, bySdk?.headers[h]]);
         expect(ours?.headers['x-ms-documentdb-partitionkey']).toBeUndefined();
         // The SDK's operations and ours: the same fields, ours with the third document between.
         const sdkOps = JSON.parse(bySdk?.body ?? '[]') as Record<string, unknown>[];
