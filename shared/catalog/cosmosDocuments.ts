@@ -28,7 +28,9 @@
  *   read whose connection failed (ECONNRESET, EPIPE, ...) up to 3 tries. Writes are not sent
  *   again on a connection failure: as with the SDK, the caller decides (a create that had in
  *   fact been carried out answers 409 the next time, a conditional replace 412);
- * - ends a try that gets no full answer in 60 s (ETIMEDOUT), keeps connections alive.
+ * - ends a try that gets no full answer in 60 s (ETIMEDOUT), keeps connections alive;
+ * - under load, sends the creates of a container that wait behind the one out as one bulk
+ *   request, as the SDK's bulk sends it (bulkCreates.ts).
  * Failures are `CosmosRequestError`s carrying the status in `code` and `statusCode` (as the
  * SDK's errors carry it, which the catalog's retry and recovery read), or the socket's error
  * code when no answer came. No message names a document: an id can be a research UID, and the

@@ -129,6 +129,12 @@ export interface IngestionDocument {
   research?: { studyInstanceUid: string; seriesInstanceUid: string; sopInstanceUid: string; blob: string };
   /** Rank of this source among files carrying the same SOP instance (see InstanceDocument.sourceRank). */
   sourceRank?: string;
+  /**
+   * The id of the InstanceCataloged event this version's instance is announced with (a keyed
+   * hash): a redelivery announces it again under the same id, in case the first announcement
+   * failed after this record was written.
+   */
+  announcedAs?: string;
   /** The audit of the de-identification: no PHI, only the profile, key id and counts. */
   deidentification?: {
     profile: string;

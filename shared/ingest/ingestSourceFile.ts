@@ -237,6 +237,8 @@ async function ingest(ing: Ingestion): Promise<IngestOutcome> {
     if (request.etag !== undefined && unquoted(request.etag) !== unquoted(props.etag)) {
       const current = existing.doc.research;
       await withdrawOtherVersions(ing, { previous: undefined, contended: true }, current && { version: versionKey(ing, props), blob: current.blob });
+    } else if (existing.doc.status === 'cataloged' && existing.doc.eventIds.includes(request.eventId)) {
+      await announceAgain(ing, props, existing.doc);
     }
     return { status: 'unchanged' };
   }
@@ -351,10 +353,13 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
   const mine: ResearchRef = { ...research, blob: blobName };
+  // A re-index announces the same version again: its event is told apart by the generation.
+  const announcedAs = keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}${a.reindexOf ? `\0${a.reindexOf.generation}` : ''}`).slice(0, 32);
   const commit = await commitIndex(a, {
     status: 'cataloged',
     sha256,
     sourceRank: a.rank,
+    ...(decision.kept ? { announcedAs } : {}),
     original,
     research: mine,
     deidentification: { ...auditRecord(deps.deid, report, 'passed'), ...(prepared.pixelsCleaned ? { pixelsCleaned: prepared.pixelsCleaned } : {}) },
@@ -371,14 +376,34 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
   }
 
   if (decision.kept) {
-    await deps.publisher.instanceCataloged(
-      { ...research, sopClassUid, modality: metadata.modality, researchBlob: blobName, size: decision.size },
-      // A re-index announces the same version again: its event is told apart by the generation.
-      keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}${a.reindexOf ? `\0${a.reindexOf.generation}` : ''}`).slice(0, 32),
-    );
+    await deps.publisher.instanceCataloged({ ...research, sopClassUid, modality: metadata.modality, researchBlob: blobName, size: decision.size }, announcedAs);
   }
   deps.log.info(`event ${request.eventId}: ${decision.kept ? 'cataloged' : 'superseded by another source of the same instance'} as ${research.sopInstanceUid}`);
   return { status: decision.kept ? 'cataloged' : 'superseded', research };
+}
+
+/**
+ * The event that cataloged this version, delivered again, announces its instance again under
+ * the id of the first announcement: the record is written before the announcement, so a
+ * publish that failed (and made Event Grid deliver the event again) would otherwise be lost for
+ * good. Only that event (its id is in the record): another event for the version (the watcher's,
+ * a backfill's) announces nothing. Only while the catalog's instance document is this version's:
+ * an instance another source holds, or that a later version replaced, is not announced for this
+ * one. Subscribers see the same id again when the first announcement did go out, as they do
+ * when Event Grid delivers an event twice.
+ */
+async function announceAgain(ing: Ingestion, props: SourceProperties, record: IngestionDocument): Promise<void> {
+  const { deps } = ing;
+  if (!record.research) return;
+  const held = await deps.catalog.getInstance(record.research.studyInstanceUid, record.research.sopInstanceUid);
+  const doc = held?.doc;
+  if (!doc || doc.sourceKey !== ing.sourceKey || doc.sourceVersion !== versionKey(ing, props)) return;
+  await deps.publisher.instanceCataloged(
+    { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, sopClassUid: doc.sopClassUid, modality: doc.modality, researchBlob: doc.researchBlob, size: doc.size },
+    // Records written before 0.14.4 have no id: the first announcement's, short of a re-index's.
+    record.announcedAs ?? keyed(deps.deid.key, 'event', `${ing.loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
+  );
+  deps.log.info(`event ${ing.request.eventId}: source ${ing.id.slice(0, 12)} announced again as ${doc.sopInstanceUid}`);
 }
 
 /** PS3.5 9.1: digits and dots, components without gaps, at most 64 characters, one value. */

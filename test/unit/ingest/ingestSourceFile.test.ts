@@ -59,7 +59,7 @@ describe('ingestSourceFile', () => {
     for (const name of w.research.blobs.keys()) expect(name).not.toMatch(/Doe|John|site-a/);
   });
 
-  it('given the same event twice, then the second changes nothing and drops the bytes it was sent unread', async () => {
+  it('given the same event twice, then the second changes nothing, drops the bytes it was sent unread and announces the instance again under the same event id', async () => {
     w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
     const req = created('a.dcm');
     await ingestSourceFile(w.deps, req, loc('a.dcm'));
@@ -70,7 +70,44 @@ describe('ingestSourceFile', () => {
     expect(w.source.reads).toBe(readsAfterFirst);
     expect(w.source.discarded).toBe(1);
     expect(w.catalog.instances.docs.size).toBe(1);
+    // At least once, as Event Grid itself: the same event, which subscribers tell by its id.
+    expect(w.publisher.events).toHaveLength(2);
+    expect(w.publisher.events[1]).toEqual(w.publisher.events[0]);
+  });
+
+  it('given the announcement failing after the record is written, then the event is redelivered and the redelivery announces the instance under the id the first try had', async () => {
+    w.source.put('anq-replica', 'a.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'));
+    const req = created('a.dcm');
+    const tried: { data: unknown; id: string }[] = [];
+    const publish = w.publisher.instanceCataloged.bind(w.publisher);
+    w.publisher.instanceCataloged = async (data, id) => {
+      tried.push({ data, id });
+      if (tried.length === 1) throw new PipelineError(ErrorCodes.SERVICE_UNAVAILABLE, 'the topic answered 503');
+      await publish(data, id);
+    };
+    await expect(ingestSourceFile(w.deps, req, loc('a.dcm'))).rejects.toMatchObject({ code: ErrorCodes.SERVICE_UNAVAILABLE, transient: true });
+    expect(w.index.all()[0]?.status).toBe('cataloged');
+    expect(w.publisher.events).toHaveLength(0);
+
+    const again = await ingestSourceFile(w.deps, req, loc('a.dcm'));
+    expect(again.status).toBe('unchanged');
+    expect(w.publisher.events).toEqual([tried[0]]);
+    expect(w.index.all()[0]?.announcedAs).toBe(tried[0]?.id);
+    // Another event for the version (the watcher's, a backfill's) announces nothing.
+    expect((await ingestSourceFile(w.deps, created('a.dcm'), loc('a.dcm'))).status).toBe('unchanged');
     expect(w.publisher.events).toHaveLength(1);
+  });
+
+  it('given a redelivered event of a source whose instance another source holds, then nothing is announced for it', async () => {
+    w.source.put('anq-replica', 'new.dcm', fixture('pydicom-deb/test_files__MR_small_bigendian.dcm'), new Date('2024-02-01T00:00:00Z'));
+    w.source.put('anq-replica', 'old.dcm', fixture('pydicom-deb/test_files__MR_small.dcm'), new Date('2024-01-01T00:00:00Z'));
+    const old = created('old.dcm');
+    expect((await ingestSourceFile(w.deps, old, loc('old.dcm'))).status).toBe('cataloged');
+    expect((await ingestSourceFile(w.deps, created('new.dcm'), loc('new.dcm'))).status).toBe('cataloged');
+    expect(w.publisher.events).toHaveLength(2);
+    // The older source's record still says cataloged, but the instance is the newer source's now.
+    expect((await ingestSourceFile(w.deps, old, loc('old.dcm'))).status).toBe('unchanged');
+    expect(w.publisher.events).toHaveLength(2);
   });
 
   it('given a delete event that arrives before the create event, then nothing is cataloged and the deletion is recorded', async () => {
