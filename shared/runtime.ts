@@ -97,7 +97,7 @@ async function build(): Promise<Runtime> {
   const cosmos = createCosmosClient(settings.cosmos);
   const { index: indexContainer, research: researchContainer, audit: auditContainer, sharing: sharingContainers } = await ensureCatalog(settings, cosmos);
   // Point operations on the documents go through the pipeline's own client (cosmosDocuments.ts).
-  const documents = createDocumentClient(settings.cosmos, { createsInFlight: settings.cosmosCreatesInFlight });
+  const documents = createDocumentClient(settings.cosmos, { requestsInFlight: settings.cosmosRequestsInFlight });
   const index = new CosmosIndexStore(catalogContainer(indexContainer, documents));
   const catalog = new CosmosResearchCatalog(catalogContainer(researchContainer, documents), { summarySettleMs: settings.summarySettleMs, summaryRefreshIntervalMs: settings.summaryRefreshIntervalMs });
   const telemetry = createTelemetry({ connectionString: settings.appInsightsConnectionString, captureFile: settings.telemetryCaptureFile });

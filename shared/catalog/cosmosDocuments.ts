@@ -29,8 +29,8 @@
  *   again on a connection failure: as with the SDK, the caller decides (a create that had in
  *   fact been carried out answers 409 the next time, a conditional replace 412);
  * - ends a try that gets no full answer in 60 s (ETIMEDOUT), keeps connections alive;
- * - under load, sends the creates of a container that wait behind the one out as one bulk
- *   request, as the SDK's bulk sends it (bulkCreates.ts).
+ * - under load, sends the creates and point reads of a container that wait behind the one
+ *   out as one bulk request, as the SDK's bulk sends it (bulkLane.ts).
  * Failures are `CosmosRequestError`s carrying the status in `code` and `statusCode` (as the
  * SDK's errors carry it, which the catalog's retry and recovery read), or the socket's error
  * code when no answer came. No message names a document: an id can be a research UID, and the
@@ -44,7 +44,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { TokenCredential } from '@azure/core-auth';
 
 import { TokenCache } from '../tokenCache';
-import { type BulkAnswer, BulkCreates, type OperationOutcome, type PendingCreate } from './bulkCreates';
+import { type BulkAnswer, BulkLane, type OperationOutcome, type PointOperation, type PointResult } from './bulkLane';
 
 /** The REST API version the SDK (4.9) sends, which the local emulator server also answers. */
 export const COSMOS_API_VERSION = '2020-07-15';
@@ -107,10 +107,10 @@ export interface CosmosDocumentClientOptions {
   /** The clock the signature's date comes from (tests). */
   now?: () => Date;
   /**
-   * Create requests out at once per container before further creates wait and leave together
-   * as one bulk request (bulkCreates.ts); 0 sends every create alone. Default 1.
+   * Point requests (creates and reads) out at once per container before further ones wait and
+   * leave together as one bulk request (bulkLane.ts); 0 sends every one alone. Default 1.
    */
-  createsInFlight?: number;
+  requestsInFlight?: number;
 }
 
 const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
@@ -121,7 +121,7 @@ export class CosmosDocumentClient {
   private readonly key?: Buffer;
   private readonly tokens?: TokenCache;
   readonly now: () => Date;
-  readonly createsInFlight: number;
+  readonly requestsInFlight: number;
   /** One per container, so that every user of a container shares its bulk requests. */
   private readonly containers = new Map<string, CosmosDocuments>();
 
@@ -130,7 +130,7 @@ export class CosmosDocumentClient {
     if (auth.kind === 'key') this.key = Buffer.from(auth.key, 'base64');
     else this.tokens = new TokenCache(auth.credential, [`${this.base.origin}/.default`, SERVICE_SCOPE], 'Cosmos DB');
     this.now = options.now ?? (() => new Date());
-    this.createsInFlight = options.createsInFlight ?? 1;
+    this.requestsInFlight = options.requestsInFlight ?? 1;
   }
 
   /** The documents of one container. */
@@ -234,18 +234,15 @@ interface Operation {
 /** Point operations on the documents of one container. Every method may be called concurrently. */
 export class CosmosDocuments {
   private readonly sessions = new SessionTokens();
-  /** Creates, batched under load (bulkCreates.ts). */
-  readonly creates: BulkCreates;
+  /** Creates and point reads, batched under load (bulkLane.ts). */
+  readonly lane: BulkLane;
 
   constructor(
     private readonly client: CosmosDocumentClient,
     /** `dbs/<database>/colls/<container>` */
     readonly link: string,
   ) {
-    this.creates = new BulkCreates(
-      { alone: (c) => this.createAlone(c), bulk: (c, rangeId) => this.bulk(c, rangeId), ranges: () => this.ranges() },
-      { inFlight: client.createsInFlight },
-    );
+    this.lane = new BulkLane({ alone: (op) => this.alone(op), bulk: (ops, rangeId) => this.bulk(ops, rangeId), ranges: () => this.ranges() }, { inFlight: client.requestsInFlight });
   }
 
   /** The session tokens this process holds for the container, for a query's `sessionToken` option. */
@@ -253,12 +250,12 @@ export class CosmosDocuments {
     return this.sessions.toString();
   }
 
-  /** Reads a document; undefined when there is none. */
+  /** Reads a document; undefined when there is none. Under load it may leave with other requests of the container as one bulk request. */
   async read<T>(id: string, partitionKey: string): Promise<ReadDocument<T> | undefined> {
-    const answer = await this.request({ method: 'GET', link: this.docLink(id), partitionKey, what: 'reading a document' });
-    if (answer.status === 404) return undefined;
-    const resource = JSON.parse(answer.text) as T & { _etag: string };
-    return { resource, etag: resource._etag };
+    validateId(id);
+    const result = await this.lane.send({ kind: 'read', id, partitionKey });
+    const resource = 'resource' in result ? (result.resource as (T & { _etag: string }) | undefined) : undefined;
+    return resource && { resource, etag: resource._etag };
   }
 
   /**
@@ -267,21 +264,27 @@ export class CosmosDocuments {
    */
   async create<T extends { id: string }>(doc: T, partitionKey: string): Promise<{ etag: string }> {
     validateId(doc.id);
-    return this.creates.create({ body: JSON.stringify(doc), partitionKey });
+    const result = await this.lane.send({ kind: 'create', body: JSON.stringify(doc), partitionKey });
+    return { etag: 'etag' in result ? result.etag : '' };
   }
 
-  private async createAlone(create: PendingCreate): Promise<{ etag: string }> {
-    const answer = await this.request({ method: 'POST', link: this.link, partitionKey: create.partitionKey, body: create.body, what: 'creating a document' });
-    return { etag: etagOf(answer) };
+  /** One operation alone, with its retries. */
+  private async alone(op: PointOperation): Promise<PointResult> {
+    if (op.kind === 'create') {
+      const answer = await this.request({ method: 'POST', link: this.link, partitionKey: op.partitionKey, body: op.body, what: 'creating a document' });
+      return { etag: etagOf(answer) };
+    }
+    const answer = await this.request({ method: 'GET', link: this.docLink(op.id), partitionKey: op.partitionKey, what: 'reading a document' });
+    return { resource: answer.status === 404 ? undefined : (JSON.parse(answer.text) as object) };
   }
 
   /**
-   * One bulk request of creates (non-atomic, going on past a failed operation) for one partition
-   * key range, as the SDK's bulk sends it. One try: a write is not sent again blind.
+   * One bulk request (non-atomic, going on past a failed operation) for one partition key range,
+   * as the SDK's bulk sends it, with the session tokens when it reads. One try: a write is not
+   * sent again blind.
    */
-  private async bulk(creates: PendingCreate[], rangeId: string): Promise<BulkAnswer> {
-    const ops = creates.map((c) => `{"operationType":"Create","partitionKey":${JSON.stringify(JSON.stringify([c.partitionKey]))},"resourceBody":${c.body}}`);
-    const body = `[${ops.join(',')}]`;
+  private async bulk(ops: PointOperation[], rangeId: string): Promise<BulkAnswer> {
+    const body = `[${ops.map(operationJson).join(',')}]`;
     const date = this.client.now().toUTCString();
     const headers: Record<string, string> = {
       'x-ms-date': date,
@@ -296,12 +299,14 @@ export class CosmosDocuments {
       'content-type': 'application/json',
       'content-length': String(Buffer.byteLength(body)),
     };
+    const session = ops.some((op) => op.kind === 'read') ? this.sessions.toString() : undefined;
+    if (session !== undefined) headers['x-ms-session-token'] = session;
     let answer: Answer;
     try {
       answer = await this.client.send('POST', `/${encodeURI(this.link)}/docs`, headers, body);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException | null)?.code;
-      throw new CosmosRequestError(`creating documents in bulk failed: ${code ?? (e as Error | null)?.name ?? 'error'}`, { cause: e, ...(typeof code === 'string' ? { code } : {}) });
+      throw new CosmosRequestError(`a bulk request failed: ${code ?? (e as Error | null)?.name ?? 'error'}`, { cause: e, ...(typeof code === 'string' ? { code } : {}) });
     }
     this.sessions.merge(headerOf(answer, 'x-ms-session-token'));
     if (answer.status < 200 || answer.status >= 300) return { refused: answer.status === 410 ? 'gone' : answer.status === 400 ? 'bad-request' : 'other' };
@@ -311,8 +316,8 @@ export class CosmosDocuments {
     } catch {
       return { refused: 'other' };
     }
-    if (!Array.isArray(results)) return { refused: 'other' };
-    return { outcomes: results.map((r) => operationOutcome(r as BulkResult)) };
+    if (!Array.isArray(results) || results.length !== ops.length) return { refused: 'other' };
+    return { outcomes: ops.map((op, i) => operationOutcome(op, results[i] as BulkResult | null)) };
   }
 
   /** The ids of the container's partition key ranges (undefined when they take more than one page). */
@@ -449,19 +454,34 @@ export class CosmosDocuments {
   }
 }
 
+/** One operation of a bulk request, as the SDK writes it. */
+function operationJson(op: PointOperation): string {
+  const partitionKey = JSON.stringify(JSON.stringify([op.partitionKey]));
+  return op.kind === 'create'
+    ? `{"operationType":"Create","partitionKey":${partitionKey},"resourceBody":${op.body}}`
+    : `{"operationType":"Read","id":${JSON.stringify(op.id)},"partitionKey":${partitionKey}}`;
+}
+
 /** One operation's result in a bulk answer. */
 interface BulkResult {
   statusCode?: number;
+  subStatusCode?: number;
   eTag?: string;
   resourceBody?: { _etag?: string };
 }
 
-function operationOutcome(r: BulkResult | null): OperationOutcome {
+function operationOutcome(op: PointOperation, r: BulkResult | null): OperationOutcome {
   const status = r?.statusCode;
+  if (op.kind === 'read') {
+    if (status === 200 && r?.resourceBody?._etag) return { kind: 'done', result: { resource: r.resourceBody } };
+    // Absent; but 404/1002 (this session's writes not yet at that replica) is read again alone.
+    if (status === 404 && r?.subStatusCode !== READ_SESSION_NOT_AVAILABLE) return { kind: 'done', result: { resource: undefined } };
+    return { kind: 'again' };
+  }
   if (status === 201) {
     const etag = r?.eTag ?? r?.resourceBody?._etag;
     // Without its ETag a created document could not be replaced over it: sent alone, it meets 409.
-    return etag ? { kind: 'created', etag } : { kind: 'again' };
+    return etag ? { kind: 'done', result: { etag } } : { kind: 'again' };
   }
   if (status === 409) return { kind: 'failed', error: new CosmosRequestError('creating a document answered 409 Conflict', { statusCode: 409 }) };
   return { kind: 'again' };

@@ -51,10 +51,10 @@ export interface Settings {
   cosmos: CosmosConnection;
   cosmosDatabase: string;
   /**
-   * Create requests out at once per catalog container before further creates wait and leave
-   * together as one bulk request (shared/catalog/bulkCreates.ts); 0 sends every create alone.
+   * Point requests (creates and reads) out at once per catalog container before further ones
+   * wait and leave together as one bulk request (shared/catalog/bulkLane.ts); 0 sends every one alone.
    */
-  cosmosCreatesInFlight: number;
+  cosmosRequestsInFlight: number;
   /** Restricted, identified index: one document per source file. */
   indexContainer: string;
   /** Research catalog: study, series and instance documents, de-identified values only. */
@@ -267,7 +267,7 @@ export function loadSettings(env: Env = process.env): Settings {
   const quarantineContainer = c.containerName('QUARANTINE_CONTAINER', 'quarantine');
   const cosmos = c.cosmos('CosmosDb');
   const cosmosDatabase = c.str('COSMOS_DATABASE', 'vna');
-  const cosmosCreatesInFlight = c.int('COSMOS_CREATES_IN_FLIGHT', 1, 0, 64);
+  const cosmosRequestsInFlight = c.int('COSMOS_REQUESTS_IN_FLIGHT', 1, 0, 64);
   const indexContainer = c.str('COSMOS_INDEX_CONTAINER', 'ingestions');
   const researchCatalogContainer = c.str('COSMOS_RESEARCH_CONTAINER', 'research-catalog');
   const auditContainer = c.str('COSMOS_AUDIT_CONTAINER', 'access-audit');
@@ -308,7 +308,7 @@ export function loadSettings(env: Env = process.env): Settings {
     quarantineContainer,
     cosmos,
     cosmosDatabase,
-    cosmosCreatesInFlight,
+    cosmosRequestsInFlight,
     indexContainer,
     researchCatalogContainer,
     auditContainer,

@@ -290,6 +290,47 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
     );
   });
 
+  it('given reads that overlap, then those behind the one out leave as one bulk request with the session\'s tokens, shaped as the SDK\'s reads; absent is undefined and 404/1002 is read again alone', async () => {
+    const ranges = { PartitionKeyRanges: [{ id: '0', minInclusive: '', maxExclusive: 'FF' }] };
+    await withServer(
+      (req, res, body) => {
+        if (req.url?.endsWith('/colls/index')) return json(res, 200, { id: 'index', partitionKey: { paths: ['/id'], kind: 'Hash', version: 2 } });
+        if (req.url?.endsWith('/pkranges')) return json(res, 200, ranges);
+        if (req.headers['x-ms-cosmos-is-batch-request'] === 'true') {
+          const ops = JSON.parse(body) as { id: string }[];
+          return json(res, 200, ops.map((op) => (op.id === 'absent' ? { statusCode: 404, requestCharge: 1 } : op.id === 'late' ? { statusCode: 404, subStatusCode: 1002, requestCharge: 1 } : { statusCode: 200, requestCharge: 1, eTag: `"e-${op.id}"`, resourceBody: { id: op.id, status: 'cataloged', _etag: `"e-${op.id}"` } })));
+        }
+        if (req.method === 'GET') {
+          const id = req.url?.split('/').pop() ?? '';
+          return json(res, 200, { id, status: 'alone', _etag: `"e-${id}"` }, { 'x-ms-session-token': '0:-1#9' });
+        }
+        json(res, 201, JSON.parse(body), { etag: '"c"', 'x-ms-session-token': '0:-1#9' });
+      },
+      async (base, seen) => {
+        const sdk = new CosmosClient({ endpoint: base, key: KEY, connectionPolicy: { enableEndpointDiscovery: false } }).database('catalog').container('index');
+        await sdk.items.executeBulkOperations([{ operationType: 'Read', id: 'x1', partitionKey: 'x1' }]);
+        const bySdk = seen.splice(0).find((r) => r.headers['x-ms-cosmos-is-batch-request'] !== undefined);
+
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }).container('catalog', 'index');
+        await Promise.all([docs.create({ id: 'w1' }, 'w1'), docs.create({ id: 'w2' }, 'w2')]);
+        await docs.lane.checked();
+        seen.splice(0);
+        const results = await Promise.all([docs.read('a1', 'a1'), docs.read<{ status: string }>('x1', 'x1'), docs.read('absent', 'absent'), docs.read<{ status: string }>('late', 'late')]);
+        expect(results).toEqual([
+          { resource: { id: 'a1', status: 'alone', _etag: '"e-a1"' }, etag: '"e-a1"' },
+          { resource: { id: 'x1', status: 'cataloged', _etag: '"e-x1"' }, etag: '"e-x1"' },
+          undefined,
+          // Not yet readable at the replica the bulk request met: read again alone.
+          { resource: { id: 'late', status: 'alone', _etag: '"e-late"' }, etag: '"e-late"' },
+        ]);
+        expect(seen.map((r) => `${r.method} ${r.headers['x-ms-cosmos-is-batch-request'] ?? r.url.split('/').pop()}`)).toEqual(['GET a1', 'POST true', 'GET late']);
+        const ours = seen[1];
+        expect(ours?.headers['x-ms-session-token']).toBe('0:-1#9');
+        expect((JSON.parse(ours?.body ?? '[]') as unknown[])[0]).toEqual((JSON.parse(bySdk?.body ?? '[]') as unknown[])[0]);
+      },
+    );
+  });
+
   it('given a bulk request whose connection is reset, then each of its creates fails with the socket code, naming no document, and is not sent again', async () => {
     await withServer(
       (req, res, body) => {
@@ -313,14 +354,14 @@ describe('CosmosDocumentClient (point operations on catalog documents)', () => {
     );
   });
 
-  it('given createsInFlight 0, then overlapping creates all go alone and the ranges are not read', async () => {
+  it('given requestsInFlight 0, then overlapping creates all go alone and the ranges are not read', async () => {
     await withServer(
       (_req, res, body) => {
         const doc = JSON.parse(body) as { id: string };
         setTimeout(() => json(res, 201, doc, { etag: `"e-${doc.id}"` }), 10);
       },
       async (base, seen) => {
-        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }, { createsInFlight: 0 }).container('catalog', 'research');
+        const docs = new CosmosDocumentClient(base, { kind: 'key', key: KEY }, { requestsInFlight: 0 }).container('catalog', 'research');
         await Promise.all(Array.from({ length: 6 }, (_, i) => docs.create({ id: `d${i}` }, 'p')));
         expect(seen.map((r) => `${r.method} ${r.headers['x-ms-cosmos-is-batch-request'] ?? 'alone'}`)).toEqual(Array(6).fill('POST alone'));
       },

@@ -65,11 +65,11 @@ describe('loadSettings', () => {
     expect(loadSettings({ ...valid, SUMMARY_SETTLE_MS: '0' }).summarySettleMs).toBe(0);
   });
 
-  it('given no COSMOS_CREATES_IN_FLIGHT, then 1 (creates batched behind one out); 0 sends every create alone; a value outside 0-64 is refused', () => {
-    expect(loadSettings(valid).cosmosCreatesInFlight).toBe(1);
-    expect(loadSettings({ ...valid, COSMOS_CREATES_IN_FLIGHT: '0' }).cosmosCreatesInFlight).toBe(0);
-    expect(loadSettings({ ...valid, COSMOS_CREATES_IN_FLIGHT: '4' }).cosmosCreatesInFlight).toBe(4);
-    for (const bad of ['-1', '65', 'many']) expect(() => loadSettings({ ...valid, COSMOS_CREATES_IN_FLIGHT: bad })).toThrow(/COSMOS_CREATES_IN_FLIGHT/);
+  it('given no COSMOS_REQUESTS_IN_FLIGHT, then 1 (point requests batched behind one out); 0 sends every request alone; a value outside 0-64 is refused', () => {
+    expect(loadSettings(valid).cosmosRequestsInFlight).toBe(1);
+    expect(loadSettings({ ...valid, COSMOS_REQUESTS_IN_FLIGHT: '0' }).cosmosRequestsInFlight).toBe(0);
+    expect(loadSettings({ ...valid, COSMOS_REQUESTS_IN_FLIGHT: '4' }).cosmosRequestsInFlight).toBe(4);
+    for (const bad of ['-1', '65', 'many']) expect(() => loadSettings({ ...valid, COSMOS_REQUESTS_IN_FLIGHT: bad })).toThrow(/COSMOS_REQUESTS_IN_FLIGHT/);
   });
 
   it('given no summary refresh interval, then 250 ms; a given one is taken', () => {

@@ -1,20 +1,20 @@
-import { type BulkAnswer, BulkCreates, type BulkTransport, type OperationOutcome, type PendingCreate, RANGE_CHECK_MS } from '../../../shared/catalog/bulkCreates';
+import { type BulkAnswer, BulkLane, type BulkTransport, type PointOperation, type PointResult, RANGE_CHECK_MS } from '../../../shared/catalog/bulkLane';
 
 /** Settles when every promise callback queued so far (and those they queue) has run. */
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 /** A transport whose every request waits until the test answers it. */
 class HeldTransport implements BulkTransport {
-  readonly sent: ({ kind: 'alone'; create: PendingCreate; answer: (r: { etag: string } | Error) => void } | { kind: 'bulk'; creates: PendingCreate[]; rangeId: string; answer: (r: BulkAnswer | Error) => void })[] = [];
+  readonly sent: ({ kind: 'alone'; op: PointOperation; answer: (r: PointResult | Error) => void } | { kind: 'bulk'; ops: PointOperation[]; rangeId: string; answer: (r: BulkAnswer | Error) => void })[] = [];
   rangeReads = 0;
   rangeIds: string[] | undefined = ['0'];
 
-  alone(create: PendingCreate): Promise<{ etag: string }> {
-    return new Promise((resolve, reject) => this.sent.push({ kind: 'alone', create, answer: (r) => (r instanceof Error ? reject(r) : resolve(r)) }));
+  alone(op: PointOperation): Promise<PointResult> {
+    return new Promise((resolve, reject) => this.sent.push({ kind: 'alone', op, answer: (r) => (r instanceof Error ? reject(r) : resolve(r)) }));
   }
 
-  bulk(creates: PendingCreate[], rangeId: string): Promise<BulkAnswer> {
-    return new Promise((resolve, reject) => this.sent.push({ kind: 'bulk', creates, rangeId, answer: (r) => (r instanceof Error ? reject(r) : resolve(r)) }));
+  bulk(ops: PointOperation[], rangeId: string): Promise<BulkAnswer> {
+    return new Promise((resolve, reject) => this.sent.push({ kind: 'bulk', ops, rangeId, answer: (r) => (r instanceof Error ? reject(r) : resolve(r)) }));
   }
 
   async ranges(): Promise<string[] | undefined> {
@@ -22,31 +22,36 @@ class HeldTransport implements BulkTransport {
     return this.rangeIds;
   }
 
-  /** Answers every request still open alone with an ETag named after its document, and each bulk with `outcome`. */
-  answerAll(outcome: (c: PendingCreate) => OperationOutcome = (c) => ({ kind: 'created', etag: `"${c.body}"` })): void {
+  /** Answers every request still open: a create with an ETag named after its document, a read with a document named after its id. */
+  answerAll(): void {
     for (const s of this.sent.splice(0)) {
-      if (s.kind === 'alone') s.answer({ etag: `"${s.create.body}"` });
-      else s.answer({ outcomes: s.creates.map(outcome) });
+      if (s.kind === 'alone') s.answer(resultOf(s.op));
+      else s.answer({ outcomes: s.ops.map((op) => ({ kind: 'done', result: resultOf(op) })) });
     }
   }
 }
 
-const create = (n: number): PendingCreate => ({ body: `doc${n}`, partitionKey: `pk${n}` });
+function resultOf(op: PointOperation): PointResult {
+  return op.kind === 'create' ? { etag: `"${op.body}"` } : { resource: { id: op.id, _etag: `"${op.id}"` } };
+}
+
+const create = (n: number): PointOperation => ({ kind: 'create', body: `doc${n}`, partitionKey: `pk${n}` });
+const read = (n: number): PointOperation => ({ kind: 'read', id: `doc${n}`, partitionKey: `pk${n}` });
 
 /** Starts `n` creates at once, the first of them alone; the check of ranges that their overlap starts is let finish. */
-async function overlapping(lane: BulkCreates, t: HeldTransport, from: number, n: number): Promise<Promise<{ etag: string }>[]> {
-  const all = Array.from({ length: n }, (_, i) => lane.create(create(from + i)));
+async function overlapping(lane: BulkLane, t: HeldTransport, from: number, n: number): Promise<Promise<PointResult>[]> {
+  const all = Array.from({ length: n }, (_, i) => lane.send(create(from + i)));
   await settle();
   expect(t.rangeReads).toBeGreaterThan(0);
   return all;
 }
 
-describe('BulkCreates (creates of one container, batched under load)', () => {
+describe('BulkLane (point requests of one container, batched under load)', () => {
   it('given creates one after the other, then each goes alone and the ranges are never read', async () => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     for (let i = 0; i < 3; i++) {
-      const p = lane.create(create(i));
+      const p = lane.send(create(i));
       t.answerAll();
       await expect(p).resolves.toEqual({ etag: `"doc${i}"` });
     }
@@ -57,13 +62,13 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
   it('given creates that arrive while one is out, then they wait and leave as one bulk request to the single range when it is back, each settled with its own outcome', async () => {
     const t = new HeldTransport();
     t.rangeIds = ['7'];
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     // The first overlap finds no range known yet: both go alone, and the ranges are read.
     const first = await overlapping(lane, t, 0, 2);
     expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone']);
     // Now known: creates behind the two out wait.
     const conflict = new Error('409');
-    const waiting = [lane.create(create(2)), lane.create(create(3)), lane.create(create(4)), lane.create(create(5))];
+    const waiting = [lane.send(create(2)), lane.send(create(3)), lane.send(create(4)), lane.send(create(5))];
     const settled = Promise.allSettled(waiting);
     expect(t.sent).toHaveLength(2);
     t.answerAll();
@@ -72,12 +77,12 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
     expect(t.sent.map((s) => s.kind)).toEqual(['bulk']);
     const bulk = t.sent[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
     expect(bulk.rangeId).toBe('7');
-    expect(bulk.creates.map((c) => c.body)).toEqual(['doc2', 'doc3', 'doc4', 'doc5']);
+    expect(bulk.ops.map((c) => (c as { body: string }).body)).toEqual(['doc2', 'doc3', 'doc4', 'doc5']);
     t.sent.splice(0);
-    bulk.answer({ outcomes: [{ kind: 'created', etag: '"a"' }, { kind: 'failed', error: conflict }, { kind: 'again' }, { kind: 'created', etag: '"d"' }] });
+    bulk.answer({ outcomes: [{ kind: 'done', result: { etag: '"a"' } }, { kind: 'failed', error: conflict }, { kind: 'again' }, { kind: 'done', result: { etag: '"d"' } }] });
     await settle();
     // The operation not carried out goes again, alone.
-    expect(t.sent.map((s) => (s.kind === 'alone' ? s.create.body : s.kind))).toEqual(['doc4']);
+    expect(t.sent.map((s) => (s.kind === 'alone' ? (s.op as { body: string }).body : s.kind))).toEqual(['doc4']);
     t.answerAll();
     expect(await settled).toEqual([
       { status: 'fulfilled', value: { etag: '"a"' } },
@@ -90,10 +95,10 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
 
   it('given a waiting create on its own when the request out is back, then it goes alone, not as a bulk of one', async () => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     await Promise.all((await overlapping(lane, t, 0, 2)).map(async (p) => (t.answerAll(), p)));
-    const out = lane.create(create(2));
-    const behind = lane.create(create(3));
+    const out = lane.send(create(2));
+    const behind = lane.send(create(3));
     expect(t.sent.map((s) => s.kind)).toEqual(['alone']);
     t.answerAll();
     await out;
@@ -108,8 +113,8 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
     let now = 1_000;
     const t = new HeldTransport();
     t.rangeIds = ['0', '1'];
-    const lane = new BulkCreates(t, { inFlight: 1, now: () => now });
-    const all = [...(await overlapping(lane, t, 0, 3)), lane.create(create(3)), lane.create(create(4))];
+    const lane = new BulkLane(t, { inFlight: 1, now: () => now });
+    const all = [...(await overlapping(lane, t, 0, 3)), lane.send(create(3)), lane.send(create(4))];
     expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone', 'alone', 'alone']);
     t.answerAll();
     await Promise.all(all);
@@ -128,8 +133,8 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
       t.rangeReads += 1;
       throw new Error('403');
     };
-    const lane = new BulkCreates(t, { inFlight: 1 });
-    const all = [...(await overlapping(lane, t, 0, 2)), lane.create(create(2))];
+    const lane = new BulkLane(t, { inFlight: 1 });
+    const all = [...(await overlapping(lane, t, 0, 2)), lane.send(create(2))];
     expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone']);
     t.answerAll();
     await Promise.all(all);
@@ -142,20 +147,20 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
     ['answered otherwise (429, 503, ...)', 'other' as const, 1],
   ])('given a bulk request %s, then its creates go again alone, and the ranges are read again only when gone', async (_what, refused, readsAfter) => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.create(create(2)), lane.create(create(3))];
+    const waiting = [lane.send(create(2)), lane.send(create(3))];
     t.answerAll();
     await Promise.all(first);
     await settle();
     const bulk = t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
     bulk.answer({ refused });
     await settle();
-    expect(t.sent.map((s) => (s.kind === 'alone' ? s.create.body : s.kind))).toEqual(['doc2', 'doc3']);
+    expect(t.sent.map((s) => (s.kind === 'alone' ? (s.op as { body: string }).body : s.kind))).toEqual(['doc2', 'doc3']);
     t.answerAll();
     await expect(Promise.all(waiting)).resolves.toEqual([{ etag: '"doc2"' }, { etag: '"doc3"' }]);
     // The next overlap: a new check only after a 410; after a 400 creates keep going alone until the next check is due.
-    const next = [lane.create(create(4)), lane.create(create(5)), lane.create(create(6))];
+    const next = [lane.send(create(4)), lane.send(create(5)), lane.send(create(6))];
     await settle();
     expect(t.rangeReads).toBe(readsAfter);
     if (refused === 'bad-request') expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone']);
@@ -167,9 +172,9 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
 
   it('given a bulk request that gets no answer, then each of its creates fails with that error and none is sent again', async () => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.create(create(2)), lane.create(create(3))];
+    const waiting = [lane.send(create(2)), lane.send(create(3))];
     t.answerAll();
     await Promise.all(first);
     await settle();
@@ -186,13 +191,13 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
 
   it('given an answer with fewer results than operations, then every create goes again alone', async () => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.create(create(2)), lane.create(create(3))];
+    const waiting = [lane.send(create(2)), lane.send(create(3))];
     t.answerAll();
     await Promise.all(first);
     await settle();
-    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer({ outcomes: [{ kind: 'created', etag: '"x"' }] });
+    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer({ outcomes: [{ kind: 'done', result: { etag: '"x"' } }] });
     await settle();
     expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone']);
     t.answerAll();
@@ -201,16 +206,16 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
 
   it('given more creates waiting than one request may carry, then they leave in requests of at most 100 operations and 1 MiB', async () => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 1 });
+    const lane = new BulkLane(t, { inFlight: 1 });
     const first = await overlapping(lane, t, 0, 2);
-    const small = Array.from({ length: 150 }, (_, i) => lane.create(create(10 + i)));
-    const big = Array.from({ length: 3 }, (_, i) => lane.create({ body: 'x'.repeat(400 * 1024 + i), partitionKey: 'p' }));
+    const small = Array.from({ length: 150 }, (_, i) => lane.send(create(10 + i)));
+    const big = Array.from({ length: 3 }, (_, i) => lane.send({ kind: 'create', body: 'x'.repeat(400 * 1024 + i), partitionKey: 'p' }));
     t.answerAll();
     await Promise.all(first);
     const sizes: number[] = [];
     for (let round = 0; round < 10 && sizes.reduce((a, b) => a + b, 0) < 153; round++) {
       await settle();
-      for (const s of t.sent) sizes.push(s.kind === 'bulk' ? s.creates.length : 1);
+      for (const s of t.sent) sizes.push(s.kind === 'bulk' ? s.ops.length : 1);
       t.answerAll();
     }
     // 100, then the other 50 with the two large documents that fit (1 MiB), then the third.
@@ -218,10 +223,43 @@ describe('BulkCreates (creates of one container, batched under load)', () => {
     await Promise.all([...small, ...big]);
   });
 
+  it('given reads and creates that overlap, then they leave in one bulk request in the order they came, each settled with its own result', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkLane(t, { inFlight: 1 });
+    const first = await overlapping(lane, t, 0, 2);
+    const waiting = [lane.send(read(2)), lane.send(create(3)), lane.send(read(4))];
+    t.answerAll();
+    await Promise.all(first);
+    await settle();
+    const bulk = t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+    expect(bulk.ops).toEqual([read(2), create(3), read(4)]);
+    bulk.answer({ outcomes: [{ kind: 'done', result: { resource: { id: 'doc2', _etag: '"r2"' } } }, { kind: 'done', result: { etag: '"c3"' } }, { kind: 'done', result: { resource: undefined } }] });
+    await expect(Promise.all(waiting)).resolves.toEqual([{ resource: { id: 'doc2', _etag: '"r2"' } }, { etag: '"c3"' }, { resource: undefined }]);
+  });
+
+  it('given a bulk request of reads and creates that gets no answer, then its reads are sent again alone and its creates fail', async () => {
+    const t = new HeldTransport();
+    const lane = new BulkLane(t, { inFlight: 1 });
+    const first = await overlapping(lane, t, 0, 2);
+    const waiting = Promise.allSettled([lane.send(read(2)), lane.send(create(3))]);
+    t.answerAll();
+    await Promise.all(first);
+    await settle();
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer(reset);
+    await settle();
+    expect(t.sent.map((s) => (s.kind === 'alone' ? s.op : s.kind))).toEqual([read(2)]);
+    t.answerAll();
+    expect(await waiting).toEqual([
+      { status: 'fulfilled', value: { resource: { id: 'doc2', _etag: '"doc2"' } } },
+      { status: 'rejected', reason: reset },
+    ]);
+  });
+
   it('given inFlight 0, then every create goes alone, overlapping or not, and no range is read', async () => {
     const t = new HeldTransport();
-    const lane = new BulkCreates(t, { inFlight: 0 });
-    const all = Array.from({ length: 5 }, (_, i) => lane.create(create(i)));
+    const lane = new BulkLane(t, { inFlight: 0 });
+    const all = Array.from({ length: 5 }, (_, i) => lane.send(create(i)));
     await settle();
     expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone', 'alone', 'alone', 'alone']);
     t.answerAll();

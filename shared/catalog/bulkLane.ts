@@ -1,23 +1,26 @@
 /**
- * Creates of one container that leave together: while `inFlight` create requests to the
- * container are out, further creates wait, and when one comes back everything that waited
- * leaves as one bulk request (Cosmos DB's non-atomic batch, up to 100 operations). Under a
- * burst, the index records and instance documents of many concurrent ingestions then cost one
- * request each few instances instead of one each; a create that finds nothing in flight leaves
- * at once, alone, as before, so a quiet pipeline waits for nothing.
+ * Point requests of one container that leave together: while `inFlight` point requests
+ * (creates and reads) to the container are out, further ones wait, and when one comes back
+ * everything that waited leaves as one bulk request (Cosmos DB's non-atomic batch, up to 100
+ * operations). Under a burst, the index reads and records and the instance documents of many
+ * concurrent ingestions then cost one request each few instances instead of one each; a request
+ * that finds nothing in flight leaves at once, alone, as before, so a quiet pipeline waits for
+ * nothing.
  *
  * A bulk request names the partition key range it is for. Only a container of one range is
  * batched (serverless containers start with one and split only past tens of GB): the ranges are
- * read once the creates first overlap, again every RANGE_CHECK_MS, and again when a bulk request
- * is refused as gone (410, a split). Over more than one range every create goes alone. Routing
+ * read once requests first overlap, again every RANGE_CHECK_MS, and again when a bulk request
+ * is refused as gone (410, a split). Over more than one range every request goes alone. Routing
  * across ranges would need the service's partition key hashing; one range needs none.
  *
- * What each create resolves with is what it would have alone: its ETag, or 409 when the
- * document exists. Any other answer to an operation (throttled, timed out, too large, ...) and
- * any answer but 2xx to the whole request sends the operations again one by one, each with the
- * retries of a create alone; 400 to the whole request also stops bulk requests to the container
- * until the next range check. A request that gets no answer fails all its creates, as a create
- * alone fails: writes are not sent again blind (the caller's retry meets 409 if one was done).
+ * What each operation resolves with is what it would have alone: a create its ETag or 409 when
+ * the document exists, a read the document or nothing. Any other answer to an operation
+ * (throttled, timed out, a session not yet readable, too large, ...) and any answer but 2xx to
+ * the whole request sends the operations again one by one, each with the retries it has alone;
+ * 400 to the whole request also stops bulk requests to the container until the next range
+ * check. A request that gets no answer fails its creates, as a create alone fails (writes are
+ * not sent again blind: the caller's retry meets 409 if one was done), and sends its reads
+ * again alone.
  */
 
 /** Operations per bulk request: the service's limit. */
@@ -27,18 +30,18 @@ export const BULK_MAX_BYTES = 1024 * 1024;
 /** How long what was learnt of the container's ranges holds. */
 export const RANGE_CHECK_MS = 10 * 60_000;
 
-/** One create waiting: its document (JSON) and partition key. */
-export interface PendingCreate {
-  body: string;
-  partitionKey: string;
-}
+/** A point operation: a create of a document (its JSON), or a read of one by id. */
+export type PointOperation = { kind: 'create'; body: string; partitionKey: string } | { kind: 'read'; id: string; partitionKey: string };
+
+/** What an operation gives: a create its ETag, a read the document (undefined: absent). */
+export type PointResult = { etag: string } | { resource: object | undefined };
 
 /** What the service answered to one operation of a bulk request. */
 export type OperationOutcome =
-  | { kind: 'created'; etag: string }
-  /** An error to reject the create with (409: the document exists). */
+  | { kind: 'done'; result: PointResult }
+  /** An error to reject the operation with (409: the document exists). */
   | { kind: 'failed'; error: Error }
-  /** Not carried out, or not known to be: the create goes again alone. */
+  /** Not carried out, or not known to be: the operation goes again alone. */
   | { kind: 'again' };
 
 /** A bulk request's answer: one outcome per operation, or why the whole request was not taken. */
@@ -46,16 +49,17 @@ export type BulkAnswer = { outcomes: OperationOutcome[] } | { refused: 'gone' | 
 
 /** What the lane sends through: the container's documents client. */
 export interface BulkTransport {
-  /** One create alone, with all its retries. */
-  alone(create: PendingCreate): Promise<{ etag: string }>;
-  /** One bulk request of creates for one range; rejects when no answer came. */
-  bulk(creates: PendingCreate[], rangeId: string): Promise<BulkAnswer>;
+  /** One operation alone, with all its retries. */
+  alone(op: PointOperation): Promise<PointResult>;
+  /** One bulk request for one range; rejects when no answer came. */
+  bulk(ops: PointOperation[], rangeId: string): Promise<BulkAnswer>;
   /** The container's partition key range ids; undefined when there are more than a page holds. */
   ranges(): Promise<string[] | undefined>;
 }
 
-interface Waiting extends PendingCreate {
-  resolve: (result: { etag: string }) => void;
+interface Waiting {
+  op: PointOperation;
+  resolve: (result: PointResult) => void;
   reject: (error: unknown) => void;
 }
 
@@ -64,17 +68,17 @@ type RangeState =
   | { kind: 'checking' }
   /** Batched into this range until `until`. */
   | { kind: 'single'; rangeId: string; until: number }
-  /** Every create alone until `until`: more than one range, a failed check, or bulk refused. */
+  /** Every request alone until `until`: more than one range, a failed check, or bulk refused. */
   | { kind: 'alone'; until: number };
 
-export interface BulkCreatesOptions {
-  /** Create requests out at once before creates wait for a bulk request; 0 sends every create alone. */
+export interface BulkLaneOptions {
+  /** Point requests out at once before the next wait for a bulk request; 0 sends every one alone. */
   inFlight: number;
   now?: () => number;
 }
 
-/** The creates of one container (see the file's header). Every method may be called concurrently. */
-export class BulkCreates {
+/** The point requests of one container (see the file's header). Every method may be called concurrently. */
+export class BulkLane {
   private out = 0;
   private readonly waiting: Waiting[] = [];
   private range: RangeState = { kind: 'unknown' };
@@ -86,19 +90,18 @@ export class BulkCreates {
 
   constructor(
     private readonly transport: BulkTransport,
-    private readonly options: BulkCreatesOptions,
+    private readonly options: BulkLaneOptions,
   ) {
     this.now = options.now ?? Date.now;
   }
 
-  create(create: PendingCreate): Promise<{ etag: string }> {
-    if (this.options.inFlight <= 0) return this.sendAlone(create);
-    if (this.out < this.options.inFlight && this.waiting.length === 0) return this.tracked(() => this.sendAlone(create));
-    const rangeId = this.batchRange();
-    // No single range known (yet): the create goes alone, as it would without bulk.
-    if (rangeId === undefined) return this.tracked(() => this.sendAlone(create));
+  send(op: PointOperation): Promise<PointResult> {
+    if (this.options.inFlight <= 0) return this.sendAlone(op);
+    if (this.out < this.options.inFlight && this.waiting.length === 0) return this.tracked(() => this.sendAlone(op));
+    // No single range known (yet): the request goes alone, as it would without bulk.
+    if (this.batchRange() === undefined) return this.tracked(() => this.sendAlone(op));
     return new Promise((resolve, reject) => {
-      this.waiting.push({ ...create, resolve, reject });
+      this.waiting.push({ op, resolve, reject });
     });
   }
 
@@ -107,7 +110,7 @@ export class BulkCreates {
     return this.check;
   }
 
-  /** The range creates are batched into now; undefined when none is, starting a check when one is due. */
+  /** The range requests are batched into now; undefined when none is, starting a check when one is due. */
   private batchRange(): string | undefined {
     const state = this.range;
     if (state.kind === 'single' && state.until > this.now()) return state.rangeId;
@@ -125,9 +128,9 @@ export class BulkCreates {
     return undefined;
   }
 
-  private sendAlone(create: PendingCreate): Promise<{ etag: string }> {
+  private sendAlone(op: PointOperation): Promise<PointResult> {
     this.counts.alone += 1;
-    return this.transport.alone(create);
+    return this.transport.alone(op);
   }
 
   /** Counts a request as out while it is, and sends what waited when it is back. */
@@ -148,7 +151,7 @@ export class BulkCreates {
       const batch = this.takeBatch();
       const state = this.range;
       if (batch.length === 1 || state.kind !== 'single') {
-        for (const w of batch) this.tracked(() => this.forward(w));
+        for (const w of batch) void this.tracked(() => this.forward(w));
         continue;
       }
       const rangeId = state.rangeId;
@@ -156,13 +159,14 @@ export class BulkCreates {
     }
   }
 
-  /** The longest run of waiting creates one bulk request carries. */
+  /** The longest run of waiting operations one bulk request carries. */
   private takeBatch(): Waiting[] {
     let bytes = 2;
     let n = 0;
     while (n < this.waiting.length && n < BULK_MAX_OPERATIONS) {
-      // Operation envelope and separator: about 100 bytes beside the document.
-      const size = (this.waiting[n] as Waiting).body.length + 128;
+      const op = (this.waiting[n] as Waiting).op;
+      // Operation envelope and separator: about 100 bytes beside the document or id.
+      const size = (op.kind === 'create' ? op.body.length : op.id.length) + 128;
       if (n > 0 && bytes + size > BULK_MAX_BYTES) break;
       bytes += size;
       n += 1;
@@ -170,9 +174,9 @@ export class BulkCreates {
     return this.waiting.splice(0, n);
   }
 
-  /** Sends a waiting create alone, settling it with what that gives. */
+  /** Sends a waiting operation alone, settling it with what that gives. */
   private forward(w: Waiting): Promise<unknown> {
-    const sent = this.sendAlone(w);
+    const sent = this.sendAlone(w.op);
     sent.then(w.resolve, w.reject);
     return sent.catch(() => undefined);
   }
@@ -182,9 +186,16 @@ export class BulkCreates {
     this.counts.bulkOperations += batch.length;
     let answer: BulkAnswer;
     try {
-      answer = await this.transport.bulk(batch, rangeId);
+      answer = await this.transport.bulk(
+        batch.map((w) => w.op),
+        rangeId,
+      );
     } catch (e) {
-      for (const w of batch) w.reject(e);
+      // No answer: a read is sent again, as a read alone is; a create fails, as a create alone does.
+      for (const w of batch) {
+        if (w.op.kind === 'read') void this.forward(w);
+        else w.reject(e);
+      }
       return;
     }
     if ('refused' in answer || answer.outcomes.length !== batch.length) {
@@ -196,7 +207,7 @@ export class BulkCreates {
     }
     answer.outcomes.forEach((outcome, i) => {
       const w = batch[i] as Waiting;
-      if (outcome.kind === 'created') w.resolve({ etag: outcome.etag });
+      if (outcome.kind === 'done') w.resolve(outcome.result);
       else if (outcome.kind === 'failed') w.reject(outcome.error);
       else void this.forward(w);
     });
