@@ -2,35 +2,19 @@
  * Point requests batched under load (shared/catalog/bulkLane.ts) on the real Cosmos DB server:
  * overlapping creates and reads leave as bulk requests, each ends as it would alone (a create
  * its ETag or a conflict, a read the document or nothing), and a container gone under them is
- * created again. On a Cosmos server of its
- * own, since the last test deletes its database.
+ * created again. On a Cosmos server of its own, since the last test deletes its database.
  */
-import { CosmosServerHandle, startCosmosServer } from '../../local/services/cosmos';
 import { catalogContainer, CosmosIndexStore, createCosmosClient, createDocumentClient, ensureCatalog } from '../../shared/catalog/cosmosCatalog';
 import type { IngestionDocument } from '../../shared/catalog/documents';
-import { loadSettings, Settings } from '../../shared/config/settings';
 import { ErrorCodes } from '../../shared/errors';
-import { testStack } from './stackEnv';
+import { failedRecord, ownCosmosServer } from './ownCosmosServer';
 
-let server: CosmosServerHandle;
-let settings: Settings;
-
-beforeAll(async () => {
-  server = await startCosmosServer({ port: 0 });
-  settings = loadSettings({ ...testStack().env, CosmosDb: server.connectionString });
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-function record(id: string): IngestionDocument {
-  const now = new Date().toISOString();
-  return { id, sourceUrl: `http://127.0.0.1/anq-replica/${id}`, container: 'anq-replica', blobName: id, status: 'failed', eventIds: ['e'], attempts: 1, firstSeenAt: now, updatedAt: now };
-}
+const own = ownCosmosServer();
+const record = failedRecord;
 
 describe('catalog point requests batched under load, on the Cosmos DB server', () => {
   it('given 200 overlapping creates, some of ids that exist, and then reads, then most leave in bulk requests, each new document is created once with the ETag it is read with, each existing id is a conflict, and each read finds its document or none', async () => {
+    const { settings } = own;
     const client = createCosmosClient(settings.cosmos);
     const { index: container } = await ensureCatalog(settings, client);
     const documents = createDocumentClient(settings.cosmos);
@@ -79,6 +63,7 @@ describe('catalog point requests batched under load, on the Cosmos DB server', (
   });
 
   it('given the database deleted under a burst of creates, then every create still lands once the catalog is created again', async () => {
+    const { settings } = own;
     const client = createCosmosClient(settings.cosmos);
     const { index: container } = await ensureCatalog(settings, client);
     const documents = createDocumentClient(settings.cosmos);

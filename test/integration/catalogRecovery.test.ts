@@ -4,31 +4,16 @@
  * again when the service says they are missing, and health recovers. Runs on a Cosmos server
  * of its own, since it stops it.
  */
-import { CosmosServerHandle, startCosmosServer } from '../../local/services/cosmos';
+import { startCosmosServer } from '../../local/services/cosmos';
 import { catalogContainer, CosmosIndexStore, CosmosResearchCatalog, createCosmosClient, createDocumentClient, ensureCatalog, withCatalogRecovery } from '../../shared/catalog/cosmosCatalog';
-import type { IngestionDocument } from '../../shared/catalog/documents';
-import { loadSettings, Settings } from '../../shared/config/settings';
-import { testStack } from './stackEnv';
+import { failedRecord, ownCosmosServer } from './ownCosmosServer';
 
-let server: CosmosServerHandle;
-let settings: Settings;
-
-beforeAll(async () => {
-  server = await startCosmosServer({ port: 0 });
-  settings = loadSettings({ ...testStack().env, CosmosDb: server.connectionString });
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-function record(id: string): IngestionDocument {
-  const now = new Date().toISOString();
-  return { id, sourceUrl: `http://127.0.0.1/anq-replica/${id}`, container: 'anq-replica', blobName: id, status: 'failed', eventIds: ['e'], attempts: 1, firstSeenAt: now, updatedAt: now };
-}
+const own = ownCosmosServer();
+const record = failedRecord;
 
 describe('catalog after the Cosmos server restarts empty', () => {
   it('given a server restarted without its data, then writes, queries and the health check create the database and containers again', async () => {
+    const { settings } = own;
     const client = createCosmosClient(settings.cosmos);
     const { index: indexContainer, research } = await ensureCatalog(settings, client);
     const documents = createDocumentClient(settings.cosmos);
@@ -37,9 +22,9 @@ describe('catalog after the Cosmos server restarts empty', () => {
     await index.put(record('before'), undefined);
 
     // The same port, a new server: everything it held is gone.
-    const port = server.port;
-    await server.stop();
-    server = await startCosmosServer({ port });
+    const port = own.server.port;
+    await own.server.stop();
+    own.server = await startCosmosServer({ port });
     await expect(client.database(settings.cosmosDatabase).read()).rejects.toMatchObject({ code: 404 });
 
     // The health check's read of the container recreates it.

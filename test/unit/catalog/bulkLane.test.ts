@@ -46,6 +46,19 @@ async function overlapping(lane: BulkLane, t: HeldTransport, from: number, n: nu
   return all;
 }
 
+type SentBulk = Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+
+/** Queues `ops` behind the first overlap's two requests, lets those come back, and takes the bulk request the queued ones left in. */
+async function queuedBehindOverlap(lane: BulkLane, t: HeldTransport, ops: PointOperation[]): Promise<{ waiting: Promise<PointResult>[]; bulk: SentBulk }> {
+  const first = await overlapping(lane, t, 0, 2);
+  const waiting = ops.map((op) => lane.send(op));
+  t.answerAll();
+  await Promise.all(first);
+  await settle();
+  expect(t.sent.map((s) => s.kind)).toEqual(['bulk']);
+  return { waiting, bulk: t.sent.shift() as SentBulk };
+}
+
 describe('BulkLane (point requests of one container, batched under load)', () => {
   it('given creates one after the other, then each goes alone and the ranges are never read', async () => {
     const t = new HeldTransport();
@@ -75,7 +88,7 @@ describe('BulkLane (point requests of one container, batched under load)', () =>
     await Promise.all(first);
     await settle();
     expect(t.sent.map((s) => s.kind)).toEqual(['bulk']);
-    const bulk = t.sent[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+    const bulk = t.sent[0] as SentBulk;
     expect(bulk.rangeId).toBe('7');
     expect(bulk.ops.map((c) => (c as { body: string }).body)).toEqual(['doc2', 'doc3', 'doc4', 'doc5']);
     t.sent.splice(0);
@@ -148,12 +161,7 @@ describe('BulkLane (point requests of one container, batched under load)', () =>
   ])('given a bulk request %s, then its creates go again alone, and the ranges are read again only when gone', async (_what, refused, readsAfter) => {
     const t = new HeldTransport();
     const lane = new BulkLane(t, { inFlight: 1 });
-    const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.send(create(2)), lane.send(create(3))];
-    t.answerAll();
-    await Promise.all(first);
-    await settle();
-    const bulk = t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+    const { waiting, bulk } = await queuedBehindOverlap(lane, t, [create(2), create(3)]);
     bulk.answer({ refused });
     await settle();
     expect(t.sent.map((s) => (s.kind === 'alone' ? (s.op as { body: string }).body : s.kind))).toEqual(['doc2', 'doc3']);
@@ -173,13 +181,9 @@ describe('BulkLane (point requests of one container, batched under load)', () =>
   it('given a bulk request that gets no answer, then each of its creates fails with that error and none is sent again', async () => {
     const t = new HeldTransport();
     const lane = new BulkLane(t, { inFlight: 1 });
-    const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.send(create(2)), lane.send(create(3))];
-    t.answerAll();
-    await Promise.all(first);
-    await settle();
+    const { waiting, bulk } = await queuedBehindOverlap(lane, t, [create(2), create(3)]);
     const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer(reset);
+    bulk.answer(reset);
     const results = await Promise.allSettled(waiting);
     expect(results).toEqual([
       { status: 'rejected', reason: reset },
@@ -192,12 +196,8 @@ describe('BulkLane (point requests of one container, batched under load)', () =>
   it('given an answer with fewer results than operations, then every create goes again alone', async () => {
     const t = new HeldTransport();
     const lane = new BulkLane(t, { inFlight: 1 });
-    const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.send(create(2)), lane.send(create(3))];
-    t.answerAll();
-    await Promise.all(first);
-    await settle();
-    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer({ outcomes: [{ kind: 'done', result: { etag: '"x"' } }] });
+    const { waiting, bulk } = await queuedBehindOverlap(lane, t, [create(2), create(3)]);
+    bulk.answer({ outcomes: [{ kind: 'done', result: { etag: '"x"' } }] });
     await settle();
     expect(t.sent.map((s) => s.kind)).toEqual(['alone', 'alone']);
     t.answerAll();
@@ -226,12 +226,7 @@ describe('BulkLane (point requests of one container, batched under load)', () =>
   it('given reads and creates that overlap, then they leave in one bulk request in the order they came, each settled with its own result', async () => {
     const t = new HeldTransport();
     const lane = new BulkLane(t, { inFlight: 1 });
-    const first = await overlapping(lane, t, 0, 2);
-    const waiting = [lane.send(read(2)), lane.send(create(3)), lane.send(read(4))];
-    t.answerAll();
-    await Promise.all(first);
-    await settle();
-    const bulk = t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>;
+    const { waiting, bulk } = await queuedBehindOverlap(lane, t, [read(2), create(3), read(4)]);
     expect(bulk.ops).toEqual([read(2), create(3), read(4)]);
     bulk.answer({ outcomes: [{ kind: 'done', result: { resource: { id: 'doc2', _etag: '"r2"' } } }, { kind: 'done', result: { etag: '"c3"' } }, { kind: 'done', result: { resource: undefined } }] });
     await expect(Promise.all(waiting)).resolves.toEqual([{ resource: { id: 'doc2', _etag: '"r2"' } }, { etag: '"c3"' }, { resource: undefined }]);
@@ -240,13 +235,10 @@ describe('BulkLane (point requests of one container, batched under load)', () =>
   it('given a bulk request of reads and creates that gets no answer, then its reads are sent again alone and its creates fail', async () => {
     const t = new HeldTransport();
     const lane = new BulkLane(t, { inFlight: 1 });
-    const first = await overlapping(lane, t, 0, 2);
-    const waiting = Promise.allSettled([lane.send(read(2)), lane.send(create(3))]);
-    t.answerAll();
-    await Promise.all(first);
-    await settle();
+    const queued = await queuedBehindOverlap(lane, t, [read(2), create(3)]);
+    const waiting = Promise.allSettled(queued.waiting);
     const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-    (t.sent.splice(0)[0] as Extract<HeldTransport['sent'][number], { kind: 'bulk' }>).answer(reset);
+    queued.bulk.answer(reset);
     await settle();
     expect(t.sent.map((s) => (s.kind === 'alone' ? s.op : s.kind))).toEqual([read(2)]);
     t.answerAll();
