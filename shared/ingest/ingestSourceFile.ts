@@ -353,8 +353,7 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
   await deps.catalog.refreshSummaries(research.studyInstanceUid, research.seriesInstanceUid);
 
   const mine: ResearchRef = { ...research, blob: blobName };
-  // A re-index announces the same version again: its event is told apart by the generation.
-  const announcedAs = keyed(deps.deid.key, 'event', `${a.loc.canonicalUrl}\0${props.etag}${a.reindexOf ? `\0${a.reindexOf.generation}` : ''}`).slice(0, 32);
+  const announcedAs = announcementId(a, props, a.reindexOf?.generation);
   const commit = await commitIndex(a, {
     status: 'cataloged',
     sha256,
@@ -383,6 +382,14 @@ async function processVersion(a: Attempt, opened: OpenedSource | undefined): Pro
 }
 
 /**
+ * The id of the InstanceCataloged event of one source version. A re-index announces the same
+ * version again: its event is told apart by the generation.
+ */
+function announcementId(ing: Ingestion, props: SourceProperties, generation: string | undefined): string {
+  return keyed(ing.deps.deid.key, 'event', `${ing.loc.canonicalUrl}\0${props.etag}${generation !== undefined ? `\0${generation}` : ''}`).slice(0, 32);
+}
+
+/**
  * The event that cataloged this version, delivered again, announces its instance again under
  * the id of the first announcement: the record is written before the announcement, so a
  * publish that failed (and made Event Grid deliver the event again) would otherwise be lost for
@@ -401,7 +408,7 @@ async function announceAgain(ing: Ingestion, props: SourceProperties, record: In
   await deps.publisher.instanceCataloged(
     { studyInstanceUid: doc.studyInstanceUid, seriesInstanceUid: doc.seriesInstanceUid, sopInstanceUid: doc.sopInstanceUid, sopClassUid: doc.sopClassUid, modality: doc.modality, researchBlob: doc.researchBlob, size: doc.size },
     // Records written before 0.14.4 have no id: the first announcement's, short of a re-index's.
-    record.announcedAs ?? keyed(deps.deid.key, 'event', `${ing.loc.canonicalUrl}\0${props.etag}`).slice(0, 32),
+    record.announcedAs ?? announcementId(ing, props, undefined),
   );
   deps.log.info(`event ${ing.request.eventId}: source ${ing.id.slice(0, 12)} announced again as ${doc.sopInstanceUid}`);
 }
